@@ -1,0 +1,202 @@
+//! Command-line arguments and the top-level flow of each command.
+
+use crate::error::{exit, Error, Result};
+use crate::events::Summary;
+use crate::execute::{self, RunOptions};
+use crate::graph::{self, Dag};
+use crate::hash::HashCache;
+use crate::plan::Planner;
+use crate::reporter::{Reporter, StatusRow};
+use crate::spec::{self, Pipeline};
+use crate::store::Store;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fmnist-pipe",
+    version,
+    about = "Reproducible deep-learning ablation studies from a YAML pipeline, with content-hashed caching."
+)]
+pub struct Cli {
+    /// The pipeline file; relative paths in it are relative to its directory.
+    #[arg(short = 'f', long, global = true, default_value = "pipeline.yaml")]
+    pub file: PathBuf,
+    /// Print more: fresh stages during `run`, progress as plain lines.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the stale stages (all of them, or those the given stages need).
+    Run(RunArgs),
+    /// One line per stage: fresh, new or dirty, and why.
+    Status {
+        /// Only these stages and what they need.
+        stages: Vec<String>,
+        /// JSON: an array of {stage, state, reason, kind}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The stage graph as an indented tree.
+    Dag {
+        /// Graphviz dot instead of the tree.
+        #[arg(long)]
+        dot: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Stages to run (a name, or a base name meaning all its variants);
+    /// everything they need runs first. All stages when none are given.
+    pub stages: Vec<String>,
+    /// Print what would run and why, and run nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Rerun this stage even if it is fresh (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Rerun every stage.
+    #[arg(long)]
+    pub force_all: bool,
+    /// After a failure, go on with the stages that do not depend on it.
+    #[arg(long, short = 'k')]
+    pub keep_going: bool,
+    /// How many stages may run at once (default: settings.jobs, else the
+    /// number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// If another run holds the cache, wait for it instead of refusing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Parses the arguments, runs the command, returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::OK
+            };
+        }
+    };
+    let mut reporter = Reporter::new(cli.verbose);
+    match dispatch(&cli, &mut reporter) {
+        Ok(code) => code,
+        Err(e) => {
+            reporter.error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn load(file: &Path) -> Result<(Pipeline, Dag)> {
+    let (raw, text) = spec::load(file)?;
+    let pipeline = spec::resolve(raw, text, file)?;
+    let dag = Dag::build(&pipeline)?;
+    Ok((pipeline, dag))
+}
+
+fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
+    let (pipeline, dag) = load(&cli.file)?;
+    match &cli.command {
+        Command::Dag { dot } => {
+            reporter.text(&if *dot {
+                graph::render_dot(&pipeline)
+            } else {
+                graph::render_tree(&pipeline, &dag)
+            });
+            Ok(exit::OK)
+        }
+        Command::Status { stages, json } => {
+            let rows = status_rows(&pipeline, &dag, stages, &[], false)?;
+            reporter.status(&rows, *json);
+            Ok(exit::OK)
+        }
+        Command::Run(args) => {
+            if args.jobs == Some(0) {
+                return Err(Error::Usage("--jobs must be at least 1".into()));
+            }
+            if args.dry_run {
+                let rows = status_rows(&pipeline, &dag, &args.stages, &args.force, args.force_all)?;
+                reporter.dry_run(&rows);
+                return Ok(exit::OK);
+            }
+            let store = Store::new(pipeline.settings.cache_dir());
+            let _lock = store.lock(args.wait)?;
+            let hashes = HashCache::load(store.root().join("hashes.json"));
+            let opts = RunOptions {
+                targets: args.stages.clone(),
+                force: args.force.clone(),
+                force_all: args.force_all,
+                keep_going: args.keep_going,
+                jobs: args.jobs,
+            };
+            let summary: Summary =
+                execute::run(&pipeline, &dag, &store, &hashes, &opts, &mut |e| {
+                    reporter.event(e)
+                })?;
+            reporter.summary(&summary);
+            Ok(if summary.failed > 0 {
+                exit::STAGE_FAILED
+            } else {
+                exit::OK
+            })
+        }
+    }
+}
+
+/// The plan as rows, in dependency order. Read-only: takes no lock and
+/// creates nothing (records are replaced atomically, so reading while a run
+/// writes is safe).
+fn status_rows(
+    pipeline: &Pipeline,
+    dag: &Dag,
+    targets: &[String],
+    force: &[String],
+    force_all: bool,
+) -> Result<Vec<StatusRow>> {
+    let n = pipeline.stages.len();
+    let mask = if targets.is_empty() {
+        vec![true; n]
+    } else {
+        dag.closure(pipeline, &pipeline.select(targets)?)
+    };
+    let mut forced = vec![force_all; n];
+    for i in pipeline.select(force)? {
+        forced[i] = true;
+    }
+    let store = Store::new(pipeline.settings.cache_dir());
+    let hashes = HashCache::load(store.root().join("hashes.json"));
+    let planner = Planner {
+        pipeline,
+        store: &store,
+        hashes: &hashes,
+    };
+    let assessed = planner.assess_all(dag.order(), &mask, &forced)?;
+    if store.root().is_dir() {
+        hashes.save();
+    }
+    Ok(dag
+        .order()
+        .iter()
+        .filter_map(|&i| {
+            let a = assessed[i].as_ref()?;
+            let s = &pipeline.stages[i];
+            Some(StatusRow {
+                stage: s.name.clone(),
+                state: a.state.label(),
+                reason: a.state.reason(),
+                kind: s.kind.name(),
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,150 @@
+//! The one error type of the orchestrator, and the exit codes it maps to.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    /// Everything asked for succeeded.
+    pub const OK: i32 = 0;
+    /// At least one stage failed.
+    pub const STAGE_FAILED: i32 = 1;
+    /// The pipeline file or the command line is invalid.
+    pub const INVALID: i32 = 2;
+    /// The cache or workspace could not be used: I/O errors (a full disk,
+    /// permissions), or another run holds the lock.
+    pub const ENVIRONMENT: i32 = 3;
+}
+
+/// A problem in the pipeline file, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based line and column.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+    /// The offending source line, shown under the message.
+    pub source_line: Option<String>,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+            source_line: None,
+            help: None,
+        }
+    }
+
+    /// Points at `line:column` in `text` (the file's contents).
+    pub fn at(mut self, text: &str, line: usize, column: usize) -> Self {
+        self.line = Some(line);
+        self.column = Some(column);
+        self.source_line = text.lines().nth(line.saturating_sub(1)).map(str::to_string);
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)?;
+        if let (Some(line), Some(src)) = (self.line, &self.source_line) {
+            let num = line.to_string();
+            write!(f, "\n {num} | {src}")?;
+            if let Some(col) = self.column {
+                let pad = " ".repeat(num.len());
+                let caret = " ".repeat(col.saturating_sub(1));
+                write!(f, "\n {pad} | {caret}^")?;
+            }
+        }
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Pipeline(Box<Diagnostic>),
+    #[error("{0}")]
+    Usage(String),
+    #[error("could not {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", locked_message(path, holder))]
+    Locked { path: PathBuf, holder: String },
+    #[error("{0}")]
+    Cache(String),
+}
+
+fn locked_message(path: &std::path::Path, holder: &str) -> String {
+    format!(
+        "another fmnist-pipe run holds the lock {} ({holder})\n  help: wait for it to finish, or pass --wait to queue behind it",
+        path.display()
+    )
+}
+
+impl Error {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Pipeline(_) | Error::Usage(_) => exit::INVALID,
+            Error::Io { .. } | Error::Locked { .. } | Error::Cache(_) => exit::ENVIRONMENT,
+        }
+    }
+}
+
+impl From<Diagnostic> for Error {
+    fn from(d: Diagnostic) -> Self {
+        Error::Pipeline(Box::new(d))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostic_renders_location_line_and_caret() {
+        let text = "a: 1\nstages:\n  x: 2\n";
+        let d = Diagnostic::new("p.yaml", "bad thing")
+            .at(text, 3, 3)
+            .help("fix it");
+        assert_eq!(
+            d.to_string(),
+            "p.yaml:3:3: bad thing\n 3 |   x: 2\n   |   ^\n  help: fix it"
+        );
+    }
+}

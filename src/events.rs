@@ -1,0 +1,59 @@
+//! What the engine tells the reporter. The engine never prints.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// `total` stages are considered; `to_run` of them are stale.
+    Planned {
+        total: usize,
+    },
+    Started {
+        stage: String,
+        reason: String,
+    },
+    Progress {
+        stage: String,
+        message: String,
+        fraction: Option<f64>,
+    },
+    Cached {
+        stage: String,
+    },
+    Restored {
+        stage: String,
+        paths: Vec<String>,
+    },
+    /// A cache object was bad; the stage reruns instead of being restored.
+    CacheCorrupt {
+        stage: String,
+        path: String,
+    },
+    Finished {
+        stage: String,
+        elapsed: Duration,
+    },
+    Failed {
+        stage: String,
+        error: String,
+        tail: Option<String>,
+        log: Option<PathBuf>,
+    },
+    Skipped {
+        stage: String,
+        because: String,
+    },
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub ran: usize,
+    pub cached: usize,
+    pub restored: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Stages not started because an earlier failure stopped the run.
+    pub not_started: usize,
+    pub wall: Duration,
+}

@@ -1,0 +1,263 @@
+//! Content hashes (blake3) of files and directories, with a stat cache so
+//! that unchanged large files are not re-read on every `status`.
+//!
+//! The stat cache only saves work: an entry is trusted when size, mtime and
+//! inode match and the file was not modified within a second of being
+//! hashed (a write in that window could leave the mtime unchanged).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The hash of one file inside an output or dep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the hashed root; empty when the root is a file.
+    pub rel: String,
+    pub hash: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
+}
+
+/// The hash of a file or a directory tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub hash: String,
+    pub is_dir: bool,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StatEntry {
+    size: u64,
+    mtime_ns: i128,
+    ino: u64,
+    hashed_at_ns: i128,
+    hash: String,
+}
+
+pub struct HashCache {
+    path: PathBuf,
+    entries: Mutex<BTreeMap<String, StatEntry>>,
+    changed: AtomicBool,
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+fn mtime_ns(m: &fs::Metadata) -> i128 {
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+}
+
+impl HashCache {
+    /// Loads the stat cache; a missing or unreadable one starts empty.
+    pub fn load(path: PathBuf) -> HashCache {
+        let entries = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        HashCache {
+            path,
+            entries: Mutex::new(entries),
+            changed: AtomicBool::new(false),
+        }
+    }
+
+    /// A cache that remembers nothing (for tests and one-off hashing).
+    pub fn disabled() -> HashCache {
+        HashCache {
+            path: PathBuf::new(),
+            entries: Mutex::new(BTreeMap::new()),
+            changed: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes the stat cache if it changed. Best effort: it is only a cache.
+    pub fn save(&self) {
+        if self.path.as_os_str().is_empty() || !self.changed.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(entries) = self.entries.lock() else {
+            return;
+        };
+        if let Ok(bytes) = serde_json::to_vec(&*entries) {
+            let _ = crate::store::write_atomic(&self.path, &bytes);
+        }
+    }
+
+    /// The blake3 hash of a regular file.
+    pub fn hash_file(&self, path: &Path, meta: &fs::Metadata) -> io::Result<String> {
+        let key = path.to_string_lossy().into_owned();
+        let mtime = mtime_ns(meta);
+        if let Ok(entries) = self.entries.lock() {
+            if let Some(e) = entries.get(&key) {
+                if e.size == meta.len()
+                    && e.mtime_ns == mtime
+                    && e.ino == meta.ino()
+                    && e.hashed_at_ns - mtime > 1_000_000_000
+                {
+                    return Ok(e.hash.clone());
+                }
+            }
+        }
+        let hashed_at_ns = now_ns();
+        let hash = hash_reader(fs::File::open(path)?)?;
+        if !self.path.as_os_str().is_empty() {
+            if let Ok(mut entries) = self.entries.lock() {
+                entries.insert(
+                    key,
+                    StatEntry {
+                        size: meta.len(),
+                        mtime_ns: mtime,
+                        ino: meta.ino(),
+                        hashed_at_ns,
+                        hash: hash.clone(),
+                    },
+                );
+                self.changed.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(hash)
+    }
+
+    /// Hashes a file or a directory (recursively, in name order). `None`
+    /// when nothing exists at `path`.
+    pub fn hash_path(&self, path: &Path) -> io::Result<Option<Tree>> {
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            self.walk(path, "", &mut files)?;
+            let mut h = blake3::Hasher::new();
+            h.update(b"dir\0");
+            for f in &files {
+                h.update(f.rel.as_bytes());
+                h.update(b"\0");
+                h.update(f.hash.as_bytes());
+                h.update(if f.exec { b"\0x\n" } else { b"\0-\n" });
+            }
+            Ok(Some(Tree {
+                hash: h.finalize().to_hex().to_string(),
+                is_dir: true,
+                files,
+            }))
+        } else {
+            let hash = self.hash_file(path, &meta)?;
+            Ok(Some(Tree {
+                hash: hash.clone(),
+                is_dir: false,
+                files: vec![FileEntry {
+                    rel: String::new(),
+                    hash,
+                    size: meta.len(),
+                    exec: meta.mode() & 0o111 != 0,
+                }],
+            }))
+        }
+    }
+
+    fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<FileEntry>) -> io::Result<()> {
+        let mut names: Vec<_> = fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            let name = name.to_string_lossy().into_owned();
+            let path = dir.join(&name);
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let meta = fs::metadata(&path)?;
+            if meta.is_dir() {
+                self.walk(&path, &rel, out)?;
+            } else {
+                let hash = self.hash_file(&path, &meta)?;
+                out.push(FileEntry {
+                    rel,
+                    hash,
+                    size: meta.len(),
+                    exec: meta.mode() & 0o111 != 0,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn hash_reader(mut r: impl io::Read) -> io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+pub fn hash_bytes(b: &[u8]) -> String {
+    blake3::hash(b).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_and_dir_hashes_follow_content() {
+        let d = tempfile::tempdir().unwrap();
+        let c = HashCache::disabled();
+        fs::write(d.path().join("a"), "x").unwrap();
+        let t = c.hash_path(&d.path().join("a")).unwrap().unwrap();
+        assert_eq!(t.hash, hash_bytes(b"x"));
+        assert!(!t.is_dir);
+        fs::create_dir_all(d.path().join("dir/sub")).unwrap();
+        fs::write(d.path().join("dir/sub/b"), "y").unwrap();
+        fs::write(d.path().join("dir/a"), "x").unwrap();
+        let t1 = c.hash_path(&d.path().join("dir")).unwrap().unwrap();
+        assert_eq!(
+            t1.files.iter().map(|f| f.rel.as_str()).collect::<Vec<_>>(),
+            ["a", "sub/b"]
+        );
+        fs::write(d.path().join("dir/sub/b"), "z").unwrap();
+        let t2 = c.hash_path(&d.path().join("dir")).unwrap().unwrap();
+        assert_ne!(t1.hash, t2.hash);
+        assert!(c.hash_path(&d.path().join("none")).unwrap().is_none());
+    }
+
+    #[test]
+    fn stat_cache_survives_reload_and_notices_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        fs::write(&f, "one").unwrap();
+        let cache_path = d.path().join("stat.json");
+        let c = HashCache::load(cache_path.clone());
+        let h1 = c.hash_path(&f).unwrap().unwrap().hash;
+        c.save();
+        assert!(cache_path.exists());
+        fs::write(&f, "two!").unwrap();
+        let c = HashCache::load(cache_path);
+        let h2 = c.hash_path(&f).unwrap().unwrap().hash;
+        assert_ne!(h1, h2);
+        assert_eq!(h2, hash_bytes(b"two!"));
+    }
+}

@@ -1,0 +1,17 @@
+//! fmnist-pipe: a pipeline of stages declared in YAML, run as a DAG with
+//! content-hashed caching.
+//!
+//! Phases: [`spec`] (load, resolve) → [`graph`] → [`plan`] → [`execute`],
+//! with [`store`] the cache and [`reporter`] the only module that prints.
+
+pub mod cli;
+pub mod error;
+pub mod events;
+pub mod execute;
+pub mod fingerprint;
+pub mod graph;
+pub mod hash;
+pub mod plan;
+pub mod reporter;
+pub mod spec;
+pub mod store;

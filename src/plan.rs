@@ -1,0 +1,229 @@
+//! Fresh, new or dirty: each stage's fingerprint against its record.
+
+use crate::error::{Error, Result};
+use crate::fingerprint::{DirtyReason, Fingerprint};
+use crate::hash::HashCache;
+use crate::spec::{Pipeline, Stage};
+use crate::store::{Record, Store};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Fresh,
+    New,
+    Dirty(DirtyReason),
+}
+
+impl State {
+    pub fn label(&self) -> &'static str {
+        match self {
+            State::Fresh => "fresh",
+            State::New => "new",
+            State::Dirty(_) => "dirty",
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            State::Fresh => None,
+            State::New => Some("never run".into()),
+            State::Dirty(r) => Some(r.to_string()),
+        }
+    }
+}
+
+pub struct Assessment {
+    pub state: State,
+    pub record: Option<Record>,
+    /// The fingerprint the stage has now (None when an input is unknown or
+    /// a dep is missing).
+    pub fingerprint: Option<Fingerprint>,
+    /// The digest dependents will see: known when the stage is fresh or
+    /// its outputs can be restored from the cache.
+    pub digest: Option<String>,
+}
+
+pub struct Planner<'a> {
+    pub pipeline: &'a Pipeline,
+    pub store: &'a Store,
+    pub hashes: &'a HashCache,
+}
+
+/// The result of fingerprinting: a dep may be missing.
+pub enum Fp {
+    Ok(Fingerprint),
+    DepMissing(String),
+}
+
+impl Planner<'_> {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.pipeline.settings.project_dir.join(rel)
+    }
+
+    /// The stage's fingerprint, given the digests of its inputs.
+    pub fn fingerprint(&self, stage: &Stage, inputs: BTreeMap<String, String>) -> Result<Fp> {
+        let mut deps = BTreeMap::new();
+        for d in &stage.deps {
+            let path = self.path(d);
+            match self.hashes.hash_path(&path) {
+                Ok(Some(t)) => {
+                    deps.insert(d.clone(), t.hash);
+                }
+                Ok(None) => return Ok(Fp::DepMissing(d.clone())),
+                Err(e) => return Err(Error::io("hash the dep", path, e)),
+            }
+        }
+        Ok(Fp::Ok(Fingerprint {
+            kind: stage.kind.name().to_string(),
+            kind_version: stage.kind.version(),
+            params: stage.params.clone(),
+            cmd: stage.cmd.clone(),
+            device: stage.device.clone(),
+            deps,
+            inputs,
+            outs: stage.outs.clone(),
+        }))
+    }
+
+    /// Assesses stage `i`; `inputs` holds each needed stage's output
+    /// digest, or None when that stage is itself stale.
+    pub fn assess(&self, i: usize, inputs: &[(String, Option<String>)]) -> Result<Assessment> {
+        let stage = &self.pipeline.stages[i];
+        let dirty = |r: DirtyReason, record: Option<Record>, fp: Option<Fingerprint>| Assessment {
+            state: State::Dirty(r),
+            record,
+            fingerprint: fp,
+            digest: None,
+        };
+        let record = match self.store.record(&stage.name) {
+            Ok(r) => r,
+            Err(()) => return Ok(dirty(DirtyReason::RecordUnreadable, None, None)),
+        };
+        let known: Option<BTreeMap<String, String>> = inputs
+            .iter()
+            .map(|(n, d)| d.clone().map(|d| (n.clone(), d)))
+            .collect();
+        let Some(record) = record else {
+            let fp = match known {
+                Some(k) => match self.fingerprint(stage, k)? {
+                    Fp::Ok(fp) => Some(fp),
+                    Fp::DepMissing(_) => None,
+                },
+                None => None,
+            };
+            return Ok(Assessment {
+                state: State::New,
+                record: None,
+                fingerprint: fp,
+                digest: None,
+            });
+        };
+        let Some(known) = known else {
+            let stale = inputs
+                .iter()
+                .find(|(_, d)| d.is_none())
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default();
+            return Ok(dirty(DirtyReason::UpstreamStale(stale), Some(record), None));
+        };
+        let fp = match self.fingerprint(stage, known)? {
+            Fp::Ok(fp) => fp,
+            Fp::DepMissing(d) => return Ok(dirty(DirtyReason::DepMissing(d), Some(record), None)),
+        };
+        if !record.complete {
+            return Ok(dirty(DirtyReason::Interrupted, Some(record), Some(fp)));
+        }
+        if let Some(r) = fp.compare(&record.fingerprint) {
+            return Ok(dirty(r, Some(record), Some(fp)));
+        }
+        for o in &record.outputs {
+            let path = self.path(&o.path);
+            let now = self
+                .hashes
+                .hash_path(&path)
+                .map_err(|e| Error::io("hash the output", &path, e))?;
+            let restorable = || o.tree.files.iter().all(|f| self.store.has_object(&f.hash));
+            let reason = match now {
+                None => DirtyReason::OutputMissing {
+                    path: o.path.clone(),
+                    restorable: restorable(),
+                },
+                Some(t) if t.hash != o.tree.hash => DirtyReason::OutputModified {
+                    path: o.path.clone(),
+                    restorable: restorable(),
+                },
+                Some(_) => continue,
+            };
+            let digest = reason.restorable().then(|| record.outputs_digest());
+            let mut a = dirty(reason, Some(record), Some(fp));
+            a.digest = digest;
+            return Ok(a);
+        }
+        let digest = Some(record.outputs_digest());
+        Ok(Assessment {
+            state: State::Fresh,
+            record: Some(record),
+            fingerprint: Some(fp),
+            digest,
+        })
+    }
+
+    /// Assesses every stage in `order` (dependencies first), one level of
+    /// the DAG at a time, the stages of a level in parallel.
+    pub fn assess_all(
+        &self,
+        order: &[usize],
+        mask: &[bool],
+        forced: &[bool],
+    ) -> Result<Vec<Option<Assessment>>> {
+        use rayon::prelude::*;
+        let n = self.pipeline.stages.len();
+        let mut level = vec![0usize; n];
+        for &i in order {
+            level[i] = self.pipeline.stages[i]
+                .needs
+                .iter()
+                .map(|&j| level[j] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+        let depth = order.iter().map(|&i| level[i]).max().map_or(0, |m| m + 1);
+        let mut by_level: Vec<Vec<usize>> = vec![Vec::new(); depth];
+        for &i in order {
+            if mask[i] {
+                by_level[level[i]].push(i);
+            }
+        }
+        let mut out: Vec<Option<Assessment>> = (0..n).map(|_| None).collect();
+        for stages in by_level {
+            let results: Vec<(usize, Result<Assessment>)> = stages
+                .par_iter()
+                .map(|&i| {
+                    let inputs: Vec<(String, Option<String>)> = self.pipeline.stages[i]
+                        .needs
+                        .iter()
+                        .map(|&j| {
+                            (
+                                self.pipeline.stages[j].name.clone(),
+                                out[j].as_ref().and_then(|a: &Assessment| a.digest.clone()),
+                            )
+                        })
+                        .collect();
+                    let mut a = self.assess(i, &inputs);
+                    if forced[i] {
+                        if let Some(a) = a.as_mut().ok().filter(|a| a.state != State::New) {
+                            a.state = State::Dirty(DirtyReason::Forced);
+                            a.digest = None;
+                        }
+                    }
+                    (i, a)
+                })
+                .collect();
+            for (i, r) in results {
+                out[i] = Some(r?);
+            }
+        }
+        Ok(out)
+    }
+}

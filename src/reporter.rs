@@ -1,0 +1,236 @@
+//! The only module that prints. Progress bars when stderr is a terminal,
+//! plain lines otherwise (pipes, CI, tests).
+
+use crate::events::{Event, Summary};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// One line of `status`.
+#[derive(Debug, Serialize)]
+pub struct StatusRow {
+    pub stage: String,
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub kind: &'static str,
+}
+
+pub struct Reporter {
+    verbose: bool,
+    bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
+}
+
+impl Reporter {
+    pub fn new(verbose: bool) -> Reporter {
+        let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        Reporter {
+            verbose,
+            bars: tty.then(|| {
+                (
+                    MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                    HashMap::new(),
+                )
+            }),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bars {
+            Some((mp, _)) => {
+                let _ = mp.println(text);
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+
+    pub fn event(&mut self, e: Event) {
+        match e {
+            Event::Planned { .. } => {}
+            Event::Started { stage, reason } => {
+                self.line(&format!("running  {stage}  ({reason})"));
+                if let Some((mp, bars)) = &mut self.bars {
+                    let bar = mp.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(stage.clone());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bars.insert(stage, bar);
+                }
+            }
+            Event::Progress {
+                stage,
+                message,
+                fraction,
+            } => match &self.bars {
+                Some((_, bars)) => {
+                    if let Some(bar) = bars.get(&stage) {
+                        let pct = fraction
+                            .map(|f| format!(" {:>3.0}%", f * 100.0))
+                            .unwrap_or_default();
+                        bar.set_message(format!("{message}{pct}"));
+                    }
+                }
+                None if self.verbose => self.line(&format!("         {stage}: {message}")),
+                None => {}
+            },
+            Event::Cached { stage } => {
+                if self.verbose {
+                    self.line(&format!("fresh    {stage}"));
+                }
+            }
+            Event::Restored { stage, paths } => {
+                self.finish_bar(&stage);
+                self.line(&format!(
+                    "restored {stage}  ({} from cache)",
+                    paths.join(", ")
+                ));
+            }
+            Event::CacheCorrupt { stage, path } => {
+                self.line(&format!("warning: the cache object for {path} (stage {stage}) is corrupt or missing; it was removed and the stage reruns"));
+            }
+            Event::Finished { stage, elapsed } => {
+                self.finish_bar(&stage);
+                self.line(&format!("done     {stage}  in {}", fmt_duration(elapsed)));
+            }
+            Event::Failed {
+                stage,
+                error,
+                tail,
+                log,
+            } => {
+                self.finish_bar(&stage);
+                let mut text = format!("FAILED   {stage}: {error}");
+                if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+                    text.push_str("\n         last lines of output:");
+                    for l in tail.lines() {
+                        text.push_str(&format!("\n         | {l}"));
+                    }
+                }
+                if let Some(log) = log {
+                    text.push_str(&format!("\n         full log: {}", log.display()));
+                }
+                self.line(&text);
+            }
+            Event::Skipped { stage, because } => {
+                self.line(&format!(
+                    "skipped  {stage}  (needs {because}, which failed)"
+                ));
+            }
+        }
+    }
+
+    fn finish_bar(&mut self, stage: &str) {
+        if let Some((mp, bars)) = &mut self.bars {
+            if let Some(bar) = bars.remove(stage) {
+                bar.finish_and_clear();
+                mp.remove(&bar);
+            }
+        }
+    }
+
+    pub fn summary(&mut self, s: &Summary) {
+        let mut parts = vec![format!("{} ran", s.ran), format!("{} cached", s.cached)];
+        if s.restored > 0 {
+            parts.push(format!("{} restored", s.restored));
+        }
+        parts.push(format!("{} failed", s.failed));
+        if s.skipped > 0 {
+            parts.push(format!("{} skipped", s.skipped));
+        }
+        if s.not_started > 0 {
+            parts.push(format!(
+                "{} not started (use --keep-going to run them)",
+                s.not_started
+            ));
+        }
+        self.line(&format!("{} in {}", parts.join(", "), fmt_duration(s.wall)));
+    }
+
+    pub fn status(&self, rows: &[StatusRow], json: bool) {
+        let mut out = std::io::stdout().lock();
+        if json {
+            let _ = serde_json::to_writer_pretty(&mut out, rows);
+            let _ = writeln!(out);
+            return;
+        }
+        let width = rows.iter().map(|r| r.stage.len()).max().unwrap_or(0);
+        let mut text = String::new();
+        for r in rows {
+            let line = format!(
+                "{:<5}  {:<width$}  {}",
+                r.state,
+                r.stage,
+                r.reason.as_deref().unwrap_or("")
+            );
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        let count = |s: &str| rows.iter().filter(|r| r.state == s).count();
+        text.push_str(&format!(
+            "{} fresh, {} new, {} dirty\n",
+            count("fresh"),
+            count("new"),
+            count("dirty")
+        ));
+        let _ = out.write_all(text.as_bytes());
+    }
+
+    /// `run --dry-run`: what would run and why.
+    pub fn dry_run(&self, rows: &[StatusRow]) {
+        let mut text = String::new();
+        let mut n = 0;
+        for r in rows.iter().filter(|r| r.state != "fresh") {
+            n += 1;
+            let verb = if r
+                .reason
+                .as_deref()
+                .is_some_and(|x| x.contains("will be restored"))
+            {
+                "would restore"
+            } else {
+                "would run"
+            };
+            text.push_str(&format!(
+                "{verb}  {}  ({})\n",
+                r.stage,
+                r.reason.as_deref().unwrap_or("")
+            ));
+        }
+        if n == 0 {
+            text.push_str("nothing to do: every stage is fresh\n");
+        }
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+
+    pub fn text(&self, s: &str) {
+        let _ = std::io::stdout().lock().write_all(s.as_bytes());
+    }
+
+    pub fn error(&self, e: &crate::error::Error) {
+        let mut text = format!("error: {e}");
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(&format!("\nCaused by:\n    {s}"));
+            source = s.source();
+        }
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{:.0}ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}

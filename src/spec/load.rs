@@ -1,0 +1,208 @@
+//! Reads pipeline.yaml into raw serde types, with located errors.
+
+use crate::error::{Diagnostic, Error, Result};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::Path;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    #[serde(default)]
+    pub settings: RawSettings,
+    pub stages: OrderedMap<RawStage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    pub cache: Option<String>,
+    pub outputs: Option<String>,
+    pub jobs: Option<usize>,
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    pub kind: stages::Kind,
+    #[serde(default)]
+    pub desc: Option<String>,
+    #[serde(default)]
+    pub cmd: Option<String>,
+    #[serde(default)]
+    pub deps: Vec<String>,
+    #[serde(default)]
+    pub outs: Vec<String>,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    #[serde(default)]
+    pub params: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub variants: Option<OrderedMap<Option<Map<String, Value>>>>,
+    #[serde(default)]
+    pub foreach: Option<String>,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// A mapping that keeps declaration order and refuses duplicate keys (YAML
+/// parsers differ on duplicates; a silent "last one wins" hides mistakes).
+#[derive(Debug)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V2<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for V2<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, V)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom(format!(
+                            "duplicate name `{key}`: each name may appear once"
+                        )));
+                    }
+                    let value = map.next_value()?;
+                    out.push((key, value));
+                }
+                Ok(OrderedMap(out))
+            }
+        }
+        d.deserialize_map(V2(PhantomData))
+    }
+}
+
+/// Reads and parses the pipeline file at `path`, returning its text too
+/// (later phases point into it).
+pub fn load(path: &Path) -> Result<(RawPipeline, String)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Diagnostic::new(path, "pipeline file not found")
+                .help("run fmnist-pipe in the project directory, or pass --file PATH")
+                .into())
+        }
+        Err(e) => return Err(Error::io("read the pipeline file", path, e)),
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+            let mut d = Diagnostic::new(path, "the file is not valid UTF-8")
+                .help("save pipeline.yaml as UTF-8 text");
+            d.line = Some(line);
+            d.column = Some(col);
+            return Err(d.into());
+        }
+    };
+    parse(path, &text).map(|p| (p, text))
+}
+
+fn parse(path: &Path, text: &str) -> Result<RawPipeline> {
+    // An empty file (or one with only comments) parses as null; say so plainly.
+    if matches!(
+        serde_yaml::from_str::<serde_yaml::Value>(text),
+        Ok(serde_yaml::Value::Null)
+    ) {
+        return Err(Diagnostic::new(path, "the pipeline file is empty")
+            .help("declare stages under a top-level `stages:` mapping (see README.md)")
+            .into());
+    }
+    serde_yaml::from_str::<RawPipeline>(text).map_err(|e| {
+        let message = strip_location(&e.to_string());
+        let mut d = Diagnostic::new(path, message.clone());
+        if let Some(loc) = e.location() {
+            d = d.at(text, loc.line(), loc.column());
+        }
+        if message.contains("unknown variant") && message.contains("expected one of `cmd`") {
+            d = d.help("`kind` must be one of the kinds listed above");
+        } else if message.contains("missing field `stages`") {
+            d = d.help("declare stages under a top-level `stages:` mapping");
+        }
+        Error::from(d)
+    })
+}
+
+/// serde_yaml appends " at line L column C"; we print the location ourselves.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> Diagnostic {
+        match parse(Path::new("p.yaml"), text) {
+            Err(Error::Pipeline(d)) => *d,
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("parsed"),
+        }
+    }
+
+    #[test]
+    fn parses_minimal() {
+        let p = parse(
+            Path::new("p.yaml"),
+            "stages:\n  a:\n    kind: cmd\n    cmd: true\n",
+        )
+        .unwrap();
+        assert_eq!(p.stages.0.len(), 1);
+        assert_eq!(p.stages.0[0].0, "a");
+    }
+
+    #[test]
+    fn unknown_field_is_located() {
+        let d = err("stages:\n  a:\n    kind: cmd\n    cmdd: true\n");
+        assert!(d.message.contains("unknown field `cmdd`"), "{}", d.message);
+        assert_eq!(d.line, Some(4));
+    }
+
+    #[test]
+    fn unknown_kind_is_located() {
+        let d = err("stages:\n  a:\n    kind: shell\n");
+        assert!(
+            d.message.contains("unknown variant `shell`"),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.line, Some(3));
+    }
+
+    #[test]
+    fn duplicate_stage_is_refused() {
+        let d = err("stages:\n  a:\n    kind: cmd\n  a:\n    kind: cmd\n");
+        assert!(d.message.contains("duplicate name `a`"), "{}", d.message);
+        assert!(d.line.is_some());
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let d = err("stages:\n  a: [1, 2\n");
+        assert!(d.line.is_some(), "{d}");
+    }
+
+    #[test]
+    fn empty_file() {
+        assert!(err("").message.contains("empty"));
+        assert!(err("# only a comment\n").message.contains("empty"));
+    }
+}

@@ -1,0 +1,740 @@
+//! Raw pipeline -> concrete stages: variants and `foreach` expanded, params
+//! merged and checked against their kind, names and paths validated.
+
+use super::load::{RawPipeline, RawStage};
+use super::locate::locate;
+use super::subst::{substitute, Vars};
+use crate::error::{Diagnostic, Result};
+use serde_json::{Map, Value};
+use stages::Kind;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The pipeline file, as given.
+    pub file: PathBuf,
+    /// The directory holding the pipeline file; every relative path in it
+    /// is relative to this directory.
+    pub project_dir: PathBuf,
+    /// The cache directory, relative to the project directory.
+    pub cache: String,
+    /// Where built-in kinds put their outputs, relative to the project.
+    pub outputs: String,
+    pub jobs: usize,
+    pub device: String,
+}
+
+impl Settings {
+    pub fn cache_dir(&self) -> PathBuf {
+        self.project_dir.join(&self.cache)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Concrete name: `train@fast` for a variant, `prep` otherwise.
+    pub name: String,
+    /// The name declared in the YAML (`train`).
+    pub base: String,
+    pub variant: Option<String>,
+    pub kind: Kind,
+    pub desc: Option<String>,
+    /// Canonical parameters (defaults filled in, variant merged).
+    pub params: Value,
+    /// The substituted shell command (`cmd` stages only).
+    pub cmd: Option<String>,
+    /// Input files or directories, relative to the project directory
+    /// (or absolute, for data outside it).
+    pub deps: Vec<String>,
+    /// Outputs, relative to the project directory.
+    pub outs: Vec<String>,
+    /// Stages this one needs: explicit `needs`, `foreach`, and any stage
+    /// whose output is one of this stage's deps. Indices into
+    /// [`Pipeline::stages`], sorted and unique.
+    pub needs: Vec<usize>,
+    pub threads: Option<usize>,
+    /// The compute device, for kinds that use one.
+    pub device: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    pub settings: Settings,
+    pub stages: Vec<Stage>,
+    pub text: String,
+}
+
+impl Pipeline {
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+
+    /// Resolves user-given stage names (a concrete name, or a base name
+    /// meaning all its variants) to indices.
+    pub fn select(&self, names: &[String]) -> Result<Vec<usize>> {
+        let mut out = Vec::new();
+        for name in names {
+            let found: Vec<usize> = self
+                .stages
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.name == *name || s.base == *name)
+                .map(|(i, _)| i)
+                .collect();
+            if found.is_empty() {
+                let mut d =
+                    Diagnostic::new(&self.settings.file, format!("no stage named `{name}`"));
+                let candidates: Vec<&str> = self
+                    .stages
+                    .iter()
+                    .flat_map(|s| [s.name.as_str(), s.base.as_str()])
+                    .collect();
+                if let Some(s) = suggest(name, candidates) {
+                    d = d.help(format!("did you mean `{s}`?"));
+                }
+                return Err(d.into());
+            }
+            out.extend(found);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+struct Base<'a> {
+    name: &'a str,
+    raw: &'a RawStage,
+    params: Value,
+    variants: Option<Vec<(String, Value)>>,
+}
+
+pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> {
+    let project_dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let err = |path: &[&str], message: String| -> Diagnostic {
+        let d = Diagnostic::new(file, message);
+        match locate(&text, path) {
+            Some((line, col)) => d.at(&text, line, col),
+            None => d,
+        }
+    };
+
+    let s = &raw.settings;
+    let cache = normalize(s.cache.as_deref().unwrap_or("cache"))
+        .map_err(|m| err(&["settings", "cache"], format!("settings.cache: {m}")))?;
+    let outputs = normalize(s.outputs.as_deref().unwrap_or("outputs"))
+        .map_err(|m| err(&["settings", "outputs"], format!("settings.outputs: {m}")))?;
+    let jobs = match s.jobs {
+        Some(0) => {
+            return Err(err(
+                &["settings", "jobs"],
+                "settings.jobs must be at least 1".into(),
+            )
+            .into())
+        }
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let device = s.device.clone().unwrap_or_else(|| "cpu".into());
+    let settings = Settings {
+        file: file.to_path_buf(),
+        project_dir,
+        cache,
+        outputs,
+        jobs,
+        device,
+    };
+
+    if raw.stages.0.is_empty() {
+        return Err(err(&["stages"], "the pipeline declares no stages".into())
+            .help("add at least one stage under `stages:`")
+            .into());
+    }
+
+    // Pass 1: per declared stage, canonical params and variants.
+    let mut bases = Vec::with_capacity(raw.stages.0.len());
+    for (name, rs) in &raw.stages.0 {
+        check_name(name).map_err(|m| err(&["stages", name], format!("stage name `{name}` {m}")))?;
+        let at = |field: &'static str| vec!["stages", name.as_str(), field];
+        match (rs.kind, &rs.cmd) {
+            (Kind::Cmd, None) => {
+                return Err(err(
+                    &["stages", name],
+                    format!("stage `{name}` is of kind cmd but has no `cmd`"),
+                )
+                .help("add `cmd: \"<shell command>\"` to the stage")
+                .into())
+            }
+            (k, Some(_)) if k.is_builtin() => {
+                return Err(err(
+                    &at("cmd"),
+                    format!(
+                        "stage `{name}` is of kind {}, which takes no `cmd`",
+                        k.name()
+                    ),
+                )
+                .into())
+            }
+            _ => {}
+        }
+        if rs.kind.is_builtin() && !rs.outs.is_empty() {
+            return Err(err(
+                &at("outs"),
+                format!(
+                    "stage `{name}` is of kind {}, whose outputs go to `{}/{name}`: remove `outs`",
+                    rs.kind.name(),
+                    settings.outputs
+                ),
+            )
+            .into());
+        }
+        if rs.threads == Some(0) {
+            return Err(err(
+                &at("threads"),
+                format!("stage `{name}`: threads must be at least 1"),
+            )
+            .into());
+        }
+        let given = Value::Object(rs.params.clone().unwrap_or_default());
+        let params = rs.kind.normalize_params(given).map_err(|m| {
+            err(
+                &at("params"),
+                format!("stage `{name}`: invalid params: {m}"),
+            )
+        })?;
+        let variants = match &rs.variants {
+            None => None,
+            Some(vs) if vs.0.is_empty() => {
+                return Err(err(
+                    &at("variants"),
+                    format!("stage `{name}` declares an empty `variants`"),
+                )
+                .into())
+            }
+            Some(vs) => {
+                if rs.foreach.is_some() {
+                    return Err(err(
+                        &at("foreach"),
+                        format!("stage `{name}` has both `variants` and `foreach`; use one"),
+                    )
+                    .into());
+                }
+                let mut out = Vec::new();
+                for (vname, over) in &vs.0 {
+                    let vpath = ["stages", name.as_str(), "variants", vname.as_str()];
+                    check_name(vname)
+                        .map_err(|m| err(&vpath, format!("variant name `{vname}` {m}")))?;
+                    let over = over.clone().unwrap_or_default();
+                    let mut merged = params.clone();
+                    merge_override(&mut merged, &over, "").map_err(|(key, known)| {
+                        let mut p = vpath.to_vec();
+                        p.extend(key.split('.'));
+                        err(
+                            &p,
+                            format!("variant `{vname}` of stage `{name}` overrides `{key}`, which is not a parameter of the stage"),
+                        )
+                        .help(if known.is_empty() {
+                            format!("declare `{key}` under the stage's params to give it a default")
+                        } else {
+                            format!(
+                                "known parameters here: {}; or declare `{key}` under the stage's params",
+                                known.join(", ")
+                            )
+                        })
+                    })?;
+                    let merged = rs.kind.normalize_params(merged).map_err(|m| {
+                        err(
+                            &vpath,
+                            format!("variant `{vname}` of stage `{name}`: invalid params: {m}"),
+                        )
+                    })?;
+                    out.push((vname.clone(), merged));
+                }
+                Some(out)
+            }
+        };
+        bases.push(Base {
+            name,
+            raw: rs,
+            params,
+            variants,
+        });
+    }
+
+    // Pass 2: expand into concrete stages.
+    let base_names: Vec<&str> = bases.iter().map(|b| b.name).collect();
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut foreach_needs: Vec<Option<String>> = Vec::new();
+    for b in &bases {
+        let instances: Vec<(Option<String>, Value, Option<String>)> = if let Some(vs) = &b.variants
+        {
+            vs.iter()
+                .map(|(v, p)| (Some(v.clone()), p.clone(), None))
+                .collect()
+        } else if let Some(target) = &b.raw.foreach {
+            let path = ["stages", b.name, "foreach"];
+            let Some(t) = bases.iter().find(|x| x.name == target) else {
+                let mut d = err(
+                    &path,
+                    format!(
+                        "stage `{}` has `foreach: {target}`, but there is no stage `{target}`",
+                        b.name
+                    ),
+                );
+                if let Some(s) = suggest(target, base_names.iter().copied()) {
+                    d = d.help(format!("did you mean `{s}`?"));
+                }
+                return Err(d.into());
+            };
+            let Some(tv) = &t.variants else {
+                return Err(err(
+                    &path,
+                    format!(
+                        "stage `{}` has `foreach: {target}`, but `{target}` has no variants",
+                        b.name
+                    ),
+                )
+                .help(format!(
+                    "declare `variants` on `{target}`, or write `needs: [{target}]` instead"
+                ))
+                .into());
+            };
+            tv.iter()
+                .map(|(v, _)| {
+                    (
+                        Some(v.clone()),
+                        b.params.clone(),
+                        Some(format!("{target}@{v}")),
+                    )
+                })
+                .collect()
+        } else {
+            vec![(None, b.params.clone(), None)]
+        };
+        for (variant, params, need) in instances {
+            let name = match &variant {
+                Some(v) => format!("{}@{v}", b.name),
+                None => b.name.to_string(),
+            };
+            let vars = Vars {
+                stage: &name,
+                variant: variant.as_deref(),
+                params: &params,
+            };
+            let sub = |field: &str, s: &str| {
+                substitute(s, &vars).map_err(|m| {
+                    err(
+                        &["stages", b.name, field],
+                        format!("stage `{}`: {m}", b.name),
+                    )
+                })
+            };
+            let cmd = b.raw.cmd.as_deref().map(|c| sub("cmd", c)).transpose()?;
+            let mut deps = Vec::new();
+            for d in &b.raw.deps {
+                let d = sub("deps", d)?;
+                let d = if Path::new(&d).is_absolute() {
+                    d
+                } else {
+                    normalize(&d).map_err(|m| {
+                        err(
+                            &["stages", b.name, "deps"],
+                            format!("stage `{}`: dep `{d}` {m}", b.name),
+                        )
+                    })?
+                };
+                deps.push(d);
+            }
+            let mut outs = Vec::new();
+            if b.raw.kind.is_builtin() {
+                outs.push(format!("{}/{name}", settings.outputs));
+            }
+            for o in &b.raw.outs {
+                let o = sub("outs", o)?;
+                let o = normalize(&o).map_err(|m| {
+                    err(
+                        &["stages", b.name, "outs"],
+                        format!("stage `{}`: output `{o}` {m}", b.name),
+                    )
+                    .help("outputs must be inside the project directory")
+                })?;
+                if o == settings.cache
+                    || o.starts_with(&format!("{}/", settings.cache))
+                    || settings.cache.starts_with(&format!("{o}/"))
+                {
+                    return Err(err(
+                        &["stages", b.name, "outs"],
+                        format!(
+                            "stage `{}`: output `{o}` overlaps the cache directory `{}`",
+                            b.name, settings.cache
+                        ),
+                    )
+                    .into());
+                }
+                outs.push(o);
+            }
+            stages.push(Stage {
+                name,
+                base: b.name.to_string(),
+                variant,
+                kind: b.raw.kind,
+                desc: b.raw.desc.clone(),
+                params,
+                cmd,
+                deps,
+                outs,
+                needs: Vec::new(),
+                threads: b.raw.threads,
+                device: None,
+            });
+            foreach_needs.push(need);
+        }
+    }
+
+    // Pass 3: dependencies.
+    let index: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in stages.iter().enumerate() {
+        by_base.entry(s.base.as_str()).or_default().push(i);
+    }
+    let mut needs: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, s) in stages.iter().enumerate() {
+        for o in &s.outs {
+            if let Some(&j) = owner.get(o.as_str()) {
+                return Err(err(
+                    &["stages", &s.base, "outs"],
+                    format!(
+                        "output `{o}` of stage `{}` is also an output of stage `{}`",
+                        s.name, stages[j].name
+                    ),
+                )
+                .help("give each stage its own output paths (use ${variant} in variant stages)")
+                .into());
+            }
+            owner.insert(o, i);
+        }
+    }
+    // Nested outputs would make one stage's output part of another's.
+    let mut prev: Option<(&str, usize)> = None;
+    for (&o, &i) in &owner {
+        if let Some((p, j)) = prev {
+            if o.starts_with(p) && o.as_bytes().get(p.len()) == Some(&b'/') {
+                return Err(err(
+                    &["stages", &stages[i].base, "outs"],
+                    format!(
+                        "output `{o}` of stage `{}` lies inside output `{p}` of stage `{}`",
+                        stages[i].name, stages[j].name
+                    ),
+                )
+                .into());
+            }
+        }
+        prev = Some((o, i));
+    }
+    for (i, b) in stages.iter().enumerate() {
+        let raw = &raw
+            .stages
+            .0
+            .iter()
+            .find(|(n, _)| *n == b.base)
+            .expect("base exists")
+            .1;
+        for n in &raw.needs {
+            let found: Vec<usize> = match index.get(n.as_str()) {
+                Some(&j) => vec![j],
+                None => by_base.get(n.as_str()).cloned().unwrap_or_default(),
+            };
+            if found.is_empty() {
+                let mut d = err(
+                    &["stages", &b.base, "needs"],
+                    format!("stage `{}` needs `{n}`, but there is no such stage", b.base),
+                );
+                if let Some(s) = suggest(
+                    n,
+                    stages
+                        .iter()
+                        .flat_map(|s| [s.name.as_str(), s.base.as_str()]),
+                ) {
+                    d = d.help(format!("did you mean `{s}`?"));
+                }
+                return Err(d.into());
+            }
+            needs[i].extend(found);
+        }
+        if let Some(f) = &foreach_needs[i] {
+            needs[i].push(index[f.as_str()]);
+        }
+        for d in &b.deps {
+            // Ancestors of the dep that are outputs, and outputs under the dep.
+            let mut p = d.as_str();
+            loop {
+                if let Some(&j) = owner.get(p) {
+                    needs[i].push(j);
+                }
+                match p.rfind('/') {
+                    Some(k) => p = &p[..k],
+                    None => break,
+                }
+            }
+            let lo = format!("{d}/");
+            let hi = format!("{d}0"); // '0' sorts right after '/'
+            needs[i].extend(owner.range(lo.as_str()..hi.as_str()).map(|(_, &j)| j));
+        }
+    }
+    for (i, mut n) in needs.into_iter().enumerate() {
+        n.sort_unstable();
+        n.dedup();
+        // A stage reading its own output is not a dependency on itself
+        // unless it said so in `needs` (which the graph reports as a cycle).
+        stages[i].needs = n;
+    }
+    Ok(Pipeline {
+        settings,
+        stages,
+        text,
+    })
+}
+
+/// Names become file names and `@`-joined stage names.
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "contains `{c}`: use letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    Ok(())
+}
+
+/// Lexically normalizes a relative path; refuses absolute paths and paths
+/// that climb out of the project directory.
+fn normalize(p: &str) -> std::result::Result<String, String> {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return Err("is absolute, outside the project directory".into());
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str().ok_or("is not UTF-8")?),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err("is outside the project directory".into());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err("is absolute".into()),
+        }
+    }
+    if parts.is_empty() {
+        return Err("is the project directory itself".into());
+    }
+    Ok(parts.join("/"))
+}
+
+/// Deep-merges a variant's overrides into the stage's params; every key of
+/// the override must already exist. On error: the dotted key and the keys
+/// known at that level.
+fn merge_override(
+    base: &mut Value,
+    over: &Map<String, Value>,
+    prefix: &str,
+) -> std::result::Result<(), (String, Vec<String>)> {
+    let Value::Object(map) = base else {
+        return Err((prefix.trim_end_matches('.').to_string(), Vec::new()));
+    };
+    for (k, v) in over {
+        let key = format!("{prefix}{k}");
+        match (map.get_mut(k), v) {
+            (None, _) => return Err((key, map.keys().cloned().collect())),
+            (Some(slot @ Value::Object(_)), Value::Object(sub)) => {
+                merge_override(slot, sub, &format!("{key}."))?
+            }
+            (Some(slot), v) => *slot = v.clone(),
+        }
+    }
+    Ok(())
+}
+
+/// The closest candidate to `name`, if any is close enough to be a typo.
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::osa_distance(name, c), c))
+        .filter(|(d, c)| *d > 0 && *d <= (c.len().max(name.len()) / 3).max(1))
+        .min()
+        .map(|(_, c)| c.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    fn resolve_text(text: &str) -> Result<Pipeline> {
+        let raw: RawPipeline = serde_yaml::from_str(text).unwrap();
+        resolve(raw, text.to_string(), Path::new("dir/pipeline.yaml"))
+    }
+
+    fn diag(text: &str) -> Diagnostic {
+        match resolve_text(text) {
+            Err(Error::Pipeline(d)) => *d,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("resolved"),
+        }
+    }
+
+    const EXAMPLE: &str = r#"
+stages:
+  prep:
+    kind: cmd
+    cmd: "sort data/raw.txt > data/sorted.txt"
+    deps: [data/raw.txt]
+    outs: [data/sorted.txt]
+  train:
+    kind: cmd
+    needs: [prep]
+    params: {lr: 0.001, epochs: 3, opt: {beta: 0.9, eps: 1.0e-8}}
+    variants:
+      fast: {lr: 0.01, opt: {beta: 0.5}}
+      slow: {}
+    cmd: "echo ${params.lr} ${params.opt.beta} > out/model-${variant}.txt"
+    outs: ["out/model-${variant}.txt"]
+  evaluate:
+    kind: cmd
+    foreach: train
+    cmd: "wc -c out/model-${variant}.txt > out/eval-${variant}.txt"
+    deps: ["out/model-${variant}.txt"]
+    outs: ["out/eval-${variant}.txt"]
+  compare:
+    kind: cmd
+    needs: [evaluate]
+    cmd: "cat out/eval-*.txt > out/table.txt"
+    outs: [out/table.txt]
+"#;
+
+    #[test]
+    fn expands_variants_and_foreach() {
+        let p = resolve_text(EXAMPLE).unwrap();
+        let names: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "prep",
+                "train@fast",
+                "train@slow",
+                "evaluate@fast",
+                "evaluate@slow",
+                "compare"
+            ]
+        );
+        let fast = &p.stages[1];
+        assert_eq!(
+            fast.cmd.as_deref(),
+            Some("echo 0.01 0.5 > out/model-fast.txt")
+        );
+        assert_eq!(fast.params["opt"]["eps"], serde_json::json!(1.0e-8));
+        assert_eq!(
+            p.stages[2].cmd.as_deref(),
+            Some("echo 0.001 0.9 > out/model-slow.txt")
+        );
+        assert_eq!(p.stages[1].needs, vec![0]);
+        assert_eq!(
+            p.stages[3].needs,
+            vec![1],
+            "evaluate@fast needs train@fast only"
+        );
+        assert_eq!(p.stages[5].needs, vec![3, 4]);
+        assert_eq!(p.settings.project_dir, Path::new("dir"));
+    }
+
+    #[test]
+    fn implicit_edge_from_dep_on_output() {
+        let p = resolve_text(
+            "stages:\n  a:\n    kind: cmd\n    cmd: x\n    outs: [d/x.txt]\n  b:\n    kind: cmd\n    cmd: y\n    deps: [d]\n",
+        )
+        .unwrap();
+        assert_eq!(p.stages[1].needs, vec![0]);
+    }
+
+    #[test]
+    fn unknown_variant_parameter() {
+        let d = diag("stages:\n  t:\n    kind: cmd\n    cmd: x\n    params:\n      lr: 1\n    variants:\n      a:\n        lrr: 2\n");
+        assert!(d.message.contains("overrides `lrr`"), "{}", d.message);
+        assert_eq!(d.line, Some(9));
+        assert!(d.help.unwrap().contains("lr"));
+    }
+
+    #[test]
+    fn unknown_need_suggests() {
+        let d = diag("stages:\n  prep:\n    kind: cmd\n    cmd: x\n  t:\n    kind: cmd\n    cmd: y\n    needs: [perp]\n");
+        assert!(d.message.contains("needs `perp`"));
+        assert_eq!(d.help.as_deref(), Some("did you mean `prep`?"));
+        assert_eq!(d.line, Some(8));
+    }
+
+    #[test]
+    fn foreach_without_variants() {
+        let d = diag("stages:\n  t:\n    kind: cmd\n    cmd: x\n  e:\n    kind: cmd\n    cmd: y\n    foreach: t\n");
+        assert!(d.message.contains("has no variants"), "{}", d.message);
+    }
+
+    #[test]
+    fn missing_cmd() {
+        let d = diag("stages:\n  t:\n    kind: cmd\n");
+        assert!(d.message.contains("has no `cmd`"));
+        assert_eq!(d.line, Some(2));
+    }
+
+    #[test]
+    fn output_outside_project() {
+        for out in ["../x", "/tmp/x", "a/../../x"] {
+            let d = diag(&format!(
+                "stages:\n  t:\n    kind: cmd\n    cmd: x\n    outs: [\"{out}\"]\n"
+            ));
+            assert!(
+                d.message.contains("outside the project") || d.message.contains("absolute"),
+                "{}",
+                d.message
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_and_nested_outputs() {
+        let d = diag("stages:\n  a:\n    kind: cmd\n    cmd: x\n    outs: [o]\n  b:\n    kind: cmd\n    cmd: y\n    outs: [./o]\n");
+        assert!(
+            d.message.contains("also an output of stage `a`"),
+            "{}",
+            d.message
+        );
+        let d = diag("stages:\n  a:\n    kind: cmd\n    cmd: x\n    outs: [o]\n  b:\n    kind: cmd\n    cmd: y\n    outs: [o/p]\n");
+        assert!(d.message.contains("lies inside"), "{}", d.message);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("trian", ["train", "prep"]), Some("train".into()));
+        assert_eq!(suggest("zzzzz", ["train", "prep"]), None);
+    }
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(normalize("./a//b/../c").unwrap(), "a/c");
+        assert!(normalize(".").is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! The stage-kind interface shared by every kind.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Every kind of stage a pipeline can declare (`kind:` in pipeline.yaml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A shell command with declared dependencies and outputs.
+    Cmd,
+}
+
+/// One upstream stage's outputs, as a built-in kind sees them.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The upstream stage's name (`train@main`).
+    pub stage: String,
+    /// The upstream stage's kind.
+    pub kind: Kind,
+    /// Its output paths, absolute.
+    pub paths: Vec<PathBuf>,
+}
+
+/// A progress report from a running stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// What is being done (`epoch 3/10`, `train-images-idx3-ubyte.gz`).
+    pub message: String,
+    /// Fraction done in [0, 1], when known.
+    pub fraction: Option<f64>,
+}
+
+/// Everything a built-in kind needs to run one stage.
+pub struct RunContext<'a> {
+    pub stage: &'a str,
+    pub project_dir: &'a Path,
+    /// Canonical parameters, as returned by [`Kind::normalize_params`].
+    pub params: &'a Value,
+    pub inputs: &'a [Input],
+    /// The directory the stage writes its outputs into (a staging directory;
+    /// the orchestrator moves it into place after success).
+    pub out_dir: &'a Path,
+    pub threads: usize,
+    pub progress: &'a (dyn Fn(Progress) + Sync),
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("invalid parameters: {0}")]
+    Params(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StageError {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StageError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl Kind {
+    pub const ALL: &'static [Kind] = &[Kind::Cmd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Cmd => "cmd",
+        }
+    }
+
+    /// Bumped whenever a kind's results could change for the same inputs and
+    /// parameters, so that every stage of that kind reruns.
+    pub fn version(self) -> u32 {
+        match self {
+            Kind::Cmd => 1,
+        }
+    }
+
+    /// Built-in kinds write into a directory the orchestrator gives them;
+    /// `cmd` writes its declared outputs itself.
+    pub fn is_builtin(self) -> bool {
+        !matches!(self, Kind::Cmd)
+    }
+
+    /// Checks parameters against the kind's type and returns them in
+    /// canonical form, defaults filled in.
+    pub fn normalize_params(self, params: Value) -> Result<Value, String> {
+        match self {
+            Kind::Cmd => match params {
+                Value::Object(_) => Ok(params),
+                Value::Null => Ok(Value::Object(Default::default())),
+                other => Err(format!("params must be a mapping, not {other}")),
+            },
+        }
+    }
+
+    /// Runs a built-in kind. `cmd` stages go through [`crate::cmd::run_shell`].
+    pub fn run(self, ctx: &RunContext<'_>) -> Result<(), StageError> {
+        match self {
+            Kind::Cmd => Err(StageError::Failed(format!(
+                "stage {}: cmd stages run through cmd::run_shell",
+                ctx.stage
+            ))),
+        }
+    }
+}
+
+/// Deserializes `params` into a kind's typed parameters and back, so that the
+/// canonical form has every default filled in and unknown fields are refused.
+pub(crate) fn typed_params<T>(params: Value) -> Result<Value, String>
+where
+    T: serde::de::DeserializeOwned + Serialize,
+{
+    let params = if params.is_null() {
+        Value::Object(Default::default())
+    } else {
+        params
+    };
+    let typed: T = serde_json::from_value(params).map_err(|e| e.to_string())?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
+}

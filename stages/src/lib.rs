@@ -1,0 +1,12 @@
+//! The stage kinds of fmnist-pipe: what a stage does, never when or whether.
+//!
+//! The orchestrator (the `fmnist-pipe` crate) resolves a pipeline, decides
+//! which stages are stale and calls [`Kind::run`] for the built-in kinds or
+//! [`cmd::run_shell`] for `cmd` stages. Nothing here knows about graphs,
+//! fingerprints or the cache, and nothing here prints: progress goes through
+//! the callback in [`RunContext`].
+
+pub mod cmd;
+mod kind;
+
+pub use kind::{Input, Kind, Progress, RunContext, StageError};

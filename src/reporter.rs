@@ -216,9 +216,16 @@ impl Reporter {
     pub fn error(&self, e: &crate::error::Error) {
         let mut text = format!("error: {e}");
         let mut source = std::error::Error::source(e);
+        let mut disk_full = false;
         while let Some(s) = source {
             text.push_str(&format!("\nCaused by:\n    {s}"));
+            disk_full |= s
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC));
             source = s.source();
+        }
+        if disk_full {
+            text.push_str("\n  help: the disk is full: free space (or move settings.cache to a larger disk) and run again; stages that did not finish are recorded as stale and will rerun");
         }
         let _ = writeln!(std::io::stderr().lock(), "{text}");
     }

@@ -154,7 +154,10 @@ impl Store {
         fs::create_dir_all(parent)
             .map_err(|e| Error::io("create the cache directory", parent, e))?;
         let tmp = self.staging_file();
-        let got = copy_hashing(src, &tmp).map_err(|e| Error::io("copy into the cache", src, e))?;
+        let got = copy_hashing(src, &tmp).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("copy into the cache", src, e)
+        })?;
         if got != hash {
             let _ = fs::remove_file(&tmp);
             return Err(Error::Cache(format!(

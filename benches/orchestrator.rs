@@ -1,0 +1,95 @@
+//! Orchestrator overhead on a pipeline of 1,000 trivial cmd stages.
+//!
+//! Prints: the first run (-j 1) and its per-stage overhead over the bare
+//! cost of spawning the same 1,000 shell commands (measured here, in the
+//! same run), then the medians of a no-op `status` and a no-op `run`
+//! against their targets (0.3 s for status).
+//!
+//! cargo bench --bench orchestrator [-- STAGES]
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn pipeline(n: usize) -> String {
+    let mut y = String::from("settings:\n  jobs: 1\nstages:\n");
+    for i in 0..n {
+        y.push_str(&format!("  s{i}:\n    kind: cmd\n    cmd: \"echo {i} > out/s{i}.txt\"\n    deps: [data/in.txt]\n    outs: [out/s{i}.txt]\n"));
+        if i % 10 != 0 {
+            y.push_str(&format!("    needs: [s{}]\n", i - 1));
+        }
+    }
+    y
+}
+
+fn time(dir: &Path, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_fmnist-pipe"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run the binary");
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(dir.path().join("data")).unwrap();
+    fs::create_dir_all(dir.path().join("out")).unwrap();
+    fs::write(dir.path().join("data/in.txt"), "input\n").unwrap();
+    fs::write(dir.path().join("pipeline.yaml"), pipeline(n)).unwrap();
+
+    // Reference: the same commands spawned directly, one after another.
+    let t = Instant::now();
+    for i in 0..n {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo {i} > ref-{i}.txt"))
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let bare = t.elapsed();
+
+    let first = time(dir.path(), &["run", "-j", "1"]);
+    let overhead_ms = (first.as_secs_f64() - bare.as_secs_f64()) * 1000.0 / n as f64;
+    let status = median((0..7).map(|_| time(dir.path(), &["status"])).collect());
+    let noop = median((0..7).map(|_| time(dir.path(), &["run"])).collect());
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
+    println!("stages={n}");
+    println!(
+        "first_run_s={:.3} bare_spawn_s={:.3} ratio={:.2} overhead_per_stage_ms={:.2} (target < 20)",
+        first.as_secs_f64(),
+        bare.as_secs_f64(),
+        first.as_secs_f64() / bare.as_secs_f64(),
+        overhead_ms
+    );
+    println!(
+        "noop_status_s={:.3} (median of 7; target < 0.3, ratio to target {:.2}) per_stage_ms={:.3}",
+        status.as_secs_f64(),
+        status.as_secs_f64() / 0.3,
+        per(status)
+    );
+    println!(
+        "noop_run_s={:.3} (median of 7) per_stage_ms={:.3}",
+        noop.as_secs_f64(),
+        per(noop)
+    );
+}

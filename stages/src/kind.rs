@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 pub enum Kind {
     /// A shell command with declared dependencies and outputs.
     Cmd,
+    /// Fetches the Fashion-MNIST files from the first source that has them.
+    Download,
+    /// Decodes, validates, splits and packs the data for training.
+    Preprocess,
 }
 
 /// One upstream stage's outputs, as a built-in kind sees them.
@@ -73,11 +77,13 @@ impl StageError {
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::Cmd];
+    pub const ALL: &'static [Kind] = &[Kind::Cmd, Kind::Download, Kind::Preprocess];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Cmd => "cmd",
+            Kind::Download => "download",
+            Kind::Preprocess => "preprocess",
         }
     }
 
@@ -86,6 +92,8 @@ impl Kind {
     pub fn version(self) -> u32 {
         match self {
             Kind::Cmd => 1,
+            Kind::Download => 1,
+            Kind::Preprocess => 1,
         }
     }
 
@@ -104,6 +112,8 @@ impl Kind {
                 Value::Null => Ok(Value::Object(Default::default())),
                 other => Err(format!("params must be a mapping, not {other}")),
             },
+            Kind::Download => typed_params::<crate::download::DownloadParams>(params),
+            Kind::Preprocess => typed_params::<crate::preprocess::PreprocessParams>(params),
         }
     }
 
@@ -114,6 +124,8 @@ impl Kind {
                 "stage {}: cmd stages run through cmd::run_shell",
                 ctx.stage
             ))),
+            Kind::Download => crate::download::run(ctx),
+            Kind::Preprocess => crate::preprocess::run(ctx),
         }
     }
 }

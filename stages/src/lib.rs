@@ -7,6 +7,9 @@
 //! the callback in [`RunContext`].
 
 pub mod cmd;
+pub mod data;
+pub mod download;
 mod kind;
+pub mod preprocess;
 
 pub use kind::{Input, Kind, Progress, RunContext, StageError};

@@ -21,8 +21,8 @@ pub mod exit {
 pub struct Diagnostic {
     pub file: PathBuf,
     /// 1-based line and column.
-    pub line: Option<usize>,
-    pub column: Option<usize>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
     pub message: String,
     /// The offending source line, shown under the message.
     pub source_line: Option<String>,
@@ -43,8 +43,8 @@ impl Diagnostic {
 
     /// Points at `line:column` in `text` (the file's contents).
     pub fn at(mut self, text: &str, line: usize, column: usize) -> Self {
-        self.line = Some(line);
-        self.column = Some(column);
+        self.line = Some(line as u32);
+        self.column = Some(column as u32);
         self.source_line = text.lines().nth(line.saturating_sub(1)).map(str::to_string);
         self
     }
@@ -70,7 +70,7 @@ impl fmt::Display for Diagnostic {
             write!(f, "\n {num} | {src}")?;
             if let Some(col) = self.column {
                 let pad = " ".repeat(num.len());
-                let caret = " ".repeat(col.saturating_sub(1));
+                let caret = " ".repeat((col as usize).saturating_sub(1));
                 write!(f, "\n {pad} | {caret}^")?;
             }
         }

@@ -112,13 +112,11 @@ pub fn run(
     let mut env_error: Option<Error> = None;
     std::thread::scope(|scope| {
         loop {
-            while !stop {
-                let Some(&(p, i)) = ready
-                    .iter()
-                    .find(|&&(_, i)| slots_of(&pipeline.stages[i]) <= free)
-                else {
-                    break;
-                };
+            // After a failure (without --keep-going) nothing new starts.
+            while let Some(&(p, i)) = ready
+                .iter()
+                .find(|&&(_, i)| !stop && slots_of(&pipeline.stages[i]) <= free)
+            {
                 ready.remove(&(p, i));
                 let slots = slots_of(&pipeline.stages[i]);
                 free -= slots;

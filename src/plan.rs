@@ -98,7 +98,7 @@ impl Planner<'_> {
         };
         let record = match self.store.record(&stage.name) {
             Ok(r) => r,
-            Err(()) => return Ok(dirty(DirtyReason::RecordUnreadable, None, None)),
+            Err(_) => return Ok(dirty(DirtyReason::RecordUnreadable, None, None)),
         };
         let known: Option<BTreeMap<String, String>> = inputs
             .iter()

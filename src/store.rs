@@ -53,6 +53,10 @@ pub fn outputs_digest(outputs: &[Output]) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// A stage record that exists but cannot be read or parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
 /// Why an object could not be restored.
 #[derive(Debug)]
 pub enum RestoreError {
@@ -102,13 +106,13 @@ impl Store {
         self.root.join("stages").join(format!("{stage}.json"))
     }
 
-    /// The stage's record: `Ok(None)` if it never ran, `Err(())` if the
-    /// record cannot be read (treated as stale, never as fresh).
-    pub fn record(&self, stage: &str) -> std::result::Result<Option<Record>, ()> {
+    /// The stage's record: `Ok(None)` if it never ran, `Err` if the record
+    /// cannot be read (treated as stale, never as fresh).
+    pub fn record(&self, stage: &str) -> std::result::Result<Option<Record>, Unreadable> {
         match fs::read(self.record_path(stage)) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|_| ()),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|_| Unreadable),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(_) => Err(()),
+            Err(_) => Err(Unreadable),
         }
     }
 
@@ -129,7 +133,7 @@ impl Store {
                 self.write_record(stage, &r)
             }
             Ok(_) => Ok(()),
-            Err(()) => fs::remove_file(&path)
+            Err(Unreadable) => fs::remove_file(&path)
                 .map_err(|e| Error::io("remove the unreadable record", &path, e)),
         }
     }

@@ -105,8 +105,8 @@ pub fn load(path: &Path) -> Result<(RawPipeline, String)> {
             let col = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
             let mut d = Diagnostic::new(path, "the file is not valid UTF-8")
                 .help("save pipeline.yaml as UTF-8 text");
-            d.line = Some(line);
-            d.column = Some(col);
+            d.line = Some(line as u32);
+            d.column = Some(col as u32);
             return Err(d.into());
         }
     };

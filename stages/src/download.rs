@@ -17,10 +17,22 @@ pub const MIRROR: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws
 
 /// The Fashion-MNIST files and their SHA-256.
 pub const FILES: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte.gz", "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
-    ("train-labels-idx1-ubyte.gz", "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
-    ("t10k-images-idx3-ubyte.gz", "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
-    ("t10k-labels-idx1-ubyte.gz", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
+    (
+        "train-images-idx3-ubyte.gz",
+        "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+    ),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,7 +55,10 @@ fn default_sources() -> Vec<String> {
 }
 
 fn default_files() -> BTreeMap<String, String> {
-    FILES.iter().map(|(n, h)| (n.to_string(), h.to_string())).collect()
+    FILES
+        .iter()
+        .map(|(n, h)| (n.to_string(), h.to_string()))
+        .collect()
 }
 
 fn default_timeout() -> u64 {
@@ -52,7 +67,11 @@ fn default_timeout() -> u64 {
 
 impl Default for DownloadParams {
     fn default() -> Self {
-        DownloadParams { sources: default_sources(), files: default_files(), timeout_s: default_timeout() }
+        DownloadParams {
+            sources: default_sources(),
+            files: default_files(),
+            timeout_s: default_timeout(),
+        }
     }
 }
 
@@ -83,9 +102,12 @@ fn render(file: &str, attempts: &[Attempt]) -> String {
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let params: DownloadParams = serde_json::from_value(ctx.params.clone()).map_err(|e| StageError::Params(e.to_string()))?;
+    let params: DownloadParams = serde_json::from_value(ctx.params.clone())
+        .map_err(|e| StageError::Params(e.to_string()))?;
     if params.sources.is_empty() {
-        return Err(StageError::Params("sources is empty: list at least one directory or URL".into()));
+        return Err(StageError::Params(
+            "sources is empty: list at least one directory or URL".into(),
+        ));
     }
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(params.timeout_s))
@@ -93,16 +115,37 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .build();
     let total = params.files.len();
     for (k, (name, sha)) in params.files.iter().enumerate() {
-        (ctx.progress)(crate::Progress { message: format!("fetching {name}"), fraction: Some(k as f64 / total as f64) });
-        let source = fetch(&agent, name, sha, &params.sources, ctx.out_dir, ctx.project_dir).map_err(|e| StageError::Failed(e.to_string()))?;
-        (ctx.progress)(crate::Progress { message: format!("{name} from {source}"), fraction: Some((k + 1) as f64 / total as f64) });
+        (ctx.progress)(crate::Progress {
+            message: format!("fetching {name}"),
+            fraction: Some(k as f64 / total as f64),
+        });
+        let source = fetch(
+            &agent,
+            name,
+            sha,
+            &params.sources,
+            ctx.out_dir,
+            ctx.project_dir,
+        )
+        .map_err(|e| StageError::Failed(e.to_string()))?;
+        (ctx.progress)(crate::Progress {
+            message: format!("{name} from {source}"),
+            fraction: Some((k + 1) as f64 / total as f64),
+        });
     }
     Ok(())
 }
 
 /// Fetches `name` into `out_dir` from the first source that has it with
 /// the right checksum; returns that source.
-pub fn fetch(agent: &ureq::Agent, name: &str, sha: &str, sources: &[String], out_dir: &Path, project_dir: &Path) -> Result<String, FetchError> {
+pub fn fetch(
+    agent: &ureq::Agent,
+    name: &str,
+    sha: &str,
+    sources: &[String],
+    out_dir: &Path,
+    project_dir: &Path,
+) -> Result<String, FetchError> {
     let mut attempts = Vec::new();
     let dest = out_dir.join(name);
     let partial = out_dir.join(format!(".{name}.partial"));
@@ -111,29 +154,46 @@ pub fn fetch(agent: &ureq::Agent, name: &str, sha: &str, sources: &[String], out
             if got.eq_ignore_ascii_case(sha) {
                 Ok(())
             } else {
-                Err(format!("checksum mismatch: expected SHA-256 {sha}, got {got}"))
+                Err(format!(
+                    "checksum mismatch: expected SHA-256 {sha}, got {got}"
+                ))
             }
         });
-        match result.and_then(|()| fs::rename(&partial, &dest).map_err(|e| format!("could not move into place: {e}"))) {
+        match result.and_then(|()| {
+            fs::rename(&partial, &dest).map_err(|e| format!("could not move into place: {e}"))
+        }) {
             Ok(()) => return Ok(source.clone()),
             Err(why) => {
                 let _ = fs::remove_file(&partial);
-                attempts.push(Attempt { source: source.clone(), why });
+                attempts.push(Attempt {
+                    source: source.clone(),
+                    why,
+                });
             }
         }
     }
-    Err(FetchError { file: name.to_string(), attempts })
+    Err(FetchError {
+        file: name.to_string(),
+        attempts,
+    })
 }
 
 /// Streams one file from one source into `partial`, returning its SHA-256.
-fn fetch_one(agent: &ureq::Agent, source: &str, name: &str, partial: &Path, project_dir: &Path) -> Result<String, String> {
+fn fetch_one(
+    agent: &ureq::Agent,
+    source: &str,
+    name: &str,
+    partial: &Path,
+    project_dir: &Path,
+) -> Result<String, String> {
     if source.starts_with("http://") || source.starts_with("https://") {
         let url = format!("{}/{name}", source.trim_end_matches('/'));
         let response = agent.get(&url).call().map_err(|e| match e {
             ureq::Error::Status(code, r) => format!("HTTP {code} {} for {url}", r.status_text()),
             ureq::Error::Transport(t) => format!("{t}"),
         })?;
-        copy_hashing(response.into_reader(), partial).map_err(|e| format!("download of {url} failed: {e}"))
+        copy_hashing(response.into_reader(), partial)
+            .map_err(|e| format!("download of {url} failed: {e}"))
     } else {
         let dir = source.strip_prefix("file://").unwrap_or(source);
         let mut path = PathBuf::from(dir);
@@ -197,7 +257,11 @@ mod tests {
                         break;
                     }
                 }
-                let reply = routes.iter().find(|(p, _)| path.ends_with(p)).map(|(_, r)| r.clone()).unwrap_or(Reply::NotFound);
+                let reply = routes
+                    .iter()
+                    .find(|(p, _)| path.ends_with(p))
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or(Reply::NotFound);
                 answer(stream, reply);
             }
         });
@@ -215,19 +279,32 @@ mod tests {
     fn answer(mut s: TcpStream, reply: Reply) {
         let _ = match reply {
             Reply::Ok(body) => {
-                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
                 s.write_all(&body)
             }
-            Reply::NotFound => write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            Reply::NotFound => write!(
+                s,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
             Reply::Truncated(body) => {
-                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
                 s.write_all(&body[..body.len() / 2])
             }
         };
     }
 
     fn agent() -> ureq::Agent {
-        ureq::AgentBuilder::new().timeout_read(Duration::from_secs(5)).build()
+        ureq::AgentBuilder::new()
+            .timeout_read(Duration::from_secs(5))
+            .build()
     }
 
     fn refused_url() -> String {
@@ -243,10 +320,22 @@ mod tests {
         let body = b"hello fashion".to_vec();
         let url = serve(vec![("a.gz", Reply::Ok(body.clone()))]);
         let out = tempfile::tempdir().unwrap();
-        let src = fetch(&agent(), "a.gz", &sha256_hex(&body), &[url.clone()], out.path(), out.path()).unwrap();
+        let src = fetch(
+            &agent(),
+            "a.gz",
+            &sha256_hex(&body),
+            std::slice::from_ref(&url),
+            out.path(),
+            out.path(),
+        )
+        .unwrap();
         assert_eq!(src, url);
         assert_eq!(fs::read(out.path().join("a.gz")).unwrap(), body);
-        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 1, "no partial file left");
+        assert_eq!(
+            fs::read_dir(out.path()).unwrap().count(),
+            1,
+            "no partial file left"
+        );
     }
 
     #[test]
@@ -258,18 +347,46 @@ mod tests {
         let refused = refused_url();
         let out = tempfile::tempdir().unwrap();
         let missing_dir = out.path().join("nope").display().to_string();
-        let sources = vec![missing_dir.clone(), not_found, refused.clone(), truncated, wrong];
-        let e = fetch(&agent(), "a.gz", &sha256_hex(&body), &sources, out.path(), out.path()).unwrap_err();
+        let sources = vec![
+            missing_dir.clone(),
+            not_found,
+            refused.clone(),
+            truncated,
+            wrong,
+        ];
+        let e = fetch(
+            &agent(),
+            "a.gz",
+            &sha256_hex(&body),
+            &sources,
+            out.path(),
+            out.path(),
+        )
+        .unwrap_err();
         let text = e.to_string();
         assert_eq!(e.attempts.len(), 5, "{text}");
         assert!(e.attempts[0].why.contains("No such file"), "{text}");
         assert!(e.attempts[1].why.contains("HTTP 404"), "{text}");
-        assert!(e.attempts[2].why.to_lowercase().contains("refused"), "{text}");
+        assert!(
+            e.attempts[2].why.to_lowercase().contains("refused"),
+            "{text}"
+        );
         // A body cut short is an error of its own or, at the latest, a checksum mismatch.
         assert!(!e.attempts[3].why.is_empty(), "{text}");
-        assert!(e.attempts[4].why.contains("checksum mismatch") && e.attempts[4].why.contains(&sha256_hex(b"other bytes")), "{text}");
-        assert!(text.contains("apt-get install dataset-fashion-mnist"), "{text}");
-        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0, "nothing written");
+        assert!(
+            e.attempts[4].why.contains("checksum mismatch")
+                && e.attempts[4].why.contains(&sha256_hex(b"other bytes")),
+            "{text}"
+        );
+        assert!(
+            text.contains("apt-get install dataset-fashion-mnist"),
+            "{text}"
+        );
+        assert_eq!(
+            fs::read_dir(out.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
     }
 
     #[test]
@@ -279,7 +396,15 @@ mod tests {
         fs::write(dir.path().join("a.gz"), &body).unwrap();
         let out = tempfile::tempdir().unwrap();
         let sources = vec![refused_url(), format!("file://{}", dir.path().display())];
-        let src = fetch(&agent(), "a.gz", &sha256_hex(&body), &sources, out.path(), out.path()).unwrap();
+        let src = fetch(
+            &agent(),
+            "a.gz",
+            &sha256_hex(&body),
+            &sources,
+            out.path(),
+            out.path(),
+        )
+        .unwrap();
         assert!(src.starts_with("file://"));
         assert_eq!(fs::read(out.path().join("a.gz")).unwrap(), body);
     }
@@ -289,7 +414,15 @@ mod tests {
         let body = vec![7u8; 10_000];
         let url = serve(vec![("a.gz", Reply::Truncated(body.clone()))]);
         let out = tempfile::tempdir().unwrap();
-        assert!(fetch(&agent(), "a.gz", &sha256_hex(&body), &[url], out.path(), out.path()).is_err());
+        assert!(fetch(
+            &agent(),
+            "a.gz",
+            &sha256_hex(&body),
+            &[url],
+            out.path(),
+            out.path()
+        )
+        .is_err());
         assert!(!out.path().join("a.gz").exists());
     }
 }

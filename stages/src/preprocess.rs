@@ -72,24 +72,53 @@ pub struct SplitSummary {
 }
 
 fn find_input(ctx: &RunContext<'_>, name: &str) -> Result<PathBuf, StageError> {
-    let downloads: Vec<&crate::Input> = ctx.inputs.iter().filter(|i| i.kind == Kind::Download).collect();
+    let downloads: Vec<&crate::Input> = ctx
+        .inputs
+        .iter()
+        .filter(|i| i.kind == Kind::Download)
+        .collect();
     let Some(input) = downloads.first() else {
-        return Err(StageError::Params("preprocess needs a download stage: add `needs: [<download stage>]`".into()));
+        return Err(StageError::Params(
+            "preprocess needs a download stage: add `needs: [<download stage>]`".into(),
+        ));
     };
-    Ok(input.paths.first().map(|p| p.join(name)).unwrap_or_default())
+    Ok(input
+        .paths
+        .first()
+        .map(|p| p.join(name))
+        .unwrap_or_default())
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let params: PreprocessParams = serde_json::from_value(ctx.params.clone()).map_err(|e| StageError::Params(e.to_string()))?;
-    if !(params.std > 0.0) {
-        return Err(StageError::Params(format!("std must be positive, got {}", params.std)));
+    let params: PreprocessParams = serde_json::from_value(ctx.params.clone())
+        .map_err(|e| StageError::Params(e.to_string()))?;
+    if params.std.is_nan() || params.std <= 0.0 {
+        return Err(StageError::Params(format!(
+            "std must be positive, got {}",
+            params.std
+        )));
     }
     let path = |n: &str| find_input(ctx, n);
-    let progress = |m: &str, f: f64| (ctx.progress)(crate::Progress { message: m.to_string(), fraction: Some(f) });
+    let progress = |m: &str, f: f64| {
+        (ctx.progress)(crate::Progress {
+            message: m.to_string(),
+            fraction: Some(f),
+        })
+    };
     progress("decoding", 0.0);
     let (train, test) = rayon::join(
-        || load_pair(&path("train-images-idx3-ubyte.gz")?, &path("train-labels-idx1-ubyte.gz")?),
-        || load_pair(&path("t10k-images-idx3-ubyte.gz")?, &path("t10k-labels-idx1-ubyte.gz")?),
+        || {
+            load_pair(
+                &path("train-images-idx3-ubyte.gz")?,
+                &path("train-labels-idx1-ubyte.gz")?,
+            )
+        },
+        || {
+            load_pair(
+                &path("t10k-images-idx3-ubyte.gz")?,
+                &path("t10k-labels-idx1-ubyte.gz")?,
+            )
+        },
     );
     let (train_images, train_labels) = train?;
     let (test_images, test_labels) = test?;
@@ -100,7 +129,14 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         )));
     }
     progress("splitting", 0.6);
-    let dataset = build(&params, &train_images, &train_labels, &test_images, &test_labels).map_err(StageError::Failed)?;
+    let dataset = build(
+        &params,
+        &train_images,
+        &train_labels,
+        &test_images,
+        &test_labels,
+    )
+    .map_err(StageError::Failed)?;
     progress("writing", 0.8);
     let file = ctx.out_dir.join(DATASET_FILE);
     std::fs::write(&file, dataset.to_bytes()).map_err(|e| StageError::io("write", &file, e))?;
@@ -114,11 +150,16 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         splits: dataset
             .splits
             .iter()
-            .map(|s| SplitSummary { name: s.name.clone(), count: s.len(), per_class: per_class(&s.labels) })
+            .map(|s| SplitSummary {
+                name: s.name.clone(),
+                count: s.len(),
+                per_class: per_class(&s.labels),
+            })
             .collect(),
     };
     let file = ctx.out_dir.join(SUMMARY_FILE);
-    let text = serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?;
+    let text =
+        serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?;
     std::fs::write(&file, text).map_err(|e| StageError::io("write", &file, e))
 }
 
@@ -155,7 +196,13 @@ fn quota(total: usize, class: usize) -> usize {
 
 /// Validation split (stratified, seeded) off the training set, optional
 /// stratified limits, the test set untouched unless limited.
-pub fn build(p: &PreprocessParams, train: &Images, train_labels: &[u8], test: &Images, test_labels: &[u8]) -> Result<Dataset, String> {
+pub fn build(
+    p: &PreprocessParams,
+    train: &Images,
+    train_labels: &[u8],
+    test: &Images,
+    test_labels: &[u8],
+) -> Result<Dataset, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let mut pools: Vec<Vec<u32>> = vec![Vec::new(); CLASSES];
     for (i, &l) in train_labels.iter().enumerate() {
@@ -204,7 +251,12 @@ pub fn build(p: &PreprocessParams, train: &Images, train_labels: &[u8], test: &I
         for &i in &idx {
             pixels.extend_from_slice(&images.pixels[i as usize * n..(i as usize + 1) * n]);
         }
-        Split { name: name.into(), labels: idx.iter().map(|&i| labels[i as usize]).collect(), indices: idx, pixels }
+        Split {
+            name: name.into(),
+            labels: idx.iter().map(|&i| labels[i as usize]).collect(),
+            indices: idx,
+            pixels,
+        }
     };
     Ok(Dataset {
         rows: train.rows,
@@ -244,8 +296,18 @@ mod tests {
     fn synthetic(per: usize) -> (Images, Vec<u8>) {
         let n = per * CLASSES;
         let labels: Vec<u8> = (0..n).map(|i| (i % CLASSES) as u8).collect();
-        let pixels = (0..n).flat_map(|i| std::iter::repeat((i % 256) as u8).take(4)).collect();
-        (Images { count: n, rows: 2, cols: 2, pixels }, labels)
+        let pixels = (0..n)
+            .flat_map(|i| std::iter::repeat_n((i % 256) as u8, 4))
+            .collect();
+        (
+            Images {
+                count: n,
+                rows: 2,
+                cols: 2,
+                pixels,
+            },
+            labels,
+        )
     }
 
     fn params() -> PreprocessParams {
@@ -257,14 +319,22 @@ mod tests {
         let (tr, tl) = synthetic(30);
         let (te, tel) = synthetic(7);
         let d = build(&params(), &tr, &tl, &te, &tel).unwrap();
-        let (train, val, test) = (d.split("train").unwrap(), d.split("validation").unwrap(), d.split("test").unwrap());
+        let (train, val, test) = (
+            d.split("train").unwrap(),
+            d.split("validation").unwrap(),
+            d.split("test").unwrap(),
+        );
         assert_eq!(per_class(&val.labels), vec![5; 10]);
         assert_eq!(per_class(&train.labels), vec![25; 10]);
         assert_eq!(test.len(), 70);
         let mut all: Vec<u32> = train.indices.iter().chain(&val.indices).copied().collect();
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), 300, "train and validation are disjoint and cover the training set");
+        assert_eq!(
+            all.len(),
+            300,
+            "train and validation are disjoint and cover the training set"
+        );
         // Pixels follow their index.
         let k = 3;
         assert_eq!(val.pixels[k * 4], (val.indices[k] % 256) as u8);
@@ -273,7 +343,14 @@ mod tests {
         assert_eq!(build(&params(), &tr, &tl, &te, &tel).unwrap(), d);
         let mut other = params();
         other.seed = 7;
-        assert_ne!(build(&other, &tr, &tl, &te, &tel).unwrap().split("validation").unwrap().indices, val.indices);
+        assert_ne!(
+            build(&other, &tr, &tl, &te, &tel)
+                .unwrap()
+                .split("validation")
+                .unwrap()
+                .indices,
+            val.indices
+        );
     }
 
     #[test]
@@ -281,11 +358,21 @@ mod tests {
         let (tr, tl) = synthetic(30);
         let (te, tel) = synthetic(7);
         let mut p = params();
-        p.limit = Limit { train: Some(40), validation: Some(20), test: Some(35) };
+        p.limit = Limit {
+            train: Some(40),
+            validation: Some(20),
+            test: Some(35),
+        };
         let d = build(&p, &tr, &tl, &te, &tel).unwrap();
         assert_eq!(per_class(&d.split("train").unwrap().labels), vec![4; 10]);
-        assert_eq!(per_class(&d.split("validation").unwrap().labels), vec![2; 10]);
-        assert_eq!(per_class(&d.split("test").unwrap().labels), vec![4, 4, 4, 4, 4, 3, 3, 3, 3, 3]);
+        assert_eq!(
+            per_class(&d.split("validation").unwrap().labels),
+            vec![2; 10]
+        );
+        assert_eq!(
+            per_class(&d.split("test").unwrap().labels),
+            vec![4, 4, 4, 4, 4, 3, 3, 3, 3, 3]
+        );
     }
 
     #[test]
@@ -293,6 +380,8 @@ mod tests {
         let (tr, tl) = synthetic(3);
         let mut p = params();
         p.validation = 40;
-        assert!(build(&p, &tr, &tl, &tr, &tl).unwrap_err().contains("needs 4 images of class 0"));
+        assert!(build(&p, &tr, &tl, &tr, &tl)
+            .unwrap_err()
+            .contains("needs 4 images of class 0"));
     }
 }

@@ -21,10 +21,16 @@ pub enum Augment {
 pub fn validate(augs: &[Augment], rows: usize, cols: usize) -> Result<(), String> {
     for a in augs {
         match *a {
-            Augment::Rotate(d) if !(0.0..=180.0).contains(&d) => return Err(format!("rotate: degrees must be in 0..=180, got {d}")),
-            Augment::Hflip(p) if !(0.0..=1.0).contains(&p) => return Err(format!("hflip: probability must be in 0..=1, got {p}")),
+            Augment::Rotate(d) if !(0.0..=180.0).contains(&d) => {
+                return Err(format!("rotate: degrees must be in 0..=180, got {d}"))
+            }
+            Augment::Hflip(p) if !(0.0..=1.0).contains(&p) => {
+                return Err(format!("hflip: probability must be in 0..=1, got {p}"))
+            }
             Augment::Crop { size, .. } if size != rows || size != cols => {
-                return Err(format!("crop: size must equal the image size ({rows}x{cols}), got {size}"))
+                return Err(format!(
+                    "crop: size must equal the image size ({rows}x{cols}), got {size}"
+                ))
             }
             _ => {}
         }
@@ -103,7 +109,10 @@ pub fn rotate(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, degrees: f
 
 pub fn hflip(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
     for y in 0..rows {
-        let (s, d) = (&src[y * cols..(y + 1) * cols], &mut dst[y * cols..(y + 1) * cols]);
+        let (s, d) = (
+            &src[y * cols..(y + 1) * cols],
+            &mut dst[y * cols..(y + 1) * cols],
+        );
         for (o, i) in d.iter_mut().zip(s.iter().rev()) {
             *o = *i;
         }
@@ -112,7 +121,15 @@ pub fn hflip(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
 
 /// The crop at offset (dx, dy) in [0, 2·padding] of the zero-padded image:
 /// content moves by (padding − dx, padding − dy).
-pub fn crop(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, padding: usize, dx: usize, dy: usize) {
+pub fn crop(
+    src: &[f32],
+    dst: &mut [f32],
+    rows: usize,
+    cols: usize,
+    padding: usize,
+    dx: usize,
+    dy: usize,
+) {
     for y in 0..rows {
         let sy = y as isize + dy as isize - padding as isize;
         let row = &mut dst[y * cols..(y + 1) * cols];
@@ -123,14 +140,25 @@ pub fn crop(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, padding: usi
         let srow = &src[sy as usize * cols..(sy as usize + 1) * cols];
         for (x, o) in row.iter_mut().enumerate() {
             let sx = x as isize + dx as isize - padding as isize;
-            *o = if sx < 0 || sx >= cols as isize { 0.0 } else { srow[sx as usize] };
+            *o = if sx < 0 || sx >= cols as isize {
+                0.0
+            } else {
+                srow[sx as usize]
+            };
         }
     }
 }
 
 /// Applies `augs` in order; `a` holds the image on entry and the result on
 /// return (`b` is scratch of the same size).
-pub fn apply(augs: &[Augment], a: &mut Vec<f32>, b: &mut Vec<f32>, rows: usize, cols: usize, rng: &mut Rng) {
+pub fn apply(
+    augs: &[Augment],
+    a: &mut Vec<f32>,
+    b: &mut Vec<f32>,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+) {
     for aug in augs {
         match *aug {
             Augment::Rotate(max) => {
@@ -177,7 +205,10 @@ mod tests {
         assert_eq!(a, img());
         // 360° also lands back (up to rounding).
         rotate(&img(), &mut a, 4, 5, 360.0);
-        assert!(a.iter().zip(img()).all(|(x, y)| (x - y).abs() < 1e-3), "{a:?}");
+        assert!(
+            a.iter().zip(img()).all(|(x, y)| (x - y).abs() < 1e-3),
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -205,7 +236,11 @@ mod tests {
         for y in 0..4 {
             for x in 0..5 {
                 let (sx, sy) = (x as isize + 1, y as isize - 1);
-                let want = if (0..5).contains(&sx) && (0..4).contains(&sy) { src[sy as usize * 5 + sx as usize] } else { 0.0 };
+                let want = if (0..5).contains(&sx) && (0..4).contains(&sy) {
+                    src[sy as usize * 5 + sx as usize]
+                } else {
+                    0.0
+                };
                 assert_eq!(dst[y * 5 + x], want, "({x},{y})");
             }
         }
@@ -216,7 +251,14 @@ mod tests {
 
     #[test]
     fn seeded_and_validated() {
-        let augs = vec![Augment::Rotate(10.0), Augment::Hflip(0.5), Augment::Crop { size: 5, padding: 1 }];
+        let augs = vec![
+            Augment::Rotate(10.0),
+            Augment::Hflip(0.5),
+            Augment::Crop {
+                size: 5,
+                padding: 1,
+            },
+        ];
         let run = |seed| {
             let (mut a, mut b) = (img(), vec![0.0; 20]);
             apply(&augs, &mut a, &mut b, 4, 5, &mut Rng::for_item(seed, 3, 17));
@@ -226,8 +268,16 @@ mod tests {
         assert_ne!(run(1), run(2));
         assert!(validate(&augs, 5, 5).is_ok());
         assert!(validate(&augs, 4, 5).unwrap_err().contains("crop"));
-        let parsed: Vec<Augment> =
-            serde_json::from_str(r#"[{"rotate": 10}, {"hflip": 0.5}, {"crop": {"size": 28, "padding": 4}}]"#).unwrap();
-        assert_eq!(parsed[2], Augment::Crop { size: 28, padding: 4 });
+        let parsed: Vec<Augment> = serde_json::from_str(
+            r#"[{"rotate": 10}, {"hflip": 0.5}, {"crop": {"size": 28, "padding": 4}}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed[2],
+            Augment::Crop {
+                size: 28,
+                padding: 4
+            }
+        );
     }
 }

@@ -22,7 +22,8 @@ impl Batcher<'_> {
     pub fn order(&self, epoch: u64) -> Vec<u32> {
         let mut order: Vec<u32> = (0..self.split.len() as u32).collect();
         if self.shuffle {
-            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             order.shuffle(&mut rng);
         }
         order
@@ -34,7 +35,14 @@ impl Batcher<'_> {
 
     /// Fills batch `b` of `order` into `x` (N×rows×cols, normalized) and
     /// `y`; returns the batch's size.
-    pub fn fill(&self, order: &[u32], epoch: u64, b: usize, x: &mut Vec<f32>, y: &mut Vec<u8>) -> usize {
+    pub fn fill(
+        &self,
+        order: &[u32],
+        epoch: u64,
+        b: usize,
+        x: &mut Vec<f32>,
+        y: &mut Vec<u8>,
+    ) -> usize {
         let start = b * self.batch_size;
         let items = &order[start..(start + self.batch_size).min(order.len())];
         let n = self.dataset.pixels_per_image();
@@ -42,21 +50,23 @@ impl Batcher<'_> {
         x.resize(items.len() * n, 0.0);
         y.clear();
         y.extend(items.iter().map(|&i| self.split.labels[i as usize]));
-        x.par_chunks_mut(n).zip(items.par_iter().enumerate()).for_each_init(
-            || (Vec::with_capacity(n), vec![0.0f32; n]),
-            |(a, scratch), (out, (k, &i))| {
-                let px = &self.split.pixels[i as usize * n..(i as usize + 1) * n];
-                if self.augment.is_empty() {
-                    self.dataset.normalize(px, out);
-                    return;
-                }
-                a.clear();
-                a.extend(px.iter().map(|&p| p as f32));
-                let mut rng = Rng::for_item(self.seed, epoch, (start + k) as u64);
-                apply(self.augment, a, scratch, rows, cols, &mut rng);
-                self.dataset.normalize_f32(a, out);
-            },
-        );
+        x.par_chunks_mut(n)
+            .zip(items.par_iter().enumerate())
+            .for_each_init(
+                || (Vec::with_capacity(n), vec![0.0f32; n]),
+                |(a, scratch), (out, (k, &i))| {
+                    let px = &self.split.pixels[i as usize * n..(i as usize + 1) * n];
+                    if self.augment.is_empty() {
+                        self.dataset.normalize(px, out);
+                        return;
+                    }
+                    a.clear();
+                    a.extend(px.iter().map(|&p| p as f32));
+                    let mut rng = Rng::for_item(self.seed, epoch, (start + k) as u64);
+                    apply(self.augment, a, scratch, rows, cols, &mut rng);
+                    self.dataset.normalize_f32(a, out);
+                },
+            );
         items.len()
     }
 }
@@ -83,9 +93,26 @@ mod tests {
 
     fn epoch_batches(threads: usize, seed: u64, epoch: u64) -> Vec<(Vec<f32>, Vec<u8>)> {
         let d = dataset();
-        let augs = vec![Augment::Rotate(10.0), Augment::Hflip(0.5), Augment::Crop { size: 28, padding: 4 }];
-        let b = Batcher { dataset: &d, split: &d.splits[0], augment: &augs, batch_size: 16, seed, shuffle: true };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let augs = vec![
+            Augment::Rotate(10.0),
+            Augment::Hflip(0.5),
+            Augment::Crop {
+                size: 28,
+                padding: 4,
+            },
+        ];
+        let b = Batcher {
+            dataset: &d,
+            split: &d.splits[0],
+            augment: &augs,
+            batch_size: 16,
+            seed,
+            shuffle: true,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let order = b.order(epoch);
             (0..b.batches())

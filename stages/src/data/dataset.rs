@@ -78,7 +78,11 @@ impl Dataset {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let total: usize = self.splits.iter().map(|s| s.len() * (5 + self.pixels_per_image())).sum();
+        let total: usize = self
+            .splits
+            .iter()
+            .map(|s| s.len() * (5 + self.pixels_per_image()))
+            .sum();
         let mut b = Vec::with_capacity(64 + total);
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
@@ -105,17 +109,28 @@ impl Dataset {
     }
 
     pub fn read(path: &Path) -> Result<Dataset, DatasetError> {
-        let bytes = std::fs::read(path).map_err(|e| DatasetError { path: path.into(), problem: format!("cannot read: {e}") })?;
-        Dataset::from_bytes(&bytes).map_err(|problem| DatasetError { path: path.into(), problem })
+        let bytes = std::fs::read(path).map_err(|e| DatasetError {
+            path: path.into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Dataset::from_bytes(&bytes).map_err(|problem| DatasetError {
+            path: path.into(),
+            problem,
+        })
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Dataset, String> {
         if b.len() < 8 + 32 || &b[..8] != MAGIC {
-            return Err("not a preprocessed dataset (bad magic); rerun the preprocess stage".into());
+            return Err(
+                "not a preprocessed dataset (bad magic); rerun the preprocess stage".into(),
+            );
         }
         let (body, sum) = b.split_at(b.len() - 32);
         if blake3::hash(body).as_bytes() != sum {
-            return Err("checksum mismatch: the file is corrupt or truncated; rerun the preprocess stage".into());
+            return Err(
+                "checksum mismatch: the file is corrupt or truncated; rerun the preprocess stage"
+                    .into(),
+            );
         }
         let mut r = Reader { b: body, at: 8 };
         let version = r.u32()?;
@@ -130,20 +145,36 @@ impl Dataset {
         let mut heads = Vec::with_capacity(n);
         for _ in 0..n {
             let len = r.take(1)?[0] as usize;
-            let name = String::from_utf8(r.take(len)?.to_vec()).map_err(|_| "split name is not UTF-8")?;
+            let name =
+                String::from_utf8(r.take(len)?.to_vec()).map_err(|_| "split name is not UTF-8")?;
             heads.push((name, r.u32()? as usize));
         }
         let mut splits = Vec::with_capacity(n);
         for (name, count) in heads {
             let labels = r.take(count)?.to_vec();
-            let indices = r.take(count * 4)?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let indices = r
+                .take(count * 4)?
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             let pixels = r.take(count * rows * cols)?.to_vec();
-            splits.push(Split { name, labels, indices, pixels });
+            splits.push(Split {
+                name,
+                labels,
+                indices,
+                pixels,
+            });
         }
         if r.at != body.len() {
             return Err("trailing bytes after the last split".into());
         }
-        Ok(Dataset { rows, cols, mean, std, splits })
+        Ok(Dataset {
+            rows,
+            cols,
+            mean,
+            std,
+            splits,
+        })
     }
 }
 
@@ -154,7 +185,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or("truncated")?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or("truncated")?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -177,8 +212,18 @@ mod tests {
             mean: 0.5,
             std: 0.5,
             splits: vec![
-                Split { name: "train".into(), labels: vec![1, 2], indices: vec![0, 5], pixels: vec![0, 255, 1, 2, 3, 4, 5, 6] },
-                Split { name: "test".into(), labels: vec![], indices: vec![], pixels: vec![] },
+                Split {
+                    name: "train".into(),
+                    labels: vec![1, 2],
+                    indices: vec![0, 5],
+                    pixels: vec![0, 255, 1, 2, 3, 4, 5, 6],
+                },
+                Split {
+                    name: "test".into(),
+                    labels: vec![],
+                    indices: vec![],
+                    pixels: vec![],
+                },
             ],
         }
     }
@@ -196,10 +241,14 @@ mod tests {
     #[test]
     fn corruption_and_truncation_are_caught() {
         let mut b = sample().to_bytes();
-        assert!(Dataset::from_bytes(&b[..b.len() - 1]).unwrap_err().contains("checksum"));
+        assert!(Dataset::from_bytes(&b[..b.len() - 1])
+            .unwrap_err()
+            .contains("checksum"));
         let mid = b.len() / 2;
         b[mid] ^= 1;
         assert!(Dataset::from_bytes(&b).unwrap_err().contains("checksum"));
-        assert!(Dataset::from_bytes(b"hello").unwrap_err().contains("bad magic"));
+        assert!(Dataset::from_bytes(b"hello")
+            .unwrap_err()
+            .contains("bad magic"));
     }
 }

@@ -23,14 +23,20 @@ pub struct Images {
 }
 
 fn fail(path: &Path, problem: impl Into<String>) -> IdxError {
-    IdxError { path: path.to_path_buf(), problem: problem.into() }
+    IdxError {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
 }
 
 /// Reads and gunzips `path`.
 pub fn read_gz(path: &Path) -> Result<Vec<u8>, IdxError> {
     let raw = std::fs::read(path).map_err(|e| fail(path, format!("cannot read: {e}")))?;
     if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
-        return Err(fail(path, "not a gzip file (expected the gzip magic bytes 1f 8b)"));
+        return Err(fail(
+            path,
+            "not a gzip file (expected the gzip magic bytes 1f 8b)",
+        ));
     }
     let mut out = Vec::with_capacity(raw.len() * 4);
     GzDecoder::new(&raw[..])
@@ -40,7 +46,11 @@ pub fn read_gz(path: &Path) -> Result<Vec<u8>, IdxError> {
 }
 
 /// Parses the header; returns the dimensions and the data after it.
-fn parse<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize>, &'a [u8]), IdxError> {
+fn parse<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    dims: usize,
+) -> Result<(Vec<usize>, &'a [u8]), IdxError> {
     let header = 4 + 4 * dims;
     if bytes.len() >= 4 {
         let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -53,7 +63,13 @@ fn parse<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize>, &
         }
     }
     if bytes.len() < header {
-        return Err(fail(path, format!("truncated: {} bytes, shorter than the {header}-byte IDX header", bytes.len())));
+        return Err(fail(
+            path,
+            format!(
+                "truncated: {} bytes, shorter than the {header}-byte IDX header",
+                bytes.len()
+            ),
+        ));
     }
     let sizes: Vec<usize> = (0..dims)
         .map(|i| {
@@ -64,10 +80,22 @@ fn parse<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize>, &
     let need: usize = sizes.iter().product();
     let data = &bytes[header..];
     if data.len() < need {
-        return Err(fail(path, format!("truncated: the header promises {need} bytes of data ({sizes:?}), the file has {}", data.len())));
+        return Err(fail(
+            path,
+            format!(
+                "truncated: the header promises {need} bytes of data ({sizes:?}), the file has {}",
+                data.len()
+            ),
+        ));
     }
     if data.len() > need {
-        return Err(fail(path, format!("{} unexpected bytes after the {need} bytes the header promises", data.len() - need)));
+        return Err(fail(
+            path,
+            format!(
+                "{} unexpected bytes after the {need} bytes the header promises",
+                data.len() - need
+            ),
+        ));
     }
     Ok((sizes, data))
 }
@@ -75,15 +103,26 @@ fn parse<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize>, &
 pub fn decode_images(path: &Path, bytes: &[u8]) -> Result<Images, IdxError> {
     let (dims, data) = parse(path, bytes, 3)?;
     if dims[1] == 0 || dims[2] == 0 {
-        return Err(fail(path, format!("images of size {}x{}", dims[1], dims[2])));
+        return Err(fail(
+            path,
+            format!("images of size {}x{}", dims[1], dims[2]),
+        ));
     }
-    Ok(Images { count: dims[0], rows: dims[1], cols: dims[2], pixels: data.to_vec() })
+    Ok(Images {
+        count: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels: data.to_vec(),
+    })
 }
 
 pub fn decode_labels(path: &Path, bytes: &[u8], classes: u8) -> Result<Vec<u8>, IdxError> {
     let (_, data) = parse(path, bytes, 1)?;
     if let Some((i, &l)) = data.iter().enumerate().find(|(_, &l)| l >= classes) {
-        return Err(fail(path, format!("label {l} at index {i} is outside 0-{}", classes - 1)));
+        return Err(fail(
+            path,
+            format!("label {l} at index {i} is outside 0-{}", classes - 1),
+        ));
     }
     Ok(data.to_vec())
 }
@@ -120,7 +159,10 @@ mod tests {
         let img = encode(&[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let d = decode_images(p(), &img).unwrap();
         assert_eq!((d.count, d.rows, d.cols), (2, 2, 3));
-        assert_eq!(decode_labels(p(), &encode(&[3], &[0, 9, 5]), 10).unwrap(), vec![0, 9, 5]);
+        assert_eq!(
+            decode_labels(p(), &encode(&[3], &[0, 9, 5]), 10).unwrap(),
+            vec![0, 9, 5]
+        );
     }
 
     #[test]
@@ -128,9 +170,14 @@ mod tests {
         let msg = |r: Result<Images, IdxError>| r.unwrap_err().to_string();
         assert!(msg(decode_images(p(), &encode(&[1], &[0]))).contains("bad magic"));
         assert!(msg(decode_images(p(), &[0, 0, 8, 3, 0])).contains("shorter than"));
-        assert!(msg(decode_images(p(), &encode(&[2, 2, 2], &[0; 7]))).contains("truncated: the header promises 8"));
-        assert!(msg(decode_images(p(), &encode(&[1, 2, 2], &[0; 5]))).contains("1 unexpected bytes"));
-        let e = decode_labels(p(), &encode(&[3], &[0, 12, 1]), 10).unwrap_err().to_string();
+        assert!(msg(decode_images(p(), &encode(&[2, 2, 2], &[0; 7])))
+            .contains("truncated: the header promises 8"));
+        assert!(
+            msg(decode_images(p(), &encode(&[1, 2, 2], &[0; 5]))).contains("1 unexpected bytes")
+        );
+        let e = decode_labels(p(), &encode(&[3], &[0, 12, 1]), 10)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "x.gz: label 12 at index 1 is outside 0-9");
     }
 
@@ -139,7 +186,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f.gz");
         std::fs::write(&f, b"plain text").unwrap();
-        assert!(read_gz(&f).unwrap_err().to_string().contains("not a gzip file"));
+        assert!(read_gz(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("not a gzip file"));
         let gz = gzip(&encode(&[100], &[1; 100]));
         std::fs::write(&f, &gz[..gz.len() / 2]).unwrap();
         assert!(read_gz(&f).unwrap_err().to_string().contains("truncated"));

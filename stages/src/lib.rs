@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod data;
 pub mod download;
 mod kind;
+pub mod nn;
 pub mod preprocess;
 
 pub use kind::{Input, Kind, Progress, RunContext, StageError};

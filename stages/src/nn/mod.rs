@@ -1,0 +1,8 @@
+//! Neural networks on dfdx: CPU kernels, differentiable ops on dfdx's tape,
+//! model specs and the model zoo, Adam, checkpoints.
+
+pub mod checkpoint;
+pub mod kernels;
+pub mod model;
+pub mod ops;
+pub mod optim;

@@ -1,0 +1,320 @@
+//! Model specs (the zoo, or layers declared in YAML), shape inference, the
+//! parameter registry, and the forward pass on dfdx tensors.
+
+use super::kernels::Conv;
+use super::ops::{self, Dev, Param, T2, T4};
+use dfdx::prelude::*;
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// One layer, as written in YAML: `{conv: {out: 32, kernel: 3, padding: 1}}`,
+/// `batchnorm`, `relu`, `{maxpool: 2}`, `flatten`, `{linear: 256}`,
+/// `{dropout: 0.25}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum LayerSpec {
+    Conv {
+        out: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+    },
+    Maxpool(usize),
+    Batchnorm,
+    Relu,
+    Dropout(f32),
+    Flatten,
+    Linear(usize),
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `main-cnn`, `shallow-cnn`, `logistic`, or `{layers: [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ModelSpec {
+    MainCnn,
+    ShallowCnn,
+    Logistic,
+    Layers(Vec<LayerSpec>),
+}
+
+/// The zoo's knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knobs {
+    pub dropout: f32,
+    pub batchnorm: bool,
+    pub channels: Option<Vec<usize>>,
+    pub hidden: Option<usize>,
+}
+
+impl ModelSpec {
+    /// The layers of this model, with the zoo's knobs applied.
+    pub fn layers(&self, k: &Knobs) -> Result<Vec<LayerSpec>, String> {
+        use LayerSpec::*;
+        let block = |out: usize, kernel: usize, pool: bool| {
+            let mut v = vec![Conv { out, kernel, stride: 1, padding: kernel / 2 }];
+            if k.batchnorm {
+                v.push(Batchnorm);
+            }
+            v.push(Relu);
+            if pool {
+                v.push(Maxpool(2));
+            }
+            v
+        };
+        let head = |hidden: usize| {
+            let mut v = vec![Flatten, Linear(hidden), Relu];
+            if k.dropout > 0.0 {
+                v.push(Dropout(k.dropout));
+            }
+            v.push(Linear(10));
+            v
+        };
+        let channels = |default: &[usize]| -> Result<Vec<usize>, String> {
+            match &k.channels {
+                None => Ok(default.to_vec()),
+                Some(c) if c.len() == default.len() && c.iter().all(|&x| x > 0) => Ok(c.clone()),
+                Some(c) => Err(format!("channels: this model has {} convolutions, got {c:?}", default.len())),
+            }
+        };
+        Ok(match self {
+            ModelSpec::MainCnn => {
+                let c = channels(&[32, 64, 128])?;
+                [block(c[0], 3, true), block(c[1], 3, true), block(c[2], 3, false), head(k.hidden.unwrap_or(256))].concat()
+            }
+            ModelSpec::ShallowCnn => {
+                let c = channels(&[16, 32])?;
+                [block(c[0], 5, true), block(c[1], 5, true), head(k.hidden.unwrap_or(128))].concat()
+            }
+            ModelSpec::Logistic => vec![Flatten, Linear(10)],
+            ModelSpec::Layers(l) => l.clone(),
+        })
+    }
+}
+
+/// A layer with its shapes resolved and its parameters located.
+#[derive(Debug, Clone)]
+enum Op {
+    Conv { g: Conv, w: usize, b: usize, first: bool },
+    Pool(usize),
+    Bn { gamma: usize, beta: usize, buf: usize },
+    Relu,
+    Dropout(f32),
+    Flatten,
+    Linear { o: usize, w: usize, b: usize, first: bool },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor1 {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A model: its layers, its parameters (trainable) and buffers (batch-norm
+/// running statistics).
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub layers: Vec<LayerSpec>,
+    ops: Vec<Op>,
+    pub params: Vec<Tensor1>,
+    pub buffers: Vec<Tensor1>,
+    pub input: (usize, usize, usize),
+    pub classes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Shape_ {
+    Map(usize, usize, usize),
+    Flat(usize),
+}
+
+impl Model {
+    /// Resolves shapes and initializes parameters as PyTorch does by default
+    /// (uniform ±1/√fan_in for weights and biases; batch norm γ=1, β=0).
+    pub fn new(layers: Vec<LayerSpec>, input: (usize, usize, usize), classes: usize, seed: u64) -> Result<Model, String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut params: Vec<Tensor1> = Vec::new();
+        let mut buffers: Vec<Tensor1> = Vec::new();
+        let mut ops = Vec::new();
+        let mut shape = Shape_::Map(input.0, input.1, input.2);
+        let mut uniform = |name: String, shape: Vec<usize>, fan_in: usize| {
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let n = shape.iter().product();
+            let data = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
+            Tensor1 { name, shape, data }
+        };
+        for (i, l) in layers.iter().enumerate() {
+            let at = |m: String| format!("layer {} ({}): {m}", i + 1, describe(l));
+            let flat_first = |s: Shape_| match s {
+                Shape_::Map(..) => Err(at("needs flat input: add `flatten` before it".into())),
+                Shape_::Flat(n) => Ok(n),
+            };
+            let map_first = |s: Shape_| match s {
+                Shape_::Map(c, h, w) => Ok((c, h, w)),
+                Shape_::Flat(_) => Err(at("needs feature maps, but the input is already flat".into())),
+            };
+            match *l {
+                LayerSpec::Conv { out, kernel, stride, padding } => {
+                    let (c, h, w) = map_first(shape)?;
+                    if out == 0 || kernel == 0 || stride == 0 {
+                        return Err(at("out, kernel and stride must be at least 1".into()));
+                    }
+                    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                        return Err(at(format!("a {kernel}x{kernel} kernel does not fit a {h}x{w} input with padding {padding}")));
+                    }
+                    let g = Conv { c, h, w, o: out, k: kernel, stride, pad: padding };
+                    let fan_in = c * kernel * kernel;
+                    params.push(uniform(format!("{i}.conv.weight"), vec![out, c, kernel, kernel], fan_in));
+                    params.push(uniform(format!("{i}.conv.bias"), vec![out], fan_in));
+                    ops.push(Op::Conv { g, w: params.len() - 2, b: params.len() - 1, first: i == 0 });
+                    shape = Shape_::Map(out, g.oh(), g.ow());
+                }
+                LayerSpec::Maxpool(k) => {
+                    let (c, h, w) = map_first(shape)?;
+                    if k == 0 || h < k || w < k {
+                        return Err(at(format!("a {k}x{k} window does not fit a {h}x{w} input")));
+                    }
+                    ops.push(Op::Pool(k));
+                    shape = Shape_::Map(c, h / k, w / k);
+                }
+                LayerSpec::Batchnorm => {
+                    let (c, _, _) = map_first(shape)?;
+                    params.push(Tensor1 { name: format!("{i}.bn.weight"), shape: vec![c], data: vec![1.0; c] });
+                    params.push(Tensor1 { name: format!("{i}.bn.bias"), shape: vec![c], data: vec![0.0; c] });
+                    buffers.push(Tensor1 { name: format!("{i}.bn.running_mean"), shape: vec![c], data: vec![0.0; c] });
+                    buffers.push(Tensor1 { name: format!("{i}.bn.running_var"), shape: vec![c], data: vec![1.0; c] });
+                    ops.push(Op::Bn { gamma: params.len() - 2, beta: params.len() - 1, buf: buffers.len() - 2 });
+                }
+                LayerSpec::Relu => ops.push(Op::Relu),
+                LayerSpec::Dropout(p) => {
+                    if !(0.0..1.0).contains(&p) {
+                        return Err(at(format!("the probability must be in [0, 1), got {p}")));
+                    }
+                    ops.push(Op::Dropout(p));
+                }
+                LayerSpec::Flatten => {
+                    let (c, h, w) = map_first(shape)?;
+                    ops.push(Op::Flatten);
+                    shape = Shape_::Flat(c * h * w);
+                }
+                LayerSpec::Linear(o) => {
+                    let n = flat_first(shape)?;
+                    if o == 0 {
+                        return Err(at("needs at least one output".into()));
+                    }
+                    params.push(uniform(format!("{i}.linear.weight"), vec![o, n], n));
+                    params.push(uniform(format!("{i}.linear.bias"), vec![o], n));
+                    ops.push(Op::Linear { o, w: params.len() - 2, b: params.len() - 1, first: i == 0 || (i == 1 && layers[0] == LayerSpec::Flatten) });
+                    shape = Shape_::Flat(o);
+                }
+            }
+        }
+        match shape {
+            Shape_::Flat(n) if n == classes => {}
+            Shape_::Flat(n) => return Err(format!("the last layer gives {n} outputs, but the data has {classes} classes: end with {{linear: {classes}}}")),
+            Shape_::Map(..) => return Err(format!("the model must end with flat outputs: add `flatten` and {{linear: {classes}}}")),
+        }
+        Ok(Model { layers, ops, params, buffers, input, classes })
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.params.iter().map(|p| p.data.len()).sum()
+    }
+
+    /// The parameters as dfdx tensors on `dev`.
+    pub fn tensors(&self, dev: &Dev) -> Vec<Param> {
+        self.params.iter().map(|p| dev.tensor_from_vec(p.data.clone(), (p.data.len(),))).collect()
+    }
+
+    /// Logits for a batch. `train`: batch statistics (running ones updated)
+    /// and dropout; otherwise running statistics and no dropout.
+    pub fn forward<T: Tape<f32, Dev>>(&mut self, x: T4<T>, p: &[Param], train: bool, threads: usize) -> T2<T> {
+        enum Act<T: Tape<f32, Dev>> {
+            Map(T4<T>),
+            Flat(T2<T>),
+        }
+        let mut a = Act::Map(x);
+        for op in &self.ops {
+            a = match (op, a) {
+                (Op::Conv { g, w, b, first }, Act::Map(x)) => Act::Map(ops::conv2d(x, &p[*w], Some(&p[*b]), *g, !first)),
+                (Op::Pool(k), Act::Map(x)) => Act::Map(ops::maxpool2d(x, *k)),
+                (Op::Bn { gamma, beta, buf }, Act::Map(x)) => {
+                    let (m, v) = self.buffers.split_at_mut(buf + 1);
+                    Act::Map(ops::batchnorm2d(x, &p[*gamma], &p[*beta], &mut m[*buf].data, &mut v[0].data, train))
+                }
+                (Op::Relu, Act::Map(x)) => Act::Map(x.relu()),
+                (Op::Relu, Act::Flat(x)) => Act::Flat(x.relu()),
+                (Op::Dropout(q), a) if !train || *q == 0.0 => a,
+                (Op::Dropout(q), Act::Map(x)) => Act::Map(x.dropout(*q)),
+                (Op::Dropout(q), Act::Flat(x)) => Act::Flat(x.dropout(*q)),
+                (Op::Flatten, Act::Map(x)) => {
+                    let (n, c, h, w) = *x.shape();
+                    Act::Flat(x.reshape_like(&(n, c * h * w)))
+                }
+                (Op::Linear { o, w, b, first }, Act::Flat(x)) => Act::Flat(ops::linear(x, &p[*w], &p[*b], *o, !first, threads)),
+                _ => unreachable!("shapes are checked in Model::new"),
+            };
+        }
+        match a {
+            Act::Flat(x) => x,
+            Act::Map(_) => unreachable!("Model::new checks the model ends flat"),
+        }
+    }
+}
+
+fn describe(l: &LayerSpec) -> String {
+    match l {
+        LayerSpec::Conv { out, kernel, .. } => format!("conv {kernel}x{kernel} -> {out}"),
+        LayerSpec::Maxpool(k) => format!("maxpool {k}"),
+        LayerSpec::Batchnorm => "batchnorm".into(),
+        LayerSpec::Relu => "relu".into(),
+        LayerSpec::Dropout(p) => format!("dropout {p}"),
+        LayerSpec::Flatten => "flatten".into(),
+        LayerSpec::Linear(o) => format!("linear -> {o}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn knobs() -> Knobs {
+        Knobs { dropout: 0.25, batchnorm: true, channels: None, hidden: None }
+    }
+
+    #[test]
+    fn zoo_parameter_counts() {
+        let count = |m: ModelSpec, k: &Knobs| Model::new(m.layers(k).unwrap(), (1, 28, 28), 10, 0).unwrap().parameter_count();
+        assert_eq!(count(ModelSpec::MainCnn, &knobs()), 1_701_578);
+        assert_eq!(count(ModelSpec::Logistic, &knobs()), 7_850);
+        // shallow: 16·25+16 + 32·400+32 + 2·(16+32) + 1568·128+128 + 1290
+        assert_eq!(count(ModelSpec::ShallowCnn, &knobs()), 416 + 12_832 + 96 + 200_832 + 1_290);
+        let no_bn = Knobs { batchnorm: false, ..knobs() };
+        assert_eq!(count(ModelSpec::MainCnn, &no_bn), 1_701_578 - 448);
+    }
+
+    #[test]
+    fn yaml_layers_parse_and_mismatches_name_the_layer() {
+        let spec: ModelSpec = serde_json::from_str(
+            r#"{"layers": [{"conv": {"out": 8, "kernel": 3, "padding": 1}}, "batchnorm", "relu", {"maxpool": 2}, "flatten", {"linear": 10}]}"#,
+        )
+        .unwrap();
+        let layers = spec.layers(&knobs()).unwrap();
+        assert_eq!(Model::new(layers, (1, 28, 28), 10, 0).unwrap().parameter_count(), 80 + 16 + 14 * 14 * 8 * 10 + 10);
+        let e = Model::new(vec![LayerSpec::Conv { out: 4, kernel: 3, stride: 1, padding: 0 }, LayerSpec::Linear(10)], (1, 28, 28), 10, 0).unwrap_err();
+        assert_eq!(e, "layer 2 (linear -> 10): needs flat input: add `flatten` before it");
+        let e = Model::new(vec![LayerSpec::Flatten, LayerSpec::Linear(7)], (1, 28, 28), 10, 0).unwrap_err();
+        assert!(e.contains("gives 7 outputs"), "{e}");
+        let e = Model::new(vec![LayerSpec::Flatten, LayerSpec::Batchnorm], (1, 28, 28), 10, 0).unwrap_err();
+        assert!(e.starts_with("layer 2 (batchnorm)"), "{e}");
+        let e = Model::new(vec![LayerSpec::Conv { out: 4, kernel: 40, stride: 1, padding: 0 }], (1, 28, 28), 10, 0).unwrap_err();
+        assert!(e.contains("does not fit"), "{e}");
+    }
+}

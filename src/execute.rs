@@ -448,6 +448,7 @@ fn execute_stage(
         inputs: &inputs,
         out_dir: &staging,
         threads,
+        device: stage.device.as_deref(),
         progress: &progress,
     };
     stage.kind.run(&rc).map_err(StageFailure::Kind)?;

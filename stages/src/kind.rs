@@ -14,6 +14,8 @@ pub enum Kind {
     Download,
     /// Decodes, validates, splits and packs the data for training.
     Preprocess,
+    /// Trains a model on the preprocessed data.
+    Train,
 }
 
 /// One upstream stage's outputs, as a built-in kind sees them.
@@ -47,6 +49,8 @@ pub struct RunContext<'a> {
     /// the orchestrator moves it into place after success).
     pub out_dir: &'a Path,
     pub threads: usize,
+    /// `cpu` or `cuda`, for kinds that use a device.
+    pub device: Option<&'a str>,
     pub progress: &'a (dyn Fn(Progress) + Sync),
 }
 
@@ -77,13 +81,14 @@ impl StageError {
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::Cmd, Kind::Download, Kind::Preprocess];
+    pub const ALL: &'static [Kind] = &[Kind::Cmd, Kind::Download, Kind::Preprocess, Kind::Train];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Cmd => "cmd",
             Kind::Download => "download",
             Kind::Preprocess => "preprocess",
+            Kind::Train => "train",
         }
     }
 
@@ -94,7 +99,13 @@ impl Kind {
             Kind::Cmd => 1,
             Kind::Download => 1,
             Kind::Preprocess => 1,
+            Kind::Train => 1,
         }
+    }
+
+    /// Kinds whose results depend on the compute device (part of their fingerprint).
+    pub fn uses_device(self) -> bool {
+        matches!(self, Kind::Train)
     }
 
     /// Built-in kinds write into a directory the orchestrator gives them;
@@ -114,6 +125,14 @@ impl Kind {
             },
             Kind::Download => typed_params::<crate::download::DownloadParams>(params),
             Kind::Preprocess => typed_params::<crate::preprocess::PreprocessParams>(params),
+            Kind::Train => {
+                let p = typed_params::<crate::train::TrainParams>(params)?;
+                let typed: crate::train::TrainParams = serde_json::from_value(p.clone()).map_err(|e| e.to_string())?;
+                typed.validate()?;
+                // Shapes are checked here, before anything runs (28x28 Fashion-MNIST images).
+                typed.check_model(28, 28)?;
+                Ok(p)
+            }
         }
     }
 
@@ -126,6 +145,7 @@ impl Kind {
             ))),
             Kind::Download => crate::download::run(ctx),
             Kind::Preprocess => crate::preprocess::run(ctx),
+            Kind::Train => crate::train::run(ctx),
         }
     }
 }

@@ -12,5 +12,6 @@ pub mod download;
 mod kind;
 pub mod nn;
 pub mod preprocess;
+pub mod train;
 
 pub use kind::{Input, Kind, Progress, RunContext, StageError};

@@ -139,14 +139,25 @@ impl Model {
     /// Resolves shapes and initializes parameters as PyTorch does by default
     /// (uniform ±1/√fan_in for weights and biases; batch norm γ=1, β=0).
     pub fn new(layers: Vec<LayerSpec>, input: (usize, usize, usize), classes: usize, seed: u64) -> Result<Model, String> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Model::build(layers, input, classes, Some(seed))
+    }
+
+    /// Checks shapes and counts parameters without allocating them.
+    pub fn check(layers: Vec<LayerSpec>, input: (usize, usize, usize), classes: usize) -> Result<usize, String> {
+        let m = Model::build(layers, input, classes, None)?;
+        Ok(m.params.iter().map(|p| p.shape.iter().product::<usize>()).sum())
+    }
+
+    fn build(layers: Vec<LayerSpec>, input: (usize, usize, usize), classes: usize, seed: Option<u64>) -> Result<Model, String> {
+        let init = seed.is_some();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.unwrap_or(0));
         let mut params: Vec<Tensor1> = Vec::new();
         let mut buffers: Vec<Tensor1> = Vec::new();
         let mut ops = Vec::new();
         let mut shape = Shape_::Map(input.0, input.1, input.2);
         let mut uniform = |name: String, shape: Vec<usize>, fan_in: usize| {
             let bound = 1.0 / (fan_in as f32).sqrt();
-            let n = shape.iter().product();
+            let n = if init { shape.iter().product() } else { 0 };
             let data = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
             Tensor1 { name, shape, data }
         };
@@ -190,6 +201,11 @@ impl Model {
                     params.push(Tensor1 { name: format!("{i}.bn.bias"), shape: vec![c], data: vec![0.0; c] });
                     buffers.push(Tensor1 { name: format!("{i}.bn.running_mean"), shape: vec![c], data: vec![0.0; c] });
                     buffers.push(Tensor1 { name: format!("{i}.bn.running_var"), shape: vec![c], data: vec![1.0; c] });
+                    if !init {
+                        for t in params.iter_mut().rev().take(2).chain(buffers.iter_mut().rev().take(2)) {
+                            t.data.clear();
+                        }
+                    }
                     ops.push(Op::Bn { gamma: params.len() - 2, beta: params.len() - 1, buf: buffers.len() - 2 });
                 }
                 LayerSpec::Relu => ops.push(Op::Relu),

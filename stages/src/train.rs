@@ -1,0 +1,589 @@
+//! The `train` kind: a model from the zoo or from YAML layers, trained with
+//! Adam on the preprocessed data, selected on the validation split.
+
+use crate::data::augment::{self, Augment};
+use crate::data::batch::Batcher;
+use crate::data::dataset::{Dataset, Split};
+use crate::nn::checkpoint;
+use crate::nn::model::{Knobs, Model, ModelSpec};
+use crate::nn::ops::{host, Dev, Param};
+use crate::nn::optim::Adam;
+use crate::{Kind, Progress, RunContext, StageError};
+use dfdx::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub const CLASSES: usize = 10;
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const HISTORY_FILE: &str = "history.json";
+pub const SUMMARY_FILE: &str = "train.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plateau {
+    #[serde(default = "half")]
+    pub factor: f32,
+    #[serde(default = "two")]
+    pub patience: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    #[serde(default = "five")]
+    pub patience: usize,
+}
+
+/// The `train` parameters; the defaults are the reference study's main run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    #[serde(default = "main_cnn")]
+    pub model: ModelSpec,
+    /// Dropout before the last layer of the zoo's models (0 for none).
+    #[serde(default = "quarter")]
+    pub dropout: f32,
+    #[serde(default = "yes")]
+    pub batchnorm: bool,
+    /// Convolution widths of the zoo's CNNs (main-cnn: 3, shallow-cnn: 2).
+    #[serde(default)]
+    pub channels: Option<Vec<usize>>,
+    /// Width of the hidden linear layer of the zoo's CNNs.
+    #[serde(default)]
+    pub hidden: Option<usize>,
+    #[serde(default = "ten")]
+    pub epochs: usize,
+    #[serde(default = "sixty_four")]
+    pub batch_size: usize,
+    #[serde(default = "lr")]
+    pub lr: f32,
+    #[serde(default = "betas")]
+    pub betas: [f32; 2],
+    #[serde(default = "eps")]
+    pub eps: f32,
+    #[serde(default)]
+    pub weight_decay: f32,
+    /// ReduceLROnPlateau on validation accuracy; null for a constant rate.
+    #[serde(default = "plateau")]
+    pub plateau: Option<Plateau>,
+    /// Stop after this many epochs without a better validation accuracy; null never stops early.
+    #[serde(default = "early")]
+    pub early_stopping: Option<EarlyStopping>,
+    #[serde(default)]
+    pub augment: Vec<Augment>,
+    #[serde(default = "seed")]
+    pub seed: u64,
+    /// Caps the batches per epoch (quick experiments, tests).
+    #[serde(default)]
+    pub max_batches: Option<usize>,
+}
+
+fn main_cnn() -> ModelSpec {
+    ModelSpec::MainCnn
+}
+fn quarter() -> f32 {
+    0.25
+}
+fn half() -> f32 {
+    0.5
+}
+fn two() -> usize {
+    2
+}
+fn five() -> usize {
+    5
+}
+fn ten() -> usize {
+    10
+}
+fn sixty_four() -> usize {
+    64
+}
+fn yes() -> bool {
+    true
+}
+fn lr() -> f32 {
+    0.001
+}
+fn betas() -> [f32; 2] {
+    [0.9, 0.999]
+}
+fn eps() -> f32 {
+    1e-8
+}
+fn plateau() -> Option<Plateau> {
+    Some(Plateau { factor: 0.5, patience: 2 })
+}
+fn early() -> Option<EarlyStopping> {
+    Some(EarlyStopping { patience: 5 })
+}
+fn seed() -> u64 {
+    42
+}
+
+impl TrainParams {
+    pub fn knobs(&self) -> Knobs {
+        Knobs { dropout: self.dropout, batchnorm: self.batchnorm, channels: self.channels.clone(), hidden: self.hidden }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err("epochs and batch_size must be at least 1".into());
+        }
+        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.betas[0]) || !(0.0..1.0).contains(&self.betas[1]) {
+            return Err("lr must be positive and betas in [0, 1)".into());
+        }
+        if let Some(p) = &self.plateau {
+            if !(p.factor > 0.0 && p.factor < 1.0) {
+                return Err(format!("plateau.factor must be in (0, 1), got {}", p.factor));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the model (checking shapes) for images of `rows`×`cols`.
+    pub fn model(&self, rows: usize, cols: usize) -> Result<Model, String> {
+        let layers = self.params_layers()?;
+        augment::validate(&self.augment, rows, cols)?;
+        Model::new(layers, (1, rows, cols), CLASSES, self.seed)
+    }
+
+    /// Checks the model's shapes without building it; returns its parameter count.
+    pub fn check_model(&self, rows: usize, cols: usize) -> Result<usize, String> {
+        augment::validate(&self.augment, rows, cols)?;
+        Model::check(self.params_layers()?, (1, rows, cols), CLASSES)
+    }
+
+    fn params_layers(&self) -> Result<Vec<crate::nn::model::LayerSpec>, String> {
+        self.model.layers(&self.knobs())
+    }
+}
+
+/// One epoch of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub lr: f32,
+    pub seconds: f64,
+    pub img_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub parameters: usize,
+    pub model_size_bytes: usize,
+    pub training_seconds: f64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    pub stopped_early: bool,
+    pub threads: usize,
+    pub device: String,
+    pub seed: u64,
+}
+
+/// Finds the preprocessed dataset among a stage's inputs.
+pub fn dataset_path(ctx: &RunContext<'_>) -> Result<PathBuf, StageError> {
+    ctx.inputs
+        .iter()
+        .find(|i| i.kind == Kind::Preprocess)
+        .and_then(|i| i.paths.first())
+        .map(|p| p.join(crate::preprocess::DATASET_FILE))
+        .ok_or_else(|| StageError::Params(format!("stage {} needs a preprocess stage: add it to `needs`", ctx.stage)))
+}
+
+/// Refuses devices this build cannot use, saying how to get one that can.
+pub fn check_device(device: &str) -> Result<(), StageError> {
+    match device {
+        "cpu" => Ok(()),
+        "cuda" if cfg!(feature = "cuda") => Err(StageError::Failed(
+            "device cuda: this build has CUDA support in dfdx, but the convolution, pooling and batch-norm kernels run on the CPU only; use device: cpu".into(),
+        )),
+        "cuda" => Err(StageError::Failed(
+            "device cuda: this build has no CUDA support; rebuild with `cargo build --release --features stages/cuda` (needs nvcc, cuda.h and the NVIDIA driver), or use device: cpu".into(),
+        )),
+        other => Err(StageError::Params(format!("unknown device `{other}`: use cpu or cuda"))),
+    }
+}
+
+/// Memory settings that keep the allocator from returning and re-faulting
+/// the large per-step buffers.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only changes glibc allocator thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
+    let p: TrainParams = serde_json::from_value(ctx.params.clone()).map_err(|e| StageError::Params(e.to_string()))?;
+    p.validate().map_err(StageError::Params)?;
+    let device = ctx.device.unwrap_or("cpu");
+    check_device(device)?;
+    let data = Dataset::read(&dataset_path(ctx)?).map_err(|e| StageError::Failed(e.to_string()))?;
+    let mut model = p.model(data.rows, data.cols).map_err(StageError::Params)?;
+    (ctx.progress)(Progress { message: format!("{} parameters", model.parameter_count()), fraction: Some(0.0) });
+    tune_allocator();
+    let t0 = Instant::now();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads).build().map_err(|e| StageError::Failed(e.to_string()))?;
+    let report = pool.install(|| train(&mut model, &data, &p, ctx.threads, ctx.progress)).map_err(StageError::Failed)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let weights = checkpoint::to_bytes(&model, &[("stage", ctx.stage.to_string()), ("seed", p.seed.to_string())]).map_err(StageError::Failed)?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = ctx.out_dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| StageError::io("write", path, e))
+    };
+    write(WEIGHTS_FILE, &weights)?;
+    write(HISTORY_FILE, &serde_json::to_vec_pretty(&report.history).map_err(|e| StageError::Failed(e.to_string()))?)?;
+    let summary = TrainSummary {
+        parameters: model.parameter_count(),
+        model_size_bytes: weights.len(),
+        training_seconds: seconds,
+        epochs_run: report.history.len(),
+        best_epoch: report.best_epoch,
+        best_val_acc: report.best_val_acc,
+        stopped_early: report.stopped_early,
+        threads: ctx.threads,
+        device: device.to_string(),
+        seed: p.seed,
+    };
+    write(SUMMARY_FILE, &serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?)
+}
+
+pub struct TrainReport {
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    pub stopped_early: bool,
+}
+
+/// Cross-entropy loss and correct count of logits (n×classes) on the host.
+pub fn score(logits: &[f32], labels: &[u8]) -> (f64, usize) {
+    let c = logits.len() / labels.len().max(1);
+    let mut loss = 0.0f64;
+    let mut correct = 0;
+    for (row, &y) in logits.chunks(c).zip(labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = max as f64 + row.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln();
+        loss += lse - row[y as usize] as f64;
+        let arg = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+        correct += usize::from(arg == y as usize);
+    }
+    (loss / labels.len().max(1) as f64, correct)
+}
+
+/// Logits of every example of `split`, in order, in inference mode.
+pub fn predict(model: &mut Model, tensors: &[Param], data: &Dataset, split: &Split, batch: usize, threads: usize, dev: &Dev) -> Vec<f32> {
+    let b = Batcher { dataset: data, split, augment: &[], batch_size: batch, seed: 0, shuffle: false };
+    let order = b.order(0);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(split.len() * model.classes);
+    for k in 0..b.batches() {
+        let n = b.fill(&order, 0, k, &mut x, &mut y);
+        let xt = dev.tensor_from_vec(std::mem::take(&mut x), (n, 1, data.rows, data.cols));
+        out.extend(host(&model.forward(xt, tensors, false, threads)));
+    }
+    out
+}
+
+/// One optimization step on a batch; returns (mean loss, correct).
+#[allow(clippy::too_many_arguments)]
+pub fn step(model: &mut Model, tensors: &mut [Param], master: &mut [Vec<f32>], adam: &mut Adam, dev: &Dev, x: Vec<f32>, y: &[u8], threads: usize) -> (f64, usize) {
+    let n = y.len();
+    let (_, rows, cols) = model.input;
+    let xt = dev.tensor_from_vec(x, (n, 1, rows, cols)).leaky_traced();
+    let logits = model.forward(xt, tensors, true, threads);
+    let lv = host(&logits);
+    let mut onehot = vec![0.0f32; n * model.classes];
+    for (i, &c) in y.iter().enumerate() {
+        onehot[i * model.classes + c as usize] = 1.0;
+    }
+    let target = dev.tensor_from_vec(onehot, (n, model.classes));
+    let loss = cross_entropy_with_logits_loss(logits, target);
+    let loss_value = loss.array() as f64;
+    let grads = loss.backward();
+    let g: Vec<Vec<f32>> = tensors.iter().map(|t| host(&grads.get(t))).collect();
+    drop(grads);
+    adam.step(master, &g);
+    for (t, m) in tensors.iter_mut().zip(master.iter()) {
+        t.copy_from(m);
+    }
+    let (_, correct) = score(&lv, y);
+    (loss_value, correct)
+}
+
+/// Trains `model` in place; on return it holds the best weights by
+/// validation accuracy.
+pub fn train(model: &mut Model, data: &Dataset, p: &TrainParams, threads: usize, progress: &(dyn Fn(Progress) + Sync)) -> Result<TrainReport, String> {
+    let train = data.split("train").ok_or("the dataset has no train split")?;
+    let val = data.split("validation").ok_or("the dataset has no validation split")?;
+    if train.is_empty() || val.is_empty() {
+        return Err("the train and validation splits must not be empty".into());
+    }
+    let dev = Dev::seed_from_u64(p.seed);
+    let mut master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
+    let mut tensors = model.tensors(&dev);
+    let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
+    let mut adam = Adam::new(&sizes, p.lr, (p.betas[0], p.betas[1]), p.eps, p.weight_decay);
+    let batcher = Batcher { dataset: data, split: train, augment: &p.augment, batch_size: p.batch_size, seed: p.seed, shuffle: true };
+    let batches = p.max_batches.map_or(batcher.batches(), |m| m.min(batcher.batches()));
+    let total_steps = batches * p.epochs;
+    let mut history: Vec<EpochRecord> = Vec::new();
+    let (mut best_acc, mut best_epoch) = (f64::NEG_INFINITY, 0);
+    let mut best: Option<(Vec<Vec<f32>>, Vec<Vec<f32>>)> = None;
+    let (mut plateau_best, mut bad_epochs, mut since_best) = (f64::NEG_INFINITY, 0usize, 0usize);
+    let mut stopped_early = false;
+    let started = Instant::now();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for epoch in 0..p.epochs {
+        let t = Instant::now();
+        let order = batcher.order(epoch as u64);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for k in 0..batches {
+            let n = batcher.fill(&order, epoch as u64, k, &mut x, &mut y);
+            let (l, c) = step(model, &mut tensors, &mut master, &mut adam, &dev, std::mem::take(&mut x), &y, threads);
+            if !l.is_finite() {
+                return Err(format!("the loss became {l} at epoch {} batch {}: lower lr", epoch + 1, k + 1));
+            }
+            loss_sum += l * n as f64;
+            correct += c;
+            seen += n;
+            if k % 10 == 9 || k + 1 == batches {
+                let done = epoch * batches + k + 1;
+                let rate = seen as f64 / t.elapsed().as_secs_f64();
+                let eta = started.elapsed().as_secs_f64() / done as f64 * (total_steps - done) as f64;
+                progress(Progress {
+                    message: format!("epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s", epoch + 1, p.epochs, k + 1, batches, loss_sum / seen as f64, rate, eta),
+                    fraction: Some(done as f64 / total_steps as f64),
+                });
+            }
+        }
+        let train_secs = t.elapsed().as_secs_f64();
+        let logits = predict(model, &tensors, data, val, 256, threads, &dev);
+        let (val_loss, val_correct) = score(&logits, &val.labels);
+        let val_acc = val_correct as f64 / val.len() as f64;
+        history.push(EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen as f64,
+            train_acc: correct as f64 / seen as f64,
+            val_loss,
+            val_acc,
+            lr: adam.lr,
+            seconds: t.elapsed().as_secs_f64(),
+            img_per_s: seen as f64 / train_secs,
+        });
+        if val_acc > best_acc {
+            best_acc = val_acc;
+            best_epoch = epoch + 1;
+            since_best = 0;
+            best = Some((master.clone(), model.buffers.iter().map(|b| b.data.clone()).collect()));
+        } else {
+            since_best += 1;
+        }
+        // ReduceLROnPlateau, mode max, relative threshold 1e-4 (PyTorch's defaults).
+        if let Some(pl) = &p.plateau {
+            if val_acc > plateau_best * (1.0 + 1e-4) {
+                plateau_best = val_acc;
+                bad_epochs = 0;
+            } else {
+                bad_epochs += 1;
+                if bad_epochs > pl.patience {
+                    adam.lr *= pl.factor;
+                    bad_epochs = 0;
+                }
+            }
+        }
+        if p.early_stopping.as_ref().is_some_and(|e| since_best >= e.patience) {
+            stopped_early = epoch + 1 < p.epochs;
+            break;
+        }
+    }
+    if let Some((params, buffers)) = best {
+        for (t, d) in model.params.iter_mut().zip(params) {
+            t.data = d;
+        }
+        for (t, d) in model.buffers.iter_mut().zip(buffers) {
+            t.data = d;
+        }
+    }
+    Ok(TrainReport { history, best_epoch, best_val_acc: best_acc, stopped_early })
+}
+
+/// Throughput of the main CNN: figures for `fmnist-pipe bench`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub threads: usize,
+    pub batch: usize,
+    pub train_img_per_s: f64,
+    pub eval_img_per_s: f64,
+    pub peak_rss_mb: f64,
+    pub data: String,
+}
+
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Trains the main CNN for `batches` timed batches (after 3 warm-up ones)
+/// and runs inference on 4,096 images, at `threads` threads.
+pub fn bench(data: &Dataset, label: &str, threads: usize, batches: usize) -> Result<BenchReport, String> {
+    tune_allocator();
+    let p: TrainParams = serde_json::from_value(serde_json::json!({"model": "main-cnn", "epochs": 1})).map_err(|e| e.to_string())?;
+    let mut model = p.model(data.rows, data.cols)?;
+    let train = data.split("train").ok_or("no train split")?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+    pool.install(|| {
+        let dev = Dev::seed_from_u64(1);
+        let mut master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
+        let mut tensors = model.tensors(&dev);
+        let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
+        let mut adam = Adam::new(&sizes, 1e-3, (0.9, 0.999), 1e-8, 0.0);
+        let b = Batcher { dataset: data, split: train, augment: &[], batch_size: 64, seed: 1, shuffle: true };
+        let order = b.order(0);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let mut timed = Vec::new();
+        for k in 0..batches + 3 {
+            b.fill(&order, 0, k % b.batches(), &mut x, &mut y);
+            let t = Instant::now();
+            step(&mut model, &mut tensors, &mut master, &mut adam, &dev, std::mem::take(&mut x), &y, threads);
+            if k >= 3 {
+                timed.push(t.elapsed().as_secs_f64());
+            }
+        }
+        timed.sort_by(f64::total_cmp);
+        let median = timed[timed.len() / 2];
+        let eval_split = Split {
+            name: "bench".into(),
+            labels: train.labels[..train.len().min(4096)].to_vec(),
+            indices: train.indices[..train.len().min(4096)].to_vec(),
+            pixels: train.pixels[..train.len().min(4096) * data.pixels_per_image()].to_vec(),
+        };
+        predict(&mut model, &tensors, data, &eval_split, 256, threads, &dev);
+        let t = Instant::now();
+        predict(&mut model, &tensors, data, &eval_split, 256, threads, &dev);
+        let eval = eval_split.len() as f64 / t.elapsed().as_secs_f64();
+        Ok(BenchReport { threads, batch: 64, train_img_per_s: 64.0 / median, eval_img_per_s: eval, peak_rss_mb: peak_rss_mb(), data: label.to_string() })
+    })
+}
+
+/// A synthetic dataset (random pixels) for benchmarks without the real data.
+pub fn synthetic_dataset(n: usize) -> Dataset {
+    let mut r = crate::data::augment::Rng::new(7);
+    Dataset {
+        rows: 28,
+        cols: 28,
+        mean: 0.5,
+        std: 0.5,
+        splits: vec![Split {
+            name: "train".into(),
+            labels: (0..n).map(|i| (i % CLASSES) as u8).collect(),
+            indices: (0..n as u32).collect(),
+            pixels: (0..n * 784).map(|_| (r.next_u64() & 0xff) as u8).collect(),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_reference_main_run() {
+        let p: TrainParams = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(p.model, ModelSpec::MainCnn);
+        assert_eq!((p.epochs, p.batch_size, p.lr, p.dropout), (10, 64, 0.001, 0.25));
+        assert_eq!(p.plateau, Some(Plateau { factor: 0.5, patience: 2 }));
+        assert_eq!(p.early_stopping, Some(EarlyStopping { patience: 5 }));
+        assert!(serde_json::from_value::<TrainParams>(serde_json::json!({"lrr": 1})).is_err());
+        let p: TrainParams = serde_json::from_value(serde_json::json!({"model": "logistic", "plateau": null})).unwrap();
+        assert_eq!(p.plateau, None);
+    }
+
+    #[test]
+    fn score_counts_and_averages() {
+        let logits = [2.0, 0.0, 0.0, 0.0, 5.0, 1.0];
+        let (loss, correct) = score(&logits, &[0, 2]);
+        assert_eq!(correct, 1);
+        assert!(loss > 0.0);
+    }
+
+    /// Separable synthetic data: the class is drawn as a bright band, so a
+    /// few batches must take the model far above chance.
+    fn bands(n: usize, seed: u64) -> Split {
+        let mut r = crate::data::augment::Rng::new(seed);
+        let mut pixels = vec![0u8; n * 784];
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        for (i, &c) in labels.iter().enumerate() {
+            for y in 0..28 {
+                for x in 0..28 {
+                    let band = (y / 3) == c as usize;
+                    let noise = (r.next_u64() % 60) as u8;
+                    pixels[i * 784 + y * 28 + x] = if band { 200 + noise / 2 } else { noise };
+                }
+            }
+        }
+        Split { name: String::new(), labels, indices: (0..n as u32).collect(), pixels }
+    }
+
+    fn small_data() -> Dataset {
+        let mut train = bands(400, 1);
+        train.name = "train".into();
+        let mut val = bands(100, 2);
+        val.name = "validation".into();
+        Dataset { rows: 28, cols: 28, mean: 0.5, std: 0.5, splits: vec![train, val] }
+    }
+
+    fn small_params() -> TrainParams {
+        serde_json::from_value(serde_json::json!({
+            "model": {"layers": [{"conv": {"out": 4, "kernel": 3, "padding": 1}}, "batchnorm", "relu", {"maxpool": 2},
+                                  "flatten", {"linear": 16}, "relu", {"dropout": 0.1}, {"linear": 10}]},
+            "epochs": 2, "batch_size": 32, "lr": 0.003, "seed": 5,
+            "augment": [{"hflip": 0.5}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn learns_and_is_deterministic() {
+        let data = small_data();
+        let p = small_params();
+        let run = || {
+            let mut m = p.model(28, 28).unwrap();
+            let r = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| train(&mut m, &data, &p, 2, &|_| {}).unwrap());
+            (m, r)
+        };
+        let (m1, r1) = run();
+        assert_eq!(r1.history.len(), 2);
+        assert!(r1.history[1].train_loss < r1.history[0].train_loss || r1.history[0].train_loss < 1.0, "{:?}", r1.history);
+        assert!(r1.best_val_acc > 0.6, "validation accuracy {} is not far above chance (0.1)", r1.best_val_acc);
+        let (m2, r2) = run();
+        assert_eq!(m1.params, m2.params, "same seed, same thread count: bit-identical weights");
+        assert_eq!(m1.buffers, m2.buffers);
+        assert_eq!(r1.history.iter().map(|h| h.val_acc).collect::<Vec<_>>(), r2.history.iter().map(|h| h.val_acc).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn plateau_lowers_the_rate_and_early_stopping_stops() {
+        let data = small_data();
+        let mut p = small_params();
+        p.epochs = 12;
+        p.lr = 1e-9; // nothing improves
+        p.plateau = Some(Plateau { factor: 0.5, patience: 1 });
+        p.early_stopping = Some(EarlyStopping { patience: 3 });
+        p.max_batches = Some(1);
+        let mut m = p.model(28, 28).unwrap();
+        let r = train(&mut m, &data, &p, 1, &|_| {}).unwrap();
+        assert!(r.stopped_early);
+        assert_eq!(r.history.len(), 4, "best at epoch 1, then 3 epochs without improvement");
+        assert!(r.history.last().unwrap().lr < 1e-9);
+    }
+}

@@ -41,12 +41,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Training and inference speed of the main CNN (and PyTorch's, when installed).
+    Bench(BenchArgs),
     /// The stage graph as an indented tree.
     Dag {
         /// Graphviz dot instead of the tree.
         #[arg(long)]
         dot: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// CPU threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Timed training batches (of 64), after 3 warm-up ones.
+    #[arg(long, default_value_t = 50)]
+    pub batches: usize,
+    /// A preprocessed dataset (dataset.fmnd); default: the pipeline's
+    /// outputs/preprocess/dataset.fmnd if it exists, else random images.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Skip the PyTorch twin (bench/torch_bench.py).
+    #[arg(long)]
+    pub no_torch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,8 +125,12 @@ fn load(file: &Path) -> Result<(Pipeline, Dag)> {
 }
 
 fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
+    if let Command::Bench(args) = &cli.command {
+        return crate::bench::run(cli, args, reporter);
+    }
     let (pipeline, dag) = load(&cli.file)?;
     match &cli.command {
+        Command::Bench(_) => unreachable!("handled above"),
         Command::Dag { dot } => {
             reporter.text(&if *dot {
                 graph::render_dot(&pipeline)

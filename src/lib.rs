@@ -4,6 +4,7 @@
 //! Phases: [`spec`] (load, resolve) → [`graph`] → [`plan`] → [`execute`],
 //! with [`store`] the cache and [`reporter`] the only module that prints.
 
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod events;

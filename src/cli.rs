@@ -43,6 +43,8 @@ pub enum Command {
     },
     /// Training and inference speed of the main CNN (and PyTorch's, when installed).
     Bench(BenchArgs),
+    /// Print the latest comparison table again, without running anything.
+    Show,
     /// The stage graph as an indented tree.
     Dag {
         /// Graphviz dot instead of the tree.
@@ -131,6 +133,50 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
     let (pipeline, dag) = load(&cli.file)?;
     match &cli.command {
         Command::Bench(_) => unreachable!("handled above"),
+        Command::Show => {
+            let rows = status_rows(&pipeline, &dag, &[], &[], false)?;
+            let mut shown = 0;
+            for s in pipeline
+                .stages
+                .iter()
+                .filter(|s| s.kind == stages::Kind::Compare)
+            {
+                let state = rows
+                    .iter()
+                    .find(|r| r.stage == s.name)
+                    .map_or("new", |r| r.state);
+                match read_table(&pipeline, s) {
+                    Some(t) => {
+                        reporter.table(&t);
+                        if state != "fresh" {
+                            let why = rows
+                                .iter()
+                                .find(|r| r.stage == s.name)
+                                .and_then(|r| r.reason.clone())
+                                .unwrap_or_default();
+                            reporter.text(&format!("note: this table is stale ({why}); `fmnist-pipe run` brings it up to date\n"));
+                        }
+                        shown += 1;
+                    }
+                    None => reporter.text(&format!(
+                        "{}: no table yet; run `fmnist-pipe run {}`\n",
+                        s.name, s.name
+                    )),
+                }
+            }
+            if pipeline
+                .stages
+                .iter()
+                .all(|s| s.kind != stages::Kind::Compare)
+            {
+                reporter.text("the pipeline has no compare stage\n");
+            }
+            Ok(if shown > 0 {
+                exit::OK
+            } else {
+                exit::STAGE_FAILED
+            })
+        }
         Command::Dag { dot } => {
             reporter.text(&if *dot {
                 graph::render_dot(&pipeline)
@@ -168,6 +214,20 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                     reporter.event(e)
                 })?;
             reporter.summary(&summary);
+            // The comparison tables of the compare stages this run covered and that are up to date.
+            let targets = if args.stages.is_empty() {
+                (0..pipeline.stages.len()).collect()
+            } else {
+                pipeline.select(&args.stages)?
+            };
+            let mask = dag.closure(&pipeline, &targets);
+            for (i, s) in pipeline.stages.iter().enumerate() {
+                if mask[i] && s.kind == stages::Kind::Compare && summary.done.contains(&s.name) {
+                    if let Some(t) = read_table(&pipeline, s) {
+                        reporter.table(&t);
+                    }
+                }
+            }
             Ok(if summary.failed > 0 {
                 exit::STAGE_FAILED
             } else {
@@ -175,6 +235,12 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             })
         }
     }
+}
+
+fn read_table(pipeline: &Pipeline, stage: &spec::Stage) -> Option<stages::compare::Table> {
+    let dir = pipeline.settings.project_dir.join(stage.outs.first()?);
+    let bytes = std::fs::read(dir.join(stages::compare::TABLE_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The plan as rows, in dependency order. Read-only: takes no lock and

@@ -56,4 +56,6 @@ pub struct Summary {
     /// Stages not started because an earlier failure stopped the run.
     pub not_started: usize,
     pub wall: Duration,
+    /// Stages that are up to date after the run (ran, cached or restored).
+    pub done: std::collections::BTreeSet<String>,
 }

@@ -182,6 +182,7 @@ pub fn run(
                     match digest {
                         Some(d) => {
                             digests[i] = Some(d);
+                            summary.done.insert(pipeline.stages[i].name.clone());
                             for c in dag.dependents(i) {
                                 if mask[c] {
                                     pending[c] -= 1;

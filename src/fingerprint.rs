@@ -204,6 +204,16 @@ impl DirtyReason {
 fn show(v: &Option<Value>) -> String {
     match v {
         Some(Value::String(s)) => format!("{s:?}"),
+        // Parameters held as f32 are widened to f64 in JSON: print them as
+        // the f32 they are (0.9, not 0.8999999761581421).
+        Some(Value::Number(n)) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            if (x as f32) as f64 == x {
+                format!("{}", x as f32)
+            } else {
+                format!("{x}")
+            }
+        }
         Some(v) => v.to_string(),
         None => "unset".into(),
     }

@@ -209,6 +209,27 @@ impl Reporter {
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
 
+    /// A comparison table, drawn with comfy-table.
+    pub fn table(&self, t: &stages::compare::Table) {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        table.set_header(&t.columns);
+        for r in &t.rows {
+            table.add_row(r);
+        }
+        for i in 1..t.columns.len() {
+            if let Some(c) = table.column_mut(i) {
+                c.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
+        }
+        let mut text = format!("\n{}\n{table}\n", t.title);
+        for n in &t.notes {
+            text.push_str(n);
+            text.push('\n');
+        }
+        self.line(text.trim_end());
+    }
+
     pub fn text(&self, s: &str) {
         let _ = std::io::stdout().lock().write_all(s.as_bytes());
     }

@@ -141,9 +141,12 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     };
     let device = s.device.clone().unwrap_or_else(|| "cpu".into());
     if !matches!(device.as_str(), "cpu" | "cuda") {
-        return Err(err(&["settings", "device"], format!("settings.device: unknown device `{device}`"))
-            .help("use `cpu` or `cuda`")
-            .into());
+        return Err(err(
+            &["settings", "device"],
+            format!("settings.device: unknown device `{device}`"),
+        )
+        .help("use `cpu` or `cuda`")
+        .into());
     }
     let settings = Settings {
         file: file.to_path_buf(),
@@ -197,10 +200,17 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
             )
             .into());
         }
-        if let Some(dev) = rs.device.as_deref().filter(|d| !matches!(*d, "cpu" | "cuda")) {
-            return Err(err(&at("device"), format!("stage `{name}`: unknown device `{dev}`"))
-                .help("use `cpu` or `cuda`")
-                .into());
+        if let Some(dev) = rs
+            .device
+            .as_deref()
+            .filter(|d| !matches!(*d, "cpu" | "cuda"))
+        {
+            return Err(err(
+                &at("device"),
+                format!("stage `{name}`: unknown device `{dev}`"),
+            )
+            .help("use `cpu` or `cuda`")
+            .into());
         }
         if rs.threads == Some(0) {
             return Err(err(
@@ -399,7 +409,12 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
                 outs,
                 needs: Vec::new(),
                 threads: b.raw.threads,
-                device: b.raw.kind.uses_device().then(|| b.raw.device.clone().unwrap_or_else(|| settings.device.clone())),
+                device: b.raw.kind.uses_device().then(|| {
+                    b.raw
+                        .device
+                        .clone()
+                        .unwrap_or_else(|| settings.device.clone())
+                }),
             });
             foreach_needs.push(need);
         }

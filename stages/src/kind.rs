@@ -16,6 +16,10 @@ pub enum Kind {
     Preprocess,
     /// Trains a model on the preprocessed data.
     Train,
+    /// Measures a trained model on the test set.
+    Evaluate,
+    /// Compares evaluated variants: the table, significance tests, the report.
+    Compare,
 }
 
 /// One upstream stage's outputs, as a built-in kind sees them.
@@ -81,7 +85,14 @@ impl StageError {
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::Cmd, Kind::Download, Kind::Preprocess, Kind::Train];
+    pub const ALL: &'static [Kind] = &[
+        Kind::Cmd,
+        Kind::Download,
+        Kind::Preprocess,
+        Kind::Train,
+        Kind::Evaluate,
+        Kind::Compare,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -89,6 +100,8 @@ impl Kind {
             Kind::Download => "download",
             Kind::Preprocess => "preprocess",
             Kind::Train => "train",
+            Kind::Evaluate => "evaluate",
+            Kind::Compare => "compare",
         }
     }
 
@@ -100,12 +113,14 @@ impl Kind {
             Kind::Download => 1,
             Kind::Preprocess => 1,
             Kind::Train => 1,
+            Kind::Evaluate => 1,
+            Kind::Compare => 1,
         }
     }
 
     /// Kinds whose results depend on the compute device (part of their fingerprint).
     pub fn uses_device(self) -> bool {
-        matches!(self, Kind::Train)
+        matches!(self, Kind::Train | Kind::Evaluate)
     }
 
     /// Built-in kinds write into a directory the orchestrator gives them;
@@ -127,12 +142,15 @@ impl Kind {
             Kind::Preprocess => typed_params::<crate::preprocess::PreprocessParams>(params),
             Kind::Train => {
                 let p = typed_params::<crate::train::TrainParams>(params)?;
-                let typed: crate::train::TrainParams = serde_json::from_value(p.clone()).map_err(|e| e.to_string())?;
+                let typed: crate::train::TrainParams =
+                    serde_json::from_value(p.clone()).map_err(|e| e.to_string())?;
                 typed.validate()?;
                 // Shapes are checked here, before anything runs (28x28 Fashion-MNIST images).
                 typed.check_model(28, 28)?;
                 Ok(p)
             }
+            Kind::Evaluate => typed_params::<crate::evaluate::EvaluateParams>(params),
+            Kind::Compare => typed_params::<crate::compare::CompareParams>(params),
         }
     }
 
@@ -146,6 +164,8 @@ impl Kind {
             Kind::Download => crate::download::run(ctx),
             Kind::Preprocess => crate::preprocess::run(ctx),
             Kind::Train => crate::train::run(ctx),
+            Kind::Evaluate => crate::evaluate::run(ctx),
+            Kind::Compare => crate::compare::run(ctx),
         }
     }
 }

@@ -7,10 +7,14 @@
 //! the callback in [`RunContext`].
 
 pub mod cmd;
+pub mod compare;
 pub mod data;
 pub mod download;
+pub mod evaluate;
 mod kind;
+pub mod metrics;
 pub mod nn;
+pub mod plots;
 pub mod preprocess;
 pub mod train;
 

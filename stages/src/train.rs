@@ -113,7 +113,10 @@ fn eps() -> f32 {
     1e-8
 }
 fn plateau() -> Option<Plateau> {
-    Some(Plateau { factor: 0.5, patience: 2 })
+    Some(Plateau {
+        factor: 0.5,
+        patience: 2,
+    })
 }
 fn early() -> Option<EarlyStopping> {
     Some(EarlyStopping { patience: 5 })
@@ -124,19 +127,30 @@ fn seed() -> u64 {
 
 impl TrainParams {
     pub fn knobs(&self) -> Knobs {
-        Knobs { dropout: self.dropout, batchnorm: self.batchnorm, channels: self.channels.clone(), hidden: self.hidden }
+        Knobs {
+            dropout: self.dropout,
+            batchnorm: self.batchnorm,
+            channels: self.channels.clone(),
+            hidden: self.hidden,
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be at least 1".into());
         }
-        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.betas[0]) || !(0.0..1.0).contains(&self.betas[1]) {
+        if !(self.lr > 0.0)
+            || !(0.0..1.0).contains(&self.betas[0])
+            || !(0.0..1.0).contains(&self.betas[1])
+        {
             return Err("lr must be positive and betas in [0, 1)".into());
         }
         if let Some(p) = &self.plateau {
             if !(p.factor > 0.0 && p.factor < 1.0) {
-                return Err(format!("plateau.factor must be in (0, 1), got {}", p.factor));
+                return Err(format!(
+                    "plateau.factor must be in (0, 1), got {}",
+                    p.factor
+                ));
             }
         }
         Ok(())
@@ -194,7 +208,12 @@ pub fn dataset_path(ctx: &RunContext<'_>) -> Result<PathBuf, StageError> {
         .find(|i| i.kind == Kind::Preprocess)
         .and_then(|i| i.paths.first())
         .map(|p| p.join(crate::preprocess::DATASET_FILE))
-        .ok_or_else(|| StageError::Params(format!("stage {} needs a preprocess stage: add it to `needs`", ctx.stage)))
+        .ok_or_else(|| {
+            StageError::Params(format!(
+                "stage {} needs a preprocess stage: add it to `needs`",
+                ctx.stage
+            ))
+        })
 }
 
 /// Refuses devices this build cannot use, saying how to get one that can.
@@ -222,25 +241,45 @@ pub fn tune_allocator() {
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: TrainParams = serde_json::from_value(ctx.params.clone()).map_err(|e| StageError::Params(e.to_string()))?;
+    let p: TrainParams = serde_json::from_value(ctx.params.clone())
+        .map_err(|e| StageError::Params(e.to_string()))?;
     p.validate().map_err(StageError::Params)?;
     let device = ctx.device.unwrap_or("cpu");
     check_device(device)?;
     let data = Dataset::read(&dataset_path(ctx)?).map_err(|e| StageError::Failed(e.to_string()))?;
     let mut model = p.model(data.rows, data.cols).map_err(StageError::Params)?;
-    (ctx.progress)(Progress { message: format!("{} parameters", model.parameter_count()), fraction: Some(0.0) });
+    (ctx.progress)(Progress {
+        message: format!("{} parameters", model.parameter_count()),
+        fraction: Some(0.0),
+    });
     tune_allocator();
     let t0 = Instant::now();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads).build().map_err(|e| StageError::Failed(e.to_string()))?;
-    let report = pool.install(|| train(&mut model, &data, &p, ctx.threads, ctx.progress)).map_err(StageError::Failed)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(ctx.threads)
+        .build()
+        .map_err(|e| StageError::Failed(e.to_string()))?;
+    let report = pool
+        .install(|| train(&mut model, &data, &p, ctx.threads, ctx.progress))
+        .map_err(StageError::Failed)?;
     let seconds = t0.elapsed().as_secs_f64();
-    let weights = checkpoint::to_bytes(&model, &[("stage", ctx.stage.to_string()), ("seed", p.seed.to_string())]).map_err(StageError::Failed)?;
+    let weights = checkpoint::to_bytes(
+        &model,
+        &[
+            ("stage", ctx.stage.to_string()),
+            ("seed", p.seed.to_string()),
+        ],
+    )
+    .map_err(StageError::Failed)?;
     let write = |name: &str, bytes: &[u8]| {
         let path = ctx.out_dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| StageError::io("write", path, e))
     };
     write(WEIGHTS_FILE, &weights)?;
-    write(HISTORY_FILE, &serde_json::to_vec_pretty(&report.history).map_err(|e| StageError::Failed(e.to_string()))?)?;
+    write(
+        HISTORY_FILE,
+        &serde_json::to_vec_pretty(&report.history)
+            .map_err(|e| StageError::Failed(e.to_string()))?,
+    )?;
     let summary = TrainSummary {
         parameters: model.parameter_count(),
         model_size_bytes: weights.len(),
@@ -253,7 +292,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         device: device.to_string(),
         seed: p.seed,
     };
-    write(SUMMARY_FILE, &serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?)
+    write(
+        SUMMARY_FILE,
+        &serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?,
+    )
 }
 
 pub struct TrainReport {
@@ -270,17 +312,40 @@ pub fn score(logits: &[f32], labels: &[u8]) -> (f64, usize) {
     let mut correct = 0;
     for (row, &y) in logits.chunks(c).zip(labels) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = max as f64 + row.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln();
+        let lse = max as f64
+            + row
+                .iter()
+                .map(|&v| ((v - max) as f64).exp())
+                .sum::<f64>()
+                .ln();
         loss += lse - row[y as usize] as f64;
-        let arg = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+        let arg = row
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
         correct += usize::from(arg == y as usize);
     }
     (loss / labels.len().max(1) as f64, correct)
 }
 
 /// Logits of every example of `split`, in order, in inference mode.
-pub fn predict(model: &mut Model, tensors: &[Param], data: &Dataset, split: &Split, batch: usize, threads: usize, dev: &Dev) -> Vec<f32> {
-    let b = Batcher { dataset: data, split, augment: &[], batch_size: batch, seed: 0, shuffle: false };
+pub fn predict(
+    model: &mut Model,
+    tensors: &[Param],
+    data: &Dataset,
+    split: &Split,
+    batch: usize,
+    threads: usize,
+    dev: &Dev,
+) -> Vec<f32> {
+    let b = Batcher {
+        dataset: data,
+        split,
+        augment: &[],
+        batch_size: batch,
+        seed: 0,
+        shuffle: false,
+    };
     let order = b.order(0);
     let (mut x, mut y) = (Vec::new(), Vec::new());
     let mut out = Vec::with_capacity(split.len() * model.classes);
@@ -294,7 +359,16 @@ pub fn predict(model: &mut Model, tensors: &[Param], data: &Dataset, split: &Spl
 
 /// One optimization step on a batch; returns (mean loss, correct).
 #[allow(clippy::too_many_arguments)]
-pub fn step(model: &mut Model, tensors: &mut [Param], master: &mut [Vec<f32>], adam: &mut Adam, dev: &Dev, x: Vec<f32>, y: &[u8], threads: usize) -> (f64, usize) {
+pub fn step(
+    model: &mut Model,
+    tensors: &mut [Param],
+    master: &mut [Vec<f32>],
+    adam: &mut Adam,
+    dev: &Dev,
+    x: Vec<f32>,
+    y: &[u8],
+    threads: usize,
+) -> (f64, usize) {
     let n = y.len();
     let (_, rows, cols) = model.input;
     let xt = dev.tensor_from_vec(x, (n, 1, rows, cols)).leaky_traced();
@@ -320,9 +394,19 @@ pub fn step(model: &mut Model, tensors: &mut [Param], master: &mut [Vec<f32>], a
 
 /// Trains `model` in place; on return it holds the best weights by
 /// validation accuracy.
-pub fn train(model: &mut Model, data: &Dataset, p: &TrainParams, threads: usize, progress: &(dyn Fn(Progress) + Sync)) -> Result<TrainReport, String> {
-    let train = data.split("train").ok_or("the dataset has no train split")?;
-    let val = data.split("validation").ok_or("the dataset has no validation split")?;
+pub fn train(
+    model: &mut Model,
+    data: &Dataset,
+    p: &TrainParams,
+    threads: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<TrainReport, String> {
+    let train = data
+        .split("train")
+        .ok_or("the dataset has no train split")?;
+    let val = data
+        .split("validation")
+        .ok_or("the dataset has no validation split")?;
     if train.is_empty() || val.is_empty() {
         return Err("the train and validation splits must not be empty".into());
     }
@@ -330,9 +414,24 @@ pub fn train(model: &mut Model, data: &Dataset, p: &TrainParams, threads: usize,
     let mut master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
     let mut tensors = model.tensors(&dev);
     let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
-    let mut adam = Adam::new(&sizes, p.lr, (p.betas[0], p.betas[1]), p.eps, p.weight_decay);
-    let batcher = Batcher { dataset: data, split: train, augment: &p.augment, batch_size: p.batch_size, seed: p.seed, shuffle: true };
-    let batches = p.max_batches.map_or(batcher.batches(), |m| m.min(batcher.batches()));
+    let mut adam = Adam::new(
+        &sizes,
+        p.lr,
+        (p.betas[0], p.betas[1]),
+        p.eps,
+        p.weight_decay,
+    );
+    let batcher = Batcher {
+        dataset: data,
+        split: train,
+        augment: &p.augment,
+        batch_size: p.batch_size,
+        seed: p.seed,
+        shuffle: true,
+    };
+    let batches = p
+        .max_batches
+        .map_or(batcher.batches(), |m| m.min(batcher.batches()));
     let total_steps = batches * p.epochs;
     let mut history: Vec<EpochRecord> = Vec::new();
     let (mut best_acc, mut best_epoch) = (f64::NEG_INFINITY, 0);
@@ -347,9 +446,22 @@ pub fn train(model: &mut Model, data: &Dataset, p: &TrainParams, threads: usize,
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for k in 0..batches {
             let n = batcher.fill(&order, epoch as u64, k, &mut x, &mut y);
-            let (l, c) = step(model, &mut tensors, &mut master, &mut adam, &dev, std::mem::take(&mut x), &y, threads);
+            let (l, c) = step(
+                model,
+                &mut tensors,
+                &mut master,
+                &mut adam,
+                &dev,
+                std::mem::take(&mut x),
+                &y,
+                threads,
+            );
             if !l.is_finite() {
-                return Err(format!("the loss became {l} at epoch {} batch {}: lower lr", epoch + 1, k + 1));
+                return Err(format!(
+                    "the loss became {l} at epoch {} batch {}: lower lr",
+                    epoch + 1,
+                    k + 1
+                ));
             }
             loss_sum += l * n as f64;
             correct += c;
@@ -357,9 +469,19 @@ pub fn train(model: &mut Model, data: &Dataset, p: &TrainParams, threads: usize,
             if k % 10 == 9 || k + 1 == batches {
                 let done = epoch * batches + k + 1;
                 let rate = seen as f64 / t.elapsed().as_secs_f64();
-                let eta = started.elapsed().as_secs_f64() / done as f64 * (total_steps - done) as f64;
+                let eta =
+                    started.elapsed().as_secs_f64() / done as f64 * (total_steps - done) as f64;
                 progress(Progress {
-                    message: format!("epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s", epoch + 1, p.epochs, k + 1, batches, loss_sum / seen as f64, rate, eta),
+                    message: format!(
+                        "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s",
+                        epoch + 1,
+                        p.epochs,
+                        k + 1,
+                        batches,
+                        loss_sum / seen as f64,
+                        rate,
+                        eta
+                    ),
                     fraction: Some(done as f64 / total_steps as f64),
                 });
             }
@@ -382,7 +504,10 @@ pub fn train(model: &mut Model, data: &Dataset, p: &TrainParams, threads: usize,
             best_acc = val_acc;
             best_epoch = epoch + 1;
             since_best = 0;
-            best = Some((master.clone(), model.buffers.iter().map(|b| b.data.clone()).collect()));
+            best = Some((
+                master.clone(),
+                model.buffers.iter().map(|b| b.data.clone()).collect(),
+            ));
         } else {
             since_best += 1;
         }
@@ -399,7 +524,10 @@ pub fn train(model: &mut Model, data: &Dataset, p: &TrainParams, threads: usize,
                 }
             }
         }
-        if p.early_stopping.as_ref().is_some_and(|e| since_best >= e.patience) {
+        if p.early_stopping
+            .as_ref()
+            .is_some_and(|e| since_best >= e.patience)
+        {
             stopped_early = epoch + 1 < p.epochs;
             break;
         }
@@ -412,7 +540,12 @@ pub fn train(model: &mut Model, data: &Dataset, p: &TrainParams, threads: usize,
             t.data = d;
         }
     }
-    Ok(TrainReport { history, best_epoch, best_val_acc: best_acc, stopped_early })
+    Ok(TrainReport {
+        history,
+        best_epoch,
+        best_val_acc: best_acc,
+        stopped_early,
+    })
 }
 
 /// Throughput of the main CNN: figures for `fmnist-pipe bench`.
@@ -429,32 +562,62 @@ pub struct BenchReport {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Trains the main CNN for `batches` timed batches (after 3 warm-up ones)
 /// and runs inference on 4,096 images, at `threads` threads.
-pub fn bench(data: &Dataset, label: &str, threads: usize, batches: usize) -> Result<BenchReport, String> {
+pub fn bench(
+    data: &Dataset,
+    label: &str,
+    threads: usize,
+    batches: usize,
+) -> Result<BenchReport, String> {
     tune_allocator();
-    let p: TrainParams = serde_json::from_value(serde_json::json!({"model": "main-cnn", "epochs": 1})).map_err(|e| e.to_string())?;
+    let p: TrainParams =
+        serde_json::from_value(serde_json::json!({"model": "main-cnn", "epochs": 1}))
+            .map_err(|e| e.to_string())?;
     let mut model = p.model(data.rows, data.cols)?;
     let train = data.split("train").ok_or("no train split")?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| e.to_string())?;
     pool.install(|| {
         let dev = Dev::seed_from_u64(1);
         let mut master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
         let mut tensors = model.tensors(&dev);
         let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
         let mut adam = Adam::new(&sizes, 1e-3, (0.9, 0.999), 1e-8, 0.0);
-        let b = Batcher { dataset: data, split: train, augment: &[], batch_size: 64, seed: 1, shuffle: true };
+        let b = Batcher {
+            dataset: data,
+            split: train,
+            augment: &[],
+            batch_size: 64,
+            seed: 1,
+            shuffle: true,
+        };
         let order = b.order(0);
         let (mut x, mut y) = (Vec::new(), Vec::new());
         let mut timed = Vec::new();
         for k in 0..batches + 3 {
             b.fill(&order, 0, k % b.batches(), &mut x, &mut y);
             let t = Instant::now();
-            step(&mut model, &mut tensors, &mut master, &mut adam, &dev, std::mem::take(&mut x), &y, threads);
+            step(
+                &mut model,
+                &mut tensors,
+                &mut master,
+                &mut adam,
+                &dev,
+                std::mem::take(&mut x),
+                &y,
+                threads,
+            );
             if k >= 3 {
                 timed.push(t.elapsed().as_secs_f64());
             }
@@ -471,7 +634,14 @@ pub fn bench(data: &Dataset, label: &str, threads: usize, batches: usize) -> Res
         let t = Instant::now();
         predict(&mut model, &tensors, data, &eval_split, 256, threads, &dev);
         let eval = eval_split.len() as f64 / t.elapsed().as_secs_f64();
-        Ok(BenchReport { threads, batch: 64, train_img_per_s: 64.0 / median, eval_img_per_s: eval, peak_rss_mb: peak_rss_mb(), data: label.to_string() })
+        Ok(BenchReport {
+            threads,
+            batch: 64,
+            train_img_per_s: 64.0 / median,
+            eval_img_per_s: eval,
+            peak_rss_mb: peak_rss_mb(),
+            data: label.to_string(),
+        })
     })
 }
 
@@ -500,11 +670,22 @@ mod tests {
     fn defaults_are_the_reference_main_run() {
         let p: TrainParams = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(p.model, ModelSpec::MainCnn);
-        assert_eq!((p.epochs, p.batch_size, p.lr, p.dropout), (10, 64, 0.001, 0.25));
-        assert_eq!(p.plateau, Some(Plateau { factor: 0.5, patience: 2 }));
+        assert_eq!(
+            (p.epochs, p.batch_size, p.lr, p.dropout),
+            (10, 64, 0.001, 0.25)
+        );
+        assert_eq!(
+            p.plateau,
+            Some(Plateau {
+                factor: 0.5,
+                patience: 2
+            })
+        );
         assert_eq!(p.early_stopping, Some(EarlyStopping { patience: 5 }));
         assert!(serde_json::from_value::<TrainParams>(serde_json::json!({"lrr": 1})).is_err());
-        let p: TrainParams = serde_json::from_value(serde_json::json!({"model": "logistic", "plateau": null})).unwrap();
+        let p: TrainParams =
+            serde_json::from_value(serde_json::json!({"model": "logistic", "plateau": null}))
+                .unwrap();
         assert_eq!(p.plateau, None);
     }
 
@@ -531,7 +712,12 @@ mod tests {
                 }
             }
         }
-        Split { name: String::new(), labels, indices: (0..n as u32).collect(), pixels }
+        Split {
+            name: String::new(),
+            labels,
+            indices: (0..n as u32).collect(),
+            pixels,
+        }
     }
 
     fn small_data() -> Dataset {
@@ -539,7 +725,13 @@ mod tests {
         train.name = "train".into();
         let mut val = bands(100, 2);
         val.name = "validation".into();
-        Dataset { rows: 28, cols: 28, mean: 0.5, std: 0.5, splits: vec![train, val] }
+        Dataset {
+            rows: 28,
+            cols: 28,
+            mean: 0.5,
+            std: 0.5,
+            splits: vec![train, val],
+        }
     }
 
     fn small_params() -> TrainParams {
@@ -558,17 +750,35 @@ mod tests {
         let p = small_params();
         let run = || {
             let mut m = p.model(28, 28).unwrap();
-            let r = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| train(&mut m, &data, &p, 2, &|_| {}).unwrap());
+            let r = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap()
+                .install(|| train(&mut m, &data, &p, 2, &|_| {}).unwrap());
             (m, r)
         };
         let (m1, r1) = run();
         assert_eq!(r1.history.len(), 2);
-        assert!(r1.history[1].train_loss < r1.history[0].train_loss || r1.history[0].train_loss < 1.0, "{:?}", r1.history);
-        assert!(r1.best_val_acc > 0.6, "validation accuracy {} is not far above chance (0.1)", r1.best_val_acc);
+        assert!(
+            r1.history[1].train_loss < r1.history[0].train_loss || r1.history[0].train_loss < 1.0,
+            "{:?}",
+            r1.history
+        );
+        assert!(
+            r1.best_val_acc > 0.6,
+            "validation accuracy {} is not far above chance (0.1)",
+            r1.best_val_acc
+        );
         let (m2, r2) = run();
-        assert_eq!(m1.params, m2.params, "same seed, same thread count: bit-identical weights");
+        assert_eq!(
+            m1.params, m2.params,
+            "same seed, same thread count: bit-identical weights"
+        );
         assert_eq!(m1.buffers, m2.buffers);
-        assert_eq!(r1.history.iter().map(|h| h.val_acc).collect::<Vec<_>>(), r2.history.iter().map(|h| h.val_acc).collect::<Vec<_>>());
+        assert_eq!(
+            r1.history.iter().map(|h| h.val_acc).collect::<Vec<_>>(),
+            r2.history.iter().map(|h| h.val_acc).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -577,13 +787,20 @@ mod tests {
         let mut p = small_params();
         p.epochs = 12;
         p.lr = 1e-9; // nothing improves
-        p.plateau = Some(Plateau { factor: 0.5, patience: 1 });
+        p.plateau = Some(Plateau {
+            factor: 0.5,
+            patience: 1,
+        });
         p.early_stopping = Some(EarlyStopping { patience: 3 });
         p.max_batches = Some(1);
         let mut m = p.model(28, 28).unwrap();
         let r = train(&mut m, &data, &p, 1, &|_| {}).unwrap();
         assert!(r.stopped_early);
-        assert_eq!(r.history.len(), 4, "best at epoch 1, then 3 epochs without improvement");
+        assert_eq!(
+            r.history.len(),
+            4,
+            "best at epoch 1, then 3 epochs without improvement"
+        );
         assert!(r.history.last().unwrap().lr < 1e-9);
     }
 }

@@ -12,18 +12,31 @@ fn bytes(v: &[f32]) -> Vec<u8> {
 
 /// Serializes parameters and buffers; `extra` goes into the metadata.
 pub fn to_bytes(model: &Model, extra: &[(&str, String)]) -> Result<Vec<u8>, String> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> =
-        model.params.iter().chain(&model.buffers).map(|t| (t.name.clone(), t.shape.clone(), bytes(&t.data))).collect();
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = model
+        .params
+        .iter()
+        .chain(&model.buffers)
+        .map(|t| (t.name.clone(), t.shape.clone(), bytes(&t.data)))
+        .collect();
     let views: Vec<(String, TensorView<'_>)> = data
         .iter()
         .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     let mut meta = HashMap::new();
-    meta.insert("layers".to_string(), serde_json::to_string(&model.layers).map_err(|e| e.to_string())?);
-    meta.insert("input".to_string(), format!("{},{},{}", model.input.0, model.input.1, model.input.2));
+    meta.insert(
+        "layers".to_string(),
+        serde_json::to_string(&model.layers).map_err(|e| e.to_string())?,
+    );
+    meta.insert(
+        "input".to_string(),
+        format!("{},{},{}", model.input.0, model.input.1, model.input.2),
+    );
     meta.insert("classes".to_string(), model.classes.to_string());
-    meta.insert("parameters".to_string(), model.parameter_count().to_string());
+    meta.insert(
+        "parameters".to_string(),
+        model.parameter_count().to_string(),
+    );
     for (k, v) in extra {
         meta.insert(k.to_string(), v.clone());
     }
@@ -34,23 +47,48 @@ pub fn to_bytes(model: &Model, extra: &[(&str, String)]) -> Result<Vec<u8>, Stri
 pub fn load(path: &Path) -> Result<Model, String> {
     let fail = |m: String| format!("{}: {m}", path.display());
     let raw = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    let st = SafeTensors::deserialize(&raw).map_err(|e| fail(format!("not a valid safetensors file ({e}); rerun the train stage")))?;
+    let st = SafeTensors::deserialize(&raw).map_err(|e| {
+        fail(format!(
+            "not a valid safetensors file ({e}); rerun the train stage"
+        ))
+    })?;
     let (_, meta) = SafeTensors::read_metadata(&raw).map_err(|e| fail(e.to_string()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
-    let get = |k: &str| meta.get(k).ok_or_else(|| fail(format!("metadata has no `{k}`: not written by fmnist-pipe")));
-    let layers: Vec<LayerSpec> = serde_json::from_str(get("layers")?).map_err(|e| fail(format!("bad layers metadata: {e}")))?;
-    let dims: Vec<usize> = get("input")?.split(',').map(|s| s.parse()).collect::<Result<_, _>>().map_err(|_| fail("bad input metadata".into()))?;
-    let classes: usize = get("classes")?.parse().map_err(|_| fail("bad classes metadata".into()))?;
+    let get = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| fail(format!("metadata has no `{k}`: not written by fmnist-pipe")))
+    };
+    let layers: Vec<LayerSpec> = serde_json::from_str(get("layers")?)
+        .map_err(|e| fail(format!("bad layers metadata: {e}")))?;
+    let dims: Vec<usize> = get("input")?
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| fail("bad input metadata".into()))?;
+    let classes: usize = get("classes")?
+        .parse()
+        .map_err(|_| fail("bad classes metadata".into()))?;
     if dims.len() != 3 {
         return Err(fail("bad input metadata".into()));
     }
     let mut model = Model::new(layers, (dims[0], dims[1], dims[2]), classes, 0).map_err(fail)?;
     for t in model.params.iter_mut().chain(model.buffers.iter_mut()) {
-        let v = st.tensor(&t.name).map_err(|e| fail(format!("tensor {}: {e}", t.name)))?;
+        let v = st
+            .tensor(&t.name)
+            .map_err(|e| fail(format!("tensor {}: {e}", t.name)))?;
         if v.dtype() != Dtype::F32 || v.shape() != t.shape.as_slice() {
-            return Err(fail(format!("tensor {} has shape {:?}, the model needs {:?}", t.name, v.shape(), t.shape)));
+            return Err(fail(format!(
+                "tensor {} has shape {:?}, the model needs {:?}",
+                t.name,
+                v.shape(),
+                t.shape
+            )));
         }
-        t.data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        t.data = v
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
     }
     Ok(model)
 }
@@ -62,8 +100,19 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let k = Knobs { dropout: 0.5, batchnorm: true, channels: Some(vec![4, 8]), hidden: Some(16) };
-        let mut m = Model::new(ModelSpec::ShallowCnn.layers(&k).unwrap(), (1, 28, 28), 10, 3).unwrap();
+        let k = Knobs {
+            dropout: 0.5,
+            batchnorm: true,
+            channels: Some(vec![4, 8]),
+            hidden: Some(16),
+        };
+        let mut m = Model::new(
+            ModelSpec::ShallowCnn.layers(&k).unwrap(),
+            (1, 28, 28),
+            10,
+            3,
+        )
+        .unwrap();
         m.buffers[0].data[1] = 0.25;
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("m.safetensors");
@@ -74,6 +123,8 @@ mod tests {
         assert_eq!(back.layers, m.layers);
         let raw = std::fs::read(&p).unwrap();
         std::fs::write(&p, &raw[..raw.len() - 100]).unwrap();
-        assert!(load(&p).unwrap_err().contains("m.safetensors: not a valid safetensors file"));
+        assert!(load(&p)
+            .unwrap_err()
+            .contains("m.safetensors: not a valid safetensors file"));
     }
 }

@@ -32,8 +32,14 @@ fn mm(
     }
     assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
     if k > 0 {
-        assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs, "gemm: lhs too small");
-        assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs, "gemm: rhs too small");
+        assert!(
+            a.len() > (m - 1) * a_rs + (k - 1) * a_cs,
+            "gemm: lhs too small"
+        );
+        assert!(
+            b.len() > (k - 1) * b_rs + (n - 1) * b_cs,
+            "gemm: rhs too small"
+        );
     }
     // SAFETY: the asserts above keep every access inside the slices.
     unsafe {
@@ -110,7 +116,8 @@ impl Conv {
                             // ix = ox + kj − p: a shifted copy with zero edges.
                             let shift = kj as isize - self.pad as isize;
                             let lo = (-shift).clamp(0, ow as isize) as usize;
-                            let hi = (self.w as isize - shift).clamp(lo as isize, ow as isize) as usize;
+                            let hi =
+                                (self.w as isize - shift).clamp(lo as isize, ow as isize) as usize;
                             out[..lo].fill(0.0);
                             out[hi..].fill(0.0);
                             let s0 = (lo as isize + shift) as usize;
@@ -118,7 +125,11 @@ impl Conv {
                         } else {
                             for (ox, o) in out.iter_mut().enumerate() {
                                 let ix = (ox * self.stride + kj) as isize - self.pad as isize;
-                                *o = if ix < 0 || ix >= self.w as isize { 0.0 } else { src[ix as usize] };
+                                *o = if ix < 0 || ix >= self.w as isize {
+                                    0.0
+                                } else {
+                                    src[ix as usize]
+                                };
                             }
                         }
                     }
@@ -158,25 +169,54 @@ impl Conv {
     pub fn forward(&self, x: &[f32], n: usize, w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
         let (o, ohw, ckk) = (self.o, self.ohw(), self.ckk());
         debug_assert_eq!(x.len(), n * self.chw());
-        y.par_chunks_mut(o * ohw).zip(x.par_chunks(self.chw())).for_each_init(
-            || vec![0.0f32; ckk * ohw],
-            |cols, (yn, xn)| {
-                self.im2col(xn, cols);
-                mm(o, ohw, ckk, yn, ohw, false, w, (ckk, 1), cols, (ohw, 1), Parallelism::None);
-                if let Some(b) = b {
-                    for (row, &bias) in yn.chunks_mut(ohw).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bias);
+        y.par_chunks_mut(o * ohw)
+            .zip(x.par_chunks(self.chw()))
+            .for_each_init(
+                || vec![0.0f32; ckk * ohw],
+                |cols, (yn, xn)| {
+                    self.im2col(xn, cols);
+                    mm(
+                        o,
+                        ohw,
+                        ckk,
+                        yn,
+                        ohw,
+                        false,
+                        w,
+                        (ckk, 1),
+                        cols,
+                        (ohw, 1),
+                        Parallelism::None,
+                    );
+                    if let Some(b) = b {
+                        for (row, &bias) in yn.chunks_mut(ohw).zip(b) {
+                            row.iter_mut().for_each(|v| *v += bias);
+                        }
                     }
-                }
-            },
-        );
+                },
+            );
     }
 
     /// Gradients: (dx if asked, dW, db).
-    pub fn backward(&self, x: &[f32], n: usize, w: &[f32], dy: &[f32], need_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    pub fn backward(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &[f32],
+        dy: &[f32],
+        need_dx: bool,
+    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
         let (o, ohw, ckk, chw) = (self.o, self.ohw(), self.ckk(), self.chw());
-        let mut dx = if need_dx { vec![0.0f32; n * chw] } else { Vec::new() };
-        let dx_chunks: Vec<&mut [f32]> = if need_dx { dx.chunks_mut(CHUNK * chw).collect() } else { Vec::new() };
+        let mut dx = if need_dx {
+            vec![0.0f32; n * chw]
+        } else {
+            Vec::new()
+        };
+        let dx_chunks: Vec<&mut [f32]> = if need_dx {
+            dx.chunks_mut(CHUNK * chw).collect()
+        } else {
+            Vec::new()
+        };
         let chunks = n.div_ceil(CHUNK);
         let mut dx_iter: Vec<Option<&mut [f32]>> = dx_chunks.into_iter().map(Some).collect();
         dx_iter.resize_with(chunks, || None);
@@ -187,19 +227,47 @@ impl Conv {
                 let mut dw = vec![0.0f32; o * ckk];
                 let mut db = vec![0.0f32; o];
                 let mut cols = vec![0.0f32; ckk * ohw];
-                let mut dcols = if need_dx { vec![0.0f32; ckk * ohw] } else { Vec::new() };
+                let mut dcols = if need_dx {
+                    vec![0.0f32; ckk * ohw]
+                } else {
+                    Vec::new()
+                };
                 for i in ci * CHUNK..((ci + 1) * CHUNK).min(n) {
                     let xn = &x[i * chw..(i + 1) * chw];
                     let dyn_ = &dy[i * o * ohw..(i + 1) * o * ohw];
                     self.im2col(xn, &mut cols);
                     // dW += dY[n] (o×ohw) · cols^T (ohw×ckk)
-                    mm(o, ckk, ohw, &mut dw, ckk, true, dyn_, (ohw, 1), &cols, (1, ohw), Parallelism::None);
+                    mm(
+                        o,
+                        ckk,
+                        ohw,
+                        &mut dw,
+                        ckk,
+                        true,
+                        dyn_,
+                        (ohw, 1),
+                        &cols,
+                        (1, ohw),
+                        Parallelism::None,
+                    );
                     for (d, row) in db.iter_mut().zip(dyn_.chunks(ohw)) {
                         *d += row.iter().fold(0.0, |a, &v| a + v);
                     }
                     if let Some(dxc) = dxc.as_mut() {
                         // dcols = W^T (ckk×o) · dY[n] (o×ohw), then scatter back.
-                        mm(ckk, ohw, o, &mut dcols, ohw, false, w, (1, ckk), dyn_, (ohw, 1), Parallelism::None);
+                        mm(
+                            ckk,
+                            ohw,
+                            o,
+                            &mut dcols,
+                            ohw,
+                            false,
+                            w,
+                            (1, ckk),
+                            dyn_,
+                            (ohw, 1),
+                            Parallelism::None,
+                        );
                         let k = i - ci * CHUNK;
                         self.col2im(&dcols, &mut dxc[k * chw..(k + 1) * chw]);
                     }
@@ -246,36 +314,42 @@ impl Pool {
         let planes = n * self.c;
         let mut y = vec![0.0f32; planes * oh * ow];
         let mut arg = vec![0u32; planes * oh * ow];
-        y.par_chunks_mut(oh * ow).zip(arg.par_chunks_mut(oh * ow)).zip(x.par_chunks(hw)).for_each(|((yp, ap), xp)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
-                    for ky in 0..self.k {
-                        let row = (oy * self.k + ky) * self.w;
-                        for kx in 0..self.k {
-                            let i = row + ox * self.k + kx;
-                            if xp[i] > best {
-                                best = xp[i];
-                                at = i;
+        y.par_chunks_mut(oh * ow)
+            .zip(arg.par_chunks_mut(oh * ow))
+            .zip(x.par_chunks(hw))
+            .for_each(|((yp, ap), xp)| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
+                        for ky in 0..self.k {
+                            let row = (oy * self.k + ky) * self.w;
+                            for kx in 0..self.k {
+                                let i = row + ox * self.k + kx;
+                                if xp[i] > best {
+                                    best = xp[i];
+                                    at = i;
+                                }
                             }
                         }
+                        yp[oy * ow + ox] = best;
+                        ap[oy * ow + ox] = at as u32;
                     }
-                    yp[oy * ow + ox] = best;
-                    ap[oy * ow + ox] = at as u32;
                 }
-            }
-        });
+            });
         (y, arg)
     }
 
     pub fn backward(&self, n: usize, arg: &[u32], dy: &[f32]) -> Vec<f32> {
         let (ohw, hw) = (self.oh() * self.ow(), self.h * self.w);
         let mut dx = vec![0.0f32; n * self.c * hw];
-        dx.par_chunks_mut(hw).zip(arg.par_chunks(ohw)).zip(dy.par_chunks(ohw)).for_each(|((dxp, ap), dyp)| {
-            for (&a, &g) in ap.iter().zip(dyp) {
-                dxp[a as usize] += g;
-            }
-        });
+        dx.par_chunks_mut(hw)
+            .zip(arg.par_chunks(ohw))
+            .zip(dy.par_chunks(ohw))
+            .for_each(|((dxp, ap), dyp)| {
+                for (&a, &g) in ap.iter().zip(dyp) {
+                    dxp[a as usize] += g;
+                }
+            });
         dx
     }
 }
@@ -300,7 +374,9 @@ impl BatchNorm {
                 let (mut s, mut s2) = (0.0f64, 0.0f64);
                 for i in 0..n {
                     let p = &x[(i * self.c + c) * self.hw..][..self.hw];
-                    let (a, b) = p.iter().fold((0.0f32, 0.0f32), |(a, b), &v| (a + v, b + v * v));
+                    let (a, b) = p
+                        .iter()
+                        .fold((0.0f32, 0.0f32), |(a, b), &v| (a + v, b + v * v));
                     s += a as f64;
                     s2 += b as f64;
                 }
@@ -312,7 +388,15 @@ impl BatchNorm {
 
     /// Training: normalizes with batch statistics, updates the running
     /// ones, returns (y, xhat, invstd) — the last two for backward.
-    pub fn forward_train(&self, x: &[f32], n: usize, gamma: &[f32], beta: &[f32], running_mean: &mut [f32], running_var: &mut [f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    pub fn forward_train(
+        &self,
+        x: &[f32],
+        n: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        running_mean: &mut [f32],
+        running_var: &mut [f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (mean, var) = self.stats(x, n);
         let m = (n * self.hw) as f32;
         let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
@@ -323,33 +407,54 @@ impl BatchNorm {
         let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
         let mut xhat = vec![0.0f32; x.len()];
         let mut y = vec![0.0f32; x.len()];
-        y.par_chunks_mut(self.hw).zip(xhat.par_chunks_mut(self.hw)).zip(x.par_chunks(self.hw)).enumerate().for_each(|(p, ((yp, hp), xp))| {
-            let c = p % self.c;
-            let (mu, is, g, b) = (mean[c], invstd[c], gamma[c], beta[c]);
-            for ((yv, hv), &xv) in yp.iter_mut().zip(hp.iter_mut()).zip(xp) {
-                *hv = (xv - mu) * is;
-                *yv = g * *hv + b;
-            }
-        });
+        y.par_chunks_mut(self.hw)
+            .zip(xhat.par_chunks_mut(self.hw))
+            .zip(x.par_chunks(self.hw))
+            .enumerate()
+            .for_each(|(p, ((yp, hp), xp))| {
+                let c = p % self.c;
+                let (mu, is, g, b) = (mean[c], invstd[c], gamma[c], beta[c]);
+                for ((yv, hv), &xv) in yp.iter_mut().zip(hp.iter_mut()).zip(xp) {
+                    *hv = (xv - mu) * is;
+                    *yv = g * *hv + b;
+                }
+            });
         (y, xhat, invstd)
     }
 
     /// Inference: normalizes with the running statistics.
-    pub fn forward_eval(&self, x: &[f32], gamma: &[f32], beta: &[f32], running_mean: &[f32], running_var: &[f32]) -> Vec<f32> {
+    pub fn forward_eval(
+        &self,
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        running_mean: &[f32],
+        running_var: &[f32],
+    ) -> Vec<f32> {
         let mut y = vec![0.0f32; x.len()];
-        y.par_chunks_mut(self.hw).zip(x.par_chunks(self.hw)).enumerate().for_each(|(p, (yp, xp))| {
-            let c = p % self.c;
-            let scale = gamma[c] / (running_var[c] + BN_EPS).sqrt();
-            let shift = beta[c] - running_mean[c] * scale;
-            for (yv, &xv) in yp.iter_mut().zip(xp) {
-                *yv = xv * scale + shift;
-            }
-        });
+        y.par_chunks_mut(self.hw)
+            .zip(x.par_chunks(self.hw))
+            .enumerate()
+            .for_each(|(p, (yp, xp))| {
+                let c = p % self.c;
+                let scale = gamma[c] / (running_var[c] + BN_EPS).sqrt();
+                let shift = beta[c] - running_mean[c] * scale;
+                for (yv, &xv) in yp.iter_mut().zip(xp) {
+                    *yv = xv * scale + shift;
+                }
+            });
         y
     }
 
     /// (dx, dgamma, dbeta).
-    pub fn backward(&self, n: usize, xhat: &[f32], invstd: &[f32], gamma: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    pub fn backward(
+        &self,
+        n: usize,
+        xhat: &[f32],
+        invstd: &[f32],
+        gamma: &[f32],
+        dy: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (sdy, sdyx): (Vec<f32>, Vec<f32>) = (0..self.c)
             .into_par_iter()
             .map(|c| {
@@ -357,7 +462,12 @@ impl BatchNorm {
                 for i in 0..n {
                     let off = (i * self.c + c) * self.hw;
                     let (g, h) = (&dy[off..off + self.hw], &xhat[off..off + self.hw]);
-                    let (s1, s2) = g.iter().zip(h).fold((0.0f32, 0.0f32), |(s1, s2), (&gv, &hv)| (s1 + gv, s2 + gv * hv));
+                    let (s1, s2) = g
+                        .iter()
+                        .zip(h)
+                        .fold((0.0f32, 0.0f32), |(s1, s2), (&gv, &hv)| {
+                            (s1 + gv, s2 + gv * hv)
+                        });
                     a += s1 as f64;
                     b += s2 as f64;
                 }
@@ -366,14 +476,18 @@ impl BatchNorm {
             .unzip();
         let m = (n * self.hw) as f32;
         let mut dx = vec![0.0f32; dy.len()];
-        dx.par_chunks_mut(self.hw).zip(dy.par_chunks(self.hw)).zip(xhat.par_chunks(self.hw)).enumerate().for_each(|(p, ((dxp, dyp), hp))| {
-            let c = p % self.c;
-            let k = gamma[c] * invstd[c] / m;
-            let (a, b) = (sdy[c], sdyx[c]);
-            for ((d, &g), &h) in dxp.iter_mut().zip(dyp).zip(hp) {
-                *d = k * (m * g - a - h * b);
-            }
-        });
+        dx.par_chunks_mut(self.hw)
+            .zip(dy.par_chunks(self.hw))
+            .zip(xhat.par_chunks(self.hw))
+            .enumerate()
+            .for_each(|(p, ((dxp, dyp), hp))| {
+                let c = p % self.c;
+                let k = gamma[c] * invstd[c] / m;
+                let (a, b) = (sdy[c], sdyx[c]);
+                for ((d, &g), &h) in dxp.iter_mut().zip(dyp).zip(hp) {
+                    *d = k * (m * g - a - h * b);
+                }
+            });
         (dx, sdyx, sdy)
     }
 }
@@ -391,21 +505,65 @@ impl Linear {
         for row in y.chunks_mut(self.o) {
             row.copy_from_slice(b);
         }
-        mm(n, self.o, self.i, &mut y, self.o, true, x, (self.i, 1), w, (1, self.i), par(threads));
+        mm(
+            n,
+            self.o,
+            self.i,
+            &mut y,
+            self.o,
+            true,
+            x,
+            (self.i, 1),
+            w,
+            (1, self.i),
+            par(threads),
+        );
         y
     }
 
     /// (dx if asked, dW, db).
-    pub fn backward(&self, x: &[f32], n: usize, w: &[f32], dy: &[f32], need_dx: bool, threads: usize) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    pub fn backward(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &[f32],
+        dy: &[f32],
+        need_dx: bool,
+        threads: usize,
+    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
         let mut dw = vec![0.0f32; self.o * self.i];
-        mm(self.o, self.i, n, &mut dw, self.i, false, dy, (1, self.o), x, (self.i, 1), par(threads));
+        mm(
+            self.o,
+            self.i,
+            n,
+            &mut dw,
+            self.i,
+            false,
+            dy,
+            (1, self.o),
+            x,
+            (self.i, 1),
+            par(threads),
+        );
         let mut db = vec![0.0f32; self.o];
         for row in dy.chunks(self.o) {
             add(&mut db, row);
         }
         let dx = need_dx.then(|| {
             let mut dx = vec![0.0f32; n * self.i];
-            mm(n, self.i, self.o, &mut dx, self.i, false, dy, (self.o, 1), w, (self.i, 1), par(threads));
+            mm(
+                n,
+                self.i,
+                self.o,
+                &mut dx,
+                self.i,
+                false,
+                dy,
+                (self.o, 1),
+                w,
+                (self.i, 1),
+                par(threads),
+            );
             dx
         });
         (dx, dw, db)
@@ -442,8 +600,14 @@ mod tests {
                                 for kj in 0..g.k {
                                     let iy = (oy * g.stride + ki) as isize - g.pad as isize;
                                     let ix = (ox * g.stride + kj) as isize - g.pad as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                                        s += w[((o * g.c + c) * g.k + ki) * g.k + kj] * x[((i * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    if iy >= 0
+                                        && ix >= 0
+                                        && (iy as usize) < g.h
+                                        && (ix as usize) < g.w
+                                    {
+                                        s += w[((o * g.c + c) * g.k + ki) * g.k + kj]
+                                            * x[((i * g.c + c) * g.h + iy as usize) * g.w
+                                                + ix as usize];
                                     }
                                 }
                             }
@@ -464,10 +628,42 @@ mod tests {
     }
 
     const GEOMS: [Conv; 4] = [
-        Conv { c: 2, h: 5, w: 6, o: 3, k: 3, stride: 1, pad: 1 },
-        Conv { c: 1, h: 7, w: 7, o: 2, k: 5, stride: 1, pad: 2 },
-        Conv { c: 3, h: 6, w: 5, o: 2, k: 3, stride: 2, pad: 0 },
-        Conv { c: 2, h: 4, w: 4, o: 4, k: 1, stride: 1, pad: 0 },
+        Conv {
+            c: 2,
+            h: 5,
+            w: 6,
+            o: 3,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        },
+        Conv {
+            c: 1,
+            h: 7,
+            w: 7,
+            o: 2,
+            k: 5,
+            stride: 1,
+            pad: 2,
+        },
+        Conv {
+            c: 3,
+            h: 6,
+            w: 5,
+            o: 2,
+            k: 3,
+            stride: 2,
+            pad: 0,
+        },
+        Conv {
+            c: 2,
+            h: 4,
+            w: 4,
+            o: 4,
+            k: 1,
+            stride: 1,
+            pad: 0,
+        },
     ];
 
     #[test]
@@ -493,7 +689,11 @@ mod tests {
             let b = rand_vec(g.o, 20 + t as u64);
             let r = rand_vec(n * g.o * g.ohw(), 30 + t as u64);
             let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
-                naive_conv(g, x, n, w, b).iter().zip(&r).map(|(y, r)| (*y as f64) * (*r as f64)).sum()
+                naive_conv(g, x, n, w, b)
+                    .iter()
+                    .zip(&r)
+                    .map(|(y, r)| (*y as f64) * (*r as f64))
+                    .sum()
             };
             let (dx, dw, db) = g.backward(&x, n, &w, &r, true);
             let dx = dx.unwrap();
@@ -510,11 +710,19 @@ mod tests {
             }
             for i in 0..w.len() {
                 let num = fd(&w, i, &|v| loss(&x, v, &b));
-                assert!((num - dw[i]).abs() < 2e-2 * (1.0 + num.abs()), "dw[{i}] {num} vs {}", dw[i]);
+                assert!(
+                    (num - dw[i]).abs() < 2e-2 * (1.0 + num.abs()),
+                    "dw[{i}] {num} vs {}",
+                    dw[i]
+                );
             }
             for i in 0..b.len() {
                 let num = fd(&b, i, &|v| loss(&x, &w, v));
-                assert!((num - db[i]).abs() < 2e-2 * (1.0 + num.abs()), "db[{i}] {num} vs {}", db[i]);
+                assert!(
+                    (num - db[i]).abs() < 2e-2 * (1.0 + num.abs()),
+                    "db[{i}] {num} vs {}",
+                    db[i]
+                );
             }
             let (none, dw2, _) = g.backward(&x, n, &w, &r, false);
             assert!(none.is_none());
@@ -529,13 +737,24 @@ mod tests {
         let x = rand_vec(n * g.chw(), 1);
         let w = rand_vec(g.o * g.ckk(), 2);
         let dy = rand_vec(n * g.o * g.ohw(), 3);
-        let run = |t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| g.backward(&x, n, &w, &dy, true));
+        let run = |t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| g.backward(&x, n, &w, &dy, true))
+        };
         assert_eq!(run(1), run(3));
     }
 
     #[test]
     fn pool_forward_and_backward() {
-        let p = Pool { c: 2, h: 5, w: 4, k: 2 };
+        let p = Pool {
+            c: 2,
+            h: 5,
+            w: 4,
+            k: 2,
+        };
         let n = 3;
         let x = rand_vec(n * 2 * 20, 5);
         let (y, arg) = p.forward(&x, n);
@@ -560,7 +779,9 @@ mod tests {
             let s: f32 = dx[plane * 20..plane * 20 + 20].iter().sum();
             let t: f32 = dy[plane * 4..plane * 4 + 4].iter().sum();
             assert!((s - t).abs() < 1e-5);
-            assert!(dx[plane * 20 + 16..plane * 20 + 20].iter().all(|&v| v == 0.0));
+            assert!(dx[plane * 20 + 16..plane * 20 + 20]
+                .iter()
+                .all(|&v| v == 0.0));
         }
         for (i, (&a, &g)) in arg.iter().zip(&dy).enumerate() {
             assert_eq!(dx[(i / 4) * 20 + a as usize], g);
@@ -577,7 +798,9 @@ mod tests {
         let (mut rm, mut rv) = (vec![0.0; 3], vec![1.0; 3]);
         let (y, xhat, invstd) = bn.forward_train(&x, n, &gamma, &beta, &mut rm, &mut rv);
         for c in 0..3 {
-            let vals: Vec<f32> = (0..n).flat_map(|i| x[(i * 3 + c) * 4..(i * 3 + c) * 4 + 4].to_vec()).collect();
+            let vals: Vec<f32> = (0..n)
+                .flat_map(|i| x[(i * 3 + c) * 4..(i * 3 + c) * 4 + 4].to_vec())
+                .collect();
             let mean = vals.iter().sum::<f32>() / 20.0;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 20.0;
             assert!((rm[c] - 0.1 * mean).abs() < 1e-5);
@@ -588,7 +811,10 @@ mod tests {
         let r = rand_vec(y.len(), 10);
         let loss = |x: &[f32], g: &[f32], b: &[f32]| -> f64 {
             let (y, _, _) = bn.forward_train(x, n, g, b, &mut vec![0.0; 3], &mut vec![0.0; 3]);
-            y.iter().zip(&r).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+            y.iter()
+                .zip(&r)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum()
         };
         let (dx, dg, db) = bn.backward(n, &xhat, &invstd, &gamma, &r);
         let h = 1e-2f32;
@@ -596,7 +822,8 @@ mod tests {
             let (mut p, mut m) = (x.clone(), x.clone());
             p[i] += h;
             m[i] -= h;
-            let num = ((loss(&p, &gamma, &beta) - loss(&m, &gamma, &beta)) / (2.0 * h as f64)) as f32;
+            let num =
+                ((loss(&p, &gamma, &beta) - loss(&m, &gamma, &beta)) / (2.0 * h as f64)) as f32;
             assert!((num - dx[i]).abs() < 2e-2, "dx[{i}] {num} vs {}", dx[i]);
         }
         for c in 0..3 {
@@ -605,7 +832,9 @@ mod tests {
             m[c] -= h;
             let num = ((loss(&x, &p, &beta) - loss(&x, &m, &beta)) / (2.0 * h as f64)) as f32;
             assert!((num - dg[c]).abs() < 2e-2, "dgamma {num} vs {}", dg[c]);
-            let s: f32 = (0..n).map(|i| r[(i * 3 + c) * 4..(i * 3 + c) * 4 + 4].iter().sum::<f32>()).sum();
+            let s: f32 = (0..n)
+                .map(|i| r[(i * 3 + c) * 4..(i * 3 + c) * 4 + 4].iter().sum::<f32>())
+                .sum();
             assert!((s - db[c]).abs() < 1e-4);
         }
         // Eval with the running statistics of the batch reproduces training output.

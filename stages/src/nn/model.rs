@@ -58,7 +58,12 @@ impl ModelSpec {
     pub fn layers(&self, k: &Knobs) -> Result<Vec<LayerSpec>, String> {
         use LayerSpec::*;
         let block = |out: usize, kernel: usize, pool: bool| {
-            let mut v = vec![Conv { out, kernel, stride: 1, padding: kernel / 2 }];
+            let mut v = vec![Conv {
+                out,
+                kernel,
+                stride: 1,
+                padding: kernel / 2,
+            }];
             if k.batchnorm {
                 v.push(Batchnorm);
             }
@@ -80,17 +85,31 @@ impl ModelSpec {
             match &k.channels {
                 None => Ok(default.to_vec()),
                 Some(c) if c.len() == default.len() && c.iter().all(|&x| x > 0) => Ok(c.clone()),
-                Some(c) => Err(format!("channels: this model has {} convolutions, got {c:?}", default.len())),
+                Some(c) => Err(format!(
+                    "channels: this model has {} convolutions, got {c:?}",
+                    default.len()
+                )),
             }
         };
         Ok(match self {
             ModelSpec::MainCnn => {
                 let c = channels(&[32, 64, 128])?;
-                [block(c[0], 3, true), block(c[1], 3, true), block(c[2], 3, false), head(k.hidden.unwrap_or(256))].concat()
+                [
+                    block(c[0], 3, true),
+                    block(c[1], 3, true),
+                    block(c[2], 3, false),
+                    head(k.hidden.unwrap_or(256)),
+                ]
+                .concat()
             }
             ModelSpec::ShallowCnn => {
                 let c = channels(&[16, 32])?;
-                [block(c[0], 5, true), block(c[1], 5, true), head(k.hidden.unwrap_or(128))].concat()
+                [
+                    block(c[0], 5, true),
+                    block(c[1], 5, true),
+                    head(k.hidden.unwrap_or(128)),
+                ]
+                .concat()
             }
             ModelSpec::Logistic => vec![Flatten, Linear(10)],
             ModelSpec::Layers(l) => l.clone(),
@@ -101,13 +120,27 @@ impl ModelSpec {
 /// A layer with its shapes resolved and its parameters located.
 #[derive(Debug, Clone)]
 enum Op {
-    Conv { g: Conv, w: usize, b: usize, first: bool },
+    Conv {
+        g: Conv,
+        w: usize,
+        b: usize,
+        first: bool,
+    },
     Pool(usize),
-    Bn { gamma: usize, beta: usize, buf: usize },
+    Bn {
+        gamma: usize,
+        beta: usize,
+        buf: usize,
+    },
     Relu,
     Dropout(f32),
     Flatten,
-    Linear { o: usize, w: usize, b: usize, first: bool },
+    Linear {
+        o: usize,
+        w: usize,
+        b: usize,
+        first: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,17 +171,34 @@ enum Shape_ {
 impl Model {
     /// Resolves shapes and initializes parameters as PyTorch does by default
     /// (uniform ±1/√fan_in for weights and biases; batch norm γ=1, β=0).
-    pub fn new(layers: Vec<LayerSpec>, input: (usize, usize, usize), classes: usize, seed: u64) -> Result<Model, String> {
+    pub fn new(
+        layers: Vec<LayerSpec>,
+        input: (usize, usize, usize),
+        classes: usize,
+        seed: u64,
+    ) -> Result<Model, String> {
         Model::build(layers, input, classes, Some(seed))
     }
 
     /// Checks shapes and counts parameters without allocating them.
-    pub fn check(layers: Vec<LayerSpec>, input: (usize, usize, usize), classes: usize) -> Result<usize, String> {
+    pub fn check(
+        layers: Vec<LayerSpec>,
+        input: (usize, usize, usize),
+        classes: usize,
+    ) -> Result<usize, String> {
         let m = Model::build(layers, input, classes, None)?;
-        Ok(m.params.iter().map(|p| p.shape.iter().product::<usize>()).sum())
+        Ok(m.params
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum())
     }
 
-    fn build(layers: Vec<LayerSpec>, input: (usize, usize, usize), classes: usize, seed: Option<u64>) -> Result<Model, String> {
+    fn build(
+        layers: Vec<LayerSpec>,
+        input: (usize, usize, usize),
+        classes: usize,
+        seed: Option<u64>,
+    ) -> Result<Model, String> {
         let init = seed.is_some();
         let mut rng = ChaCha8Rng::seed_from_u64(seed.unwrap_or(0));
         let mut params: Vec<Tensor1> = Vec::new();
@@ -169,10 +219,17 @@ impl Model {
             };
             let map_first = |s: Shape_| match s {
                 Shape_::Map(c, h, w) => Ok((c, h, w)),
-                Shape_::Flat(_) => Err(at("needs feature maps, but the input is already flat".into())),
+                Shape_::Flat(_) => Err(at(
+                    "needs feature maps, but the input is already flat".into()
+                )),
             };
             match *l {
-                LayerSpec::Conv { out, kernel, stride, padding } => {
+                LayerSpec::Conv {
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let (c, h, w) = map_first(shape)?;
                     if out == 0 || kernel == 0 || stride == 0 {
                         return Err(at("out, kernel and stride must be at least 1".into()));
@@ -180,11 +237,28 @@ impl Model {
                     if h + 2 * padding < kernel || w + 2 * padding < kernel {
                         return Err(at(format!("a {kernel}x{kernel} kernel does not fit a {h}x{w} input with padding {padding}")));
                     }
-                    let g = Conv { c, h, w, o: out, k: kernel, stride, pad: padding };
+                    let g = Conv {
+                        c,
+                        h,
+                        w,
+                        o: out,
+                        k: kernel,
+                        stride,
+                        pad: padding,
+                    };
                     let fan_in = c * kernel * kernel;
-                    params.push(uniform(format!("{i}.conv.weight"), vec![out, c, kernel, kernel], fan_in));
+                    params.push(uniform(
+                        format!("{i}.conv.weight"),
+                        vec![out, c, kernel, kernel],
+                        fan_in,
+                    ));
                     params.push(uniform(format!("{i}.conv.bias"), vec![out], fan_in));
-                    ops.push(Op::Conv { g, w: params.len() - 2, b: params.len() - 1, first: i == 0 });
+                    ops.push(Op::Conv {
+                        g,
+                        w: params.len() - 2,
+                        b: params.len() - 1,
+                        first: i == 0,
+                    });
                     shape = Shape_::Map(out, g.oh(), g.ow());
                 }
                 LayerSpec::Maxpool(k) => {
@@ -197,16 +271,41 @@ impl Model {
                 }
                 LayerSpec::Batchnorm => {
                     let (c, _, _) = map_first(shape)?;
-                    params.push(Tensor1 { name: format!("{i}.bn.weight"), shape: vec![c], data: vec![1.0; c] });
-                    params.push(Tensor1 { name: format!("{i}.bn.bias"), shape: vec![c], data: vec![0.0; c] });
-                    buffers.push(Tensor1 { name: format!("{i}.bn.running_mean"), shape: vec![c], data: vec![0.0; c] });
-                    buffers.push(Tensor1 { name: format!("{i}.bn.running_var"), shape: vec![c], data: vec![1.0; c] });
+                    params.push(Tensor1 {
+                        name: format!("{i}.bn.weight"),
+                        shape: vec![c],
+                        data: vec![1.0; c],
+                    });
+                    params.push(Tensor1 {
+                        name: format!("{i}.bn.bias"),
+                        shape: vec![c],
+                        data: vec![0.0; c],
+                    });
+                    buffers.push(Tensor1 {
+                        name: format!("{i}.bn.running_mean"),
+                        shape: vec![c],
+                        data: vec![0.0; c],
+                    });
+                    buffers.push(Tensor1 {
+                        name: format!("{i}.bn.running_var"),
+                        shape: vec![c],
+                        data: vec![1.0; c],
+                    });
                     if !init {
-                        for t in params.iter_mut().rev().take(2).chain(buffers.iter_mut().rev().take(2)) {
+                        for t in params
+                            .iter_mut()
+                            .rev()
+                            .take(2)
+                            .chain(buffers.iter_mut().rev().take(2))
+                        {
                             t.data.clear();
                         }
                     }
-                    ops.push(Op::Bn { gamma: params.len() - 2, beta: params.len() - 1, buf: buffers.len() - 2 });
+                    ops.push(Op::Bn {
+                        gamma: params.len() - 2,
+                        beta: params.len() - 1,
+                        buf: buffers.len() - 2,
+                    });
                 }
                 LayerSpec::Relu => ops.push(Op::Relu),
                 LayerSpec::Dropout(p) => {
@@ -227,7 +326,12 @@ impl Model {
                     }
                     params.push(uniform(format!("{i}.linear.weight"), vec![o, n], n));
                     params.push(uniform(format!("{i}.linear.bias"), vec![o], n));
-                    ops.push(Op::Linear { o, w: params.len() - 2, b: params.len() - 1, first: i == 0 || (i == 1 && layers[0] == LayerSpec::Flatten) });
+                    ops.push(Op::Linear {
+                        o,
+                        w: params.len() - 2,
+                        b: params.len() - 1,
+                        first: i == 0 || (i == 1 && layers[0] == LayerSpec::Flatten),
+                    });
                     shape = Shape_::Flat(o);
                 }
             }
@@ -237,7 +341,14 @@ impl Model {
             Shape_::Flat(n) => return Err(format!("the last layer gives {n} outputs, but the data has {classes} classes: end with {{linear: {classes}}}")),
             Shape_::Map(..) => return Err(format!("the model must end with flat outputs: add `flatten` and {{linear: {classes}}}")),
         }
-        Ok(Model { layers, ops, params, buffers, input, classes })
+        Ok(Model {
+            layers,
+            ops,
+            params,
+            buffers,
+            input,
+            classes,
+        })
     }
 
     pub fn parameter_count(&self) -> usize {
@@ -246,12 +357,21 @@ impl Model {
 
     /// The parameters as dfdx tensors on `dev`.
     pub fn tensors(&self, dev: &Dev) -> Vec<Param> {
-        self.params.iter().map(|p| dev.tensor_from_vec(p.data.clone(), (p.data.len(),))).collect()
+        self.params
+            .iter()
+            .map(|p| dev.tensor_from_vec(p.data.clone(), (p.data.len(),)))
+            .collect()
     }
 
     /// Logits for a batch. `train`: batch statistics (running ones updated)
     /// and dropout; otherwise running statistics and no dropout.
-    pub fn forward<T: Tape<f32, Dev>>(&mut self, x: T4<T>, p: &[Param], train: bool, threads: usize) -> T2<T> {
+    pub fn forward<T: Tape<f32, Dev>>(
+        &mut self,
+        x: T4<T>,
+        p: &[Param],
+        train: bool,
+        threads: usize,
+    ) -> T2<T> {
         enum Act<T: Tape<f32, Dev>> {
             Map(T4<T>),
             Flat(T2<T>),
@@ -259,11 +379,20 @@ impl Model {
         let mut a = Act::Map(x);
         for op in &self.ops {
             a = match (op, a) {
-                (Op::Conv { g, w, b, first }, Act::Map(x)) => Act::Map(ops::conv2d(x, &p[*w], Some(&p[*b]), *g, !first)),
+                (Op::Conv { g, w, b, first }, Act::Map(x)) => {
+                    Act::Map(ops::conv2d(x, &p[*w], Some(&p[*b]), *g, !first))
+                }
                 (Op::Pool(k), Act::Map(x)) => Act::Map(ops::maxpool2d(x, *k)),
                 (Op::Bn { gamma, beta, buf }, Act::Map(x)) => {
                     let (m, v) = self.buffers.split_at_mut(buf + 1);
-                    Act::Map(ops::batchnorm2d(x, &p[*gamma], &p[*beta], &mut m[*buf].data, &mut v[0].data, train))
+                    Act::Map(ops::batchnorm2d(
+                        x,
+                        &p[*gamma],
+                        &p[*beta],
+                        &mut m[*buf].data,
+                        &mut v[0].data,
+                        train,
+                    ))
                 }
                 (Op::Relu, Act::Map(x)) => Act::Map(x.relu()),
                 (Op::Relu, Act::Flat(x)) => Act::Flat(x.relu()),
@@ -274,7 +403,9 @@ impl Model {
                     let (n, c, h, w) = *x.shape();
                     Act::Flat(x.reshape_like(&(n, c * h * w)))
                 }
-                (Op::Linear { o, w, b, first }, Act::Flat(x)) => Act::Flat(ops::linear(x, &p[*w], &p[*b], *o, !first, threads)),
+                (Op::Linear { o, w, b, first }, Act::Flat(x)) => {
+                    Act::Flat(ops::linear(x, &p[*w], &p[*b], *o, !first, threads))
+                }
                 _ => unreachable!("shapes are checked in Model::new"),
             };
         }
@@ -302,17 +433,32 @@ mod tests {
     use super::*;
 
     fn knobs() -> Knobs {
-        Knobs { dropout: 0.25, batchnorm: true, channels: None, hidden: None }
+        Knobs {
+            dropout: 0.25,
+            batchnorm: true,
+            channels: None,
+            hidden: None,
+        }
     }
 
     #[test]
     fn zoo_parameter_counts() {
-        let count = |m: ModelSpec, k: &Knobs| Model::new(m.layers(k).unwrap(), (1, 28, 28), 10, 0).unwrap().parameter_count();
+        let count = |m: ModelSpec, k: &Knobs| {
+            Model::new(m.layers(k).unwrap(), (1, 28, 28), 10, 0)
+                .unwrap()
+                .parameter_count()
+        };
         assert_eq!(count(ModelSpec::MainCnn, &knobs()), 1_701_578);
         assert_eq!(count(ModelSpec::Logistic, &knobs()), 7_850);
         // shallow: 16·25+16 + 32·400+32 + 2·(16+32) + 1568·128+128 + 1290
-        assert_eq!(count(ModelSpec::ShallowCnn, &knobs()), 416 + 12_832 + 96 + 200_832 + 1_290);
-        let no_bn = Knobs { batchnorm: false, ..knobs() };
+        assert_eq!(
+            count(ModelSpec::ShallowCnn, &knobs()),
+            416 + 12_832 + 96 + 200_832 + 1_290
+        );
+        let no_bn = Knobs {
+            batchnorm: false,
+            ..knobs()
+        };
         assert_eq!(count(ModelSpec::MainCnn, &no_bn), 1_701_578 - 448);
     }
 
@@ -323,14 +469,59 @@ mod tests {
         )
         .unwrap();
         let layers = spec.layers(&knobs()).unwrap();
-        assert_eq!(Model::new(layers, (1, 28, 28), 10, 0).unwrap().parameter_count(), 80 + 16 + 14 * 14 * 8 * 10 + 10);
-        let e = Model::new(vec![LayerSpec::Conv { out: 4, kernel: 3, stride: 1, padding: 0 }, LayerSpec::Linear(10)], (1, 28, 28), 10, 0).unwrap_err();
-        assert_eq!(e, "layer 2 (linear -> 10): needs flat input: add `flatten` before it");
-        let e = Model::new(vec![LayerSpec::Flatten, LayerSpec::Linear(7)], (1, 28, 28), 10, 0).unwrap_err();
+        assert_eq!(
+            Model::new(layers, (1, 28, 28), 10, 0)
+                .unwrap()
+                .parameter_count(),
+            80 + 16 + 14 * 14 * 8 * 10 + 10
+        );
+        let e = Model::new(
+            vec![
+                LayerSpec::Conv {
+                    out: 4,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0,
+                },
+                LayerSpec::Linear(10),
+            ],
+            (1, 28, 28),
+            10,
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "layer 2 (linear -> 10): needs flat input: add `flatten` before it"
+        );
+        let e = Model::new(
+            vec![LayerSpec::Flatten, LayerSpec::Linear(7)],
+            (1, 28, 28),
+            10,
+            0,
+        )
+        .unwrap_err();
         assert!(e.contains("gives 7 outputs"), "{e}");
-        let e = Model::new(vec![LayerSpec::Flatten, LayerSpec::Batchnorm], (1, 28, 28), 10, 0).unwrap_err();
+        let e = Model::new(
+            vec![LayerSpec::Flatten, LayerSpec::Batchnorm],
+            (1, 28, 28),
+            10,
+            0,
+        )
+        .unwrap_err();
         assert!(e.starts_with("layer 2 (batchnorm)"), "{e}");
-        let e = Model::new(vec![LayerSpec::Conv { out: 4, kernel: 40, stride: 1, padding: 0 }], (1, 28, 28), 10, 0).unwrap_err();
+        let e = Model::new(
+            vec![LayerSpec::Conv {
+                out: 4,
+                kernel: 40,
+                stride: 1,
+                padding: 0,
+            }],
+            (1, 28, 28),
+            10,
+            0,
+        )
+        .unwrap_err();
         assert!(e.contains("does not fit"), "{e}");
     }
 }

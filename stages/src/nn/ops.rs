@@ -34,7 +34,13 @@ macro_rules! take_grad {
     }};
 }
 
-pub fn conv2d<T: Tape<f32, Dev>>(x: T4<T>, w: &Param, b: Option<&Param>, g: Conv, need_dx: bool) -> T4<T> {
+pub fn conv2d<T: Tape<f32, Dev>>(
+    x: T4<T>,
+    w: &Param,
+    b: Option<&Param>,
+    g: Conv,
+    need_dx: bool,
+) -> T4<T> {
     let (x, mut tape) = x.split_tape();
     let n = x.shape().0;
     let xs = host(&x);
@@ -81,7 +87,14 @@ pub fn maxpool2d<T: Tape<f32, Dev>>(x: T4<T>, k: usize) -> T4<T> {
 
 /// Batch norm. With a tape: batch statistics, running ones updated; without:
 /// the running statistics (inference).
-pub fn batchnorm2d<T: Tape<f32, Dev>>(x: T4<T>, gamma: &Param, beta: &Param, running_mean: &mut [f32], running_var: &mut [f32], train: bool) -> T4<T> {
+pub fn batchnorm2d<T: Tape<f32, Dev>>(
+    x: T4<T>,
+    gamma: &Param,
+    beta: &Param,
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    train: bool,
+) -> T4<T> {
     let (x, mut tape) = x.split_tape();
     let (n, c, h, w) = *x.shape();
     let bn = BatchNorm { c, hw: h * w };
@@ -108,7 +121,14 @@ pub fn batchnorm2d<T: Tape<f32, Dev>>(x: T4<T>, gamma: &Param, beta: &Param, run
     out.put_tape(tape)
 }
 
-pub fn linear<T: Tape<f32, Dev>>(x: T2<T>, w: &Param, b: &Param, o: usize, need_dx: bool, threads: usize) -> T2<T> {
+pub fn linear<T: Tape<f32, Dev>>(
+    x: T2<T>,
+    w: &Param,
+    b: &Param,
+    o: usize,
+    need_dx: bool,
+    threads: usize,
+) -> T2<T> {
     let (x, mut tape) = x.split_tape();
     let (n, i) = *x.shape();
     let l = Linear { i, o };
@@ -141,7 +161,15 @@ mod tests {
     #[test]
     fn gradients_flow_through_the_tape() {
         let dev = Dev::seed_from_u64(0);
-        let g = Conv { c: 1, h: 4, w: 4, o: 2, k: 3, stride: 1, pad: 1 };
+        let g = Conv {
+            c: 1,
+            h: 4,
+            w: 4,
+            o: 2,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        };
         let x: Vec<f32> = (0..32).map(|v| (v as f32 * 0.37).sin()).collect();
         let wv: Vec<f32> = (0..18).map(|v| (v as f32 * 0.11).cos()).collect();
         let w: Param = dev.tensor_from_vec(wv.clone(), (18,));
@@ -156,7 +184,12 @@ mod tests {
         // Reference: the kernels by hand.
         let mut yv = vec![0.0; 64];
         g.forward(&x, 2, &wv, Some(&[0.1, -0.2]), &mut yv);
-        let p = Pool { c: 2, h: 4, w: 4, k: 2 };
+        let p = Pool {
+            c: 2,
+            h: 4,
+            w: 4,
+            k: 2,
+        };
         let (_, arg) = p.forward(&yv, 2);
         let dy = p.backward(2, &arg, &[1.0; 16]);
         let (_, dw, db) = g.backward(&x, 2, &wv, &dy, false);

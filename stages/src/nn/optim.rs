@@ -36,16 +36,25 @@ impl Adam {
         let c2 = 1.0 - b2.powi(self.step);
         let lr = self.lr / c1;
         let inv_c2 = 1.0 / c2;
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
             const CH: usize = 1 << 14;
-            p.par_chunks_mut(CH).zip(g.par_chunks(CH)).zip(m.par_chunks_mut(CH)).zip(v.par_chunks_mut(CH)).for_each(|(((p, g), m), v)| {
-                for i in 0..p.len() {
-                    let gi = g[i] + wd * p[i];
-                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    p[i] -= lr * m[i] / ((v[i] * inv_c2).sqrt() + eps);
-                }
-            });
+            p.par_chunks_mut(CH)
+                .zip(g.par_chunks(CH))
+                .zip(m.par_chunks_mut(CH))
+                .zip(v.par_chunks_mut(CH))
+                .for_each(|(((p, g), m), v)| {
+                    for i in 0..p.len() {
+                        let gi = g[i] + wd * p[i];
+                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                        p[i] -= lr * m[i] / ((v[i] * inv_c2).sqrt() + eps);
+                    }
+                });
         }
     }
 }
@@ -59,7 +68,10 @@ mod tests {
         let mut a = Adam::new(&[3], 0.1, (0.9, 0.999), 1e-8, 0.0);
         let mut p = vec![vec![1.0, 1.0, 1.0]];
         a.step(&mut p, &[vec![2.0, -0.5, 0.0]]);
-        assert!((p[0][0] - 0.9).abs() < 1e-6 && (p[0][1] - 1.1).abs() < 1e-6 && p[0][2] == 1.0, "{p:?}");
+        assert!(
+            (p[0][0] - 0.9).abs() < 1e-6 && (p[0][1] - 1.1).abs() < 1e-6 && p[0][2] == 1.0,
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,244 @@
+//! The `evaluate` kind: a trained model on the test set — metrics,
+//! per-image predictions, efficiency figures, pictures.
+
+use crate::data::dataset::Dataset;
+use crate::data::CLASS_NAMES;
+use crate::metrics::{self, Metrics};
+use crate::nn::checkpoint;
+use crate::nn::ops::Dev;
+use crate::train::{self, TrainSummary};
+use crate::{Kind, Progress, RunContext, StageError};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const METRICS_FILE: &str = "metrics.json";
+pub const PREDICTIONS_FILE: &str = "predictions.csv";
+pub const ROC_FILE: &str = "roc.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    /// Images per inference batch (also the batch of the latency figure).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Efficiency {
+    pub parameters: usize,
+    pub model_size_bytes: usize,
+    pub training_seconds: f64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub inference_img_per_s: f64,
+    /// Median time of one inference batch of `batch_size` images.
+    pub latency_ms_per_batch: f64,
+    pub batch_size: usize,
+    pub threads: usize,
+}
+
+/// metrics.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub stage: String,
+    pub train_stage: String,
+    pub metrics: Metrics,
+    pub efficiency: Efficiency,
+    /// The training history, carried along for the comparison's charts.
+    pub history: Vec<train::EpochRecord>,
+}
+
+fn fail(e: impl ToString) -> StageError {
+    StageError::Failed(e.to_string())
+}
+
+fn input_dir(
+    ctx: &RunContext<'_>,
+    kind: Kind,
+    what: &str,
+) -> Result<(String, PathBuf), StageError> {
+    let found: Vec<&crate::Input> = ctx.inputs.iter().filter(|i| i.kind == kind).collect();
+    match found.as_slice() {
+        [one] => Ok((
+            one.stage.clone(),
+            one.paths.first().cloned().unwrap_or_default(),
+        )),
+        [] => Err(StageError::Params(format!(
+            "stage {} needs a {what} stage: add it to `needs` (or use `foreach`)",
+            ctx.stage
+        ))),
+        _ => Err(StageError::Params(format!(
+            "stage {} needs exactly one {what} stage, it has {}",
+            ctx.stage,
+            found.len()
+        ))),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageError> {
+    let bytes = std::fs::read(path).map_err(|e| StageError::io("read", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        fail(format!(
+            "{}: {e}; rerun the stage that wrote it",
+            path.display()
+        ))
+    })
+}
+
+pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
+    let p: EvaluateParams = serde_json::from_value(ctx.params.clone())
+        .map_err(|e| StageError::Params(e.to_string()))?;
+    if p.batch_size == 0 {
+        return Err(StageError::Params("batch_size must be at least 1".into()));
+    }
+    train::check_device(ctx.device.unwrap_or("cpu"))?;
+    let (train_stage, train_dir) = input_dir(ctx, Kind::Train, "train")?;
+    let (_, prep_dir) = input_dir(ctx, Kind::Preprocess, "preprocess")?;
+    let data = Dataset::read(&prep_dir.join(crate::preprocess::DATASET_FILE)).map_err(fail)?;
+    let test = data
+        .split("test")
+        .ok_or_else(|| fail("the dataset has no test split"))?;
+    let mut model = checkpoint::load(&train_dir.join(train::WEIGHTS_FILE)).map_err(fail)?;
+    let summary: TrainSummary = read_json(&train_dir.join(train::SUMMARY_FILE))?;
+    let history: Vec<train::EpochRecord> = read_json(&train_dir.join(train::HISTORY_FILE))?;
+    (ctx.progress)(Progress {
+        message: format!("{} test images", test.len()),
+        fraction: Some(0.0),
+    });
+    train::tune_allocator();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(ctx.threads)
+        .build()
+        .map_err(fail)?;
+    let (mut probs, img_per_s, latency) = pool.install(|| {
+        let dev = Dev::seed_from_u64(0);
+        let tensors = model.tensors(&dev);
+        let t = Instant::now();
+        let logits = train::predict(
+            &mut model,
+            &tensors,
+            &data,
+            test,
+            p.batch_size,
+            ctx.threads,
+            &dev,
+        );
+        let rate = test.len() as f64 / t.elapsed().as_secs_f64();
+        // Latency: the median of a few full batches.
+        let first = crate::data::dataset::Split {
+            name: "latency".into(),
+            labels: test.labels[..test.len().min(p.batch_size)].to_vec(),
+            indices: test.indices[..test.len().min(p.batch_size)].to_vec(),
+            pixels: test.pixels[..test.len().min(p.batch_size) * data.pixels_per_image()].to_vec(),
+        };
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                train::predict(
+                    &mut model,
+                    &tensors,
+                    &data,
+                    &first,
+                    p.batch_size,
+                    ctx.threads,
+                    &dev,
+                );
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        (logits, rate, times[2])
+    });
+    metrics::softmax(&mut probs, model.classes);
+    let names: Vec<&str> = CLASS_NAMES.iter().take(model.classes).copied().collect();
+    let m = metrics::compute(&probs, &test.labels, &names);
+    (ctx.progress)(Progress {
+        message: format!("accuracy {:.4}", m.accuracy),
+        fraction: Some(0.8),
+    });
+    let report = EvalReport {
+        stage: ctx.stage.to_string(),
+        train_stage,
+        efficiency: Efficiency {
+            parameters: model.parameter_count(),
+            model_size_bytes: summary.model_size_bytes,
+            training_seconds: summary.training_seconds,
+            epochs_run: summary.epochs_run,
+            best_epoch: summary.best_epoch,
+            inference_img_per_s: img_per_s,
+            latency_ms_per_batch: latency,
+            batch_size: p.batch_size,
+            threads: ctx.threads,
+        },
+        metrics: m,
+        history,
+    };
+    let write = |name: &str, bytes: &[u8]| {
+        let path = ctx.out_dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| StageError::io("write", path, e))
+    };
+    write(
+        METRICS_FILE,
+        &serde_json::to_vec_pretty(&report).map_err(fail)?,
+    )?;
+    let k = model.classes;
+    let mut csv = String::from("index,source_index,label,predicted");
+    for c in 0..k {
+        let _ = write!(csv, ",p{c}");
+    }
+    csv.push('\n');
+    for (i, (row, &y)) in probs.chunks(k).zip(&test.labels).enumerate() {
+        let _ = write!(csv, "{i},{},{y},{}", test.indices[i], metrics::argmax(row));
+        for v in row {
+            let _ = write!(csv, ",{v:.6}");
+        }
+        csv.push('\n');
+    }
+    write(PREDICTIONS_FILE, csv.as_bytes())?;
+    let roc: Vec<Vec<(f64, f64)>> = (0..k)
+        .map(|c| {
+            let scores: Vec<(f32, bool)> = probs
+                .chunks(k)
+                .zip(&test.labels)
+                .map(|(r, &y)| (r[c], y as usize == c))
+                .collect();
+            metrics::roc_curve(&scores, 200)
+        })
+        .collect();
+    write(ROC_FILE, &serde_json::to_vec(&roc).map_err(fail)?)?;
+    if let Some(why) = crate::plots::font_missing() {
+        (ctx.progress)(Progress {
+            message: why,
+            fraction: None,
+        });
+    }
+    crate::plots::evaluation(ctx.out_dir, &report, &roc, &probs, &data, test).map_err(fail)?;
+    Ok(())
+}
+
+/// Reads a predictions.csv: (label, predicted) per test image.
+pub fn read_predictions(path: &Path) -> Result<Vec<(u8, u8)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, l)| {
+            let mut f = l.split(',').skip(2);
+            let parse = |s: Option<&str>| s.and_then(|s| s.parse::<u8>().ok());
+            match (parse(f.next()), parse(f.next())) {
+                (Some(y), Some(p)) => Ok((y, p)),
+                _ => Err(format!(
+                    "{}: line {} is malformed; rerun the evaluate stage",
+                    path.display(),
+                    i + 2
+                )),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,532 @@
+//! Pictures, each as SVG and PNG: an evaluation's confusion matrix, ROC
+//! curves, training curves and image grids; a comparison's charts.
+//!
+//! Text needs a TrueType font: DejaVu Sans (Debian's fonts-dejavu-core) or
+//! the file named by FMNIST_PIPE_FONT. Without one, no pictures are drawn
+//! and [`font_missing`] says why.
+
+use crate::data::dataset::{Dataset, Split};
+use crate::data::CLASS_NAMES;
+use crate::evaluate::EvalReport;
+use crate::metrics::argmax;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FONT: &str = "sans-serif";
+
+/// Registers a font once; false when none is found.
+fn font_ready() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        let candidates = [
+            std::env::var("FMNIST_PIPE_FONT").unwrap_or_default(),
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".to_string(),
+        ];
+        for c in candidates.iter().filter(|c| !c.is_empty()) {
+            if let Ok(bytes) = std::fs::read(c) {
+                // Fonts live for the whole process; leaking one is intended.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+type DrawResult = Result<(), String>;
+
+/// Why pictures cannot be drawn here, if they cannot.
+pub fn font_missing() -> Option<String> {
+    (!font_ready()).then(|| {
+        "no TrueType font found, so no pictures were drawn: apt-get install fonts-dejavu-core, or point FMNIST_PIPE_FONT at a .ttf file".to_string()
+    })
+}
+
+/// Draws `f` to `<name>.svg` and `<name>.png` in `dir`.
+macro_rules! both {
+    ($dir:expr, $name:expr, $size:expr, $f:expr) => {{
+        let svg = $dir.join(format!("{}.svg", $name));
+        $f(SVGBackend::new(&svg, $size).into_drawing_area())
+            .map_err(|e| format!("{}: {e}", svg.display()))?;
+        {
+            let png = $dir.join(format!("{}.png", $name));
+            $f(BitMapBackend::new(&png, $size).into_drawing_area())
+                .map_err(|e| format!("{}: {e}", png.display()))?;
+        }
+    }};
+}
+
+fn e<E: std::fmt::Debug>(x: E) -> String {
+    format!("{x:?}")
+}
+
+pub fn palette(i: usize) -> RGBColor {
+    const P: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    P[i % P.len()]
+}
+
+/// A heatmap of `m` (rows × cols), darker for larger values, annotated.
+fn heatmap<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    m: &[Vec<f64>],
+    rows: &[String],
+    cols: &[String],
+    fmt: &dyn Fn(f64) -> String,
+) -> DrawResult {
+    root.fill(&WHITE).map_err(e)?;
+    let (r, c) = (m.len() as i32, m.first().map_or(0, Vec::len) as i32);
+    let max = m
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f64::MIN, f64::max)
+        .max(1e-12);
+    let min = m
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f64::MAX, f64::min)
+        .min(0.0);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(10)
+        .x_label_area_size(90)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0..c, 0..r)
+        .map_err(e)?;
+    let (rl, cl) = (rows.to_vec(), cols.to_vec());
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(c as usize)
+        .y_labels(r as usize)
+        .x_label_formatter(&|x| cl.get(*x as usize).cloned().unwrap_or_default())
+        .y_label_formatter(&|y| rl.get((r - 1 - *y) as usize).cloned().unwrap_or_default())
+        .x_label_style((FONT, 12).into_font().transform(FontTransform::Rotate90))
+        .label_style((FONT, 12))
+        .draw()
+        .map_err(e)?;
+    for (i, row) in m.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let t = ((v - min) / (max - min)).clamp(0.0, 1.0);
+            let shade = RGBColor(
+                (247.0 - 239.0 * t) as u8,
+                (251.0 - 203.0 * t) as u8,
+                (255.0 - 148.0 * t) as u8,
+            );
+            let y = r - 1 - i as i32;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(j as i32, y), (j as i32 + 1, y + 1)],
+                    shade.filled(),
+                )))
+                .map_err(e)?;
+            let color = if t > 0.55 { WHITE } else { BLACK };
+            let (px, py) = chart.backend_coord(&(j as i32, y + 1));
+            let (qx, qy) = chart.backend_coord(&(j as i32 + 1, y));
+            root.draw(&Text::new(
+                fmt(v),
+                ((px + qx) / 2 - 10, (py + qy) / 2 - 6),
+                (FONT, 12).into_font().color(&color),
+            ))
+            .map_err(e)?;
+        }
+    }
+    root.present().map_err(e)
+}
+
+struct Series {
+    name: String,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+    dashed: bool,
+}
+
+fn lines<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    x: (&str, f64, f64),
+    y: (&str, f64, f64),
+    series: &[Series],
+) -> DrawResult {
+    root.fill(&WHITE).map_err(e)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(x.1..x.2, y.1..y.2)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(x.0)
+        .y_desc(y.0)
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(e)?;
+    for s in series {
+        let color = s.color;
+        let style = ShapeStyle::from(&color).stroke_width(2);
+        if s.dashed {
+            chart
+                .draw_series(DashedLineSeries::new(s.points.iter().copied(), 6, 4, style))
+                .map_err(e)?
+        } else {
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), style))
+                .map_err(e)?
+        }
+        .label(s.name.clone())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// Grouped bars: one group per label, one bar per series.
+fn bars<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    labels: &[String],
+    series: &[(&str, Vec<f64>)],
+    y: (f64, f64),
+) -> DrawResult {
+    root.fill(&WHITE).map_err(e)?;
+    let n = labels.len();
+    let k = series.len();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(50)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..n as f64, y.0..y.1)
+        .map_err(e)?;
+    let l = labels.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.01 {
+                l.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(e)?;
+    let w = 0.8 / k as f64;
+    for (s, (name, vals)) in series.iter().enumerate() {
+        let color = palette(s);
+        chart
+            .draw_series(vals.iter().enumerate().map(|(i, &v)| {
+                let x0 = i as f64 + 0.1 + s as f64 * w;
+                Rectangle::new([(x0, y.0), (x0 + w * 0.95, v)], color.filled())
+            }))
+            .map_err(e)?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        for (i, &v) in vals.iter().enumerate() {
+            let x0 = i as f64 + 0.1 + s as f64 * w;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{v:.3}"),
+                    (x0, v),
+                    (FONT, 11),
+                )))
+                .map_err(e)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// A grid of images with a caption each, green when right, red when wrong.
+fn grid<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    data: &Dataset,
+    split: &Split,
+    items: &[(usize, usize)],
+) -> DrawResult {
+    root.fill(&WHITE).map_err(e)?;
+    let root = root.titled(title, (FONT, 22)).map_err(e)?;
+    let cols = 6;
+    let rows = items.len().div_ceil(cols).max(1);
+    let cells = root.split_evenly((rows, cols));
+    let n = data.pixels_per_image();
+    for (cell, &(i, pred)) in cells.iter().zip(items) {
+        let label = split.labels[i] as usize;
+        let color = if pred == label {
+            RGBColor(0, 140, 0)
+        } else {
+            RGBColor(200, 0, 0)
+        };
+        let (w, h) = cell.dim_in_pixel();
+        let scale = ((w.min(h.saturating_sub(30))) as usize / data.cols.max(1)).max(1) as i32;
+        let px = &split.pixels[i * n..(i + 1) * n];
+        let x0 = (w as i32 - scale * data.cols as i32) / 2;
+        for y in 0..data.rows {
+            for x in 0..data.cols {
+                let v = px[y * data.cols + x];
+                if v < 16 {
+                    continue; // the white background is already there
+                }
+                let g = 255 - v;
+                let (ax, ay) = (x0 + x as i32 * scale, y as i32 * scale);
+                cell.draw(&Rectangle::new(
+                    [(ax, ay), (ax + scale, ay + scale)],
+                    RGBColor(g, g, g).filled(),
+                ))
+                .map_err(e)?;
+            }
+        }
+        let name = |c: usize| CLASS_NAMES.get(c).copied().unwrap_or("?");
+        let caption = format!("{} / {}", name(label), name(pred));
+        cell.draw(&Text::new(
+            caption,
+            (4, scale * data.rows as i32 + 4),
+            (FONT, 12).into_font().color(&color),
+        ))
+        .map_err(e)?;
+    }
+    root.present().map_err(e)
+}
+
+/// An evaluation's pictures.
+pub fn evaluation(
+    dir: &Path,
+    r: &EvalReport,
+    roc: &[Vec<(f64, f64)>],
+    probs: &[f32],
+    data: &Dataset,
+    test: &Split,
+) -> DrawResult {
+    if !font_ready() {
+        return Ok(());
+    }
+    let names: Vec<String> = r.metrics.per_class.iter().map(|c| c.name.clone()).collect();
+    let conf: Vec<Vec<f64>> = r
+        .metrics
+        .confusion
+        .iter()
+        .map(|row| row.iter().map(|&v| v as f64).collect())
+        .collect();
+    let title = format!(
+        "{}: confusion matrix (rows: true, columns: predicted)",
+        r.stage
+    );
+    both!(dir, "confusion", (900, 800), |root| heatmap(
+        root,
+        &title,
+        &conf,
+        &names,
+        &names,
+        &|v| format!("{v:.0}")
+    ));
+    let series: Vec<Series> = roc
+        .iter()
+        .enumerate()
+        .map(|(c, pts)| Series {
+            name: format!("{} (AUC {:.4})", names[c], r.metrics.per_class[c].auc),
+            points: pts.clone(),
+            color: palette(c),
+            dashed: false,
+        })
+        .collect();
+    let title = format!(
+        "{}: ROC curves, one vs rest (macro AUC {:.4})",
+        r.stage, r.metrics.macro_auc
+    );
+    both!(dir, "roc", (900, 700), |root| lines(
+        root,
+        &title,
+        ("false positive rate", 0.0, 1.0),
+        ("true positive rate", 0.0, 1.0),
+        &series
+    ));
+    if !r.history.is_empty() {
+        let epochs = r.history.len() as f64;
+        let pts = |f: &dyn Fn(&crate::train::EpochRecord) -> f64| {
+            r.history
+                .iter()
+                .map(|h| (h.epoch as f64, f(h)))
+                .collect::<Vec<_>>()
+        };
+        let loss = [
+            Series {
+                name: "train loss".into(),
+                points: pts(&|h| h.train_loss),
+                color: palette(0),
+                dashed: false,
+            },
+            Series {
+                name: "validation loss".into(),
+                points: pts(&|h| h.val_loss),
+                color: palette(1),
+                dashed: true,
+            },
+        ];
+        let top = r
+            .history
+            .iter()
+            .map(|h| h.train_loss.max(h.val_loss))
+            .fold(0.0, f64::max)
+            * 1.1;
+        let title = format!("{}: loss per epoch", r.stage);
+        both!(dir, "loss", (800, 500), |root| lines(
+            root,
+            &title,
+            ("epoch", 1.0, epochs.max(2.0)),
+            ("loss", 0.0, top.max(0.1)),
+            &loss
+        ));
+        let acc = [
+            Series {
+                name: "train accuracy".into(),
+                points: pts(&|h| h.train_acc),
+                color: palette(0),
+                dashed: false,
+            },
+            Series {
+                name: "validation accuracy".into(),
+                points: pts(&|h| h.val_acc),
+                color: palette(1),
+                dashed: true,
+            },
+        ];
+        let low = r
+            .history
+            .iter()
+            .map(|h| h.train_acc.min(h.val_acc))
+            .fold(1.0, f64::min);
+        let title = format!("{}: accuracy per epoch", r.stage);
+        both!(dir, "accuracy", (800, 500), |root| lines(
+            root,
+            &title,
+            ("epoch", 1.0, epochs.max(2.0)),
+            ("accuracy", (low - 0.05).max(0.0), 1.0),
+            &acc
+        ));
+    }
+    let k = r.metrics.per_class.len();
+    let preds: Vec<usize> = probs.chunks(k).map(argmax).collect();
+    let samples: Vec<(usize, usize)> = (0..test.len())
+        .step_by((test.len() / 24).max(1))
+        .take(24)
+        .map(|i| (i, preds[i]))
+        .collect();
+    let title = format!("{}: sample predictions (true / predicted)", r.stage);
+    both!(dir, "samples", (900, 700), |root| grid(
+        root, &title, data, test, &samples
+    ));
+    let wrong: Vec<(usize, usize)> = (0..test.len())
+        .filter(|&i| preds[i] != test.labels[i] as usize)
+        .take(24)
+        .map(|i| (i, preds[i]))
+        .collect();
+    let title = format!("{}: misclassified (true / predicted)", r.stage);
+    both!(dir, "misclassified", (900, 700), |root| grid(
+        root, &title, data, test, &wrong
+    ));
+    Ok(())
+}
+
+/// A comparison's charts.
+pub fn comparison(dir: &Path, variants: &[String], reports: &[EvalReport]) -> DrawResult {
+    if !font_ready() {
+        return Ok(());
+    }
+    let acc: Vec<f64> = reports.iter().map(|r| r.metrics.accuracy).collect();
+    let f1: Vec<f64> = reports.iter().map(|r| r.metrics.macro_avg.f1).collect();
+    let low = acc.iter().chain(&f1).copied().fold(1.0, f64::min);
+    let floor = ((low - 0.05) * 10.0).floor() / 10.0;
+    both!(dir, "accuracy_f1", (1000, 550), |root| bars(
+        root,
+        "Test accuracy and macro F1 by variant",
+        variants,
+        &[("accuracy", acc.clone()), ("macro F1", f1.clone())],
+        (floor.max(0.0), 1.02)
+    ));
+    let names: Vec<String> = reports
+        .first()
+        .map(|r| r.metrics.per_class.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let m: Vec<Vec<f64>> = reports
+        .iter()
+        .map(|r| r.metrics.per_class.iter().map(|c| c.f1).collect())
+        .collect();
+    both!(
+        dir,
+        "per_class_f1",
+        (1000, 120 + 60 * variants.len() as u32),
+        |root| heatmap(
+            root,
+            "F1 per class and variant",
+            &m,
+            variants,
+            &names,
+            &|v| format!("{v:.2}")
+        )
+    );
+    let series: Vec<Series> = reports
+        .iter()
+        .zip(variants)
+        .enumerate()
+        .map(|(i, (r, v))| Series {
+            name: v.clone(),
+            points: r
+                .history
+                .iter()
+                .map(|h| (h.epoch as f64, h.val_acc))
+                .collect(),
+            color: palette(i),
+            dashed: false,
+        })
+        .collect();
+    let epochs = reports.iter().map(|r| r.history.len()).max().unwrap_or(1) as f64;
+    let low = reports
+        .iter()
+        .flat_map(|r| r.history.iter().map(|h| h.val_acc))
+        .fold(1.0, f64::min);
+    both!(dir, "validation_curves", (900, 550), |root| lines(
+        root,
+        "Validation accuracy per epoch",
+        ("epoch", 1.0, epochs.max(2.0)),
+        ("validation accuracy", (low - 0.02).max(0.0), 1.0),
+        &series
+    ));
+    Ok(())
+}

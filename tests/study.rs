@@ -1,0 +1,288 @@
+//! The whole study on a tiny configuration: download → preprocess → train
+//! variants → evaluate → compare, through the real binary.
+
+use stages::data::idx;
+use stages::download::sha256_hex;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fmnist(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fmnist-pipe"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CI")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// 28x28 images whose class is a bright horizontal band: learnable in a
+/// few batches.
+fn write_data(dir: &Path) -> String {
+    fs::create_dir_all(dir).unwrap();
+    let mut r = stages::data::augment::Rng::new(3);
+    let mut files = String::new();
+    for (prefix, n) in [("train", 700usize), ("t10k", 200)] {
+        let labels: Vec<u8> = (0..n).map(|i| ((i * 7) % 10) as u8).collect();
+        let mut pixels = vec![0u8; n * 784];
+        for (i, &c) in labels.iter().enumerate() {
+            for y in 0..28 {
+                for x in 0..28 {
+                    let noise = (r.next_u64() % 70) as u8;
+                    pixels[i * 784 + y * 28 + x] = if y / 3 == c as usize {
+                        180 + noise
+                    } else {
+                        noise
+                    };
+                }
+            }
+        }
+        for (name, bytes) in [
+            (
+                format!("{prefix}-images-idx3-ubyte.gz"),
+                idx::gzip(&idx::encode(&[n as u32, 28, 28], &pixels)),
+            ),
+            (
+                format!("{prefix}-labels-idx1-ubyte.gz"),
+                idx::gzip(&idx::encode(&[n as u32], &labels)),
+            ),
+        ] {
+            fs::write(dir.join(&name), &bytes).unwrap();
+            files.push_str(&format!("        {name}: {}\n", sha256_hex(&bytes)));
+        }
+    }
+    files
+}
+
+fn pipeline(files: &str, variants: &str, reference: &str) -> String {
+    format!(
+        r#"settings: {{jobs: 2}}
+stages:
+  download:
+    kind: download
+    params:
+      sources: [data]
+      files:
+{files}  preprocess:
+    kind: preprocess
+    needs: [download]
+    params: {{validation: 100}}
+  train:
+    kind: train
+    needs: [preprocess]
+    threads: 1
+    params:
+      model: {{layers: [{{conv: {{out: 4, kernel: 3, padding: 1}}}}, batchnorm, relu, {{maxpool: 2}}, flatten, {{linear: 10}}]}}
+      epochs: 1
+      batch_size: 32
+      lr: 0.003
+    variants:
+{variants}  evaluate:
+    kind: evaluate
+    foreach: train
+    needs: [preprocess]
+    threads: 1
+  compare:
+    kind: compare
+    needs: [evaluate]
+    params: {{reference: {reference}}}
+"#
+    )
+}
+
+const TWO: &str = "      main: {}\n      slow: {lr: 0.0003}\n";
+
+#[test]
+fn tiny_study_end_to_end() {
+    let t = tempfile::tempdir().unwrap();
+    let files = write_data(&t.path().join("data"));
+    fs::write(
+        t.path().join("pipeline.yaml"),
+        pipeline(&files, TWO, "main"),
+    )
+    .unwrap();
+    let o = fmnist(t.path(), &["run"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("7 ran, 0 cached, 0 failed"), "{out}");
+    assert!(
+        out.contains("main (ref)") && out.contains("McNemar p"),
+        "the table is printed:\n{out}"
+    );
+
+    let metrics: serde_json::Value = serde_json::from_slice(
+        &fs::read(t.path().join("outputs/evaluate@main/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let acc = metrics["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.5, "test accuracy {acc} is far above chance (0.1)");
+    assert_eq!(metrics["metrics"]["test_images"], 200);
+    assert_eq!(
+        metrics["metrics"]["confusion"].as_array().unwrap().len(),
+        10
+    );
+    for f in [
+        "predictions.csv",
+        "roc.json",
+        "confusion.svg",
+        "roc.svg",
+        "loss.svg",
+        "accuracy.svg",
+        "samples.svg",
+        "misclassified.svg",
+    ] {
+        assert!(
+            t.path().join("outputs/evaluate@slow").join(f).is_file(),
+            "{f}"
+        );
+    }
+    for f in [
+        "table.md",
+        "table.csv",
+        "table.json",
+        "comparison.json",
+        "accuracy_f1.svg",
+        "per_class_f1.svg",
+        "validation_curves.svg",
+        "index.html",
+    ] {
+        assert!(t.path().join("outputs/compare").join(f).is_file(), "{f}");
+    }
+    let html = fs::read_to_string(t.path().join("outputs/compare/index.html")).unwrap();
+    assert!(
+        html.contains("<svg") || html.contains("data:image/png"),
+        "pictures are inline"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://") || html.contains("xmlns"),
+        "no external assets"
+    );
+    let table = fs::read_to_string(t.path().join("outputs/compare/table.md")).unwrap();
+
+    // Nothing changed: a no-op that prints the same table.
+    let o = fmnist(t.path(), &["run"]);
+    let again = text(&o);
+    assert!(again.contains("0 ran, 7 cached"), "{again}");
+    assert!(again.contains("main (ref)"), "{again}");
+    let show = text(&fmnist(t.path(), &["show"]));
+    assert!(
+        show.contains("main (ref)") && !show.contains("stale"),
+        "{show}"
+    );
+
+    // A new variant: it trains, is evaluated, and compare reruns; nothing else.
+    fs::write(
+        t.path().join("pipeline.yaml"),
+        pipeline(
+            &files,
+            &format!("{TWO}      wide: {{batch_size: 16}}\n"),
+            "main",
+        ),
+    )
+    .unwrap();
+    let stale = text(&fmnist(t.path(), &["show"]));
+    assert!(stale.contains("stale"), "{stale}");
+    let o = fmnist(t.path(), &["run"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("3 ran, 6 cached"), "{out}");
+    assert!(
+        out.contains("running  train@wide")
+            && out.contains("running  evaluate@wide")
+            && out.contains("running  compare"),
+        "{out}"
+    );
+    assert!(
+        fs::read_to_string(t.path().join("outputs/compare/table.md"))
+            .unwrap()
+            .contains("| wide |")
+    );
+    assert_ne!(
+        fs::read_to_string(t.path().join("outputs/compare/table.md")).unwrap(),
+        table
+    );
+
+    // compare's own parameter: compare alone reruns.
+    fs::write(
+        t.path().join("pipeline.yaml"),
+        pipeline(
+            &files,
+            &format!("{TWO}      wide: {{batch_size: 16}}\n"),
+            "slow",
+        ),
+    )
+    .unwrap();
+    let o = fmnist(t.path(), &["run"]);
+    let out = text(&o);
+    assert!(
+        out.contains("1 ran, 8 cached")
+            && out.contains("running  compare  (param reference changed (\"main\" => \"slow\"))"),
+        "{out}"
+    );
+    assert!(out.contains("slow (ref)"), "{out}");
+
+    // A reference that does not exist: a clear failure, the old table untouched.
+    fs::write(
+        t.path().join("pipeline.yaml"),
+        pipeline(
+            &files,
+            &format!("{TWO}      wide: {{batch_size: 16}}\n"),
+            "mian",
+        ),
+    )
+    .unwrap();
+    let o = fmnist(t.path(), &["run"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    assert!(
+        out.contains(
+            "reference variant `mian` is not among the compared variants (main, slow, wide)"
+        ),
+        "{out}"
+    );
+    assert!(t.path().join("outputs/compare/table.md").is_file());
+}
+
+#[test]
+fn compare_with_one_variant_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let files = write_data(&t.path().join("data"));
+    fs::write(
+        t.path().join("pipeline.yaml"),
+        pipeline(&files, "      main: {}\n", "main"),
+    )
+    .unwrap();
+    let o = fmnist(t.path(), &["run"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o)
+            .contains("compare needs at least two evaluated variants, it has 1 (evaluate@main)"),
+        "{}",
+        text(&o)
+    );
+    assert!(!t.path().join("outputs/compare").exists());
+}
+
+#[test]
+fn a_model_whose_shapes_do_not_fit_is_refused_before_anything_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let files = write_data(&t.path().join("data"));
+    let y = pipeline(&files, TWO, "main").replace("{linear: 10}]", "{linear: 12}]");
+    fs::write(t.path().join("pipeline.yaml"), y).unwrap();
+    let o = fmnist(t.path(), &["run"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("the last layer gives 12 outputs"),
+        "{}",
+        text(&o)
+    );
+    assert!(!t.path().join("cache").exists());
+}

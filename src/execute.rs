@@ -392,8 +392,10 @@ fn execute_stage(
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<(), StageFailure> {
     let project = &ctx.pipeline.settings.project_dir;
-    // Old outputs go first, so a stage that fails to write one is caught.
-    for o in &stage.outs {
+    // A cmd stage's old outputs go first, so one it fails to write is
+    // caught. A built-in kind's output is replaced only once the new one is
+    // whole (below), so a failure leaves the last good one in place.
+    for o in stage.outs.iter().filter(|_| !stage.kind.is_builtin()) {
         let path = project.join(o);
         remove_path(&path).map_err(StageFailure::Env)?;
         if let Some(parent) = path.parent() {
@@ -454,6 +456,10 @@ fn execute_stage(
     };
     stage.kind.run(&rc).map_err(StageFailure::Kind)?;
     let dest = project.join(&stage.outs[0]);
+    remove_path(&dest).map_err(StageFailure::Env)?;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(|e| StageFailure::Env(Error::io("create the output directory", parent, e)))?;
+    }
     move_into_place(&staging, &dest)
         .map_err(|e| StageFailure::Env(Error::io("move the output into place", &dest, e)))
 }

@@ -267,3 +267,27 @@ fn real_fashion_mnist_where_installed() {
     assert_eq!(stages::preprocess::per_class(&test.labels), vec![1000; 10]);
     assert_eq!(test.labels[0], 9, "the first test image is an ankle boot");
 }
+
+#[test]
+fn real_data_main_cnn_learns_in_one_short_epoch() {
+    let debian = Path::new(stages::download::DEBIAN_DIR);
+    if !debian.join("train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: {} is not installed (apt-get install dataset-fashion-mnist)", debian.display());
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    fs::write(
+        t.path().join("pipeline.yaml"),
+        format!(
+            "stages:\n  download:\n    kind: download\n    params: {{sources: [\"{}\"]}}\n  preprocess:\n    kind: preprocess\n    needs: [download]\n    params: {{limit: {{train: 3000, validation: 1000}}}}\n  train:\n    kind: train\n    needs: [preprocess]\n    params: {{model: main-cnn, epochs: 1}}\n",
+            debian.display()
+        ),
+    )
+    .unwrap();
+    let o = fmnist(t.path(), &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&fs::read(t.path().join("outputs/train/train.json")).unwrap()).unwrap();
+    assert_eq!(summary["parameters"], 1_701_578);
+    let acc = summary["best_val_acc"].as_f64().unwrap();
+    assert!(acc > 0.75, "validation accuracy after one epoch of 3,000 images: {acc}");
+}

@@ -98,6 +98,8 @@ pub struct RunArgs {
 
 /// Parses the arguments, runs the command, returns the exit code.
 pub fn main() -> i32 {
+    // Before any thread exists: allocator settings the training kernels need.
+    stages::train::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -139,7 +139,7 @@ impl TrainParams {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be at least 1".into());
         }
-        if !(self.lr > 0.0)
+        if self.lr.is_nan() || self.lr <= 0.0
             || !(0.0..1.0).contains(&self.betas[0])
             || !(0.0..1.0).contains(&self.betas[1])
         {
@@ -303,6 +303,8 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     )
 }
 
+type Snapshot = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 pub struct TrainReport {
     pub history: Vec<EpochRecord>,
     pub best_epoch: usize,
@@ -440,7 +442,8 @@ pub fn train(
     let total_steps = batches * p.epochs;
     let mut history: Vec<EpochRecord> = Vec::new();
     let (mut best_acc, mut best_epoch) = (f64::NEG_INFINITY, 0);
-    let mut best: Option<(Vec<Vec<f32>>, Vec<Vec<f32>>)> = None;
+    // The best epoch's parameters and batch-norm buffers.
+    let mut best: Option<Snapshot> = None;
     let (mut plateau_best, mut bad_epochs, mut since_best) = (f64::NEG_INFINITY, 0usize, 0usize);
     let mut stopped_early = false;
     let started = Instant::now();

@@ -708,21 +708,13 @@ mod tests {
                 let num = fd(&x, i, &|v| loss(v, &w, &b));
                 assert!((num - dx[i]).abs() < 1e-2, "dx[{i}] {num} vs {}", dx[i]);
             }
-            for i in 0..w.len() {
+            for (i, &got) in dw.iter().enumerate() {
                 let num = fd(&w, i, &|v| loss(&x, v, &b));
-                assert!(
-                    (num - dw[i]).abs() < 2e-2 * (1.0 + num.abs()),
-                    "dw[{i}] {num} vs {}",
-                    dw[i]
-                );
+                assert!((num - got).abs() < 2e-2 * (1.0 + num.abs()), "dw[{i}] {num} vs {got}");
             }
-            for i in 0..b.len() {
+            for (i, &got) in db.iter().enumerate() {
                 let num = fd(&b, i, &|v| loss(&x, &w, v));
-                assert!(
-                    (num - db[i]).abs() < 2e-2 * (1.0 + num.abs()),
-                    "db[{i}] {num} vs {}",
-                    db[i]
-                );
+                assert!((num - got).abs() < 2e-2 * (1.0 + num.abs()), "db[{i}] {num} vs {got}");
             }
             let (none, dw2, _) = g.backward(&x, n, &w, &r, false);
             assert!(none.is_none());
@@ -810,7 +802,7 @@ mod tests {
         }
         let r = rand_vec(y.len(), 10);
         let loss = |x: &[f32], g: &[f32], b: &[f32]| -> f64 {
-            let (y, _, _) = bn.forward_train(x, n, g, b, &mut vec![0.0; 3], &mut vec![0.0; 3]);
+            let (y, _, _) = bn.forward_train(x, n, g, b, &mut [0.0; 3], &mut [0.0; 3]);
             y.iter()
                 .zip(&r)
                 .map(|(a, b)| (*a as f64) * (*b as f64))

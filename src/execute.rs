@@ -458,7 +458,8 @@ fn execute_stage(
     let dest = project.join(&stage.outs[0]);
     remove_path(&dest).map_err(StageFailure::Env)?;
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(|e| StageFailure::Env(Error::io("create the output directory", parent, e)))?;
+        fs::create_dir_all(parent)
+            .map_err(|e| StageFailure::Env(Error::io("create the output directory", parent, e)))?;
     }
     move_into_place(&staging, &dest)
         .map_err(|e| StageFailure::Env(Error::io("move the output into place", &dest, e)))

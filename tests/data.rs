@@ -272,7 +272,10 @@ fn real_fashion_mnist_where_installed() {
 fn real_data_main_cnn_learns_in_one_short_epoch() {
     let debian = Path::new(stages::download::DEBIAN_DIR);
     if !debian.join("train-images-idx3-ubyte.gz").exists() {
-        eprintln!("skipped: {} is not installed (apt-get install dataset-fashion-mnist)", debian.display());
+        eprintln!(
+            "skipped: {} is not installed (apt-get install dataset-fashion-mnist)",
+            debian.display()
+        );
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -286,8 +289,13 @@ fn real_data_main_cnn_learns_in_one_short_epoch() {
     .unwrap();
     let o = fmnist(t.path(), &["run"]);
     assert!(o.status.success(), "{}", text(&o));
-    let summary: serde_json::Value = serde_json::from_slice(&fs::read(t.path().join("outputs/train/train.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.path().join("outputs/train/train.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["parameters"], 1_701_578);
     let acc = summary["best_val_acc"].as_f64().unwrap();
-    assert!(acc > 0.75, "validation accuracy after one epoch of 3,000 images: {acc}");
+    assert!(
+        acc > 0.75,
+        "validation accuracy after one epoch of 3,000 images: {acc}"
+    );
 }

@@ -139,7 +139,8 @@ impl TrainParams {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be at least 1".into());
         }
-        if self.lr.is_nan() || self.lr <= 0.0
+        if self.lr.is_nan()
+            || self.lr <= 0.0
             || !(0.0..1.0).contains(&self.betas[0])
             || !(0.0..1.0).contains(&self.betas[1])
         {

@@ -710,11 +710,17 @@ mod tests {
             }
             for (i, &got) in dw.iter().enumerate() {
                 let num = fd(&w, i, &|v| loss(&x, v, &b));
-                assert!((num - got).abs() < 2e-2 * (1.0 + num.abs()), "dw[{i}] {num} vs {got}");
+                assert!(
+                    (num - got).abs() < 2e-2 * (1.0 + num.abs()),
+                    "dw[{i}] {num} vs {got}"
+                );
             }
             for (i, &got) in db.iter().enumerate() {
                 let num = fd(&b, i, &|v| loss(&x, &w, v));
-                assert!((num - got).abs() < 2e-2 * (1.0 + num.abs()), "db[{i}] {num} vs {got}");
+                assert!(
+                    (num - got).abs() < 2e-2 * (1.0 + num.abs()),
+                    "db[{i}] {num} vs {got}"
+                );
             }
             let (none, dw2, _) = g.backward(&x, n, &w, &r, false);
             assert!(none.is_none());

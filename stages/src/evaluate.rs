@@ -242,3 +242,87 @@ pub fn read_predictions(path: &Path) -> Result<Vec<(u8, u8)>, String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::dataset::Split;
+
+    fn ctx_run(train_dir: &Path, prep_dir: &Path, out: &Path) -> Result<(), StageError> {
+        let inputs = vec![
+            crate::Input {
+                stage: "train@main".into(),
+                kind: Kind::Train,
+                paths: vec![train_dir.to_path_buf()],
+            },
+            crate::Input {
+                stage: "preprocess".into(),
+                kind: Kind::Preprocess,
+                paths: vec![prep_dir.to_path_buf()],
+            },
+        ];
+        let params = serde_json::json!({});
+        let ctx = RunContext {
+            stage: "evaluate@main",
+            project_dir: out,
+            params: &params,
+            inputs: &inputs,
+            out_dir: out,
+            threads: 1,
+            device: None,
+            progress: &|_| {},
+        };
+        run(&ctx)
+    }
+
+    #[test]
+    fn missing_or_corrupt_model_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let (train_dir, prep_dir, out) = (
+            d.path().join("train"),
+            d.path().join("prep"),
+            d.path().join("out"),
+        );
+        for p in [&train_dir, &prep_dir, &out] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        let data = Dataset {
+            rows: 28,
+            cols: 28,
+            mean: 0.5,
+            std: 0.5,
+            splits: vec![Split {
+                name: "test".into(),
+                labels: vec![1, 2],
+                indices: vec![0, 1],
+                pixels: vec![0; 2 * 784],
+            }],
+        };
+        std::fs::write(
+            prep_dir.join(crate::preprocess::DATASET_FILE),
+            data.to_bytes(),
+        )
+        .unwrap();
+        let e = ctx_run(&train_dir, &prep_dir, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.safetensors: cannot read"), "{e}");
+        std::fs::write(
+            train_dir.join(train::WEIGHTS_FILE),
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}",
+        )
+        .unwrap();
+        let e = ctx_run(&train_dir, &prep_dir, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.safetensors: not a valid safetensors file"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "nothing written"
+        );
+    }
+}

@@ -241,7 +241,7 @@ mod tests {
         assert_eq!(auc(&inverted), 0.0);
         let ties = [(0.5, true), (0.5, false)];
         assert_eq!(auc(&ties), 0.5);
-        // 3 positives, 2 negatives: pairs ranked right 5 of 6.
+        // 3 positives, 2 negatives: 4 of the 6 pairs ranked right.
         let mixed = [
             (0.9, true),
             (0.7, false),
@@ -249,7 +249,7 @@ mod tests {
             (0.4, true),
             (0.2, false),
         ];
-        assert!((auc(&mixed) - 5.0 / 6.0).abs() < 1e-12);
+        assert!((auc(&mixed) - 4.0 / 6.0).abs() < 1e-12);
         let roc = roc_curve(&mixed, 100);
         assert_eq!(roc.first(), Some(&(0.0, 0.0)));
         assert_eq!(roc.last(), Some(&(1.0, 1.0)));

@@ -790,6 +790,25 @@ mod tests {
         );
     }
 
+    /// Fused convolution blocks compute exactly what the separate ops do.
+    #[test]
+    fn fused_blocks_are_bit_identical() {
+        let data = small_data();
+        let mut p = small_params();
+        p.model = ModelSpec::MainCnn;
+        p.max_batches = Some(2);
+        p.epochs = 1;
+        let run = |fused: bool| {
+            let mut m = p.model(28, 28).unwrap();
+            m.set_fused(fused);
+            train(&mut m, &data, &p, 2, &|_| {}).unwrap();
+            m
+        };
+        let (a, b) = (run(true), run(false));
+        assert_eq!(a.params, b.params);
+        assert_eq!(a.buffers, b.buffers);
+    }
+
     #[test]
     fn plateau_lowers_the_rate_and_early_stopping_stops() {
         let data = small_data();

@@ -120,6 +120,12 @@ impl ModelSpec {
 /// A layer with its shapes resolved and its parameters located.
 #[derive(Debug, Clone)]
 enum Op {
+    /// A convolution fused with the batch norm, ReLU and pooling after it.
+    Block {
+        w: usize,
+        b: usize,
+        blk: ops::Block,
+    },
     Conv {
         g: Conv,
         w: usize,
@@ -155,7 +161,10 @@ pub struct Tensor1 {
 #[derive(Debug, Clone)]
 pub struct Model {
     pub layers: Vec<LayerSpec>,
-    ops: Vec<Op>,
+    /// The layers as ops, and with each convolution block fused.
+    plain: Vec<Op>,
+    fused: Vec<Op>,
+    use_fused: bool,
     pub params: Vec<Tensor1>,
     pub buffers: Vec<Tensor1>,
     pub input: (usize, usize, usize),
@@ -343,12 +352,20 @@ impl Model {
         }
         Ok(Model {
             layers,
-            ops,
+            fused: fuse(ops.clone()),
+            plain: ops,
+            use_fused: true,
             params,
             buffers,
             input,
             classes,
         })
+    }
+
+    /// Runs the layers one op each instead of fused blocks (the results are
+    /// the same; this exists to show it).
+    pub fn set_fused(&mut self, on: bool) {
+        self.use_fused = on;
     }
 
     pub fn parameter_count(&self) -> usize {
@@ -377,11 +394,25 @@ impl Model {
             Flat(T2<T>),
         }
         let mut a = Act::Map(x);
-        for op in &self.ops {
+        let ops = if self.use_fused {
+            &self.fused
+        } else {
+            &self.plain
+        };
+        for op in ops {
             a = match (op, a) {
                 (Op::Conv { g, w, b, first }, Act::Map(x)) => {
                     Act::Map(ops::conv2d(x, &p[*w], Some(&p[*b]), *g, !first))
                 }
+                (Op::Block { w, b, blk }, Act::Map(x)) => Act::Map(ops::conv_block(
+                    x,
+                    p,
+                    *w,
+                    *b,
+                    *blk,
+                    &mut self.buffers,
+                    train,
+                )),
                 (Op::Pool(k), Act::Map(x)) => Act::Map(ops::maxpool2d(x, *k)),
                 (Op::Bn { gamma, beta, buf }, Act::Map(x)) => {
                     let (m, v) = self.buffers.split_at_mut(buf + 1);
@@ -414,6 +445,40 @@ impl Model {
             Act::Map(_) => unreachable!("Model::new checks the model ends flat"),
         }
     }
+}
+
+/// Fuses each convolution with the batch norm, ReLU and max pool that
+/// directly follow it (in that order, each optional).
+fn fuse(ops: Vec<Op>) -> Vec<Op> {
+    let mut out = Vec::with_capacity(ops.len());
+    let mut it = ops.into_iter().peekable();
+    while let Some(op) = it.next() {
+        let Op::Conv { g, w, b, first } = op else {
+            out.push(op);
+            continue;
+        };
+        let mut blk = ops::Block {
+            conv: g,
+            need_dx: !first,
+            bn: None,
+            relu: false,
+            pool: None,
+        };
+        if let Some(Op::Bn { gamma, beta, buf }) = it.peek() {
+            blk.bn = Some((*gamma, *beta, *buf));
+            it.next();
+        }
+        if let Some(Op::Relu) = it.peek() {
+            blk.relu = true;
+            it.next();
+        }
+        if let Some(Op::Pool(k)) = it.peek() {
+            blk.pool = Some(*k);
+            it.next();
+        }
+        out.push(Op::Block { w, b, blk });
+    }
+    out
 }
 
 fn describe(l: &LayerSpec) -> String {

@@ -197,3 +197,116 @@ mod tests {
         assert_eq!(host(&grads.get(&b)), db);
     }
 }
+
+/// What follows a convolution inside one fused block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Block {
+    pub conv: Conv,
+    pub need_dx: bool,
+    /// Parameter indices of batch norm's γ and β, and its buffer index.
+    pub bn: Option<(usize, usize, usize)>,
+    pub relu: bool,
+    pub pool: Option<usize>,
+}
+
+/// conv → [batch norm] → [ReLU] → [max pool] as one op: the intermediate
+/// activations stay here instead of crossing dfdx tensors (no copies, no
+/// zero-filled gradient buffers). The arithmetic is that of the separate
+/// kernels in the same order, so results are bit-identical to the unfused
+/// chain.
+pub fn conv_block<T: Tape<f32, Dev>>(
+    x: T4<T>,
+    p: &[Param],
+    w: usize,
+    b: usize,
+    blk: Block,
+    buffers: &mut [super::model::Tensor1],
+    train: bool,
+) -> T4<T> {
+    let (x, mut tape) = x.split_tape();
+    let n = x.shape().0;
+    let g = blk.conv;
+    let xs = host(&x);
+    let ws = host(&p[w]);
+    let bs = host(&p[b]);
+    let mut a = vec![0.0f32; n * g.o * g.oh() * g.ow()];
+    g.forward(&xs, n, &ws, Some(&bs), &mut a);
+    let bn_geom = BatchNorm {
+        c: g.o,
+        hw: g.oh() * g.ow(),
+    };
+    let mut bn_saved = None;
+    if let Some((gi, bi, buf)) = blk.bn {
+        let (gs, betas) = (host(&p[gi]), host(&p[bi]));
+        let (m, v) = buffers.split_at_mut(buf + 1);
+        let (rm, rv) = (&mut m[buf].data, &mut v[0].data);
+        if train {
+            let (y, xhat, invstd) = bn_geom.forward_train(&a, n, &gs, &betas, rm, rv);
+            a = y;
+            bn_saved = Some((gi, bi, gs, xhat, invstd));
+        } else {
+            a = bn_geom.forward_eval(&a, &gs, &betas, rm, rv);
+        }
+    }
+    if blk.relu {
+        use rayon::prelude::*;
+        a.par_chunks_mut(1 << 14)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+    }
+    let pool = blk.pool.map(|k| Pool {
+        c: g.o,
+        h: g.oh(),
+        w: g.ow(),
+        k,
+    });
+    let (out, arg) = match pool {
+        Some(pl) => {
+            let (y, arg) = pl.forward(&a, n);
+            (
+                x.device().tensor_from_vec(y, (n, g.o, pl.oh(), pl.ow())),
+                Some(arg),
+            )
+        }
+        None => (
+            x.device()
+                .tensor_from_vec(a.clone(), (n, g.o, g.oh(), g.ow())),
+            None,
+        ),
+    };
+    if T::OWNS_TAPE {
+        let (xg, wg, bg, og) = (x.ghost(), p[w].ghost(), p[b].ghost(), out.ghost());
+        let bn_ghosts = bn_saved
+            .as_ref()
+            .map(|(gi, bi, ..)| (p[*gi].ghost(), p[*bi].ghost()));
+        // The activation after ReLU: its sign is ReLU's mask.
+        let act = if blk.relu { a } else { Vec::new() };
+        tape.add_backward_op(move |grads| {
+            let dy = take_grad!(grads, og);
+            let mut d = match (pool, &arg) {
+                (Some(pl), Some(arg)) => pl.backward(n, arg, &dy),
+                _ => dy,
+            };
+            if blk.relu {
+                for (dv, &av) in d.iter_mut().zip(&act) {
+                    if av <= 0.0 {
+                        *dv = 0.0;
+                    }
+                }
+            }
+            if let (Some((_, _, gs, xhat, invstd)), Some((gg, bgh))) = (&bn_saved, &bn_ghosts) {
+                let (dx, dgamma, dbeta) = bn_geom.backward(n, xhat, invstd, gs, &d);
+                accumulate!(grads, *gg, dgamma);
+                accumulate!(grads, *bgh, dbeta);
+                d = dx;
+            }
+            let (dx, dw, db) = g.backward(&xs, n, &ws, &d, blk.need_dx);
+            accumulate!(grads, wg, dw);
+            accumulate!(grads, bg, db);
+            if let Some(dx) = dx {
+                accumulate!(grads, xg, dx);
+            }
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}

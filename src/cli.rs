@@ -68,6 +68,9 @@ pub struct BenchArgs {
     /// Skip the PyTorch twin (bench/torch_bench.py).
     #[arg(long)]
     pub no_torch: bool,
+    /// Measurements of each side, alternated; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
 }
 
 #[derive(Debug, Args)]

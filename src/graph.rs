@@ -157,7 +157,10 @@ pub fn render_tree(p: &Pipeline, dag: &Dag) -> String {
         let s = &p.stages[i];
         out.push_str(&"  ".repeat(depth));
         out.push_str(&s.name);
-        out.push_str(&format!(" ({})", s.kind.name()));
+        match s.kind.describe(&s.params) {
+            Some(d) => out.push_str(&format!(" ({}, {d})", s.kind.name())),
+            None => out.push_str(&format!(" ({})", s.kind.name())),
+        }
         if printed[i] {
             out.push_str(" (see above)\n");
             return;

@@ -118,6 +118,27 @@ impl Kind {
         }
     }
 
+    /// A one-line description of a stage from its canonical parameters
+    /// (`dag` prints it): the model's parameter count for `train`.
+    pub fn describe(self, params: &Value) -> Option<String> {
+        match self {
+            Kind::Train => {
+                let p: crate::train::TrainParams = serde_json::from_value(params.clone()).ok()?;
+                let n = p.check_model(28, 28).ok()?;
+                let digits = n.to_string();
+                let mut grouped = String::new();
+                for (i, ch) in digits.chars().enumerate() {
+                    if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                        grouped.push(',');
+                    }
+                    grouped.push(ch);
+                }
+                Some(format!("{grouped} parameters"))
+            }
+            _ => None,
+        }
+    }
+
     /// Kinds whose results depend on the compute device (part of their fingerprint).
     pub fn uses_device(self) -> bool {
         matches!(self, Kind::Train | Kind::Evaluate)

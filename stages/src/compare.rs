@@ -219,7 +219,7 @@ fn render_table(rows: &[Row], reference: &str, n: usize) -> Table {
         })
         .collect();
     Table {
-        title: format!("Fashion-MNIST test set ({n} images), reference: {reference}"),
+        title: format!("Fashion-MNIST test set ({} images), reference: {reference}", group_digits(n)),
         columns: columns.iter().map(|s| s.to_string()).collect(),
         rows: table_rows,
         notes: vec![
@@ -230,7 +230,10 @@ fn render_table(rows: &[Row], reference: &str, n: usize) -> Table {
 }
 
 fn format_p(p: f64) -> String {
-    if p < 1e-4 {
+    if p < 1e-300 {
+        // Below what f64 can show: the difference is beyond any doubt.
+        "< 1e-300".into()
+    } else if p < 1e-4 {
         format!("{p:.1e}")
     } else {
         format!("{p:.4}")

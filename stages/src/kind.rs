@@ -113,8 +113,10 @@ impl Kind {
             Kind::Download => 1,
             Kind::Preprocess => 1,
             Kind::Train => 1,
-            Kind::Evaluate => 1,
-            Kind::Compare => 1,
+            // 2: heatmap labels centred on their rows and columns.
+            Kind::Evaluate => 2,
+            // 2: tiny p-values shown as "< 1e-300", digits grouped in the title.
+            Kind::Compare => 2,
         }
     }
 

@@ -110,18 +110,36 @@ fn heatmap<DB: DrawingBackend>(
         .y_label_area_size(110)
         .build_cartesian_2d(0..c, 0..r)
         .map_err(e)?;
-    let (rl, cl) = (rows.to_vec(), cols.to_vec());
     chart
         .configure_mesh()
         .disable_mesh()
-        .x_labels(c as usize)
-        .y_labels(r as usize)
-        .x_label_formatter(&|x| cl.get(*x as usize).cloned().unwrap_or_default())
-        .y_label_formatter(&|y| rl.get((r - 1 - *y) as usize).cloned().unwrap_or_default())
-        .x_label_style((FONT, 12).into_font().transform(FontTransform::Rotate90))
-        .label_style((FONT, 12))
+        .x_labels(0)
+        .y_labels(0)
+        .x_label_formatter(&|_| String::new())
+        .y_label_formatter(&|_| String::new())
         .draw()
         .map_err(e)?;
+    // Labels centred on their rows and columns.
+    let label = (FONT, 12).into_font();
+    for (j, name) in cols.iter().enumerate() {
+        let (x0, _) = chart.backend_coord(&(j as i32, 0));
+        let (x1, y) = chart.backend_coord(&(j as i32 + 1, 0));
+        let style = label.clone().transform(FontTransform::Rotate90);
+        root.draw(&Text::new(name.clone(), ((x0 + x1) / 2 + 6, y + 6), style))
+            .map_err(e)?;
+    }
+    for (i, name) in rows.iter().enumerate() {
+        let y = r - 1 - i as i32;
+        let (x, y0) = chart.backend_coord(&(0, y + 1));
+        let (_, y1) = chart.backend_coord(&(0, y));
+        let width = (name.chars().count() as i32) * 7;
+        root.draw(&Text::new(
+            name.clone(),
+            (x - width - 8, (y0 + y1) / 2 - 6),
+            label.clone(),
+        ))
+        .map_err(e)?;
+    }
     for (i, row) in m.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
             let t = ((v - min) / (max - min)).clamp(0.0, 1.0);

@@ -221,10 +221,16 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
         }
         let given = Value::Object(rs.params.clone().unwrap_or_default());
         let params = rs.kind.normalize_params(given).map_err(|m| {
-            err(
-                &at("params"),
-                format!("stage `{name}`: invalid params: {m}"),
-            )
+            // Point at the offending key when the message names one.
+            let mut path = at("params");
+            if let Some(f) = m
+                .split('`')
+                .nth(1)
+                .filter(|_| m.starts_with("unknown field"))
+            {
+                path.push(f);
+            }
+            err(&path, format!("stage `{name}`: invalid params: {m}"))
         })?;
         let variants = match &rs.variants {
             None => None,
@@ -257,13 +263,12 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
                             &p,
                             format!("variant `{vname}` of stage `{name}` overrides `{key}`, which is not a parameter of the stage"),
                         )
-                        .help(if known.is_empty() {
-                            format!("declare `{key}` under the stage's params to give it a default")
-                        } else {
-                            format!(
-                                "known parameters here: {}; or declare `{key}` under the stage's params",
-                                known.join(", ")
-                            )
+                        .help(match suggest(&key, known.iter().map(String::as_str)) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None if known.is_empty() => {
+                                format!("declare `{key}` under the stage's params to give it a default")
+                            }
+                            None => format!("known parameters here: {}", known.join(", ")),
                         })
                     })?;
                     let merged = rs.kind.normalize_params(merged).map_err(|m| {

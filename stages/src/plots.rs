@@ -191,8 +191,20 @@ fn lines<DB: DrawingBackend>(
         .y_label_area_size(55)
         .build_cartesian_2d(x.1..x.2, y.1..y.2)
         .map_err(e)?;
+    // Whole epochs only on an epoch axis.
+    let epochs = x.0 == "epoch";
+    let ticks = if epochs { (x.2 - x.1) as usize + 1 } else { 11 };
+    let fmt = |v: &f64| {
+        if epochs {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
     chart
         .configure_mesh()
+        .x_labels(ticks)
+        .x_label_formatter(&fmt)
         .x_desc(x.0)
         .y_desc(y.0)
         .label_style((FONT, 13))

@@ -286,3 +286,23 @@ fn a_model_whose_shapes_do_not_fit_is_refused_before_anything_runs() {
     );
     assert!(!t.path().join("cache").exists());
 }
+
+#[test]
+fn cuda_without_the_feature_says_how_to_build_it() {
+    let t = tempfile::tempdir().unwrap();
+    let files = write_data(&t.path().join("data"));
+    let y = pipeline(&files, TWO, "main").replace(
+        "    threads: 1\n    params:\n      model",
+        "    threads: 1\n    device: cuda\n    params:\n      model",
+    );
+    assert!(y.contains("device: cuda"));
+    fs::write(t.path().join("pipeline.yaml"), y).unwrap();
+    let o = fmnist(t.path(), &["run", "train@main"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    if cfg!(feature = "cuda") {
+        assert!(out.contains("CPU only"), "{out}");
+    } else {
+        assert!(out.contains("this build has no CUDA support; rebuild with `cargo build --release --features stages/cuda`"), "{out}");
+    }
+}

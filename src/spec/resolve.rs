@@ -757,6 +757,20 @@ stages:
     }
 
     #[test]
+    fn devices() {
+        let d = diag("stages:\n  t:\n    kind: train\n    device: tpu\n");
+        assert!(d.message.contains("unknown device `tpu`"), "{}", d.message);
+        assert_eq!(d.line, Some(4));
+        let p = resolve_text("settings: {device: cuda}\nstages:\n  t:\n    kind: train\n  c:\n    kind: cmd\n    cmd: x\n").unwrap();
+        assert_eq!(
+            p.stages[0].device.as_deref(),
+            Some("cuda"),
+            "train uses the settings' device"
+        );
+        assert_eq!(p.stages[1].device, None, "cmd has no device");
+    }
+
+    #[test]
     fn suggestions() {
         assert_eq!(suggest("trian", ["train", "prep"]), Some("train".into()));
         assert_eq!(suggest("zzzzz", ["train", "prep"]), None);

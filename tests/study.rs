@@ -5,24 +5,9 @@ use stages::data::idx;
 use stages::download::sha256_hex;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn fmnist(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fmnist-pipe"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("CI")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{fmnist, text};
 
 /// 28x28 images whose class is a bright horizontal band: learnable in a
 /// few batches.

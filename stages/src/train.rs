@@ -365,39 +365,70 @@ pub fn predict(
     out
 }
 
-/// One optimization step on a batch; returns (mean loss, correct).
-#[allow(clippy::too_many_arguments)]
-pub fn step(
-    model: &mut Model,
-    tensors: &mut [Param],
-    master: &mut [Vec<f32>],
-    adam: &mut Adam,
-    dev: &Dev,
-    x: Vec<f32>,
-    y: &[u8],
-    threads: usize,
-) -> (f64, usize) {
-    let n = y.len();
-    let (_, rows, cols) = model.input;
-    let xt = dev.tensor_from_vec(x, (n, 1, rows, cols)).leaky_traced();
-    let logits = model.forward(xt, tensors, true, threads);
-    let lv = host(&logits);
-    let mut onehot = vec![0.0f32; n * model.classes];
-    for (i, &c) in y.iter().enumerate() {
-        onehot[i * model.classes + c as usize] = 1.0;
+/// The optimizer's state: master weights, their dfdx tensors, Adam, and
+/// the device (whose generator drives dropout).
+pub struct Learner {
+    pub dev: Dev,
+    pub master: Vec<Vec<f32>>,
+    pub tensors: Vec<Param>,
+    pub adam: Adam,
+}
+
+impl Learner {
+    pub fn new(
+        model: &Model,
+        seed: u64,
+        lr: f32,
+        betas: (f32, f32),
+        eps: f32,
+        weight_decay: f32,
+    ) -> Learner {
+        let dev = Dev::seed_from_u64(seed);
+        let master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
+        let tensors = model.tensors(&dev);
+        let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
+        let adam = Adam::new(&sizes, lr, betas, eps, weight_decay);
+        Learner {
+            dev,
+            master,
+            tensors,
+            adam,
+        }
     }
-    let target = dev.tensor_from_vec(onehot, (n, model.classes));
-    let loss = cross_entropy_with_logits_loss(logits, target);
-    let loss_value = loss.array() as f64;
-    let grads = loss.backward();
-    let g: Vec<Vec<f32>> = tensors.iter().map(|t| host(&grads.get(t))).collect();
-    drop(grads);
-    adam.step(master, &g);
-    for (t, m) in tensors.iter_mut().zip(master.iter()) {
-        t.copy_from(m);
+
+    /// One optimization step on a batch; returns (mean loss, correct).
+    pub fn step(
+        &mut self,
+        model: &mut Model,
+        x: Vec<f32>,
+        y: &[u8],
+        threads: usize,
+    ) -> (f64, usize) {
+        let n = y.len();
+        let (_, rows, cols) = model.input;
+        let xt = self
+            .dev
+            .tensor_from_vec(x, (n, 1, rows, cols))
+            .leaky_traced();
+        let logits = model.forward(xt, &self.tensors, true, threads);
+        let lv = host(&logits);
+        let mut onehot = vec![0.0f32; n * model.classes];
+        for (i, &c) in y.iter().enumerate() {
+            onehot[i * model.classes + c as usize] = 1.0;
+        }
+        let target = self.dev.tensor_from_vec(onehot, (n, model.classes));
+        let loss = cross_entropy_with_logits_loss(logits, target);
+        let loss_value = loss.array() as f64;
+        let grads = loss.backward();
+        let g: Vec<Vec<f32>> = self.tensors.iter().map(|t| host(&grads.get(t))).collect();
+        drop(grads);
+        self.adam.step(&mut self.master, &g);
+        for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
+            t.copy_from(m);
+        }
+        let (_, correct) = score(&lv, y);
+        (loss_value, correct)
     }
-    let (_, correct) = score(&lv, y);
-    (loss_value, correct)
 }
 
 /// Trains `model` in place; on return it holds the best weights by
@@ -418,12 +449,9 @@ pub fn train(
     if train.is_empty() || val.is_empty() {
         return Err("the train and validation splits must not be empty".into());
     }
-    let dev = Dev::seed_from_u64(p.seed);
-    let mut master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
-    let mut tensors = model.tensors(&dev);
-    let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
-    let mut adam = Adam::new(
-        &sizes,
+    let mut learner = Learner::new(
+        model,
+        p.seed,
         p.lr,
         (p.betas[0], p.betas[1]),
         p.eps,
@@ -455,16 +483,7 @@ pub fn train(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for k in 0..batches {
             let n = batcher.fill(&order, epoch as u64, k, &mut x, &mut y);
-            let (l, c) = step(
-                model,
-                &mut tensors,
-                &mut master,
-                &mut adam,
-                &dev,
-                std::mem::take(&mut x),
-                &y,
-                threads,
-            );
+            let (l, c) = learner.step(model, std::mem::take(&mut x), &y, threads);
             if !l.is_finite() {
                 return Err(format!(
                     "the loss became {l} at epoch {} batch {}: lower lr",
@@ -496,7 +515,15 @@ pub fn train(
             }
         }
         let train_secs = t.elapsed().as_secs_f64();
-        let logits = predict(model, &tensors, data, val, 256, threads, &dev);
+        let logits = predict(
+            model,
+            &learner.tensors,
+            data,
+            val,
+            256,
+            threads,
+            &learner.dev,
+        );
         let (val_loss, val_correct) = score(&logits, &val.labels);
         let val_acc = val_correct as f64 / val.len() as f64;
         history.push(EpochRecord {
@@ -505,7 +532,7 @@ pub fn train(
             train_acc: correct as f64 / seen as f64,
             val_loss,
             val_acc,
-            lr: adam.lr,
+            lr: learner.adam.lr,
             seconds: t.elapsed().as_secs_f64(),
             img_per_s: seen as f64 / train_secs,
         });
@@ -514,7 +541,7 @@ pub fn train(
             best_epoch = epoch + 1;
             since_best = 0;
             best = Some((
-                master.clone(),
+                learner.master.clone(),
                 model.buffers.iter().map(|b| b.data.clone()).collect(),
             ));
         } else {
@@ -528,7 +555,7 @@ pub fn train(
             } else {
                 bad_epochs += 1;
                 if bad_epochs > pl.patience {
-                    adam.lr *= pl.factor;
+                    learner.adam.lr *= pl.factor;
                     bad_epochs = 0;
                 }
             }
@@ -598,11 +625,7 @@ pub fn bench(
         .build()
         .map_err(|e| e.to_string())?;
     pool.install(|| {
-        let dev = Dev::seed_from_u64(1);
-        let mut master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
-        let mut tensors = model.tensors(&dev);
-        let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
-        let mut adam = Adam::new(&sizes, 1e-3, (0.9, 0.999), 1e-8, 0.0);
+        let mut learner = Learner::new(&model, 1, 1e-3, (0.9, 0.999), 1e-8, 0.0);
         let b = Batcher {
             dataset: data,
             split: train,
@@ -617,16 +640,7 @@ pub fn bench(
         for k in 0..batches + 3 {
             b.fill(&order, 0, k % b.batches(), &mut x, &mut y);
             let t = Instant::now();
-            step(
-                &mut model,
-                &mut tensors,
-                &mut master,
-                &mut adam,
-                &dev,
-                std::mem::take(&mut x),
-                &y,
-                threads,
-            );
+            learner.step(&mut model, std::mem::take(&mut x), &y, threads);
             if k >= 3 {
                 timed.push(t.elapsed().as_secs_f64());
             }
@@ -639,9 +653,25 @@ pub fn bench(
             indices: train.indices[..train.len().min(4096)].to_vec(),
             pixels: train.pixels[..train.len().min(4096) * data.pixels_per_image()].to_vec(),
         };
-        predict(&mut model, &tensors, data, &eval_split, 256, threads, &dev);
+        predict(
+            &mut model,
+            &learner.tensors,
+            data,
+            &eval_split,
+            256,
+            threads,
+            &learner.dev,
+        );
         let t = Instant::now();
-        predict(&mut model, &tensors, data, &eval_split, 256, threads, &dev);
+        predict(
+            &mut model,
+            &learner.tensors,
+            data,
+            &eval_split,
+            256,
+            threads,
+            &learner.dev,
+        );
         let eval = eval_split.len() as f64 / t.elapsed().as_secs_f64();
         Ok(BenchReport {
             threads,

@@ -6,6 +6,9 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The metadata key holding the model spec.
+pub const META_KEY: &str = "fmnist-pipe";
+
 fn bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -23,23 +26,28 @@ pub fn to_bytes(model: &Model, extra: &[(&str, String)]) -> Result<Vec<u8>, Stri
         .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
+    // One metadata entry holding ordered JSON: safetensors writes its
+    // metadata map in hash order, which would make equal weights give
+    // different files (and rerun everything downstream).
+    let mut info = serde_json::Map::new();
+    info.insert(
+        "layers".into(),
+        serde_json::to_value(&model.layers).map_err(|e| e.to_string())?,
+    );
+    info.insert(
+        "input".into(),
+        serde_json::json!([model.input.0, model.input.1, model.input.2]),
+    );
+    info.insert("classes".into(), model.classes.into());
+    info.insert("parameters".into(), model.parameter_count().into());
+    for (k, v) in extra {
+        info.insert(k.to_string(), v.clone().into());
+    }
     let mut meta = HashMap::new();
     meta.insert(
-        "layers".to_string(),
-        serde_json::to_string(&model.layers).map_err(|e| e.to_string())?,
+        META_KEY.to_string(),
+        serde_json::Value::Object(info).to_string(),
     );
-    meta.insert(
-        "input".to_string(),
-        format!("{},{},{}", model.input.0, model.input.1, model.input.2),
-    );
-    meta.insert("classes".to_string(), model.classes.to_string());
-    meta.insert(
-        "parameters".to_string(),
-        model.parameter_count().to_string(),
-    );
-    for (k, v) in extra {
-        meta.insert(k.to_string(), v.clone());
-    }
     safetensors::serialize(views, &Some(meta)).map_err(|e| e.to_string())
 }
 
@@ -54,20 +62,40 @@ pub fn load(path: &Path) -> Result<Model, String> {
     })?;
     let (_, meta) = SafeTensors::read_metadata(&raw).map_err(|e| fail(e.to_string()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
-    let get = |k: &str| {
-        meta.get(k)
-            .ok_or_else(|| fail(format!("metadata has no `{k}`: not written by fmnist-pipe")))
+    let (layers, dims, classes) = match meta.get(META_KEY) {
+        Some(info) => {
+            #[derive(serde::Deserialize)]
+            struct Info {
+                layers: Vec<LayerSpec>,
+                input: Vec<usize>,
+                classes: usize,
+            }
+            let i: Info = serde_json::from_str(info)
+                .map_err(|e| fail(format!("bad {META_KEY} metadata: {e}")))?;
+            (i.layers, i.input, i.classes)
+        }
+        // Checkpoints written before the single metadata entry.
+        None => {
+            let get = |k: &str| {
+                meta.get(k).ok_or_else(|| {
+                    fail(format!(
+                        "metadata has no `{META_KEY}`: not written by fmnist-pipe"
+                    ))
+                })
+            };
+            let layers: Vec<LayerSpec> = serde_json::from_str(get("layers")?)
+                .map_err(|e| fail(format!("bad layers metadata: {e}")))?;
+            let dims: Vec<usize> = get("input")?
+                .split(',')
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| fail("bad input metadata".into()))?;
+            let classes: usize = get("classes")?
+                .parse()
+                .map_err(|_| fail("bad classes metadata".into()))?;
+            (layers, dims, classes)
+        }
     };
-    let layers: Vec<LayerSpec> = serde_json::from_str(get("layers")?)
-        .map_err(|e| fail(format!("bad layers metadata: {e}")))?;
-    let dims: Vec<usize> = get("input")?
-        .split(',')
-        .map(|s| s.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|_| fail("bad input metadata".into()))?;
-    let classes: usize = get("classes")?
-        .parse()
-        .map_err(|_| fail("bad classes metadata".into()))?;
     if dims.len() != 3 {
         return Err(fail("bad input metadata".into()));
     }
@@ -118,6 +146,11 @@ mod tests {
         let p = d.path().join("m.safetensors");
         std::fs::write(&p, to_bytes(&m, &[("seed", "3".into())]).unwrap()).unwrap();
         let back = load(&p).unwrap();
+        // The same model serializes to the same bytes.
+        assert_eq!(
+            to_bytes(&m, &[("seed", "3".into())]).unwrap(),
+            std::fs::read(&p).unwrap()
+        );
         assert_eq!(back.params, m.params);
         assert_eq!(back.buffers, m.buffers);
         assert_eq!(back.layers, m.layers);

@@ -214,14 +214,8 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 })?;
             reporter.summary(&summary);
             // The comparison tables of the compare stages this run covered and that are up to date.
-            let targets = if args.stages.is_empty() {
-                (0..pipeline.stages.len()).collect()
-            } else {
-                pipeline.select(&args.stages)?
-            };
-            let mask = dag.closure(&pipeline, &targets);
-            for (i, s) in pipeline.stages.iter().enumerate() {
-                if mask[i] && s.kind == stages::Kind::Compare && summary.done.contains(&s.name) {
+            for s in &pipeline.stages {
+                if s.kind == stages::Kind::Compare && summary.done.contains(&s.name) {
                     if let Some(t) = read_table(&pipeline, s) {
                         reporter.table(&t);
                     }
@@ -284,6 +278,7 @@ fn status_rows(
                 state: a.state.label(),
                 reason: a.state.reason(),
                 kind: s.kind.name(),
+                restore: matches!(&a.state, crate::plan::State::Dirty(r) if r.restorable()),
             })
         })
         .collect())

@@ -15,6 +15,9 @@ pub struct StatusRow {
     pub state: &'static str,
     pub reason: Option<String>,
     pub kind: &'static str,
+    /// `run` restores this stage's outputs from the cache instead of running it.
+    #[serde(skip)]
+    pub restore: bool,
 }
 
 pub struct Reporter {
@@ -188,11 +191,7 @@ impl Reporter {
         let mut n = 0;
         for r in rows.iter().filter(|r| r.state != "fresh") {
             n += 1;
-            let verb = if r
-                .reason
-                .as_deref()
-                .is_some_and(|x| x.contains("will be restored"))
-            {
+            let verb = if r.restore {
                 "would restore"
             } else {
                 "would run"

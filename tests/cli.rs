@@ -217,6 +217,9 @@ fn deleted_output_is_restored_from_cache_without_rerunning() {
         state_of(&p, "compare").1.as_deref(),
         Some("output out/table.txt modified (will be restored from cache)")
     );
+    let dry = p.run(&["run", "--dry-run"]).ok().stdout();
+    assert!(dry.contains("would restore  train@fast"), "{dry}");
+    assert!(dry.contains("would restore  compare"), "{dry}");
     let out = p.run(&["run"]).ok().stdout();
     assert!(out.contains("restored train@fast"), "{out}");
     assert!(ran(&p).is_empty());

@@ -248,7 +248,8 @@ fn format_secs(s: f64) -> String {
     }
 }
 
-fn group_digits(n: usize) -> String {
+/// 1701578 -> "1,701,578".
+pub fn group_digits(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {

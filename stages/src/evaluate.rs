@@ -131,12 +131,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         );
         let rate = test.len() as f64 / t.elapsed().as_secs_f64();
         // Latency: the median of a few full batches.
-        let first = crate::data::dataset::Split {
-            name: "latency".into(),
-            labels: test.labels[..test.len().min(p.batch_size)].to_vec(),
-            indices: test.indices[..test.len().min(p.batch_size)].to_vec(),
-            pixels: test.pixels[..test.len().min(p.batch_size) * data.pixels_per_image()].to_vec(),
-        };
+        let first = test.head("latency", p.batch_size, data.pixels_per_image());
         let mut times: Vec<f64> = (0..5)
             .map(|_| {
                 let t = Instant::now();

@@ -127,15 +127,7 @@ impl Kind {
             Kind::Train => {
                 let p: crate::train::TrainParams = serde_json::from_value(params.clone()).ok()?;
                 let n = p.check_model(28, 28).ok()?;
-                let digits = n.to_string();
-                let mut grouped = String::new();
-                for (i, ch) in digits.chars().enumerate() {
-                    if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                        grouped.push(',');
-                    }
-                    grouped.push(ch);
-                }
-                Some(format!("{grouped} parameters"))
+                Some(format!("{} parameters", crate::compare::group_digits(n)))
             }
             _ => None,
         }

@@ -647,12 +647,7 @@ pub fn bench(
         }
         timed.sort_by(f64::total_cmp);
         let median = timed[timed.len() / 2];
-        let eval_split = Split {
-            name: "bench".into(),
-            labels: train.labels[..train.len().min(4096)].to_vec(),
-            indices: train.indices[..train.len().min(4096)].to_vec(),
-            pixels: train.pixels[..train.len().min(4096) * data.pixels_per_image()].to_vec(),
-        };
+        let eval_split = train.head("bench", 4096, data.pixels_per_image());
         predict(
             &mut model,
             &learner.tensors,

@@ -32,6 +32,18 @@ impl Split {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+
+    /// The first `n` examples (all of them when there are fewer), as a split
+    /// named `name`; `pixels_per_image` is the dataset's rows × cols.
+    pub fn head(&self, name: &str, n: usize, pixels_per_image: usize) -> Split {
+        let n = n.min(self.len());
+        Split {
+            name: name.into(),
+            labels: self.labels[..n].to_vec(),
+            indices: self.indices[..n].to_vec(),
+            pixels: self.pixels[..n * pixels_per_image].to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

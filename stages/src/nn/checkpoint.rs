@@ -62,44 +62,20 @@ pub fn load(path: &Path) -> Result<Model, String> {
     })?;
     let (_, meta) = SafeTensors::read_metadata(&raw).map_err(|e| fail(e.to_string()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
-    let (layers, dims, classes) = match meta.get(META_KEY) {
-        Some(info) => {
-            #[derive(serde::Deserialize)]
-            struct Info {
-                layers: Vec<LayerSpec>,
-                input: Vec<usize>,
-                classes: usize,
-            }
-            let i: Info = serde_json::from_str(info)
-                .map_err(|e| fail(format!("bad {META_KEY} metadata: {e}")))?;
-            (i.layers, i.input, i.classes)
-        }
-        // Checkpoints written before the single metadata entry.
-        None => {
-            let get = |k: &str| {
-                meta.get(k).ok_or_else(|| {
-                    fail(format!(
-                        "metadata has no `{META_KEY}`: not written by fmnist-pipe"
-                    ))
-                })
-            };
-            let layers: Vec<LayerSpec> = serde_json::from_str(get("layers")?)
-                .map_err(|e| fail(format!("bad layers metadata: {e}")))?;
-            let dims: Vec<usize> = get("input")?
-                .split(',')
-                .map(|s| s.parse())
-                .collect::<Result<_, _>>()
-                .map_err(|_| fail("bad input metadata".into()))?;
-            let classes: usize = get("classes")?
-                .parse()
-                .map_err(|_| fail("bad classes metadata".into()))?;
-            (layers, dims, classes)
-        }
-    };
-    if dims.len() != 3 {
-        return Err(fail("bad input metadata".into()));
+    #[derive(serde::Deserialize)]
+    struct Info {
+        layers: Vec<LayerSpec>,
+        input: (usize, usize, usize),
+        classes: usize,
     }
-    let mut model = Model::new(layers, (dims[0], dims[1], dims[2]), classes, 0).map_err(fail)?;
+    let info = meta.get(META_KEY).ok_or_else(|| {
+        fail(format!(
+            "no `{META_KEY}` metadata: not written by fmnist-pipe; rerun the train stage"
+        ))
+    })?;
+    let info: Info =
+        serde_json::from_str(info).map_err(|e| fail(format!("bad {META_KEY} metadata: {e}")))?;
+    let mut model = Model::with_shapes(info.layers, info.input, info.classes).map_err(fail)?;
     for t in model.params.iter_mut().chain(model.buffers.iter_mut()) {
         let v = st
             .tensor(&t.name)

@@ -189,13 +189,23 @@ impl Model {
         Model::build(layers, input, classes, Some(seed))
     }
 
+    /// The model with its shapes resolved and its parameters and buffers
+    /// left empty, for a checkpoint to fill.
+    pub fn with_shapes(
+        layers: Vec<LayerSpec>,
+        input: (usize, usize, usize),
+        classes: usize,
+    ) -> Result<Model, String> {
+        Model::build(layers, input, classes, None)
+    }
+
     /// Checks shapes and counts parameters without allocating them.
     pub fn check(
         layers: Vec<LayerSpec>,
         input: (usize, usize, usize),
         classes: usize,
     ) -> Result<usize, String> {
-        let m = Model::build(layers, input, classes, None)?;
+        let m = Model::with_shapes(layers, input, classes)?;
         Ok(m.params
             .iter()
             .map(|p| p.shape.iter().product::<usize>())

@@ -756,6 +756,38 @@ stages:
         assert!(d.message.contains("lies inside"), "{}", d.message);
     }
 
+    /// Values a kind refuses are reported at load, at the stage's params.
+    #[test]
+    fn kind_value_checks_are_located() {
+        let cases = [
+            ("download", "{sources: []}", "sources is empty"),
+            ("download", "{files: {a.gz: abc}}", "is not a SHA-256"),
+            ("preprocess", "{std: 0}", "std must be positive"),
+            (
+                "train",
+                "{epochs: 0}",
+                "epochs and batch_size must be at least 1",
+            ),
+            (
+                "train",
+                "{channels: [8, 8]}",
+                "this model has 3 convolutions",
+            ),
+            (
+                "evaluate",
+                "{batch_size: 0}",
+                "batch_size must be at least 1",
+            ),
+        ];
+        for (kind, params, want) in cases {
+            let d = diag(&format!(
+                "stages:\n  s:\n    kind: {kind}\n    params: {params}\n"
+            ));
+            assert!(d.message.contains(want), "{kind} {params}: {}", d.message);
+            assert_eq!(d.line, Some(4), "{kind} {params}");
+        }
+    }
+
     #[test]
     fn devices() {
         let d = diag("stages:\n  t:\n    kind: train\n    device: tpu\n");

@@ -64,9 +64,10 @@ fn variant_of(stage: &str) -> String {
     stage.split_once('@').map_or(stage, |(_, v)| v).to_string()
 }
 
+impl crate::kind::Params for CompareParams {}
+
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: CompareParams = serde_json::from_value(ctx.params.clone())
-        .map_err(|e| StageError::Params(e.to_string()))?;
+    let p: CompareParams = crate::kind::parse_params(ctx.params)?;
     let inputs: Vec<(&str, &PathBuf)> = ctx
         .inputs
         .iter()

@@ -101,14 +101,29 @@ fn render(file: &str, attempts: &[Attempt]) -> String {
     s
 }
 
-pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let params: DownloadParams = serde_json::from_value(ctx.params.clone())
-        .map_err(|e| StageError::Params(e.to_string()))?;
-    if params.sources.is_empty() {
-        return Err(StageError::Params(
-            "sources is empty: list at least one directory or URL".into(),
-        ));
+impl crate::kind::Params for DownloadParams {
+    fn validate(&self) -> Result<(), String> {
+        if self.sources.is_empty() {
+            return Err("sources is empty: list at least one directory or URL".into());
+        }
+        if self.timeout_s == 0 {
+            return Err("timeout_s must be at least 1".into());
+        }
+        match self
+            .files
+            .iter()
+            .find(|(_, h)| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            Some((name, h)) => Err(format!(
+                "files.{name}: `{h}` is not a SHA-256 (64 hexadecimal digits)"
+            )),
+            None => Ok(()),
+        }
     }
+}
+
+pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
+    let params: DownloadParams = crate::kind::parse_params(ctx.params)?;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(params.timeout_s))
         .timeout_read(Duration::from_secs(params.timeout_s))

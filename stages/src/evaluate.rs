@@ -91,12 +91,17 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageErro
     })
 }
 
-pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: EvaluateParams = serde_json::from_value(ctx.params.clone())
-        .map_err(|e| StageError::Params(e.to_string()))?;
-    if p.batch_size == 0 {
-        return Err(StageError::Params("batch_size must be at least 1".into()));
+impl crate::kind::Params for EvaluateParams {
+    fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("batch_size must be at least 1".into());
+        }
+        Ok(())
     }
+}
+
+pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
+    let p: EvaluateParams = crate::kind::parse_params(ctx.params)?;
     train::check_device(ctx.device.unwrap_or("cpu"))?;
     let (train_stage, train_dir) = input_dir(ctx, Kind::Train, "train")?;
     let (_, prep_dir) = input_dir(ctx, Kind::Preprocess, "preprocess")?;

@@ -155,15 +155,7 @@ impl Kind {
             },
             Kind::Download => typed_params::<crate::download::DownloadParams>(params),
             Kind::Preprocess => typed_params::<crate::preprocess::PreprocessParams>(params),
-            Kind::Train => {
-                let p = typed_params::<crate::train::TrainParams>(params)?;
-                let typed: crate::train::TrainParams =
-                    serde_json::from_value(p.clone()).map_err(|e| e.to_string())?;
-                typed.validate()?;
-                // Shapes are checked here, before anything runs (28x28 Fashion-MNIST images).
-                typed.check_model(28, 28)?;
-                Ok(p)
-            }
+            Kind::Train => typed_params::<crate::train::TrainParams>(params),
             Kind::Evaluate => typed_params::<crate::evaluate::EvaluateParams>(params),
             Kind::Compare => typed_params::<crate::compare::CompareParams>(params),
         }
@@ -185,17 +177,34 @@ impl Kind {
     }
 }
 
+/// A kind's typed parameters: checked when the pipeline is loaded (so a
+/// bad value is reported at its line in pipeline.yaml) and again when the
+/// stage runs.
+pub(crate) trait Params: serde::de::DeserializeOwned + Serialize {
+    /// Value checks that serde's types cannot express.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Deserializes `params` into a kind's typed parameters and back, so that the
-/// canonical form has every default filled in and unknown fields are refused.
-pub(crate) fn typed_params<T>(params: Value) -> Result<Value, String>
-where
-    T: serde::de::DeserializeOwned + Serialize,
-{
+/// canonical form has every default filled in, unknown fields are refused
+/// and values are checked.
+pub(crate) fn typed_params<T: Params>(params: Value) -> Result<Value, String> {
     let params = if params.is_null() {
         Value::Object(Default::default())
     } else {
         params
     };
     let typed: T = serde_json::from_value(params).map_err(|e| e.to_string())?;
+    typed.validate()?;
     serde_json::to_value(typed).map_err(|e| e.to_string())
+}
+
+/// The typed, checked parameters of a running stage.
+pub(crate) fn parse_params<T: Params>(params: &Value) -> Result<T, StageError> {
+    let typed: T =
+        serde_json::from_value(params.clone()).map_err(|e| StageError::Params(e.to_string()))?;
+    typed.validate().map_err(StageError::Params)?;
+    Ok(typed)
 }

@@ -89,15 +89,20 @@ fn find_input(ctx: &RunContext<'_>, name: &str) -> Result<PathBuf, StageError> {
         .unwrap_or_default())
 }
 
-pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let params: PreprocessParams = serde_json::from_value(ctx.params.clone())
-        .map_err(|e| StageError::Params(e.to_string()))?;
-    if params.std.is_nan() || params.std <= 0.0 {
-        return Err(StageError::Params(format!(
-            "std must be positive, got {}",
-            params.std
-        )));
+impl crate::kind::Params for PreprocessParams {
+    fn validate(&self) -> Result<(), String> {
+        if !self.mean.is_finite() {
+            return Err(format!("mean must be a number, got {}", self.mean));
+        }
+        if !(self.std.is_finite() && self.std > 0.0) {
+            return Err(format!("std must be positive, got {}", self.std));
+        }
+        Ok(())
     }
+}
+
+pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
+    let params: PreprocessParams = crate::kind::parse_params(ctx.params)?;
     let path = |n: &str| find_input(ctx, n);
     let progress = |m: &str, f: f64| {
         (ctx.progress)(crate::Progress {

@@ -135,7 +135,7 @@ impl TrainParams {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn check_values(&self) -> Result<(), String> {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be at least 1".into());
         }
@@ -246,10 +246,17 @@ pub fn tune_allocator() {
     }
 }
 
+impl crate::kind::Params for TrainParams {
+    /// Values, and the model's shapes for 28x28 Fashion-MNIST images, so a
+    /// layer that does not fit is refused before anything runs.
+    fn validate(&self) -> Result<(), String> {
+        self.check_values()?;
+        self.check_model(28, 28).map(|_| ())
+    }
+}
+
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: TrainParams = serde_json::from_value(ctx.params.clone())
-        .map_err(|e| StageError::Params(e.to_string()))?;
-    p.validate().map_err(StageError::Params)?;
+    let p: TrainParams = crate::kind::parse_params(ctx.params)?;
     let device = ctx.device.unwrap_or("cpu");
     check_device(device)?;
     let data = Dataset::read(&dataset_path(ctx)?).map_err(|e| StageError::Failed(e.to_string()))?;

@@ -199,7 +199,13 @@ impl HashCache {
     }
 }
 
-pub fn hash_reader(mut r: impl io::Read) -> io::Result<String> {
+/// The blake3 hash of everything `r` yields.
+pub fn hash_reader(r: impl io::Read) -> io::Result<String> {
+    copy_hashing(r, io::sink())
+}
+
+/// Copies `r` into `w`, returning the blake3 hash of what was copied.
+pub fn copy_hashing(mut r: impl io::Read, mut w: impl io::Write) -> io::Result<String> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -210,6 +216,7 @@ pub fn hash_reader(mut r: impl io::Read) -> io::Result<String> {
             Err(e) => return Err(e),
         };
         h.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
     }
     Ok(h.finalize().to_hex().to_string())
 }

@@ -275,24 +275,12 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown host".into())
 }
 
-/// Copies `src` to `dest`, returning the blake3 hash of what was copied.
+/// Copies `src` to `dest` (synced), returning the blake3 hash of what was copied.
 fn copy_hashing(src: &Path, dest: &Path) -> io::Result<String> {
-    let mut input = fs::File::open(src)?;
     let mut output = fs::File::create(dest)?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        output.write_all(&buf[..n])?;
-    }
+    let hash = crate::hash::copy_hashing(fs::File::open(src)?, &mut output)?;
     output.sync_all()?;
-    Ok(h.finalize().to_hex().to_string())
+    Ok(hash)
 }
 
 /// Renames, falling back to copy + remove across file systems.

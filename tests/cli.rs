@@ -582,3 +582,29 @@ fn full_disk_while_caching_is_reported_and_leaves_the_cache_consistent() {
     p.run(&["run"]).ok();
     assert_eq!(state_of(&p, "big").0, "fresh");
 }
+
+#[test]
+fn show_and_bench_explain_what_is_missing() {
+    let p = example();
+    let r = p.run(&["show"]).ok();
+    assert!(
+        r.stdout().contains("the pipeline has no compare stage"),
+        "{}",
+        r.stdout()
+    );
+    let r = p.run(&["bench", "--data", "missing.fmnd", "--no-torch"]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("missing.fmnd: cannot read"),
+        "{}",
+        r.stderr()
+    );
+    let r = p.run(&["bench", "--threads", "0"]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr()
+            .contains("--threads, --batches and --repeat must be at least 1"),
+        "{}",
+        r.stderr()
+    );
+}

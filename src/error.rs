@@ -98,6 +98,8 @@ pub enum Error {
     Locked { path: PathBuf, holder: String },
     #[error("{0}")]
     Cache(String),
+    #[error("the disk holding {} is full ({during})\n  help: free space there (or move settings.cache to a larger disk) and run again; stages that did not finish are recorded as stale and will rerun", path.display())]
+    DiskFull { path: PathBuf, during: String },
 }
 
 fn locked_message(path: &std::path::Path, holder: &str) -> String {
@@ -119,7 +121,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Pipeline(_) | Error::Usage(_) => exit::INVALID,
-            Error::Io { .. } | Error::Locked { .. } | Error::Cache(_) => exit::ENVIRONMENT,
+            Error::Io { .. } | Error::Locked { .. } | Error::Cache(_) | Error::DiskFull { .. } => {
+                exit::ENVIRONMENT
+            }
         }
     }
 }

@@ -5,12 +5,15 @@ use crate::events::{Event, Summary};
 use crate::fingerprint::DirtyReason;
 use crate::graph::Dag;
 use crate::hash::HashCache;
+use crate::ownership::{self, Refusal};
 use crate::plan::{Fp, Planner, State};
 use crate::spec::{Pipeline, Stage};
-use crate::store::{move_into_place, outputs_digest, Output, Record, RestoreError, Store};
+use crate::store::{
+    move_into_place, outputs_digest, remove_any, Output, Record, RestoreError, Store,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -241,6 +244,15 @@ fn process(
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
     let a = ctx.planner.assess(i, &input_list)?;
+    let failed = |error: String, log: Option<PathBuf>| {
+        send(Event::Failed {
+            stage: stage.name.clone(),
+            error,
+            tail: None,
+            log,
+        });
+        Ok(Outcome::Failed)
+    };
     let mut reason = match (&a.state, force) {
         (State::New, _) => "never run".to_string(),
         (_, true) => DirtyReason::Forced.to_string(),
@@ -254,7 +266,7 @@ fn process(
     };
     if let (State::Dirty(r), false, Some(record)) = (&a.state, force, &a.record) {
         if r.restorable() {
-            match restore(ctx, record) {
+            match restore(ctx, &stage.name, record) {
                 Ok(paths) => {
                     send(Event::Restored {
                         stage: stage.name.clone(),
@@ -263,6 +275,7 @@ fn process(
                     return Ok(Outcome::Restored(record.outputs_digest()));
                 }
                 Err(RestoreError::Io(e)) => return Err(e),
+                Err(RestoreError::Refused(refusal)) => return failed(refusal.to_string(), None),
                 Err(RestoreError::Missing | RestoreError::Corrupt) => {
                     let path = match r {
                         DirtyReason::OutputMissing { path, .. }
@@ -278,37 +291,86 @@ fn process(
             }
         }
     }
+    let fp = match ctx.planner.fingerprint(stage, inputs)? {
+        Fp::Ok(fp) => fp,
+        Fp::DepMissing(d) => {
+            return failed(format!("dep {d} does not exist; create it, or declare the stage that produces it as an output"), None);
+        }
+        Fp::DepUnreadable { path, error } => {
+            return failed(
+                format!("dep {path} cannot be read: {error}; fix its permissions or links, or remove it from the stage's deps"),
+                None,
+            );
+        }
+    };
+    // The tool only replaces what it can show it wrote.
+    let prev = ctx.store.record(&stage.name).ok().flatten();
+    if let Err(refusal) = check_outputs(ctx, stage, prev.as_ref()) {
+        return failed(refusal.to_string(), None);
+    }
     send(Event::Started {
         stage: stage.name.clone(),
         reason,
     });
     let t0 = Instant::now();
-    ctx.store.mark_incomplete(&stage.name)?;
-    let fp = match ctx.planner.fingerprint(stage, inputs)? {
-        Fp::Ok(fp) => fp,
-        Fp::DepMissing(d) => {
-            send(Event::Failed {
-                stage: stage.name.clone(),
-                error: format!("dep {d} does not exist; create it, or declare the stage that produces it as an output"),
-                tail: None,
-                log: None,
-            });
-            return Ok(Outcome::Failed);
-        }
+    // A cmd stage's outputs are cleared before it runs (so one it fails to
+    // write is caught); a built-in kind's are replaced once the new ones are whole.
+    let claimed: &[String] = if stage.kind.is_builtin() {
+        &[]
+    } else {
+        &stage.outs
     };
-    if let Err(e) = execute_stage(ctx, stage, threads, send) {
+    ctx.store.begin(&stage.name, &fp, claimed)?;
+    if let Err(e) = execute_stage(ctx, stage, prev.as_ref(), threads, send) {
+        ctx.store.end_failed(&stage.name)?;
+        let log = Some(ctx.store.log_path(&stage.name));
         let (error, tail, log) = match e {
-            StageFailure::Cmd(stages::cmd::CmdError::Exit { status, tail }) => (
-                stages::cmd::CmdError::Exit {
-                    status,
-                    tail: String::new(),
+            StageFailure::Cmd(stages::cmd::CmdError::Exit { status, tail }) => {
+                if let Some(full) = full_disk(ctx) {
+                    return Err(Error::DiskFull {
+                        path: full,
+                        during: format!("stage {} failed", stage.name),
+                    });
                 }
-                .to_string(),
-                Some(tail),
-                Some(ctx.store.log_path(&stage.name)),
-            ),
+                (
+                    stages::cmd::CmdError::Exit {
+                        status,
+                        tail: String::new(),
+                    }
+                    .to_string(),
+                    Some(tail),
+                    log,
+                )
+            }
             StageFailure::Cmd(other) => (other.to_string(), None, None),
-            StageFailure::Kind(e) => (e.to_string(), None, None),
+            StageFailure::Kind(stages::StageError::InputCorrupt { path, problem }) => {
+                let advice = invalidate_producer(ctx, stage, &path, &problem)?;
+                (
+                    format!(
+                        "input {} is corrupt: {problem}\n         {advice}",
+                        path.display()
+                    ),
+                    None,
+                    None,
+                )
+            }
+            StageFailure::Kind(stages::StageError::Io {
+                action,
+                path,
+                source,
+            }) if is_disk_full(&source) => {
+                return Err(Error::io(action, path, source));
+            }
+            StageFailure::Kind(e) => {
+                if let Some(full) = full_disk(ctx) {
+                    return Err(Error::DiskFull {
+                        path: full,
+                        during: format!("stage {} failed: {e}", stage.name),
+                    });
+                }
+                (e.to_string(), None, None)
+            }
+            StageFailure::Refused(r) => (r.to_string(), None, None),
             StageFailure::Env(e) => return Err(e),
         };
         send(Event::Failed {
@@ -323,26 +385,24 @@ fn process(
     let mut outputs = Vec::with_capacity(stage.outs.len());
     for o in &stage.outs {
         let path = ctx.planner.path(o);
-        match ctx
-            .planner
-            .hashes
-            .hash_path(&path)
-            .map_err(|e| Error::io("hash the output", &path, e))?
-        {
-            Some(tree) => outputs.push(Output {
-                path: o.clone(),
-                tree,
-            }),
-            None => {
-                send(Event::Failed {
-                    stage: stage.name.clone(),
-                    error: format!("the stage succeeded but did not produce its output {o}"),
-                    tail: None,
-                    log: Some(ctx.store.log_path(&stage.name)),
-                });
-                return Ok(Outcome::Failed);
+        let tree = match ctx.planner.hashes.hash_path(&path) {
+            Ok(Some(tree)) => tree,
+            Ok(None) => {
+                ctx.store.end_failed(&stage.name)?;
+                return failed(
+                    format!("the stage succeeded but did not produce its output {o}"),
+                    Some(ctx.store.log_path(&stage.name)),
+                );
             }
-        }
+            Err(e) => {
+                ctx.store.end_failed(&stage.name)?;
+                return failed(format!("its output {o} cannot be read: {e}"), None);
+            }
+        };
+        outputs.push(Output {
+            path: o.clone(),
+            tree,
+        });
     }
     for o in &outputs {
         let root = ctx.planner.path(&o.path);
@@ -357,10 +417,14 @@ fn process(
     }
     let record = Record {
         complete: true,
+        completed_once: true,
         hash: fp.hash(),
         fingerprint: fp,
         duration_s: t0.elapsed().as_secs_f64(),
         outputs,
+        claimed: Vec::new(),
+        running: None,
+        invalidated: None,
     };
     ctx.store.write_record(&stage.name, &record)?;
     send(Event::Finished {
@@ -370,31 +434,141 @@ fn process(
     Ok(Outcome::Ran(outputs_digest(&record.outputs)))
 }
 
+/// Every declared output of `stage` may be removed or replaced.
+fn check_outputs(ctx: &Ctx<'_>, stage: &Stage, prev: Option<&Record>) -> Result<(), Refusal> {
+    for o in &stage.outs {
+        let restorable = prev
+            .and_then(|r| r.outputs.iter().find(|x| x.path == *o))
+            .is_some_and(|x| x.tree.files.iter().all(|f| ctx.store.has_object(&f.hash)));
+        ownership::check(
+            ctx.planner.hashes,
+            &stage.name,
+            prev,
+            o,
+            &ctx.planner.path(o),
+            restorable,
+        )?;
+    }
+    Ok(())
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// The first of the places stages write to whose file system has no room
+/// left, if any: a stage that failed there most likely failed for that.
+fn full_disk(ctx: &Ctx<'_>) -> Option<PathBuf> {
+    let project = &ctx.pipeline.settings.project_dir;
+    let places = [
+        ctx.store.tmp_dir(),
+        project.join(&ctx.pipeline.settings.outputs),
+        project.to_path_buf(),
+    ];
+    places.into_iter().find(|p| {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: statvfs fills the struct we own; the path is a C string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        unsafe { libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_bavail == 0 }
+    })
+}
+
+/// A kind found a file of an upstream output corrupt. Its producer must
+/// not count as fresh: the file is checked again without the stat cache;
+/// if it no longer holds what the producer wrote, it is moved to the
+/// cache's quarantine (kept, not deleted) so the producer's own version is
+/// restored; otherwise the producer's record is invalidated so it reruns.
+/// Returns what the user is told.
+fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str) -> Result<String> {
+    let project = &ctx.pipeline.settings.project_dir;
+    let producer = stage
+        .needs
+        .iter()
+        .map(|&j| &ctx.pipeline.stages[j])
+        .find_map(|s| {
+            s.outs
+                .iter()
+                .find(|o| path.starts_with(project.join(o)))
+                .map(|o| (s, o))
+        });
+    let Some((producer, out)) = producer else {
+        return Ok("it is not the output of a stage this one needs; fix or replace it".into());
+    };
+    let out_path = project.join(out);
+    ctx.planner.hashes.forget(&out_path);
+    let record = ctx.store.record(&producer.name).ok().flatten();
+    let now = ctx.planner.hashes.hash_path(&out_path).ok().flatten();
+    let recorded = record
+        .as_ref()
+        .and_then(|r| r.outputs.iter().find(|o| o.path == *out));
+    match (now, recorded) {
+        (Some(now), Some(rec)) if now.hash != rec.tree.hash => {
+            let dest = quarantine(ctx, &producer.name, project, path)?;
+            Ok(format!(
+                "it no longer held what {} wrote: moved to {} (kept, not deleted); the next `fmnist-pipe run` restores {}'s own version",
+                producer.name,
+                dest.display(),
+                producer.name
+            ))
+        }
+        _ => {
+            let why = format!(
+                "{} found {} corrupt ({problem})",
+                stage.name,
+                path.strip_prefix(project).unwrap_or(path).display()
+            );
+            ctx.store.invalidate(&producer.name, &why)?;
+            Ok(format!(
+                "{} is marked stale; the next `fmnist-pipe run` rebuilds it",
+                producer.name
+            ))
+        }
+    }
+}
+
+/// Moves `path` under `cache/quarantine/<time>-<stage>/`, keeping its
+/// place relative to the project.
+fn quarantine(ctx: &Ctx<'_>, stage: &str, project: &Path, path: &Path) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let rel = path.strip_prefix(project).unwrap_or(path);
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    let dest = ctx
+        .store
+        .root()
+        .join("quarantine")
+        .join(format!("{secs}-{stage}"))
+        .join(rel);
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::io("create the quarantine directory", parent, e))?;
+    }
+    move_into_place(path, &dest).map_err(|e| Error::io("move into quarantine", path, e))?;
+    Ok(dest)
+}
+
 enum StageFailure {
     Cmd(stages::cmd::CmdError),
     Kind(stages::StageError),
+    Refused(Refusal),
     Env(Error),
 }
 
 fn remove_path(path: &Path) -> Result<(), Error> {
-    let r = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(_) => return Ok(()),
-    };
-    r.map_err(|e| Error::io("remove the old output", path, e))
+    remove_any(path).map_err(|e| Error::io("remove the old output", path, e))
 }
 
 fn execute_stage(
     ctx: &Ctx<'_>,
     stage: &Stage,
+    prev: Option<&Record>,
     threads: usize,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<(), StageFailure> {
     let project = &ctx.pipeline.settings.project_dir;
-    // A cmd stage's old outputs go first, so one it fails to write is
-    // caught. A built-in kind's output is replaced only once the new one is
-    // whole (below), so a failure leaves the last good one in place.
     for o in stage.outs.iter().filter(|_| !stage.kind.is_builtin()) {
         let path = project.join(o);
         remove_path(&path).map_err(StageFailure::Env)?;
@@ -455,6 +629,8 @@ fn execute_stage(
         progress: &progress,
     };
     stage.kind.run(&rc).map_err(StageFailure::Kind)?;
+    // Checked again: the old output may have been edited while the stage ran.
+    check_outputs(ctx, stage, prev).map_err(StageFailure::Refused)?;
     let dest = project.join(&stage.outs[0]);
     remove_path(&dest).map_err(StageFailure::Env)?;
     if let Some(parent) = dest.parent() {
@@ -465,22 +641,51 @@ fn execute_stage(
         .map_err(|e| StageFailure::Env(Error::io("move the output into place", &dest, e)))
 }
 
-fn restore(ctx: &Ctx<'_>, record: &Record) -> std::result::Result<Vec<String>, RestoreError> {
+/// Restores a stage's recorded outputs from the cache. Only what is
+/// missing is written; an output holding anything the stage did not write
+/// is refused, never overwritten.
+fn restore(
+    ctx: &Ctx<'_>,
+    stage: &str,
+    record: &Record,
+) -> std::result::Result<Vec<String>, RestoreError> {
     let mut restored = Vec::new();
     for o in &record.outputs {
         let root = ctx.planner.path(&o.path);
+        let refuse = |why| {
+            RestoreError::Refused(Refusal {
+                path: o.path.clone(),
+                stage: stage.to_string(),
+                why,
+                restorable: true,
+            })
+        };
         let now = ctx
             .planner
             .hashes
             .hash_path(&root)
-            .map_err(|e| RestoreError::Io(Error::io("hash the output", &root, e)))?;
-        if now.as_ref().is_some_and(|t| t.hash == o.tree.hash) {
-            continue;
-        }
-        if o.tree.is_dir {
-            remove_path(&root).map_err(RestoreError::Io)?;
-        }
-        for f in &o.tree.files {
+            .map_err(|e| refuse(ownership::Why::Unreadable(e.to_string())))?;
+        let present: Vec<&str> = match &now {
+            Some(t) if t.hash == o.tree.hash => continue,
+            Some(t) => match ownership::first_foreign(&o.tree, t) {
+                None => t.files.iter().map(|f| f.rel.as_str()).collect(),
+                Some(f) => {
+                    let file = if f.is_empty() {
+                        o.path.clone()
+                    } else {
+                        format!("{}/{f}", o.path)
+                    };
+                    return Err(refuse(ownership::Why::Modified(file)));
+                }
+            },
+            None => Vec::new(),
+        };
+        for f in o
+            .tree
+            .files
+            .iter()
+            .filter(|f| !present.contains(&f.rel.as_str()))
+        {
             let p = if f.rel.is_empty() {
                 root.clone()
             } else {

@@ -46,12 +46,10 @@ impl Fingerprint {
                 new: self.kind_version,
             });
         }
-        if let Some((path, old_v, new_v)) = diff_values(&old.params, &self.params, "") {
-            return Some(DirtyReason::ParamChanged {
-                path,
-                old: old_v,
-                new: new_v,
-            });
+        let mut changes = Vec::new();
+        diff_values(&old.params, &self.params, "", &mut changes);
+        if !changes.is_empty() {
+            return Some(DirtyReason::ParamsChanged(changes));
         }
         if self.device != old.device {
             return Some(DirtyReason::DeviceChanged {
@@ -102,12 +100,16 @@ fn diff_maps(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> 
         .map(|k| MapDiff::Removed(k.clone()))
 }
 
-/// The first differing leaf between two JSON values, as a dotted path.
-fn diff_values(
-    old: &Value,
-    new: &Value,
-    prefix: &str,
-) -> Option<(String, Option<Value>, Option<Value>)> {
+/// One parameter that differs between two runs (`None`: absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamChange {
+    pub path: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+/// Every differing leaf between two JSON values, as dotted paths in key order.
+fn diff_values(old: &Value, new: &Value, prefix: &str, out: &mut Vec<ParamChange>) {
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => {
             let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
@@ -120,18 +122,21 @@ fn diff_values(
                     format!("{prefix}.{k}")
                 };
                 match (o.get(k), n.get(k)) {
-                    (Some(a), Some(b)) => {
-                        if let Some(d) = diff_values(a, b, &path) {
-                            return Some(d);
-                        }
-                    }
-                    (a, b) => return Some((path, a.cloned(), b.cloned())),
+                    (Some(a), Some(b)) => diff_values(a, b, &path, out),
+                    (a, b) => out.push(ParamChange {
+                        path,
+                        old: a.cloned(),
+                        new: b.cloned(),
+                    }),
                 }
             }
-            None
         }
-        _ if old == new => None,
-        _ => Some((prefix.to_string(), Some(old.clone()), Some(new.clone()))),
+        _ if old == new => {}
+        _ => out.push(ParamChange {
+            path: prefix.to_string(),
+            old: Some(old.clone()),
+            new: Some(new.clone()),
+        }),
     }
 }
 
@@ -152,16 +157,17 @@ pub enum DirtyReason {
         old: String,
         new: String,
     },
-    ParamChanged {
-        path: String,
-        old: Option<Value>,
-        new: Option<Value>,
-    },
+    /// Every parameter that changed.
+    ParamsChanged(Vec<ParamChange>),
     OutsChanged,
     DepAdded(String),
     DepRemoved(String),
     DepChanged(String),
     DepMissing(String),
+    DepUnreadable {
+        path: String,
+        error: String,
+    },
     InputAdded(String),
     InputRemoved(String),
     InputChanged(String),
@@ -169,6 +175,15 @@ pub enum DirtyReason {
     UpstreamStale(String),
     /// The last run started but never recorded success.
     Interrupted,
+    /// A run is working on the stage now.
+    Running {
+        pid: u32,
+        host: String,
+        /// On another host, where it cannot be checked that it is alive.
+        elsewhere: bool,
+    },
+    /// A stage that read this stage's output found it corrupt.
+    Invalidated(String),
     RecordUnreadable,
     /// An output is missing or was modified in the workspace. `restorable`:
     /// the cache holds the recorded version.
@@ -176,9 +191,16 @@ pub enum DirtyReason {
         path: String,
         restorable: bool,
     },
+    /// An output holds something else than the stage wrote: the tool will
+    /// not delete it (see `ownership`). `restorable`: the cache holds the
+    /// stage's own version, restored once the path is cleared.
     OutputModified {
         path: String,
         restorable: bool,
+    },
+    OutputUnreadable {
+        path: String,
+        error: String,
     },
     CacheCorrupt(String),
     Forced,
@@ -193,15 +215,35 @@ impl DirtyReason {
             DirtyReason::OutputMissing {
                 restorable: true,
                 ..
-            } | DirtyReason::OutputModified {
-                restorable: true,
-                ..
             }
         )
     }
 }
 
+/// Longest parameter value shown in a reason; longer ones are cut.
+const SHOW_MAX: usize = 60;
+
 fn show(v: &Option<Value>) -> String {
+    let s = show_full(v);
+    if s.chars().count() <= SHOW_MAX {
+        return s;
+    }
+    let cut: String = s.chars().take(SHOW_MAX - 1).collect();
+    format!("{cut}… ({} characters)", s.chars().count())
+}
+
+impl fmt::Display for ParamChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = &self.path;
+        match (&self.old, &self.new) {
+            (None, new) => write!(f, "{path} added (= {})", show(new)),
+            (old, None) => write!(f, "{path} removed (was {})", show(old)),
+            (old, new) => write!(f, "{path} changed ({} => {})", show(old), show(new)),
+        }
+    }
+}
+
+fn show_full(v: &Option<Value>) -> String {
     match v {
         Some(Value::String(s)) => format!("{s:?}"),
         // Parameters held as f32 are widened to f64 in JSON: print them as
@@ -229,29 +271,36 @@ impl fmt::Display for DirtyReason {
             }
             CmdChanged => write!(f, "command changed"),
             DeviceChanged { old, new } => write!(f, "device changed ({old} => {new})"),
-            ParamChanged {
-                path,
-                old: None,
-                new,
-            } => write!(f, "param {path} added (= {})", show(new)),
-            ParamChanged {
-                path,
-                old,
-                new: None,
-            } => write!(f, "param {path} removed (was {})", show(old)),
-            ParamChanged { path, old, new } => {
-                write!(f, "param {path} changed ({} => {})", show(old), show(new))
+            ParamsChanged(changes) => {
+                let list: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                let word = if changes.len() == 1 { "param" } else { "params" };
+                write!(f, "{word} {}", list.join(", "))
             }
             OutsChanged => write!(f, "declared outputs changed"),
             DepAdded(p) => write!(f, "dep {p} added"),
             DepRemoved(p) => write!(f, "dep {p} removed"),
             DepChanged(p) => write!(f, "dep {p} changed"),
             DepMissing(p) => write!(f, "dep {p} does not exist"),
+            DepUnreadable { path, error } => write!(f, "dep {path} cannot be read: {error}"),
             InputAdded(s) => write!(f, "input {s} added"),
             InputRemoved(s) => write!(f, "input {s} removed"),
             InputChanged(s) => write!(f, "input {s} changed"),
             UpstreamStale(s) => write!(f, "input {s} is stale"),
             Interrupted => write!(f, "last run was interrupted or failed"),
+            Running {
+                pid,
+                host,
+                elsewhere: false,
+            } => write!(f, "running now (pid {pid} on {host})"),
+            Running {
+                pid,
+                host,
+                elsewhere: true,
+            } => write!(
+                f,
+                "started by pid {pid} on {host}, and not finished: running there, or interrupted"
+            ),
+            Invalidated(why) => write!(f, "invalidated: {why}"),
             RecordUnreadable => write!(f, "cache record unreadable"),
             OutputMissing {
                 path,
@@ -264,11 +313,12 @@ impl fmt::Display for DirtyReason {
             OutputModified {
                 path,
                 restorable: true,
-            } => write!(f, "output {path} modified (will be restored from cache)"),
+            } => write!(f, "output {path} modified since the stage wrote it (move it away; `run` then restores it from the cache)"),
             OutputModified {
                 path,
                 restorable: false,
-            } => write!(f, "output {path} modified"),
+            } => write!(f, "output {path} modified since the stage wrote it (move it away; `run` then reruns the stage)"),
+            OutputUnreadable { path, error } => write!(f, "output {path} cannot be read: {error}"),
             CacheCorrupt(p) => write!(f, "cache object for {p} corrupt"),
             Forced => write!(f, "forced"),
         }
@@ -315,6 +365,25 @@ mod tests {
             new.compare(&old).unwrap().to_string(),
             "param opt.beta changed (0.9 => 0.5)"
         );
+        let mut new = fp();
+        new.params["lr"] = json!(0.01);
+        new.params["opt"]["beta"] = json!(0.5);
+        new.params["huge"] = json!("x".repeat(200_000));
+        let text = new.compare(&old).unwrap().to_string();
+        assert!(
+            text.starts_with("params huge added (= \"xxxx"),
+            "every change named, in key order: {}",
+            &text[..80]
+        );
+        assert!(
+            text.contains("… (200002 characters)"),
+            "long values are cut"
+        );
+        assert!(
+            text.ends_with(", lr changed (0.001 => 0.01), opt.beta changed (0.9 => 0.5)"),
+            "{text}"
+        );
+        assert!(text.len() < 200, "{}", text.len());
         let mut new = fp();
         new.params["extra"] = json!("x");
         assert_eq!(

@@ -1,9 +1,12 @@
 //! Content hashes (blake3) of files and directories, with a stat cache so
 //! that unchanged large files are not re-read on every `status`.
 //!
-//! The stat cache only saves work: an entry is trusted when size, mtime and
-//! inode match and the file was not modified within a second of being
-//! hashed (a write in that window could leave the mtime unchanged).
+//! The stat cache only saves work: an entry is trusted when size, mtime,
+//! change time, inode and device all match, and the file had not changed
+//! within a second of being hashed (a write in that window could leave the
+//! times unchanged). The change time is the guard no program can forge:
+//! `touch -r` or `utime` set the modification time back, but setting it
+//! bumps the change time.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -38,9 +41,27 @@ pub struct Tree {
 struct StatEntry {
     size: u64,
     mtime_ns: i128,
+    /// Absent in entries written before change times were kept: such an
+    /// entry never matches, so the file is hashed again.
+    #[serde(default)]
+    ctime_ns: Option<i128>,
     ino: u64,
+    #[serde(default)]
+    dev: Option<u64>,
     hashed_at_ns: i128,
     hash: String,
+}
+
+impl StatEntry {
+    fn matches(&self, meta: &fs::Metadata) -> bool {
+        let ctime = ctime_ns(meta);
+        self.size == meta.len()
+            && self.mtime_ns == mtime_ns(meta)
+            && self.ctime_ns == Some(ctime)
+            && self.ino == meta.ino()
+            && self.dev == Some(meta.dev())
+            && self.hashed_at_ns - ctime.max(mtime_ns(meta)) > 1_000_000_000
+    }
 }
 
 pub struct HashCache {
@@ -57,6 +78,19 @@ fn now_ns() -> i128 {
 
 fn mtime_ns(m: &fs::Metadata) -> i128 {
     m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+}
+
+fn ctime_ns(m: &fs::Metadata) -> i128 {
+    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+}
+
+/// Entries are keyed by absolute path, so that one cache serves a project
+/// whichever directory fmnist-pipe is started from.
+fn key_of(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl HashCache {
@@ -97,17 +131,10 @@ impl HashCache {
 
     /// The blake3 hash of a regular file.
     pub fn hash_file(&self, path: &Path, meta: &fs::Metadata) -> io::Result<String> {
-        let key = path.to_string_lossy().into_owned();
-        let mtime = mtime_ns(meta);
+        let key = key_of(path);
         if let Ok(entries) = self.entries.lock() {
-            if let Some(e) = entries.get(&key) {
-                if e.size == meta.len()
-                    && e.mtime_ns == mtime
-                    && e.ino == meta.ino()
-                    && e.hashed_at_ns - mtime > 1_000_000_000
-                {
-                    return Ok(e.hash.clone());
-                }
+            if let Some(e) = entries.get(&key).filter(|e| e.matches(meta)) {
+                return Ok(e.hash.clone());
             }
         }
         let hashed_at_ns = now_ns();
@@ -118,8 +145,10 @@ impl HashCache {
                     key,
                     StatEntry {
                         size: meta.len(),
-                        mtime_ns: mtime,
+                        mtime_ns: mtime_ns(meta),
+                        ctime_ns: Some(ctime_ns(meta)),
                         ino: meta.ino(),
+                        dev: Some(meta.dev()),
                         hashed_at_ns,
                         hash: hash.clone(),
                     },
@@ -128,6 +157,31 @@ impl HashCache {
             }
         }
         Ok(hash)
+    }
+
+    /// Forgets every entry at or under `path`: the next hash reads the
+    /// files again (used when a stage found one of them corrupt).
+    pub fn forget(&self, path: &Path) {
+        let key = key_of(path);
+        let under = format!("{key}/");
+        if let Ok(mut entries) = self.entries.lock() {
+            let before = entries.len();
+            entries.retain(|k, _| *k != key && !k.starts_with(&under));
+            if entries.len() != before {
+                self.changed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Drops entries whose files no longer exist (`gc`).
+    pub fn prune(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            let before = entries.len();
+            entries.retain(|k, _| Path::new(k).exists());
+            if entries.len() != before {
+                self.changed.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Hashes a file or a directory (recursively, in name order). `None`
@@ -266,5 +320,64 @@ mod tests {
         let h2 = c.hash_path(&f).unwrap().unwrap().hash;
         assert_ne!(h1, h2);
         assert_eq!(h2, hash_bytes(b"two!"));
+    }
+
+    /// An edit that keeps the size and sets the modification time back
+    /// (as `touch -r` does) is still seen: the change time moved.
+    #[test]
+    fn same_size_edit_with_mtime_restored_is_seen() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        fs::write(&f, "aaaa").unwrap();
+        let past =
+            fs::metadata(&f).unwrap().modified().unwrap() - std::time::Duration::from_secs(10);
+        let set_mtime = || {
+            fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(past)
+                .unwrap()
+        };
+        set_mtime();
+        let c = HashCache::load(d.path().join("stat.json"));
+        c.hash_path(&f).unwrap();
+        // As if hashed long after the last change, so the entry is trusted;
+        // a marker hash shows when it is used.
+        for e in c.entries.lock().unwrap().values_mut() {
+            e.hashed_at_ns += 10_000_000_000;
+            e.hash = "from-the-stat-cache".into();
+        }
+        assert_eq!(
+            c.hash_path(&f).unwrap().unwrap().hash,
+            "from-the-stat-cache"
+        );
+        // Past the kernel's timestamp granularity (a few milliseconds).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::write(&f, "bbbb").unwrap();
+        set_mtime();
+        let m = fs::metadata(&f).unwrap();
+        assert_eq!(
+            (m.len(), m.modified().unwrap()),
+            (4, past),
+            "size and mtime as before"
+        );
+        assert_eq!(c.hash_path(&f).unwrap().unwrap().hash, hash_bytes(b"bbbb"));
+    }
+
+    #[test]
+    fn forget_drops_entries_under_a_path() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("o/sub")).unwrap();
+        fs::write(d.path().join("o/sub/a"), "x").unwrap();
+        fs::write(d.path().join("other"), "y").unwrap();
+        let c = HashCache::load(d.path().join("stat.json"));
+        c.hash_path(&d.path().join("o")).unwrap();
+        c.hash_path(&d.path().join("other")).unwrap();
+        assert_eq!(c.entries.lock().unwrap().len(), 2);
+        c.forget(&d.path().join("o"));
+        let left: Vec<String> = c.entries.lock().unwrap().keys().cloned().collect();
+        assert_eq!(left.len(), 1);
+        assert!(left[0].ends_with("other"));
     }
 }

@@ -12,6 +12,7 @@ pub mod execute;
 pub mod fingerprint;
 pub mod graph;
 pub mod hash;
+pub mod ownership;
 pub mod plan;
 pub mod reporter;
 pub mod spec;

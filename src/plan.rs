@@ -1,6 +1,6 @@
 //! Fresh, new or dirty: each stage's fingerprint against its record.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fingerprint::{DirtyReason, Fingerprint};
 use crate::hash::HashCache;
 use crate::spec::{Pipeline, Stage};
@@ -20,6 +20,7 @@ impl State {
         match self {
             State::Fresh => "fresh",
             State::New => "new",
+            State::Dirty(DirtyReason::Running { .. }) => "running",
             State::Dirty(_) => "dirty",
         }
     }
@@ -50,10 +51,22 @@ pub struct Planner<'a> {
     pub hashes: &'a HashCache,
 }
 
-/// The result of fingerprinting: a dep may be missing.
+/// The result of fingerprinting: a dep may be missing or unreadable.
 pub enum Fp {
     Ok(Fingerprint),
     DepMissing(String),
+    DepUnreadable { path: String, error: String },
+}
+
+impl Fp {
+    /// Why there is no fingerprint, as a reason.
+    fn reason(self) -> Result<Fingerprint, DirtyReason> {
+        match self {
+            Fp::Ok(fp) => Ok(fp),
+            Fp::DepMissing(d) => Err(DirtyReason::DepMissing(d)),
+            Fp::DepUnreadable { path, error } => Err(DirtyReason::DepUnreadable { path, error }),
+        }
+    }
 }
 
 impl Planner<'_> {
@@ -71,7 +84,12 @@ impl Planner<'_> {
                     deps.insert(d.clone(), t.hash);
                 }
                 Ok(None) => return Ok(Fp::DepMissing(d.clone())),
-                Err(e) => return Err(Error::io("hash the dep", path, e)),
+                Err(e) => {
+                    return Ok(Fp::DepUnreadable {
+                        path: d.clone(),
+                        error: e.to_string(),
+                    })
+                }
             }
         }
         Ok(Fp::Ok(Fingerprint {
@@ -100,16 +118,29 @@ impl Planner<'_> {
             Ok(r) => r,
             Err(_) => return Ok(dirty(DirtyReason::RecordUnreadable, None, None)),
         };
+        if let Some(runner) = record.as_ref().and_then(|r| r.running.as_ref()) {
+            let elsewhere = match runner.alive() {
+                Some(alive) => !alive,
+                None => true,
+            };
+            // A dead local runner is an interrupted run, handled below.
+            if runner.alive() != Some(false) {
+                let r = DirtyReason::Running {
+                    pid: runner.pid,
+                    host: runner.host.clone(),
+                    elsewhere,
+                };
+                return Ok(dirty(r, record, None));
+            }
+        }
         let known: Option<BTreeMap<String, String>> = inputs
             .iter()
             .map(|(n, d)| d.clone().map(|d| (n.clone(), d)))
             .collect();
+        let record = record.filter(|r| r.completed_once);
         let Some(record) = record else {
             let fp = match known {
-                Some(k) => match self.fingerprint(stage, k)? {
-                    Fp::Ok(fp) => Some(fp),
-                    Fp::DepMissing(_) => None,
-                },
+                Some(k) => self.fingerprint(stage, k)?.reason().ok(),
                 None => None,
             };
             return Ok(Assessment {
@@ -127,10 +158,17 @@ impl Planner<'_> {
                 .unwrap_or_default();
             return Ok(dirty(DirtyReason::UpstreamStale(stale), Some(record), None));
         };
-        let fp = match self.fingerprint(stage, known)? {
-            Fp::Ok(fp) => fp,
-            Fp::DepMissing(d) => return Ok(dirty(DirtyReason::DepMissing(d), Some(record), None)),
+        let fp = match self.fingerprint(stage, known)?.reason() {
+            Ok(fp) => fp,
+            Err(r) => return Ok(dirty(r, Some(record), None)),
         };
+        if let Some(why) = &record.invalidated {
+            return Ok(dirty(
+                DirtyReason::Invalidated(why.clone()),
+                Some(record),
+                Some(fp),
+            ));
+        }
         if !record.complete {
             return Ok(dirty(DirtyReason::Interrupted, Some(record), Some(fp)));
         }
@@ -139,21 +177,28 @@ impl Planner<'_> {
         }
         for o in &record.outputs {
             let path = self.path(&o.path);
-            let now = self
-                .hashes
-                .hash_path(&path)
-                .map_err(|e| Error::io("hash the output", &path, e))?;
             let restorable = || o.tree.files.iter().all(|f| self.store.has_object(&f.hash));
-            let reason = match now {
-                None => DirtyReason::OutputMissing {
+            let reason = match self.hashes.hash_path(&path) {
+                Err(e) => DirtyReason::OutputUnreadable {
+                    path: o.path.clone(),
+                    error: e.to_string(),
+                },
+                Ok(None) => DirtyReason::OutputMissing {
                     path: o.path.clone(),
                     restorable: restorable(),
                 },
-                Some(t) if t.hash != o.tree.hash => DirtyReason::OutputModified {
+                Ok(Some(t)) if t.hash == o.tree.hash => continue,
+                // Files gone from a directory, nothing else changed: restorable.
+                Ok(Some(t)) if crate::ownership::first_foreign(&o.tree, &t).is_none() => {
+                    DirtyReason::OutputMissing {
+                        path: o.path.clone(),
+                        restorable: restorable(),
+                    }
+                }
+                Ok(Some(_)) => DirtyReason::OutputModified {
                     path: o.path.clone(),
                     restorable: restorable(),
                 },
-                Some(_) => continue,
             };
             let digest = reason.restorable().then(|| record.outputs_digest());
             let mut a = dirty(reason, Some(record), Some(fp));

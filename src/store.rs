@@ -23,10 +23,69 @@ pub struct Record {
     /// False from the moment the stage starts until it has succeeded and
     /// its outputs are stored: a killed run leaves `false` behind.
     pub complete: bool,
+    /// False while the stage has never completed (its record only says
+    /// that a run started).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub completed_once: bool,
     pub hash: String,
     pub fingerprint: Fingerprint,
+    /// What the last complete run wrote.
     pub outputs: Vec<Output>,
     pub duration_s: f64,
+    /// Outputs the tool cleared when the current (incomplete) run started:
+    /// whatever is there now was written by that run, so it may go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claimed: Vec<String>,
+    /// The process running the stage, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<Runner>,
+    /// Set when another stage found this stage's output corrupt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidated: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A process, identified across pid reuse by its start time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runner {
+    pub pid: u32,
+    pub host: String,
+    /// Start time in clock ticks since boot (/proc/<pid>/stat, field 22).
+    pub start_ticks: u64,
+}
+
+impl Runner {
+    pub fn me() -> Runner {
+        let pid = std::process::id();
+        Runner {
+            pid,
+            host: hostname(),
+            start_ticks: start_ticks(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether this process is alive now. `None` when it runs on another
+    /// host, where this cannot be told.
+    pub fn alive(&self) -> Option<bool> {
+        if self.host != hostname() {
+            return None;
+        }
+        Some(start_ticks(self.pid).is_some_and(|t| t == self.start_ticks))
+    }
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,11 +116,15 @@ pub fn outputs_digest(outputs: &[Output]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unreadable;
 
-/// Why an object could not be restored.
+/// Why an output could not be restored.
 #[derive(Debug)]
 pub enum RestoreError {
+    /// The cache does not hold the object.
     Missing,
+    /// The object's content no longer matches its hash (it was removed).
     Corrupt,
+    /// The path holds something the stage did not write.
+    Refused(crate::ownership::Refusal),
     Io(Error),
 }
 
@@ -125,16 +188,113 @@ impl Store {
 
     /// Invalidates before running: whatever happens next, the stage no
     /// longer claims to be fresh until [`Store::write_record`] says so.
-    pub fn mark_incomplete(&self, stage: &str) -> Result<()> {
-        let path = self.record_path(stage);
+    /// The record names this process as the runner, and `claimed` the
+    /// outputs the tool is about to clear. What the last complete run wrote
+    /// stays in the record (it can still be restored or recognised).
+    pub fn begin(&self, stage: &str, fp: &Fingerprint, claimed: &[String]) -> Result<()> {
+        let mut r = match self.record(stage) {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(Unreadable) => Record {
+                complete: false,
+                completed_once: false,
+                hash: fp.hash(),
+                fingerprint: fp.clone(),
+                outputs: Vec::new(),
+                duration_s: 0.0,
+                claimed: Vec::new(),
+                running: None,
+                invalidated: None,
+            },
+        };
+        r.complete = false;
+        r.invalidated = None;
+        r.running = Some(Runner::me());
+        for c in claimed {
+            if !r.claimed.contains(c) {
+                r.claimed.push(c.clone());
+            }
+        }
+        self.write_record(stage, &r)
+    }
+
+    /// The stage failed: it no longer runs (its record stays incomplete).
+    pub fn end_failed(&self, stage: &str) -> Result<()> {
         match self.record(stage) {
-            Ok(Some(mut r)) if r.complete => {
-                r.complete = false;
+            Ok(Some(mut r)) if r.running.is_some() => {
+                r.running = None;
                 self.write_record(stage, &r)
             }
-            Ok(_) => Ok(()),
-            Err(Unreadable) => fs::remove_file(&path)
-                .map_err(|e| Error::io("remove the unreadable record", &path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Another stage found this stage's output corrupt: it must run again.
+    pub fn invalidate(&self, stage: &str, why: &str) -> Result<()> {
+        match self.record(stage) {
+            Ok(Some(mut r)) => {
+                r.complete = false;
+                r.invalidated = Some(why.to_string());
+                self.write_record(stage, &r)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The names of every stage with a record, sorted.
+    pub fn recorded_stages(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join("stages"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Removes a stage's record and log (`gc`).
+    pub fn forget_stage(&self, stage: &str) -> Result<()> {
+        for p in [self.record_path(stage), self.log_path(stage)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object in the cache: (hash, size in bytes).
+    pub fn objects(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for d in fs::read_dir(self.root.join("objects"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let prefix = d.file_name().to_string_lossy().into_owned();
+            for f in fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                let size = f.metadata().map_or(0, |m| m.len());
+                out.push((format!("{prefix}{}", f.file_name().to_string_lossy()), size));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn remove_object(&self, hash: &str) -> Result<()> {
+        let p = self.object_path(hash);
+        match fs::remove_file(&p) {
+            Ok(()) => {
+                if let Some(parent) = p.parent() {
+                    let _ = fs::remove_dir(parent);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove the cache object", &p, e)),
         }
     }
 
@@ -283,14 +443,64 @@ fn copy_hashing(src: &Path, dest: &Path) -> io::Result<String> {
     Ok(hash)
 }
 
-/// Renames, falling back to copy + remove across file systems.
+/// Moves `src` (a file or a directory) to `dest`, which must not exist.
+/// A rename on one file system; across file systems (a cache or outputs
+/// directory on another disk), a copy into a hidden sibling of `dest`,
+/// synced, then renamed into place, so `dest` appears whole or not at all.
 pub fn move_into_place(src: &Path, dest: &Path) -> io::Result<()> {
     match fs::rename(src, dest) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            fs::copy(src, dest)?;
-            fs::remove_file(src)
+            let tmp = sibling_tmp(dest);
+            let copied = copy_tree(src, &tmp).and_then(|()| fs::rename(&tmp, dest));
+            if let Err(e) = copied {
+                let _ = remove_any(&tmp);
+                return Err(e);
+            }
+            remove_any(src)
         }
+        Err(e) => Err(e),
+    }
+}
+
+fn sibling_tmp(dest: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(
+        ".{name}.fmnist-pipe-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Copies a file, a symlink or a directory tree, syncing what it writes.
+fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dest)
+    } else if meta.is_dir() {
+        fs::create_dir(dest)?;
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dest.join(entry.file_name()))?;
+        }
+        fs::set_permissions(dest, meta.permissions())
+    } else {
+        fs::copy(src, dest)?;
+        fs::File::open(dest)?.sync_all()
+    }
+}
+
+/// Removes a file, a symlink (not its target) or a directory tree.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -389,17 +599,66 @@ mod tests {
         };
         let r = Record {
             complete: true,
+            completed_once: true,
             hash: fp.hash(),
-            fingerprint: fp,
+            fingerprint: fp.clone(),
             outputs: vec![],
             duration_s: 0.0,
+            claimed: vec![],
+            running: None,
+            invalidated: None,
         };
         store.write_record("a@b", &r).unwrap();
-        store.mark_incomplete("a@b").unwrap();
-        assert!(!store.record("a@b").unwrap().unwrap().complete);
+        store.begin("a@b", &fp, &["o".into()]).unwrap();
+        let r = store.record("a@b").unwrap().unwrap();
+        assert!(!r.complete && r.completed_once);
+        assert_eq!(r.claimed, ["o"]);
+        assert_eq!(r.running.as_ref().unwrap().alive(), Some(true));
+        store.end_failed("a@b").unwrap();
+        assert!(store.record("a@b").unwrap().unwrap().running.is_none());
         fs::write(store.record_path("x"), "{not json").unwrap();
         assert!(store.record("x").is_err());
-        store.mark_incomplete("x").unwrap();
-        assert!(store.record("x").unwrap().is_none());
+        store.begin("x", &fp, &[]).unwrap();
+        let r = store.record("x").unwrap().unwrap();
+        assert!(
+            !r.complete && !r.completed_once,
+            "a stub, not the unreadable record"
+        );
+        assert_eq!(store.recorded_stages(), ["a@b", "x"]);
+    }
+
+    #[test]
+    fn a_dead_runner_is_not_alive() {
+        let mut me = Runner::me();
+        assert_eq!(me.alive(), Some(true));
+        me.start_ticks += 1;
+        assert_eq!(
+            me.alive(),
+            Some(false),
+            "same pid, another start: pid reused"
+        );
+        me.host = "elsewhere".into();
+        assert_eq!(me.alive(), None);
+    }
+
+    #[test]
+    fn moving_a_tree_by_copy_keeps_it_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/a"), "a").unwrap();
+        fs::write(src.join("b"), "b").unwrap();
+        let dest = d.path().join("dest");
+        copy_tree(&src, &sibling_tmp(&dest)).unwrap();
+        let tmp = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(".dest.fmnist-pipe-"))
+            .unwrap();
+        fs::rename(&tmp, &dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("sub/a")).unwrap(), "a");
+        assert_eq!(fs::read_to_string(dest.join("b")).unwrap(), "b");
+        remove_any(&dest).unwrap();
+        assert!(!dest.exists());
     }
 }

@@ -40,9 +40,9 @@ pub struct RawStage {
     #[serde(default)]
     pub needs: Vec<String>,
     #[serde(default)]
-    pub params: Option<Map<String, Value>>,
+    pub params: Option<ParamMap>,
     #[serde(default)]
-    pub variants: Option<OrderedMap<Option<Map<String, Value>>>>,
+    pub variants: Option<OrderedMap<Option<ParamMap>>>,
     #[serde(default)]
     pub foreach: Option<String>,
     #[serde(default)]
@@ -85,9 +85,107 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
     }
 }
 
+/// A mapping of parameters as JSON values. Built by hand rather than with
+/// `serde_json::Value`'s own visitor, which turns `.nan` and `.inf` into
+/// `null` silently; here they are refused at their line.
+#[derive(Debug, Clone, Default)]
+pub struct ParamMap(pub Map<String, Value>);
+
+struct ParamValue(Value);
+
+impl<'de> Deserialize<'de> for ParamMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match ParamValue::deserialize(d)?.0 {
+            Value::Object(m) => Ok(ParamMap(m)),
+            Value::Null => Ok(ParamMap::default()),
+            other => Err(de::Error::custom(format!(
+                "expected a mapping of parameters, found {other}"
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ParamValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ParamValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a parameter value")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> std::result::Result<ParamValue, E> {
+                Ok(ParamValue(Value::Bool(b)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<ParamValue, E> {
+                Ok(ParamValue(n.into()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<ParamValue, E> {
+                Ok(ParamValue(n.into()))
+            }
+            fn visit_f64<E: de::Error>(self, x: f64) -> std::result::Result<ParamValue, E> {
+                serde_json::Number::from_f64(x)
+                    .map(|n| ParamValue(Value::Number(n)))
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "`{x}` is not a finite number; parameters must be finite (write it as a string if it is not a number)"
+                        ))
+                    })
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<ParamValue, E> {
+                Ok(ParamValue(Value::String(s.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> std::result::Result<ParamValue, E> {
+                Ok(ParamValue(Value::String(s)))
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<ParamValue, E> {
+                Ok(ParamValue(Value::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> std::result::Result<ParamValue, E> {
+                Ok(ParamValue(Value::Null))
+            }
+            fn visit_some<D2: Deserializer<'de>>(
+                self,
+                d: D2,
+            ) -> std::result::Result<ParamValue, D2::Error> {
+                ParamValue::deserialize(d)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<ParamValue, A::Error> {
+                let mut out = Vec::new();
+                while let Some(ParamValue(v)) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(ParamValue(Value::Array(out)))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<ParamValue, A::Error> {
+                let mut out = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let ParamValue(v) = map.next_value()?;
+                    out.insert(key, v);
+                }
+                Ok(ParamValue(Value::Object(out)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Reads and parses the pipeline file at `path`, returning its text too
 /// (later phases point into it).
 pub fn load(path: &Path) -> Result<(RawPipeline, String)> {
+    if path.is_dir() {
+        return Err(Diagnostic::new(path, "is a directory, not a pipeline file")
+            .help(format!(
+                "pass the file itself, e.g. --file {}",
+                path.join("pipeline.yaml").display()
+            ))
+            .into());
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -198,6 +296,31 @@ mod tests {
     fn syntax_error_is_located() {
         let d = err("stages:\n  a: [1, 2\n");
         assert!(d.line.is_some(), "{d}");
+    }
+
+    #[test]
+    fn non_finite_params_are_refused_at_their_line() {
+        for v in [".nan", ".inf", "-.inf", ".NaN"] {
+            let d = err(&format!(
+                "stages:\n  a:\n    kind: cmd\n    cmd: x\n    params:\n      lr: {v}\n"
+            ));
+            assert!(
+                d.message.contains("not a finite number"),
+                "{v}: {}",
+                d.message
+            );
+            assert_eq!(d.line, Some(6), "{v}");
+        }
+        let p = parse(
+            Path::new("p.yaml"),
+            "stages:\n  a:\n    kind: cmd\n    cmd: x\n    params: {lr: 0.5, n: 3, s: nan, l: [1, {b: null}]}\n",
+        )
+        .unwrap();
+        let params = &p.stages.0[0].1.params.as_ref().unwrap().0;
+        assert_eq!(
+            Value::Object(params.clone()),
+            serde_json::json!({"lr": 0.5, "n": 3, "s": "nan", "l": [1, {"b": null}]})
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod load;
 mod locate;
+pub mod protect;
 mod resolve;
 mod subst;
 

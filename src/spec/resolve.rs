@@ -3,6 +3,7 @@
 
 use super::load::{RawPipeline, RawStage};
 use super::locate::locate;
+use super::protect::Protected;
 use super::subst::{substitute, Vars};
 use crate::error::{Diagnostic, Result};
 use serde_json::{Map, Value};
@@ -17,7 +18,7 @@ pub struct Settings {
     /// The directory holding the pipeline file; every relative path in it
     /// is relative to this directory.
     pub project_dir: PathBuf,
-    /// The cache directory, relative to the project directory.
+    /// The cache directory, relative to the project directory or absolute.
     pub cache: String,
     /// Where built-in kinds put their outputs, relative to the project.
     pub outputs: String,
@@ -124,10 +125,49 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     };
 
     let s = &raw.settings;
-    let cache = normalize(s.cache.as_deref().unwrap_or("cache"))
-        .map_err(|m| err(&["settings", "cache"], format!("settings.cache: {m}")))?;
+    let cache = s.cache.as_deref().unwrap_or("cache");
+    // An absolute cache may sit on another disk, or be shared.
+    let cache = if Path::new(cache).is_absolute() {
+        super::protect::physical(Path::new(cache))
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| err(&["settings", "cache"], "settings.cache is not UTF-8".into()))?
+    } else {
+        normalize(cache).map_err(|m| err(&["settings", "cache"], format!("settings.cache: {m}")))?
+    };
     let outputs = normalize(s.outputs.as_deref().unwrap_or("outputs"))
         .map_err(|m| err(&["settings", "outputs"], format!("settings.outputs: {m}")))?;
+    let protected = Protected::new(&project_dir, file, &cache, &outputs);
+    // When the two collide, blame the one the file sets (outputs if both).
+    let cache_check = |protected: &Protected| -> Result<()> {
+        if let Some(why) = protected.refuse_cache() {
+            return Err(err(
+                &["settings", "cache"],
+                format!("settings.cache `{cache}` {why}"),
+            )
+            .help("give the cache a directory of its own (the default is `cache`)")
+            .into());
+        }
+        Ok(())
+    };
+    let outputs_check = |protected: &Protected| -> Result<()> {
+        if let Some(why) = protected.refuse_outputs() {
+            return Err(err(
+                &["settings", "outputs"],
+                format!("settings.outputs `{outputs}` {why}"),
+            )
+            .help("give the outputs a directory of their own (the default is `outputs`)")
+            .into());
+        }
+        Ok(())
+    };
+    if s.outputs.is_some() {
+        outputs_check(&protected)?;
+        cache_check(&protected)?;
+    } else {
+        cache_check(&protected)?;
+        outputs_check(&protected)?;
+    }
     let jobs = match s.jobs {
         Some(0) => {
             return Err(err(
@@ -219,7 +259,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
             )
             .into());
         }
-        let given = Value::Object(rs.params.clone().unwrap_or_default());
+        let given = Value::Object(rs.params.clone().map(|p| p.0).unwrap_or_default());
         let params = rs.kind.normalize_params(given).map_err(|m| {
             // Point at the offending key when the message names one.
             let mut path = at("params");
@@ -254,7 +294,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
                     let vpath = ["stages", name.as_str(), "variants", vname.as_str()];
                     check_name(vname)
                         .map_err(|m| err(&vpath, format!("variant name `{vname}` {m}")))?;
-                    let over = over.clone().unwrap_or_default();
+                    let over = over.clone().map(|p| p.0).unwrap_or_default();
                     let mut merged = params.clone();
                     merge_override(&mut merged, &over, "").map_err(|(key, known)| {
                         let mut p = vpath.to_vec();
@@ -387,20 +427,34 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
                     )
                     .help("outputs must be inside the project directory")
                 })?;
-                if o == settings.cache
-                    || o.starts_with(&format!("{}/", settings.cache))
-                    || settings.cache.starts_with(&format!("{o}/"))
-                {
+                outs.push(o);
+            }
+            for o in &outs {
+                // The tool deletes an output before its stage reruns.
+                let field = if b.raw.kind.is_builtin() {
+                    "kind"
+                } else {
+                    "outs"
+                };
+                if let Some(why) = protected.refuse(&settings.project_dir.join(o)) {
                     return Err(err(
-                        &["stages", b.name, "outs"],
-                        format!(
-                            "stage `{}`: output `{o}` overlaps the cache directory `{}`",
-                            b.name, settings.cache
-                        ),
+                        &["stages", b.name, field],
+                        format!("stage `{name}`: output `{o}` {why}; a stage's outputs are deleted before it reruns"),
                     )
+                    .help("give the stage a path of its own for what it writes, e.g. `out/{name}.txt`")
                     .into());
                 }
-                outs.push(o);
+                if let Some(d) = deps
+                    .iter()
+                    .find(|d| *d == o || Path::new(d.as_str()).starts_with(o.as_str()))
+                {
+                    return Err(err(
+                        &["stages", b.name, field],
+                        format!("stage `{name}`: output `{o}` holds its own dep `{d}`, which would be deleted before the stage runs"),
+                    )
+                    .help("write the result to another path than the stage reads")
+                    .into());
+                }
             }
             stages.push(Stage {
                 name,
@@ -534,10 +588,21 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     })
 }
 
-/// Names become file names and `@`-joined stage names.
+/// Longest stage or variant name: names become file names.
+const MAX_NAME: usize = 100;
+
+/// Names become file and directory names (`outputs/<name>`,
+/// `cache/stages/<name>.json`) and `@`-joined stage names: no separators,
+/// nothing hidden, never `.` or `..`.
 fn check_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {
         return Err("is empty".into());
+    }
+    if name.starts_with('.') {
+        return Err("starts with `.`: names become file names, and `.`, `..` and hidden names are refused; start with a letter or digit".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("is longer than {MAX_NAME} characters"));
     }
     if let Some(c) = name
         .chars()

@@ -31,7 +31,8 @@ fn describe(status: &ExitStatus) -> String {
     }
 }
 
-/// Runs `cmd` with `sh -c` in `dir`, stdout and stderr both appended to
+/// Runs `cmd` with `sh -c` in `dir` (its own process group, see
+/// [`crate::process`]), stdout and stderr both appended to
 /// `log` (interleaved as written). On failure the error carries the last
 /// [`TAIL_LINES`] lines of output.
 pub fn run_shell(
@@ -57,9 +58,8 @@ pub fn run_shell(
     for (k, v) in env {
         command.env(k, v);
     }
-    let status = command
-        .spawn()
-        .and_then(|mut child| child.wait())
+    let status = crate::process::spawn(&mut command)
+        .and_then(|(mut child, _registered)| child.wait())
         .map_err(CmdError::Spawn)?;
     if status.success() {
         Ok(())

@@ -93,12 +93,15 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let mut preds = Vec::new();
     for (_, dir) in &inputs {
         let path = dir.join(evaluate::METRICS_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| StageError::io("read", &path, e))?;
-        let r: EvalReport = serde_json::from_slice(&bytes)
-            .map_err(|e| fail(format!("{}: {e}; rerun the evaluate stage", path.display())))?;
+        let bytes = std::fs::read(&path).map_err(|e| StageError::corrupt(&path, e))?;
+        let r: EvalReport =
+            serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(&path, e))?;
         reports.push(r);
-        preds
-            .push(evaluate::read_predictions(&dir.join(evaluate::PREDICTIONS_FILE)).map_err(fail)?);
+        let pred_path = dir.join(evaluate::PREDICTIONS_FILE);
+        preds.push(
+            evaluate::read_predictions(&pred_path)
+                .map_err(|e| StageError::corrupt(&pred_path, e))?,
+        );
     }
     (ctx.progress)(Progress {
         message: format!("{} variants", variants.len()),

@@ -81,14 +81,10 @@ fn input_dir(
     }
 }
 
+/// Reads a JSON file of an upstream stage's output.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageError> {
-    let bytes = std::fs::read(path).map_err(|e| StageError::io("read", path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        fail(format!(
-            "{}: {e}; rerun the stage that wrote it",
-            path.display()
-        ))
-    })
+    let bytes = std::fs::read(path).map_err(|e| StageError::corrupt(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(path, e))
 }
 
 impl crate::kind::Params for EvaluateParams {
@@ -105,11 +101,13 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     train::check_device(ctx.device.unwrap_or("cpu"))?;
     let (train_stage, train_dir) = input_dir(ctx, Kind::Train, "train")?;
     let (_, prep_dir) = input_dir(ctx, Kind::Preprocess, "preprocess")?;
-    let data = Dataset::read(&prep_dir.join(crate::preprocess::DATASET_FILE)).map_err(fail)?;
+    let data = Dataset::read(&prep_dir.join(crate::preprocess::DATASET_FILE))
+        .map_err(|e| StageError::corrupt(e.path, e.problem))?;
     let test = data
         .split("test")
         .ok_or_else(|| fail("the dataset has no test split"))?;
-    let mut model = checkpoint::load(&train_dir.join(train::WEIGHTS_FILE)).map_err(fail)?;
+    let weights = train_dir.join(train::WEIGHTS_FILE);
+    let mut model = checkpoint::load(&weights).map_err(|e| StageError::corrupt(&weights, e))?;
     let summary: TrainSummary = read_json(&train_dir.join(train::SUMMARY_FILE))?;
     let history: Vec<train::EpochRecord> = read_json(&train_dir.join(train::HISTORY_FILE))?;
     (ctx.progress)(Progress {
@@ -233,11 +231,7 @@ pub fn read_predictions(path: &Path) -> Result<Vec<(u8, u8)>, String> {
             let parse = |s: Option<&str>| s.and_then(|s| s.parse::<u8>().ok());
             match (parse(f.next()), parse(f.next())) {
                 (Some(y), Some(p)) => Ok((y, p)),
-                _ => Err(format!(
-                    "{}: line {} is malformed; rerun the evaluate stage",
-                    path.display(),
-                    i + 2
-                )),
+                _ => Err(format!("{}: line {} is malformed", path.display(), i + 2)),
             }
         })
         .collect()
@@ -306,7 +300,10 @@ mod tests {
         let e = ctx_run(&train_dir, &prep_dir, &out)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("model.safetensors: cannot read"), "{e}");
+        assert!(
+            e.contains("model.safetensors is corrupt: cannot read"),
+            "{e}"
+        );
         std::fs::write(
             train_dir.join(train::WEIGHTS_FILE),
             b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}",
@@ -316,7 +313,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("model.safetensors: not a valid safetensors file"),
+            e.contains("model.safetensors is corrupt: not a valid safetensors file"),
             "{e}"
         );
         assert_eq!(

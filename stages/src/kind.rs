@@ -72,9 +72,20 @@ pub enum StageError {
         #[source]
         source: std::io::Error,
     },
+    /// A file of an upstream stage's output cannot be used: the orchestrator
+    /// invalidates that stage so that the next run rebuilds it.
+    #[error("input {path} is corrupt: {problem}")]
+    InputCorrupt { path: PathBuf, problem: String },
 }
 
 impl StageError {
+    pub fn corrupt(path: impl Into<PathBuf>, problem: impl ToString) -> Self {
+        StageError::InputCorrupt {
+            path: path.into(),
+            problem: problem.to_string(),
+        }
+    }
+
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StageError::Io {
             action,

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod nn;
 pub mod plots;
 pub mod preprocess;
+pub mod process;
 pub mod train;
 
 pub use kind::{Input, Kind, Progress, RunContext, StageError};

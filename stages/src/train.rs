@@ -259,7 +259,8 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let p: TrainParams = crate::kind::parse_params(ctx.params)?;
     let device = ctx.device.unwrap_or("cpu");
     check_device(device)?;
-    let data = Dataset::read(&dataset_path(ctx)?).map_err(|e| StageError::Failed(e.to_string()))?;
+    let data =
+        Dataset::read(&dataset_path(ctx)?).map_err(|e| StageError::corrupt(e.path, e.problem))?;
     let mut model = p.model(data.rows, data.cols).map_err(StageError::Params)?;
     (ctx.progress)(Progress {
         message: format!("{} parameters", model.parameter_count()),

@@ -120,34 +120,48 @@ impl Dataset {
         b
     }
 
+    /// Reads and checks a dataset file. The header is checked first and
+    /// says how long the file must be, so a wrong file (or `/dev/zero`) is
+    /// refused before its bulk is read.
     pub fn read(path: &Path) -> Result<Dataset, DatasetError> {
-        let bytes = std::fs::read(path).map_err(|e| DatasetError {
-            path: path.into(),
-            problem: format!("cannot read: {e}"),
-        })?;
-        Dataset::from_bytes(&bytes).map_err(|problem| DatasetError {
+        use std::io::Read;
+        let err = |problem: String| DatasetError {
             path: path.into(),
             problem,
-        })
+        };
+        let mut f = std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let meta = f.metadata().map_err(|e| err(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(err("not a regular file".into()));
+        }
+        let mut bytes = Vec::new();
+        let expected = expected_len(&mut f, &mut bytes).map_err(err)?;
+        if meta.len() != expected {
+            return Err(err(format!(
+                "{} bytes where its header promises {expected}: the file is truncated or damaged",
+                meta.len()
+            )));
+        }
+        f.take(expected - bytes.len() as u64)
+            .read_to_end(&mut bytes)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        Dataset::from_bytes(&bytes).map_err(err)
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Dataset, String> {
         if b.len() < 8 + 32 || &b[..8] != MAGIC {
-            return Err(
-                "not a preprocessed dataset (bad magic); rerun the preprocess stage".into(),
-            );
+            return Err("not a preprocessed dataset (bad magic)".into());
         }
         let (body, sum) = b.split_at(b.len() - 32);
         if blake3::hash(body).as_bytes() != sum {
-            return Err(
-                "checksum mismatch: the file is corrupt or truncated; rerun the preprocess stage"
-                    .into(),
-            );
+            return Err("checksum mismatch: the file is corrupt or truncated".into());
         }
         let mut r = Reader { b: body, at: 8 };
         let version = r.u32()?;
         if version != VERSION {
-            return Err(format!("format version {version}, this build reads version {VERSION}; rerun the preprocess stage"));
+            return Err(format!(
+                "format version {version}, this build reads version {VERSION}"
+            ));
         }
         let mean = f32::from_bits(r.u32()?);
         let std = f32::from_bits(r.u32()?);
@@ -188,6 +202,51 @@ impl Dataset {
             splits,
         })
     }
+}
+
+/// Largest image side and split count a dataset file may declare.
+const MAX_SIDE: u64 = 4096;
+const MAX_SPLITS: u64 = 64;
+
+/// Reads the header from `r` into `head` and returns the whole file's
+/// length as the header declares it.
+fn expected_len(r: &mut impl std::io::Read, head: &mut Vec<u8>) -> Result<u64, String> {
+    struct Head<'a, R> {
+        r: &'a mut R,
+        head: &'a mut Vec<u8>,
+    }
+    impl<R: std::io::Read> Head<'_, R> {
+        fn take(&mut self, n: usize) -> Result<&[u8], String> {
+            let at = self.head.len();
+            self.head.resize(at + n, 0);
+            self.r
+                .read_exact(&mut self.head[at..])
+                .map_err(|_| "too short to be a preprocessed dataset".to_string())?;
+            Ok(&self.head[at..])
+        }
+        fn u32(&mut self) -> Result<u64, String> {
+            let b = self.take(4)?;
+            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
+        }
+    }
+    let mut h = Head { r, head };
+    if h.take(8)? != MAGIC {
+        return Err("not a preprocessed dataset (bad magic)".into());
+    }
+    h.take(12)?; // version, mean, std
+    let (rows, cols, n) = (h.u32()?, h.u32()?, h.u32()?);
+    if rows > MAX_SIDE || cols > MAX_SIDE || n > MAX_SPLITS {
+        return Err(format!(
+            "implausible header ({rows}x{cols} images, {n} splits): not a preprocessed dataset"
+        ));
+    }
+    let mut body = 0u64;
+    for _ in 0..n {
+        let len = h.take(1)?[0] as usize;
+        h.take(len)?;
+        body += h.u32()? * (1 + 4 + rows * cols);
+    }
+    Ok(h.head.len() as u64 + body + 32)
 }
 
 struct Reader<'a> {
@@ -262,5 +321,37 @@ mod tests {
         assert!(Dataset::from_bytes(b"hello")
             .unwrap_err()
             .contains("bad magic"));
+    }
+
+    #[test]
+    fn read_checks_the_header_before_the_bulk() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good.fmnd");
+        let bytes = sample().to_bytes();
+        std::fs::write(&good, &bytes).unwrap();
+        assert_eq!(Dataset::read(&good).unwrap(), sample());
+        let short = d.path().join("short.fmnd");
+        std::fs::write(&short, &bytes[..bytes.len() - 3]).unwrap();
+        let e = Dataset::read(&short).unwrap_err().to_string();
+        assert!(e.contains("header promises"), "{e}");
+        let e = Dataset::read(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let zeros = d.path().join("zeros");
+        std::fs::write(&zeros, vec![0u8; 4096]).unwrap();
+        let e = Dataset::read(&zeros).unwrap_err().to_string();
+        assert!(e.contains("bad magic"), "{e}");
+        // A header claiming a gigantic file is refused by its length alone.
+        let mut huge = bytes[..8 + 12].to_vec();
+        for v in [4096u32, 4096, 1] {
+            huge.extend_from_slice(&v.to_le_bytes());
+        }
+        huge.extend_from_slice(&[1, b't']);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        let hp = d.path().join("huge.fmnd");
+        std::fs::write(&hp, &huge).unwrap();
+        let e = Dataset::read(&hp).unwrap_err().to_string();
+        assert!(e.contains("header promises"), "{e}");
     }
 }

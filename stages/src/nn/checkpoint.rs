@@ -51,16 +51,13 @@ pub fn to_bytes(model: &Model, extra: &[(&str, String)]) -> Result<Vec<u8>, Stri
     safetensors::serialize(views, &Some(meta)).map_err(|e| e.to_string())
 }
 
-/// Rebuilds a model from a checkpoint; every error names the file.
+/// Rebuilds a model from a checkpoint; errors say what is wrong with it
+/// (the caller names the file).
 pub fn load(path: &Path) -> Result<Model, String> {
-    let fail = |m: String| format!("{}: {m}", path.display());
-    let raw = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    let st = SafeTensors::deserialize(&raw).map_err(|e| {
-        fail(format!(
-            "not a valid safetensors file ({e}); rerun the train stage"
-        ))
-    })?;
-    let (_, meta) = SafeTensors::read_metadata(&raw).map_err(|e| fail(e.to_string()))?;
+    let raw = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let st = SafeTensors::deserialize(&raw)
+        .map_err(|e| format!("not a valid safetensors file ({e})"))?;
+    let (_, meta) = SafeTensors::read_metadata(&raw).map_err(|e| e.to_string())?;
     let meta = meta.metadata().clone().unwrap_or_default();
     #[derive(serde::Deserialize)]
     struct Info {
@@ -68,25 +65,23 @@ pub fn load(path: &Path) -> Result<Model, String> {
         input: (usize, usize, usize),
         classes: usize,
     }
-    let info = meta.get(META_KEY).ok_or_else(|| {
-        fail(format!(
-            "no `{META_KEY}` metadata: not written by fmnist-pipe; rerun the train stage"
-        ))
-    })?;
+    let info = meta
+        .get(META_KEY)
+        .ok_or_else(|| format!("no `{META_KEY}` metadata: not written by fmnist-pipe"))?;
     let info: Info =
-        serde_json::from_str(info).map_err(|e| fail(format!("bad {META_KEY} metadata: {e}")))?;
-    let mut model = Model::with_shapes(info.layers, info.input, info.classes).map_err(fail)?;
+        serde_json::from_str(info).map_err(|e| format!("bad {META_KEY} metadata: {e}"))?;
+    let mut model = Model::with_shapes(info.layers, info.input, info.classes)?;
     for t in model.params.iter_mut().chain(model.buffers.iter_mut()) {
         let v = st
             .tensor(&t.name)
-            .map_err(|e| fail(format!("tensor {}: {e}", t.name)))?;
+            .map_err(|e| format!("tensor {}: {e}", t.name))?;
         if v.dtype() != Dtype::F32 || v.shape() != t.shape.as_slice() {
-            return Err(fail(format!(
+            return Err(format!(
                 "tensor {} has shape {:?}, the model needs {:?}",
                 t.name,
                 v.shape(),
                 t.shape
-            )));
+            ));
         }
         t.data = v
             .data()
@@ -134,6 +129,6 @@ mod tests {
         std::fs::write(&p, &raw[..raw.len() - 100]).unwrap();
         assert!(load(&p)
             .unwrap_err()
-            .contains("m.safetensors: not a valid safetensors file"));
+            .contains("not a valid safetensors file"));
     }
 }

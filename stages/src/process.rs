@@ -1,0 +1,104 @@
+//! Child processes of fmnist-pipe. Each runs in its own process group and
+//! is registered here, so that a stop (Ctrl-C, `kill`, `timeout`) ends the
+//! whole group: the shell and whatever it started. A child is also killed
+//! by the kernel if fmnist-pipe dies without a chance to stop it.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+struct Registry {
+    groups: Vec<i32>,
+    stopping: bool,
+}
+
+static CHILDREN: Mutex<Registry> = Mutex::new(Registry {
+    groups: Vec::new(),
+    stopping: false,
+});
+
+/// Keeps a child's process group registered until dropped.
+pub struct Registered(i32);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut r) = CHILDREN.lock() {
+            r.groups.retain(|&g| g != self.0);
+        }
+    }
+}
+
+/// Spawns `cmd` as the leader of a new process group and registers it.
+/// Refused once [`stop_all`] has begun.
+pub fn spawn(cmd: &mut Command) -> io::Result<(Child, Registered)> {
+    let parent = std::process::id();
+    cmd.process_group(0);
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The parent died before the line above took effect.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut r = CHILDREN
+        .lock()
+        .map_err(|_| io::Error::other("the process registry is poisoned"))?;
+    if r.stopping {
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "fmnist-pipe is stopping",
+        ));
+    }
+    let child = cmd.spawn()?;
+    let group = child.id() as i32;
+    r.groups.push(group);
+    Ok((child, Registered(group)))
+}
+
+/// Stops every registered process group: SIGTERM, then SIGKILL for what
+/// is left after `grace`. No child is started afterwards. Returns how many
+/// groups were running.
+pub fn stop_all(grace: Duration) -> usize {
+    let groups = match CHILDREN.lock() {
+        Ok(mut r) => {
+            r.stopping = true;
+            r.groups.clone()
+        }
+        Err(_) => return 0,
+    };
+    // SAFETY: kill(2) on process groups this process created.
+    let alive = |g: i32| unsafe { libc::kill(-g, 0) } == 0;
+    for &g in &groups {
+        unsafe { libc::kill(-g, libc::SIGTERM) };
+    }
+    let until = Instant::now() + grace;
+    while groups.iter().any(|&g| alive(g)) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &g in groups.iter().filter(|&&g| alive(g)) {
+        unsafe { libc::kill(-g, libc::SIGKILL) };
+    }
+    groups.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_leads_its_own_group_and_is_unregistered_when_done() {
+        let (mut child, reg) = spawn(Command::new("sh").args(["-c", "exit 3"])).unwrap();
+        let pid = child.id() as i32;
+        assert!(CHILDREN.lock().unwrap().groups.contains(&pid));
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        drop(reg);
+        assert!(!CHILDREN.lock().unwrap().groups.contains(&pid));
+    }
+}

@@ -20,15 +20,18 @@ fn torch_once(
     threads: usize,
     batches: usize,
 ) -> std::result::Result<String, String> {
-    let out = Command::new("python3")
-        .arg(script)
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
         .args([
             "--threads",
             &threads.to_string(),
             "--batches",
             &batches.to_string(),
         ])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = stages::process::spawn(&mut cmd)
+        .and_then(|(child, _registered)| child.wait_with_output())
         .map_err(|e| format!("skipped: cannot run python3: {e}"))?;
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() {

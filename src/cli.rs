@@ -45,6 +45,13 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the latest comparison table again, without running anything.
     Show,
+    /// Remove what no stage of the pipeline owns: records, logs and outputs
+    /// of stages no longer declared, and unreferenced cache objects.
+    Gc {
+        /// Say what would be removed, remove nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
     /// The stage graph as an indented tree.
     Dag {
         /// Graphviz dot instead of the tree.
@@ -115,7 +122,15 @@ pub fn main() -> i32 {
         }
     };
     let mut reporter = Reporter::new(cli.verbose);
-    match dispatch(&cli, &mut reporter) {
+    let result = dispatch(&cli, &mut reporter);
+    // A stop signal arrived: its thread stops the children, reports and
+    // exits with the signal's status; this thread must not exit first.
+    if stages::process::stopping() {
+        loop {
+            std::thread::park();
+        }
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             reporter.error(&e);
@@ -132,6 +147,13 @@ fn load(file: &Path) -> Result<(Pipeline, Dag)> {
 }
 
 fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
+    // Commands that start processes stop them on every way out.
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Bench(_) | Command::Gc { .. }
+    ) {
+        crate::interrupt::install()?;
+    }
     if let Command::Bench(args) = &cli.command {
         return crate::bench::run(cli, args, reporter);
     }
@@ -140,24 +162,24 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
         Command::Bench(_) => unreachable!("handled above"),
         Command::Show => {
             let rows = status_rows(&pipeline, &dag, &[], &[], false)?;
+            let store = Store::new(pipeline.settings.cache_dir());
             for s in pipeline
                 .stages
                 .iter()
                 .filter(|s| s.kind == stages::Kind::Compare)
             {
-                let state = rows
-                    .iter()
-                    .find(|r| r.stage == s.name)
-                    .map_or("new", |r| r.state);
-                match read_table(&pipeline, s) {
-                    Some(t) => {
+                let row = rows.iter().find(|r| r.stage == s.name);
+                match read_table(&pipeline, &store, s) {
+                    Some((t, from_cache)) => {
                         reporter.table(&t);
-                        if state != "fresh" {
-                            let why = rows
-                                .iter()
-                                .find(|r| r.stage == s.name)
-                                .and_then(|r| r.reason.clone())
-                                .unwrap_or_default();
+                        if from_cache {
+                            reporter.text(&format!(
+                                "note: {} is not in the workspace (deleted or changed); this is the cache's copy, and `fmnist-pipe run {}` restores it\n",
+                                s.outs.first().map_or("", String::as_str),
+                                s.name
+                            ));
+                        } else if let Some(r) = row.filter(|r| r.state != "fresh") {
+                            let why = r.reason.clone().unwrap_or_default();
                             reporter.text(&format!("note: this table is stale ({why}); `fmnist-pipe run` brings it up to date\n"));
                         }
                     }
@@ -184,8 +206,23 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             });
             Ok(exit::OK)
         }
+        Command::Gc { dry_run } => {
+            let store = Store::new(pipeline.settings.cache_dir());
+            if !store.root().is_dir() {
+                reporter.gc(&[], *dry_run);
+                return Ok(exit::OK);
+            }
+            let _lock = store.lock(false, &mut |_| {})?;
+            let hashes = HashCache::load(store.root().join("hashes.json"));
+            let items = crate::gc::run(&pipeline, &store, &hashes, *dry_run)?;
+            reporter.gc(&items, *dry_run);
+            Ok(exit::OK)
+        }
         Command::Status { stages, json } => {
-            let rows = status_rows(&pipeline, &dag, stages, &[], false)?;
+            let mut rows = status_rows(&pipeline, &dag, stages, &[], false)?;
+            if stages.is_empty() {
+                rows.extend(orphan_rows(&pipeline));
+            }
             reporter.status(&rows, *json);
             Ok(exit::OK)
         }
@@ -199,7 +236,9 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 return Ok(exit::OK);
             }
             let store = Store::new(pipeline.settings.cache_dir());
-            let _lock = store.lock(args.wait)?;
+            let _lock = store.lock(args.wait, &mut |holder| {
+                reporter.waiting(&store.root().join("lock"), holder)
+            })?;
             let hashes = HashCache::load(store.root().join("hashes.json"));
             let opts = RunOptions {
                 targets: args.stages.clone(),
@@ -216,7 +255,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             // The comparison tables of the compare stages this run covered and that are up to date.
             for s in &pipeline.stages {
                 if s.kind == stages::Kind::Compare && summary.done.contains(&s.name) {
-                    if let Some(t) = read_table(&pipeline, s) {
+                    if let Some((t, _)) = read_table(&pipeline, &store, s) {
                         reporter.table(&t);
                     }
                 }
@@ -230,10 +269,72 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
     }
 }
 
-fn read_table(pipeline: &Pipeline, stage: &spec::Stage) -> Option<stages::compare::Table> {
-    let dir = pipeline.settings.project_dir.join(stage.outs.first()?);
-    let bytes = std::fs::read(dir.join(stages::compare::TABLE_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// A compare stage's table: from the workspace, else the copy its last
+/// complete run stored in the cache (the flag says so).
+fn read_table(
+    pipeline: &Pipeline,
+    store: &Store,
+    stage: &spec::Stage,
+) -> Option<(stages::compare::Table, bool)> {
+    let out = stage.outs.first()?;
+    let path = pipeline
+        .settings
+        .project_dir
+        .join(out)
+        .join(stages::compare::TABLE_FILE);
+    if let Some(t) = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        return Some((t, false));
+    }
+    let record = store.record(&stage.name).ok()??;
+    let file = record
+        .outputs
+        .iter()
+        .find(|o| o.path == *out)?
+        .tree
+        .files
+        .iter()
+        .find(|f| f.rel == stages::compare::TABLE_FILE)?;
+    let bytes = store.read_object(&file.hash)?;
+    Some((serde_json::from_slice(&bytes).ok()?, true))
+}
+
+/// Stages with a record that the pipeline no longer declares.
+fn orphan_rows(pipeline: &Pipeline) -> Vec<StatusRow> {
+    let store = Store::new(pipeline.settings.cache_dir());
+    crate::gc::orphans(pipeline, &store)
+        .into_iter()
+        .map(|name| {
+            let record = store.record(&name).ok().flatten();
+            let kind = record
+                .as_ref()
+                .and_then(|r| {
+                    stages::Kind::ALL
+                        .iter()
+                        .find(|k| k.name() == r.fingerprint.kind)
+                })
+                .map_or("unknown", |k| k.name());
+            let outs: Vec<String> = record
+                .map(|r| r.outputs.into_iter().map(|o| o.path).collect())
+                .unwrap_or_default();
+            let held = if outs.is_empty() {
+                "its record remains".to_string()
+            } else {
+                format!("its record and outputs ({}) remain", outs.join(", "))
+            };
+            StatusRow {
+                stage: name,
+                state: "orphaned",
+                reason: Some(format!(
+                    "no longer in the pipeline; {held}; `fmnist-pipe gc` removes them"
+                )),
+                kind,
+                restore: false,
+            }
+        })
+        .collect()
 }
 
 /// The plan as rows, in dependency order. Read-only: takes no lock and

@@ -322,6 +322,10 @@ fn process(
     };
     ctx.store.begin(&stage.name, &fp, claimed)?;
     if let Err(e) = execute_stage(ctx, stage, prev.as_ref(), threads, send) {
+        if stages::process::stopping() {
+            // Stopped by a signal: the signal thread reports and exits.
+            return Ok(Outcome::Failed);
+        }
         ctx.store.end_failed(&stage.name)?;
         let log = Some(ctx.store.log_path(&stage.name));
         let (error, tail, log) = match e {

@@ -164,10 +164,11 @@ impl Reporter {
             return;
         }
         let width = rows.iter().map(|r| r.stage.len()).max().unwrap_or(0);
+        let sw = rows.iter().map(|r| r.state.len()).max().unwrap_or(0).max(5);
         let mut text = String::new();
         for r in rows {
             let line = format!(
-                "{:<5}  {:<width$}  {}",
+                "{:<sw$}  {:<width$}  {}",
                 r.state,
                 r.stage,
                 r.reason.as_deref().unwrap_or("")
@@ -176,12 +177,19 @@ impl Reporter {
             text.push('\n');
         }
         let count = |s: &str| rows.iter().filter(|r| r.state == s).count();
-        text.push_str(&format!(
-            "{} fresh, {} new, {} dirty\n",
+        let mut counts = format!(
+            "{} fresh, {} new, {} dirty",
             count("fresh"),
             count("new"),
             count("dirty")
-        ));
+        );
+        for extra in ["running", "orphaned"] {
+            if count(extra) > 0 {
+                counts.push_str(&format!(", {} {extra}", count(extra)));
+            }
+        }
+        text.push_str(&counts);
+        text.push('\n');
         let _ = out.write_all(text.as_bytes());
     }
 
@@ -229,6 +237,52 @@ impl Reporter {
         self.line(text.trim_end());
     }
 
+    /// What `gc` removed (or would remove) and kept.
+    pub fn gc(&self, items: &[crate::gc::Item], dry_run: bool) {
+        use crate::gc::Item;
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let mut text = String::new();
+        let mut records = 0;
+        for item in items {
+            match item {
+                Item::Record(stage) => {
+                    records += 1;
+                    text.push_str(&format!("{verb}  record and log of {stage}\n"));
+                }
+                Item::Output { stage, path } => {
+                    text.push_str(&format!("{verb}  {path}  (output of {stage})\n"));
+                }
+                Item::Kept { path, why } => {
+                    text.push_str(&format!(
+                        "kept          {path}  ({why}; move or delete it yourself)\n"
+                    ));
+                }
+                Item::Objects { count, bytes } => {
+                    text.push_str(&format!(
+                        "{verb}  {count} unreferenced cache objects ({})\n",
+                        fmt_bytes(*bytes)
+                    ));
+                }
+            }
+        }
+        if records == 0
+            && items
+                .iter()
+                .all(|i| matches!(i, Item::Objects { count: 0, .. }))
+        {
+            text = "nothing to remove: every record belongs to a stage of the pipeline\n".into();
+        }
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+
+    /// `run --wait` found the cache locked.
+    pub fn waiting(&self, lock: &std::path::Path, holder: &str) {
+        self.line(&format!(
+            "waiting for the run that holds {} ({holder}) to finish",
+            lock.display()
+        ));
+    }
+
     pub fn text(&self, s: &str) {
         let _ = std::io::stdout().lock().write_all(s.as_bytes());
     }
@@ -251,6 +305,15 @@ impl Reporter {
     }
 }
 
+fn fmt_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    }
+}
+
 fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 1.0 {
@@ -260,4 +323,17 @@ fn fmt_duration(d: Duration) -> String {
     } else {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     }
+}
+
+/// A stop signal arrived (called from the signal thread, which then exits).
+pub fn interrupted(signal: &str, stopped: usize) {
+    let what = match stopped {
+        0 => String::new(),
+        1 => ": stopped 1 running command".into(),
+        n => format!(": stopped {n} running commands"),
+    };
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\ninterrupted by {signal}{what}; stages that did not finish are recorded as stale and rerun next time"
+    );
 }

@@ -303,6 +303,12 @@ impl Store {
         self.root.join("objects").join(a).join(b)
     }
 
+    /// The content of object `hash`, if the cache holds it intact.
+    pub fn read_object(&self, hash: &str) -> Option<Vec<u8>> {
+        let bytes = fs::read(self.object_path(hash)).ok()?;
+        (crate::hash::hash_bytes(&bytes) == hash).then_some(bytes)
+    }
+
     pub fn has_object(&self, hash: &str) -> bool {
         self.object_path(hash).is_file()
     }
@@ -373,9 +379,10 @@ impl Store {
     }
 
     /// Takes the cache's lock: refuses (or, with `wait`, waits) while
-    /// another process holds it. The kernel releases it when its holder
-    /// dies, so a killed run never leaves the cache locked.
-    pub fn lock(&self, wait: bool) -> Result<LockGuard> {
+    /// another process holds it; `on_wait` hears whom it waits for. The
+    /// kernel releases the lock when its holder dies, so a killed run never
+    /// leaves the cache locked.
+    pub fn lock(&self, wait: bool, on_wait: &mut dyn FnMut(&str)) -> Result<LockGuard> {
         fs::create_dir_all(&self.root)
             .map_err(|e| Error::io("create the cache directory", &self.root, e))?;
         let path = self.root.join("lock");
@@ -386,28 +393,26 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io("open the lock file", &path, e))?;
-        let flags = if wait {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_EX | libc::LOCK_NB
-        };
         // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
+        let try_lock = |flags| unsafe { libc::flock(file.as_raw_fd(), flags) } == 0;
+        if !try_lock(libc::LOCK_EX | libc::LOCK_NB) {
             let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::WouldBlock {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(Error::Locked {
-                    path,
-                    holder: if holder.is_empty() {
-                        "holder unknown".into()
-                    } else {
-                        holder.to_string()
-                    },
-                });
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(Error::io("lock", &path, err));
             }
-            return Err(Error::io("lock", &path, err));
+            let mut holder = String::new();
+            let _ = (&file).read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "holder unknown".to_string(),
+                h => h.to_string(),
+            };
+            if !wait {
+                return Err(Error::Locked { path, holder });
+            }
+            on_wait(&holder);
+            if !try_lock(libc::LOCK_EX) {
+                return Err(Error::io("lock", &path, io::Error::last_os_error()));
+            }
         }
         let host = hostname();
         let _ = file.set_len(0);
@@ -571,15 +576,15 @@ mod tests {
     fn second_lock_is_refused_and_names_the_holder() {
         let d = tempfile::tempdir().unwrap();
         let store = Store::new(d.path().join("cache"));
-        let guard = store.lock(false).unwrap();
-        match store.lock(false) {
+        let guard = store.lock(false, &mut |_| {}).unwrap();
+        match store.lock(false, &mut |_| {}) {
             Err(Error::Locked { holder, .. }) => {
                 assert!(holder.contains(&std::process::id().to_string()))
             }
             _ => panic!("second lock taken"),
         }
         drop(guard);
-        store.lock(false).unwrap();
+        store.lock(false, &mut |_| {}).unwrap();
     }
 
     #[test]

@@ -652,3 +652,210 @@ fn show_and_bench_explain_what_is_missing() {
         r.stderr()
     );
 }
+
+const LATE: &str = r#"
+stages:
+  late:
+    kind: cmd
+    cmd: "touch started; sleep 1; echo late > late.txt"
+    outs: [late.txt]
+"#;
+
+/// `kill`, `timeout` and Ctrl-C reach the orchestrator's pid alone: its
+/// commands must stop too, and nothing is recorded as done. After `kill
+/// -9` the kernel kills the shell (its parent-death signal).
+#[test]
+fn a_signal_to_the_orchestrator_alone_stops_its_commands() {
+    for (sig, code) in [("TERM", Some(143)), ("INT", Some(130)), ("KILL", None)] {
+        let p = Project::new(LATE);
+        let child = p
+            .cmd(&["run"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(&p.path("started"));
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), code, "SIG{sig}");
+        if code.is_some() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(&format!(
+                    "interrupted by SIG{sig}: stopped 1 running command; stages that did not finish are recorded as stale"
+                )),
+                "{err}"
+            );
+        }
+        // Past the moment the command would have written its output.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            !p.path("late.txt").exists(),
+            "SIG{sig}: the command kept running"
+        );
+        assert_eq!(state_of(&p, "late").0, "new", "SIG{sig}");
+        p.run(&["run"]).ok();
+        assert_eq!(p.read("late.txt"), "late\n");
+    }
+}
+
+#[test]
+fn run_wait_says_whom_it_waits_for() {
+    let p = Project::new(LATE);
+    let mut first = p
+        .cmd(&["run"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&p.path("started"));
+    let r = p.run(&["run", "--wait"]).ok();
+    assert!(first.wait().unwrap().success());
+    assert!(
+        r.stdout()
+            .contains(&format!("cache/lock (pid {} on", first.id())),
+        "{}",
+        r.stdout()
+    );
+    assert!(r.stdout().contains("0 ran, 1 cached"), "{}", r.stdout());
+}
+
+/// A dep that cannot be hashed makes its own stage fail, and only it.
+#[test]
+fn an_unreadable_dep_is_reported_for_its_stage_and_the_rest_goes_on() {
+    let p = Project::new(
+        r#"
+stages:
+  loop:
+    kind: cmd
+    cmd: "cat looped/x > a.txt"
+    deps: [looped]
+    outs: [a.txt]
+  fine:
+    kind: cmd
+    cmd: "echo ok > b.txt"
+    outs: [b.txt]
+"#,
+    );
+    fs::create_dir_all(p.path("looped")).unwrap();
+    std::os::unix::fs::symlink("self", p.path("looped/self")).unwrap();
+    let rows = status_json(&p);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (state, reason) = state_of(&p, "loop");
+    assert_eq!(state, "new");
+    assert!(reason.is_some());
+    let r = p.run(&["run", "--keep-going"]);
+    assert_eq!(r.code(), 1, "{}", r.stdout());
+    assert!(
+        r.stdout()
+            .contains("FAILED   loop: dep looped cannot be read"),
+        "{}",
+        r.stdout()
+    );
+    assert_eq!(p.read("b.txt"), "ok\n");
+    assert_eq!(state_of(&p, "fine").0, "fresh");
+}
+
+/// A renamed variant leaves a record and outputs behind: status says so,
+/// gc removes them (a dry run first), and keeps what it cannot vouch for.
+#[test]
+fn orphans_are_shown_and_gc_removes_only_what_they_wrote() {
+    let p = example();
+    p.run(&["run"]).ok();
+    fs::write(
+        p.path("pipeline.yaml"),
+        EXAMPLE.replace("      slow: {}\n", "      slower: {}\n"),
+    )
+    .unwrap();
+    let out = p.run(&["status"]).ok().stdout();
+    assert!(
+        out.lines().any(|l| l.starts_with("orphaned  train@slow ") && l.ends_with("  no longer in the pipeline; its record and outputs (out/model-slow.txt) remain; `fmnist-pipe gc` removes them")),
+        "{out}"
+    );
+    assert!(out.contains(", 2 orphaned"), "{out}");
+    p.run(&["run"]).ok();
+    // One orphan output edited by hand: kept.
+    p.write("out/eval-slow.txt", "my notes\n");
+    let objects_before = objects(&p).len();
+    let dry = p.run(&["gc", "--dry-run"]).ok().stdout();
+    assert!(
+        dry.contains("would remove  out/model-slow.txt  (output of train@slow)"),
+        "{dry}"
+    );
+    assert!(
+        p.path("out/model-slow.txt").exists(),
+        "a dry run removes nothing"
+    );
+    assert_eq!(objects(&p).len(), objects_before);
+    let out = p.run(&["gc"]).ok().stdout();
+    assert!(
+        out.contains("removed  record and log of train@slow"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "kept          out/eval-slow.txt  (it no longer holds what evaluate@slow wrote"
+        ),
+        "{out}"
+    );
+    assert!(!p.path("out/model-slow.txt").exists());
+    assert_eq!(p.read("out/eval-slow.txt"), "my notes\n");
+    assert!(!p.path("cache/stages/train@slow.json").exists());
+    assert!(
+        objects(&p).len() < objects_before,
+        "unreferenced objects removed"
+    );
+    // The pipeline is intact: nothing to run, nothing orphaned.
+    assert!(status_json(&p).iter().all(|r| r.1 == "fresh"));
+    let again = p.run(&["gc"]).ok().stdout();
+    assert!(again.contains("nothing to remove"), "{again}");
+}
+
+#[test]
+fn several_changed_parameters_are_all_named() {
+    let p = example();
+    p.run(&["run"]).ok();
+    fs::write(
+        p.path("pipeline.yaml"),
+        EXAMPLE.replace("fast: {lr: 0.01}", "fast: {lr: 0.02, epochs: 4}"),
+    )
+    .unwrap();
+    assert_eq!(
+        state_of(&p, "train@fast").1.as_deref(),
+        Some("params epochs changed (3 => 4), lr changed (0.01 => 0.02)")
+    );
+}
+
+#[test]
+fn a_directory_as_the_pipeline_file_is_a_usage_error() {
+    let p = example();
+    fs::create_dir_all(p.path("sub")).unwrap();
+    let r = p.run(&["status", "--file", "sub"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr());
+    assert!(
+        r.stderr()
+            .contains("sub: is a directory, not a pipeline file"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn bench_refuses_a_file_that_is_not_a_dataset_without_reading_it() {
+    let p = example();
+    let r = p.run(&["bench", "--data", "/dev/zero", "--no-torch"]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("/dev/zero: not a regular file"),
+        "{}",
+        r.stderr()
+    );
+    p.write("big.fmnd", &"\0".repeat(1 << 20));
+    let r = p.run(&["bench", "--data", "big.fmnd", "--no-torch"]);
+    assert_eq!(r.code(), 2);
+    assert!(r.stderr().contains("bad magic"), "{}", r.stderr());
+}

@@ -291,3 +291,29 @@ fn cuda_without_the_feature_says_how_to_build_it() {
         assert!(out.contains("this build has no CUDA support; rebuild with `cargo build --release --features stages/cuda`"), "{out}");
     }
 }
+
+/// A test split without every class: AUCs that cannot be computed are
+/// reported as such (null in metrics.json, n/a in the pictures), and the
+/// study completes.
+#[test]
+fn metrics_that_cannot_be_computed_are_reported_not_a_crash() {
+    let t = tempfile::tempdir().unwrap();
+    let files = write_data(&t.path().join("data"));
+    let y = pipeline(&files, TWO, "main").replace(
+        "params: {validation: 100}",
+        "params: {validation: 100, limit: {test: 3}}",
+    );
+    assert!(y.contains("limit"));
+    fs::write(t.path().join("pipeline.yaml"), y).unwrap();
+    let o = fmnist(t.path(), &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("main (ref)"), "{}", text(&o));
+    let m: serde_json::Value = serde_json::from_slice(
+        &fs::read(t.path().join("outputs/evaluate@main/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let per_class = m["metrics"]["per_class"].as_array().unwrap();
+    let undefined = per_class.iter().filter(|c| c["auc"].is_null()).count();
+    assert!(undefined >= 7, "{undefined} classes without an AUC");
+    assert!(per_class.iter().any(|c| c["auc"].is_f64()));
+}

@@ -843,6 +843,21 @@ stages:
                 "{batch_size: 0}",
                 "batch_size must be at least 1",
             ),
+            (
+                "train",
+                "{max_batches: 0}",
+                "max_batches must be at least 1",
+            ),
+            (
+                "preprocess",
+                "{limit: {test: 0}}",
+                "limit.test must be at least 1",
+            ),
+            (
+                "preprocess",
+                "{validation: 0}",
+                "validation must be at least 1",
+            ),
         ];
         for (kind, params, want) in cases {
             let d = diag(&format!(
@@ -871,6 +886,24 @@ stages:
     fn suggestions() {
         assert_eq!(suggest("trian", ["train", "prep"]), Some("train".into()));
         assert_eq!(suggest("zzzzz", ["train", "prep"]), None);
+    }
+
+    #[test]
+    fn stage_and_variant_names() {
+        for bad in ["..", ".", ".hidden", "a/b", "a@b", ""] {
+            let d = diag(&format!(
+                "stages:\n  \"{bad}\":\n    kind: cmd\n    cmd: x\n"
+            ));
+            assert!(
+                d.message.contains(&format!("stage name `{bad}`")),
+                "{}",
+                d.message
+            );
+        }
+        let long = "n".repeat(MAX_NAME + 1);
+        let d = diag(&format!("stages:\n  {long}:\n    kind: cmd\n    cmd: x\n"));
+        assert!(d.message.contains("longer than 100"), "{}", d.message);
+        resolve_text("stages:\n  lr-0.01_a:\n    kind: cmd\n    cmd: x\n").unwrap();
     }
 
     #[test]

@@ -82,6 +82,15 @@ pub struct Attempt {
     pub why: String,
 }
 
+/// Why a file could not be fetched.
+#[derive(Debug)]
+pub enum FetchFailure {
+    /// No source had it.
+    NoSource(FetchError),
+    /// It could not be written here (a full disk, permissions).
+    Write { path: PathBuf, source: io::Error },
+}
+
 /// No source could provide a file.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", render(.file, .attempts))]
@@ -142,7 +151,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             ctx.out_dir,
             ctx.project_dir,
         )
-        .map_err(|e| StageError::Failed(e.to_string()))?;
+        .map_err(|e| match e {
+            FetchFailure::NoSource(e) => StageError::Failed(e.to_string()),
+            FetchFailure::Write { path, source } => StageError::io("write", path, source),
+        })?;
         (ctx.progress)(crate::Progress {
             message: format!("{name} from {source}"),
             fraction: Some((k + 1) as f64 / total as f64),
@@ -160,7 +172,7 @@ pub fn fetch(
     sources: &[String],
     out_dir: &Path,
     project_dir: &Path,
-) -> Result<String, FetchError> {
+) -> Result<String, FetchFailure> {
     let mut attempts = Vec::new();
     let dest = out_dir.join(name);
     let partial = out_dir.join(format!(".{name}.partial"));
@@ -169,28 +181,47 @@ pub fn fetch(
             if got.eq_ignore_ascii_case(sha) {
                 Ok(())
             } else {
-                Err(format!(
+                Err(SourceError::Source(format!(
                     "checksum mismatch: expected SHA-256 {sha}, got {got}"
-                ))
+                )))
             }
         });
-        match result.and_then(|()| {
-            fs::rename(&partial, &dest).map_err(|e| format!("could not move into place: {e}"))
-        }) {
+        match result.and_then(|()| fs::rename(&partial, &dest).map_err(SourceError::Write)) {
             Ok(()) => return Ok(source.clone()),
-            Err(why) => {
+            Err(SourceError::Source(why)) => {
                 let _ = fs::remove_file(&partial);
                 attempts.push(Attempt {
                     source: source.clone(),
                     why,
                 });
             }
+            Err(SourceError::Write(e)) => {
+                let _ = fs::remove_file(&partial);
+                return Err(FetchFailure::Write {
+                    path: partial.clone(),
+                    source: e,
+                });
+            }
         }
     }
-    Err(FetchError {
+    Err(FetchFailure::NoSource(FetchError {
         file: name.to_string(),
         attempts,
-    })
+    }))
+}
+
+/// Why one source could not provide a file.
+enum SourceError {
+    /// This source failed; another may work.
+    Source(String),
+    /// Writing the file failed: no source can help.
+    Write(io::Error),
+}
+
+impl From<String> for SourceError {
+    fn from(s: String) -> Self {
+        SourceError::Source(s)
+    }
 }
 
 /// Streams one file from one source into `partial`, returning its SHA-256.
@@ -200,15 +231,22 @@ fn fetch_one(
     name: &str,
     partial: &Path,
     project_dir: &Path,
-) -> Result<String, String> {
+) -> Result<String, SourceError> {
+    let copy = |r: &mut dyn Read, what: &str| match copy_hashing(r, partial) {
+        Ok(h) => Ok(h),
+        Err(CopyError::Read(e)) => Err(SourceError::Source(format!("{what}: {e}"))),
+        Err(CopyError::Write(e)) => Err(SourceError::Write(e)),
+    };
     if source.starts_with("http://") || source.starts_with("https://") {
         let url = format!("{}/{name}", source.trim_end_matches('/'));
         let response = agent.get(&url).call().map_err(|e| match e {
             ureq::Error::Status(code, r) => format!("HTTP {code} {} for {url}", r.status_text()),
             ureq::Error::Transport(t) => format!("{t}"),
         })?;
-        copy_hashing(response.into_reader(), partial)
-            .map_err(|e| format!("download of {url} failed: {e}"))
+        copy(
+            &mut response.into_reader(),
+            &format!("download of {url} failed"),
+        )
     } else {
         let dir = source.strip_prefix("file://").unwrap_or(source);
         let mut path = PathBuf::from(dir);
@@ -216,13 +254,21 @@ fn fetch_one(
             path = project_dir.join(path);
         }
         let path = path.join(name);
-        let file = File::open(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        copy_hashing(file, partial).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        let mut file =
+            File::open(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        copy(&mut file, &format!("cannot read {}", path.display()))
     }
 }
 
-fn copy_hashing(mut r: impl Read, dest: &Path) -> io::Result<String> {
-    let mut out = File::create(dest)?;
+/// Why a copy stopped: the source (try the next one) or the destination
+/// (no source can help: a full disk, permissions).
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy_hashing(mut r: impl Read, dest: &Path) -> Result<String, CopyError> {
+    let mut out = File::create(dest).map_err(CopyError::Write)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -230,12 +276,12 @@ fn copy_hashing(mut r: impl Read, dest: &Path) -> io::Result<String> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(CopyError::Read(e)),
         };
         h.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
     }
-    out.sync_all()?;
+    out.sync_all().map_err(CopyError::Write)?;
     Ok(hex(&h.finalize()))
 }
 
@@ -378,6 +424,9 @@ mod tests {
             out.path(),
         )
         .unwrap_err();
+        let FetchFailure::NoSource(e) = e else {
+            panic!("{e:?}")
+        };
         let text = e.to_string();
         assert_eq!(e.attempts.len(), 5, "{text}");
         assert!(e.attempts[0].why.contains("No such file"), "{text}");

@@ -11,7 +11,9 @@ pub struct ClassMetrics {
     pub recall: f64,
     pub f1: f64,
     pub support: usize,
-    pub auc: f64,
+    /// One-vs-rest ROC AUC; `None` (null in JSON) when the test set has no
+    /// example of the class, or only examples of it: then it is undefined.
+    pub auc: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +33,8 @@ pub struct Metrics {
     pub ece: f64,
     pub macro_avg: Averages,
     pub weighted_avg: Averages,
-    pub macro_auc: f64,
+    /// Mean of the defined per-class AUCs; `None` when none is defined.
+    pub macro_auc: Option<f64>,
     pub per_class: Vec<ClassMetrics>,
     /// confusion[true][predicted].
     pub confusion: Vec<Vec<usize>>,
@@ -138,15 +141,19 @@ pub fn compute(probs: &[f32], labels: &[u8], names: &[&str]) -> Metrics {
         ece,
         macro_avg: avg(&|_| 1.0),
         weighted_avg: avg(&|m| m.support as f64),
-        macro_auc: per_class.iter().map(|m| m.auc).sum::<f64>() / k.max(1) as f64,
+        macro_auc: {
+            let defined: Vec<f64> = per_class.iter().filter_map(|m| m.auc).collect();
+            (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
+        },
         per_class,
         confusion,
     }
 }
 
 /// Area under the ROC curve: the probability that a random positive
-/// scores above a random negative (ties count half).
-pub fn auc(scores: &[(f32, bool)]) -> f64 {
+/// scores above a random negative (ties count half). `None` without both
+/// positives and negatives.
+pub fn auc(scores: &[(f32, bool)]) -> Option<f64> {
     let mut s: Vec<(f32, bool)> = scores.to_vec();
     s.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (pos, neg) = (
@@ -154,7 +161,7 @@ pub fn auc(scores: &[(f32, bool)]) -> f64 {
         s.iter().filter(|x| !x.1).count() as f64,
     );
     if pos == 0.0 || neg == 0.0 {
-        return f64::NAN;
+        return None;
     }
     // Sum of positive ranks, ties given their average rank.
     let mut rank_sum = 0.0;
@@ -168,7 +175,7 @@ pub fn auc(scores: &[(f32, bool)]) -> f64 {
         rank_sum += s[i..j].iter().filter(|x| x.1).count() as f64 * avg_rank;
         i = j;
     }
-    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
 }
 
 /// ROC curve points (false positive rate, true positive rate), at most
@@ -236,11 +243,11 @@ mod tests {
     #[test]
     fn auc_known_values() {
         let perfect = [(0.9, true), (0.8, true), (0.2, false), (0.1, false)];
-        assert_eq!(auc(&perfect), 1.0);
+        assert_eq!(auc(&perfect), Some(1.0));
         let inverted = [(0.1, true), (0.9, false)];
-        assert_eq!(auc(&inverted), 0.0);
+        assert_eq!(auc(&inverted), Some(0.0));
         let ties = [(0.5, true), (0.5, false)];
-        assert_eq!(auc(&ties), 0.5);
+        assert_eq!(auc(&ties), Some(0.5));
         // 3 positives, 2 negatives: 4 of the 6 pairs ranked right.
         let mixed = [
             (0.9, true),
@@ -249,7 +256,8 @@ mod tests {
             (0.4, true),
             (0.2, false),
         ];
-        assert!((auc(&mixed) - 4.0 / 6.0).abs() < 1e-12);
+        assert!((auc(&mixed).unwrap() - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(auc(&[(0.3, true), (0.9, true)]), None);
         let roc = roc_curve(&mixed, 100);
         assert_eq!(roc.first(), Some(&(0.0, 0.0)));
         assert_eq!(roc.last(), Some(&(1.0, 1.0)));

@@ -390,15 +390,20 @@ pub fn evaluation(
         .iter()
         .enumerate()
         .map(|(c, pts)| Series {
-            name: format!("{} (AUC {:.4})", names[c], r.metrics.per_class[c].auc),
+            name: format!(
+                "{} (AUC {})",
+                names[c],
+                auc_text(r.metrics.per_class[c].auc)
+            ),
             points: pts.clone(),
             color: palette(c),
             dashed: false,
         })
         .collect();
     let title = format!(
-        "{}: ROC curves, one vs rest (macro AUC {:.4})",
-        r.stage, r.metrics.macro_auc
+        "{}: ROC curves, one vs rest (macro AUC {})",
+        r.stage,
+        auc_text(r.metrics.macro_auc)
     );
     both!(dir, "roc", (900, 700), |root| lines(
         root,
@@ -559,4 +564,9 @@ pub fn comparison(dir: &Path, variants: &[String], reports: &[EvalReport]) -> Dr
         &series
     ));
     Ok(())
+}
+
+/// An AUC to four places, or `n/a` where the test set cannot define it.
+fn auc_text(auc: Option<f64>) -> String {
+    auc.map_or_else(|| "n/a".to_string(), |a| format!("{a:.4}"))
 }

@@ -97,6 +97,21 @@ impl crate::kind::Params for PreprocessParams {
         if !(self.std.is_finite() && self.std > 0.0) {
             return Err(format!("std must be positive, got {}", self.std));
         }
+        // Training selects the best epoch on the validation split.
+        if self.validation == 0 {
+            return Err("validation must be at least 1: models are selected on it".into());
+        }
+        for (name, v) in [
+            ("train", self.limit.train),
+            ("validation", self.limit.validation),
+            ("test", self.limit.test),
+        ] {
+            if v == Some(0) {
+                return Err(format!(
+                    "limit.{name} must be at least 1 (leave it out for no limit)"
+                ));
+            }
+        }
         Ok(())
     }
 }

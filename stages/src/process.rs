@@ -62,6 +62,12 @@ pub fn spawn(cmd: &mut Command) -> io::Result<(Child, Registered)> {
     Ok((child, Registered(group)))
 }
 
+/// True once [`stop_all`] has begun: the process is about to exit, and a
+/// child's failure is the stop's doing, not the child's.
+pub fn stopping() -> bool {
+    CHILDREN.lock().map_or(true, |r| r.stopping)
+}
+
 /// Stops every registered process group: SIGTERM, then SIGKILL for what
 /// is left after `grace`. No child is started afterwards. Returns how many
 /// groups were running.

@@ -139,6 +139,11 @@ impl TrainParams {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be at least 1".into());
         }
+        if self.max_batches == Some(0) {
+            return Err(
+                "max_batches must be at least 1 (or null: every batch of each epoch)".into(),
+            );
+        }
         if self.lr.is_nan()
             || self.lr <= 0.0
             || !(0.0..1.0).contains(&self.betas[0])

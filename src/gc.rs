@@ -1,0 +1,121 @@
+//! `gc`: removes what no stage of the pipeline owns: the records, logs and
+//! outputs of stages no longer declared (a variant renamed or removed), and
+//! cache objects no record refers to. An orphan's output is removed only
+//! where it still holds exactly what that stage wrote and no current stage
+//! declares the same path; anything else is kept and named.
+
+use crate::error::Result;
+use crate::hash::HashCache;
+use crate::ownership;
+use crate::spec::Pipeline;
+use crate::store::{remove_any, Store};
+use std::collections::BTreeSet;
+
+/// One thing gc removes or keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Record(String),
+    Output {
+        stage: String,
+        path: String,
+    },
+    /// An orphan's output that gc leaves alone, and why.
+    Kept {
+        path: String,
+        why: String,
+    },
+    Objects {
+        count: usize,
+        bytes: u64,
+    },
+}
+
+/// Stages with a record that the pipeline no longer declares.
+pub fn orphans(pipeline: &Pipeline, store: &Store) -> Vec<String> {
+    let names: BTreeSet<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+    store
+        .recorded_stages()
+        .into_iter()
+        .filter(|n| !names.contains(n.as_str()))
+        .collect()
+}
+
+/// Collects (and unless `dry_run`, removes) what no stage owns. The caller
+/// holds the lock.
+pub fn run(
+    pipeline: &Pipeline,
+    store: &Store,
+    hashes: &HashCache,
+    dry_run: bool,
+) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    let declared: BTreeSet<&str> = pipeline
+        .stages
+        .iter()
+        .flat_map(|s| s.outs.iter().map(String::as_str))
+        .collect();
+    for stage in orphans(pipeline, store) {
+        if let Ok(Some(record)) = store.record(&stage) {
+            for o in &record.outputs {
+                let path = pipeline.settings.project_dir.join(&o.path);
+                if declared.contains(o.path.as_str()) {
+                    items.push(Item::Kept {
+                        path: o.path.clone(),
+                        why: "a stage of the pipeline declares it now".into(),
+                    });
+                    continue;
+                }
+                if std::fs::symlink_metadata(&path).is_err() {
+                    continue;
+                }
+                // A complete record and the same content: this stage wrote it.
+                let ours = record.complete
+                    && ownership::check(hashes, &stage, Some(&record), &o.path, &path, false)
+                        .is_ok();
+                if !ours {
+                    items.push(Item::Kept {
+                        path: o.path.clone(),
+                        why: format!("it no longer holds what {stage} wrote"),
+                    });
+                    continue;
+                }
+                if !dry_run {
+                    remove_any(&path).map_err(|e| crate::error::Error::io("remove", &path, e))?;
+                }
+                items.push(Item::Output {
+                    stage: stage.clone(),
+                    path: o.path.clone(),
+                });
+            }
+        }
+        if !dry_run {
+            store.forget_stage(&stage)?;
+        }
+        items.push(Item::Record(stage));
+    }
+    // Objects no remaining record refers to.
+    let mut referenced = BTreeSet::new();
+    for s in &pipeline.stages {
+        if let Ok(Some(r)) = store.record(&s.name) {
+            for o in &r.outputs {
+                referenced.extend(o.tree.files.iter().map(|f| f.hash.clone()));
+            }
+        }
+    }
+    let (mut count, mut bytes) = (0, 0);
+    for (hash, size) in store.objects() {
+        if !referenced.contains(&hash) {
+            if !dry_run {
+                store.remove_object(&hash)?;
+            }
+            count += 1;
+            bytes += size;
+        }
+    }
+    items.push(Item::Objects { count, bytes });
+    if !dry_run {
+        hashes.prune();
+        hashes.save();
+    }
+    Ok(items)
+}

@@ -330,7 +330,7 @@ fn process(
         let log = Some(ctx.store.log_path(&stage.name));
         let (error, tail, log) = match e {
             StageFailure::Cmd(stages::cmd::CmdError::Exit { status, tail }) => {
-                if let Some(full) = full_disk(ctx) {
+                if let Some(full) = full_disk(ctx, stage) {
                     return Err(Error::DiskFull {
                         path: full,
                         during: format!("stage {} failed", stage.name),
@@ -366,7 +366,7 @@ fn process(
                 return Err(Error::io(action, path, source));
             }
             StageFailure::Kind(e) => {
-                if let Some(full) = full_disk(ctx) {
+                if let Some(full) = full_disk(ctx, stage) {
                     return Err(Error::DiskFull {
                         path: full,
                         during: format!("stage {} failed: {e}", stage.name),
@@ -462,13 +462,19 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 
 /// The first of the places stages write to whose file system has no room
 /// left, if any: a stage that failed there most likely failed for that.
-fn full_disk(ctx: &Ctx<'_>) -> Option<PathBuf> {
+fn full_disk(ctx: &Ctx<'_>, stage: &Stage) -> Option<PathBuf> {
     let project = &ctx.pipeline.settings.project_dir;
-    let places = [
+    let mut places = vec![
         ctx.store.tmp_dir(),
         project.join(&ctx.pipeline.settings.outputs),
         project.to_path_buf(),
     ];
+    // Where the stage's own outputs go (the nearest existing directory).
+    for o in &stage.outs {
+        let mut p = project.join(o);
+        while !p.is_dir() && p.pop() {}
+        places.push(p);
+    }
     places.into_iter().find(|p| {
         let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
             return false;
@@ -508,6 +514,11 @@ fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str)
         .as_ref()
         .and_then(|r| r.outputs.iter().find(|o| o.path == *out));
     match (now, recorded) {
+        // Another stage moved it to the quarantine meanwhile.
+        (Some(now), Some(rec)) if now.hash != rec.tree.hash && !path.exists() => Ok(format!(
+            "it was moved to the quarantine; the next `fmnist-pipe run` restores {}'s own version",
+            producer.name
+        )),
         (Some(now), Some(rec)) if now.hash != rec.tree.hash => {
             let dest = quarantine(ctx, &producer.name, project, path)?;
             Ok(format!(

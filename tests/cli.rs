@@ -859,3 +859,99 @@ fn bench_refuses_a_file_that_is_not_a_dataset_without_reading_it() {
     assert_eq!(r.code(), 2);
     assert!(r.stderr().contains("bad magic"), "{}", r.stderr());
 }
+
+fn download_pipeline(cache: &str, size: usize) -> (String, Vec<u8>) {
+    let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let yaml = format!(
+        "settings: {{cache: \"{cache}\"}}\nstages:\n  dl:\n    kind: download\n    params:\n      sources: [src]\n      files: {{a.gz: {}}}\n  use:\n    kind: cmd\n    cmd: \"wc -c < outputs/dl/a.gz > out/n.txt\"\n    deps: [outputs/dl]\n    outs: [out/n.txt]\n",
+        stages::download::sha256_hex(&body)
+    );
+    (yaml, body)
+}
+
+/// The cache on another file system, named by an absolute path, and the
+/// outputs directory on a third: staging, restores and replacement all
+/// cross file systems (copy, then rename on the target).
+#[test]
+fn cache_and_outputs_on_other_file_systems() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let Some(cache_mount) = Mount::tmpfs(&elsewhere.path().join("cache"), "8m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let cache = elsewhere.path().join("cache").display().to_string();
+    let (yaml, body) = download_pipeline(&cache, 100_000);
+    let p = Project::new(&yaml);
+    p.write("src/a.gz", "");
+    fs::write(p.path("src/a.gz"), &body).unwrap();
+    let outputs_mount = Mount::tmpfs(&p.path("outputs"), "8m").unwrap();
+    let r = p.run(&["run"]).ok();
+    assert!(r.stdout().contains("2 ran"), "{}", r.stdout());
+    assert_eq!(fs::read(p.path("outputs/dl/a.gz")).unwrap(), body);
+    assert_eq!(p.read("out/n.txt").trim(), "100000");
+    assert!(Path::new(&cache).join("stages/dl.json").is_file());
+    assert!(
+        !p.path("cache").exists(),
+        "nothing in the project's default cache"
+    );
+    fs::remove_file(p.path("outputs/dl/a.gz")).unwrap();
+    let r = p.run(&["run"]).ok();
+    assert!(r.stdout().contains("restored dl"), "{}", r.stdout());
+    assert_eq!(fs::read(p.path("outputs/dl/a.gz")).unwrap(), body);
+    let r = p.run(&["run", "--force-all"]).ok();
+    assert!(r.stdout().contains("2 ran"), "{}", r.stdout());
+    assert_eq!(fs::read(p.path("outputs/dl/a.gz")).unwrap(), body);
+    let leftovers: Vec<_> = fs::read_dir(p.path("outputs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["dl"], "no temporary siblings left");
+    drop(outputs_mount);
+    drop(cache_mount);
+}
+
+/// Out of space while a stage writes its own files, whichever stage: exit
+/// 3, the path, and what to do.
+#[test]
+fn a_full_disk_while_a_stage_writes_exits_3_with_the_path_and_the_fix() {
+    // A built-in kind (download) whose staging is on a full cache.
+    let (yaml, body) = download_pipeline("cache", 400_000);
+    let p = Project::new(&yaml);
+    fs::create_dir_all(p.path("src")).unwrap();
+    fs::write(p.path("src/a.gz"), &body).unwrap();
+    let Some(mount) = Mount::tmpfs(&p.path("cache"), "256k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let r = p.run(&["run"]);
+    assert_eq!(r.code(), 3, "{}\n{}", r.stdout(), r.stderr());
+    let err = r.stderr();
+    assert!(
+        err.contains("could not write") && err.contains("a.gz.partial"),
+        "{err}"
+    );
+    assert!(
+        err.contains("No space left on device") && err.contains("help: the disk is full"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("apt-get"),
+        "no advice about the data source: {err}"
+    );
+    drop(mount);
+
+    // A cmd stage writing to a full disk.
+    let p = Project::new(
+        "stages:\n  big:\n    kind: cmd\n    cmd: \"head -c 400000 /dev/zero > full/big.bin\"\n    outs: [full/big.bin]\n",
+    );
+    let _mount = Mount::tmpfs(&p.path("full"), "256k").unwrap();
+    let r = p.run(&["run"]);
+    assert_eq!(r.code(), 3, "{}\n{}", r.stdout(), r.stderr());
+    assert!(
+        r.stderr()
+            .contains("the disk holding ./full is full (stage big failed)")
+            && r.stderr().contains("help: free space there"),
+        "{}",
+        r.stderr()
+    );
+}

@@ -317,3 +317,211 @@ fn metrics_that_cannot_be_computed_are_reported_not_a_crash() {
     assert!(undefined >= 7, "{undefined} classes without an AUC");
     assert!(per_class.iter().any(|c| c["auc"].is_f64()));
 }
+
+/// Rewrites one byte in the middle of a file in place, keeping its size and
+/// its modification time (as a program that restores times would).
+fn damage_in_place(path: &Path) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let mut bytes = fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    fs::write(path, &bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+fn study(t: &Path) {
+    let files = write_data(&t.join("data"));
+    fs::write(t.join("pipeline.yaml"), pipeline(&files, TWO, "main")).unwrap();
+    let o = fmnist(t, &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+fn status_of(t: &Path, stage: &str) -> (String, String) {
+    let o = fmnist(t, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stage"] == stage)
+        .unwrap()
+        .clone();
+    (
+        row["state"].as_str().unwrap().to_string(),
+        row["reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// A damaged model with its size and time restored is seen: the train stage
+/// is stale, nothing is evaluated on it, and the advice given works.
+#[test]
+fn an_in_place_edit_keeping_size_and_time_is_seen() {
+    let t = tempfile::tempdir().unwrap();
+    study(t.path());
+    let model = t.path().join("outputs/train@main/model.safetensors");
+    let good = fs::read(&model).unwrap();
+    damage_in_place(&model);
+    assert_eq!(
+        status_of(t.path(), "train@main"),
+        (
+            "dirty".into(),
+            "output outputs/train@main modified since the stage wrote it (move it away; `run` then restores it from the cache)".into()
+        )
+    );
+    assert_eq!(
+        status_of(t.path(), "evaluate@main").1,
+        "input train@main is stale"
+    );
+    let o = fmnist(t.path(), &["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FAILED   train@main: outputs/train@main holds changes since train@main wrote it (outputs/train@main/model.safetensors)"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("skipped  evaluate@main"), "{}", text(&o));
+    // The advice: move it away; the stage's own version comes back and
+    // nothing downstream reruns.
+    fs::rename(&model, t.path().join("damaged.safetensors")).unwrap();
+    let o = fmnist(t.path(), &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("restored train@main"), "{}", text(&o));
+    assert!(text(&o).contains("0 ran"), "{}", text(&o));
+    assert_eq!(fs::read(&model).unwrap(), good);
+}
+
+/// Where the stat cache cannot see an edit (simulated here by an entry that
+/// matches the damaged file), the stage that reads the file finds it
+/// corrupt, moves it to the quarantine, and the next plain run recovers.
+#[test]
+fn a_stage_that_finds_its_input_corrupt_makes_the_next_run_recover() {
+    let t = tempfile::tempdir().unwrap();
+    study(t.path());
+    let dataset = t.path().join("outputs/preprocess/dataset.fmnd");
+    let good = fs::read(&dataset).unwrap();
+    damage_in_place(&dataset);
+    // Fool the stat cache: the old hash, with the damaged file's metadata.
+    let stat_path = t.path().join("cache/hashes.json");
+    let mut stat: serde_json::Value =
+        serde_json::from_slice(&fs::read(&stat_path).unwrap()).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(&dataset).unwrap();
+        let (_, e) = stat
+            .as_object_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|(k, _)| k.ends_with("/outputs/preprocess/dataset.fmnd"))
+            .unwrap();
+        e["size"] = m.len().into();
+        e["mtime_ns"] = (m.mtime() as i64 * 1_000_000_000 + m.mtime_nsec()).into();
+        e["ctime_ns"] = (m.ctime() as i64 * 1_000_000_000 + m.ctime_nsec()).into();
+        e["ino"] = m.ino().into();
+        e["dev"] = m.dev().into();
+        e["hashed_at_ns"] = i64::MAX.into();
+    }
+    fs::write(&stat_path, serde_json::to_vec(&stat).unwrap()).unwrap();
+    assert_eq!(status_of(t.path(), "preprocess").0, "fresh", "fooled");
+
+    let o = fmnist(t.path(), &["run", "train@main", "--force", "train@main"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("dataset.fmnd is corrupt: checksum mismatch")
+            && out.contains("it no longer held what preprocess wrote: moved to")
+            && out.contains("the next `fmnist-pipe run` restores preprocess's own version"),
+        "{out}"
+    );
+    let quarantined: Vec<_> = fs::read_dir(t.path().join("cache/quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("outputs/preprocess/dataset.fmnd"))
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    assert_ne!(
+        fs::read(&quarantined[0]).unwrap(),
+        good,
+        "kept, not deleted"
+    );
+
+    let o = fmnist(t.path(), &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("restored preprocess"), "{}", text(&o));
+    assert_eq!(fs::read(&dataset).unwrap(), good);
+    assert_eq!(status_of(t.path(), "train@main").0, "fresh");
+}
+
+/// A producer that recorded bytes its consumer cannot read (simulated by a
+/// record made to agree with a damaged file) is invalidated and rebuilt.
+#[test]
+fn a_producer_that_recorded_a_corrupt_output_is_rebuilt() {
+    let t = tempfile::tempdir().unwrap();
+    study(t.path());
+    let dataset = t.path().join("outputs/preprocess/dataset.fmnd");
+    let good = fs::read(&dataset).unwrap();
+    damage_in_place(&dataset);
+    let bad_hash = blake3::hash(&fs::read(&dataset).unwrap())
+        .to_hex()
+        .to_string();
+    let record_path = t.path().join("cache/stages/preprocess.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&fs::read(&record_path).unwrap()).unwrap();
+    let tree = &mut record["outputs"][0]["tree"];
+    let mut h = blake3::Hasher::new();
+    h.update(b"dir\0");
+    for f in tree["files"].as_array_mut().unwrap() {
+        if f["rel"] == "dataset.fmnd" {
+            f["hash"] = bad_hash.clone().into();
+        }
+        h.update(f["rel"].as_str().unwrap().as_bytes());
+        h.update(b"\0");
+        h.update(f["hash"].as_str().unwrap().as_bytes());
+        h.update(b"\0-\n");
+    }
+    tree["hash"] = h.finalize().to_hex().to_string().into();
+    fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    assert_eq!(status_of(t.path(), "preprocess").0, "fresh");
+
+    let o = fmnist(t.path(), &["run", "train@main", "--force", "train@main"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("preprocess is marked stale; the next `fmnist-pipe run` rebuilds it"),
+        "{}",
+        text(&o)
+    );
+    let (state, reason) = status_of(t.path(), "preprocess");
+    assert_eq!(state, "dirty");
+    assert!(
+        reason.starts_with(
+            "invalidated: train@main found outputs/preprocess/dataset.fmnd corrupt (checksum mismatch"
+        ),
+        "{reason}"
+    );
+    let o = fmnist(t.path(), &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("running  preprocess"), "{}", text(&o));
+    assert_eq!(fs::read(&dataset).unwrap(), good);
+}
+
+#[test]
+fn show_prints_the_cached_table_when_the_output_was_deleted() {
+    let t = tempfile::tempdir().unwrap();
+    study(t.path());
+    fs::remove_dir_all(t.path().join("outputs/compare")).unwrap();
+    let o = fmnist(t.path(), &["show"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("main (ref)"), "{out}");
+    assert!(
+        out.contains("note: outputs/compare is not in the workspace (deleted or changed); this is the cache's copy, and `fmnist-pipe run compare` restores it"),
+        "{out}"
+    );
+    assert!(
+        !t.path().join("outputs/compare").exists(),
+        "show writes nothing"
+    );
+}

@@ -350,10 +350,7 @@ fn process(
             StageFailure::Kind(stages::StageError::InputCorrupt { path, problem }) => {
                 let advice = invalidate_producer(ctx, stage, &path, &problem)?;
                 (
-                    format!(
-                        "input {} is corrupt: {problem}\n         {advice}",
-                        path.display()
-                    ),
+                    format!("input {} is corrupt: {problem}\n{advice}", path.display()),
                     None,
                     None,
                 )

@@ -50,9 +50,13 @@ impl fmt::Display for Refusal {
             }
             Why::Unreadable(e) => write!(f, "{path} cannot be read ({e})")?,
         }
+        let what = match &self.why {
+            Why::Modified(file) => file,
+            _ => path,
+        };
         write!(
             f,
-            "; fmnist-pipe only deletes what it wrote\n  help: move {path} away (or delete it) and run again"
+            "; fmnist-pipe only deletes what it wrote\nhelp: move {what} away (or delete it) and run again"
         )?;
         if self.restorable {
             write!(f, "; {stage}'s own version is then restored from the cache")?;

@@ -109,6 +109,12 @@ impl Reporter {
                 log,
             } => {
                 self.finish_bar(&stage);
+                // Continuation lines of the message line up under it.
+                let error = error
+                    .lines()
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n         ");
                 let mut text = format!("FAILED   {stage}: {error}");
                 if let Some(tail) = tail.filter(|t| !t.is_empty()) {
                     text.push_str("\n         last lines of output:");

@@ -237,7 +237,7 @@ fn an_edited_output_is_kept_and_the_stage_says_what_to_do() {
         let r = p.run(args);
         assert_eq!(r.code(), 1, "{}", r.stdout());
         assert!(
-            r.stdout().contains("FAILED   compare: out/table.txt was modified since compare wrote it; fmnist-pipe only deletes what it wrote\n  help: move out/table.txt away (or delete it) and run again; compare's own version is then restored from the cache"),
+            r.stdout().contains("FAILED   compare: out/table.txt was modified since compare wrote it; fmnist-pipe only deletes what it wrote\n         help: move out/table.txt away (or delete it) and run again; compare's own version is then restored from the cache"),
             "{}",
             r.stdout()
         );

@@ -269,7 +269,7 @@ fn outputs_the_tool_did_not_write_are_kept() {
     let r = p.run(&["run"]);
     assert_eq!(r.status.code(), Some(1), "{}", text(&r));
     assert!(
-        text(&r).contains("data/raw.txt already exists, and s has no record of writing it; fmnist-pipe only deletes what it wrote\n  help: move data/raw.txt away"),
+        text(&r).contains("data/raw.txt already exists, and s has no record of writing it; fmnist-pipe only deletes what it wrote\n         help: move data/raw.txt away"),
         "{}",
         text(&r)
     );

@@ -66,6 +66,10 @@ impl StatEntry {
 
 pub struct HashCache {
     path: PathBuf,
+    /// The working directory, read once: entries are keyed by absolute
+    /// path, so one cache serves a project whichever directory fmnist-pipe
+    /// is started from.
+    cwd: PathBuf,
     entries: Mutex<BTreeMap<String, StatEntry>>,
     changed: AtomicBool,
 }
@@ -84,16 +88,18 @@ fn ctime_ns(m: &fs::Metadata) -> i128 {
     m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
 }
 
-/// Entries are keyed by absolute path, so that one cache serves a project
-/// whichever directory fmnist-pipe is started from.
-fn key_of(path: &Path) -> String {
-    std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .to_string_lossy()
-        .into_owned()
-}
 
 impl HashCache {
+    fn key_of(&self, path: &Path) -> String {
+        let abs: PathBuf = self
+            .cwd
+            .join(path)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        abs.to_string_lossy().into_owned()
+    }
+
     /// Loads the stat cache; a missing or unreadable one starts empty.
     pub fn load(path: PathBuf) -> HashCache {
         let entries = fs::read(&path)
@@ -102,6 +108,7 @@ impl HashCache {
             .unwrap_or_default();
         HashCache {
             path,
+            cwd: std::env::current_dir().unwrap_or_default(),
             entries: Mutex::new(entries),
             changed: AtomicBool::new(false),
         }
@@ -111,6 +118,7 @@ impl HashCache {
     pub fn disabled() -> HashCache {
         HashCache {
             path: PathBuf::new(),
+            cwd: std::env::current_dir().unwrap_or_default(),
             entries: Mutex::new(BTreeMap::new()),
             changed: AtomicBool::new(false),
         }
@@ -131,7 +139,7 @@ impl HashCache {
 
     /// The blake3 hash of a regular file.
     pub fn hash_file(&self, path: &Path, meta: &fs::Metadata) -> io::Result<String> {
-        let key = key_of(path);
+        let key = self.key_of(path);
         if let Ok(entries) = self.entries.lock() {
             if let Some(e) = entries.get(&key).filter(|e| e.matches(meta)) {
                 return Ok(e.hash.clone());
@@ -162,7 +170,7 @@ impl HashCache {
     /// Forgets every entry at or under `path`: the next hash reads the
     /// files again (used when a stage found one of them corrupt).
     pub fn forget(&self, path: &Path) {
-        let key = key_of(path);
+        let key = self.key_of(path);
         let under = format!("{key}/");
         if let Ok(mut entries) = self.entries.lock() {
             let before = entries.len();

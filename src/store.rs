@@ -180,10 +180,18 @@ impl Store {
     }
 
     pub fn write_record(&self, stage: &str, r: &Record) -> Result<()> {
+        self.write_record_with(stage, r, true)
+    }
+
+    /// `durable: false` skips the fsync, for records whose loss in a crash
+    /// is harmless: an older record never claims fresh for changed inputs
+    /// or outputs (both are compared), and a torn one reads as unreadable.
+    fn write_record_with(&self, stage: &str, r: &Record, durable: bool) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(r)
             .map_err(|e| Error::Cache(format!("serialize the record of {stage}: {e}")))?;
         let path = self.record_path(stage);
-        write_atomic(&path, &bytes).map_err(|e| Error::io("write the stage record", &path, e))
+        write_file(&path, &bytes, durable)
+            .map_err(|e| Error::io("write the stage record", &path, e))
     }
 
     /// Invalidates before running: whatever happens next, the stage no
@@ -214,7 +222,7 @@ impl Store {
                 r.claimed.push(c.clone());
             }
         }
-        self.write_record(stage, &r)
+        self.write_record_with(stage, &r, false)
     }
 
     /// The stage failed: it no longer runs (its record stays incomplete).
@@ -222,7 +230,7 @@ impl Store {
         match self.record(stage) {
             Ok(Some(mut r)) if r.running.is_some() => {
                 r.running = None;
-                self.write_record(stage, &r)
+                self.write_record_with(stage, &r, false)
             }
             _ => Ok(()),
         }
@@ -512,6 +520,11 @@ pub fn remove_any(path: &Path) -> io::Result<()> {
 
 /// Writes a whole file or nothing: a temporary sibling, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// [`write_atomic`], with the fsync optional.
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -526,7 +539,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

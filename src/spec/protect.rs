@@ -29,6 +29,9 @@ struct Place {
 
 pub struct Protected {
     places: Vec<Place>,
+    /// Physical forms of directories already resolved: outputs share
+    /// parents, and a pipeline may have thousands of them.
+    parents: std::cell::RefCell<std::collections::HashMap<PathBuf, PathBuf>>,
 }
 
 /// The physical form of `path`: absolute, with the existing part's
@@ -103,7 +106,26 @@ impl Protected {
                 rule: Rule::Untouchable,
             });
         }
-        Protected { places }
+        Protected {
+            places,
+            parents: Default::default(),
+        }
+    }
+
+    /// [`physical`], resolving each parent directory once.
+    fn physical_cached(&self, path: &Path) -> PathBuf {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return physical(path);
+        };
+        // A symlink as the last component: resolve it whole.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return physical(path);
+        }
+        let mut memo = self.parents.borrow_mut();
+        let parent = memo
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| physical(parent));
+        parent.join(name)
     }
 
     /// Why `path` may not be a stage's output, or None when it may.
@@ -114,7 +136,7 @@ impl Protected {
         }) {
             return Some(format!("lies in version-control metadata (`{d}`)"));
         }
-        let p = physical(path);
+        let p = self.physical_cached(path);
         for place in &self.places {
             if p == place.physical {
                 return Some(format!("is {}", place.what));

@@ -88,7 +88,6 @@ fn ctime_ns(m: &fs::Metadata) -> i128 {
     m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
 }
 
-
 impl HashCache {
     fn key_of(&self, path: &Path) -> String {
         let abs: PathBuf = self

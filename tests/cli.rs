@@ -591,6 +591,17 @@ impl Drop for Mount {
     }
 }
 
+/// Exit 3, what could not be done to which path, the cause and the fix.
+fn assert_disk_full(r: &Run, action: &str, path: &str) {
+    assert_eq!(r.code(), 3, "{}\n{}", r.stdout(), r.stderr());
+    let err = r.stderr();
+    assert!(err.contains(action) && err.contains(path), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains("help: the disk is full"),
+        "{err}"
+    );
+}
+
 #[test]
 fn full_disk_while_caching_is_reported_and_leaves_the_cache_consistent() {
     let p = Project::new("stages:\n  big:\n    kind: cmd\n    cmd: \"head -c 400000 /dev/zero > big.bin\"\n    outs: [big.bin]\n");
@@ -598,17 +609,7 @@ fn full_disk_while_caching_is_reported_and_leaves_the_cache_consistent() {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let r = p.run(&["run"]);
-    assert_eq!(r.code(), 3, "{}\n{}", r.stdout(), r.stderr());
-    let err = r.stderr();
-    assert!(
-        err.contains("could not copy into the cache") && err.contains("big.bin"),
-        "{err}"
-    );
-    assert!(
-        err.contains("No space left on device") && err.contains("help: the disk is full"),
-        "{err}"
-    );
+    assert_disk_full(&p.run(&["run"]), "could not copy into the cache", "big.bin");
     assert_eq!(state_of(&p, "big").0, "new", "nothing recorded as fresh");
     assert_eq!(
         fs::read_dir(p.path("cache/tmp")).unwrap().count(),
@@ -924,19 +925,11 @@ fn a_full_disk_while_a_stage_writes_exits_3_with_the_path_and_the_fix() {
         return;
     };
     let r = p.run(&["run"]);
-    assert_eq!(r.code(), 3, "{}\n{}", r.stdout(), r.stderr());
-    let err = r.stderr();
+    assert_disk_full(&r, "could not write", "a.gz.partial");
     assert!(
-        err.contains("could not write") && err.contains("a.gz.partial"),
-        "{err}"
-    );
-    assert!(
-        err.contains("No space left on device") && err.contains("help: the disk is full"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("apt-get"),
-        "no advice about the data source: {err}"
+        !r.stderr().contains("apt-get"),
+        "no advice about the data source: {}",
+        r.stderr()
     );
     drop(mount);
 

@@ -139,34 +139,27 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
         .map_err(|m| err(&["settings", "outputs"], format!("settings.outputs: {m}")))?;
     let protected = Protected::new(&project_dir, file, &cache, &outputs);
     // When the two collide, blame the one the file sets (outputs if both).
-    let cache_check = |protected: &Protected| -> Result<()> {
-        if let Some(why) = protected.refuse_cache() {
-            return Err(err(
-                &["settings", "cache"],
-                format!("settings.cache `{cache}` {why}"),
+    let check = |key: &str, value: &str, why: Option<String>| -> Result<()> {
+        match why {
+            Some(why) => Err(err(
+                &["settings", key],
+                format!("settings.{key} `{value}` {why}"),
             )
-            .help("give the cache a directory of its own (the default is `cache`)")
-            .into());
+            .help(format!(
+                "give the {key} a directory of its own (the default is `{key}`)"
+            ))
+            .into()),
+            None => Ok(()),
         }
-        Ok(())
     };
-    let outputs_check = |protected: &Protected| -> Result<()> {
-        if let Some(why) = protected.refuse_outputs() {
-            return Err(err(
-                &["settings", "outputs"],
-                format!("settings.outputs `{outputs}` {why}"),
-            )
-            .help("give the outputs a directory of their own (the default is `outputs`)")
-            .into());
-        }
-        Ok(())
-    };
+    let cache_check = || check("cache", &cache, protected.refuse_cache());
+    let outputs_check = || check("outputs", &outputs, protected.refuse_outputs());
     if s.outputs.is_some() {
-        outputs_check(&protected)?;
-        cache_check(&protected)?;
+        outputs_check()?;
+        cache_check()?;
     } else {
-        cache_check(&protected)?;
-        outputs_check(&protected)?;
+        cache_check()?;
+        outputs_check()?;
     }
     let jobs = match s.jobs {
         Some(0) => {

@@ -52,6 +52,24 @@ fn field(line: &str, key: &str) -> Option<f64> {
         .find_map(|w| w.strip_prefix(key)?.parse::<f64>().ok())
 }
 
+/// The dataset the pipeline's (first) preprocess stage writes, if the
+/// pipeline loads and has one.
+fn pipeline_dataset(file: &Path) -> Option<PathBuf> {
+    let (raw, text) = crate::spec::load(file).ok()?;
+    let pipeline = crate::spec::resolve(raw, text, file).ok()?;
+    let stage = pipeline
+        .stages
+        .iter()
+        .find(|s| s.kind == stages::Kind::Preprocess)?;
+    Some(
+        pipeline
+            .settings
+            .project_dir
+            .join(stage.outs.first()?)
+            .join(stages::contract::DATASET_FILE),
+    )
+}
+
 pub fn run(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     if args.threads == 0 || args.batches == 0 || args.repeat == 0 {
         return Err(Error::Usage(
@@ -62,26 +80,22 @@ pub fn run(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> 
         .file
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let default = project
-        .join("outputs/preprocess")
-        .join(stages::preprocess::DATASET_FILE);
     let (data, label) = match &args.data {
-        Some(p) => (
-            Dataset::read(p).map_err(|e| Error::Usage(e.to_string()))?,
-            p.display().to_string(),
-        ),
-        None => match Dataset::read(&default) {
-            Ok(d) => (d, default.display().to_string()),
-            Err(_) => (stages::train::synthetic_dataset(4096), "random".into()),
-        },
+        Some(p) => (Dataset::read(p)?, p.display().to_string()),
+        None => {
+            match pipeline_dataset(&cli.file).and_then(|p| Dataset::read(&p).ok().map(|d| (d, p))) {
+                Some((d, p)) => (d, p.display().to_string()),
+                None => (stages::bench::synthetic_dataset(4096), "random".into()),
+            }
+        }
     };
     let script = project.join("bench/torch_bench.py");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let mut skipped = None;
     for _ in 0..args.repeat {
         ours.push(
-            stages::train::bench(&data, &label, args.threads, args.batches)
-                .map_err(Error::Usage)?,
+            stages::bench::bench(&data, &label, args.threads, args.batches)
+                .map_err(Error::Bench)?,
         );
         if !args.no_torch && skipped.is_none() {
             match torch_once(&script, args.threads, args.batches) {

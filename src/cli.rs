@@ -109,7 +109,7 @@ pub struct RunArgs {
 /// Parses the arguments, runs the command, returns the exit code.
 pub fn main() -> i32 {
     // Before any thread exists: allocator settings the training kernels need.
-    stages::train::tune_allocator();
+    stages::runtime::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -275,13 +275,13 @@ fn read_table(
     pipeline: &Pipeline,
     store: &Store,
     stage: &spec::Stage,
-) -> Option<(stages::compare::Table, bool)> {
+) -> Option<(stages::contract::Table, bool)> {
     let out = stage.outs.first()?;
     let path = pipeline
         .settings
         .project_dir
         .join(out)
-        .join(stages::compare::TABLE_FILE);
+        .join(stages::contract::TABLE_FILE);
     if let Some(t) = std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -296,7 +296,7 @@ fn read_table(
         .tree
         .files
         .iter()
-        .find(|f| f.rel == stages::compare::TABLE_FILE)?;
+        .find(|f| f.rel == stages::contract::TABLE_FILE)?;
     let bytes = store.read_object(&file.hash)?;
     Some((serde_json::from_slice(&bytes).ok()?, true))
 }

@@ -98,6 +98,12 @@ pub enum Error {
     Locked { path: PathBuf, holder: String },
     #[error("{0}")]
     Cache(String),
+    /// A dataset file named on the command line cannot be used.
+    #[error(transparent)]
+    Dataset(#[from] stages::data::dataset::DatasetError),
+    /// The benchmark itself failed.
+    #[error("the benchmark failed: {0}")]
+    Bench(String),
     #[error("the disk holding {} is full ({during})\n  help: free space there (or move settings.cache to a larger disk) and run again; stages that did not finish are recorded as stale and will rerun", path.display())]
     DiskFull { path: PathBuf, during: String },
 }
@@ -120,7 +126,8 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Pipeline(_) | Error::Usage(_) => exit::INVALID,
+            Error::Pipeline(_) | Error::Usage(_) | Error::Dataset(_) => exit::INVALID,
+            Error::Bench(_) => exit::STAGE_FAILED,
             Error::Io { .. } | Error::Locked { .. } | Error::Cache(_) | Error::DiskFull { .. } => {
                 exit::ENVIRONMENT
             }

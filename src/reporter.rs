@@ -223,7 +223,7 @@ impl Reporter {
     }
 
     /// A comparison table, drawn with comfy-table.
-    pub fn table(&self, t: &stages::compare::Table) {
+    pub fn table(&self, t: &stages::contract::Table) {
         let mut table = comfy_table::Table::new();
         table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
         table.set_header(&t.columns);

@@ -7,6 +7,7 @@ use super::protect::Protected;
 use super::subst::{substitute, Vars};
 use crate::error::{Diagnostic, Result};
 use serde_json::{Map, Value};
+use stages::contract::{check_name, stage_name};
 use stages::Kind;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -111,19 +112,56 @@ struct Base<'a> {
     variants: Option<Vec<(String, Value)>>,
 }
 
+/// Points a message at a key of the pipeline file.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn at(&self, path: &[&str], message: String) -> Diagnostic {
+        let d = Diagnostic::new(self.file, message);
+        match locate(self.text, path) {
+            Some((line, col)) => d.at(self.text, line, col),
+            None => d,
+        }
+    }
+}
+
+/// Raw pipeline -> concrete stages, in three passes: each declared stage's
+/// parameters and variants ([`declare`]), the concrete stages ([`expand`]),
+/// and their dependencies ([`link`]).
 pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> {
+    let loc = Locator { file, text: &text };
+    let (settings, protected) = resolve_settings(&raw, file, &loc)?;
+    if raw.stages.0.is_empty() {
+        return Err(loc
+            .at(&["stages"], "the pipeline declares no stages".into())
+            .help("add at least one stage under `stages:`")
+            .into());
+    }
+
+    let bases = declare(&raw, &settings, &loc)?;
+    let (mut stages, foreach_needs) = expand(&bases, &settings, &protected, &loc)?;
+    link(&mut stages, &foreach_needs, &raw, &loc)?;
+    Ok(Pipeline {
+        settings,
+        stages,
+        text,
+    })
+}
+
+/// The settings, checked; and the places no stage may own.
+fn resolve_settings(
+    raw: &RawPipeline,
+    file: &Path,
+    loc: &Locator<'_>,
+) -> Result<(Settings, Protected)> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
     let project_dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let err = |path: &[&str], message: String| -> Diagnostic {
-        let d = Diagnostic::new(file, message);
-        match locate(&text, path) {
-            Some((line, col)) => d.at(&text, line, col),
-            None => d,
-        }
-    };
-
     let s = &raw.settings;
     let cache = s.cache.as_deref().unwrap_or("cache");
     // An absolute cache may sit on another disk, or be shared.
@@ -190,13 +228,16 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
         device,
     };
 
-    if raw.stages.0.is_empty() {
-        return Err(err(&["stages"], "the pipeline declares no stages".into())
-            .help("add at least one stage under `stages:`")
-            .into());
-    }
+    Ok((settings, protected))
+}
 
-    // Pass 1: per declared stage, canonical params and variants.
+/// Pass 1: each declared stage's canonical parameters and variants.
+fn declare<'a>(
+    raw: &'a RawPipeline,
+    settings: &Settings,
+    loc: &Locator<'_>,
+) -> Result<Vec<Base<'a>>> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
     let mut bases = Vec::with_capacity(raw.stages.0.len());
     for (name, rs) in &raw.stages.0 {
         check_name(name).map_err(|m| err(&["stages", name], format!("stage name `{name}` {m}")))?;
@@ -323,11 +364,23 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
         });
     }
 
-    // Pass 2: expand into concrete stages.
+    Ok(bases)
+}
+
+/// Pass 2: the concrete stages (variants and `foreach` expanded, names,
+/// commands and paths substituted and checked); with each stage's
+/// `foreach` partner, linked in [`link`].
+fn expand(
+    bases: &[Base<'_>],
+    settings: &Settings,
+    protected: &Protected,
+    loc: &Locator<'_>,
+) -> Result<(Vec<Stage>, Vec<Option<String>>)> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
     let base_names: Vec<&str> = bases.iter().map(|b| b.name).collect();
     let mut stages: Vec<Stage> = Vec::new();
     let mut foreach_needs: Vec<Option<String>> = Vec::new();
-    for b in &bases {
+    for b in bases {
         let instances: Vec<(Option<String>, Value, Option<String>)> = if let Some(vs) = &b.variants
         {
             vs.iter()
@@ -366,7 +419,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
                     (
                         Some(v.clone()),
                         b.params.clone(),
-                        Some(format!("{target}@{v}")),
+                        Some(stage_name(target, Some(v))),
                     )
                 })
                 .collect()
@@ -374,10 +427,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
             vec![(None, b.params.clone(), None)]
         };
         for (variant, params, need) in instances {
-            let name = match &variant {
-                Some(v) => format!("{}@{v}", b.name),
-                None => b.name.to_string(),
-            };
+            let name = stage_name(b.name, variant.as_deref());
             let vars = Vars {
                 stage: &name,
                 variant: variant.as_deref(),
@@ -472,7 +522,18 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
         }
     }
 
-    // Pass 3: dependencies.
+    Ok((stages, foreach_needs))
+}
+
+/// Pass 3: dependencies: `needs`, `foreach`, and deps on other stages'
+/// outputs; outputs shared or nested between stages are refused.
+fn link(
+    stages: &mut [Stage],
+    foreach_needs: &[Option<String>],
+    raw: &RawPipeline,
+    loc: &Locator<'_>,
+) -> Result<()> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
     let index: HashMap<&str, usize> = stages
         .iter()
         .enumerate()
@@ -573,37 +634,6 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
         // A stage reading its own output is not a dependency on itself
         // unless it said so in `needs` (which the graph reports as a cycle).
         stages[i].needs = n;
-    }
-    Ok(Pipeline {
-        settings,
-        stages,
-        text,
-    })
-}
-
-/// Longest stage or variant name: names become file names.
-const MAX_NAME: usize = 100;
-
-/// Names become file and directory names (`outputs/<name>`,
-/// `cache/stages/<name>.json`) and `@`-joined stage names: no separators,
-/// nothing hidden, never `.` or `..`.
-fn check_name(name: &str) -> std::result::Result<(), String> {
-    if name.is_empty() {
-        return Err("is empty".into());
-    }
-    if name.starts_with('.') {
-        return Err("starts with `.`: names become file names, and `.`, `..` and hidden names are refused; start with a letter or digit".into());
-    }
-    if name.len() > MAX_NAME {
-        return Err(format!("is longer than {MAX_NAME} characters"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(format!(
-            "contains `{c}`: use letters, digits, `-`, `_` and `.`"
-        ));
     }
     Ok(())
 }
@@ -893,7 +923,7 @@ stages:
                 d.message
             );
         }
-        let long = "n".repeat(MAX_NAME + 1);
+        let long = "n".repeat(stages::contract::MAX_NAME + 1);
         let d = diag(&format!("stages:\n  {long}:\n    kind: cmd\n    cmd: x\n"));
         assert!(d.message.contains("longer than 100"), "{}", d.message);
         resolve_text("stages:\n  lr-0.01_a:\n    kind: cmd\n    cmd: x\n").unwrap();

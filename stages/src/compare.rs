@@ -3,16 +3,17 @@
 //! McNemar's exact test on the paired predictions, efficiency — as
 //! Markdown, CSV and JSON, charts, and a self-contained HTML report.
 
-use crate::evaluate::{self, EvalReport};
+use crate::contract::{
+    read_predictions, variant_of, EvalReport, Table, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE,
+    TABLE_FILE,
+};
+use crate::format::group_digits;
 use crate::metrics::{mcnemar_exact, wilson};
 use crate::{Kind, Progress, RunContext, StageError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-pub const TABLE_FILE: &str = "table.json";
-pub const REPORT_FILE: &str = "index.html";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,15 +29,6 @@ pub struct CompareParams {
 
 fn default_reference() -> String {
     "main".into()
-}
-
-/// A table any tool can print: what `fmnist-pipe run` and `show` render.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Table {
-    pub title: String,
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<String>>,
-    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,11 +51,6 @@ fn fail(e: impl ToString) -> StageError {
     StageError::Failed(e.to_string())
 }
 
-/// `evaluate@main` -> `main`.
-fn variant_of(stage: &str) -> String {
-    stage.split_once('@').map_or(stage, |(_, v)| v).to_string()
-}
-
 impl crate::kind::Params for CompareParams {}
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
@@ -81,7 +68,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             inputs.first().map(|(s, _)| format!(" ({s})")).unwrap_or_default()
         )));
     }
-    let variants: Vec<String> = inputs.iter().map(|(s, _)| variant_of(s)).collect();
+    let variants: Vec<String> = inputs
+        .iter()
+        .map(|(s, _)| variant_of(s).to_string())
+        .collect();
     let Some(ref_idx) = variants.iter().position(|v| *v == p.reference) else {
         return Err(StageError::Params(format!(
             "reference variant `{}` is not among the compared variants ({}); set params.reference of the compare stage to one of them",
@@ -92,16 +82,13 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let mut reports = Vec::new();
     let mut preds = Vec::new();
     for (_, dir) in &inputs {
-        let path = dir.join(evaluate::METRICS_FILE);
+        let path = dir.join(METRICS_FILE);
         let bytes = std::fs::read(&path).map_err(|e| StageError::corrupt(&path, e))?;
         let r: EvalReport =
             serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(&path, e))?;
         reports.push(r);
-        let pred_path = dir.join(evaluate::PREDICTIONS_FILE);
-        preds.push(
-            evaluate::read_predictions(&pred_path)
-                .map_err(|e| StageError::corrupt(&pred_path, e))?,
-        );
+        let pred_path = dir.join(PREDICTIONS_FILE);
+        preds.push(read_predictions(&pred_path).map_err(|e| StageError::corrupt(&pred_path, e))?);
     }
     (ctx.progress)(Progress {
         message: format!("{} variants", variants.len()),
@@ -252,19 +239,7 @@ fn format_secs(s: f64) -> String {
     }
 }
 
-/// 1701578 -> "1,701,578".
-pub fn group_digits(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
+/// The table as Markdown.
 pub fn markdown(t: &Table) -> String {
     let mut s = format!(
         "**{}**\n\n| {} |\n|{}\n",
@@ -413,8 +388,6 @@ mod tests {
         assert_eq!(base64(b"Man"), "TWFu");
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
-        assert_eq!(group_digits(1701578), "1,701,578");
-        assert_eq!(variant_of("evaluate@no-aug"), "no-aug");
         let t = Table {
             title: "T".into(),
             columns: vec!["a".into(), "b".into()],

@@ -1,21 +1,21 @@
 //! The `evaluate` kind: a trained model on the test set — metrics,
 //! per-image predictions, efficiency figures, pictures.
 
+use crate::contract::{
+    Efficiency, EpochRecord, EvalReport, TrainSummary, CLASS_NAMES, DATASET_FILE, HISTORY_FILE,
+    METRICS_FILE, PREDICTIONS_FILE, ROC_FILE, TRAIN_SUMMARY_FILE, WEIGHTS_FILE,
+};
 use crate::data::dataset::Dataset;
-use crate::data::CLASS_NAMES;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::nn::checkpoint;
+use crate::nn::infer::predict;
 use crate::nn::ops::Dev;
-use crate::train::{self, TrainSummary};
+use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-pub const METRICS_FILE: &str = "metrics.json";
-pub const PREDICTIONS_FILE: &str = "predictions.csv";
-pub const ROC_FILE: &str = "roc.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,31 +27,6 @@ pub struct EvaluateParams {
 
 fn default_batch() -> usize {
     256
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Efficiency {
-    pub parameters: usize,
-    pub model_size_bytes: usize,
-    pub training_seconds: f64,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    pub inference_img_per_s: f64,
-    /// Median time of one inference batch of `batch_size` images.
-    pub latency_ms_per_batch: f64,
-    pub batch_size: usize,
-    pub threads: usize,
-}
-
-/// metrics.json.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalReport {
-    pub stage: String,
-    pub train_stage: String,
-    pub metrics: Metrics,
-    pub efficiency: Efficiency,
-    /// The training history, carried along for the comparison's charts.
-    pub history: Vec<train::EpochRecord>,
 }
 
 fn fail(e: impl ToString) -> StageError {
@@ -98,23 +73,23 @@ impl crate::kind::Params for EvaluateParams {
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let p: EvaluateParams = crate::kind::parse_params(ctx.params)?;
-    train::check_device(ctx.device.unwrap_or("cpu"))?;
+    check_device(ctx.device.unwrap_or("cpu"))?;
     let (train_stage, train_dir) = input_dir(ctx, Kind::Train, "train")?;
     let (_, prep_dir) = input_dir(ctx, Kind::Preprocess, "preprocess")?;
-    let data = Dataset::read(&prep_dir.join(crate::preprocess::DATASET_FILE))
+    let data = Dataset::read(&prep_dir.join(DATASET_FILE))
         .map_err(|e| StageError::corrupt(e.path, e.problem))?;
     let test = data
         .split("test")
         .ok_or_else(|| fail("the dataset has no test split"))?;
-    let weights = train_dir.join(train::WEIGHTS_FILE);
+    let weights = train_dir.join(WEIGHTS_FILE);
     let mut model = checkpoint::load(&weights).map_err(|e| StageError::corrupt(&weights, e))?;
-    let summary: TrainSummary = read_json(&train_dir.join(train::SUMMARY_FILE))?;
-    let history: Vec<train::EpochRecord> = read_json(&train_dir.join(train::HISTORY_FILE))?;
+    let summary: TrainSummary = read_json(&train_dir.join(TRAIN_SUMMARY_FILE))?;
+    let history: Vec<EpochRecord> = read_json(&train_dir.join(HISTORY_FILE))?;
     (ctx.progress)(Progress {
         message: format!("{} test images", test.len()),
         fraction: Some(0.0),
     });
-    train::tune_allocator();
+    tune_allocator();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(ctx.threads)
         .build()
@@ -123,7 +98,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         let dev = Dev::seed_from_u64(0);
         let tensors = model.tensors(&dev);
         let t = Instant::now();
-        let logits = train::predict(
+        let logits = predict(
             &mut model,
             &tensors,
             &data,
@@ -138,7 +113,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         let mut times: Vec<f64> = (0..5)
             .map(|_| {
                 let t = Instant::now();
-                train::predict(
+                predict(
                     &mut model,
                     &tensors,
                     &data,
@@ -186,10 +161,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         &serde_json::to_vec_pretty(&report).map_err(fail)?,
     )?;
     let k = model.classes;
-    let mut csv = String::from("index,source_index,label,predicted");
-    for c in 0..k {
-        let _ = write!(csv, ",p{c}");
-    }
+    let mut csv = crate::contract::predictions_header(k);
     csv.push('\n');
     for (i, (row, &y)) in probs.chunks(k).zip(&test.labels).enumerate() {
         let _ = write!(csv, "{i},{},{y},{}", test.indices[i], metrics::argmax(row));
@@ -218,23 +190,6 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     }
     crate::plots::evaluation(ctx.out_dir, &report, &roc, &probs, &data, test).map_err(fail)?;
     Ok(())
-}
-
-/// Reads a predictions.csv: (label, predicted) per test image.
-pub fn read_predictions(path: &Path) -> Result<Vec<(u8, u8)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines()
-        .skip(1)
-        .enumerate()
-        .map(|(i, l)| {
-            let mut f = l.split(',').skip(2);
-            let parse = |s: Option<&str>| s.and_then(|s| s.parse::<u8>().ok());
-            match (parse(f.next()), parse(f.next())) {
-                (Some(y), Some(p)) => Ok((y, p)),
-                _ => Err(format!("{}: line {} is malformed", path.display(), i + 2)),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -292,11 +247,7 @@ mod tests {
                 pixels: vec![0; 2 * 784],
             }],
         };
-        std::fs::write(
-            prep_dir.join(crate::preprocess::DATASET_FILE),
-            data.to_bytes(),
-        )
-        .unwrap();
+        std::fs::write(prep_dir.join(DATASET_FILE), data.to_bytes()).unwrap();
         let e = ctx_run(&train_dir, &prep_dir, &out)
             .unwrap_err()
             .to_string();
@@ -305,7 +256,7 @@ mod tests {
             "{e}"
         );
         std::fs::write(
-            train_dir.join(train::WEIGHTS_FILE),
+            train_dir.join(WEIGHTS_FILE),
             b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}",
         )
         .unwrap();

@@ -135,11 +135,7 @@ impl Kind {
     /// (`dag` prints it): the model's parameter count for `train`.
     pub fn describe(self, params: &Value) -> Option<String> {
         match self {
-            Kind::Train => {
-                let p: crate::train::TrainParams = serde_json::from_value(params.clone()).ok()?;
-                let n = p.check_model(28, 28).ok()?;
-                Some(format!("{} parameters", crate::compare::group_digits(n)))
-            }
+            Kind::Train => crate::train::describe(params),
             _ => None,
         }
     }

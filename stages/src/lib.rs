@@ -6,17 +6,21 @@
 //! fingerprints or the cache, and nothing here prints: progress goes through
 //! the callback in [`RunContext`].
 
+pub mod bench;
 pub mod cmd;
 pub mod compare;
+pub mod contract;
 pub mod data;
 pub mod download;
 pub mod evaluate;
+pub mod format;
 mod kind;
 pub mod metrics;
 pub mod nn;
 pub mod plots;
 pub mod preprocess;
 pub mod process;
+pub mod runtime;
 pub mod train;
 
 pub use kind::{Input, Kind, Progress, RunContext, StageError};

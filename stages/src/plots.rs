@@ -5,9 +5,8 @@
 //! the file named by FMNIST_PIPE_FONT. Without one, no pictures are drawn
 //! and [`font_missing`] says why.
 
+use crate::contract::{EpochRecord, EvalReport, CLASS_NAMES};
 use crate::data::dataset::{Dataset, Split};
-use crate::data::CLASS_NAMES;
-use crate::evaluate::EvalReport;
 use crate::metrics::argmax;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -414,7 +413,7 @@ pub fn evaluation(
     ));
     if !r.history.is_empty() {
         let epochs = r.history.len() as f64;
-        let pts = |f: &dyn Fn(&crate::train::EpochRecord) -> f64| {
+        let pts = |f: &dyn Fn(&EpochRecord) -> f64| {
             r.history
                 .iter()
                 .map(|h| (h.epoch as f64, f(h)))

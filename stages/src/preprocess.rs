@@ -1,5 +1,6 @@
 //! The `preprocess` kind: IDX -> validated, split, compact dataset.
 
+use crate::contract::{CLASSES, DATASET_FILE, DATA_SUMMARY_FILE};
 use crate::data::dataset::{Dataset, Split};
 use crate::data::idx::{self, Images};
 use crate::{Kind, RunContext, StageError};
@@ -9,10 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub const CLASSES: usize = 10;
 /// The artifact's file name inside the stage's output directory.
-pub const DATASET_FILE: &str = "dataset.fmnd";
-pub const SUMMARY_FILE: &str = "summary.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,7 +175,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             })
             .collect(),
     };
-    let file = ctx.out_dir.join(SUMMARY_FILE);
+    let file = ctx.out_dir.join(DATA_SUMMARY_FILE);
     let text =
         serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?;
     std::fs::write(&file, text).map_err(|e| StageError::io("write", &file, e))

@@ -1,23 +1,24 @@
 //! The `train` kind: a model from the zoo or from YAML layers, trained with
 //! Adam on the preprocessed data, selected on the validation split.
 
+use crate::contract::{
+    EpochRecord, TrainSummary, CLASSES, DATASET_FILE, HISTORY_FILE, TRAIN_SUMMARY_FILE,
+    WEIGHTS_FILE,
+};
 use crate::data::augment::{self, Augment};
 use crate::data::batch::Batcher;
-use crate::data::dataset::{Dataset, Split};
+use crate::data::dataset::Dataset;
 use crate::nn::checkpoint;
+use crate::nn::infer::{predict, score};
 use crate::nn::model::{Knobs, Model, ModelSpec};
 use crate::nn::ops::{host, Dev, Param};
 use crate::nn::optim::Adam;
+use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
-
-pub const CLASSES: usize = 10;
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-pub const HISTORY_FILE: &str = "history.json";
-pub const SUMMARY_FILE: &str = "train.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,31 +181,11 @@ impl TrainParams {
     }
 }
 
-/// One epoch of the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub lr: f32,
-    pub seconds: f64,
-    pub img_per_s: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainSummary {
-    pub parameters: usize,
-    pub model_size_bytes: usize,
-    pub training_seconds: f64,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    pub best_val_acc: f64,
-    pub stopped_early: bool,
-    pub threads: usize,
-    pub device: String,
-    pub seed: u64,
+/// The model's parameter count, for `dag`.
+pub fn describe(params: &serde_json::Value) -> Option<String> {
+    let p: TrainParams = serde_json::from_value(params.clone()).ok()?;
+    let n = p.check_model(28, 28).ok()?;
+    Some(format!("{} parameters", crate::format::group_digits(n)))
 }
 
 /// Finds the preprocessed dataset among a stage's inputs.
@@ -213,42 +194,13 @@ pub fn dataset_path(ctx: &RunContext<'_>) -> Result<PathBuf, StageError> {
         .iter()
         .find(|i| i.kind == Kind::Preprocess)
         .and_then(|i| i.paths.first())
-        .map(|p| p.join(crate::preprocess::DATASET_FILE))
+        .map(|p| p.join(DATASET_FILE))
         .ok_or_else(|| {
             StageError::Params(format!(
                 "stage {} needs a preprocess stage: add it to `needs`",
                 ctx.stage
             ))
         })
-}
-
-/// Refuses devices this build cannot use, saying how to get one that can.
-pub fn check_device(device: &str) -> Result<(), StageError> {
-    match device {
-        "cpu" => Ok(()),
-        "cuda" if cfg!(feature = "cuda") => Err(StageError::Failed(
-            "device cuda: this build has CUDA support in dfdx, but the convolution, pooling and batch-norm kernels run on the CPU only; use device: cpu".into(),
-        )),
-        "cuda" => Err(StageError::Failed(
-            "device cuda: this build has no CUDA support; rebuild with `cargo build --release --features stages/cuda` (needs nvcc, cuda.h and the NVIDIA driver), or use device: cpu".into(),
-        )),
-        other => Err(StageError::Params(format!("unknown device `{other}`: use cpu or cuda"))),
-    }
-}
-
-/// Allocator settings for training, measured on the main CNN: one arena
-/// (per-thread arenas mmap and unmap the large per-step buffers: 0.5x the
-/// eval throughput at 2 threads), a large top pad and no trimming (the
-/// heap is not given back and faulted in again every step), and large
-/// buffers kept off mmap. Call once, before threads start.
-pub fn tune_allocator() {
-    // SAFETY: mallopt only changes glibc allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TOP_PAD, 512 << 20);
-    }
 }
 
 impl crate::kind::Params for TrainParams {
@@ -312,7 +264,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         seed: p.seed,
     };
     write(
-        SUMMARY_FILE,
+        TRAIN_SUMMARY_FILE,
         &serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?,
     )
 }
@@ -324,58 +276,6 @@ pub struct TrainReport {
     pub best_epoch: usize,
     pub best_val_acc: f64,
     pub stopped_early: bool,
-}
-
-/// Cross-entropy loss and correct count of logits (n×classes) on the host.
-pub fn score(logits: &[f32], labels: &[u8]) -> (f64, usize) {
-    let c = logits.len() / labels.len().max(1);
-    let mut loss = 0.0f64;
-    let mut correct = 0;
-    for (row, &y) in logits.chunks(c).zip(labels) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = max as f64
-            + row
-                .iter()
-                .map(|&v| ((v - max) as f64).exp())
-                .sum::<f64>()
-                .ln();
-        loss += lse - row[y as usize] as f64;
-        let arg = row
-            .iter()
-            .enumerate()
-            .fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
-        correct += usize::from(arg == y as usize);
-    }
-    (loss / labels.len().max(1) as f64, correct)
-}
-
-/// Logits of every example of `split`, in order, in inference mode.
-pub fn predict(
-    model: &mut Model,
-    tensors: &[Param],
-    data: &Dataset,
-    split: &Split,
-    batch: usize,
-    threads: usize,
-    dev: &Dev,
-) -> Vec<f32> {
-    let b = Batcher {
-        dataset: data,
-        split,
-        augment: &[],
-        batch_size: batch,
-        seed: 0,
-        shuffle: false,
-    };
-    let order = b.order(0);
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    let mut out = Vec::with_capacity(split.len() * model.classes);
-    for k in 0..b.batches() {
-        let n = b.fill(&order, 0, k, &mut x, &mut y);
-        let xt = dev.tensor_from_vec(std::mem::take(&mut x), (n, 1, data.rows, data.cols));
-        out.extend(host(&model.forward(xt, tensors, false, threads)));
-    }
-    out
 }
 
 /// The optimizer's state: master weights, their dfdx tensors, Adam, and
@@ -597,121 +497,10 @@ pub fn train(
     })
 }
 
-/// Throughput of the main CNN: figures for `fmnist-pipe bench`.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    pub threads: usize,
-    pub batch: usize,
-    pub train_img_per_s: f64,
-    pub eval_img_per_s: f64,
-    pub peak_rss_mb: f64,
-    pub data: String,
-}
-
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Trains the main CNN for `batches` timed batches (after 3 warm-up ones)
-/// and runs inference on 4,096 images, at `threads` threads.
-pub fn bench(
-    data: &Dataset,
-    label: &str,
-    threads: usize,
-    batches: usize,
-) -> Result<BenchReport, String> {
-    tune_allocator();
-    let p: TrainParams =
-        serde_json::from_value(serde_json::json!({"model": "main-cnn", "epochs": 1}))
-            .map_err(|e| e.to_string())?;
-    let mut model = p.model(data.rows, data.cols)?;
-    let train = data.split("train").ok_or("no train split")?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| e.to_string())?;
-    pool.install(|| {
-        let mut learner = Learner::new(&model, 1, 1e-3, (0.9, 0.999), 1e-8, 0.0);
-        let b = Batcher {
-            dataset: data,
-            split: train,
-            augment: &[],
-            batch_size: 64,
-            seed: 1,
-            shuffle: true,
-        };
-        let order = b.order(0);
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        let mut timed = Vec::new();
-        for k in 0..batches + 3 {
-            b.fill(&order, 0, k % b.batches(), &mut x, &mut y);
-            let t = Instant::now();
-            learner.step(&mut model, std::mem::take(&mut x), &y, threads);
-            if k >= 3 {
-                timed.push(t.elapsed().as_secs_f64());
-            }
-        }
-        timed.sort_by(f64::total_cmp);
-        let median = timed[timed.len() / 2];
-        let eval_split = train.head("bench", 4096, data.pixels_per_image());
-        predict(
-            &mut model,
-            &learner.tensors,
-            data,
-            &eval_split,
-            256,
-            threads,
-            &learner.dev,
-        );
-        let t = Instant::now();
-        predict(
-            &mut model,
-            &learner.tensors,
-            data,
-            &eval_split,
-            256,
-            threads,
-            &learner.dev,
-        );
-        let eval = eval_split.len() as f64 / t.elapsed().as_secs_f64();
-        Ok(BenchReport {
-            threads,
-            batch: 64,
-            train_img_per_s: 64.0 / median,
-            eval_img_per_s: eval,
-            peak_rss_mb: peak_rss_mb(),
-            data: label.to_string(),
-        })
-    })
-}
-
-/// A synthetic dataset (random pixels) for benchmarks without the real data.
-pub fn synthetic_dataset(n: usize) -> Dataset {
-    let mut r = crate::data::augment::Rng::new(7);
-    Dataset {
-        rows: 28,
-        cols: 28,
-        mean: 0.5,
-        std: 0.5,
-        splits: vec![Split {
-            name: "train".into(),
-            labels: (0..n).map(|i| (i % CLASSES) as u8).collect(),
-            indices: (0..n as u32).collect(),
-            pixels: (0..n * 784).map(|_| (r.next_u64() & 0xff) as u8).collect(),
-        }],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::dataset::Split;
 
     #[test]
     fn defaults_are_the_reference_main_run() {
@@ -734,14 +523,6 @@ mod tests {
             serde_json::from_value(serde_json::json!({"model": "logistic", "plateau": null}))
                 .unwrap();
         assert_eq!(p.plateau, None);
-    }
-
-    #[test]
-    fn score_counts_and_averages() {
-        let logits = [2.0, 0.0, 0.0, 0.0, 5.0, 1.0];
-        let (loss, correct) = score(&logits, &[0, 2]);
-        assert_eq!(correct, 1);
-        assert!(loss > 0.0);
     }
 
     /// Separable synthetic data: the class is drawn as a bright band, so a

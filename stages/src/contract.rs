@@ -1,0 +1,204 @@
+//! What stage kinds exchange through files, in one place that every kind
+//! uses and none owns: the output file names, the schemas of the files one
+//! kind writes and another reads (`train.json`, `history.json`,
+//! `metrics.json`, `predictions.csv`, the table), the class names, and the
+//! stage-name rule. A kind depends on this and on the shared libraries
+//! (`data`, `nn`, `metrics`, `plots`), never on another kind.
+
+use crate::metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Fashion-MNIST's classes, by label.
+pub const CLASSES: usize = 10;
+pub const CLASS_NAMES: [&str; CLASSES] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// preprocess: the dataset artifact (see `data::dataset`) and its counts.
+pub const DATASET_FILE: &str = "dataset.fmnd";
+pub const DATA_SUMMARY_FILE: &str = "summary.json";
+/// train: weights (safetensors, the layer spec in its metadata), the
+/// per-epoch history ([`EpochRecord`]s) and the run's summary ([`TrainSummary`]).
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const HISTORY_FILE: &str = "history.json";
+pub const TRAIN_SUMMARY_FILE: &str = "train.json";
+/// evaluate: [`EvalReport`], per-image predictions, ROC curves.
+pub const METRICS_FILE: &str = "metrics.json";
+pub const PREDICTIONS_FILE: &str = "predictions.csv";
+pub const ROC_FILE: &str = "roc.json";
+/// compare: the [`Table`] and the self-contained report.
+pub const TABLE_FILE: &str = "table.json";
+pub const REPORT_FILE: &str = "index.html";
+
+/// One epoch of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub lr: f32,
+    pub seconds: f64,
+    pub img_per_s: f64,
+}
+
+/// train.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub parameters: usize,
+    pub model_size_bytes: usize,
+    pub training_seconds: f64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    pub stopped_early: bool,
+    pub threads: usize,
+    pub device: String,
+    pub seed: u64,
+}
+
+/// Efficiency figures of an evaluated model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Efficiency {
+    pub parameters: usize,
+    pub model_size_bytes: usize,
+    pub training_seconds: f64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub inference_img_per_s: f64,
+    /// Median time of one inference batch of `batch_size` images.
+    pub latency_ms_per_batch: f64,
+    pub batch_size: usize,
+    pub threads: usize,
+}
+
+/// metrics.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub stage: String,
+    pub train_stage: String,
+    pub metrics: Metrics,
+    pub efficiency: Efficiency,
+    /// The training history, carried along for the comparison's charts.
+    pub history: Vec<EpochRecord>,
+}
+
+/// A table any tool can print: what `fmnist-pipe run` and `show` render.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub notes: Vec<String>,
+}
+
+/// The header of predictions.csv: the image's index in the test split, its
+/// index in the source file, its label, the predicted class, then one
+/// probability per class (`p0`, `p1`, ...).
+pub fn predictions_header(classes: usize) -> String {
+    let mut h = String::from("index,source_index,label,predicted");
+    for c in 0..classes {
+        h.push_str(&format!(",p{c}"));
+    }
+    h
+}
+
+/// Reads a predictions.csv: (label, predicted) per test image.
+pub fn read_predictions(path: &Path) -> Result<Vec<(u8, u8)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, l)| {
+            let mut f = l.split(',').skip(2);
+            let parse = |s: Option<&str>| s.and_then(|s| s.parse::<u8>().ok());
+            match (parse(f.next()), parse(f.next())) {
+                (Some(y), Some(p)) => Ok((y, p)),
+                _ => Err(format!("{}: line {} is malformed", path.display(), i + 2)),
+            }
+        })
+        .collect()
+}
+
+/// Joins a stage's base name and a variant: `train` + `main` -> `train@main`.
+pub const VARIANT_SEPARATOR: char = '@';
+
+/// Longest stage or variant name: names become file names.
+pub const MAX_NAME: usize = 100;
+
+/// The concrete name of a stage: `base`, or `base@variant`.
+pub fn stage_name(base: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(v) => format!("{base}{VARIANT_SEPARATOR}{v}"),
+        None => base.to_string(),
+    }
+}
+
+/// The variant of a concrete stage name (`evaluate@main` -> `main`), or
+/// the name itself when it has none.
+pub fn variant_of(stage: &str) -> &str {
+    stage
+        .split_once(VARIANT_SEPARATOR)
+        .map_or(stage, |(_, v)| v)
+}
+
+/// Stage and variant names become file and directory names
+/// (`outputs/<name>`, `cache/stages/<name>.json`) and `@`-joined stage
+/// names: no separators, nothing hidden, never `.` or `..`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.starts_with('.') {
+        return Err("starts with `.`: names become file names, and `.`, `..` and hidden names are refused; start with a letter or digit".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("is longer than {MAX_NAME} characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "contains `{c}`: use letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_names_round_trip() {
+        assert_eq!(stage_name("train", Some("no-aug")), "train@no-aug");
+        assert_eq!(stage_name("compare", None), "compare");
+        assert_eq!(variant_of("evaluate@no-aug"), "no-aug");
+        assert_eq!(variant_of("compare"), "compare");
+        for bad in ["", ".", "..", ".git", "a@b", "a/b", "a b"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_name(&"n".repeat(MAX_NAME + 1)).is_err());
+        check_name("lr-0.01_x").unwrap();
+    }
+
+    #[test]
+    fn predictions_header_names_every_class() {
+        assert_eq!(
+            predictions_header(3),
+            "index,source_index,label,predicted,p0,p1,p2"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 use crate::error::{exit, Error, Result};
 use crate::events::Summary;
 use crate::execute::{self, RunOptions};
+use crate::fingerprint::DirtyReason;
 use crate::graph::{self, Dag};
 use crate::hash::HashCache;
 use crate::plan::Planner;
@@ -37,7 +38,7 @@ pub enum Command {
     Status {
         /// Only these stages and what they need.
         stages: Vec<String>,
-        /// JSON: an array of {stage, state, reason, kind}.
+        /// JSON: an array of {stage, state, reason, why, kind}.
         #[arg(long)]
         json: bool,
     },
@@ -179,7 +180,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                                 s.name
                             ));
                         } else if let Some(r) = row.filter(|r| r.state != "fresh") {
-                            let why = r.reason.clone().unwrap_or_default();
+                            let why = r.reason().unwrap_or_default();
                             reporter.text(&format!("note: this table is stale ({why}); `fmnist-pipe run` brings it up to date\n"));
                         }
                     }
@@ -319,19 +320,11 @@ fn orphan_rows(pipeline: &Pipeline) -> Vec<StatusRow> {
             let outs: Vec<String> = record
                 .map(|r| r.outputs.into_iter().map(|o| o.path).collect())
                 .unwrap_or_default();
-            let held = if outs.is_empty() {
-                "its record remains".to_string()
-            } else {
-                format!("its record and outputs ({}) remain", outs.join(", "))
-            };
             StatusRow {
                 stage: name,
                 state: "orphaned",
-                reason: Some(format!(
-                    "no longer in the pipeline; {held}; `fmnist-pipe gc` removes them"
-                )),
+                why: Some(DirtyReason::Orphaned { outputs: outs }),
                 kind,
-                restore: false,
             }
         })
         .collect()
@@ -377,9 +370,8 @@ fn status_rows(
             Some(StatusRow {
                 stage: s.name.clone(),
                 state: a.state.label(),
-                reason: a.state.reason(),
+                why: a.state.why(),
                 kind: s.kind.name(),
-                restore: matches!(&a.state, crate::plan::State::Dirty(r) if r.restorable()),
             })
         })
         .collect())

@@ -143,6 +143,19 @@ impl From<Diagnostic> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its causes on one line (`could not write x: No space left
+/// on device`). No error's message repeats its cause, so printers add them
+/// (here, or as `Caused by:` lines for the command's own error).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

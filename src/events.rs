@@ -11,7 +11,7 @@ pub enum Event {
     },
     Started {
         stage: String,
-        reason: String,
+        reason: crate::fingerprint::DirtyReason,
     },
     Progress {
         stage: String,

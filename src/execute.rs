@@ -243,7 +243,7 @@ fn process(
         .iter()
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
-    let a = ctx.planner.assess(i, &input_list)?;
+    let a = ctx.planner.assess(i, &input_list, force)?;
     let failed = |error: String, log: Option<PathBuf>| {
         send(Event::Failed {
             stage: stage.name.clone(),
@@ -253,41 +253,37 @@ fn process(
         });
         Ok(Outcome::Failed)
     };
-    let mut reason = match (&a.state, force) {
-        (State::New, _) => "never run".to_string(),
-        (_, true) => DirtyReason::Forced.to_string(),
-        (State::Fresh, false) => {
+    let mut reason = match &a.state {
+        State::Fresh => {
             send(Event::Cached {
                 stage: stage.name.clone(),
             });
             return Ok(Outcome::Cached(a.digest.unwrap_or_default()));
         }
-        (State::Dirty(r), false) => r.to_string(),
+        State::New => DirtyReason::NeverRun,
+        State::Dirty(r) => r.clone(),
     };
-    if let (State::Dirty(r), false, Some(record)) = (&a.state, force, &a.record) {
-        if r.restorable() {
-            match restore(ctx, &stage.name, record) {
-                Ok(paths) => {
-                    send(Event::Restored {
-                        stage: stage.name.clone(),
-                        paths,
-                    });
-                    return Ok(Outcome::Restored(record.outputs_digest()));
-                }
-                Err(RestoreError::Io(e)) => return Err(e),
-                Err(RestoreError::Refused(refusal)) => return failed(refusal.to_string(), None),
-                Err(RestoreError::Missing | RestoreError::Corrupt) => {
-                    let path = match r {
-                        DirtyReason::OutputMissing { path, .. }
-                        | DirtyReason::OutputModified { path, .. } => path.clone(),
-                        _ => String::new(),
-                    };
-                    send(Event::CacheCorrupt {
-                        stage: stage.name.clone(),
-                        path: path.clone(),
-                    });
-                    reason = DirtyReason::CacheCorrupt(path).to_string();
-                }
+    if let (true, Some(record)) = (reason.restorable(), &a.record) {
+        match restore(ctx, &stage.name, record) {
+            Ok(paths) => {
+                send(Event::Restored {
+                    stage: stage.name.clone(),
+                    paths,
+                });
+                return Ok(Outcome::Restored(record.outputs_digest()));
+            }
+            Err(RestoreError::Io(e)) => return Err(e),
+            Err(RestoreError::Refused(refusal)) => return failed(refusal.to_string(), None),
+            Err(RestoreError::Missing | RestoreError::Corrupt) => {
+                let path = match &reason {
+                    DirtyReason::OutputMissing { path, .. } => path.clone(),
+                    _ => String::new(),
+                };
+                send(Event::CacheCorrupt {
+                    stage: stage.name.clone(),
+                    path: path.clone(),
+                });
+                reason = DirtyReason::CacheCorrupt { path };
             }
         }
     }
@@ -346,7 +342,7 @@ fn process(
                     log,
                 )
             }
-            StageFailure::Cmd(other) => (other.to_string(), None, None),
+            StageFailure::Cmd(other) => (crate::error::chain(&other), None, None),
             StageFailure::Kind(stages::StageError::InputCorrupt { path, problem }) => {
                 let advice = invalidate_producer(ctx, stage, &path, &problem)?;
                 (
@@ -366,10 +362,10 @@ fn process(
                 if let Some(full) = full_disk(ctx, stage) {
                     return Err(Error::DiskFull {
                         path: full,
-                        during: format!("stage {} failed: {e}", stage.name),
+                        during: format!("stage {} failed: {}", stage.name, crate::error::chain(&e)),
                     });
                 }
-                (e.to_string(), None, None)
+                (crate::error::chain(&e), None, None)
             }
             StageFailure::Refused(r) => (r.to_string(), None, None),
             StageFailure::Env(e) => return Err(e),

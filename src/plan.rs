@@ -25,11 +25,12 @@ impl State {
         }
     }
 
-    pub fn reason(&self) -> Option<String> {
+    /// Why the stage must run; `None` when it is fresh.
+    pub fn why(&self) -> Option<DirtyReason> {
         match self {
             State::Fresh => None,
-            State::New => Some("never run".into()),
-            State::Dirty(r) => Some(r.to_string()),
+            State::New => Some(DirtyReason::NeverRun),
+            State::Dirty(r) => Some(r.clone()),
         }
     }
 }
@@ -63,7 +64,7 @@ impl Fp {
     fn reason(self) -> Result<Fingerprint, DirtyReason> {
         match self {
             Fp::Ok(fp) => Ok(fp),
-            Fp::DepMissing(d) => Err(DirtyReason::DepMissing(d)),
+            Fp::DepMissing(path) => Err(DirtyReason::DepMissing { path }),
             Fp::DepUnreadable { path, error } => Err(DirtyReason::DepUnreadable { path, error }),
         }
     }
@@ -105,8 +106,24 @@ impl Planner<'_> {
     }
 
     /// Assesses stage `i`; `inputs` holds each needed stage's output
-    /// digest, or None when that stage is itself stale.
-    pub fn assess(&self, i: usize, inputs: &[(String, Option<String>)]) -> Result<Assessment> {
+    /// digest, or None when that stage is itself stale. A `forced` stage
+    /// that has run before is dirty, whatever else holds: the one place
+    /// forcing is decided.
+    pub fn assess(
+        &self,
+        i: usize,
+        inputs: &[(String, Option<String>)],
+        forced: bool,
+    ) -> Result<Assessment> {
+        let mut a = self.assess_unforced(i, inputs)?;
+        if forced && a.state != State::New {
+            a.state = State::Dirty(DirtyReason::Forced);
+            a.digest = None;
+        }
+        Ok(a)
+    }
+
+    fn assess_unforced(&self, i: usize, inputs: &[(String, Option<String>)]) -> Result<Assessment> {
         let stage = &self.pipeline.stages[i];
         let dirty = |r: DirtyReason, record: Option<Record>, fp: Option<Fingerprint>| Assessment {
             state: State::Dirty(r),
@@ -156,7 +173,11 @@ impl Planner<'_> {
                 .find(|(_, d)| d.is_none())
                 .map(|(n, _)| n.clone())
                 .unwrap_or_default();
-            return Ok(dirty(DirtyReason::UpstreamStale(stale), Some(record), None));
+            return Ok(dirty(
+                DirtyReason::UpstreamStale { stage: stale },
+                Some(record),
+                None,
+            ));
         };
         let fp = match self.fingerprint(stage, known)?.reason() {
             Ok(fp) => fp,
@@ -164,7 +185,7 @@ impl Planner<'_> {
         };
         if let Some(why) = &record.invalidated {
             return Ok(dirty(
-                DirtyReason::Invalidated(why.clone()),
+                DirtyReason::Invalidated { why: why.clone() },
                 Some(record),
                 Some(fp),
             ));
@@ -255,14 +276,7 @@ impl Planner<'_> {
                             )
                         })
                         .collect();
-                    let mut a = self.assess(i, &inputs);
-                    if forced[i] {
-                        if let Some(a) = a.as_mut().ok().filter(|a| a.state != State::New) {
-                            a.state = State::Dirty(DirtyReason::Forced);
-                            a.digest = None;
-                        }
-                    }
-                    (i, a)
+                    (i, self.assess(i, &inputs, forced[i]))
                 })
                 .collect();
             for (i, r) in results {

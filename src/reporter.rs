@@ -2,6 +2,7 @@
 //! plain lines otherwise (pipes, CI, tests).
 
 use crate::events::{Event, Summary};
+use crate::fingerprint::DirtyReason;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -9,15 +10,36 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 /// One line of `status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct StatusRow {
     pub stage: String,
+    /// `fresh`, `new`, `dirty`, `running` or `orphaned`.
     pub state: &'static str,
-    pub reason: Option<String>,
+    /// Why it is not fresh.
+    pub why: Option<DirtyReason>,
     pub kind: &'static str,
+}
+
+impl StatusRow {
     /// `run` restores this stage's outputs from the cache instead of running it.
-    #[serde(skip)]
-    pub restore: bool,
+    pub fn restore(&self) -> bool {
+        self.why.as_ref().is_some_and(DirtyReason::restorable)
+    }
+
+    /// The reason in words.
+    pub fn reason(&self) -> Option<String> {
+        self.why.as_ref().map(ToString::to_string)
+    }
+}
+
+/// A `status --json` row: the reason in words and as a structure.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    stage: &'a str,
+    state: &'a str,
+    reason: Option<String>,
+    why: Option<&'a DirtyReason>,
+    kind: &'a str,
 }
 
 pub struct Reporter {
@@ -165,7 +187,17 @@ impl Reporter {
     pub fn status(&self, rows: &[StatusRow], json: bool) {
         let mut out = std::io::stdout().lock();
         if json {
-            let _ = serde_json::to_writer_pretty(&mut out, rows);
+            let rows: Vec<JsonRow> = rows
+                .iter()
+                .map(|r| JsonRow {
+                    stage: &r.stage,
+                    state: r.state,
+                    reason: r.reason(),
+                    why: r.why.as_ref(),
+                    kind: r.kind,
+                })
+                .collect();
+            let _ = serde_json::to_writer_pretty(&mut out, &rows);
             let _ = writeln!(out);
             return;
         }
@@ -177,7 +209,7 @@ impl Reporter {
                 "{:<sw$}  {:<width$}  {}",
                 r.state,
                 r.stage,
-                r.reason.as_deref().unwrap_or("")
+                r.reason().unwrap_or_default()
             );
             text.push_str(line.trim_end());
             text.push('\n');
@@ -205,7 +237,7 @@ impl Reporter {
         let mut n = 0;
         for r in rows.iter().filter(|r| r.state != "fresh") {
             n += 1;
-            let verb = if r.restore {
+            let verb = if r.restore() {
                 "would restore"
             } else {
                 "would run"
@@ -213,7 +245,7 @@ impl Reporter {
             text.push_str(&format!(
                 "{verb}  {}  ({})\n",
                 r.stage,
-                r.reason.as_deref().unwrap_or("")
+                r.reason().unwrap_or_default()
             ));
         }
         if n == 0 {

@@ -829,6 +829,30 @@ fn several_changed_parameters_are_all_named() {
         state_of(&p, "train@fast").1.as_deref(),
         Some("params epochs changed (3 => 4), lr changed (0.01 => 0.02)")
     );
+    // The same reason as a structure, beside the sentence.
+    let out = p.run(&["status", "--json"]).ok().stdout();
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["stage"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        row("train@fast")["why"],
+        serde_json::json!({"kind": "params_changed", "changes": [
+            {"path": "epochs", "old": 3, "new": 4},
+            {"path": "lr", "old": 0.01, "new": 0.02}
+        ]})
+    );
+    assert_eq!(
+        row("evaluate@fast")["why"],
+        serde_json::json!({"kind": "upstream_stale", "stage": "train@fast"})
+    );
+    assert_eq!(row("prep")["why"], serde_json::Value::Null);
+    assert_eq!(row("prep")["reason"], serde_json::Value::Null);
 }
 
 #[test]

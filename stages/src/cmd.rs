@@ -11,11 +11,12 @@ pub const TAIL_LINES: usize = 20;
 /// A command that could not be started or that exited unsuccessfully.
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
-    #[error("could not start `sh -c`: {0}")]
-    Spawn(std::io::Error),
-    #[error("could not write the log {path}: {source}")]
+    #[error("could not start `sh -c`")]
+    Spawn(#[source] std::io::Error),
+    #[error("could not write the log {path}")]
     Log {
         path: String,
+        #[source]
         source: std::io::Error,
     },
     #[error("command {}", describe(.status))]

@@ -58,14 +58,15 @@ pub struct RunContext<'a> {
     pub progress: &'a (dyn Fn(Progress) + Sync),
 }
 
-/// Why a stage failed.
+/// Why a stage failed. As every error here, its message does not repeat
+/// its cause: whoever prints it walks the `source()` chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("invalid parameters: {0}")]
     Params(String),
     #[error("{0}")]
     Failed(String),
-    #[error("{action} {path}: {source}")]
+    #[error("could not {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,

@@ -1,0 +1,240 @@
+//! Why a stage is stale, as a typed value from the fingerprint comparison
+//! to the printer, and its wording: the one place that says it in words.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+
+/// One parameter that differs between two runs (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParamChange {
+    pub path: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+/// Why a stage must run (or be restored). Serialized for `status --json`
+/// as `{"kind": "param_changed", ...}`; [`fmt::Display`] is its wording.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DirtyReason {
+    /// The stage has no complete run on record.
+    NeverRun,
+    KindChanged {
+        old: String,
+        new: String,
+    },
+    KindVersionChanged {
+        #[serde(rename = "stage_kind")]
+        kind: String,
+        old: u32,
+        new: u32,
+    },
+    CmdChanged,
+    DeviceChanged {
+        old: String,
+        new: String,
+    },
+    /// Every parameter that changed.
+    ParamsChanged {
+        changes: Vec<ParamChange>,
+    },
+    OutsChanged,
+    DepAdded {
+        path: String,
+    },
+    DepRemoved {
+        path: String,
+    },
+    DepChanged {
+        path: String,
+    },
+    DepMissing {
+        path: String,
+    },
+    DepUnreadable {
+        path: String,
+        error: String,
+    },
+    InputAdded {
+        stage: String,
+    },
+    InputRemoved {
+        stage: String,
+    },
+    InputChanged {
+        stage: String,
+    },
+    /// An upstream stage is itself stale, so this stage's inputs are not known yet.
+    UpstreamStale {
+        stage: String,
+    },
+    /// The last run started but never recorded success.
+    Interrupted,
+    /// A run is working on the stage now.
+    Running {
+        pid: u32,
+        host: String,
+        /// On another host, where it cannot be checked that it is alive.
+        elsewhere: bool,
+    },
+    /// A stage that read this stage's output found it corrupt.
+    Invalidated {
+        why: String,
+    },
+    RecordUnreadable,
+    /// An output is missing or was modified in the workspace. `restorable`:
+    /// the cache holds the recorded version.
+    OutputMissing {
+        path: String,
+        restorable: bool,
+    },
+    /// An output holds something else than the stage wrote: the tool will
+    /// not delete it (see `ownership`). `restorable`: the cache holds the
+    /// stage's own version, restored once the path is cleared.
+    OutputModified {
+        path: String,
+        restorable: bool,
+    },
+    OutputUnreadable {
+        path: String,
+        error: String,
+    },
+    CacheCorrupt {
+        path: String,
+    },
+    Forced,
+    /// A record of a stage the pipeline no longer declares.
+    Orphaned {
+        outputs: Vec<String>,
+    },
+}
+
+impl DirtyReason {
+    /// True when `run` restores the outputs from the cache instead of
+    /// running the stage.
+    pub fn restorable(&self) -> bool {
+        matches!(
+            self,
+            DirtyReason::OutputMissing {
+                restorable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Longest parameter value shown in a reason; longer ones are cut.
+const SHOW_MAX: usize = 60;
+
+fn show(v: &Option<Value>) -> String {
+    let s = show_full(v);
+    if s.chars().count() <= SHOW_MAX {
+        return s;
+    }
+    let cut: String = s.chars().take(SHOW_MAX - 1).collect();
+    format!("{cut}… ({} characters)", s.chars().count())
+}
+
+impl fmt::Display for ParamChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = &self.path;
+        match (&self.old, &self.new) {
+            (None, new) => write!(f, "{path} added (= {})", show(new)),
+            (old, None) => write!(f, "{path} removed (was {})", show(old)),
+            (old, new) => write!(f, "{path} changed ({} => {})", show(old), show(new)),
+        }
+    }
+}
+
+fn show_full(v: &Option<Value>) -> String {
+    match v {
+        Some(Value::String(s)) => format!("{s:?}"),
+        // Parameters held as f32 are widened to f64 in JSON: print them as
+        // the f32 they are (0.9, not 0.8999999761581421).
+        Some(Value::Number(n)) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            if (x as f32) as f64 == x {
+                format!("{}", x as f32)
+            } else {
+                format!("{x}")
+            }
+        }
+        Some(v) => v.to_string(),
+        None => "unset".into(),
+    }
+}
+
+impl fmt::Display for DirtyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use DirtyReason::*;
+        match self {
+            KindChanged { old, new } => write!(f, "kind changed ({old} => {new})"),
+            KindVersionChanged { kind, old, new } => {
+                write!(f, "kind {kind} version changed ({old} => {new})")
+            }
+            CmdChanged => write!(f, "command changed"),
+            DeviceChanged { old, new } => write!(f, "device changed ({old} => {new})"),
+            NeverRun => write!(f, "never run"),
+            ParamsChanged { changes } => {
+                let list: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                let word = if changes.len() == 1 { "param" } else { "params" };
+                write!(f, "{word} {}", list.join(", "))
+            }
+            OutsChanged => write!(f, "declared outputs changed"),
+            DepAdded { path: p } => write!(f, "dep {p} added"),
+            DepRemoved { path: p } => write!(f, "dep {p} removed"),
+            DepChanged { path: p } => write!(f, "dep {p} changed"),
+            DepMissing { path: p } => write!(f, "dep {p} does not exist"),
+            DepUnreadable { path, error } => write!(f, "dep {path} cannot be read: {error}"),
+            InputAdded { stage: s } => write!(f, "input {s} added"),
+            InputRemoved { stage: s } => write!(f, "input {s} removed"),
+            InputChanged { stage: s } => write!(f, "input {s} changed"),
+            UpstreamStale { stage: s } => write!(f, "input {s} is stale"),
+            Interrupted => write!(f, "last run was interrupted or failed"),
+            Running {
+                pid,
+                host,
+                elsewhere: false,
+            } => write!(f, "running now (pid {pid} on {host})"),
+            Running {
+                pid,
+                host,
+                elsewhere: true,
+            } => write!(
+                f,
+                "started by pid {pid} on {host}, and not finished: running there, or interrupted"
+            ),
+            Invalidated { why } => write!(f, "invalidated: {why}"),
+            RecordUnreadable => write!(f, "cache record unreadable"),
+            OutputMissing {
+                path,
+                restorable: true,
+            } => write!(f, "output {path} missing (will be restored from cache)"),
+            OutputMissing {
+                path,
+                restorable: false,
+            } => write!(f, "output {path} missing"),
+            OutputModified {
+                path,
+                restorable: true,
+            } => write!(f, "output {path} modified since the stage wrote it (move it away; `run` then restores it from the cache)"),
+            OutputModified {
+                path,
+                restorable: false,
+            } => write!(f, "output {path} modified since the stage wrote it (move it away; `run` then reruns the stage)"),
+            OutputUnreadable { path, error } => write!(f, "output {path} cannot be read: {error}"),
+            CacheCorrupt { path } => write!(f, "cache object for {path} corrupt"),
+            Forced => write!(f, "forced"),
+            Orphaned { outputs } if outputs.is_empty() => write!(
+                f,
+                "no longer in the pipeline; its record remains; `fmnist-pipe gc` removes it"
+            ),
+            Orphaned { outputs } => write!(
+                f,
+                "no longer in the pipeline; its record and outputs ({}) remain; `fmnist-pipe gc` removes them",
+                outputs.join(", ")
+            ),
+        }
+    }
+}

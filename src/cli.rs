@@ -7,7 +7,7 @@ use crate::fingerprint::DirtyReason;
 use crate::graph::{self, Dag};
 use crate::hash::HashCache;
 use crate::plan::Planner;
-use crate::reporter::{Reporter, StatusRow};
+use crate::reporter::{Reporter, RowState, StatusRow};
 use crate::spec::{self, Pipeline};
 use crate::store::Store;
 use clap::{Args, Parser, Subcommand};
@@ -179,7 +179,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                                 s.outs.first().map_or("", String::as_str),
                                 s.name
                             ));
-                        } else if let Some(r) = row.filter(|r| r.state != "fresh") {
+                        } else if let Some(r) = row.filter(|r| r.state != RowState::Fresh) {
                             let why = r.reason().unwrap_or_default();
                             reporter.text(&format!("note: this table is stale ({why}); `fmnist-pipe run` brings it up to date\n"));
                         }
@@ -322,7 +322,7 @@ fn orphan_rows(pipeline: &Pipeline) -> Vec<StatusRow> {
                 .unwrap_or_default();
             StatusRow {
                 stage: name,
-                state: "orphaned",
+                state: RowState::Orphaned,
                 why: Some(DirtyReason::Orphaned { outputs: outs }),
                 kind,
             }
@@ -369,7 +369,7 @@ fn status_rows(
             let s = &pipeline.stages[i];
             Some(StatusRow {
                 stage: s.name.clone(),
-                state: a.state.label(),
+                state: a.state.row_state(),
                 why: a.state.why(),
                 kind: s.kind.name(),
             })

@@ -16,12 +16,14 @@ pub enum State {
 }
 
 impl State {
-    pub fn label(&self) -> &'static str {
+    /// How `status` shows it.
+    pub fn row_state(&self) -> crate::reporter::RowState {
+        use crate::reporter::RowState;
         match self {
-            State::Fresh => "fresh",
-            State::New => "new",
-            State::Dirty(DirtyReason::Running { .. }) => "running",
-            State::Dirty(_) => "dirty",
+            State::Fresh => RowState::Fresh,
+            State::New => RowState::New,
+            State::Dirty(DirtyReason::Running { .. }) => RowState::Running,
+            State::Dirty(_) => RowState::Dirty,
         }
     }
 

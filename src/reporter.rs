@@ -9,12 +9,42 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+/// A stage's state as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Fresh,
+    New,
+    Dirty,
+    Running,
+    /// A record of a stage the pipeline no longer declares.
+    Orphaned,
+}
+
+impl RowState {
+    pub const ALL: [RowState; 5] = [
+        RowState::Fresh,
+        RowState::New,
+        RowState::Dirty,
+        RowState::Running,
+        RowState::Orphaned,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RowState::Fresh => "fresh",
+            RowState::New => "new",
+            RowState::Dirty => "dirty",
+            RowState::Running => "running",
+            RowState::Orphaned => "orphaned",
+        }
+    }
+}
+
 /// One line of `status`.
 #[derive(Debug)]
 pub struct StatusRow {
     pub stage: String,
-    /// `fresh`, `new`, `dirty`, `running` or `orphaned`.
-    pub state: &'static str,
+    pub state: RowState,
     /// Why it is not fresh.
     pub why: Option<DirtyReason>,
     pub kind: &'static str,
@@ -191,7 +221,7 @@ impl Reporter {
                 .iter()
                 .map(|r| JsonRow {
                     stage: &r.stage,
-                    state: r.state,
+                    state: r.state.label(),
                     reason: r.reason(),
                     why: r.why.as_ref(),
                     kind: r.kind,
@@ -202,31 +232,33 @@ impl Reporter {
             return;
         }
         let width = rows.iter().map(|r| r.stage.len()).max().unwrap_or(0);
-        let sw = rows.iter().map(|r| r.state.len()).max().unwrap_or(0).max(5);
+        let sw = rows
+            .iter()
+            .map(|r| r.state.label().len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
         let mut text = String::new();
         for r in rows {
             let line = format!(
                 "{:<sw$}  {:<width$}  {}",
-                r.state,
+                r.state.label(),
                 r.stage,
                 r.reason().unwrap_or_default()
             );
             text.push_str(line.trim_end());
             text.push('\n');
         }
-        let count = |s: &str| rows.iter().filter(|r| r.state == s).count();
-        let mut counts = format!(
-            "{} fresh, {} new, {} dirty",
-            count("fresh"),
-            count("new"),
-            count("dirty")
-        );
-        for extra in ["running", "orphaned"] {
-            if count(extra) > 0 {
-                counts.push_str(&format!(", {} {extra}", count(extra)));
-            }
-        }
-        text.push_str(&counts);
+        // Fresh, new and dirty always; the others when there are any.
+        let counts: Vec<String> = RowState::ALL
+            .iter()
+            .map(|&s| (s, rows.iter().filter(|r| r.state == s).count()))
+            .filter(|&(s, n)| {
+                n > 0 || matches!(s, RowState::Fresh | RowState::New | RowState::Dirty)
+            })
+            .map(|(s, n)| format!("{n} {}", s.label()))
+            .collect();
+        text.push_str(&counts.join(", "));
         text.push('\n');
         let _ = out.write_all(text.as_bytes());
     }
@@ -235,7 +267,7 @@ impl Reporter {
     pub fn dry_run(&self, rows: &[StatusRow]) {
         let mut text = String::new();
         let mut n = 0;
-        for r in rows.iter().filter(|r| r.state != "fresh") {
+        for r in rows.iter().filter(|r| r.state != RowState::Fresh) {
             n += 1;
             let verb = if r.restore() {
                 "would restore"

@@ -17,8 +17,7 @@ pub enum State {
 
 impl State {
     /// How `status` shows it.
-    pub fn row_state(&self) -> crate::reporter::RowState {
-        use crate::reporter::RowState;
+    pub fn row_state(&self) -> RowState {
         match self {
             State::Fresh => RowState::Fresh,
             State::New => RowState::New,
@@ -33,6 +32,37 @@ impl State {
             State::Fresh => None,
             State::New => Some(DirtyReason::NeverRun),
             State::Dirty(r) => Some(r.clone()),
+        }
+    }
+}
+
+/// A stage's state as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Fresh,
+    New,
+    Dirty,
+    Running,
+    /// A record of a stage the pipeline no longer declares.
+    Orphaned,
+}
+
+impl RowState {
+    pub const ALL: [RowState; 5] = [
+        RowState::Fresh,
+        RowState::New,
+        RowState::Dirty,
+        RowState::Running,
+        RowState::Orphaned,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RowState::Fresh => "fresh",
+            RowState::New => "new",
+            RowState::Dirty => "dirty",
+            RowState::Running => "running",
+            RowState::Orphaned => "orphaned",
         }
     }
 }

@@ -3,42 +3,12 @@
 
 use crate::events::{Event, Summary};
 use crate::fingerprint::DirtyReason;
+pub use crate::plan::RowState;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
-
-/// A stage's state as `status` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowState {
-    Fresh,
-    New,
-    Dirty,
-    Running,
-    /// A record of a stage the pipeline no longer declares.
-    Orphaned,
-}
-
-impl RowState {
-    pub const ALL: [RowState; 5] = [
-        RowState::Fresh,
-        RowState::New,
-        RowState::Dirty,
-        RowState::Running,
-        RowState::Orphaned,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            RowState::Fresh => "fresh",
-            RowState::New => "new",
-            RowState::Dirty => "dirty",
-            RowState::Running => "running",
-            RowState::Orphaned => "orphaned",
-        }
-    }
-}
 
 /// One line of `status`.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 mod common;
-use common::{fmnist, text};
+use common::Project;
 
 /// Writes the four files for `per_class` training and `test_per_class` test
 /// images per class (8x8 pixels) and returns their SHA-256 by name.
@@ -44,40 +44,39 @@ fn pipeline(source: &str, files: &[(String, String)], extra: &str) -> String {
 
 #[test]
 fn synthetic_download_and_preprocess() {
-    let t = tempfile::tempdir().unwrap();
-    let files = synthetic(&t.path().join("src-a"), 12, 3);
+    let t = Project::new();
+    let files = synthetic(&t.dir().join("src-a"), 12, 3);
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         pipeline("src-a", &files, "      limit: {train: 50}\n"),
     )
     .unwrap();
-    let o = fmnist(t.path(), &["run"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let d = Dataset::read(&t.path().join("outputs/preprocess/dataset.fmnd")).unwrap();
+    let o = t.run(&["run"]);
+    assert!(o.status.success(), "{}", o.text());
+    let d = Dataset::read(&t.dir().join("outputs/preprocess/dataset.fmnd")).unwrap();
     assert_eq!((d.rows, d.cols), (8, 8));
     let count = |s: &str| d.split(s).unwrap().len();
     assert_eq!(
         (count("train"), count("validation"), count("test")),
         (50, 20, 30)
     );
-    let summary: serde_json::Value = serde_json::from_slice(
-        &fs::read(t.path().join("outputs/preprocess/summary.json")).unwrap(),
-    )
-    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.dir().join("outputs/preprocess/summary.json")).unwrap())
+            .unwrap();
     assert_eq!(
         summary["splits"][1]["per_class"],
         serde_json::json!([2, 2, 2, 2, 2, 2, 2, 2, 2, 2])
     );
 
     // The same bytes from another source: download reruns, preprocess does not.
-    synthetic(&t.path().join("src-b"), 12, 3);
+    synthetic(&t.dir().join("src-b"), 12, 3);
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         pipeline("src-b", &files, "      limit: {train: 50}\n"),
     )
     .unwrap();
-    let o = fmnist(t.path(), &["run"]);
-    let out = text(&o);
+    let o = t.run(&["run"]);
+    let out = o.text();
     assert!(
         out.contains("running  download") && !out.contains("running  preprocess"),
         "{out}"
@@ -85,27 +84,27 @@ fn synthetic_download_and_preprocess() {
 
     // A changed preprocess parameter is explained and reruns preprocess only.
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         pipeline("src-b", &files, "      limit: {train: 40}\n"),
     )
     .unwrap();
-    let st = text(&fmnist(t.path(), &["status"]));
+    let st = t.run(&["status"]).text();
     assert!(st.contains("param limit.train changed (50 => 40)"), "{st}");
 }
 
 #[test]
 fn no_working_source_lists_every_attempt() {
-    let t = tempfile::tempdir().unwrap();
-    let files = synthetic(&t.path().join("src"), 2, 1);
+    let t = Project::new();
+    let files = synthetic(&t.dir().join("src"), 2, 1);
     let mut y = pipeline("missing-dir", &files, "");
     y = y.replace(
         "sources: [\"missing-dir\"]",
         "sources: [\"missing-dir\", \"http://127.0.0.1:9/\"]",
     );
-    fs::write(t.path().join("pipeline.yaml"), y).unwrap();
-    let o = fmnist(t.path(), &["run"]);
+    fs::write(t.dir().join("pipeline.yaml"), y).unwrap();
+    let o = t.run(&["run"]);
     assert_eq!(o.status.code(), Some(1));
-    let out = text(&o);
+    let out = o.text();
     assert!(
         out.contains("could not fetch")
             && out.contains("missing-dir")
@@ -118,7 +117,7 @@ fn no_working_source_lists_every_attempt() {
     );
     assert!(out.contains("skipped  preprocess"), "{out}");
     assert!(
-        !t.path().join("outputs/download").exists(),
+        !t.dir().join("outputs/download").exists(),
         "no partial output"
     );
 }
@@ -157,8 +156,8 @@ fn bad_data_files_are_named() {
         "holds 30 images but",
     ];
     for ((name, damage), want) in cases.iter().zip(expect) {
-        let t = tempfile::tempdir().unwrap();
-        let src = t.path().join("src");
+        let t = Project::new();
+        let src = t.dir().join("src");
         synthetic(&src, 12, 3);
         damage(&src);
         // Checksums of the damaged files, so that the damage reaches preprocess.
@@ -172,16 +171,16 @@ fn bad_data_files_are_named() {
                 )
             })
             .collect();
-        fs::write(t.path().join("pipeline.yaml"), pipeline("src", &files, "")).unwrap();
-        let o = fmnist(t.path(), &["run"]);
-        assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
+        fs::write(t.dir().join("pipeline.yaml"), pipeline("src", &files, "")).unwrap();
+        let o = t.run(&["run"]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", o.text());
         assert!(
-            text(&o).contains("FAILED   preprocess") && text(&o).contains(want),
+            o.text().contains("FAILED   preprocess") && o.text().contains(want),
             "{name}: {}",
-            text(&o)
+            o.text()
         );
         assert!(
-            !t.path().join("outputs/preprocess").exists(),
+            !t.dir().join("outputs/preprocess").exists(),
             "{name}: nothing half-written"
         );
     }
@@ -189,16 +188,17 @@ fn bad_data_files_are_named() {
 
 #[test]
 fn checksum_mismatch_is_refused() {
-    let t = tempfile::tempdir().unwrap();
-    let mut files = synthetic(&t.path().join("src"), 2, 1);
+    let t = Project::new();
+    let mut files = synthetic(&t.dir().join("src"), 2, 1);
     files[0].1 = "0".repeat(64);
-    fs::write(t.path().join("pipeline.yaml"), pipeline("src", &files, "")).unwrap();
-    let o = fmnist(t.path(), &["run"]);
+    fs::write(t.dir().join("pipeline.yaml"), pipeline("src", &files, "")).unwrap();
+    let o = t.run(&["run"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("checksum mismatch: expected SHA-256 0000"),
+        o.text()
+            .contains("checksum mismatch: expected SHA-256 0000"),
         "{}",
-        text(&o)
+        o.text()
     );
 }
 
@@ -212,16 +212,16 @@ fn real_fashion_mnist_where_installed() {
         );
         return;
     }
-    let t = tempfile::tempdir().unwrap();
+    let t = Project::new();
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         format!("stages:\n  download:\n    kind: download\n    params: {{sources: [\"{}\"]}}\n  preprocess:\n    kind: preprocess\n    needs: [download]\n", debian.display()),
     )
     .unwrap();
-    let o = fmnist(t.path(), &["run"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = t.run(&["run"]);
+    assert!(o.status.success(), "{}", o.text());
     // The raw files, decoded.
-    let dl = t.path().join("outputs/download");
+    let dl = t.dir().join("outputs/download");
     let labels = idx::decode_labels(
         &dl.join("train-labels-idx1-ubyte.gz"),
         &idx::read_gz(&dl.join("train-labels-idx1-ubyte.gz")).unwrap(),
@@ -238,7 +238,7 @@ fn real_fashion_mnist_where_installed() {
     .unwrap();
     assert_eq!((img.count, img.rows, img.cols), (10_000, 28, 28));
     // The artifact.
-    let d = Dataset::read(&t.path().join("outputs/preprocess/dataset.fmnd")).unwrap();
+    let d = Dataset::read(&t.dir().join("outputs/preprocess/dataset.fmnd")).unwrap();
     let (train, val, test) = (
         d.split("train").unwrap(),
         d.split("validation").unwrap(),
@@ -263,19 +263,19 @@ fn real_data_main_cnn_learns_in_one_short_epoch() {
         );
         return;
     }
-    let t = tempfile::tempdir().unwrap();
+    let t = Project::new();
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         format!(
             "stages:\n  download:\n    kind: download\n    params: {{sources: [\"{}\"]}}\n  preprocess:\n    kind: preprocess\n    needs: [download]\n    params: {{limit: {{train: 3000, validation: 1000}}}}\n  train:\n    kind: train\n    needs: [preprocess]\n    params: {{model: main-cnn, epochs: 1}}\n",
             debian.display()
         ),
     )
     .unwrap();
-    let o = fmnist(t.path(), &["run"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = t.run(&["run"]);
+    assert!(o.status.success(), "{}", o.text());
     let summary: serde_json::Value =
-        serde_json::from_slice(&fs::read(t.path().join("outputs/train/train.json")).unwrap())
+        serde_json::from_slice(&fs::read(t.dir().join("outputs/train/train.json")).unwrap())
             .unwrap();
     assert_eq!(summary["parameters"], 1_701_578);
     let acc = summary["best_val_acc"].as_f64().unwrap();

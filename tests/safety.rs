@@ -8,21 +8,20 @@ use std::fs;
 use std::path::PathBuf;
 
 mod common;
-use common::{fmnist, text};
+use common::{example, ran, Project, Run};
 
-/// A project in `<tmp>/proj` with a file beside it, user files inside it,
-/// and `link -> .`.
-struct Project {
-    root: tempfile::TempDir,
+/// A project with user files in it and beside it, and `link -> .`; the
+/// files are checked after every step.
+struct Guarded {
+    p: Project,
     sentinels: Vec<(PathBuf, String)>,
 }
 
 const DATA_SHA_FILE: &str = "a.gz";
 
-impl Project {
-    fn new() -> Project {
-        let root = tempfile::tempdir().unwrap();
-        let proj = root.path().join("proj");
+impl Guarded {
+    fn new() -> Guarded {
+        let p = Project::new();
         let mut sentinels = Vec::new();
         for (rel, content) in [
             ("beside.txt", "outside the project"),
@@ -36,29 +35,29 @@ impl Project {
             ),
             ("proj/src/a.gz", "hello"),
         ] {
-            let p = root.path().join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, content).unwrap();
-            sentinels.push((p, content.to_string()));
+            let path = p.outside().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, content).unwrap();
+            sentinels.push((path, content.to_string()));
         }
-        std::os::unix::fs::symlink(".", proj.join("link")).unwrap();
-        Project { root, sentinels }
+        std::os::unix::fs::symlink(".", p.path("link")).unwrap();
+        Guarded { p, sentinels }
     }
 
     fn dir(&self) -> PathBuf {
-        self.root.path().join("proj")
+        self.p.dir()
     }
 
     /// Writes the pipeline and remembers it as a file that must survive.
     fn pipeline(&mut self, text: &str) {
-        let p = self.dir().join("pipeline.yaml");
-        fs::write(&p, text).unwrap();
-        self.sentinels.retain(|(s, _)| *s != p);
-        self.sentinels.push((p, text.to_string()));
+        let path = self.p.path("pipeline.yaml");
+        self.p.pipeline(text);
+        self.sentinels.retain(|(s, _)| *s != path);
+        self.sentinels.push((path, text.to_string()));
     }
 
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        fmnist(&self.dir(), args)
+    fn run(&self, args: &[&str]) -> Run {
+        self.p.run(args)
     }
 
     /// Every file the user put there is still there, unchanged.
@@ -72,7 +71,7 @@ impl Project {
             );
         }
         assert!(
-            fs::symlink_metadata(self.dir().join("link")).is_ok(),
+            fs::symlink_metadata(self.p.path("link")).is_ok(),
             "{case}: link removed"
         );
     }
@@ -163,7 +162,7 @@ fn nothing_outside_what_a_stage_produced_is_ever_removed() {
         )
         .collect();
     for (case, yaml) in &cases {
-        let mut p = Project::new();
+        let mut p = Guarded::new();
         p.pipeline(yaml);
         let first = p.run(&["run"]);
         p.assert_intact(case);
@@ -171,9 +170,9 @@ fn nothing_outside_what_a_stage_produced_is_ever_removed() {
             Some(2) => {
                 refused_at_load += 1;
                 assert!(
-                    text(&first).contains("pipeline.yaml:"),
+                    first.text().contains("pipeline.yaml:"),
                     "{case}: a refusal names the file: {}",
-                    text(&first)
+                    first.text()
                 );
                 continue;
             }
@@ -244,11 +243,11 @@ fn dangerous_names_and_paths_are_refused_at_load_with_the_line() {
         ),
     ];
     for (yaml, want, line) in cases {
-        let mut p = Project::new();
+        let mut p = Guarded::new();
         p.pipeline(yaml);
         for cmd in ["status", "run"] {
             let r = p.run(&[cmd]);
-            let t = text(&r);
+            let t = r.text();
             assert_eq!(r.status.code(), Some(2), "{want}: {t}");
             assert!(t.contains(want), "expected {want:?} in\n{t}");
             assert!(
@@ -264,37 +263,38 @@ fn dangerous_names_and_paths_are_refused_at_load_with_the_line() {
 /// stage wrote it, is kept; the stage stops and says what to do.
 #[test]
 fn outputs_the_tool_did_not_write_are_kept() {
-    let mut p = Project::new();
+    let mut p = Guarded::new();
     p.pipeline(&cmd_stage("s", "data/raw.txt"));
     let r = p.run(&["run"]);
-    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", r.text());
     assert!(
-        text(&r).contains("data/raw.txt already exists, and s has no record of writing it; fmnist-pipe only deletes what it wrote\n         help: move data/raw.txt away"),
+        r.text().contains("data/raw.txt already exists, and s has no record of writing it; fmnist-pipe only deletes what it wrote\n         help: move data/raw.txt away"),
         "{}",
-        text(&r)
+        r.text()
     );
     p.assert_intact("existing file");
 
     // A built-in kind's output directory with a file added by hand.
-    let mut p = Project::new();
+    let mut p = Guarded::new();
     p.pipeline(&download_stage("dl"));
     let r = p.run(&["run"]);
-    assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    assert_eq!(r.status.code(), Some(0), "{}", r.text());
     let extra = p.dir().join("outputs/dl/notes.txt");
     fs::write(&extra, "mine").unwrap();
     let r = p.run(&["run", "--force", "dl"]);
-    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", r.text());
     assert!(
-        text(&r).contains("outputs/dl holds changes since dl wrote it (outputs/dl/notes.txt)"),
+        r.text()
+            .contains("outputs/dl holds changes since dl wrote it (outputs/dl/notes.txt)"),
         "{}",
-        text(&r)
+        r.text()
     );
     assert_eq!(fs::read_to_string(&extra).unwrap(), "mine");
     // A file deleted from it: nothing foreign, so it is restored.
     fs::remove_file(&extra).unwrap();
     fs::remove_file(p.dir().join("outputs/dl/a.gz")).unwrap();
     let r = p.run(&["run"]);
-    assert!(text(&r).contains("restored dl"), "{}", text(&r));
+    assert!(r.text().contains("restored dl"), "{}", r.text());
     assert_eq!(fs::read(p.dir().join("outputs/dl/a.gz")).unwrap(), b"hello");
 }
 
@@ -302,7 +302,7 @@ fn outputs_the_tool_did_not_write_are_kept() {
 /// written by the tool's own run, which cleared the path first.
 #[test]
 fn a_failed_cmd_stage_can_rerun_over_its_partial_output() {
-    let mut p = Project::new();
+    let mut p = Guarded::new();
     let flaky = "stages:\n  s:\n    kind: cmd\n    cmd: \"echo partial > o.txt; test -f ok && echo whole > o.txt\"\n    outs: [o.txt]\n";
     p.pipeline(flaky);
     assert_eq!(p.run(&["run"]).status.code(), Some(1));
@@ -312,9 +312,40 @@ fn a_failed_cmd_stage_can_rerun_over_its_partial_output() {
     );
     fs::write(p.dir().join("ok"), "").unwrap();
     let r = p.run(&["run"]);
-    assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    assert_eq!(r.status.code(), Some(0), "{}", r.text());
     assert_eq!(
         fs::read_to_string(p.dir().join("o.txt")).unwrap(),
         "whole\n"
     );
+}
+
+/// An output edited by hand is neither overwritten nor deleted: the stage
+/// stops and says what to do; once the edit is moved away, the stage's own
+/// version comes back from the cache.
+#[test]
+fn an_edited_output_is_kept_and_the_stage_says_what_to_do() {
+    let p = example();
+    p.run(&["run"]).ok();
+    ran(&p);
+    p.file("out/table.txt", "edited by hand\n");
+    assert_eq!(
+        p.state_of("compare").1.as_deref(),
+        Some("output out/table.txt modified since the stage wrote it (move it away; `run` then restores it from the cache)")
+    );
+    for args in [&["run"][..], &["run", "--force", "compare"][..]] {
+        let r = p.run(args);
+        assert_eq!(r.code(), 1, "{}", r.stdout());
+        assert!(
+            r.stdout().contains("FAILED   compare: out/table.txt was modified since compare wrote it; fmnist-pipe only deletes what it wrote\n         help: move out/table.txt away (or delete it) and run again; compare's own version is then restored from the cache"),
+            "{}",
+            r.stdout()
+        );
+        assert_eq!(p.read("out/table.txt"), "edited by hand\n");
+        assert!(ran(&p).is_empty());
+    }
+    fs::rename(p.path("out/table.txt"), p.path("mine.txt")).unwrap();
+    let out = p.run(&["run"]).ok().stdout();
+    assert!(out.contains("restored compare"), "{out}");
+    assert_eq!(p.read("out/table.txt"), "0.01 3\n0.001 3\n");
+    assert_eq!(p.read("mine.txt"), "edited by hand\n");
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 mod common;
-use common::{fmnist, text};
+use common::Project;
 
 /// 28x28 images whose class is a bright horizontal band: learnable in a
 /// few batches.
@@ -87,15 +87,11 @@ const TWO: &str = "      main: {}\n      slow: {lr: 0.0003}\n";
 
 #[test]
 fn tiny_study_end_to_end() {
-    let t = tempfile::tempdir().unwrap();
-    let files = write_data(&t.path().join("data"));
-    fs::write(
-        t.path().join("pipeline.yaml"),
-        pipeline(&files, TWO, "main"),
-    )
-    .unwrap();
-    let o = fmnist(t.path(), &["run"]);
-    let out = text(&o);
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
+    fs::write(t.dir().join("pipeline.yaml"), pipeline(&files, TWO, "main")).unwrap();
+    let o = t.run(&["run"]);
+    let out = o.text();
     assert!(o.status.success(), "{out}");
     assert!(out.contains("7 ran, 0 cached, 0 failed"), "{out}");
     assert!(
@@ -104,7 +100,7 @@ fn tiny_study_end_to_end() {
     );
 
     let metrics: serde_json::Value = serde_json::from_slice(
-        &fs::read(t.path().join("outputs/evaluate@main/metrics.json")).unwrap(),
+        &fs::read(t.dir().join("outputs/evaluate@main/metrics.json")).unwrap(),
     )
     .unwrap();
     let acc = metrics["metrics"]["accuracy"].as_f64().unwrap();
@@ -125,7 +121,7 @@ fn tiny_study_end_to_end() {
         "misclassified.svg",
     ] {
         assert!(
-            t.path().join("outputs/evaluate@slow").join(f).is_file(),
+            t.dir().join("outputs/evaluate@slow").join(f).is_file(),
             "{f}"
         );
     }
@@ -139,9 +135,9 @@ fn tiny_study_end_to_end() {
         "validation_curves.svg",
         "index.html",
     ] {
-        assert!(t.path().join("outputs/compare").join(f).is_file(), "{f}");
+        assert!(t.dir().join("outputs/compare").join(f).is_file(), "{f}");
     }
-    let html = fs::read_to_string(t.path().join("outputs/compare/index.html")).unwrap();
+    let html = fs::read_to_string(t.dir().join("outputs/compare/index.html")).unwrap();
     assert!(
         html.contains("<svg") || html.contains("data:image/png"),
         "pictures are inline"
@@ -150,14 +146,14 @@ fn tiny_study_end_to_end() {
         !html.contains("http://") && !html.contains("https://") || html.contains("xmlns"),
         "no external assets"
     );
-    let table = fs::read_to_string(t.path().join("outputs/compare/table.md")).unwrap();
+    let table = fs::read_to_string(t.dir().join("outputs/compare/table.md")).unwrap();
 
     // Nothing changed: a no-op that prints the same table.
-    let o = fmnist(t.path(), &["run"]);
-    let again = text(&o);
+    let o = t.run(&["run"]);
+    let again = o.text();
     assert!(again.contains("0 ran, 7 cached"), "{again}");
     assert!(again.contains("main (ref)"), "{again}");
-    let show = text(&fmnist(t.path(), &["show"]));
+    let show = t.run(&["show"]).text();
     assert!(
         show.contains("main (ref)") && !show.contains("stale"),
         "{show}"
@@ -165,7 +161,7 @@ fn tiny_study_end_to_end() {
 
     // A new variant: it trains, is evaluated, and compare reruns; nothing else.
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         pipeline(
             &files,
             &format!("{TWO}      wide: {{batch_size: 16}}\n"),
@@ -173,10 +169,10 @@ fn tiny_study_end_to_end() {
         ),
     )
     .unwrap();
-    let stale = text(&fmnist(t.path(), &["show"]));
+    let stale = t.run(&["show"]).text();
     assert!(stale.contains("stale"), "{stale}");
-    let o = fmnist(t.path(), &["run"]);
-    let out = text(&o);
+    let o = t.run(&["run"]);
+    let out = o.text();
     assert!(o.status.success(), "{out}");
     assert!(out.contains("3 ran, 6 cached"), "{out}");
     assert!(
@@ -185,19 +181,17 @@ fn tiny_study_end_to_end() {
             && out.contains("running  compare"),
         "{out}"
     );
-    assert!(
-        fs::read_to_string(t.path().join("outputs/compare/table.md"))
-            .unwrap()
-            .contains("| wide |")
-    );
+    assert!(fs::read_to_string(t.dir().join("outputs/compare/table.md"))
+        .unwrap()
+        .contains("| wide |"));
     assert_ne!(
-        fs::read_to_string(t.path().join("outputs/compare/table.md")).unwrap(),
+        fs::read_to_string(t.dir().join("outputs/compare/table.md")).unwrap(),
         table
     );
 
     // compare's own parameter: compare alone reruns.
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         pipeline(
             &files,
             &format!("{TWO}      wide: {{batch_size: 16}}\n"),
@@ -205,8 +199,8 @@ fn tiny_study_end_to_end() {
         ),
     )
     .unwrap();
-    let o = fmnist(t.path(), &["run"]);
-    let out = text(&o);
+    let o = t.run(&["run"]);
+    let out = o.text();
     assert!(
         out.contains("1 ran, 8 cached")
             && out.contains("running  compare  (param reference changed (\"main\" => \"slow\"))"),
@@ -216,7 +210,7 @@ fn tiny_study_end_to_end() {
 
     // A reference that does not exist: a clear failure, the old table untouched.
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         pipeline(
             &files,
             &format!("{TWO}      wide: {{batch_size: 16}}\n"),
@@ -224,67 +218,67 @@ fn tiny_study_end_to_end() {
         ),
     )
     .unwrap();
-    let o = fmnist(t.path(), &["run"]);
+    let o = t.run(&["run"]);
     assert_eq!(o.status.code(), Some(1));
-    let out = text(&o);
+    let out = o.text();
     assert!(
         out.contains(
             "reference variant `mian` is not among the compared variants (main, slow, wide)"
         ),
         "{out}"
     );
-    assert!(t.path().join("outputs/compare/table.md").is_file());
+    assert!(t.dir().join("outputs/compare/table.md").is_file());
 }
 
 #[test]
 fn compare_with_one_variant_is_refused() {
-    let t = tempfile::tempdir().unwrap();
-    let files = write_data(&t.path().join("data"));
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
     fs::write(
-        t.path().join("pipeline.yaml"),
+        t.dir().join("pipeline.yaml"),
         pipeline(&files, "      main: {}\n", "main"),
     )
     .unwrap();
-    let o = fmnist(t.path(), &["run"]);
+    let o = t.run(&["run"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o)
+        o.text()
             .contains("compare needs at least two evaluated variants, it has 1 (evaluate@main)"),
         "{}",
-        text(&o)
+        o.text()
     );
-    assert!(!t.path().join("outputs/compare").exists());
+    assert!(!t.dir().join("outputs/compare").exists());
 }
 
 #[test]
 fn a_model_whose_shapes_do_not_fit_is_refused_before_anything_runs() {
-    let t = tempfile::tempdir().unwrap();
-    let files = write_data(&t.path().join("data"));
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
     let y = pipeline(&files, TWO, "main").replace("{linear: 10}]", "{linear: 12}]");
-    fs::write(t.path().join("pipeline.yaml"), y).unwrap();
-    let o = fmnist(t.path(), &["run"]);
+    fs::write(t.dir().join("pipeline.yaml"), y).unwrap();
+    let o = t.run(&["run"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("the last layer gives 12 outputs"),
+        o.text().contains("the last layer gives 12 outputs"),
         "{}",
-        text(&o)
+        o.text()
     );
-    assert!(!t.path().join("cache").exists());
+    assert!(!t.dir().join("cache").exists());
 }
 
 #[test]
 fn cuda_without_the_feature_says_how_to_build_it() {
-    let t = tempfile::tempdir().unwrap();
-    let files = write_data(&t.path().join("data"));
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
     let y = pipeline(&files, TWO, "main").replace(
         "    threads: 1\n    params:\n      model",
         "    threads: 1\n    device: cuda\n    params:\n      model",
     );
     assert!(y.contains("device: cuda"));
-    fs::write(t.path().join("pipeline.yaml"), y).unwrap();
-    let o = fmnist(t.path(), &["run", "train@main"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let out = text(&o);
+    fs::write(t.dir().join("pipeline.yaml"), y).unwrap();
+    let o = t.run(&["run", "train@main"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.text());
+    let out = o.text();
     if cfg!(feature = "cuda") {
         assert!(out.contains("CPU only"), "{out}");
     } else {
@@ -297,19 +291,19 @@ fn cuda_without_the_feature_says_how_to_build_it() {
 /// study completes.
 #[test]
 fn metrics_that_cannot_be_computed_are_reported_not_a_crash() {
-    let t = tempfile::tempdir().unwrap();
-    let files = write_data(&t.path().join("data"));
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
     let y = pipeline(&files, TWO, "main").replace(
         "params: {validation: 100}",
         "params: {validation: 100, limit: {test: 3}}",
     );
     assert!(y.contains("limit"));
-    fs::write(t.path().join("pipeline.yaml"), y).unwrap();
-    let o = fmnist(t.path(), &["run"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("main (ref)"), "{}", text(&o));
+    fs::write(t.dir().join("pipeline.yaml"), y).unwrap();
+    let o = t.run(&["run"]);
+    assert!(o.status.success(), "{}", o.text());
+    assert!(o.text().contains("main (ref)"), "{}", o.text());
     let m: serde_json::Value = serde_json::from_slice(
-        &fs::read(t.path().join("outputs/evaluate@main/metrics.json")).unwrap(),
+        &fs::read(t.dir().join("outputs/evaluate@main/metrics.json")).unwrap(),
     )
     .unwrap();
     let per_class = m["metrics"]["per_class"].as_array().unwrap();
@@ -334,64 +328,53 @@ fn damage_in_place(path: &Path) {
         .unwrap();
 }
 
-fn study(t: &Path) {
-    let files = write_data(&t.join("data"));
-    fs::write(t.join("pipeline.yaml"), pipeline(&files, TWO, "main")).unwrap();
-    let o = fmnist(t, &["run"]);
-    assert!(o.status.success(), "{}", text(&o));
+fn study(t: &Project) {
+    let files = write_data(&t.dir().join("data"));
+    t.pipeline(&pipeline(&files, TWO, "main"));
+    t.run(&["run"]).ok();
 }
 
-fn status_of(t: &Path, stage: &str) -> (String, String) {
-    let o = fmnist(t, &["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let row = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["stage"] == stage)
-        .unwrap()
-        .clone();
-    (
-        row["state"].as_str().unwrap().to_string(),
-        row["reason"].as_str().unwrap_or("").to_string(),
-    )
+/// A stage's (state, reason), the reason empty when fresh.
+fn status_of(t: &Project, stage: &str) -> (String, String) {
+    let (state, reason) = t.state_of(stage);
+    (state, reason.unwrap_or_default())
 }
 
 /// A damaged model with its size and time restored is seen: the train stage
 /// is stale, nothing is evaluated on it, and the advice given works.
 #[test]
 fn an_in_place_edit_keeping_size_and_time_is_seen() {
-    let t = tempfile::tempdir().unwrap();
-    study(t.path());
-    let model = t.path().join("outputs/train@main/model.safetensors");
+    let t = Project::new();
+    study(&t);
+    let model = t.dir().join("outputs/train@main/model.safetensors");
     let good = fs::read(&model).unwrap();
     damage_in_place(&model);
     assert_eq!(
-        status_of(t.path(), "train@main"),
+        status_of(&t, "train@main"),
         (
             "dirty".into(),
             "output outputs/train@main modified since the stage wrote it (move it away; `run` then restores it from the cache)".into()
         )
     );
     assert_eq!(
-        status_of(t.path(), "evaluate@main").1,
+        status_of(&t, "evaluate@main").1,
         "input train@main is stale"
     );
-    let o = fmnist(t.path(), &["run"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = t.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.text());
     assert!(
-        text(&o).contains("FAILED   train@main: outputs/train@main holds changes since train@main wrote it (outputs/train@main/model.safetensors)"),
+        o.text().contains("FAILED   train@main: outputs/train@main holds changes since train@main wrote it (outputs/train@main/model.safetensors)"),
         "{}",
-        text(&o)
+        o.text()
     );
-    assert!(text(&o).contains("skipped  evaluate@main"), "{}", text(&o));
+    assert!(o.text().contains("skipped  evaluate@main"), "{}", o.text());
     // The advice: move it away; the stage's own version comes back and
     // nothing downstream reruns.
-    fs::rename(&model, t.path().join("damaged.safetensors")).unwrap();
-    let o = fmnist(t.path(), &["run"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("restored train@main"), "{}", text(&o));
-    assert!(text(&o).contains("0 ran"), "{}", text(&o));
+    fs::rename(&model, t.dir().join("damaged.safetensors")).unwrap();
+    let o = t.run(&["run"]);
+    assert!(o.status.success(), "{}", o.text());
+    assert!(o.text().contains("restored train@main"), "{}", o.text());
+    assert!(o.text().contains("0 ran"), "{}", o.text());
     assert_eq!(fs::read(&model).unwrap(), good);
 }
 
@@ -400,13 +383,13 @@ fn an_in_place_edit_keeping_size_and_time_is_seen() {
 /// corrupt, moves it to the quarantine, and the next plain run recovers.
 #[test]
 fn a_stage_that_finds_its_input_corrupt_makes_the_next_run_recover() {
-    let t = tempfile::tempdir().unwrap();
-    study(t.path());
-    let dataset = t.path().join("outputs/preprocess/dataset.fmnd");
+    let t = Project::new();
+    study(&t);
+    let dataset = t.dir().join("outputs/preprocess/dataset.fmnd");
     let good = fs::read(&dataset).unwrap();
     damage_in_place(&dataset);
     // Fool the stat cache: the old hash, with the damaged file's metadata.
-    let stat_path = t.path().join("cache/hashes.json");
+    let stat_path = t.dir().join("cache/hashes.json");
     let mut stat: serde_json::Value =
         serde_json::from_slice(&fs::read(&stat_path).unwrap()).unwrap();
     {
@@ -426,18 +409,18 @@ fn a_stage_that_finds_its_input_corrupt_makes_the_next_run_recover() {
         e["hashed_at_ns"] = i64::MAX.into();
     }
     fs::write(&stat_path, serde_json::to_vec(&stat).unwrap()).unwrap();
-    assert_eq!(status_of(t.path(), "preprocess").0, "fresh", "fooled");
+    assert_eq!(status_of(&t, "preprocess").0, "fresh", "fooled");
 
-    let o = fmnist(t.path(), &["run", "train@main", "--force", "train@main"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let out = text(&o);
+    let o = t.run(&["run", "train@main", "--force", "train@main"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.text());
+    let out = o.text();
     assert!(
         out.contains("dataset.fmnd is corrupt: checksum mismatch")
             && out.contains("it no longer held what preprocess wrote: moved to")
             && out.contains("the next `fmnist-pipe run` restores preprocess's own version"),
         "{out}"
     );
-    let quarantined: Vec<_> = fs::read_dir(t.path().join("cache/quarantine"))
+    let quarantined: Vec<_> = fs::read_dir(t.dir().join("cache/quarantine"))
         .unwrap()
         .map(|e| e.unwrap().path().join("outputs/preprocess/dataset.fmnd"))
         .collect();
@@ -448,26 +431,26 @@ fn a_stage_that_finds_its_input_corrupt_makes_the_next_run_recover() {
         "kept, not deleted"
     );
 
-    let o = fmnist(t.path(), &["run"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("restored preprocess"), "{}", text(&o));
+    let o = t.run(&["run"]);
+    assert!(o.status.success(), "{}", o.text());
+    assert!(o.text().contains("restored preprocess"), "{}", o.text());
     assert_eq!(fs::read(&dataset).unwrap(), good);
-    assert_eq!(status_of(t.path(), "train@main").0, "fresh");
+    assert_eq!(status_of(&t, "train@main").0, "fresh");
 }
 
 /// A producer that recorded bytes its consumer cannot read (simulated by a
 /// record made to agree with a damaged file) is invalidated and rebuilt.
 #[test]
 fn a_producer_that_recorded_a_corrupt_output_is_rebuilt() {
-    let t = tempfile::tempdir().unwrap();
-    study(t.path());
-    let dataset = t.path().join("outputs/preprocess/dataset.fmnd");
+    let t = Project::new();
+    study(&t);
+    let dataset = t.dir().join("outputs/preprocess/dataset.fmnd");
     let good = fs::read(&dataset).unwrap();
     damage_in_place(&dataset);
     let bad_hash = blake3::hash(&fs::read(&dataset).unwrap())
         .to_hex()
         .to_string();
-    let record_path = t.path().join("cache/stages/preprocess.json");
+    let record_path = t.dir().join("cache/stages/preprocess.json");
     let mut record: serde_json::Value =
         serde_json::from_slice(&fs::read(&record_path).unwrap()).unwrap();
     let tree = &mut record["outputs"][0]["tree"];
@@ -484,16 +467,17 @@ fn a_producer_that_recorded_a_corrupt_output_is_rebuilt() {
     }
     tree["hash"] = h.finalize().to_hex().to_string().into();
     fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
-    assert_eq!(status_of(t.path(), "preprocess").0, "fresh");
+    assert_eq!(status_of(&t, "preprocess").0, "fresh");
 
-    let o = fmnist(t.path(), &["run", "train@main", "--force", "train@main"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = t.run(&["run", "train@main", "--force", "train@main"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.text());
     assert!(
-        text(&o).contains("preprocess is marked stale; the next `fmnist-pipe run` rebuilds it"),
+        o.text()
+            .contains("preprocess is marked stale; the next `fmnist-pipe run` rebuilds it"),
         "{}",
-        text(&o)
+        o.text()
     );
-    let (state, reason) = status_of(t.path(), "preprocess");
+    let (state, reason) = status_of(&t, "preprocess");
     assert_eq!(state, "dirty");
     assert!(
         reason.starts_with(
@@ -501,19 +485,19 @@ fn a_producer_that_recorded_a_corrupt_output_is_rebuilt() {
         ),
         "{reason}"
     );
-    let o = fmnist(t.path(), &["run"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("running  preprocess"), "{}", text(&o));
+    let o = t.run(&["run"]);
+    assert!(o.status.success(), "{}", o.text());
+    assert!(o.text().contains("running  preprocess"), "{}", o.text());
     assert_eq!(fs::read(&dataset).unwrap(), good);
 }
 
 #[test]
 fn show_prints_the_cached_table_when_the_output_was_deleted() {
-    let t = tempfile::tempdir().unwrap();
-    study(t.path());
-    fs::remove_dir_all(t.path().join("outputs/compare")).unwrap();
-    let o = fmnist(t.path(), &["show"]);
-    let out = text(&o);
+    let t = Project::new();
+    study(&t);
+    fs::remove_dir_all(t.dir().join("outputs/compare")).unwrap();
+    let o = t.run(&["show"]);
+    let out = o.text();
     assert!(o.status.success(), "{out}");
     assert!(out.contains("main (ref)"), "{out}");
     assert!(
@@ -521,7 +505,7 @@ fn show_prints_the_cached_table_when_the_output_was_deleted() {
         "{out}"
     );
     assert!(
-        !t.path().join("outputs/compare").exists(),
+        !t.dir().join("outputs/compare").exists(),
         "show writes nothing"
     );
 }

@@ -1,23 +1,286 @@
-//! Helpers shared by the end-to-end tests.
+//! The one harness of the end-to-end tests: a project in a temporary
+//! directory (pipeline text and files), the real binary run in it, and
+//! expectations on its exit status, stdout and stderr (whole texts where
+//! they are stable).
+#![allow(dead_code)] // each test binary uses its own part of it
 
-use std::path::Path;
+use std::fs;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Runs the real binary in `dir`.
-pub fn fmnist(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fmnist-pipe"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("CI")
-        .output()
-        .expect("the binary runs")
+/// A project directory `<tmp>/proj`, with room beside it for files that
+/// must survive whatever the project does.
+pub struct Project {
+    root: tempfile::TempDir,
 }
 
-/// stdout and stderr together.
-pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+impl Default for Project {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Project {
+    /// An empty project.
+    pub fn new() -> Project {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        fs::create_dir_all(root.path().join("proj")).expect("the project directory");
+        Project { root }
+    }
+
+    /// A project whose pipeline.yaml is `text`.
+    pub fn with(text: &str) -> Project {
+        let p = Project::new();
+        p.pipeline(text);
+        p
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join("proj")
+    }
+
+    /// The directory holding the project.
+    pub fn outside(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir().join(rel)
+    }
+
+    pub fn pipeline(&self, text: &str) -> &Self {
+        self.file("pipeline.yaml", text)
+    }
+
+    /// Writes a file (and its directories).
+    pub fn file(&self, rel: &str, content: impl AsRef<[u8]>) -> &Self {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().expect("a file has a parent")).expect("mkdir");
+        fs::write(p, content).expect("write");
+        self
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    /// The binary, ready to run in the project (for tests that spawn it).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fmnist-pipe"));
+        c.args(args).current_dir(self.dir()).env_remove("CI");
+        c
+    }
+
+    /// Runs the binary to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run(self.cmd(args).output().expect("the binary runs"))
+    }
+
+    /// `status --json`, as (stage, state, reason) rows.
+    pub fn status(&self) -> Vec<(String, String, Option<String>)> {
+        let out = self.run(&["status", "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|r| {
+                (
+                    r["stage"].as_str().unwrap_or_default().to_string(),
+                    r["state"].as_str().unwrap_or_default().to_string(),
+                    r["reason"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    }
+
+    /// One stage's (state, reason).
+    pub fn state_of(&self, stage: &str) -> (String, Option<String>) {
+        let row = self
+            .status()
+            .into_iter()
+            .find(|r| r.0 == stage)
+            .unwrap_or_else(|| panic!("no stage {stage} in status"));
+        (row.1, row.2)
+    }
+}
+
+/// A finished run of the binary and its expectations.
+pub struct Run(pub Output);
+
+impl Deref for Run {
+    type Target = Output;
+    fn deref(&self) -> &Output {
+        &self.0
+    }
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    /// stdout and stderr together.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    /// Exits with `code`.
+    pub fn exits(self, code: i32) -> Run {
+        assert_eq!(self.code(), code, "{}", self.show());
+        self
+    }
+
+    pub fn ok(self) -> Run {
+        self.exits(0)
+    }
+
+    /// stdout is exactly `text`.
+    pub fn stdout_is(self, text: &str) -> Run {
+        assert_eq!(self.stdout(), text, "{}", self.show());
+        self
+    }
+
+    /// stderr is exactly `text`.
+    pub fn stderr_is(self, text: &str) -> Run {
+        assert_eq!(self.stderr(), text, "{}", self.show());
+        self
+    }
+
+    /// stdout or stderr holds `part` (for texts with times or paths).
+    pub fn has(self, part: &str) -> Run {
+        assert!(
+            self.text().contains(part),
+            "expected {part:?} in\n{}",
+            self.show()
+        );
+        self
+    }
+
+    pub fn lacks(self, part: &str) -> Run {
+        assert!(
+            !self.text().contains(part),
+            "unexpected {part:?} in\n{}",
+            self.show()
+        );
+        self
+    }
+}
+
+/// Waits (up to 5 s) for a file a running command creates.
+pub fn wait_for(path: &Path) {
+    for _ in 0..200 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// A tmpfs mounted over a path for the length of a test (needs root; the
+/// tests that use it say so and pass vacuously elsewhere).
+pub struct Mount(PathBuf);
+
+impl Mount {
+    pub fn tmpfs(path: &Path, size: &str) -> Option<Mount> {
+        fs::create_dir_all(path).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mount(path.to_path_buf()))
+    }
+
+    /// Gives the file system more room, keeping its contents.
+    pub fn grow(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount {}", self.0.display());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The example of the pipeline reference, with a run counter per stage.
+pub const EXAMPLE: &str = r#"
+settings:
+  cache: cache
+  outputs: outputs
+  jobs: 2
+stages:
+  prep:
+    kind: cmd
+    cmd: "echo prep >> runs.log; sort data/raw.txt > data/sorted.txt"
+    deps: [data/raw.txt]
+    outs: [data/sorted.txt]
+  train:
+    kind: cmd
+    needs: [prep]
+    params: {lr: 0.001, epochs: 3}
+    variants:
+      fast: {lr: 0.01}
+      slow: {}
+    cmd: "echo ${stage} >> runs.log; echo ${params.lr} ${params.epochs} > out/model-${variant}.txt"
+    outs: ["out/model-${variant}.txt"]
+  evaluate:
+    kind: cmd
+    foreach: train
+    cmd: "echo ${stage} >> runs.log; cat out/model-${variant}.txt > out/eval-${variant}.txt"
+    outs: ["out/eval-${variant}.txt"]
+  compare:
+    kind: cmd
+    needs: [evaluate]
+    cmd: "echo ${stage} >> runs.log; cat out/eval-*.txt > out/table.txt"
+    outs: [out/table.txt]
+"#;
+
+pub fn example() -> Project {
+    let p = Project::with(EXAMPLE);
+    p.file("data/raw.txt", "c\nb\na\n");
+    p
+}
+
+/// Stages that ran since the last call, in order.
+pub fn ran(p: &Project) -> Vec<String> {
+    let text = fs::read_to_string(p.path("runs.log")).unwrap_or_default();
+    let _ = fs::remove_file(p.path("runs.log"));
+    let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+pub fn objects(p: &Project) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for d in fs::read_dir(p.path("cache/objects")).unwrap() {
+        for f in fs::read_dir(d.unwrap().path()).unwrap() {
+            v.push(f.unwrap().path());
+        }
+    }
+    v
 }

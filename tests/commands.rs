@@ -1,0 +1,152 @@
+//! run's scheduling and targets, dag, show, gc and bench.
+
+mod common;
+use common::*;
+use std::fs;
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    // Each stage waits for the other's marker: this only finishes when both
+    // run at the same time.
+    let p = Project::with(
+        r#"
+stages:
+  a:
+    kind: cmd
+    cmd: "touch a.mark; i=0; while [ ! -f b.mark ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; test -f b.mark && touch a.out"
+    outs: [a.out]
+  b:
+    kind: cmd
+    cmd: "touch b.mark; i=0; while [ ! -f a.mark ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; test -f a.mark && touch b.out"
+    outs: [b.out]
+"#,
+    );
+    p.run(&["run", "-j", "2"]).ok();
+}
+
+#[test]
+fn targets_force_and_dag() {
+    let p = example();
+    p.run(&["run", "train@slow"]).ok();
+    assert_eq!(ran(&p), ["prep", "train@slow"]);
+    p.run(&["run", "--force", "prep", "prep"]).ok();
+    assert_eq!(ran(&p), ["prep"]);
+    let r = p.run(&["run", "trian"]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("did you mean `train`?"),
+        "{}",
+        r.stderr()
+    );
+    let tree = p.run(&["dag"]).ok().stdout();
+    assert!(
+        tree.starts_with(
+            "prep (cmd)\n  train@fast (cmd)\n    evaluate@fast (cmd)\n      compare (cmd)\n"
+        ),
+        "{tree}"
+    );
+    let dot = p.run(&["dag", "--dot"]).ok().stdout();
+    assert!(
+        dot.contains("\"train@fast\" -> \"evaluate@fast\";"),
+        "{dot}"
+    );
+    p.run(&["run", "--force-all"]).ok();
+    assert_eq!(ran(&p).len(), 6);
+}
+
+#[test]
+fn show_and_bench_explain_what_is_missing() {
+    let p = example();
+    let r = p.run(&["show"]).ok();
+    assert!(
+        r.stdout().contains("the pipeline has no compare stage"),
+        "{}",
+        r.stdout()
+    );
+    let r = p.run(&["bench", "--data", "missing.fmnd", "--no-torch"]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("missing.fmnd: cannot read"),
+        "{}",
+        r.stderr()
+    );
+    let r = p.run(&["bench", "--threads", "0"]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr()
+            .contains("--threads, --batches and --repeat must be at least 1"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn bench_refuses_a_file_that_is_not_a_dataset_without_reading_it() {
+    let p = example();
+    let r = p.run(&["bench", "--data", "/dev/zero", "--no-torch"]);
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("/dev/zero: not a regular file"),
+        "{}",
+        r.stderr()
+    );
+    p.file("big.fmnd", &"\0".repeat(1 << 20));
+    let r = p.run(&["bench", "--data", "big.fmnd", "--no-torch"]);
+    assert_eq!(r.code(), 2);
+    assert!(r.stderr().contains("bad magic"), "{}", r.stderr());
+}
+
+/// A renamed variant leaves a record and outputs behind: status says so,
+/// gc removes them (a dry run first), and keeps what it cannot vouch for.
+#[test]
+fn orphans_are_shown_and_gc_removes_only_what_they_wrote() {
+    let p = example();
+    p.run(&["run"]).ok();
+    fs::write(
+        p.path("pipeline.yaml"),
+        EXAMPLE.replace("      slow: {}\n", "      slower: {}\n"),
+    )
+    .unwrap();
+    let out = p.run(&["status"]).ok().stdout();
+    assert!(
+        out.lines().any(|l| l.starts_with("orphaned  train@slow ") && l.ends_with("  no longer in the pipeline; its record and outputs (out/model-slow.txt) remain; `fmnist-pipe gc` removes them")),
+        "{out}"
+    );
+    assert!(out.contains(", 2 orphaned"), "{out}");
+    p.run(&["run"]).ok();
+    // One orphan output edited by hand: kept.
+    p.file("out/eval-slow.txt", "my notes\n");
+    let objects_before = objects(&p).len();
+    let dry = p.run(&["gc", "--dry-run"]).ok().stdout();
+    assert!(
+        dry.contains("would remove  out/model-slow.txt  (output of train@slow)"),
+        "{dry}"
+    );
+    assert!(
+        p.path("out/model-slow.txt").exists(),
+        "a dry run removes nothing"
+    );
+    assert_eq!(objects(&p).len(), objects_before);
+    let out = p.run(&["gc"]).ok().stdout();
+    assert!(
+        out.contains("removed  record and log of train@slow"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "kept          out/eval-slow.txt  (it no longer holds what evaluate@slow wrote"
+        ),
+        "{out}"
+    );
+    assert!(!p.path("out/model-slow.txt").exists());
+    assert_eq!(p.read("out/eval-slow.txt"), "my notes\n");
+    assert!(!p.path("cache/stages/train@slow.json").exists());
+    assert!(
+        objects(&p).len() < objects_before,
+        "unreferenced objects removed"
+    );
+    // The pipeline is intact: nothing to run, nothing orphaned.
+    assert!(p.status().iter().all(|r| r.1 == "fresh"));
+    let again = p.run(&["gc"]).ok().stdout();
+    assert!(again.contains("nothing to remove"), "{again}");
+}

@@ -90,7 +90,7 @@ fn bench_refuses_a_file_that_is_not_a_dataset_without_reading_it() {
         "{}",
         r.stderr()
     );
-    p.file("big.fmnd", &"\0".repeat(1 << 20));
+    p.file("big.fmnd", "\0".repeat(1 << 20));
     let r = p.run(&["bench", "--data", "big.fmnd", "--no-torch"]);
     assert_eq!(r.code(), 2);
     assert!(r.stderr().contains("bad magic"), "{}", r.stderr());

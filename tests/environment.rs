@@ -4,7 +4,6 @@ mod common;
 use common::*;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 /// Exit 3, what could not be done to which path, the cause and the fix.
 fn assert_disk_full(r: &Run, action: &str, path: &str) {
@@ -32,12 +31,7 @@ fn full_disk_while_caching_is_reported_and_leaves_the_cache_consistent() {
         "no partial object left in staging"
     );
     // Room made: the record of the interrupted run survives, the stage reruns.
-    let grown = Command::new("mount")
-        .args(["-o", "remount,size=4m"])
-        .arg(p.path("cache"))
-        .status()
-        .unwrap();
-    assert!(grown.success());
+    mount.grow("4m");
     p.run(&["run"]).ok();
     assert_eq!(p.state_of("big").0, "fresh");
     drop(mount);

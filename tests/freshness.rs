@@ -41,10 +41,21 @@ fn example_runs_then_is_a_no_op_then_reruns_only_what_changed() {
         Some("input train@fast is stale")
     );
     assert_eq!(p.state_of("train@slow").0, "fresh");
-    let dry = p.run(&["run", "--dry-run"]).ok().stdout();
-    assert!(
-        dry.contains("would run  train@fast  (param lr changed (0.01 => 0.02))"),
-        "{dry}"
+    p.run(&["status"]).ok().stdout_is(
+        "fresh  prep
+dirty  train@fast     param lr changed (0.01 => 0.02)
+fresh  train@slow
+dirty  evaluate@fast  input train@fast is stale
+fresh  evaluate@slow
+dirty  compare        input evaluate@fast is stale
+3 fresh, 0 new, 3 dirty
+",
+    );
+    p.run(&["run", "--dry-run"]).ok().stdout_is(
+        "would run  train@fast  (param lr changed (0.01 => 0.02))
+would run  evaluate@fast  (input train@fast is stale)
+would run  compare  (input evaluate@fast is stale)
+",
     );
     assert!(ran(&p).is_empty(), "a dry run runs nothing");
     p.run(&["run"]).ok();

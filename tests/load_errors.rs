@@ -1,64 +1,85 @@
-//! Invalid pipelines: exit 2, the file, line and column, and nothing written.
+//! Invalid pipelines: exit 2, the whole message (file, line and column,
+//! the line itself, the fix), the same from `status` and `run`, and
+//! nothing written.
 
 mod common;
 use common::*;
 use std::fs;
 
-/// Each invalid pipeline: exit 2 and a message naming the file and place.
-#[test]
-fn invalid_pipelines_are_located_and_exit_2() {
-    let cases: &[(&str, &[u8], &[&str])] = &[
-        ("syntax error", b"stages:\n  a: [1, 2\n", &["pipeline.yaml:"]),
-        ("unknown field", b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    dpes: [x]\n", &["pipeline.yaml:5:5", "unknown field `dpes`"]),
-        ("unknown kind", b"stages:\n  a:\n    kind: shel\n", &["pipeline.yaml:3:11", "unknown variant `shel`"]),
-        ("missing cmd", b"stages:\n  a:\n    kind: cmd\n", &["pipeline.yaml:2:3", "has no `cmd`"]),
-        ("unknown need", b"stages:\n  prep:\n    kind: cmd\n    cmd: x\n  b:\n    kind: cmd\n    cmd: y\n    needs: [prepp]\n", &["pipeline.yaml:8:5", "did you mean `prep`?"]),
-        ("cycle", b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    needs: [b]\n  b:\n    kind: cmd\n    cmd: y\n    needs: [a]\n", &["pipeline.yaml:2:3", "a -> b -> a"]),
-        ("duplicate", b"stages:\n  a:\n    kind: cmd\n    cmd: x\n  a:\n    kind: cmd\n    cmd: y\n", &["pipeline.yaml:", "duplicate name `a`"]),
-        ("unknown variant param", b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast: {lrr: 2}\n", &["pipeline.yaml:7:7", "overrides `lrr`"]),
-        ("foreach without variants", b"stages:\n  t:\n    kind: cmd\n    cmd: x\n  e:\n    kind: cmd\n    cmd: y\n    foreach: t\n", &["pipeline.yaml:8:5", "has no variants"]),
-        ("empty", b"", &["pipeline.yaml: the pipeline file is empty"]),
-        ("not utf-8", b"stages:\n  a:\n    kind: cmd\n    cmd: \"\xff\"\n", &["pipeline.yaml:4:11", "not valid UTF-8"]),
-        ("output outside", b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    outs: [../escape.txt]\n", &["pipeline.yaml:5:5", "outside the project directory"]),
-    ];
-    for (name, text, expected) in cases {
-        let p = Project::with("");
-        fs::write(p.path("pipeline.yaml"), text).unwrap();
-        for args in [&["status"][..], &["run"][..]] {
-            let r = p.run(args);
-            assert_eq!(r.code(), 2, "{name}: {}", r.stderr());
-            for e in *expected {
-                assert!(
-                    r.stderr().contains(e),
-                    "{name}: expected {e:?} in\n{}",
-                    r.stderr()
-                );
-            }
-        }
-        assert!(!p.path("cache").exists(), "{name}: nothing written");
+/// `pipeline` (bytes) is refused by `status` and `run` alike with exactly
+/// `stderr`, and no cache is created.
+fn refused(pipeline: &[u8], stderr: &str) {
+    let p = Project::new();
+    p.file("pipeline.yaml", pipeline);
+    for cmd in ["status", "run"] {
+        p.run(&[cmd]).exits(2).stdout_is("").stderr_is(stderr);
     }
-    let p = Project::with("");
-    let r = p.run(&["status", "--file", "nope.yaml"]);
-    assert_eq!(r.code(), 2);
-    assert!(
-        r.stderr().contains("nope.yaml: pipeline file not found"),
-        "{}",
-        r.stderr()
-    );
-    let r = p.run(&["frobnicate"]);
-    assert_eq!(r.code(), 2);
+    assert!(!p.path("cache").exists(), "nothing written");
+}
+
+macro_rules! refused {
+    ($($name:ident: $pipeline:expr => $stderr:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                refused($pipeline, $stderr);
+            }
+        )*
+    };
+}
+
+refused! {
+    syntax_error: b"stages:\n  a: [1, 2\n"
+        => "error: pipeline.yaml:2:6: stages.a: invalid type: sequence, expected struct RawStage\n 2 |   a: [1, 2\n   |      ^\n";
+    unknown_field: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    dpes: [x]\n"
+        => "error: pipeline.yaml:5:5: stages.a: unknown field `dpes`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `needs`, `params`, `variants`, `foreach`, `threads`, `device`\n 5 |     dpes: [x]\n   |     ^\n";
+    unknown_kind: b"stages:\n  a:\n    kind: shel\n"
+        => "error: pipeline.yaml:3:11: stages.a.kind: unknown variant `shel`, expected one of `cmd`, `download`, `preprocess`, `train`, `evaluate`, `compare`\n 3 |     kind: shel\n   |           ^\n  help: `kind` must be one of the kinds listed above\n";
+    missing_cmd: b"stages:\n  a:\n    kind: cmd\n"
+        => "error: pipeline.yaml:2:3: stage `a` is of kind cmd but has no `cmd`\n 2 |   a:\n   |   ^\n  help: add `cmd: \"<shell command>\"` to the stage\n";
+    unknown_need: b"stages:\n  prep:\n    kind: cmd\n    cmd: x\n  b:\n    kind: cmd\n    cmd: y\n    needs: [prepp]\n"
+        => "error: pipeline.yaml:8:5: stage `b` needs `prepp`, but there is no such stage\n 8 |     needs: [prepp]\n   |     ^\n  help: did you mean `prep`?\n";
+    cycle: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    needs: [b]\n  b:\n    kind: cmd\n    cmd: y\n    needs: [a]\n"
+        => "error: pipeline.yaml:2:3: the stages form a cycle: a -> b -> a\n 2 |   a:\n   |   ^\n  help: a stage cannot need, directly or through others, a stage that needs it; remove one of these dependencies (`needs`, `foreach`, or a dep on another stage's output)\n";
+    duplicate_stage: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n  a:\n    kind: cmd\n    cmd: y\n"
+        => "error: pipeline.yaml:2:3: stages: duplicate name `a`: each name may appear once\n 2 |   a:\n   |   ^\n";
+    unknown_variant_param: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast: {lrr: 2}\n"
+        => "error: pipeline.yaml:7:7: variant `fast` of stage `t` overrides `lrr`, which is not a parameter of the stage\n 7 |       fast: {lrr: 2}\n   |       ^\n  help: did you mean `lr`?\n";
+    foreach_without_variants: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n  e:\n    kind: cmd\n    cmd: y\n    foreach: t\n"
+        => "error: pipeline.yaml:8:5: stage `e` has `foreach: t`, but `t` has no variants\n 8 |     foreach: t\n   |     ^\n  help: declare `variants` on `t`, or write `needs: [t]` instead\n";
+    empty: b""
+        => "error: pipeline.yaml: the pipeline file is empty\n  help: declare stages under a top-level `stages:` mapping (see README.md)\n";
+    not_utf8: b"stages:\n  a:\n    kind: cmd\n    cmd: \"\xff\"\n"
+        => "error: pipeline.yaml:4:11: the file is not valid UTF-8\n  help: save pipeline.yaml as UTF-8 text\n";
+    output_outside: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    outs: [../escape.txt]\n"
+        => "error: pipeline.yaml:5:5: stage `a`: output `../escape.txt` is outside the project directory\n 5 |     outs: [../escape.txt]\n   |     ^\n  help: outputs must be inside the project directory\n";
+    nan_param: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    params:\n      lr: .nan\n"
+        => "error: pipeline.yaml:6:11: stages.a.params.lr: `NaN` is not a finite number; parameters must be finite (write it as a string if it is not a number)\n 6 |       lr: .nan\n   |           ^\n";
+    max_batches_zero: b"stages:\n  t:\n    kind: train\n    params:\n      max_batches: 0\n"
+        => "error: pipeline.yaml:4:5: stage `t`: invalid params: max_batches must be at least 1 (or null: every batch of each epoch)\n 4 |     params:\n   |     ^\n";
+}
+
+#[test]
+fn a_missing_pipeline_file() {
+    Project::new()
+        .run(&["status", "--file", "nope.yaml"])
+        .exits(2)
+        .stderr_is("error: nope.yaml: pipeline file not found\n  help: run fmnist-pipe in the project directory, or pass --file PATH\n");
+}
+
+#[test]
+fn an_unknown_command() {
+    Project::new()
+        .run(&["frobnicate"])
+        .exits(2)
+        .has("unrecognized subcommand 'frobnicate'");
 }
 
 #[test]
 fn a_directory_as_the_pipeline_file_is_a_usage_error() {
     let p = example();
     fs::create_dir_all(p.path("sub")).unwrap();
-    let r = p.run(&["status", "--file", "sub"]);
-    assert_eq!(r.code(), 2, "{}", r.stderr());
-    assert!(
-        r.stderr()
-            .contains("sub: is a directory, not a pipeline file"),
-        "{}",
-        r.stderr()
-    );
+    p.run(&["status", "--file", "sub"])
+        .exits(2)
+        .stderr_is("error: sub: is a directory, not a pipeline file\n  help: pass the file itself, e.g. --file sub/pipeline.yaml\n");
 }

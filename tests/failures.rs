@@ -24,17 +24,16 @@ stages:
     outs: [i.txt]
 "#,
     );
-    let r = p.run(&["run", "-j", "1"]);
-    assert_eq!(r.code(), 1);
-    let out = r.stdout();
-    assert!(
-        out.contains("FAILED   bad: command exited with status 7"),
-        "{out}"
-    );
-    assert!(out.contains("| the real problem"), "{out}");
-    assert!(
-        out.contains("skipped  after  (needs bad, which failed)"),
-        "{out}"
+    p.run(&["run", "-j", "1"]).exits(1).stdout_untimed_is(
+        "running  bad  (never run)
+FAILED   bad: command exited with status 7
+         last lines of output:
+         | some context
+         | the real problem
+         full log: ./cache/logs/bad.log
+skipped  after  (needs bad, which failed)
+0 ran, 0 cached, 1 failed, 1 skipped, 1 not started (use --keep-going to run them) in <time>
+",
     );
     assert!(!p.path("a.txt").exists());
     assert_eq!(p.state_of("bad").0, "new");
@@ -50,12 +49,12 @@ stages:
 fn a_stage_that_does_not_write_its_output_fails() {
     let p =
         Project::with("stages:\n  a:\n    kind: cmd\n    cmd: \"true\"\n    outs: [never.txt]\n");
-    let r = p.run(&["run"]);
-    assert_eq!(r.code(), 1);
-    assert!(
-        r.stdout().contains("did not produce its output never.txt"),
-        "{}",
-        r.stdout()
+    p.run(&["run"]).exits(1).stdout_untimed_is(
+        "running  a  (never run)
+FAILED   a: the stage succeeded but did not produce its output never.txt
+         full log: ./cache/logs/a.log
+0 ran, 0 cached, 1 failed in <time>
+",
     );
 }
 

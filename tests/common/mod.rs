@@ -158,6 +158,21 @@ impl Run {
         self
     }
 
+    /// stdout is exactly `text` once durations (`in 12ms`, `in 1.5s`,
+    /// `in 2m03s` at the end of a line) read `in <time>`.
+    pub fn stdout_untimed_is(self, text: &str) -> Run {
+        let untimed: String = self
+            .stdout()
+            .lines()
+            .map(|l| match l.rsplit_once(" in ") {
+                Some((head, t)) if is_duration(t) => format!("{head} in <time>\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert_eq!(untimed, text, "{}", self.show());
+        self
+    }
+
     /// stderr is exactly `text`.
     pub fn stderr_is(self, text: &str) -> Run {
         assert_eq!(self.stderr(), text, "{}", self.show());
@@ -182,6 +197,21 @@ impl Run {
         );
         self
     }
+}
+
+/// `12ms`, `1.5s`, `2m03s`.
+fn is_duration(t: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.');
+    if let Some(ms) = t.strip_suffix("ms") {
+        return digits(ms);
+    }
+    if let Some(s) = t.strip_suffix('s') {
+        return match s.split_once('m') {
+            Some((m, s)) => digits(m) && digits(s),
+            None => digits(s),
+        };
+    }
+    false
 }
 
 /// Waits (up to 5 s) for a file a running command creates.

@@ -30,12 +30,7 @@ fn kill_9_mid_stage_leaves_nothing_fresh_and_the_next_run_reruns() {
     fs::remove_file(p.path("started")).unwrap();
     // A slow version of the stage, killed in the middle.
     fs::write(p.path("pipeline.yaml"), SLOW).unwrap();
-    let mut child = p
-        .cmd(&["run"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&p.path("started"));
+    let mut child = p.start(&["run"], "started");
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(p.read("out.txt"), "partial\n");
@@ -61,12 +56,7 @@ fn kill_9_mid_stage_leaves_nothing_fresh_and_the_next_run_reruns() {
 #[test]
 fn a_second_run_refuses_while_the_first_holds_the_lock() {
     let p = Project::with(SLOW);
-    let mut child = p
-        .cmd(&["run"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&p.path("started"));
+    let mut child = p.start(&["run"], "started");
     let r = p.run(&["run"]);
     assert_eq!(r.code(), 3, "{}", r.stderr());
     assert!(
@@ -110,13 +100,7 @@ fn a_second_run_refuses_while_the_first_holds_the_lock() {
 fn a_signal_to_the_orchestrator_alone_stops_its_commands() {
     for (sig, code) in [("TERM", Some(143)), ("INT", Some(130)), ("KILL", None)] {
         let p = Project::with(LATE);
-        let child = p
-            .cmd(&["run"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_for(&p.path("started"));
+        let child = p.start(&["run"], "started");
         let pid = child.id().to_string();
         assert!(Command::new("kill")
             .args([&format!("-{sig}"), &pid])
@@ -149,12 +133,7 @@ fn a_signal_to_the_orchestrator_alone_stops_its_commands() {
 #[test]
 fn run_wait_says_whom_it_waits_for() {
     let p = Project::with(LATE);
-    let mut first = p
-        .cmd(&["run"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&p.path("started"));
+    let mut first = p.start(&["run"], "started");
     let r = p.run(&["run", "--wait"]).ok();
     assert!(first.wait().unwrap().success());
     assert!(

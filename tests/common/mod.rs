@@ -72,6 +72,19 @@ impl Project {
         c
     }
 
+    /// Starts the binary (output captured) and waits until the running
+    /// stage has created `marker`.
+    pub fn start(&self, args: &[&str], marker: &str) -> std::process::Child {
+        let child = self
+            .cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        wait_for(&self.path(marker));
+        child
+    }
+
     /// Runs the binary to completion.
     pub fn run(&self, args: &[&str]) -> Run {
         Run(self.cmd(args).output().expect("the binary runs"))

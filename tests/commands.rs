@@ -25,33 +25,49 @@ stages:
 }
 
 #[test]
-fn targets_force_and_dag() {
+fn a_target_runs_with_what_it_needs_and_nothing_else() {
     let p = example();
     p.run(&["run", "train@slow"]).ok();
     assert_eq!(ran(&p), ["prep", "train@slow"]);
+}
+
+#[test]
+fn force_reruns_a_fresh_stage_and_force_all_every_stage() {
+    let p = example();
+    p.run(&["run"]).ok();
+    ran(&p);
     p.run(&["run", "--force", "prep", "prep"]).ok();
     assert_eq!(ran(&p), ["prep"]);
-    let r = p.run(&["run", "trian"]);
-    assert_eq!(r.code(), 2);
-    assert!(
-        r.stderr().contains("did you mean `train`?"),
-        "{}",
-        r.stderr()
-    );
-    let tree = p.run(&["dag"]).ok().stdout();
-    assert!(
-        tree.starts_with(
-            "prep (cmd)\n  train@fast (cmd)\n    evaluate@fast (cmd)\n      compare (cmd)\n"
-        ),
-        "{tree}"
-    );
-    let dot = p.run(&["dag", "--dot"]).ok().stdout();
-    assert!(
-        dot.contains("\"train@fast\" -> \"evaluate@fast\";"),
-        "{dot}"
-    );
     p.run(&["run", "--force-all"]).ok();
     assert_eq!(ran(&p).len(), 6);
+}
+
+#[test]
+fn an_unknown_target_is_refused_with_a_suggestion() {
+    example()
+        .run(&["run", "trian"])
+        .exits(2)
+        .stdout_is("")
+        .stderr_is("error: pipeline.yaml: no stage named `trian`\n  help: did you mean `train`?\n");
+}
+
+#[test]
+fn dag_draws_the_tree_and_graphviz() {
+    let p = example();
+    p.run(&["dag"]).ok().stdout_is(
+        "prep (cmd)
+  train@fast (cmd)
+    evaluate@fast (cmd)
+      compare (cmd)
+  train@slow (cmd)
+    evaluate@slow (cmd)
+      compare (cmd) (see above)
+",
+    );
+    p.run(&["dag", "--dot"])
+        .ok()
+        .has("  \"train@fast\" -> \"evaluate@fast\";\n")
+        .has("  \"evaluate@slow\" -> \"compare\";\n");
 }
 
 #[test]

@@ -146,88 +146,67 @@ fn tiny_study_end_to_end() {
         !html.contains("http://") && !html.contains("https://") || html.contains("xmlns"),
         "no external assets"
     );
-    let table = fs::read_to_string(t.dir().join("outputs/compare/table.md")).unwrap();
+}
 
-    // Nothing changed: a no-op that prints the same table.
-    let o = t.run(&["run"]);
-    let again = o.text();
-    assert!(again.contains("0 ran, 7 cached"), "{again}");
-    assert!(again.contains("main (ref)"), "{again}");
-    let show = t.run(&["show"]).text();
-    assert!(
-        show.contains("main (ref)") && !show.contains("stale"),
-        "{show}"
-    );
+const THREE: &str = "      main: {}\n      slow: {lr: 0.0003}\n      wide: {batch_size: 16}\n";
 
-    // A new variant: it trains, is evaluated, and compare reruns; nothing else.
-    fs::write(
-        t.dir().join("pipeline.yaml"),
-        pipeline(
-            &files,
-            &format!("{TWO}      wide: {{batch_size: 16}}\n"),
-            "main",
-        ),
-    )
-    .unwrap();
-    let stale = t.run(&["show"]).text();
-    assert!(stale.contains("stale"), "{stale}");
-    let o = t.run(&["run"]);
-    let out = o.text();
-    assert!(o.status.success(), "{out}");
-    assert!(out.contains("3 ran, 6 cached"), "{out}");
-    assert!(
-        out.contains("running  train@wide")
-            && out.contains("running  evaluate@wide")
-            && out.contains("running  compare"),
-        "{out}"
-    );
-    assert!(fs::read_to_string(t.dir().join("outputs/compare/table.md"))
-        .unwrap()
-        .contains("| wide |"));
-    assert_ne!(
-        fs::read_to_string(t.dir().join("outputs/compare/table.md")).unwrap(),
-        table
-    );
+/// The study of TWO variants, run once; the data's checksums returned.
+fn studied() -> (Project, String) {
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
+    t.pipeline(&pipeline(&files, TWO, "main"));
+    t.run(&["run"]).ok();
+    (t, files)
+}
 
-    // compare's own parameter: compare alone reruns.
-    fs::write(
-        t.dir().join("pipeline.yaml"),
-        pipeline(
-            &files,
-            &format!("{TWO}      wide: {{batch_size: 16}}\n"),
-            "slow",
-        ),
-    )
-    .unwrap();
-    let o = t.run(&["run"]);
-    let out = o.text();
-    assert!(
-        out.contains("1 ran, 8 cached")
-            && out.contains("running  compare  (param reference changed (\"main\" => \"slow\"))"),
-        "{out}"
-    );
-    assert!(out.contains("slow (ref)"), "{out}");
+#[test]
+fn a_second_run_with_nothing_changed_is_a_no_op_that_prints_the_table() {
+    let (t, _) = studied();
+    t.run(&["run"])
+        .ok()
+        .has("0 ran, 7 cached")
+        .has("main (ref)");
+    t.run(&["show"]).ok().has("main (ref)").lacks("stale");
+}
 
-    // A reference that does not exist: a clear failure, the old table untouched.
-    fs::write(
-        t.dir().join("pipeline.yaml"),
-        pipeline(
-            &files,
-            &format!("{TWO}      wide: {{batch_size: 16}}\n"),
-            "mian",
-        ),
-    )
-    .unwrap();
-    let o = t.run(&["run"]);
-    assert_eq!(o.status.code(), Some(1));
-    let out = o.text();
-    assert!(
-        out.contains(
-            "reference variant `mian` is not among the compared variants (main, slow, wide)"
-        ),
-        "{out}"
-    );
-    assert!(t.dir().join("outputs/compare/table.md").is_file());
+#[test]
+fn a_new_variant_trains_evaluates_and_compares_alone() {
+    let (t, files) = studied();
+    let table = t.read("outputs/compare/table.md");
+    t.pipeline(&pipeline(&files, THREE, "main"));
+    t.run(&["show"]).ok().has("note: this table is stale");
+    t.run(&["run"])
+        .ok()
+        .has("3 ran, 6 cached")
+        .has("running  train@wide")
+        .has("running  evaluate@wide")
+        .has("running  compare");
+    let now = t.read("outputs/compare/table.md");
+    assert!(now.contains("| wide |"), "{now}");
+    assert_ne!(now, table);
+}
+
+#[test]
+fn a_compare_parameter_reruns_compare_alone() {
+    let (t, files) = studied();
+    t.pipeline(&pipeline(&files, TWO, "slow"));
+    t.run(&["run"])
+        .ok()
+        .has("1 ran, 6 cached")
+        .has("running  compare  (param reference changed (\"main\" => \"slow\"))")
+        .has("slow (ref)");
+}
+
+/// A clear failure, and the last good table left in place.
+#[test]
+fn a_reference_that_does_not_exist_fails_and_keeps_the_old_table() {
+    let (t, files) = studied();
+    let table = t.read("outputs/compare/table.md");
+    t.pipeline(&pipeline(&files, THREE, "mian"));
+    t.run(&["run"])
+        .exits(1)
+        .has("reference variant `mian` is not among the compared variants (main, slow, wide)");
+    assert_eq!(t.read("outputs/compare/table.md"), table);
 }
 
 #[test]
@@ -328,12 +307,6 @@ fn damage_in_place(path: &Path) {
         .unwrap();
 }
 
-fn study(t: &Project) {
-    let files = write_data(&t.dir().join("data"));
-    t.pipeline(&pipeline(&files, TWO, "main"));
-    t.run(&["run"]).ok();
-}
-
 /// A stage's (state, reason), the reason empty when fresh.
 fn status_of(t: &Project, stage: &str) -> (String, String) {
     let (state, reason) = t.state_of(stage);
@@ -344,8 +317,7 @@ fn status_of(t: &Project, stage: &str) -> (String, String) {
 /// is stale, nothing is evaluated on it, and the advice given works.
 #[test]
 fn an_in_place_edit_keeping_size_and_time_is_seen() {
-    let t = Project::new();
-    study(&t);
+    let (t, _) = studied();
     let model = t.dir().join("outputs/train@main/model.safetensors");
     let good = fs::read(&model).unwrap();
     damage_in_place(&model);
@@ -383,8 +355,7 @@ fn an_in_place_edit_keeping_size_and_time_is_seen() {
 /// corrupt, moves it to the quarantine, and the next plain run recovers.
 #[test]
 fn a_stage_that_finds_its_input_corrupt_makes_the_next_run_recover() {
-    let t = Project::new();
-    study(&t);
+    let (t, _) = studied();
     let dataset = t.dir().join("outputs/preprocess/dataset.fmnd");
     let good = fs::read(&dataset).unwrap();
     damage_in_place(&dataset);
@@ -442,8 +413,7 @@ fn a_stage_that_finds_its_input_corrupt_makes_the_next_run_recover() {
 /// record made to agree with a damaged file) is invalidated and rebuilt.
 #[test]
 fn a_producer_that_recorded_a_corrupt_output_is_rebuilt() {
-    let t = Project::new();
-    study(&t);
+    let (t, _) = studied();
     let dataset = t.dir().join("outputs/preprocess/dataset.fmnd");
     let good = fs::read(&dataset).unwrap();
     damage_in_place(&dataset);
@@ -493,8 +463,7 @@ fn a_producer_that_recorded_a_corrupt_output_is_rebuilt() {
 
 #[test]
 fn show_prints_the_cached_table_when_the_output_was_deleted() {
-    let t = Project::new();
-    study(&t);
+    let (t, _) = studied();
     fs::remove_dir_all(t.dir().join("outputs/compare")).unwrap();
     let o = t.run(&["show"]);
     let out = o.text();

@@ -96,8 +96,14 @@ pub enum Error {
     },
     #[error("{}", locked_message(path, holder))]
     Locked { path: PathBuf, holder: String },
-    #[error("{0}")]
-    Cache(String),
+    #[error("could not serialize the record of {stage}")]
+    Record {
+        stage: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{} changed while it was being stored in the cache\n  help: run again", path.display())]
+    ChangedWhileStored { path: PathBuf },
     /// A dataset file named on the command line cannot be used.
     #[error(transparent)]
     Dataset(#[from] stages::data::dataset::DatasetError),
@@ -128,9 +134,11 @@ impl Error {
         match self {
             Error::Pipeline(_) | Error::Usage(_) | Error::Dataset(_) => exit::INVALID,
             Error::Bench(_) => exit::STAGE_FAILED,
-            Error::Io { .. } | Error::Locked { .. } | Error::Cache(_) | Error::DiskFull { .. } => {
-                exit::ENVIRONMENT
-            }
+            Error::Io { .. }
+            | Error::Locked { .. }
+            | Error::Record { .. }
+            | Error::ChangedWhileStored { .. }
+            | Error::DiskFull { .. } => exit::ENVIRONMENT,
         }
     }
 }

@@ -187,8 +187,10 @@ impl Store {
     /// is harmless: an older record never claims fresh for changed inputs
     /// or outputs (both are compared), and a torn one reads as unreadable.
     fn write_record_with(&self, stage: &str, r: &Record, durable: bool) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(r)
-            .map_err(|e| Error::Cache(format!("serialize the record of {stage}: {e}")))?;
+        let bytes = serde_json::to_vec_pretty(r).map_err(|source| Error::Record {
+            stage: stage.to_string(),
+            source,
+        })?;
         let path = self.record_path(stage);
         write_file(&path, &bytes, durable)
             .map_err(|e| Error::io("write the stage record", &path, e))
@@ -338,10 +340,9 @@ impl Store {
         })?;
         if got != hash {
             let _ = fs::remove_file(&tmp);
-            return Err(Error::Cache(format!(
-                "{} changed while it was being stored in the cache; run again",
-                src.display()
-            )));
+            return Err(Error::ChangedWhileStored {
+                path: src.to_path_buf(),
+            });
         }
         let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
         fs::rename(&tmp, &dest).map_err(|e| Error::io("move into the cache", &dest, e))

@@ -28,6 +28,12 @@ pub enum Item {
         count: usize,
         bytes: u64,
     },
+    /// Files moved aside by earlier runs (never removed by gc).
+    Quarantine {
+        path: String,
+        files: usize,
+        bytes: u64,
+    },
 }
 
 /// Stages with a record that the pipeline no longer declares.
@@ -113,9 +119,34 @@ pub fn run(
         }
     }
     items.push(Item::Objects { count, bytes });
+    let quarantine = store.root().join("quarantine");
+    let (files, bytes) = tree_size(&quarantine);
+    if files > 0 {
+        items.push(Item::Quarantine {
+            path: quarantine.display().to_string(),
+            files,
+            bytes,
+        });
+    }
     if !dry_run {
         hashes.prune();
         hashes.save();
     }
     Ok(items)
+}
+
+/// Files and bytes under `dir` (0 when it does not exist).
+fn tree_size(dir: &std::path::Path) -> (usize, u64) {
+    let mut total = (0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.metadata() {
+            Ok(m) if m.is_dir() => {
+                let (f, b) = tree_size(&e.path());
+                total = (total.0 + f, total.1 + b);
+            }
+            Ok(m) => total = (total.0 + 1, total.1 + m.len()),
+            Err(_) => {}
+        }
+    }
+    total
 }

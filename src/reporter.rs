@@ -281,12 +281,12 @@ impl Reporter {
     pub fn gc(&self, items: &[crate::gc::Item], dry_run: bool) {
         use crate::gc::Item;
         let verb = if dry_run { "would remove" } else { "removed" };
-        let mut text = String::new();
-        let mut records = 0;
+        let (mut text, mut notes) = (String::new(), String::new());
+        let mut removes = false;
         for item in items {
             match item {
                 Item::Record(stage) => {
-                    records += 1;
+                    removes = true;
                     text.push_str(&format!("{verb}  record and log of {stage}\n"));
                 }
                 Item::Output { stage, path } => {
@@ -297,7 +297,18 @@ impl Reporter {
                         "kept          {path}  ({why}; move or delete it yourself)\n"
                     ));
                 }
+                Item::Quarantine { path, files, bytes } => {
+                    let files = match files {
+                        1 => "1 file".to_string(),
+                        n => format!("{n} files"),
+                    };
+                    notes.push_str(&format!(
+                        "note: {path} holds {files} ({}) that runs found corrupt and moved aside; gc keeps them: delete it when you no longer need them\n",
+                        fmt_bytes(*bytes)
+                    ));
+                }
                 Item::Objects { count, bytes } => {
+                    removes |= *count > 0;
                     text.push_str(&format!(
                         "{verb}  {count} unreferenced cache objects ({})\n",
                         fmt_bytes(*bytes)
@@ -305,13 +316,10 @@ impl Reporter {
                 }
             }
         }
-        if records == 0
-            && items
-                .iter()
-                .all(|i| matches!(i, Item::Objects { count: 0, .. }))
-        {
+        if !removes {
             text = "nothing to remove: every record belongs to a stage of the pipeline\n".into();
         }
+        text.push_str(&notes);
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
 

@@ -407,6 +407,11 @@ fn a_stage_that_finds_its_input_corrupt_makes_the_next_run_recover() {
     assert!(o.text().contains("restored preprocess"), "{}", o.text());
     assert_eq!(fs::read(&dataset).unwrap(), good);
     assert_eq!(status_of(&t, "train@main").0, "fresh");
+    t.run(&["gc"])
+        .ok()
+        .has("cache/quarantine holds 1 file (")
+        .has("gc keeps them");
+    assert!(quarantined[0].exists());
 }
 
 /// A producer that recorded bytes its consumer cannot read (simulated by a

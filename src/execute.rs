@@ -317,7 +317,17 @@ fn process(
         &stage.outs
     };
     ctx.store.begin(&stage.name, &fp, claimed)?;
-    if let Err(e) = execute_stage(ctx, stage, prev.as_ref(), threads, send) {
+    // A saved training state is taken up only by a run with the same
+    // fingerprint, and never when the stage is forced.
+    let resume = stage
+        .kind
+        .resumes()
+        .then(|| ctx.store.resume_dir(&stage.name, &fp.hash()));
+    if resume.is_some() {
+        let keep = if force { None } else { Some(fp.hash()) };
+        ctx.store.clear_resume(&stage.name, keep.as_deref())?;
+    }
+    if let Err(e) = execute_stage(ctx, stage, prev.as_ref(), threads, resume.as_deref(), send) {
         if stages::process::stopping() {
             // Stopped by a signal: the signal thread reports and exits.
             return Ok(Outcome::Failed);
@@ -424,6 +434,9 @@ fn process(
         invalidated: None,
     };
     ctx.store.write_record(&stage.name, &record)?;
+    if stage.kind.resumes() {
+        ctx.store.clear_resume(&stage.name, None)?;
+    }
     send(Event::Finished {
         stage: stage.name.clone(),
         elapsed: t0.elapsed(),
@@ -574,6 +587,7 @@ fn execute_stage(
     stage: &Stage,
     prev: Option<&Record>,
     threads: usize,
+    resume: Option<&Path>,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<(), StageFailure> {
     let project = &ctx.pipeline.settings.project_dir;
@@ -633,6 +647,7 @@ fn execute_stage(
         inputs: &inputs,
         out_dir: &staging,
         threads,
+        resume,
         device: stage.device.as_deref(),
         progress: &progress,
     };

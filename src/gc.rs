@@ -96,6 +96,7 @@ pub fn run(
         }
         if !dry_run {
             store.forget_stage(&stage)?;
+            store.clear_resume(&stage, None)?;
         }
         items.push(Item::Record(stage));
     }

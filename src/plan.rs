@@ -1,7 +1,7 @@
 //! Fresh, new or dirty: each stage's fingerprint against its record.
 
 use crate::error::Result;
-use crate::fingerprint::{DirtyReason, Fingerprint};
+use crate::fingerprint::{DirtyReason, Fingerprint, ResumePoint};
 use crate::hash::HashCache;
 use crate::spec::{Pipeline, Stage};
 use crate::store::{Record, Store};
@@ -107,6 +107,16 @@ impl Planner<'_> {
         self.pipeline.settings.project_dir.join(rel)
     }
 
+    /// Where a resumable stage with this fingerprint would take up again.
+    fn resume_point(&self, stage: &Stage, fp: &Fingerprint) -> Option<ResumePoint> {
+        if !stage.kind.resumes() {
+            return None;
+        }
+        let dir = self.store.resume_dir(&stage.name, &fp.hash());
+        stages::train::resume::saved_progress(&dir)
+            .map(|(epoch, epochs)| ResumePoint { epoch, epochs })
+    }
+
     /// The stage's fingerprint, given the digests of its inputs.
     pub fn fingerprint(&self, stage: &Stage, inputs: BTreeMap<String, String>) -> Result<Fp> {
         let mut deps = BTreeMap::new();
@@ -192,8 +202,13 @@ impl Planner<'_> {
                 Some(k) => self.fingerprint(stage, k)?.reason().ok(),
                 None => None,
             };
+            // A first run that was interrupted but saved its progress.
+            let state = match fp.as_ref().and_then(|fp| self.resume_point(stage, fp)) {
+                Some(r) => State::Dirty(DirtyReason::Interrupted { resume: Some(r) }),
+                None => State::New,
+            };
             return Ok(Assessment {
-                state: State::New,
+                state,
                 record: None,
                 fingerprint: fp,
                 digest: None,
@@ -223,7 +238,12 @@ impl Planner<'_> {
             ));
         }
         if !record.complete {
-            return Ok(dirty(DirtyReason::Interrupted, Some(record), Some(fp)));
+            let resume = self.resume_point(stage, &fp);
+            return Ok(dirty(
+                DirtyReason::Interrupted { resume },
+                Some(record),
+                Some(fp),
+            ));
         }
         if let Some(r) = fp.compare(&record.fingerprint) {
             return Ok(dirty(r, Some(record), Some(fp)));

@@ -77,7 +77,12 @@ impl Reporter {
         match e {
             Event::Planned { .. } => {}
             Event::Started { stage, reason } => {
-                self.line(&format!("running  {stage}  ({reason})"));
+                match &reason {
+                    DirtyReason::Interrupted {
+                        resume: Some(crate::fingerprint::ResumePoint { epoch, epochs }),
+                    } => self.line(&format!("resuming {stage} from epoch {epoch}/{epochs}")),
+                    _ => self.line(&format!("running  {stage}  ({reason})")),
+                }
                 if let Some((mp, bars)) = &mut self.bars {
                     let bar = mp.add(ProgressBar::new_spinner());
                     bar.set_style(

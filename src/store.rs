@@ -161,6 +161,32 @@ impl Store {
         self.root.join("tmp")
     }
 
+    /// Where a resumable stage keeps its state for fingerprint `hash`.
+    pub fn resume_dir(&self, stage: &str, hash: &str) -> PathBuf {
+        self.root.join("resume").join(stage).join(hash)
+    }
+
+    /// Removes a stage's saved states: all of them, or all but `keep`'s.
+    pub fn clear_resume(&self, stage: &str, keep: Option<&str>) -> Result<()> {
+        let dir = self.root.join("resume").join(stage);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("read", &dir, e)),
+        };
+        for e in entries.flatten() {
+            if keep.is_some_and(|k| e.file_name() == k) {
+                continue;
+            }
+            remove_any(&e.path())
+                .map_err(|err| Error::io("remove the saved state", e.path(), err))?;
+        }
+        if keep.is_none() {
+            let _ = fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+
     pub fn log_path(&self, stage: &str) -> PathBuf {
         self.root.join("logs").join(format!("{stage}.log"))
     }

@@ -483,3 +483,74 @@ fn show_prints_the_cached_table_when_the_output_was_deleted() {
         "show writes nothing"
     );
 }
+
+/// The tiny study's training made long enough to be killed in the middle.
+fn long_training(t: &Project) {
+    let files = write_data(&t.dir().join("data"));
+    let y = pipeline(&files, TWO, "main").replace(
+        "      epochs: 1\n",
+        "      epochs: 150\n      early_stopping: null\n",
+    );
+    assert!(y.contains("epochs: 150"));
+    t.pipeline(&y);
+}
+
+/// `kill -9` of the orchestrator in the middle of a training: status says
+/// where it will resume, the next run resumes there, and the model is
+/// byte-identical to one trained without interruption.
+#[test]
+fn a_killed_training_resumes_and_matches_an_uninterrupted_one() {
+    let t = Project::new();
+    long_training(&t);
+    let mut child = t
+        .cmd(&["run", "train@main"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let saved = || {
+        fs::read_dir(t.dir().join("cache/resume/train@main"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("progress.json").is_file())
+    };
+    for _ in 0..400 {
+        if saved() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(saved(), "a state was saved before the kill");
+    let (state, reason) = t.state_of("train@main");
+    assert_eq!(state, "dirty");
+    let reason = reason.unwrap();
+    assert!(
+        reason.starts_with("last run was interrupted after epoch ")
+            && reason.ends_with("/150; it resumes there"),
+        "{reason}"
+    );
+    let epoch = reason
+        .trim_start_matches("last run was interrupted after epoch ")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    t.run(&["run", "train@main"])
+        .ok()
+        .has(&format!("resuming train@main from epoch {epoch}/150"));
+    assert!(
+        !t.dir().join("cache/resume/train@main").exists(),
+        "the saved state goes once the stage is recorded"
+    );
+
+    let whole = Project::new();
+    long_training(&whole);
+    whole.run(&["run", "train@main"]).ok().lacks("resuming");
+    assert_eq!(
+        fs::read(t.dir().join("outputs/train@main/model.safetensors")).unwrap(),
+        fs::read(whole.dir().join("outputs/train@main/model.safetensors")).unwrap(),
+        "byte-identical weights"
+    );
+}

@@ -13,6 +13,13 @@ pub struct ParamChange {
     pub new: Option<Value>,
 }
 
+/// Where an interrupted training takes up again: after `epoch` of `epochs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResumePoint {
+    pub epoch: usize,
+    pub epochs: usize,
+}
+
 /// Why a stage must run (or be restored). Serialized for `status --json`
 /// as `{"kind": "param_changed", ...}`; [`fmt::Display`] is its wording.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,8 +76,11 @@ pub enum DirtyReason {
     UpstreamStale {
         stage: String,
     },
-    /// The last run started but never recorded success.
-    Interrupted,
+    /// The last run started but never recorded success; `resume`: where a
+    /// resumable stage takes up again.
+    Interrupted {
+        resume: Option<ResumePoint>,
+    },
     /// A run is working on the stage now.
     Running {
         pid: u32,
@@ -191,7 +201,13 @@ impl fmt::Display for DirtyReason {
             InputRemoved { stage: s } => write!(f, "input {s} removed"),
             InputChanged { stage: s } => write!(f, "input {s} changed"),
             UpstreamStale { stage: s } => write!(f, "input {s} is stale"),
-            Interrupted => write!(f, "last run was interrupted or failed"),
+            Interrupted { resume: None } => write!(f, "last run was interrupted or failed"),
+            Interrupted {
+                resume: Some(ResumePoint { epoch, epochs }),
+            } => write!(
+                f,
+                "last run was interrupted after epoch {epoch}/{epochs}; it resumes there"
+            ),
             Running {
                 pid,
                 host,

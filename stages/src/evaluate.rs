@@ -218,6 +218,7 @@ mod tests {
             inputs: &inputs,
             out_dir: out,
             threads: 1,
+            resume: None,
             device: None,
             progress: &|_| {},
         };

@@ -53,6 +53,9 @@ pub struct RunContext<'a> {
     /// the orchestrator moves it into place after success).
     pub out_dir: &'a Path,
     pub threads: usize,
+    /// Where a kind that can resume keeps its state between interrupted
+    /// runs of the same stage with the same fingerprint (`train`).
+    pub resume: Option<&'a Path>,
     /// `cpu` or `cuda`, for kinds that use a device.
     pub device: Option<&'a str>,
     pub progress: &'a (dyn Fn(Progress) + Sync),
@@ -144,6 +147,11 @@ impl Kind {
     /// Kinds whose results depend on the compute device (part of their fingerprint).
     pub fn uses_device(self) -> bool {
         matches!(self, Kind::Train | Kind::Evaluate)
+    }
+
+    /// Kinds that save their state as they go and resume after an interruption.
+    pub fn resumes(self) -> bool {
+        matches!(self, Kind::Train)
     }
 
     /// Built-in kinds write into a directory the orchestrator gives them;

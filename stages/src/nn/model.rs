@@ -178,6 +178,15 @@ enum Shape_ {
 }
 
 impl Model {
+    /// Values a training step draws from the device's generator: one per
+    /// dropout layer that drops anything.
+    pub fn dropout_draws_per_step(&self) -> u64 {
+        self.layers
+            .iter()
+            .filter(|l| matches!(l, LayerSpec::Dropout(p) if *p > 0.0))
+            .count() as u64
+    }
+
     /// Resolves shapes and initializes parameters as PyTorch does by default
     /// (uniform ±1/√fan_in for weights and biases; batch norm γ=1, β=0).
     pub fn new(

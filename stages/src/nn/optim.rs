@@ -29,6 +29,21 @@ impl Adam {
         }
     }
 
+    /// The step count and the first and second moments (to save them).
+    pub fn moments(&self) -> (i32, &[Vec<f32>], &[Vec<f32>]) {
+        (self.step, &self.m, &self.v)
+    }
+
+    /// Puts back saved moments; refuses ones of other shapes.
+    pub fn restore(&mut self, step: i32, m: Vec<Vec<f32>>, v: Vec<Vec<f32>>) -> Result<(), String> {
+        let shapes = |x: &[Vec<f32>]| x.iter().map(Vec::len).collect::<Vec<_>>();
+        if shapes(&m) != shapes(&self.m) || shapes(&v) != shapes(&self.v) {
+            return Err("the saved optimizer state does not fit this model".into());
+        }
+        (self.step, self.m, self.v) = (step, m, v);
+        Ok(())
+    }
+
     pub fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
         self.step += 1;
         let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);

@@ -17,7 +17,9 @@ use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+pub mod resume;
 use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,9 +232,14 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .build()
         .map_err(|e| StageError::Failed(e.to_string()))?;
     let report = pool
-        .install(|| train(&mut model, &data, &p, ctx.threads, ctx.progress))
+        .install(|| train(&mut model, &data, &p, ctx.threads, ctx.progress, ctx.resume))
         .map_err(StageError::Failed)?;
-    let seconds = t0.elapsed().as_secs_f64();
+    // A resumed training counts the epochs of the runs before it too.
+    let earlier: f64 = report.history[..report.resumed_epochs]
+        .iter()
+        .map(|e| e.seconds)
+        .sum();
+    let seconds = t0.elapsed().as_secs_f64() + earlier;
     let weights = checkpoint::to_bytes(
         &model,
         &[
@@ -269,13 +276,15 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     )
 }
 
-type Snapshot = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+use resume::Snapshot;
 
 pub struct TrainReport {
     pub history: Vec<EpochRecord>,
     pub best_epoch: usize,
     pub best_val_acc: f64,
     pub stopped_early: bool,
+    /// Epochs taken over from an interrupted run (0 when none).
+    pub resumed_epochs: usize,
 }
 
 /// The optimizer's state: master weights, their dfdx tensors, Adam, and
@@ -285,6 +294,8 @@ pub struct Learner {
     pub master: Vec<Vec<f32>>,
     pub tensors: Vec<Param>,
     pub adam: Adam,
+    /// Values drawn from the device's generator so far (dropout).
+    pub draws: u64,
 }
 
 impl Learner {
@@ -306,7 +317,35 @@ impl Learner {
             master,
             tensors,
             adam,
+            draws: 0,
         }
+    }
+
+    /// Takes up a saved state: weights, buffers, optimizer, and the
+    /// generator advanced past the values already drawn.
+    fn restore(&mut self, model: &mut Model, saved: &resume::Saved) -> Result<(), String> {
+        let fits = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len())
+        };
+        let buffers: Vec<Vec<f32>> = model.buffers.iter().map(|b| b.data.clone()).collect();
+        if !fits(&saved.master, &self.master) || !fits(&saved.buffers, &buffers) {
+            return Err("the saved state does not fit this model".into());
+        }
+        self.adam
+            .restore(saved.adam_step, saved.adam_m.clone(), saved.adam_v.clone())?;
+        self.adam.lr = saved.lr;
+        self.master = saved.master.clone();
+        for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
+            t.copy_from(m);
+        }
+        for (b, d) in model.buffers.iter_mut().zip(&saved.buffers) {
+            b.data = d.clone();
+        }
+        for _ in 0..saved.draws {
+            self.dev.random_u64();
+        }
+        self.draws = saved.draws;
+        Ok(())
     }
 
     /// One optimization step on a batch; returns (mean loss, correct).
@@ -324,6 +363,7 @@ impl Learner {
             .tensor_from_vec(x, (n, 1, rows, cols))
             .leaky_traced();
         let logits = model.forward(xt, &self.tensors, true, threads);
+        self.draws += model.dropout_draws_per_step();
         let lv = host(&logits);
         let mut onehot = vec![0.0f32; n * model.classes];
         for (i, &c) in y.iter().enumerate() {
@@ -346,12 +386,16 @@ impl Learner {
 
 /// Trains `model` in place; on return it holds the best weights by
 /// validation accuracy.
+/// `resume`: a directory where the state after each epoch is saved, and
+/// from which a saved state is taken up (the orchestrator keys it by the
+/// stage's fingerprint, so a saved state always belongs to this training).
 pub fn train(
     model: &mut Model,
     data: &Dataset,
     p: &TrainParams,
     threads: usize,
     progress: &(dyn Fn(Progress) + Sync),
+    resume: Option<&Path>,
 ) -> Result<TrainReport, String> {
     let train = data
         .split("train")
@@ -388,9 +432,31 @@ pub fn train(
     let mut best: Option<Snapshot> = None;
     let (mut plateau_best, mut bad_epochs, mut since_best) = (f64::NEG_INFINITY, 0usize, 0usize);
     let mut stopped_early = false;
+    let mut first_epoch = 0;
+    let saved = match resume {
+        Some(dir) => resume::Saved::load(dir).unwrap_or_else(|why| {
+            progress(Progress {
+                message: format!("the saved state cannot be used ({why}); starting over"),
+                fraction: None,
+            });
+            None
+        }),
+        None => None,
+    };
+    if let Some(s) = saved.filter(|s| s.epochs_done < p.epochs) {
+        learner.restore(model, &s)?;
+        history = s.history;
+        (best_acc, best_epoch, best) = (s.best_acc, s.best_epoch, s.best);
+        (plateau_best, bad_epochs, since_best) = (s.plateau_best, s.bad_epochs, s.since_best);
+        first_epoch = s.epochs_done;
+        progress(Progress {
+            message: format!("resuming from epoch {first_epoch}/{}", p.epochs),
+            fraction: Some(first_epoch as f64 / p.epochs as f64),
+        });
+    }
     let started = Instant::now();
     let (mut x, mut y) = (Vec::new(), Vec::new());
-    for epoch in 0..p.epochs {
+    for epoch in first_epoch..p.epochs {
         let t = Instant::now();
         let order = batcher.order(epoch as u64);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -410,8 +476,9 @@ pub fn train(
             if k % 10 == 9 || k + 1 == batches {
                 let done = epoch * batches + k + 1;
                 let rate = seen as f64 / t.elapsed().as_secs_f64();
+                let this_run = done - first_epoch * batches;
                 let eta =
-                    started.elapsed().as_secs_f64() / done as f64 * (total_steps - done) as f64;
+                    started.elapsed().as_secs_f64() / this_run as f64 * (total_steps - done) as f64;
                 progress(Progress {
                     message: format!(
                         "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s",
@@ -480,6 +547,28 @@ pub fn train(
             stopped_early = epoch + 1 < p.epochs;
             break;
         }
+        if let Some(dir) = resume.filter(|_| epoch + 1 < p.epochs) {
+            let (adam_step, m, v) = learner.adam.moments();
+            let state = resume::Saved {
+                epochs_done: epoch + 1,
+                master: learner.master.clone(),
+                buffers: model.buffers.iter().map(|b| b.data.clone()).collect(),
+                adam_step,
+                adam_m: m.to_vec(),
+                adam_v: v.to_vec(),
+                lr: learner.adam.lr,
+                best: best.clone(),
+                best_acc,
+                best_epoch,
+                plateau_best,
+                bad_epochs,
+                since_best,
+                history: history.clone(),
+                draws: learner.draws,
+            };
+            state.save(dir)?;
+            resume::write_progress(dir, epoch + 1, p.epochs)?;
+        }
     }
     if let Some((params, buffers)) = best {
         for (t, d) in model.params.iter_mut().zip(params) {
@@ -494,6 +583,7 @@ pub fn train(
         best_epoch,
         best_val_acc: best_acc,
         stopped_early,
+        resumed_epochs: first_epoch,
     })
 }
 
@@ -582,7 +672,7 @@ mod tests {
                 .num_threads(2)
                 .build()
                 .unwrap()
-                .install(|| train(&mut m, &data, &p, 2, &|_| {}).unwrap());
+                .install(|| train(&mut m, &data, &p, 2, &|_| {}, None).unwrap());
             (m, r)
         };
         let (m1, r1) = run();
@@ -620,12 +710,76 @@ mod tests {
         let run = |fused: bool| {
             let mut m = p.model(28, 28).unwrap();
             m.set_fused(fused);
-            train(&mut m, &data, &p, 2, &|_| {}).unwrap();
+            train(&mut m, &data, &p, 2, &|_| {}, None).unwrap();
             m
         };
         let (a, b) = (run(true), run(false));
         assert_eq!(a.params, b.params);
         assert_eq!(a.buffers, b.buffers);
+    }
+
+    /// Interrupted after an epoch (here by a panic in the progress
+    /// callback) and run again with the same directory, a training takes up
+    /// where it stopped and ends bit-identical to an uninterrupted one.
+    #[test]
+    fn a_resumed_training_matches_an_uninterrupted_one_bit_for_bit() {
+        let data = small_data();
+        let mut p = small_params();
+        p.epochs = 3;
+        p.plateau = Some(Plateau {
+            factor: 0.5,
+            patience: 0,
+        });
+        let whole = {
+            let mut m = p.model(28, 28).unwrap();
+            let r = train(&mut m, &data, &p, 1, &|_| {}, None).unwrap();
+            (m, r)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = p.model(28, 28).unwrap();
+        let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train(
+                &mut m,
+                &data,
+                &p,
+                1,
+                &|pr| assert!(!pr.message.starts_with("epoch 2/"), "interrupted"),
+                Some(dir.path()),
+            )
+        }));
+        assert!(interrupted.is_err());
+        assert_eq!(resume::saved_progress(dir.path()), Some((1, 3)));
+        let said = std::sync::Mutex::new(Vec::new());
+        let mut m = p.model(28, 28).unwrap();
+        let r = train(
+            &mut m,
+            &data,
+            &p,
+            1,
+            &|pr| said.lock().unwrap().push(pr.message),
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert!(said
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s == "resuming from epoch 1/3"));
+        assert_eq!(m.params, whole.0.params, "bit-identical weights");
+        assert_eq!(m.buffers, whole.0.buffers);
+        // The same history, but for the clock.
+        let untimed = |h: &[EpochRecord]| {
+            h.iter()
+                .map(|e| EpochRecord {
+                    seconds: 0.0,
+                    img_per_s: 0.0,
+                    ..e.clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(untimed(&r.history), untimed(&whole.1.history));
+        assert_eq!(r.history[2].lr, 0.0015, "the plateau's state came along");
+        assert_eq!(r.best_epoch, whole.1.best_epoch);
     }
 
     #[test]
@@ -641,7 +795,7 @@ mod tests {
         p.early_stopping = Some(EarlyStopping { patience: 3 });
         p.max_batches = Some(1);
         let mut m = p.model(28, 28).unwrap();
-        let r = train(&mut m, &data, &p, 1, &|_| {}).unwrap();
+        let r = train(&mut m, &data, &p, 1, &|_| {}, None).unwrap();
         assert!(r.stopped_early);
         assert_eq!(
             r.history.len(),

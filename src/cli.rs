@@ -53,6 +53,13 @@ pub enum Command {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Runs one built-in stage from a job description (what `run` starts
+    /// for each built-in stage; not for people).
+    #[command(name = "__stage", hide = true)]
+    Stage {
+        /// The job description (JSON) the orchestrator wrote.
+        job: PathBuf,
+    },
     /// The stage graph as an indented tree.
     Dag {
         /// Graphviz dot instead of the tree.
@@ -148,6 +155,9 @@ fn load(file: &Path) -> Result<(Pipeline, Dag)> {
 }
 
 fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
+    if let Command::Stage { job } = &cli.command {
+        return run_job(job);
+    }
     // Commands that start processes stop them on every way out.
     if matches!(
         cli.command,
@@ -160,7 +170,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
     }
     let (pipeline, dag) = load(&cli.file)?;
     match &cli.command {
-        Command::Bench(_) => unreachable!("handled above"),
+        Command::Bench(_) | Command::Stage { .. } => unreachable!("handled above"),
         Command::Show => {
             let rows = status_rows(&pipeline, &dag, &[], &[], false)?;
             let store = Store::new(pipeline.settings.cache_dir());
@@ -300,6 +310,15 @@ fn read_table(
         .find(|f| f.rel == stages::contract::TABLE_FILE)?;
     let bytes = store.read_object(&file.hash)?;
     Some((serde_json::from_slice(&bytes).ok()?, true))
+}
+
+/// `__stage JOB`: one built-in stage in this process, its messages on
+/// stdout (see `stages::job`).
+fn run_job(path: &Path) -> Result<i32> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read the job", path, e))?;
+    let job: stages::job::Job = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("{}: not a job description: {e}", path.display())))?;
+    Ok(stages::job::run(&job, &mut std::io::stdout()))
 }
 
 /// Stages with a record that the pipeline no longer declares.

@@ -89,7 +89,7 @@ pub enum Error {
     Usage(String),
     #[error("could not {action} {}", path.display())]
     Io {
-        action: &'static str,
+        action: std::borrow::Cow<'static, str>,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -122,9 +122,13 @@ fn locked_message(path: &std::path::Path, holder: &str) -> String {
 }
 
 impl Error {
-    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(
+        action: impl Into<std::borrow::Cow<'static, str>>,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         Error::Io {
-            action,
+            action: action.into(),
             path: path.into(),
             source,
         }

@@ -378,6 +378,9 @@ fn process(
                 (crate::error::chain(&e), None, None)
             }
             StageFailure::Refused(r) => (r.to_string(), None, None),
+            StageFailure::Crashed { how, tail } => {
+                (format!("the stage's process {how}"), Some(tail), log)
+            }
             StageFailure::Env(e) => return Err(e),
         };
         send(Event::Failed {
@@ -573,6 +576,11 @@ fn quarantine(ctx: &Ctx<'_>, stage: &str, project: &Path, path: &Path) -> Result
 
 enum StageFailure {
     Cmd(stages::cmd::CmdError),
+    /// A built-in stage's process ended without saying how: a panic, a kill.
+    Crashed {
+        how: String,
+        tail: String,
+    },
     Kind(stages::StageError),
     Refused(Refusal),
     Env(Error),
@@ -632,26 +640,18 @@ fn execute_stage(
             }
         })
         .collect();
-    let name = stage.name.clone();
-    let progress = move |p: stages::Progress| {
-        send(Event::Progress {
-            stage: name.clone(),
-            message: p.message,
-            fraction: p.fraction,
-        })
-    };
-    let rc = stages::RunContext {
-        stage: &stage.name,
-        project_dir: project,
-        params: &stage.params,
-        inputs: &inputs,
-        out_dir: &staging,
+    let job = stages::job::Job {
+        stage: stage.name.clone(),
+        kind: stage.kind,
+        project_dir: project.clone(),
+        params: stage.params.clone(),
+        inputs,
+        out_dir: staging.clone(),
         threads,
-        resume,
-        device: stage.device.as_deref(),
-        progress: &progress,
+        resume: resume.map(Path::to_path_buf),
+        device: stage.device.clone(),
     };
-    stage.kind.run(&rc).map_err(StageFailure::Kind)?;
+    run_child(ctx, stage, &job, send)?;
     // Checked again: the old output may have been edited while the stage ran.
     check_outputs(ctx, stage, prev).map_err(StageFailure::Refused)?;
     let dest = project.join(&stage.outs[0]);
@@ -662,6 +662,67 @@ fn execute_stage(
     }
     move_into_place(&staging, &dest)
         .map_err(|e| StageFailure::Env(Error::io("move the output into place", &dest, e)))
+}
+
+/// Runs a built-in stage as a child process of this binary (`fmnist-pipe
+/// __stage JOB`): its own process group, killed with this process; its
+/// progress relayed as events, its stderr in the stage's log. A panic or a
+/// kill is reported as such, with the log's last lines.
+fn run_child(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    job: &stages::job::Job,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<(), StageFailure> {
+    use std::io::BufRead;
+    let env = |e| StageFailure::Env(e);
+    let job_path =
+        ctx.store
+            .tmp_dir()
+            .join(format!("job-{}-{}.json", std::process::id(), stage.name));
+    let bytes = serde_json::to_vec(job)
+        .map_err(|e| env(Error::Usage(format!("the job of {}: {e}", stage.name))))?;
+    crate::store::write_atomic(&job_path, &bytes)
+        .map_err(|e| env(Error::io("write the job description", &job_path, e)))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| env(Error::io("find this program", "/proc/self/exe", e)))?;
+    let log_path = ctx.store.log_path(&stage.name);
+    let log =
+        fs::File::create(&log_path).map_err(|e| env(Error::io("create the log", &log_path, e)))?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("__stage")
+        .arg(&job_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log);
+    let (mut child, _registered) = stages::process::spawn(&mut cmd)
+        .map_err(|e| env(Error::io("start the stage's process", &exe, e)))?;
+    let mut last = None;
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+            match serde_json::from_str::<stages::job::Message>(&line) {
+                Ok(stages::job::Message::Progress { message, fraction }) => send(Event::Progress {
+                    stage: stage.name.clone(),
+                    message,
+                    fraction,
+                }),
+                Ok(m) => last = Some(m),
+                Err(_) => {}
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| env(Error::io("wait for the stage's process", &exe, e)))?;
+    let _ = fs::remove_file(&job_path);
+    match last {
+        Some(stages::job::Message::Done) if status.success() => Ok(()),
+        Some(stages::job::Message::Failed { error }) => Err(StageFailure::Kind(error.into())),
+        _ => Err(StageFailure::Crashed {
+            how: stages::process::describe_exit(status),
+            tail: stages::cmd::tail(&log_path, stages::cmd::TAIL_LINES).unwrap_or_default(),
+        }),
+    }
 }
 
 /// Restores a stage's recorded outputs from the cache. Only what is

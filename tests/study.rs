@@ -484,6 +484,78 @@ fn show_prints_the_cached_table_when_the_output_was_deleted() {
     );
 }
 
+/// The stage processes (`fmnist-pipe __stage JOB`) working in `dir`.
+fn stage_processes(dir: &Path) -> Vec<u32> {
+    let dir = dir.canonicalize().unwrap();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let is_stage = cmdline.split(|&b| b == 0).any(|a| a == b"__stage");
+            // A zombie keeps its cmdline but no longer has a cwd.
+            is_stage && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir)
+        })
+        .collect()
+}
+
+/// Waits until a training in `t` has saved a state after an epoch.
+fn wait_for_saved_epoch(t: &Project, stage: &str) {
+    for _ in 0..400 {
+        let saved = fs::read_dir(t.dir().join("cache/resume").join(stage))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("progress.json").is_file());
+        if saved {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{stage} saved no state");
+}
+
+/// The stage's process, killed in the middle of a training (as the
+/// out-of-memory killer would): reported as such, the other training goes
+/// on with --keep-going, and the rerun resumes.
+#[test]
+fn a_killed_stage_process_is_reported_and_the_rerun_resumes() {
+    let t = Project::new();
+    long_training(&t);
+    let child = t
+        .cmd(&["run", "train", "--keep-going"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_saved_epoch(&t, "train@main");
+    let victim = stage_processes(&t.dir())
+        .into_iter()
+        .find(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains("train@main")
+        })
+        .expect("train@main's process");
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "FAILED   train@main: the stage's process was killed by SIGKILL (the out-of-memory killer, or kill -9)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("done     train@slow"), "{text}");
+    t.run(&["run", "train"])
+        .ok()
+        .has("resuming train@main from epoch ");
+}
+
 /// The tiny study's training made long enough to be killed in the middle.
 fn long_training(t: &Project) {
     let files = write_data(&t.dir().join("data"));
@@ -507,22 +579,22 @@ fn a_killed_training_resumes_and_matches_an_uninterrupted_one() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let saved = || {
-        fs::read_dir(t.dir().join("cache/resume/train@main"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| e.path().join("progress.json").is_file())
-    };
-    for _ in 0..400 {
-        if saved() {
+    wait_for_saved_epoch(&t, "train@main");
+    let stage_pids = stage_processes(&t.dir());
+    assert_eq!(stage_pids.len(), 1, "train@main runs in its own process");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The kernel ends the stage's process with its parent.
+    for _ in 0..200 {
+        if stage_processes(&t.dir()).is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(saved(), "a state was saved before the kill");
+    assert!(
+        stage_processes(&t.dir()).is_empty(),
+        "no stage left running after kill -9 of the orchestrator"
+    );
     let (state, reason) = t.state_of("train@main");
     assert_eq!(state, "dirty");
     let reason = reason.unwrap();

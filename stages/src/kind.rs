@@ -23,7 +23,7 @@ pub enum Kind {
 }
 
 /// One upstream stage's outputs, as a built-in kind sees them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Input {
     /// The upstream stage's name (`train@main`).
     pub stage: String,
@@ -71,7 +71,7 @@ pub enum StageError {
     Failed(String),
     #[error("could not {action} {path}")]
     Io {
-        action: &'static str,
+        action: std::borrow::Cow<'static, str>,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -92,7 +92,7 @@ impl StageError {
 
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StageError::Io {
-            action,
+            action: action.into(),
             path: path.into(),
             source,
         }

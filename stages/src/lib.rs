@@ -14,6 +14,7 @@ pub mod data;
 pub mod download;
 pub mod evaluate;
 pub mod format;
+pub mod job;
 mod kind;
 pub mod metrics;
 pub mod nn;

@@ -62,6 +62,30 @@ pub fn spawn(cmd: &mut Command) -> io::Result<(Child, Registered)> {
     Ok((child, Registered(group)))
 }
 
+/// How a process ended, in words: `exited with status 3`, `panicked`,
+/// `was killed by SIGKILL (the out-of-memory killer, or kill -9)`.
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        // Rust's exit status after a panic in the main thread.
+        (Some(101), _) => "panicked".into(),
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => {
+            let name = match sig {
+                libc::SIGKILL => "SIGKILL (the out-of-memory killer, or kill -9)",
+                libc::SIGSEGV => "SIGSEGV (a crash)",
+                libc::SIGABRT => "SIGABRT (an abort)",
+                libc::SIGBUS => "SIGBUS (a crash)",
+                libc::SIGTERM => "SIGTERM",
+                libc::SIGINT => "SIGINT",
+                _ => return format!("was killed by signal {sig}"),
+            };
+            format!("was killed by {name}")
+        }
+        (None, None) => "ended in an unknown way".into(),
+    }
+}
+
 /// True once [`stop_all`] has begun: the process is about to exit, and a
 /// child's failure is the stop's doing, not the child's.
 pub fn stopping() -> bool {
@@ -97,6 +121,19 @@ pub fn stop_all(grace: Duration) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exits_are_described() {
+        use std::os::unix::process::ExitStatusExt;
+        let st = std::process::ExitStatus::from_raw;
+        assert_eq!(describe_exit(st(101 << 8)), "panicked");
+        assert_eq!(describe_exit(st(3 << 8)), "exited with status 3");
+        assert_eq!(
+            describe_exit(st(libc::SIGKILL)),
+            "was killed by SIGKILL (the out-of-memory killer, or kill -9)"
+        );
+        assert_eq!(describe_exit(st(libc::SIGUSR1)), "was killed by signal 10");
+    }
 
     #[test]
     fn a_child_leads_its_own_group_and_is_unregistered_when_done() {

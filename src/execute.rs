@@ -355,8 +355,11 @@ fn process(
             StageFailure::Cmd(other) => (crate::error::chain(&other), None, None),
             StageFailure::Kind(stages::StageError::InputCorrupt { path, problem }) => {
                 let advice = invalidate_producer(ctx, stage, &path, &problem)?;
+                let shown = path
+                    .strip_prefix(&ctx.pipeline.settings.project_dir)
+                    .unwrap_or(&path);
                 (
-                    format!("input {} is corrupt: {problem}\n{advice}", path.display()),
+                    format!("input {} is corrupt: {problem}\n{advice}", shown.display()),
                     None,
                     None,
                 )

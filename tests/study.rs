@@ -386,7 +386,7 @@ fn a_stage_that_finds_its_input_corrupt_makes_the_next_run_recover() {
     assert_eq!(o.status.code(), Some(1), "{}", o.text());
     let out = o.text();
     assert!(
-        out.contains("dataset.fmnd is corrupt: checksum mismatch")
+        out.contains("FAILED   train@main: input outputs/preprocess/dataset.fmnd is corrupt: checksum mismatch")
             && out.contains("it no longer held what preprocess wrote: moved to")
             && out.contains("the next `fmnist-pipe run` restores preprocess's own version"),
         "{out}"

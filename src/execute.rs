@@ -521,17 +521,27 @@ fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str)
     let out_path = project.join(out);
     ctx.planner.hashes.forget(&out_path);
     let record = ctx.store.record(&producer.name).ok().flatten();
-    let now = ctx.planner.hashes.hash_path(&out_path).ok().flatten();
+    // The file as the producer recorded it, and as it is now.
+    let rel = path
+        .strip_prefix(&out_path)
+        .map(|r| r.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let recorded = record
         .as_ref()
-        .and_then(|r| r.outputs.iter().find(|o| o.path == *out));
+        .and_then(|r| r.outputs.iter().find(|o| o.path == *out))
+        .and_then(|o| o.tree.files.iter().find(|f| f.rel == rel))
+        .map(|f| f.hash.clone());
+    let now = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => ctx.planner.hashes.hash_file(path, &m).ok(),
+        _ => None,
+    };
     match (now, recorded) {
         // Another stage moved it to the quarantine meanwhile.
-        (Some(now), Some(rec)) if now.hash != rec.tree.hash && !path.exists() => Ok(format!(
-            "it was moved to the quarantine; the next `fmnist-pipe run` restores {}'s own version",
+        (None, Some(_)) => Ok(format!(
+            "it was moved away; the next `fmnist-pipe run` restores {}'s own version",
             producer.name
         )),
-        (Some(now), Some(rec)) if now.hash != rec.tree.hash => {
+        (Some(now), Some(rec)) if now != rec => {
             let dest = quarantine(ctx, &producer.name, project, path)?;
             Ok(format!(
                 "it no longer held what {} wrote: moved to {} (kept, not deleted); the next `fmnist-pipe run` restores {}'s own version",

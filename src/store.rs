@@ -404,13 +404,7 @@ impl Store {
     }
 
     fn staging_file(&self) -> PathBuf {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        self.tmp_dir().join(format!(
-            "{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
+        self.tmp_dir().join(unique())
     }
 
     /// Takes the cache's lock: refuses (or, with `wait`, waits) while
@@ -503,18 +497,24 @@ pub fn move_into_place(src: &Path, dest: &Path) -> io::Result<()> {
     }
 }
 
-fn sibling_tmp(dest: &Path) -> PathBuf {
+/// A name no other temporary file of this or another process has:
+/// `<pid>-<counter>`.
+fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn sibling_tmp(dest: &Path) -> PathBuf {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dest.with_file_name(format!(
-        ".{name}.fmnist-pipe-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
+    dest.with_file_name(format!(".{name}.fmnist-pipe-{}", unique()))
 }
 
 /// Copies a file, a symlink or a directory tree, syncing what it writes.
@@ -555,14 +555,8 @@ fn write_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
     // Unique per call: two threads may replace the same file at once.
-    let tmp = path.with_extension(format!(
-        "tmp.{}.{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = path.with_extension(format!("tmp.{}", unique()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -443,8 +443,21 @@ pub fn train(
         }),
         None => None,
     };
-    if let Some(s) = saved.filter(|s| s.epochs_done < p.epochs) {
-        learner.restore(model, &s)?;
+    // A state that does not fit is left alone: restore changes nothing then.
+    let saved =
+        saved
+            .filter(|s| s.epochs_done < p.epochs)
+            .and_then(|s| match learner.restore(model, &s) {
+                Ok(()) => Some(s),
+                Err(why) => {
+                    progress(Progress {
+                        message: format!("the saved state cannot be used ({why}); starting over"),
+                        fraction: None,
+                    });
+                    None
+                }
+            });
+    if let Some(s) = saved {
         history = s.history;
         (best_acc, best_epoch, best) = (s.best_acc, s.best_epoch, s.best);
         (plateau_best, bad_epochs, since_best) = (s.plateau_best, s.bad_epochs, s.since_best);
@@ -780,6 +793,59 @@ mod tests {
         assert_eq!(untimed(&r.history), untimed(&whole.1.history));
         assert_eq!(r.history[2].lr, 0.0015, "the plateau's state came along");
         assert_eq!(r.best_epoch, whole.1.best_epoch);
+    }
+
+    /// A damaged state, or one that does not fit the model, is reported
+    /// and the training starts over.
+    #[test]
+    fn an_unusable_saved_state_starts_over() {
+        let data = small_data();
+        let mut p = small_params();
+        p.epochs = 1;
+        let mut whole = p.model(28, 28).unwrap();
+        train(&mut whole, &data, &p, 1, &|_| {}, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let misfit = resume::Saved {
+            epochs_done: 0,
+            master: vec![vec![0.0; 3]],
+            buffers: vec![],
+            adam_step: 1,
+            adam_m: vec![vec![0.0; 3]],
+            adam_v: vec![vec![0.0; 3]],
+            lr: 1.0,
+            best: None,
+            best_acc: 0.0,
+            best_epoch: 0,
+            plateau_best: 0.0,
+            bad_epochs: 0,
+            since_best: 0,
+            history: vec![],
+            draws: 0,
+        };
+        let damaged = misfit.to_bytes().unwrap()[..40].to_vec();
+        for bytes in [misfit.to_bytes().unwrap(), damaged] {
+            std::fs::write(dir.path().join(resume::STATE_FILE), bytes).unwrap();
+            let said = std::sync::Mutex::new(Vec::new());
+            let mut m = p.model(28, 28).unwrap();
+            train(
+                &mut m,
+                &data,
+                &p,
+                1,
+                &|pr| said.lock().unwrap().push(pr.message),
+                Some(dir.path()),
+            )
+            .unwrap();
+            assert!(
+                said.lock()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s.contains("starting over")),
+                "{:?}",
+                said.lock().unwrap()
+            );
+            assert_eq!(m.params, whole.params);
+        }
     }
 
     #[test]

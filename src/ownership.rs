@@ -119,16 +119,11 @@ pub fn check(
         Err(e) => refuse(Why::Unreadable(e.to_string())),
         Ok(None) => Ok(()),
         Ok(Some(now)) if now.hash == recorded.tree.hash => Ok(()),
-        Ok(Some(now)) => {
-            let file = match first_foreign(&recorded.tree, &now) {
-                Some(f) if !f.is_empty() => format!("{rel}/{f}"),
-                _ => rel.to_string(),
-            };
-            // Only files missing from a directory: nothing of anyone else's is there.
-            if now.is_dir && first_foreign(&recorded.tree, &now).is_none() {
-                return Ok(());
-            }
-            refuse(Why::Modified(file))
-        }
+        // Only files missing (from a directory): nothing of anyone else's is there.
+        Ok(Some(now)) => match first_foreign(&recorded.tree, &now) {
+            None => Ok(()),
+            Some(f) if f.is_empty() => refuse(Why::Modified(rel.to_string())),
+            Some(f) => refuse(Why::Modified(format!("{rel}/{f}"))),
+        },
     }
 }

@@ -112,6 +112,15 @@ pub struct RunArgs {
     /// If another run holds the cache, wait for it instead of refusing.
     #[arg(long)]
     pub wait: bool,
+    /// Where stages run: `local` (child processes, packed by resources)
+    /// or `slurm` (one sbatch job each). Default: settings.executor, else local.
+    #[arg(long, value_name = "local|slurm", value_parser = parse_executor)]
+    pub executor: Option<spec::ExecutorKind>,
+}
+
+fn parse_executor(text: &str) -> std::result::Result<spec::ExecutorKind, String> {
+    spec::ExecutorKind::parse(text)
+        .ok_or_else(|| format!("`{text}` is not an executor; use `local` or `slurm`"))
 }
 
 /// Parses the arguments, runs the command, returns the exit code.
@@ -243,7 +252,18 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             }
             if args.dry_run {
                 let rows = status_rows(&pipeline, &dag, &args.stages, &args.force, args.force_all)?;
-                reporter.dry_run(&rows);
+                let mut lines = std::collections::BTreeMap::new();
+                if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm
+                {
+                    let store = Store::new(pipeline.settings.cache_dir());
+                    for s in &pipeline.stages {
+                        lines.insert(
+                            s.name.clone(),
+                            crate::executor::slurm::describe(&pipeline.settings.slurm, s, &store),
+                        );
+                    }
+                }
+                reporter.dry_run(&rows, &lines);
                 return Ok(exit::OK);
             }
             let store = Store::new(pipeline.settings.cache_dir());
@@ -257,6 +277,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 force_all: args.force_all,
                 keep_going: args.keep_going,
                 jobs: args.jobs,
+                executor: args.executor,
             };
             let summary: Summary =
                 execute::run(&pipeline, &dag, &store, &hashes, &opts, &mut |e| {

@@ -12,6 +12,14 @@ pub enum Event {
     Started {
         stage: String,
         reason: crate::fingerprint::DirtyReason,
+        /// Threads a built-in parallel kind was given, and the GPUs held.
+        threads: Option<usize>,
+        gpus: Vec<String>,
+    },
+    /// A stage went to the cluster as job `job`.
+    Submitted {
+        stage: String,
+        job: String,
     },
     Progress {
         stage: String,

@@ -2,11 +2,14 @@
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Summary};
+use crate::executor::{stage_env, Executor, JobFile, Shell, StageFailure};
 use crate::fingerprint::DirtyReason;
 use crate::graph::Dag;
 use crate::hash::HashCache;
 use crate::ownership::{self, Refusal};
 use crate::plan::{Fp, Planner, State};
+use crate::schedule::{Demand, Grant, Pool};
+use crate::spec::ExecutorKind;
 use crate::spec::{Pipeline, Stage};
 use crate::store::{
     move_into_place, outputs_digest, remove_any, Output, Record, RestoreError, Store,
@@ -24,7 +27,11 @@ pub struct RunOptions {
     pub force_all: bool,
     pub keep_going: bool,
     pub jobs: Option<usize>,
+    pub executor: Option<ExecutorKind>,
 }
+
+/// Jobs submitted at once to Slurm when `--jobs` does not say.
+pub const SLURM_JOBS: usize = 100;
 
 enum Outcome {
     Cached(String),
@@ -42,6 +49,19 @@ struct Ctx<'a> {
     planner: Planner<'a>,
     pipeline: &'a Pipeline,
     store: &'a Store,
+    executor: Executor,
+}
+
+/// What the scheduler gave a stage, or why it cannot run here.
+type Assigned = std::result::Result<Grant, String>;
+
+fn demand(s: &Stage) -> Demand {
+    Demand {
+        cpus: s.resources.cpus,
+        parallel: s.kind.parallel(),
+        gpus: s.resources.gpus,
+        mem_mb: s.resources.mem_mb,
+    }
 }
 
 /// Runs the targets (all stages when none) and what they need. The caller
@@ -68,11 +88,22 @@ pub fn run(
         forced[i] = true;
     }
     store.prepare()?;
-    let jobs = opts.jobs.unwrap_or(pipeline.settings.jobs).max(1);
-    let slots_of = |s: &Stage| {
-        s.threads
-            .unwrap_or(if s.kind.is_builtin() { jobs } else { 1 })
-            .clamp(1, jobs)
+    let kind = opts.executor.unwrap_or(pipeline.settings.executor);
+    let (executor, mut pool) = match kind {
+        ExecutorKind::Local => (
+            Executor::Local,
+            Pool::local(
+                opts.jobs.unwrap_or(pipeline.settings.jobs),
+                crate::schedule::visible_gpus(),
+                crate::schedule::Memory::read(),
+            ),
+        ),
+        ExecutorKind::Slurm => (
+            Executor::Slurm(crate::executor::slurm::Slurm::new(
+                pipeline.settings.slurm.clone(),
+            )?),
+            Pool::jobs(opts.jobs.unwrap_or(SLURM_JOBS)),
+        ),
     };
 
     let mut pending: Vec<usize> = vec![0; n];
@@ -107,22 +138,35 @@ pub fn run(
         },
         pipeline,
         store,
+        executor,
     };
     let (tx, rx) = mpsc::channel::<Msg>();
-    let mut free = jobs;
+    let mut grants: BTreeMap<usize, Grant> = BTreeMap::new();
     let mut running = 0usize;
     let mut stop = false;
     let mut env_error: Option<Error> = None;
     std::thread::scope(|scope| {
         loop {
             // After a failure (without --keep-going) nothing new starts.
-            while let Some(&(p, i)) = ready
-                .iter()
-                .find(|&&(_, i)| !stop && slots_of(&pipeline.stages[i]) <= free)
-            {
-                ready.remove(&(p, i));
-                let slots = slots_of(&pipeline.stages[i]);
-                free -= slots;
+            let mut start: Vec<(usize, Assigned)> = Vec::new();
+            if !stop {
+                let mut fit = Vec::new();
+                for &(_, i) in &ready {
+                    let d = demand(&pipeline.stages[i]);
+                    match pool.impossible(&d) {
+                        Some(why) => start.push((i, Err(why))),
+                        None => fit.push((i, d)),
+                    }
+                }
+                for (i, g) in pool.admit(&fit) {
+                    start.push((i, Ok(g)));
+                }
+            }
+            for (i, assigned) in start {
+                ready.remove(&(pos[i], i));
+                if let Ok(g) = &assigned {
+                    grants.insert(i, g.clone());
+                }
                 running += 1;
                 let inputs: BTreeMap<String, String> = pipeline.stages[i]
                     .needs
@@ -141,7 +185,7 @@ pub fn run(
                     let send = |e: Event| {
                         let _ = tx.send(Msg::Event(e));
                     };
-                    let r = process(ctx, i, inputs, force, slots, &send);
+                    let r = process(ctx, i, inputs, force, &assigned, &send);
                     let _ = tx.send(Msg::Done(i, r));
                 });
             }
@@ -153,7 +197,9 @@ pub fn run(
                 Msg::Event(e) => report(e),
                 Msg::Done(i, result) => {
                     running -= 1;
-                    free += slots_of(&pipeline.stages[i]);
+                    if let Some(g) = grants.remove(&i) {
+                        pool.release(g);
+                    }
                     done[i] = true;
                     let digest = match result {
                         Ok(Outcome::Cached(d)) => {
@@ -235,7 +281,7 @@ fn process(
     i: usize,
     inputs: BTreeMap<String, String>,
     force: bool,
-    threads: usize,
+    assigned: &Assigned,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
     let stage = &ctx.pipeline.stages[i];
@@ -299,6 +345,15 @@ fn process(
             );
         }
     };
+    let grant = match assigned {
+        Ok(g) => g,
+        Err(why) => {
+            return failed(
+                format!("it cannot run on this machine: {why}; lower its resources, or run it where they are (`--executor slurm`)"),
+                None,
+            )
+        }
+    };
     // The tool only replaces what it can show it wrote.
     let prev = ctx.store.record(&stage.name).ok().flatten();
     if let Err(refusal) = check_outputs(ctx, stage, prev.as_ref()) {
@@ -307,6 +362,8 @@ fn process(
     send(Event::Started {
         stage: stage.name.clone(),
         reason,
+        threads: (stage.kind.parallel() && stage.kind.is_builtin()).then_some(grant.cpus),
+        gpus: grant.gpus.clone(),
     });
     let t0 = Instant::now();
     // A cmd stage's outputs are cleared before it runs (so one it fails to
@@ -327,7 +384,7 @@ fn process(
         let keep = if force { None } else { Some(fp.hash()) };
         ctx.store.clear_resume(&stage.name, keep.as_deref())?;
     }
-    if let Err(e) = execute_stage(ctx, stage, prev.as_ref(), threads, resume.as_deref(), send) {
+    if let Err(e) = execute_stage(ctx, stage, prev.as_ref(), grant, resume.as_deref(), send) {
         if stages::process::stopping() {
             // Stopped by a signal: the signal thread reports and exits.
             return Ok(Outcome::Failed);
@@ -384,6 +441,7 @@ fn process(
             StageFailure::Crashed { how, tail } => {
                 (format!("the stage's process {how}"), Some(tail), log)
             }
+            StageFailure::Job { what, tail } => (what, (!tail.is_empty()).then_some(tail), log),
             StageFailure::Env(e) => return Err(e),
         };
         send(Event::Failed {
@@ -587,18 +645,6 @@ fn quarantine(ctx: &Ctx<'_>, stage: &str, project: &Path, path: &Path) -> Result
     Ok(dest)
 }
 
-enum StageFailure {
-    Cmd(stages::cmd::CmdError),
-    /// A built-in stage's process ended without saying how: a panic, a kill.
-    Crashed {
-        how: String,
-        tail: String,
-    },
-    Kind(stages::StageError),
-    Refused(Refusal),
-    Env(Error),
-}
-
 fn remove_path(path: &Path) -> Result<(), Error> {
     remove_any(path).map_err(|e| Error::io("remove the old output", path, e))
 }
@@ -607,7 +653,7 @@ fn execute_stage(
     ctx: &Ctx<'_>,
     stage: &Stage,
     prev: Option<&Record>,
-    threads: usize,
+    grant: &Grant,
     resume: Option<&Path>,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<(), StageFailure> {
@@ -621,17 +667,17 @@ fn execute_stage(
             })?;
         }
     }
+    let log = ctx.store.log_path(&stage.name);
     if let Some(cmd) = &stage.cmd {
-        let env = [
-            ("FMNIST_PIPE_STAGE", stage.name.clone()),
-            (
-                "FMNIST_PIPE_VARIANT",
-                stage.variant.clone().unwrap_or_default(),
-            ),
-            ("FMNIST_PIPE_THREADS", threads.to_string()),
-        ];
-        return stages::cmd::run_shell(cmd, project, &env, &ctx.store.log_path(&stage.name))
-            .map_err(StageFailure::Cmd);
+        let shell = Shell {
+            stage: &stage.name,
+            cmd,
+            dir: project,
+            env: stage_env(stage, grant),
+            log: &log,
+            resources: &stage.resources,
+        };
+        return ctx.executor.run_shell(&shell, grant, send);
     }
     // A built-in kind writes into staging; its output appears whole or not at all.
     let staging = ctx
@@ -660,11 +706,25 @@ fn execute_stage(
         params: stage.params.clone(),
         inputs,
         out_dir: staging.clone(),
-        threads,
+        threads: grant.cpus,
         resume: resume.map(Path::to_path_buf),
         device: stage.device.clone(),
     };
-    run_child(ctx, stage, &job, send)?;
+    let job_path = job_path(ctx.store, &stage.name);
+    let bytes = serde_json::to_vec(&job)
+        .map_err(|e| StageFailure::Env(Error::Usage(format!("the job of {}: {e}", stage.name))))?;
+    crate::store::write_atomic(&job_path, &bytes)
+        .map_err(|e| StageFailure::Env(Error::io("write the job description", &job_path, e)))?;
+    let file = JobFile {
+        job: &job,
+        path: &job_path,
+        log: &log,
+        env: stage_env(stage, grant),
+        resources: &stage.resources,
+    };
+    let result = ctx.executor.run_job(&file, grant, send);
+    let _ = fs::remove_file(&job_path);
+    result?;
     // Checked again: the old output may have been edited while the stage ran.
     check_outputs(ctx, stage, prev).map_err(StageFailure::Refused)?;
     let dest = project.join(&stage.outs[0]);
@@ -677,65 +737,10 @@ fn execute_stage(
         .map_err(|e| StageFailure::Env(Error::io("move the output into place", &dest, e)))
 }
 
-/// Runs a built-in stage as a child process of this binary (`fmnist-pipe
-/// __stage JOB`): its own process group, killed with this process; its
-/// progress relayed as events, its stderr in the stage's log. A panic or a
-/// kill is reported as such, with the log's last lines.
-fn run_child(
-    ctx: &Ctx<'_>,
-    stage: &Stage,
-    job: &stages::job::Job,
-    send: &(dyn Fn(Event) + Sync),
-) -> Result<(), StageFailure> {
-    use std::io::BufRead;
-    let env = |e| StageFailure::Env(e);
-    let job_path =
-        ctx.store
-            .tmp_dir()
-            .join(format!("job-{}-{}.json", std::process::id(), stage.name));
-    let bytes = serde_json::to_vec(job)
-        .map_err(|e| env(Error::Usage(format!("the job of {}: {e}", stage.name))))?;
-    crate::store::write_atomic(&job_path, &bytes)
-        .map_err(|e| env(Error::io("write the job description", &job_path, e)))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| env(Error::io("find this program", "/proc/self/exe", e)))?;
-    let log_path = ctx.store.log_path(&stage.name);
-    let log =
-        fs::File::create(&log_path).map_err(|e| env(Error::io("create the log", &log_path, e)))?;
-    let mut cmd = std::process::Command::new(&exe);
-    cmd.arg("__stage")
-        .arg(&job_path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(log);
-    let (mut child, _registered) = stages::process::spawn(&mut cmd)
-        .map_err(|e| env(Error::io("start the stage's process", &exe, e)))?;
-    let mut last = None;
-    if let Some(out) = child.stdout.take() {
-        for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
-            match serde_json::from_str::<stages::job::Message>(&line) {
-                Ok(stages::job::Message::Progress { message, fraction }) => send(Event::Progress {
-                    stage: stage.name.clone(),
-                    message,
-                    fraction,
-                }),
-                Ok(m) => last = Some(m),
-                Err(_) => {}
-            }
-        }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| env(Error::io("wait for the stage's process", &exe, e)))?;
-    let _ = fs::remove_file(&job_path);
-    match last {
-        Some(stages::job::Message::Done) if status.success() => Ok(()),
-        Some(stages::job::Message::Failed { error }) => Err(StageFailure::Kind(error.into())),
-        _ => Err(StageFailure::Crashed {
-            how: stages::process::describe_exit(status),
-            tail: stages::cmd::tail(&log_path, stages::cmd::TAIL_LINES).unwrap_or_default(),
-        }),
-    }
+/// Where a built-in stage's job description is written (one run at a time
+/// holds the cache, so the stage's name is enough).
+pub fn job_path(store: &Store, stage: &str) -> PathBuf {
+    store.tmp_dir().join(format!("job-{stage}.json"))
 }
 
 /// Restores a stage's recorded outputs from the cache. Only what is

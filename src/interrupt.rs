@@ -1,5 +1,6 @@
 //! Stopping on SIGINT, SIGTERM and SIGHUP, however they arrive (Ctrl-C at
-//! a terminal, `kill`, `timeout`): every child process group is stopped,
+//! a terminal, `kill`, `timeout`): every child process group is stopped
+//! and every Slurm job this run submitted is cancelled,
 //! nothing new is recorded (a stage that was running keeps its incomplete
 //! record and reruns next time), and the exit status names the signal.
 
@@ -24,7 +25,8 @@ pub fn install() -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                let stopped = stages::process::stop_all(GRACE);
+                let stopped =
+                    stages::process::stop_all(GRACE) + crate::executor::slurm::cancel_all();
                 crate::reporter::interrupted(name(sig), stopped);
                 std::process::exit(128 + sig);
             }

@@ -76,12 +76,30 @@ impl Reporter {
     pub fn event(&mut self, e: Event) {
         match e {
             Event::Planned { .. } => {}
-            Event::Started { stage, reason } => {
+            Event::Started {
+                stage,
+                reason,
+                threads,
+                gpus,
+            } => {
+                // What it was given, where that varies: threads, GPUs.
+                let mut on = Vec::new();
+                if let Some(t) = threads {
+                    on.push(format!("{t} thread{}", if t == 1 { "" } else { "s" }));
+                }
+                if !gpus.is_empty() {
+                    on.push(format!("GPU {}", gpus.join(",")));
+                }
+                let on = if on.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", on.join(", "))
+                };
                 match &reason {
                     DirtyReason::Interrupted {
                         resume: Some(crate::fingerprint::ResumePoint { epoch, epochs }),
-                    } => self.line(&format!("resuming {stage} from epoch {epoch}/{epochs}")),
-                    _ => self.line(&format!("running  {stage}  ({reason})")),
+                    } => self.line(&format!("resuming {stage} from epoch {epoch}/{epochs}{on}")),
+                    _ => self.line(&format!("running  {stage}  ({reason}){on}")),
                 }
                 if let Some((mp, bars)) = &mut self.bars {
                     let bar = mp.add(ProgressBar::new_spinner());
@@ -110,6 +128,9 @@ impl Reporter {
                 None if self.verbose => self.line(&format!("         {stage}: {message}")),
                 None => {}
             },
+            Event::Submitted { stage, job } => {
+                self.line(&format!("         {stage}: submitted as Slurm job {job}"));
+            }
             Event::Cached { stage } => {
                 if self.verbose {
                     self.line(&format!("fresh    {stage}"));
@@ -239,7 +260,8 @@ impl Reporter {
     }
 
     /// `run --dry-run`: what would run and why.
-    pub fn dry_run(&self, rows: &[StatusRow]) {
+    /// `lines`: what each stage that would run is submitted with, if anything.
+    pub fn dry_run(&self, rows: &[StatusRow], lines: &std::collections::BTreeMap<String, String>) {
         let mut text = String::new();
         let mut n = 0;
         for r in rows.iter().filter(|r| r.state != RowState::Fresh) {
@@ -254,6 +276,9 @@ impl Reporter {
                 r.stage,
                 r.reason().unwrap_or_default()
             ));
+            if let Some(l) = lines.get(&r.stage).filter(|_| !r.restore()) {
+                text.push_str(&format!("         {l}\n"));
+            }
         }
         if n == 0 {
             text.push_str("nothing to do: every stage is fresh\n");

@@ -32,7 +32,7 @@ refused! {
     syntax_error: b"stages:\n  a: [1, 2\n"
         => "error: pipeline.yaml:2:6: stages.a: invalid type: sequence, expected struct RawStage\n 2 |   a: [1, 2\n   |      ^\n";
     unknown_field: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    dpes: [x]\n"
-        => "error: pipeline.yaml:5:5: stages.a: unknown field `dpes`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `needs`, `params`, `variants`, `foreach`, `threads`, `device`\n 5 |     dpes: [x]\n   |     ^\n";
+        => "error: pipeline.yaml:5:5: stages.a: unknown field `dpes`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `needs`, `params`, `variants`, `foreach`, `threads`, `resources`, `device`\n 5 |     dpes: [x]\n   |     ^\n";
     unknown_kind: b"stages:\n  a:\n    kind: shel\n"
         => "error: pipeline.yaml:3:11: stages.a.kind: unknown variant `shel`, expected one of `cmd`, `download`, `preprocess`, `train`, `evaluate`, `compare`\n 3 |     kind: shel\n   |           ^\n  help: `kind` must be one of the kinds listed above\n";
     missing_cmd: b"stages:\n  a:\n    kind: cmd\n"

@@ -23,6 +23,18 @@ pub struct RawSettings {
     pub outputs: Option<String>,
     pub jobs: Option<usize>,
     pub device: Option<String>,
+    pub executor: Option<String>,
+    pub slurm: Option<RawSlurm>,
+}
+
+/// `settings.slurm`: where and how stages are submitted.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSlurm {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// Further sbatch flags, passed verbatim (`--qos=normal`).
+    pub extra: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +59,8 @@ pub struct RawStage {
     pub foreach: Option<String>,
     #[serde(default)]
     pub threads: Option<usize>,
+    #[serde(default)]
+    pub resources: Option<super::resources::RawResources>,
     #[serde(default)]
     pub device: Option<String>,
 }

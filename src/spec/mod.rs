@@ -4,9 +4,11 @@ mod load;
 mod locate;
 pub mod protect;
 mod resolve;
+pub mod resources;
 mod subst;
 
-pub use load::{load, RawPipeline, RawStage};
-pub use resolve::{resolve, Pipeline, Settings, Stage};
+pub use load::{load, RawPipeline, RawSlurm, RawStage};
+pub use resolve::{resolve, ExecutorKind, Pipeline, Settings, Stage};
+pub use resources::{Resources, TimeLimit};
 
 pub use locate::locate as locate_key;

@@ -1,9 +1,10 @@
 //! Raw pipeline -> concrete stages: variants and `foreach` expanded, params
 //! merged and checked against their kind, names and paths validated.
 
-use super::load::{RawPipeline, RawStage};
+use super::load::{RawPipeline, RawSlurm, RawStage};
 use super::locate::locate;
 use super::protect::Protected;
+use super::resources::Resources;
 use super::subst::{substitute, Vars};
 use crate::error::{Diagnostic, Result};
 use serde_json::{Map, Value};
@@ -25,6 +26,25 @@ pub struct Settings {
     pub outputs: String,
     pub jobs: usize,
     pub device: String,
+    pub executor: ExecutorKind,
+    pub slurm: RawSlurm,
+}
+
+/// Where stages run: child processes here, or Slurm jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
+impl ExecutorKind {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "local" => Some(Self::Local),
+            "slurm" => Some(Self::Slurm),
+            _ => None,
+        }
+    }
 }
 
 impl Settings {
@@ -55,7 +75,7 @@ pub struct Stage {
     /// whose output is one of this stage's deps. Indices into
     /// [`Pipeline::stages`], sorted and unique.
     pub needs: Vec<usize>,
-    pub threads: Option<usize>,
+    pub resources: Resources,
     /// The compute device, for kinds that use one.
     pub device: Option<String>,
 }
@@ -219,6 +239,37 @@ fn resolve_settings(
         .help("use `cpu` or `cuda`")
         .into());
     }
+    let executor = match s.executor.as_deref() {
+        None => ExecutorKind::Local,
+        Some(e) => ExecutorKind::parse(e).ok_or_else(|| {
+            err(
+                &["settings", "executor"],
+                format!("settings.executor: unknown executor `{e}`"),
+            )
+            .help("use `local` or `slurm`")
+        })?,
+    };
+    let slurm = s.slurm.clone().unwrap_or_default();
+    for (key, value) in [("partition", &slurm.partition), ("account", &slurm.account)] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty() || v.contains(char::is_whitespace))
+        {
+            return Err(err(
+                &["settings", "slurm", key],
+                format!("settings.slurm.{key} must be one word"),
+            )
+            .into());
+        }
+    }
+    if let Some(x) = slurm.extra.iter().find(|x| !x.starts_with('-')) {
+        return Err(err(
+            &["settings", "slurm", "extra"],
+            format!("settings.slurm.extra: `{x}` is not an sbatch flag"),
+        )
+        .help("write each flag whole, with its value: `--qos=normal`")
+        .into());
+    }
     let settings = Settings {
         file: file.to_path_buf(),
         project_dir,
@@ -226,6 +277,8 @@ fn resolve_settings(
         outputs,
         jobs,
         device,
+        executor,
+        slurm,
     };
 
     Ok((settings, protected))
@@ -292,6 +345,29 @@ fn declare<'a>(
                 format!("stage `{name}`: threads must be at least 1"),
             )
             .into());
+        }
+        let given = rs.resources.clone().unwrap_or_default();
+        if rs.threads.is_some() && given.cpus.is_some() {
+            return Err(err(
+                &at("threads"),
+                format!("stage `{name}` gives both `threads` and `resources.cpus`"),
+            )
+            .help("keep `resources: {cpus: N}` (`threads: N` is its older spelling)")
+            .into());
+        }
+        for (key, zero) in [
+            ("cpus", given.cpus == Some(0)),
+            ("mem_mb", given.mem_mb == Some(0)),
+        ] {
+            if zero {
+                let mut path = at("resources");
+                path.push(key);
+                return Err(err(
+                    &path,
+                    format!("stage `{name}`: resources.{key} must be at least 1"),
+                )
+                .into());
+            }
         }
         let given = Value::Object(rs.params.clone().map(|p| p.0).unwrap_or_default());
         let params = rs.kind.normalize_params(given).map_err(|m| {
@@ -510,7 +586,15 @@ fn expand(
                 deps,
                 outs,
                 needs: Vec::new(),
-                threads: b.raw.threads,
+                resources: {
+                    let r = b.raw.resources.clone().unwrap_or_default();
+                    Resources {
+                        cpus: r.cpus.or(b.raw.threads),
+                        gpus: r.gpus.unwrap_or(0),
+                        mem_mb: r.mem_mb,
+                        time: r.time,
+                    }
+                },
                 device: b.raw.kind.uses_device().then(|| {
                     b.raw
                         .device

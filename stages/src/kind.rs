@@ -149,6 +149,11 @@ impl Kind {
         matches!(self, Kind::Train | Kind::Evaluate)
     }
 
+    /// Kinds whose work spreads over several threads; the others use one.
+    pub fn parallel(self) -> bool {
+        matches!(self, Kind::Train | Kind::Evaluate)
+    }
+
     /// Kinds that save their state as they go and resume after an interruption.
     pub fn resumes(self) -> bool {
         matches!(self, Kind::Train)

@@ -1,0 +1,366 @@
+//! Which ready stages start now, and with how many cores, which GPUs and
+//! how much memory. The policy, in full:
+//!
+//! - A stage that declares `resources.cpus` gets that many cores (at most
+//!   the budget, `--jobs`); a kind that uses one thread (`cmd`, `download`,
+//!   `preprocess`, `compare`) gets one.
+//! - A `train` or `evaluate` stage that declares no cores shares what is
+//!   free evenly with the other such stages ready at the same moment: one
+//!   alone gets every free core, two on two cores get one each. Two
+//!   trainings at one thread each do more work together than one at two
+//!   threads, and results do not depend on the thread count. A stage keeps
+//!   the cores it started with.
+//! - `gpus: N` takes N of the visible GPUs (CUDA_VISIBLE_DEVICES, else the
+//!   driver's list); the stage sees only those.
+//! - `mem_mb` counts against the memory available when the run began; a
+//!   stage that does not fit waits, unless nothing else runs.
+//! - Stages are considered in dependency order; a later one may start
+//!   while an earlier one waits for a bigger share.
+
+use std::collections::VecDeque;
+
+/// What one ready stage asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// Declared cores; `None`: one, or a share for a parallel kind.
+    pub cpus: Option<usize>,
+    pub parallel: bool,
+    pub gpus: usize,
+    pub mem_mb: Option<u64>,
+}
+
+/// What a started stage holds until it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub cpus: usize,
+    pub gpus: Vec<String>,
+    pub mem_mb: u64,
+    /// Counts against a job limit rather than cores (the Slurm executor).
+    slot: bool,
+}
+
+/// The resources of this run.
+#[derive(Debug)]
+pub struct Pool {
+    kind: PoolKind,
+    free_cpus: usize,
+    free_gpus: VecDeque<String>,
+    free_mem: Option<u64>,
+    running: usize,
+}
+
+#[derive(Debug)]
+enum PoolKind {
+    /// Cores, GPUs and memory of this machine.
+    Local {
+        cpus: usize,
+        gpus: usize,
+        mem_total: Option<u64>,
+    },
+    /// A number of jobs submitted at once (counted in `free_cpus`); the
+    /// cluster places them.
+    Jobs,
+}
+
+impl Pool {
+    pub fn local(cpus: usize, gpus: Vec<String>, mem: Option<Memory>) -> Self {
+        Pool {
+            kind: PoolKind::Local {
+                cpus: cpus.max(1),
+                gpus: gpus.len(),
+                mem_total: mem.map(|m| m.total_mb),
+            },
+            free_cpus: cpus.max(1),
+            free_gpus: gpus.into(),
+            free_mem: mem.map(|m| m.available_mb),
+            running: 0,
+        }
+    }
+
+    /// A pool for an executor that places stages itself.
+    pub fn jobs(max: usize) -> Self {
+        Pool {
+            kind: PoolKind::Jobs,
+            free_cpus: max.max(1),
+            free_gpus: VecDeque::new(),
+            free_mem: None,
+            running: 0,
+        }
+    }
+
+    /// Why `d` can never be met here, if it cannot.
+    pub fn impossible(&self, d: &Demand) -> Option<String> {
+        let PoolKind::Local {
+            gpus, mem_total, ..
+        } = self.kind
+        else {
+            return None;
+        };
+        if d.gpus > gpus {
+            return Some(format!(
+                "it asks for {} GPU{} and this machine shows {gpus}",
+                d.gpus,
+                if d.gpus == 1 { "" } else { "s" }
+            ));
+        }
+        match (d.mem_mb, mem_total) {
+            (Some(m), Some(t)) if m > t => Some(format!(
+                "it asks for {m} MB of memory and this machine has {t} MB"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Starts what fits of `ready` (indices with their demands, in
+    /// priority order): the indices started and what each holds.
+    pub fn admit(&mut self, ready: &[(usize, Demand)]) -> Vec<(usize, Grant)> {
+        let mut out = Vec::new();
+        let total = match self.kind {
+            PoolKind::Jobs => {
+                for (i, d) in ready {
+                    if self.free_cpus == 0 {
+                        break;
+                    }
+                    self.free_cpus -= 1;
+                    self.running += 1;
+                    out.push((
+                        *i,
+                        Grant {
+                            cpus: d.cpus.unwrap_or(1),
+                            gpus: Vec::new(),
+                            mem_mb: 0,
+                            slot: true,
+                        },
+                    ));
+                }
+                return out;
+            }
+            PoolKind::Local { cpus, .. } => cpus,
+        };
+        // Fixed demands first, then the shares of what is left.
+        for (i, d) in ready.iter().filter(|(_, d)| !flexible(d)) {
+            let cpus = d.cpus.unwrap_or(1).min(total);
+            if cpus <= self.free_cpus && self.fits(d) {
+                out.push((*i, self.take(cpus, d)));
+            }
+        }
+        let candidates: Vec<&(usize, Demand)> = ready.iter().filter(|(_, d)| flexible(d)).collect();
+        let mut n = candidates.len().min(self.free_cpus);
+        for (i, d) in candidates {
+            if n == 0 {
+                break;
+            }
+            if !self.fits(d) {
+                continue;
+            }
+            let cpus = self.free_cpus.div_ceil(n);
+            out.push((*i, self.take(cpus, d)));
+            n -= 1;
+        }
+        out
+    }
+
+    pub fn release(&mut self, g: Grant) {
+        self.running -= 1;
+        self.free_cpus += if g.slot { 1 } else { g.cpus };
+        self.free_gpus.extend(g.gpus);
+        if let Some(m) = self.free_mem.as_mut() {
+            *m += g.mem_mb;
+        }
+    }
+
+    fn fits(&self, d: &Demand) -> bool {
+        let mem = match (d.mem_mb, self.free_mem) {
+            (Some(m), Some(free)) => m <= free || self.running == 0,
+            _ => true,
+        };
+        d.gpus <= self.free_gpus.len() && mem
+    }
+
+    fn take(&mut self, cpus: usize, d: &Demand) -> Grant {
+        self.free_cpus -= cpus;
+        self.running += 1;
+        let mem_mb = match (d.mem_mb, self.free_mem.as_mut()) {
+            (Some(m), Some(free)) => {
+                let m = m.min(*free);
+                *free -= m;
+                m
+            }
+            _ => 0,
+        };
+        Grant {
+            cpus,
+            gpus: self.free_gpus.drain(..d.gpus).collect(),
+            mem_mb,
+            slot: false,
+        }
+    }
+}
+
+fn flexible(d: &Demand) -> bool {
+    d.cpus.is_none() && d.parallel
+}
+
+/// This machine's memory, from /proc/meminfo.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub total_mb: u64,
+    pub available_mb: u64,
+}
+
+impl Memory {
+    pub fn read() -> Option<Self> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map(|kb| kb / 1024)
+        };
+        Some(Memory {
+            total_mb: field("MemTotal:")?,
+            available_mb: field("MemAvailable:")?,
+        })
+    }
+}
+
+/// The GPUs stages may be given: CUDA_VISIBLE_DEVICES when set (as the
+/// user narrowed it), else every GPU the NVIDIA driver lists.
+pub fn visible_gpus() -> Vec<String> {
+    match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Err(_) => {
+            let n = std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count());
+            (0..n).map(|i| i.to_string()).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share() -> Demand {
+        Demand {
+            cpus: None,
+            parallel: true,
+            gpus: 0,
+            mem_mb: None,
+        }
+    }
+    fn one() -> Demand {
+        Demand {
+            parallel: false,
+            ..share()
+        }
+    }
+    fn cpus(g: &[(usize, Grant)]) -> Vec<(usize, usize)> {
+        g.iter().map(|(i, g)| (*i, g.cpus)).collect()
+    }
+
+    #[test]
+    fn ready_trainings_share_the_cores() {
+        let mut p = Pool::local(2, vec![], None);
+        let ready: Vec<_> = (0..8).map(|i| (i, share())).collect();
+        let g = p.admit(&ready);
+        assert_eq!(cpus(&g), [(0, 1), (1, 1)], "two at one thread each");
+        assert!(p.admit(&ready[2..]).is_empty(), "nothing is left");
+        let (_, first) = g.into_iter().next().unwrap();
+        p.release(first);
+        assert_eq!(cpus(&p.admit(&ready[2..])), [(2, 1)]);
+    }
+
+    #[test]
+    fn a_lone_training_gets_every_core_and_odd_cores_go_first_come() {
+        let mut p = Pool::local(2, vec![], None);
+        assert_eq!(cpus(&p.admit(&[(4, share())])), [(4, 2)]);
+        let mut p = Pool::local(3, vec![], None);
+        assert_eq!(
+            cpus(&p.admit(&[(0, share()), (1, share())])),
+            [(0, 2), (1, 1)]
+        );
+    }
+
+    #[test]
+    fn declared_cores_are_held_and_capped_at_the_budget() {
+        let mut p = Pool::local(4, vec![], None);
+        let fixed = |c| Demand {
+            cpus: Some(c),
+            ..share()
+        };
+        let g = p.admit(&[(0, share()), (1, fixed(3)), (2, one())]);
+        assert_eq!(
+            cpus(&g),
+            [(1, 3), (2, 1)],
+            "the share waits for a free core"
+        );
+        let mut p = Pool::local(2, vec![], None);
+        assert_eq!(cpus(&p.admit(&[(0, fixed(16))])), [(0, 2)]);
+    }
+
+    #[test]
+    fn gpus_are_handed_out_and_given_back() {
+        let mut p = Pool::local(8, vec!["0".into(), "1".into(), "2".into()], None);
+        let gpu = |n| Demand { gpus: n, ..one() };
+        assert!(p.impossible(&gpu(4)).unwrap().contains("shows 3"));
+        let g = p.admit(&[(0, gpu(2)), (1, gpu(2)), (2, gpu(1))]);
+        let held: Vec<_> = g.iter().map(|(i, g)| (*i, g.gpus.join(","))).collect();
+        assert_eq!(held, [(0, "0,1".to_string()), (2, "2".to_string())]);
+        for (_, g) in g {
+            p.release(g);
+        }
+        assert_eq!(p.admit(&[(1, gpu(2))])[0].1.gpus.len(), 2);
+    }
+
+    #[test]
+    fn memory_waits_unless_nothing_runs() {
+        let mem = Memory {
+            total_mb: 10_000,
+            available_mb: 3_000,
+        };
+        let mut p = Pool::local(4, vec![], Some(mem));
+        let m = |mb| Demand {
+            mem_mb: Some(mb),
+            ..one()
+        };
+        assert!(p.impossible(&m(20_000)).unwrap().contains("has 10000 MB"));
+        let g = p.admit(&[(0, m(2_000)), (1, m(2_000))]);
+        assert_eq!(
+            cpus(&g),
+            [(0, 1)],
+            "the second does not fit beside the first"
+        );
+        p.release(g.into_iter().next().unwrap().1);
+        let mut p = Pool::local(4, vec![], Some(mem));
+        assert_eq!(cpus(&p.admit(&[(0, m(5_000))])), [(0, 1)], "alone, it runs");
+    }
+
+    #[test]
+    fn a_job_pool_counts_jobs_not_cores() {
+        let mut p = Pool::jobs(2);
+        let g = p.admit(&[
+            (
+                0,
+                Demand {
+                    cpus: Some(8),
+                    ..share()
+                },
+            ),
+            (1, share()),
+            (2, share()),
+        ]);
+        assert_eq!(cpus(&g), [(0, 8), (1, 1)]);
+        assert!(p.impossible(&Demand { gpus: 4, ..one() }).is_none());
+    }
+}

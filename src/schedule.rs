@@ -17,7 +17,7 @@
 //! - Stages are considered in dependency order; a later one may start
 //!   while an earlier one waits for a bigger share.
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 
 /// What one ready stage asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,10 @@ pub struct Grant {
 pub struct Pool {
     kind: PoolKind,
     free_cpus: usize,
-    free_gpus: VecDeque<String>,
+    gpus: Vec<String>,
+    /// Indices into `gpus`: handed out lowest first, whatever the order
+    /// they came back in.
+    free_gpus: BTreeSet<usize>,
     free_mem: Option<u64>,
     running: usize,
 }
@@ -71,7 +74,8 @@ impl Pool {
                 mem_total: mem.map(|m| m.total_mb),
             },
             free_cpus: cpus.max(1),
-            free_gpus: gpus.into(),
+            free_gpus: (0..gpus.len()).collect(),
+            gpus,
             free_mem: mem.map(|m| m.available_mb),
             running: 0,
         }
@@ -82,7 +86,8 @@ impl Pool {
         Pool {
             kind: PoolKind::Jobs,
             free_cpus: max.max(1),
-            free_gpus: VecDeque::new(),
+            gpus: Vec::new(),
+            free_gpus: BTreeSet::new(),
             free_mem: None,
             running: 0,
         }
@@ -163,7 +168,11 @@ impl Pool {
     pub fn release(&mut self, g: Grant) {
         self.running -= 1;
         self.free_cpus += if g.slot { 1 } else { g.cpus };
-        self.free_gpus.extend(g.gpus);
+        for id in g.gpus {
+            if let Some(i) = self.gpus.iter().position(|x| *x == id) {
+                self.free_gpus.insert(i);
+            }
+        }
         if let Some(m) = self.free_mem.as_mut() {
             *m += g.mem_mb;
         }
@@ -190,7 +199,10 @@ impl Pool {
         };
         Grant {
             cpus,
-            gpus: self.free_gpus.drain(..d.gpus).collect(),
+            gpus: (0..d.gpus)
+                .filter_map(|_| self.free_gpus.pop_first())
+                .map(|i| self.gpus[i].clone())
+                .collect(),
             mem_mb,
             slot: false,
         }

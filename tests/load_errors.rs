@@ -57,6 +57,18 @@ refused! {
         => "error: pipeline.yaml:6:11: stages.a.params.lr: `NaN` is not a finite number; parameters must be finite (write it as a string if it is not a number)\n 6 |       lr: .nan\n   |           ^\n";
     max_batches_zero: b"stages:\n  t:\n    kind: train\n    params:\n      max_batches: 0\n"
         => "error: pipeline.yaml:4:5: stage `t`: invalid params: max_batches must be at least 1 (or null: every batch of each epoch)\n 4 |     params:\n   |     ^\n";
+    bad_time: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    resources: {time: 3x}\n"
+        => "error: pipeline.yaml:5:16: stages.a.resources: time: `3x` is not a duration; write e.g. `30m`, `1h30m`, `2d`, `90s`, `01:30:00` or `1-12:00:00`\n 5 |     resources: {time: 3x}\n   |                ^\n";
+    zero_cpus: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    resources: {cpus: 0}\n"
+        => "error: pipeline.yaml:5:5: stage `a`: resources.cpus must be at least 1\n 5 |     resources: {cpus: 0}\n   |     ^\n";
+    threads_and_cpus: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    threads: 2\n    resources: {cpus: 2}\n"
+        => "error: pipeline.yaml:5:5: stage `a` gives both `threads` and `resources.cpus`\n 5 |     threads: 2\n   |     ^\n  help: keep `resources: {cpus: N}` (`threads: N` is its older spelling)\n";
+    unknown_resource: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    resources: {gpu: 1}\n"
+        => "error: pipeline.yaml:5:17: stages.a.resources: unknown field `gpu`, expected one of `cpus`, `gpus`, `mem_mb`, `time`\n 5 |     resources: {gpu: 1}\n   |                 ^\n";
+    unknown_executor: b"settings:\n  executor: slurmm\nstages:\n  a:\n    kind: cmd\n    cmd: x\n"
+        => "error: pipeline.yaml:2:3: settings.executor: unknown executor `slurmm`\n 2 |   executor: slurmm\n   |   ^\n  help: use `local` or `slurm`\n";
+    slurm_extra_not_a_flag: b"settings:\n  slurm: {extra: [qos=normal]}\nstages:\n  a:\n    kind: cmd\n    cmd: x\n"
+        => "error: pipeline.yaml:2:3: settings.slurm.extra: `qos=normal` is not an sbatch flag\n 2 |   slurm: {extra: [qos=normal]}\n   |   ^\n  help: write each flag whole, with its value: `--qos=normal`\n";
 }
 
 #[test]

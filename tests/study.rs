@@ -1,87 +1,11 @@
 //! The whole study on a tiny configuration: download → preprocess → train
 //! variants → evaluate → compare, through the real binary.
 
-use stages::data::idx;
-use stages::download::sha256_hex;
 use std::fs;
 use std::path::Path;
 
 mod common;
-use common::Project;
-
-/// 28x28 images whose class is a bright horizontal band: learnable in a
-/// few batches.
-fn write_data(dir: &Path) -> String {
-    fs::create_dir_all(dir).unwrap();
-    let mut r = stages::data::augment::Rng::new(3);
-    let mut files = String::new();
-    for (prefix, n) in [("train", 700usize), ("t10k", 200)] {
-        let labels: Vec<u8> = (0..n).map(|i| ((i * 7) % 10) as u8).collect();
-        let mut pixels = vec![0u8; n * 784];
-        for (i, &c) in labels.iter().enumerate() {
-            for y in 0..28 {
-                for x in 0..28 {
-                    let noise = (r.next_u64() % 70) as u8;
-                    pixels[i * 784 + y * 28 + x] = if y / 3 == c as usize {
-                        180 + noise
-                    } else {
-                        noise
-                    };
-                }
-            }
-        }
-        for (name, bytes) in [
-            (
-                format!("{prefix}-images-idx3-ubyte.gz"),
-                idx::gzip(&idx::encode(&[n as u32, 28, 28], &pixels)),
-            ),
-            (
-                format!("{prefix}-labels-idx1-ubyte.gz"),
-                idx::gzip(&idx::encode(&[n as u32], &labels)),
-            ),
-        ] {
-            fs::write(dir.join(&name), &bytes).unwrap();
-            files.push_str(&format!("        {name}: {}\n", sha256_hex(&bytes)));
-        }
-    }
-    files
-}
-
-fn pipeline(files: &str, variants: &str, reference: &str) -> String {
-    format!(
-        r#"settings: {{jobs: 2}}
-stages:
-  download:
-    kind: download
-    params:
-      sources: [data]
-      files:
-{files}  preprocess:
-    kind: preprocess
-    needs: [download]
-    params: {{validation: 100}}
-  train:
-    kind: train
-    needs: [preprocess]
-    threads: 1
-    params:
-      model: {{layers: [{{conv: {{out: 4, kernel: 3, padding: 1}}}}, batchnorm, relu, {{maxpool: 2}}, flatten, {{linear: 10}}]}}
-      epochs: 1
-      batch_size: 32
-      lr: 0.003
-    variants:
-{variants}  evaluate:
-    kind: evaluate
-    foreach: train
-    needs: [preprocess]
-    threads: 1
-  compare:
-    kind: compare
-    needs: [evaluate]
-    params: {{reference: {reference}}}
-"#
-    )
-}
+use common::{tiny_study as pipeline, write_data, Project};
 
 const TWO: &str = "      main: {}\n      slow: {lr: 0.0003}\n";
 

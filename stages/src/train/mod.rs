@@ -679,16 +679,16 @@ mod tests {
     fn learns_and_is_deterministic() {
         let data = small_data();
         let p = small_params();
-        let run = || {
+        let run = |threads: usize| {
             let mut m = p.model(28, 28).unwrap();
             let r = rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
+                .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| train(&mut m, &data, &p, 2, &|_| {}, None).unwrap());
+                .install(|| train(&mut m, &data, &p, threads, &|_| {}, None).unwrap());
             (m, r)
         };
-        let (m1, r1) = run();
+        let (m1, r1) = run(2);
         assert_eq!(r1.history.len(), 2);
         assert!(
             r1.history[1].train_loss < r1.history[0].train_loss || r1.history[0].train_loss < 1.0,
@@ -700,16 +700,46 @@ mod tests {
             "validation accuracy {} is not far above chance (0.1)",
             r1.best_val_acc
         );
-        let (m2, r2) = run();
-        assert_eq!(
-            m1.params, m2.params,
-            "same seed, same thread count: bit-identical weights"
-        );
-        assert_eq!(m1.buffers, m2.buffers);
-        assert_eq!(
-            r1.history.iter().map(|h| h.val_acc).collect::<Vec<_>>(),
-            r2.history.iter().map(|h| h.val_acc).collect::<Vec<_>>()
-        );
+        // The scheduler gives a training however many threads are free:
+        // the weights must not depend on it.
+        for threads in [2, 1, 3] {
+            let (m2, r2) = run(threads);
+            assert_eq!(
+                m1.params, m2.params,
+                "same seed, {threads} threads: bit-identical weights"
+            );
+            assert_eq!(m1.buffers, m2.buffers);
+            assert_eq!(
+                r1.history.iter().map(|h| h.val_acc).collect::<Vec<_>>(),
+                r2.history.iter().map(|h| h.val_acc).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// The main CNN's GEMMs are big enough to be split across threads: its
+    /// weights must not depend on how many there are.
+    #[test]
+    fn the_main_cnn_trains_the_same_on_any_thread_count() {
+        let data = small_data();
+        let mut p = small_params();
+        p.model = ModelSpec::MainCnn;
+        p.max_batches = Some(3);
+        p.epochs = 1;
+        let run = |threads: usize| {
+            let mut m = p.model(28, 28).unwrap();
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| train(&mut m, &data, &p, threads, &|_| {}, None).unwrap());
+            m
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            let m = run(threads);
+            assert_eq!(one.params, m.params, "{threads} threads");
+            assert_eq!(one.buffers, m.buffers, "{threads} threads");
+        }
     }
 
     /// Fused convolution blocks compute exactly what the separate ops do.

@@ -127,7 +127,7 @@ impl Slurm {
         let seen = self.wait(shell.stage, &id, None, send);
         match seen.state.as_str() {
             "COMPLETED" => Ok(()),
-            _ => Err(self.failure(&id, &seen, shell.log, false)),
+            _ => Err(describe_failure(&id, &seen, shell.log, false)),
         }
     }
 
@@ -160,7 +160,7 @@ impl Slurm {
             (_, Some(stages::job::Message::Failed { error })) => {
                 Err(StageFailure::Kind(error.into()))
             }
-            _ => Err(self.failure(&id, &seen, job.log, true)),
+            _ => Err(describe_failure(&id, &seen, job.log, true)),
         }
     }
 
@@ -229,6 +229,7 @@ impl Slurm {
         send: &(dyn Fn(Event) + Sync),
     ) -> Seen {
         let mut last_state = String::new();
+        let mut ran = false;
         let seen = loop {
             if let Some(m) = messages.as_deref_mut() {
                 m.read(stage, send);
@@ -246,16 +247,16 @@ impl Slurm {
             };
             drop(t);
             if seen.state != last_state {
-                if last_state == "RUNNING" && seen.state == "PENDING" {
+                // Preempted or requeued by hand: back in the queue.
+                if ran && seen.state == "PENDING" {
                     send(Event::Progress {
                         stage: stage.to_string(),
-                        message: format!(
-                            "Slurm requeued job {id} ({}); it starts again",
-                            seen.reason
-                        ),
+                        message: format!("Slurm requeued job {id}; it starts again"),
                         fraction: None,
                     });
+                    ran = false;
                 }
+                ran |= seen.state == "RUNNING";
                 last_state = seen.state.clone();
             }
             if missing >= LOST_AFTER {
@@ -279,17 +280,18 @@ impl Slurm {
         }
         seen
     }
+}
 
-    /// A job that did not end well, in words.
-    fn failure(&self, id: &str, seen: &Seen, log: &Path, builtin: bool) -> StageFailure {
-        let tail = stages::cmd::tail(log, stages::cmd::TAIL_LINES).unwrap_or_default();
-        let (status, signal) = seen.exit.unwrap_or((0, 0));
-        let reason = if seen.reason.is_empty() || seen.reason == "None" {
-            String::new()
-        } else {
-            format!(" ({})", seen.reason)
-        };
-        let mut what = match seen.state.as_str() {
+/// A job that did not end well, in words.
+fn describe_failure(id: &str, seen: &Seen, log: &Path, builtin: bool) -> StageFailure {
+    let tail = stages::cmd::tail(log, stages::cmd::TAIL_LINES).unwrap_or_default();
+    let (status, signal) = seen.exit.unwrap_or((0, 0));
+    let reason = if seen.reason.is_empty() || seen.reason == "None" {
+        String::new()
+    } else {
+        format!(" ({})", seen.reason)
+    };
+    let mut what = match seen.state.as_str() {
             "LOST" => format!(
                 "Slurm no longer knows job {id} (not in squeue, scontrol or sacct); it may have been purged while this run waited"
             ),
@@ -311,14 +313,13 @@ impl Slurm {
             ),
             other => format!("Slurm job {id} ended {other}{reason}"),
         };
-        if !log.exists() {
-            what.push_str(&format!(
+    if !log.exists() {
+        what.push_str(&format!(
                 "; it left no log at {}: if it ran on another node, the cache must be on a file system every node shares",
                 log.display()
             ));
-        }
-        StageFailure::Job { what, tail }
     }
+    StageFailure::Job { what, tail }
 }
 
 impl Drop for Slurm {
@@ -766,6 +767,36 @@ mod tests {
         );
         let r = parse_scontrol("JobId=12 JobState=RUNNING Reason=None ExitCode=0:0").unwrap();
         assert_eq!(r.exit, None, "a running job has no exit code yet");
+    }
+
+    /// On a node that does not share the file system, the job says so and
+    /// exits with the status the orchestrator explains.
+    #[test]
+    fn a_job_script_on_a_node_without_the_files_says_what_must_be_shared() {
+        let script = job_script(
+            Path::new("/nonexistent/fmnist-pipe"),
+            Path::new("/nonexistent/cache/tmp/job-train@main.json"),
+            &[("FMNIST_PIPE_STAGE", "train@main".into())],
+        );
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert_eq!(out.status.code(), Some(NOT_SHARED));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("fmnist-pipe: /nonexistent/fmnist-pipe is not visible on node ")
+                && err.trim_end().ends_with(": the program, the project and its cache must be on a file system every node shares"),
+            "{err}"
+        );
+        let seen = Seen {
+            state: "FAILED".into(),
+            reason: "NonZeroExitCode".into(),
+            exit: Some((NOT_SHARED, 0)),
+        };
+        let StageFailure::Job { what, .. } =
+            describe_failure("12", &seen, Path::new("/nonexistent/log"), true)
+        else {
+            panic!("not a job failure")
+        };
+        assert_eq!(what, "Slurm job 12 could not see the program or the job description on its node: the program, the project and its cache must be on a file system every node shares; it left no log at /nonexistent/log: if it ran on another node, the cache must be on a file system every node shares");
     }
 
     #[test]

@@ -34,7 +34,8 @@ fn time(dir: &Path, args: &[&str]) -> Duration {
     let d = t.elapsed();
     assert!(
         out.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     d
@@ -94,6 +95,47 @@ fn main() {
         per(noop)
     );
     builtin(100);
+    slurm(10);
+}
+
+/// Where a Slurm cluster answers: `n` trivial stages in a chain through
+/// `--executor slurm`, each submitted once the one before it is done; the
+/// time per stage is what a stage costs from sbatch to its record.
+fn slurm(n: usize) {
+    let up = Command::new("squeue")
+        .arg("-h")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        println!("slurm: skipped (no cluster answers squeue; see ../shared/tools/slurm-local)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut y = String::from("stages:\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "  s{i}:\n    kind: cmd\n    cmd: \"echo {i} > s{i}.txt\"\n    outs: [s{i}.txt]\n"
+        ));
+        if i > 0 {
+            y.push_str(&format!("    needs: [s{}]\n", i - 1));
+        }
+    }
+    fs::write(dir.path().join("pipeline.yaml"), y).unwrap();
+    let runs: Vec<Duration> = (0..3)
+        .map(|_| {
+            let _ = fs::remove_dir_all(dir.path().join("cache"));
+            for i in 0..n {
+                let _ = fs::remove_file(dir.path().join(format!("s{i}.txt")));
+            }
+            time(dir.path(), &["run", "--executor", "slurm"])
+        })
+        .collect();
+    let t = median(runs);
+    println!(
+        "slurm_chain_s={:.3} stages={n} (median of 3) per_stage_s={:.3} (sbatch to done, one after another)",
+        t.as_secs_f64(),
+        t.as_secs_f64() / n as f64
+    );
 }
 
 /// The first run of `n` built-in stages: what a built-in stage costs the

@@ -52,6 +52,10 @@ pub enum Event {
         stage: String,
         because: String,
     },
+    /// Something the user should know that is not about one stage's outcome.
+    Warning {
+        text: String,
+    },
 }
 
 #[derive(Debug, Default, Clone)]

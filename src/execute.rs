@@ -101,11 +101,19 @@ pub fn run(
         ExecutorKind::Slurm => (
             Executor::Slurm(crate::executor::slurm::Slurm::new(
                 pipeline.settings.slurm.clone(),
+                store.root(),
             )?),
             Pool::jobs(opts.jobs.unwrap_or(SLURM_JOBS)),
         ),
     };
 
+    if let Executor::Slurm(s) = &executor {
+        for (stage, job) in s.cancel_leftovers() {
+            report(Event::Warning {
+                text: format!("cancelled Slurm job {job} ({stage}), left queued or running by a run that was killed; {stage} runs again if it is stale"),
+            });
+        }
+    }
     let mut pending: Vec<usize> = vec![0; n];
     for i in 0..n {
         if mask[i] {

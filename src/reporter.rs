@@ -175,6 +175,7 @@ impl Reporter {
                 }
                 self.line(&text);
             }
+            Event::Warning { text } => self.line(&format!("warning: {text}")),
             Event::Skipped { stage, because } => {
                 self.line(&format!(
                     "skipped  {stage}  (needs {because}, which failed)"

@@ -178,6 +178,34 @@ fn sigint_cancels_the_jobs_and_records_nothing() {
     );
 }
 
+/// After `kill -9` of the orchestrator its job runs on; the next run
+/// cancels it before running the stage again.
+#[test]
+fn a_run_after_a_killed_one_cancels_the_job_it_left() {
+    let Some(_c) = cluster() else { return };
+    let p = Project::with(
+        "stages:\n  sleeper:\n    kind: cmd\n    cmd: \"echo $SLURM_JOB_ID > job.id; [ -e second ] || sleep 300; touch x\"\n    outs: [x]\n",
+    );
+    let mut child = p
+        .cmd(&["run", "--executor", "slurm"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    appears(&p.path("job.id"));
+    let id = p.read("job.id").trim().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(job_state(&id), "RUNNING", "kill -9 cannot reach the job");
+    fs::write(p.path("second"), "").unwrap();
+    p.run(&["run", "--executor", "slurm"])
+        .ok()
+        .has(&format!("warning: cancelled Slurm job {id} (sleeper), left queued or running by a run that was killed; sleeper runs again if it is stale"))
+        .has("1 ran");
+    assert_eq!(job_state(&id), "CANCELLED");
+    assert!(p.path("x").exists());
+}
+
 /// `scontrol requeue` does to a running job what preemption does; the
 /// training starts again and resumes from its saved epoch, and ends with
 /// the weights of an uninterrupted run.
@@ -249,6 +277,10 @@ fn a_requeued_training_resumes_and_ends_bit_identical() {
         assert!(Instant::now() < until, "job {id} was not requeued");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Released at once, the job can start before the node has cleaned up
+    // after the first attempt, and Slurm fails it ("Job credential
+    // revoked"): Slurm's own delay exists for that; 2 s is enough here.
+    std::thread::sleep(Duration::from_secs(2));
     Command::new("scontrol")
         .args(["update", &format!("JobId={id}"), "StartTime=now"])
         .status()

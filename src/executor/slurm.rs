@@ -35,9 +35,24 @@ struct Seen {
     exit: Option<(i32, i32)>,
 }
 
+/// A job as the poller follows it.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    seen: Seen,
+    /// Consecutive rounds no query knew the job.
+    missing: u32,
+    /// When a failed end state was first seen: a job being requeued can
+    /// show one for a moment, so it counts once it held for [`CONFIRM`].
+    ended_at: Option<Instant>,
+    /// The job has ended for good.
+    over: bool,
+}
+
+const CONFIRM: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 struct Tracked {
-    jobs: HashMap<String, (Seen, u32)>,
+    jobs: HashMap<String, Entry>,
     kick: bool,
     stop: bool,
 }
@@ -60,6 +75,9 @@ static SUBMITTED: Mutex<Submitted> = Mutex::new(Submitted {
 
 pub struct Slurm {
     settings: RawSlurm,
+    /// `<stage>.job` files holding the ids of the jobs in flight, so that a
+    /// run after a killed one can cancel what that one left queued.
+    jobs_dir: PathBuf,
     /// The directory jobs start in (where this run started, absolute).
     workdir: PathBuf,
     exe: PathBuf,
@@ -68,8 +86,9 @@ pub struct Slurm {
 }
 
 impl Slurm {
-    /// Checks that sbatch answers, and starts the poller.
-    pub fn new(settings: RawSlurm) -> Result<Self, Error> {
+    /// Checks that sbatch answers, and starts the poller. `cache` is the
+    /// cache directory.
+    pub fn new(settings: RawSlurm, cache: &Path) -> Result<Self, Error> {
         let probe = Command::new("sbatch").arg("--version").output();
         match probe {
             Ok(o) if o.status.success() => {}
@@ -100,6 +119,7 @@ impl Slurm {
             .map_err(|e| Error::io("start the Slurm poller", "(thread)", e))?;
         Ok(Slurm {
             settings,
+            jobs_dir: cache.join("slurm"),
             workdir,
             exe,
             shared,
@@ -164,6 +184,37 @@ impl Slurm {
         }
     }
 
+    /// Cancels the jobs a killed run left queued or running (it could not
+    /// cancel them itself): (stage, job id) of each.
+    pub fn cancel_leftovers(&self) -> Vec<(String, String)> {
+        let Ok(dir) = fs::read_dir(&self.jobs_dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let stage = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            let id = fs::read_to_string(&path).ok().map(|t| t.trim().to_string());
+            if let (Some(stage), Some(id)) = (stage, id) {
+                if !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) {
+                    found.push((stage, id));
+                }
+            }
+            let _ = fs::remove_file(&path);
+        }
+        let ids: Vec<String> = found.iter().map(|(_, id)| id.clone()).collect();
+        let alive = squeue(&ids).unwrap_or_default();
+        found.retain(|(_, id)| alive.get(id).is_some_and(|s| !is_terminal(&s.state)));
+        if !found.is_empty() {
+            let _ = Command::new("scancel")
+                .args(found.iter().map(|(_, id)| id))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        found
+    }
+
     /// sbatch with the script on stdin; the job id. Refused once a stop began.
     fn submit(
         &self,
@@ -208,8 +259,10 @@ impl Slurm {
         }
         reg.ids.push(id.clone());
         drop(reg);
+        let _ = fs::create_dir_all(&self.jobs_dir);
+        let _ = fs::write(self.jobs_dir.join(format!("{stage}.job")), &id);
         if let Ok(mut t) = self.shared.tracked.lock() {
-            t.jobs.insert(id.clone(), (Seen::default(), 0));
+            t.jobs.insert(id.clone(), Entry::default());
             t.kick = true;
         }
         self.shared.changed.notify_all();
@@ -242,10 +295,11 @@ impl Slurm {
                 .changed
                 .wait_timeout(t, Duration::from_millis(300))
                 .unwrap_or_else(|e| e.into_inner());
-            let Some((seen, missing)) = t.jobs.get(id).cloned() else {
+            let Some(entry) = t.jobs.get(id).cloned() else {
                 break Seen::default();
             };
             drop(t);
+            let seen = entry.seen.clone();
             if seen.state != last_state {
                 // Preempted or requeued by hand: back in the queue.
                 if ran && seen.state == "PENDING" {
@@ -259,13 +313,13 @@ impl Slurm {
                 ran |= seen.state == "RUNNING";
                 last_state = seen.state.clone();
             }
-            if missing >= LOST_AFTER {
+            if entry.missing >= LOST_AFTER {
                 break Seen {
                     state: "LOST".into(),
                     ..seen
                 };
             }
-            if is_terminal(&seen.state) && seen.exit.is_some() {
+            if entry.over {
                 break seen;
             }
         };
@@ -278,6 +332,8 @@ impl Slurm {
         if let Ok(mut reg) = SUBMITTED.lock() {
             reg.ids.retain(|j| j != id);
         }
+        // Ended, or cancelled by this run's stop: nothing left to cancel later.
+        let _ = fs::remove_file(self.jobs_dir.join(format!("{stage}.job")));
         seen
     }
 }
@@ -364,8 +420,13 @@ pub fn cancel_all() -> usize {
     ids.len()
 }
 
+/// For this long after a submission or a change, poll at [`POLL_MIN`]:
+/// short stages should not wait on the poller.
+const FAST_FOR: Duration = Duration::from_secs(5);
+
 fn poll_loop(shared: &Shared) {
     let mut interval = POLL_MIN;
+    let mut last_change = Instant::now();
     loop {
         let ids: Vec<String> = {
             let Ok(t) = shared.tracked.lock() else { return };
@@ -379,10 +440,11 @@ fn poll_loop(shared: &Shared) {
             if t.kick {
                 t.kick = false;
                 interval = POLL_MIN;
+                last_change = Instant::now();
             }
             t.jobs
                 .iter()
-                .filter(|(_, (s, _))| !(is_terminal(&s.state) && s.exit.is_some()))
+                .filter(|(_, e)| !e.over)
                 .map(|(id, _)| id.clone())
                 .collect()
         };
@@ -394,17 +456,27 @@ fn poll_loop(shared: &Shared) {
         let mut changed = false;
         if let Ok(mut t) = shared.tracked.lock() {
             for id in &ids {
-                let Some((seen, missing)) = t.jobs.get_mut(id) else {
+                let Some(e) = t.jobs.get_mut(id) else {
                     continue;
                 };
                 match found.get(id) {
                     Some(s) => {
-                        changed |= *s != *seen;
-                        *seen = s.clone();
-                        *missing = 0;
+                        changed |= *s != e.seen;
+                        e.seen = s.clone();
+                        e.missing = 0;
+                        let ended = is_terminal(&s.state) && s.exit.is_some();
+                        if !ended {
+                            e.ended_at = None;
+                        } else if s.state == "COMPLETED" {
+                            e.over = true;
+                        } else {
+                            let at = *e.ended_at.get_or_insert_with(Instant::now);
+                            e.over = at.elapsed() >= CONFIRM;
+                        }
+                        changed |= e.over;
                     }
                     None => {
-                        *missing += 1;
+                        e.missing += 1;
                         changed = true;
                     }
                 }
@@ -412,7 +484,10 @@ fn poll_loop(shared: &Shared) {
         }
         shared.changed.notify_all();
         // Fast while something changes; slower while jobs only run.
-        interval = if changed {
+        if changed {
+            last_change = Instant::now();
+        }
+        interval = if last_change.elapsed() < FAST_FOR {
             POLL_MIN
         } else {
             (interval * 3 / 2).min(POLL_MAX)

@@ -105,8 +105,9 @@ pub struct RunArgs {
     /// After a failure, go on with the stages that do not depend on it.
     #[arg(long, short = 'k')]
     pub keep_going: bool,
-    /// How many stages may run at once (default: settings.jobs, else the
-    /// number of cores).
+    /// Cores the local scheduler packs stages onto (default: settings.jobs,
+    /// else the number of cores); with `--executor slurm`, how many jobs
+    /// may be queued or running at once (default 100).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     /// If another run holds the cache, wait for it instead of refusing.

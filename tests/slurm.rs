@@ -132,12 +132,9 @@ fn a_failing_job_is_reported_with_its_exit_status_and_log() {
     assert_eq!(p.state_of("bad").0, "new", "nothing was recorded");
 }
 
-const SLEEPER: &str = "stages:\n  sleeper:\n    kind: cmd\n    cmd: \"echo $SLURM_JOB_ID > job.id; sleep 300; touch x\"\n    outs: [x]\n";
-
-#[test]
-fn a_job_cancelled_with_scancel_is_reported_as_cancelled() {
-    let Some(_c) = cluster() else { return };
-    let p = Project::with(SLEEPER);
+/// `run --executor slurm` started in `p`, once its job wrote `job.id`:
+/// the run and the job's id.
+fn submitted(p: &Project) -> (std::process::Child, String) {
     let child = p
         .cmd(&["run", "--executor", "slurm"])
         .stdout(std::process::Stdio::piped())
@@ -145,7 +142,16 @@ fn a_job_cancelled_with_scancel_is_reported_as_cancelled() {
         .spawn()
         .unwrap();
     appears(&p.path("job.id"));
-    let id = p.read("job.id").trim().to_string();
+    (child, p.read("job.id").trim().to_string())
+}
+
+const SLEEPER: &str = "stages:\n  sleeper:\n    kind: cmd\n    cmd: \"echo $SLURM_JOB_ID > job.id; sleep 300; touch x\"\n    outs: [x]\n";
+
+#[test]
+fn a_job_cancelled_with_scancel_is_reported_as_cancelled() {
+    let Some(_c) = cluster() else { return };
+    let p = Project::with(SLEEPER);
+    let (child, id) = submitted(&p);
     assert!(Command::new("scancel").arg(&id).status().unwrap().success());
     let run = Run(child.wait_with_output().unwrap()).exits(1);
     run.has(&format!("FAILED   sleeper: Slurm job {id} was CANCELLED"))
@@ -156,14 +162,7 @@ fn a_job_cancelled_with_scancel_is_reported_as_cancelled() {
 fn sigint_cancels_the_jobs_and_records_nothing() {
     let Some(_c) = cluster() else { return };
     let p = Project::with(SLEEPER);
-    let child = p
-        .cmd(&["run", "--executor", "slurm"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    appears(&p.path("job.id"));
-    let id = p.read("job.id").trim().to_string();
+    let (child, id) = submitted(&p);
     assert_eq!(job_state(&id), "RUNNING");
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -186,14 +185,7 @@ fn a_run_after_a_killed_one_cancels_the_job_it_left() {
     let p = Project::with(
         "stages:\n  sleeper:\n    kind: cmd\n    cmd: \"echo $SLURM_JOB_ID > job.id; [ -e second ] || sleep 300; touch x\"\n    outs: [x]\n",
     );
-    let mut child = p
-        .cmd(&["run", "--executor", "slurm"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    appears(&p.path("job.id"));
-    let id = p.read("job.id").trim().to_string();
+    let (mut child, id) = submitted(&p);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(job_state(&id), "RUNNING", "kill -9 cannot reach the job");

@@ -50,6 +50,23 @@ struct Entry {
 
 const CONFIRM: Duration = Duration::from_secs(1);
 
+impl Seen {
+    /// A state read with its exit code: an ended job always has one (0:0
+    /// when the query gave none), a running job none yet.
+    fn ended(state: String, exit: Option<(i32, i32)>, reason: String) -> Self {
+        let exit = if is_terminal(&state) {
+            exit.or(Some((0, 0)))
+        } else {
+            None
+        };
+        Seen {
+            state,
+            reason,
+            exit,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Tracked {
     jobs: HashMap<String, Entry>,
@@ -568,17 +585,12 @@ fn parse_scontrol(text: &str) -> Option<Seen> {
             .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
             .map(str::to_string)
     };
-    let state = field("JobState")?;
     let exit = field("ExitCode").and_then(|e| parse_exit(&e));
-    Some(Seen {
-        exit: if is_terminal(&state) {
-            exit.or(Some((0, 0)))
-        } else {
-            None
-        },
-        state,
-        reason: field("Reason").unwrap_or_default(),
-    })
+    Some(Seen::ended(
+        field("JobState")?,
+        exit,
+        field("Reason").unwrap_or_default(),
+    ))
 }
 
 fn parse_exit(text: &str) -> Option<(i32, i32)> {
@@ -601,15 +613,7 @@ fn sacct(id: &str) -> Option<Seen> {
     // `CANCELLED by 0` -> CANCELLED.
     let state = f.next()?.split_whitespace().next()?.to_string();
     let exit = f.next().and_then(parse_exit);
-    Some(Seen {
-        exit: if is_terminal(&state) {
-            exit.or(Some((0, 0)))
-        } else {
-            None
-        },
-        state,
-        reason: f.next().unwrap_or("").to_string(),
-    })
+    Some(Seen::ended(state, exit, f.next().unwrap_or("").to_string()))
 }
 
 fn is_terminal(state: &str) -> bool {

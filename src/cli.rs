@@ -267,6 +267,10 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 reporter.dry_run(&rows, &lines);
                 return Ok(exit::OK);
             }
+            if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
+                // Before the cache is touched: without a cluster nothing runs.
+                crate::executor::slurm::probe()?;
+            }
             let store = Store::new(pipeline.settings.cache_dir());
             let _lock = store.lock(args.wait, &mut |holder| {
                 reporter.waiting(&store.root().join("lock"), holder)

@@ -87,7 +87,6 @@ pub fn run(
     for i in pipeline.select(&opts.force)? {
         forced[i] = true;
     }
-    store.prepare()?;
     let kind = opts.executor.unwrap_or(pipeline.settings.executor);
     let (executor, mut pool) = match kind {
         ExecutorKind::Local => (
@@ -106,6 +105,7 @@ pub fn run(
             Pool::jobs(opts.jobs.unwrap_or(SLURM_JOBS)),
         ),
     };
+    store.prepare()?;
 
     if let Executor::Slurm(s) = &executor {
         for (stage, job) in s.cancel_leftovers() {

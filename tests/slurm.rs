@@ -287,6 +287,19 @@ fn a_requeued_training_resumes_and_ends_bit_identical() {
 }
 
 #[test]
+fn without_slurm_the_run_stops_before_anything_runs() {
+    let p = Project::with(SLEEPER);
+    Run(p
+        .cmd(&["run", "--executor", "slurm"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap())
+    .exits(2)
+    .stderr_is("error: the Slurm executor needs sbatch, squeue and scontrol on PATH (No such file or directory (os error 2)); run on a login node of the cluster, or use `--executor local`\n");
+    assert!(!p.path("cache").exists(), "nothing written");
+}
+
+#[test]
 fn dry_run_prints_the_sbatch_line_of_each_stage() {
     // No cluster needed: nothing is submitted.
     let p = Project::with(

@@ -90,6 +90,24 @@ static SUBMITTED: Mutex<Submitted> = Mutex::new(Submitted {
     stopping: false,
 });
 
+/// Whether the cluster answers `sbatch --version`; if not, what to do.
+pub fn probe() -> Result<(), Error> {
+    match Command::new("sbatch").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            Err(Error::Usage(format!(
+                "the Slurm cluster does not answer (`sbatch --version`: {}); run on a login node of the cluster, with SLURM_CONF set if it needs one, or use `--executor local`",
+                last.trim()
+            )))
+        }
+        Err(e) => Err(Error::Usage(format!(
+            "the Slurm executor needs sbatch, squeue and scontrol on PATH ({e}); run on a login node of the cluster, or use `--executor local`"
+        ))),
+    }
+}
+
 pub struct Slurm {
     settings: RawSlurm,
     /// `<stage>.job` files holding the ids of the jobs in flight, so that a
@@ -106,21 +124,7 @@ impl Slurm {
     /// Checks that sbatch answers, and starts the poller. `cache` is the
     /// cache directory.
     pub fn new(settings: RawSlurm, cache: &Path) -> Result<Self, Error> {
-        let probe = Command::new("sbatch").arg("--version").output();
-        match probe {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                return Err(Error::Usage(format!(
-                    "sbatch --version failed: {}; is this a Slurm login node, with SLURM_CONF set if the cluster needs it?",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                )))
-            }
-            Err(e) => {
-                return Err(Error::Usage(format!(
-                    "the Slurm executor needs sbatch, squeue and scontrol on PATH ({e}); run on a login node of the cluster, or use `--executor local`"
-                )))
-            }
-        }
+        probe()?;
         let workdir =
             std::env::current_dir().map_err(|e| Error::io("find the current directory", ".", e))?;
         let exe = std::env::current_exe()

@@ -2,6 +2,7 @@
 //! model specs and the model zoo, Adam, checkpoints.
 
 pub mod checkpoint;
+pub mod generic;
 pub mod infer;
 pub mod kernels;
 pub mod model;

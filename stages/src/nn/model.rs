@@ -149,6 +149,37 @@ enum Op {
     },
 }
 
+/// A layer as [`Model::steps`] gives it: geometry resolved, parameters
+/// and buffers as indices into [`Model::params`] and [`Model::buffers`]
+/// (a batch norm's running mean at `buf`, its variance at `buf + 1`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    Conv {
+        g: Conv,
+        w: usize,
+        b: usize,
+    },
+    Pool(super::kernels::Pool),
+    Bn {
+        c: usize,
+        gamma: usize,
+        beta: usize,
+        buf: usize,
+    },
+    Relu,
+    Dropout(f32),
+    Flatten {
+        c: usize,
+        h: usize,
+        w: usize,
+    },
+    Linear {
+        o: usize,
+        w: usize,
+        b: usize,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor1 {
     pub name: String,
@@ -379,6 +410,38 @@ impl Model {
             input,
             classes,
         })
+    }
+
+    /// The layers with their shapes resolved and their parameters located,
+    /// for the device-generic path ([`super::generic::Net`]). `input` is
+    /// (C, H, W).
+    pub fn steps(&self) -> Vec<Step> {
+        let (mut c, mut h, mut w) = self.input;
+        self.plain
+            .iter()
+            .map(|op| match *op {
+                Op::Conv { g, w: wi, b, .. } => {
+                    (c, h, w) = (g.o, g.oh(), g.ow());
+                    Step::Conv { g, w: wi, b }
+                }
+                Op::Pool(k) => {
+                    let p = super::kernels::Pool { c, h, w, k };
+                    (h, w) = (h / k, w / k);
+                    Step::Pool(p)
+                }
+                Op::Bn { gamma, beta, buf } => Step::Bn {
+                    c,
+                    gamma,
+                    beta,
+                    buf,
+                },
+                Op::Relu => Step::Relu,
+                Op::Dropout(q) => Step::Dropout(q),
+                Op::Flatten => Step::Flatten { c, h, w },
+                Op::Linear { o, w: wi, b, .. } => Step::Linear { o, w: wi, b },
+                Op::Block { .. } => unreachable!("the plain ops hold no fused blocks"),
+            })
+            .collect()
     }
 
     /// Runs the layers one op each instead of fused blocks (the results are

@@ -169,26 +169,6 @@ fn a_model_whose_shapes_do_not_fit_is_refused_before_anything_runs() {
     assert!(!t.dir().join("cache").exists());
 }
 
-#[test]
-fn cuda_without_the_feature_says_how_to_build_it() {
-    let t = Project::new();
-    let files = write_data(&t.dir().join("data"));
-    let y = pipeline(&files, TWO, "main").replace(
-        "    threads: 1\n    params:\n      model",
-        "    threads: 1\n    device: cuda\n    params:\n      model",
-    );
-    assert!(y.contains("device: cuda"));
-    fs::write(t.dir().join("pipeline.yaml"), y).unwrap();
-    let o = t.run(&["run", "train@main"]);
-    assert_eq!(o.status.code(), Some(1), "{}", o.text());
-    let out = o.text();
-    if cfg!(feature = "cuda") {
-        assert!(out.contains("CPU only"), "{out}");
-    } else {
-        assert!(out.contains("this build has no CUDA support; rebuild with `cargo build --release --features stages/cuda`"), "{out}");
-    }
-}
-
 /// A test split without every class: AUCs that cannot be computed are
 /// reported as such (null in metrics.json, n/a in the pictures), and the
 /// study completes.

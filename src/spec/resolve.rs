@@ -148,6 +148,31 @@ impl Locator<'_> {
     }
 }
 
+/// A device this build can train and evaluate on; else what is wrong
+/// and how to fix it. Checked when the pipeline loads, so nothing runs
+/// first.
+fn check_device(device: &str) -> std::result::Result<(), (String, String)> {
+    let cuda = device == "cuda"
+        || device
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+    match device {
+        "cpu" | "cpu-reference" => Ok(()),
+        _ if cuda && !cfg!(feature = "cuda") => Err((
+            format!("device `{device}`: this build has no CUDA support"),
+            "rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit and the NVIDIA driver), or use `cpu`".into(),
+        )),
+        _ if cuda => Err((
+            format!("device `{device}`: training on CUDA is not available in this version yet"),
+            "use `cpu`, or `cpu-reference` to run the GPU path's computations on the CPU".into(),
+        )),
+        _ => Err((
+            format!("unknown device `{device}`"),
+            "use `cpu`, `cpu-reference` (the GPU path on the CPU, for verification) or `cuda`".into(),
+        )),
+    }
+}
+
 /// Raw pipeline -> concrete stages, in three passes: each declared stage's
 /// parameters and variants ([`declare`]), the concrete stages ([`expand`]),
 /// and their dependencies ([`link`]).
@@ -231,12 +256,12 @@ fn resolve_settings(
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let device = s.device.clone().unwrap_or_else(|| "cpu".into());
-    if !matches!(device.as_str(), "cpu" | "cuda") {
+    if let Err((message, help)) = check_device(&device) {
         return Err(err(
             &["settings", "device"],
-            format!("settings.device: unknown device `{device}`"),
+            format!("settings.device: {message}"),
         )
-        .help("use `cpu` or `cuda`")
+        .help(help)
         .into());
     }
     let executor = match s.executor.as_deref() {
@@ -327,17 +352,10 @@ fn declare<'a>(
             )
             .into());
         }
-        if let Some(dev) = rs
-            .device
-            .as_deref()
-            .filter(|d| !matches!(*d, "cpu" | "cuda"))
-        {
-            return Err(err(
-                &at("device"),
-                format!("stage `{name}`: unknown device `{dev}`"),
-            )
-            .help("use `cpu` or `cuda`")
-            .into());
+        if let Some(Err((message, help))) = rs.device.as_deref().map(check_device) {
+            return Err(err(&at("device"), format!("stage `{name}`: {message}"))
+                .help(help)
+                .into());
         }
         if rs.threads == Some(0) {
             return Err(err(
@@ -980,13 +998,25 @@ stages:
         let d = diag("stages:\n  t:\n    kind: train\n    device: tpu\n");
         assert!(d.message.contains("unknown device `tpu`"), "{}", d.message);
         assert_eq!(d.line, Some(4));
-        let p = resolve_text("settings: {device: cuda}\nstages:\n  t:\n    kind: train\n  c:\n    kind: cmd\n    cmd: x\n").unwrap();
+        let p = resolve_text("settings: {device: cpu-reference}\nstages:\n  t:\n    kind: train\n  c:\n    kind: cmd\n    cmd: x\n").unwrap();
         assert_eq!(
             p.stages[0].device.as_deref(),
-            Some("cuda"),
+            Some("cpu-reference"),
             "train uses the settings' device"
         );
         assert_eq!(p.stages[1].device, None, "cmd has no device");
+        for bad in ["cuda:x", "cuda:", "cuda1"] {
+            let d = diag(&format!(
+                "stages:\n  t:\n    kind: train\n    device: \"{bad}\"\n"
+            ));
+            assert!(d.message.contains("unknown device"), "{bad}: {}", d.message);
+        }
+        let d = diag("settings: {device: cuda}\nstages:\n  t:\n    kind: train\n");
+        assert!(
+            d.message.starts_with("settings.device: device `cuda`: "),
+            "{}",
+            d.message
+        );
     }
 
     #[test]

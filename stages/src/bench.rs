@@ -73,7 +73,7 @@ pub fn bench(
                 &eval_split,
                 256,
                 threads,
-                &learner.dev,
+                (&learner.dev, &learner.engine),
             );
             t.elapsed().as_secs_f64()
         };

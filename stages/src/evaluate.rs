@@ -8,7 +8,7 @@ use crate::contract::{
 use crate::data::dataset::Dataset;
 use crate::metrics;
 use crate::nn::checkpoint;
-use crate::nn::infer::predict;
+use crate::nn::infer::{predict, Engine};
 use crate::nn::ops::Dev;
 use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
@@ -73,7 +73,8 @@ impl crate::kind::Params for EvaluateParams {
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let p: EvaluateParams = crate::kind::parse_params(ctx.params)?;
-    check_device(ctx.device.unwrap_or("cpu"))?;
+    let device = ctx.device.unwrap_or("cpu");
+    check_device(device)?;
     let (train_stage, train_dir) = input_dir(ctx, Kind::Train, "train")?;
     let (_, prep_dir) = input_dir(ctx, Kind::Preprocess, "preprocess")?;
     let data = Dataset::read(&prep_dir.join(DATASET_FILE))
@@ -97,6 +98,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let (mut probs, img_per_s, latency) = pool.install(|| {
         let dev = Dev::seed_from_u64(0);
         let tensors = model.tensors(&dev);
+        let engine = Engine::new(device, &model, &dev);
         let t = Instant::now();
         let logits = predict(
             &mut model,
@@ -105,7 +107,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             test,
             p.batch_size,
             ctx.threads,
-            &dev,
+            (&dev, &engine),
         );
         let rate = test.len() as f64 / t.elapsed().as_secs_f64();
         // Latency: the median of a few full batches.
@@ -120,7 +122,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
                     &first,
                     p.batch_size,
                     ctx.threads,
-                    &dev,
+                    (&dev, &engine),
                 );
                 t.elapsed().as_secs_f64() * 1000.0
             })

@@ -6,15 +6,21 @@ use crate::StageError;
 /// Refuses devices this build cannot use, saying how to get one that can.
 pub fn check_device(device: &str) -> Result<(), StageError> {
     match device {
-        "cpu" => Ok(()),
-        "cuda" if cfg!(feature = "cuda") => Err(StageError::Failed(
-            "device cuda: this build has CUDA support in dfdx, but the convolution, pooling and batch-norm kernels run on the CPU only; use device: cpu".into(),
+        "cpu" | "cpu-reference" => Ok(()),
+        d if is_cuda(d) && cfg!(feature = "cuda") => Err(StageError::Failed(
+            "device cuda: training on CUDA is not available in this version yet; use device: cpu, or cpu-reference to run the GPU path's computations on the CPU".into(),
         )),
-        "cuda" => Err(StageError::Failed(
-            "device cuda: this build has no CUDA support; rebuild with `cargo build --release --features stages/cuda` (needs nvcc, cuda.h and the NVIDIA driver), or use device: cpu".into(),
+        d if is_cuda(d) => Err(StageError::Failed(
+            "device cuda: this build has no CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit and the NVIDIA driver), or use device: cpu".into(),
         )),
-        other => Err(StageError::Params(format!("unknown device `{other}`: use cpu or cuda"))),
+        other => Err(StageError::Params(format!(
+            "unknown device `{other}`: use cpu, cpu-reference or cuda"
+        ))),
     }
+}
+
+fn is_cuda(device: &str) -> bool {
+    device == "cuda" || device.starts_with("cuda:")
 }
 
 /// Allocator settings for training, measured on the main CNN: one arena

@@ -2,9 +2,59 @@
 
 use crate::data::batch::Batcher;
 use crate::data::dataset::{Dataset, Split};
+use crate::nn::generic::Net;
 use crate::nn::model::Model;
-use crate::nn::ops::{host, Dev, Param};
+use crate::nn::ops::{host, Dev, Param, T2};
 use dfdx::prelude::*;
+
+/// Which implementation computes a model on the CPU: the fast kernels
+/// (`device: cpu`), or the device-generic path that runs on CUDA, on
+/// dfdx's CPU device (`device: cpu-reference`: slow, for verification).
+/// Both read and write the same parameters, so a checkpoint from one
+/// evaluates on the other.
+#[derive(Debug, Clone)]
+pub enum Engine {
+    Fast,
+    Reference(Box<Net<Dev>>),
+}
+
+impl Engine {
+    pub fn new(device: &str, model: &Model, dev: &Dev) -> Engine {
+        if device == "cpu-reference" {
+            Engine::Reference(Box::new(Net::new(model, dev)))
+        } else {
+            Engine::Fast
+        }
+    }
+
+    /// Logits of `n` images (flattened channels-first, as batches hold
+    /// them), recorded on a fresh tape of type `T` (`OwnedTape` to train).
+    pub fn forward<T: Tape<f32, Dev> + Merge<NoneTape>>(
+        &self,
+        model: &mut Model,
+        dev: &Dev,
+        x: Vec<f32>,
+        tensors: &[Param],
+        train: bool,
+        threads: usize,
+    ) -> T2<T> {
+        let (c, h, w) = model.input;
+        let n = x.len() / (c * h * w);
+        match self {
+            Engine::Fast => {
+                let xt = dev.tensor_from_vec(x, (n, c, h, w)).put_tape(T::default());
+                model.forward(xt, tensors, train, threads)
+            }
+            Engine::Reference(net) => {
+                let x = crate::nn::generic::channels_last(x, n, c, h * w);
+                let xt = dev
+                    .tensor_from_vec(x, (n, c * h * w))
+                    .put_tape(T::default());
+                net.forward(xt, tensors, &mut model.buffers, train)
+            }
+        }
+    }
+}
 
 /// Cross-entropy loss and correct count of logits (n×classes) on the host.
 pub fn score(logits: &[f32], labels: &[u8]) -> (f64, usize) {
@@ -37,7 +87,7 @@ pub fn predict(
     split: &Split,
     batch: usize,
     threads: usize,
-    dev: &Dev,
+    (dev, engine): (&Dev, &Engine),
 ) -> Vec<f32> {
     let b = Batcher {
         dataset: data,
@@ -51,9 +101,10 @@ pub fn predict(
     let (mut x, mut y) = (Vec::new(), Vec::new());
     let mut out = Vec::with_capacity(split.len() * model.classes);
     for k in 0..b.batches() {
-        let n = b.fill(&order, 0, k, &mut x, &mut y);
-        let xt = dev.tensor_from_vec(std::mem::take(&mut x), (n, 1, data.rows, data.cols));
-        out.extend(host(&model.forward(xt, tensors, false, threads)));
+        b.fill(&order, 0, k, &mut x, &mut y);
+        let logits: T2<NoneTape> =
+            engine.forward(model, dev, std::mem::take(&mut x), tensors, false, threads);
+        out.extend(host(&logits));
     }
     out
 }

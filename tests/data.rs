@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 mod common;
-use common::Project;
+use common::{real_data, Project};
 
 /// Writes the four files for `per_class` training and `test_per_class` test
 /// images per class (8x8 pixels) and returns their SHA-256 by name.
@@ -204,14 +204,7 @@ fn checksum_mismatch_is_refused() {
 
 #[test]
 fn real_fashion_mnist_where_installed() {
-    let debian = Path::new(stages::download::DEBIAN_DIR);
-    if !debian.join("train-images-idx3-ubyte.gz").exists() {
-        eprintln!(
-            "skipped: {} is not installed (apt-get install dataset-fashion-mnist)",
-            debian.display()
-        );
-        return;
-    }
+    let Some(debian) = real_data() else { return };
     let t = Project::new();
     fs::write(
         t.dir().join("pipeline.yaml"),
@@ -255,14 +248,7 @@ fn real_fashion_mnist_where_installed() {
 
 #[test]
 fn real_data_main_cnn_learns_in_one_short_epoch() {
-    let debian = Path::new(stages::download::DEBIAN_DIR);
-    if !debian.join("train-images-idx3-ubyte.gz").exists() {
-        eprintln!(
-            "skipped: {} is not installed (apt-get install dataset-fashion-mnist)",
-            debian.display()
-        );
-        return;
-    }
+    let Some(debian) = real_data() else { return };
     let t = Project::new();
     fs::write(
         t.dir().join("pipeline.yaml"),

@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use std::path::Path;
 
 const PIPELINE: &str = r#"
 settings: {jobs: 2}
@@ -45,12 +44,7 @@ fn accuracy(p: &Project, stage: &str) -> f64 {
 
 #[test]
 fn the_gpu_path_on_the_cpu_trains_and_evaluates_like_the_fast_kernels() {
-    let debian = Path::new(stages::download::DEBIAN_DIR);
-    if !debian.join("train-images-idx3-ubyte.gz").exists() {
-        eprintln!(
-            "skipped: {} is not installed (apt-get install dataset-fashion-mnist)",
-            debian.display()
-        );
+    if real_data().is_none() {
         return;
     }
     let p = Project::with(PIPELINE);

@@ -408,3 +408,17 @@ stages:
 "#
     )
 }
+
+/// Where Debian's package installed the real Fashion-MNIST files; `None`
+/// (and a line saying the test was skipped) where it did not.
+pub fn real_data() -> Option<&'static Path> {
+    let debian = Path::new(stages::download::DEBIAN_DIR);
+    if debian.join("train-images-idx3-ubyte.gz").exists() {
+        return Some(debian);
+    }
+    eprintln!(
+        "skipped: {} is not installed (apt-get install dataset-fashion-mnist)",
+        debian.display()
+    );
+    None
+}

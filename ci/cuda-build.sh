@@ -63,17 +63,20 @@ cargo build --release --features cuda --target-dir target/cuda
 BIN=target/cuda/release/fmnist-pipe
 log "built $BIN ($(du -h "$BIN" | cut -f1))"
 
-# 6. It starts against the stub and refuses CUDA cleanly.
+# 6. It starts against the stub, and a run that asks for a GPU stops before
+# anything runs, with a message (cudarc's initialisation panics on the
+# stub; the panic must be caught and said in words).
 export LD_LIBRARY_PATH=$ROOT/lib64:$ROOT/lib64/stubs
 "$BIN" --version
 T=$(mktemp -d)
 printf 'stages:\n  t:\n    kind: train\n    device: cuda\n' > "$T/pipeline.yaml"
 set +e
-out=$("$BIN" --file "$T/pipeline.yaml" status 2>&1); code=$?
+out=$("$BIN" --file "$T/pipeline.yaml" run 2>&1); code=$?
 set -e
-rm -rf "$T"
 echo "$out"
-if [ "$code" != 2 ] || ! grep -q "device \`cuda\`" <<<"$out"; then
-    log "expected a refusal with exit 2, got exit $code"; exit 1
+if [ "$code" != 2 ] || ! grep -q "device cuda: " <<<"$out" || grep -qi "panicked" <<<"$out" || [ -e "$T/cache" ]; then
+    rm -rf "$T"
+    log "expected exit 2 with a message and nothing written, got exit $code"; exit 1
 fi
-log "ok: the CUDA build starts and refuses cleanly without a GPU"
+rm -rf "$T"
+log "ok: the CUDA build starts, and without a GPU it says so before anything runs"

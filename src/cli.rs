@@ -270,6 +270,10 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
                 // Before the cache is touched: without a cluster nothing runs.
                 crate::executor::slurm::probe()?;
+            } else {
+                // Likewise without the GPUs the stages ask for (on a
+                // cluster, the nodes have them, not this one).
+                probe_gpus(&pipeline)?;
             }
             let store = Store::new(pipeline.settings.cache_dir());
             let _lock = store.lock(args.wait, &mut |holder| {
@@ -304,6 +308,24 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             })
         }
     }
+}
+
+/// Every CUDA device a stage of `pipeline` names can be opened here.
+#[cfg(feature = "cuda")]
+fn probe_gpus(pipeline: &Pipeline) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for d in pipeline.stages.iter().filter_map(|s| s.device.as_deref()) {
+        if stages::runtime::is_cuda(d) && seen.insert(d) {
+            stages::runtime::cuda(d, 0).map_err(Error::Usage)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn probe_gpus(_: &Pipeline) -> Result<()> {
+    // Refused when the pipeline loaded.
+    Ok(())
 }
 
 /// A compare stage's table: from the workspace, else the copy its last

@@ -6,9 +6,12 @@ use crate::contract::{
     METRICS_FILE, PREDICTIONS_FILE, ROC_FILE, TRAIN_SUMMARY_FILE, WEIGHTS_FILE,
 };
 use crate::data::dataset::Dataset;
+use crate::data::dataset::Split;
 use crate::metrics;
 use crate::nn::checkpoint;
-use crate::nn::infer::{predict, Engine};
+use crate::nn::generic::Net;
+use crate::nn::infer::{predict, Backend, Engine};
+use crate::nn::model::Model;
 use crate::nn::ops::Dev;
 use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
@@ -71,6 +74,31 @@ impl crate::kind::Params for EvaluateParams {
     }
 }
 
+/// On `dev`: the logits of every test image, the images per second of
+/// that pass, and the median latency of a full batch (ms).
+fn measure<D: Backend>(
+    dev: D,
+    (device, model, data, test, batch, threads): (&str, &mut Model, &Dataset, &Split, usize, usize),
+) -> (Vec<f32>, f64, f64) {
+    let tensors = Net::upload(model, &dev);
+    let engine = Engine::new(device, model, &dev);
+    let on = (&dev, &engine);
+    let t = Instant::now();
+    let logits = predict(model, &tensors, data, test, batch, threads, on);
+    let rate = test.len() as f64 / t.elapsed().as_secs_f64();
+    // Latency: the median of a few full batches.
+    let first = test.head("latency", batch, data.pixels_per_image());
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            predict(model, &tensors, data, &first, batch, threads, on);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (logits, rate, times[2])
+}
+
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let p: EvaluateParams = crate::kind::parse_params(ctx.params)?;
     let device = ctx.device.unwrap_or("cpu");
@@ -95,41 +123,18 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .num_threads(ctx.threads)
         .build()
         .map_err(fail)?;
-    let (mut probs, img_per_s, latency) = pool.install(|| {
-        let dev = Dev::seed_from_u64(0);
-        let tensors = model.tensors(&dev);
-        let engine = Engine::new(device, &model, &dev);
-        let t = Instant::now();
-        let logits = predict(
-            &mut model,
-            &tensors,
-            &data,
-            test,
-            p.batch_size,
-            ctx.threads,
-            (&dev, &engine),
-        );
-        let rate = test.len() as f64 / t.elapsed().as_secs_f64();
-        // Latency: the median of a few full batches.
-        let first = test.head("latency", p.batch_size, data.pixels_per_image());
-        let mut times: Vec<f64> = (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                predict(
-                    &mut model,
-                    &tensors,
-                    &data,
-                    &first,
-                    p.batch_size,
-                    ctx.threads,
-                    (&dev, &engine),
-                );
-                t.elapsed().as_secs_f64() * 1000.0
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        (logits, rate, times[2])
-    });
+    let (mut probs, img_per_s, latency) = pool
+        .install(|| -> Result<_, String> {
+            let args = (device, &mut model, &data, test, p.batch_size, ctx.threads);
+            if crate::runtime::is_cuda(device) {
+                #[cfg(feature = "cuda")]
+                return Ok(measure(crate::runtime::cuda(device, 0)?, args));
+                #[cfg(not(feature = "cuda"))]
+                return Err(format!("device {device}: this build has no CUDA support"));
+            }
+            Ok(measure(Dev::seed_from_u64(0), args))
+        })
+        .map_err(fail)?;
     metrics::softmax(&mut probs, model.classes);
     let names: Vec<&str> = CLASS_NAMES.iter().take(model.classes).copied().collect();
     let m = metrics::compute(&probs, &test.labels, &names);

@@ -7,9 +7,7 @@ use crate::StageError;
 pub fn check_device(device: &str) -> Result<(), StageError> {
     match device {
         "cpu" | "cpu-reference" => Ok(()),
-        d if is_cuda(d) && cfg!(feature = "cuda") => Err(StageError::Failed(
-            "device cuda: training on CUDA is not available in this version yet; use device: cpu, or cpu-reference to run the GPU path's computations on the CPU".into(),
-        )),
+        d if is_cuda(d) && cfg!(feature = "cuda") => Ok(()),
         d if is_cuda(d) => Err(StageError::Failed(
             "device cuda: this build has no CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit and the NVIDIA driver), or use device: cpu".into(),
         )),
@@ -19,8 +17,44 @@ pub fn check_device(device: &str) -> Result<(), StageError> {
     }
 }
 
-fn is_cuda(device: &str) -> bool {
+pub fn is_cuda(device: &str) -> bool {
     device == "cuda" || device.starts_with("cuda:")
+}
+
+/// The GPU `device` names (`cuda` is `cuda:0`), its generator seeded.
+/// The driver is asked first, through its own calls: dfdx's
+/// initialisation unwraps the driver's errors, and formatting one needs a
+/// working driver (with a stub, the panic itself panics and aborts).
+#[cfg(feature = "cuda")]
+pub fn cuda(device: &str, seed: u64) -> Result<dfdx::tensor::Cuda, String> {
+    use cudarc::driver::result;
+    let ordinal = match device.strip_prefix("cuda:") {
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| format!("device {device}: not a GPU number"))?,
+        None => 0,
+    };
+    let fix = "run on a machine with an NVIDIA GPU and its driver, or use device: cpu";
+    result::init().map_err(|e| {
+        format!(
+            "device {device}: no usable NVIDIA driver here ({:?}); {fix}",
+            e.0
+        )
+    })?;
+    let count = result::device::get_count().map_err(|e| {
+        format!(
+            "device {device}: the driver lists no GPU ({:?}); {fix}",
+            e.0
+        )
+    })?;
+    if ordinal >= count.max(0) as usize {
+        return Err(format!(
+            "device {device}: this machine has {count} GPU{}; {fix}",
+            if count == 1 { "" } else { "s" }
+        ));
+    }
+    dfdx::tensor::Cuda::try_build(ordinal, seed)
+        .map_err(|e| format!("device {device}: CUDA could not start: {e:?}"))
 }
 
 /// Allocator settings for training, measured on the main CNN: one arena

@@ -2,37 +2,35 @@
 
 use crate::data::batch::Batcher;
 use crate::data::dataset::{Dataset, Split};
-use crate::nn::generic::Net;
+use crate::nn::generic::{Flat, Net};
 use crate::nn::model::Model;
-use crate::nn::ops::{host, Dev, Param, T2};
+use crate::nn::ops::{Dev, Param, T2};
 use dfdx::prelude::*;
 
-/// Which implementation computes a model on the CPU: the fast kernels
-/// (`device: cpu`), or the device-generic path that runs on CUDA, on
-/// dfdx's CPU device (`device: cpu-reference`: slow, for verification).
-/// Both read and write the same parameters, so a checkpoint from one
-/// evaluates on the other.
-#[derive(Debug, Clone)]
-pub enum Engine {
-    Fast,
-    Reference(Box<Net<Dev>>),
+/// A dfdx device the models run on: the CPU (fast kernels or the generic
+/// path) or, in a CUDA build, a GPU (the generic path).
+pub trait Backend: Device<f32> + RandomU64 {
+    /// Whether the fast kernels run on this device.
+    const FAST: bool;
+    /// The fast kernels' logits; called only where [`Self::FAST`].
+    fn fast<T: Tape<f32, Self>>(
+        model: &mut Model,
+        dev: &Self,
+        x: Vec<f32>,
+        tensors: &[Flat<Self>],
+        train: bool,
+        threads: usize,
+    ) -> Logits<Self, T>;
 }
 
-impl Engine {
-    pub fn new(device: &str, model: &Model, dev: &Dev) -> Engine {
-        if device == "cpu-reference" {
-            Engine::Reference(Box::new(Net::new(model, dev)))
-        } else {
-            Engine::Fast
-        }
-    }
+/// A batch's logits, (N, classes).
+pub type Logits<D, T> = Tensor<(usize, usize), f32, D, T>;
 
-    /// Logits of `n` images (flattened channels-first, as batches hold
-    /// them), recorded on a fresh tape of type `T` (`OwnedTape` to train).
-    pub fn forward<T: Tape<f32, Dev> + Merge<NoneTape>>(
-        &self,
+impl Backend for Dev {
+    const FAST: bool = true;
+    fn fast<T: Tape<f32, Self>>(
         model: &mut Model,
-        dev: &Dev,
+        dev: &Self,
         x: Vec<f32>,
         tensors: &[Param],
         train: bool,
@@ -40,12 +38,61 @@ impl Engine {
     ) -> T2<T> {
         let (c, h, w) = model.input;
         let n = x.len() / (c * h * w);
+        let xt = dev.tensor_from_vec(x, (n, c, h, w)).put_tape(T::default());
+        model.forward(xt, tensors, train, threads)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Backend for Cuda {
+    const FAST: bool = false;
+    fn fast<T: Tape<f32, Self>>(
+        _: &mut Model,
+        _: &Self,
+        _: Vec<f32>,
+        _: &[Flat<Self>],
+        _: bool,
+        _: usize,
+    ) -> Logits<Self, T> {
+        unreachable!("Engine::new never chooses the fast kernels off the CPU")
+    }
+}
+
+/// Which implementation computes a model: the fast CPU kernels (`device:
+/// cpu`), or the device-generic path: on a GPU (`cuda`), or on dfdx's CPU
+/// device (`cpu-reference`: slow, for verification). All read and write
+/// the same parameters, so a checkpoint from one evaluates on another.
+#[derive(Debug, Clone)]
+pub enum Engine<D: Backend = Dev> {
+    Fast,
+    Reference(Box<Net<D>>),
+}
+
+impl<D: Backend> Engine<D> {
+    pub fn new(device: &str, model: &Model, dev: &D) -> Self {
+        if D::FAST && device == "cpu" {
+            Engine::Fast
+        } else {
+            Engine::Reference(Box::new(Net::new(model, dev)))
+        }
+    }
+
+    /// Logits of `n` images (flattened channels-first, as batches hold
+    /// them), recorded on a fresh tape of type `T` (`OwnedTape` to train).
+    pub fn forward<T: Tape<f32, D>>(
+        &self,
+        model: &mut Model,
+        dev: &D,
+        x: Vec<f32>,
+        tensors: &[Flat<D>],
+        train: bool,
+        threads: usize,
+    ) -> Logits<D, T> {
         match self {
-            Engine::Fast => {
-                let xt = dev.tensor_from_vec(x, (n, c, h, w)).put_tape(T::default());
-                model.forward(xt, tensors, train, threads)
-            }
+            Engine::Fast => D::fast(model, dev, x, tensors, train, threads),
             Engine::Reference(net) => {
+                let (c, h, w) = model.input;
+                let n = x.len() / (c * h * w);
                 let x = crate::nn::generic::channels_last(x, n, c, h * w);
                 let xt = dev
                     .tensor_from_vec(x, (n, c * h * w))
@@ -80,14 +127,14 @@ pub fn score(logits: &[f32], labels: &[u8]) -> (f64, usize) {
 }
 
 /// Logits of every example of `split`, in order, in inference mode.
-pub fn predict(
+pub fn predict<D: Backend>(
     model: &mut Model,
-    tensors: &[Param],
+    tensors: &[Flat<D>],
     data: &Dataset,
     split: &Split,
     batch: usize,
     threads: usize,
-    (dev, engine): (&Dev, &Engine),
+    (dev, engine): (&D, &Engine<D>),
 ) -> Vec<f32> {
     let b = Batcher {
         dataset: data,
@@ -102,9 +149,9 @@ pub fn predict(
     let mut out = Vec::with_capacity(split.len() * model.classes);
     for k in 0..b.batches() {
         b.fill(&order, 0, k, &mut x, &mut y);
-        let logits: T2<NoneTape> =
+        let logits: Logits<D, NoneTape> =
             engine.forward(model, dev, std::mem::take(&mut x), tensors, false, threads);
-        out.extend(host(&logits));
+        out.extend(logits.as_vec());
     }
     out
 }

@@ -9,9 +9,10 @@ use crate::data::augment::{self, Augment};
 use crate::data::batch::Batcher;
 use crate::data::dataset::Dataset;
 use crate::nn::checkpoint;
-use crate::nn::infer::{predict, score, Engine};
+use crate::nn::generic::{Flat, Net};
+use crate::nn::infer::{predict, score, Backend, Engine, Logits};
 use crate::nn::model::{Knobs, Model, ModelSpec};
-use crate::nn::ops::{host, Dev, Param, T2};
+use crate::nn::ops::Dev;
 use crate::nn::optim::Adam;
 use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
@@ -299,17 +300,18 @@ pub struct TrainReport {
 
 /// The optimizer's state: master weights, their dfdx tensors, Adam, and
 /// the device (whose generator drives dropout).
-pub struct Learner {
-    pub dev: Dev,
+pub struct Learner<D: Backend = Dev> {
+    pub dev: D,
     pub master: Vec<Vec<f32>>,
-    pub tensors: Vec<Param>,
+    pub tensors: Vec<Flat<D>>,
     pub adam: Adam,
     /// Values drawn from the device's generator so far (dropout).
     pub draws: u64,
-    pub engine: Engine,
+    pub engine: Engine<D>,
 }
 
-impl Learner {
+impl Learner<Dev> {
+    /// On the CPU, its generator seeded with `seed`.
     pub fn new(
         model: &Model,
         seed: u64,
@@ -317,19 +319,41 @@ impl Learner {
         betas: (f32, f32),
         eps: f32,
         weight_decay: f32,
-    ) -> Learner {
-        let dev = Dev::seed_from_u64(seed);
+    ) -> Learner<Dev> {
+        Learner::on(
+            Dev::seed_from_u64(seed),
+            model,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+        )
+    }
+}
+
+impl<D: Backend> Learner<D> {
+    /// On `dev` (seeded by whoever made it).
+    pub fn on(
+        dev: D,
+        model: &Model,
+        lr: f32,
+        betas: (f32, f32),
+        eps: f32,
+        weight_decay: f32,
+    ) -> Learner<D> {
         let master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
-        let tensors = model.tensors(&dev);
+        let tensors = Net::upload(model, &dev);
         let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
         let adam = Adam::new(&sizes, lr, betas, eps, weight_decay);
+        // The fastest the device has; `train_on` may ask for the reference.
+        let engine = Engine::new("cpu", model, &dev);
         Learner {
             dev,
             master,
             tensors,
             adam,
             draws: 0,
-            engine: Engine::Fast,
+            engine,
         }
     }
 
@@ -369,20 +393,20 @@ impl Learner {
         threads: usize,
     ) -> (f64, usize) {
         let n = y.len();
-        let logits: T2<OwnedTape<f32, Dev>> =
+        let logits: Logits<D, OwnedTape<f32, D>> =
             self.engine
                 .forward(model, &self.dev, x, &self.tensors, true, threads);
         self.draws += model.dropout_draws_per_step();
-        let lv = host(&logits);
+        let lv = logits.as_vec();
         let mut onehot = vec![0.0f32; n * model.classes];
         for (i, &c) in y.iter().enumerate() {
             onehot[i * model.classes + c as usize] = 1.0;
         }
         let target = self.dev.tensor_from_vec(onehot, (n, model.classes));
         let loss = cross_entropy_with_logits_loss(logits, target);
-        let loss_value = loss.array() as f64;
+        let loss_value = loss.as_vec()[0] as f64;
         let grads = loss.backward();
-        let g: Vec<Vec<f32>> = self.tensors.iter().map(|t| host(&grads.get(t))).collect();
+        let g: Vec<Vec<f32>> = self.tensors.iter().map(|t| grads.get(t).as_vec()).collect();
         drop(grads);
         self.adam.step(&mut self.master, &g);
         for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
@@ -419,6 +443,33 @@ pub fn train_on(
     progress: &(dyn Fn(Progress) + Sync),
     resume: Option<&Path>,
 ) -> Result<TrainReport, String> {
+    let hyper = (p.lr, (p.betas[0], p.betas[1]), p.eps, p.weight_decay);
+    if crate::runtime::is_cuda(device) {
+        #[cfg(feature = "cuda")]
+        {
+            let dev = crate::runtime::cuda(device, p.seed)?;
+            let learner = Learner::on(dev, model, hyper.0, hyper.1, hyper.2, hyper.3);
+            return fit(learner, device, model, data, p, threads, progress, resume);
+        }
+        #[cfg(not(feature = "cuda"))]
+        return Err(format!("device {device}: this build has no CUDA support"));
+    }
+    let learner = Learner::new(model, p.seed, hyper.0, hyper.1, hyper.2, hyper.3);
+    fit(learner, device, model, data, p, threads, progress, resume)
+}
+
+/// The training loop, on whichever device `learner` holds.
+#[allow(clippy::too_many_arguments)]
+fn fit<D: Backend>(
+    mut learner: Learner<D>,
+    device: &str,
+    model: &mut Model,
+    data: &Dataset,
+    p: &TrainParams,
+    threads: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+    resume: Option<&Path>,
+) -> Result<TrainReport, String> {
     let train = data
         .split("train")
         .ok_or("the dataset has no train split")?;
@@ -428,14 +479,6 @@ pub fn train_on(
     if train.is_empty() || val.is_empty() {
         return Err("the train and validation splits must not be empty".into());
     }
-    let mut learner = Learner::new(
-        model,
-        p.seed,
-        p.lr,
-        (p.betas[0], p.betas[1]),
-        p.eps,
-        p.weight_decay,
-    );
     learner.engine = Engine::new(device, model, &learner.dev);
     let batcher = Batcher {
         dataset: data,

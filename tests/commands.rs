@@ -166,3 +166,39 @@ fn orphans_are_shown_and_gc_removes_only_what_they_wrote() {
     let again = p.run(&["gc"]).ok().stdout();
     assert!(again.contains("nothing to remove"), "{again}");
 }
+
+/// Anchors kept under `anchors:` and merged with `<<` into params and
+/// variants: the stage's own keys win, and `<<` is not a parameter.
+#[test]
+fn merge_keys_fill_params_and_variants() {
+    let p = Project::with(
+        r#"
+anchors:
+  base: &base {lr: 0.1, epochs: 3, batch: 64}
+  fast: &fast {lr: 0.5}
+stages:
+  train:
+    kind: cmd
+    params:
+      <<: *base
+      epochs: 5
+    variants:
+      slow: {}
+      fast: {<<: [*fast, *base], batch: 32}
+    cmd: "echo ${params.lr} ${params.epochs} ${params.batch} > out-${variant}.txt"
+    outs: ["out-${variant}.txt"]
+"#,
+    );
+    p.run(&["run"]).ok();
+    assert_eq!(p.read("out-slow.txt"), "0.1 5 64\n");
+    // Merged into the variant, base's epochs are an override too; of two
+    // merged mappings the first wins (fast's lr).
+    assert_eq!(p.read("out-fast.txt"), "0.5 3 32\n");
+    // A change in the anchor is a change of the params that use it.
+    let text = p.read("pipeline.yaml").replace("lr: 0.1,", "lr: 0.2,");
+    p.pipeline(&text);
+    p.run(&["status"])
+        .ok()
+        .has("dirty  train@slow  param lr changed (0.1 => 0.2)")
+        .has("fresh  train@fast");
+}

@@ -42,7 +42,15 @@ refused! {
     cycle: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    needs: [b]\n  b:\n    kind: cmd\n    cmd: y\n    needs: [a]\n"
         => "error: pipeline.yaml:2:3: the stages form a cycle: a -> b -> a\n 2 |   a:\n   |   ^\n  help: a stage cannot need, directly or through others, a stage that needs it; remove one of these dependencies (`needs`, `foreach`, or a dep on another stage's output)\n";
     duplicate_stage: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n  a:\n    kind: cmd\n    cmd: y\n"
-        => "error: pipeline.yaml:2:3: stages: duplicate name `a`: each name may appear once\n 2 |   a:\n   |   ^\n";
+        => "error: pipeline.yaml:5:3: stages: duplicate name `a` (lines 2 and 5): each name may appear once\n 5 |   a:\n   |   ^\n";
+    duplicate_param: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    params:\n      lr: 0.1\n      epochs: 3\n      lr: 0.2\n"
+        => "error: pipeline.yaml:8:7: stages.a.params: duplicate key `lr` (lines 6 and 8): each key may appear once\n 8 |       lr: 0.2\n   |       ^\n";
+    duplicate_param_in_a_flow_mapping: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    params: {lr: 0.1, lr: 0.2}\n"
+        => "error: pipeline.yaml:5:13: stages.a.params: duplicate key `lr` (twice on line 5): each key may appear once\n 5 |     params: {lr: 0.1, lr: 0.2}\n   |             ^\n";
+    duplicate_variant_override: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast:\n        lr: 2\n        lr: 3\n"
+        => "error: pipeline.yaml:9:9: stages.t.variants.fast: duplicate key `lr` (lines 8 and 9): each key may appear once\n 9 |         lr: 3\n   |         ^\n";
+    merge_of_a_scalar: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    params:\n      <<: 3\n"
+        => "error: pipeline.yaml:6:7: stages.a.params: `<<` merges a mapping (`<<: *name`) or a list of them (`<<: [*a, *b]`)\n 6 |       <<: 3\n   |       ^\n";
     unknown_variant_param: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast: {lrr: 2}\n"
         => "error: pipeline.yaml:7:7: variant `fast` of stage `t` overrides `lrr`, which is not a parameter of the stage\n 7 |       fast: {lrr: 2}\n   |       ^\n  help: did you mean `lr`?\n";
     foreach_without_variants: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n  e:\n    kind: cmd\n    cmd: y\n    foreach: t\n"

@@ -11,6 +11,10 @@ use std::path::Path;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPipeline {
+    /// A place for YAML anchors (`&name`) that `<<: *name` merges into
+    /// params and variants; not read otherwise.
+    #[serde(default)]
+    pub anchors: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub settings: RawSettings,
     pub stages: OrderedMap<RawStage>,
@@ -178,9 +182,43 @@ impl<'de> Deserialize<'de> for ParamValue {
                 mut map: A,
             ) -> std::result::Result<ParamValue, A::Error> {
                 let mut out = Map::new();
+                // `<<: *anchor` (or a list of them): their keys, where this
+                // mapping does not set them itself.
+                let mut merged: Vec<Map<String, Value>> = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let ParamValue(v) = map.next_value()?;
+                    if key == "<<" {
+                        let bad = || {
+                            de::Error::custom(
+                                "`<<` merges a mapping (`<<: *name`) or a list of them (`<<: [*a, *b]`)",
+                            )
+                        };
+                        match v {
+                            Value::Object(m) => merged.push(m),
+                            Value::Array(list) => {
+                                for item in list {
+                                    match item {
+                                        Value::Object(m) => merged.push(m),
+                                        _ => return Err(bad()),
+                                    }
+                                }
+                            }
+                            _ => return Err(bad()),
+                        }
+                        continue;
+                    }
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!(
+                            "duplicate key `{key}`: each key may appear once"
+                        )));
+                    }
                     out.insert(key, v);
+                }
+                // Earlier merged mappings win over later ones, as in YAML 1.1.
+                for m in merged {
+                    for (k, v) in m {
+                        out.entry(k).or_insert(v);
+                    }
                 }
                 Ok(ParamValue(Value::Object(out)))
             }
@@ -236,10 +274,32 @@ fn parse(path: &Path, text: &str) -> Result<RawPipeline> {
             .into());
     }
     serde_yaml::from_str::<RawPipeline>(text).map_err(|e| {
-        let message = strip_location(&e.to_string());
+        let mut message = strip_location(&e.to_string());
+        let mut at = e.location().map(|l| (l.line(), l.column()));
+        // serde_yaml points at the mapping: name both places of a duplicate.
+        if let (Some(key), Some((line, col))) = (duplicate_of(&message), at) {
+            match duplicate_lines(text, line, col, &key)[..] {
+                [first, second, ..] if first != second => {
+                    message = message.replacen(
+                        &format!("`{key}`:"),
+                        &format!("`{key}` (lines {first} and {second}):"),
+                        1,
+                    );
+                    at = Some((second, col));
+                }
+                [only] => {
+                    message = message.replacen(
+                        &format!("`{key}`:"),
+                        &format!("`{key}` (twice on line {only}):"),
+                        1,
+                    );
+                }
+                _ => {}
+            }
+        }
         let mut d = Diagnostic::new(path, message.clone());
-        if let Some(loc) = e.location() {
-            d = d.at(text, loc.line(), loc.column());
+        if let Some((line, col)) = at {
+            d = d.at(text, line, col);
         }
         if message.contains("unknown variant") && message.contains("expected one of `cmd`") {
             d = d.help("`kind` must be one of the kinds listed above");
@@ -248,6 +308,56 @@ fn parse(path: &Path, text: &str) -> Result<RawPipeline> {
         }
         Error::from(d)
     })
+}
+
+/// The key a "duplicate key/name/field `k`" message is about.
+fn duplicate_of(message: &str) -> Option<String> {
+    let rest = ["duplicate key `", "duplicate name `", "duplicate field `"]
+        .iter()
+        .find_map(|p| message.split_once(p).map(|(_, r)| r))?;
+    rest.split_once('`').map(|(k, _)| k.to_string())
+}
+
+/// The lines of `key` in the block mapping whose first key is at
+/// (`line`, `col`); a flow mapping (`{...}`) gives its one line.
+fn duplicate_lines(text: &str, line: usize, col: usize, key: &str) -> Vec<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(first) = lines.get(line.wrapping_sub(1)) else {
+        return Vec::new();
+    };
+    if first
+        .get(col.saturating_sub(1)..)
+        .is_some_and(|r| r.starts_with('{'))
+    {
+        return vec![line];
+    }
+    let indent = col.saturating_sub(1);
+    let mut found = Vec::new();
+    for (i, l) in lines.iter().enumerate().skip(line - 1) {
+        let body = l.trim_start();
+        let here = l.len() - body.len();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if here < indent {
+            break;
+        }
+        let k = body
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\'']);
+        if here == indent
+            && k == key
+            && body[k.len()..]
+                .trim_start_matches(['"', '\''])
+                .starts_with(':')
+        {
+            found.push(i + 1);
+        }
+    }
+    found
 }
 
 /// serde_yaml appends " at line L column C"; we print the location ourselves.

@@ -49,6 +49,8 @@ refused! {
         => "error: pipeline.yaml:5:13: stages.a.params: duplicate key `lr` (twice on line 5): each key may appear once\n 5 |     params: {lr: 0.1, lr: 0.2}\n   |             ^\n";
     duplicate_variant_override: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast:\n        lr: 2\n        lr: 3\n"
         => "error: pipeline.yaml:9:9: stages.t.variants.fast: duplicate key `lr` (lines 8 and 9): each key may appear once\n 9 |         lr: 3\n   |         ^\n";
+    merge_into_a_stage: b"anchors:\n  c: &c {kind: cmd}\nstages:\n  a:\n    <<: *c\n    cmd: x\n"
+        => "error: pipeline.yaml:5:5: stages.a: unknown field `<<`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `needs`, `params`, `variants`, `foreach`, `threads`, `resources`, `device`\n 5 |     <<: *c\n   |     ^\n  help: `<<` merges work inside `params` and variant overrides; write this mapping's fields out\n";
     merge_of_a_scalar: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    params:\n      <<: 3\n"
         => "error: pipeline.yaml:6:7: stages.a.params: `<<` merges a mapping (`<<: *name`) or a list of them (`<<: [*a, *b]`)\n 6 |       <<: 3\n   |       ^\n";
     unknown_variant_param: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast: {lrr: 2}\n"

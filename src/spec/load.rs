@@ -303,6 +303,8 @@ fn parse(path: &Path, text: &str) -> Result<RawPipeline> {
         }
         if message.contains("unknown variant") && message.contains("expected one of `cmd`") {
             d = d.help("`kind` must be one of the kinds listed above");
+        } else if message.contains("unknown field `<<`") {
+            d = d.help("`<<` merges work inside `params` and variant overrides; write this mapping's fields out");
         } else if message.contains("missing field `stages`") {
             d = d.help("declare stages under a top-level `stages:` mapping");
         }

@@ -121,16 +121,19 @@ fn a_compare_parameter_reruns_compare_alone() {
         .has("slow (ref)");
 }
 
-/// A clear failure, and the last good table left in place.
+/// Refused when the pipeline loads (the new variant is not trained for
+/// nothing), at the line of compare's params; the last table stays.
 #[test]
-fn a_reference_that_does_not_exist_fails_and_keeps_the_old_table() {
+fn a_reference_that_does_not_exist_is_refused_before_anything_runs() {
     let (t, files) = studied();
     let table = t.read("outputs/compare/table.md");
     t.pipeline(&pipeline(&files, THREE, "mian"));
     t.run(&["run"])
-        .exits(1)
-        .has("reference variant `mian` is not among the compared variants (main, slow, wide)");
+        .exits(2)
+        .stdout_is("")
+        .has("pipeline.yaml:37:5: stage `compare`: reference variant `mian` is not among the compared variants (main, slow, wide); set params.reference of the compare stage to one of them");
     assert_eq!(t.read("outputs/compare/table.md"), table);
+    assert!(!t.path("outputs/train@wide").exists(), "nothing trained");
 }
 
 #[test]
@@ -142,15 +145,10 @@ fn compare_with_one_variant_is_refused() {
         pipeline(&files, "      main: {}\n", "main"),
     )
     .unwrap();
-    let o = t.run(&["run"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        o.text()
-            .contains("compare needs at least two evaluated variants, it has 1 (evaluate@main)"),
-        "{}",
-        o.text()
+    t.run(&["run"]).exits(2).has(
+        "stage `compare`: compare needs at least two evaluated variants, it has 1 (evaluate@main)",
     );
-    assert!(!t.dir().join("outputs/compare").exists());
+    assert!(!t.dir().join("outputs").exists(), "nothing ran");
 }
 
 #[test]

@@ -186,6 +186,27 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     let bases = declare(&raw, &settings, &loc)?;
     let (mut stages, foreach_needs) = expand(&bases, &settings, &protected, &loc)?;
     link(&mut stages, &foreach_needs, &raw, &loc)?;
+    // What a kind can check of the stages it reads, before anything runs.
+    for s in &stages {
+        let inputs: Vec<(&str, Kind)> = s
+            .needs
+            .iter()
+            .map(|&j| (stages[j].name.as_str(), stages[j].kind))
+            .collect();
+        if let Err(m) = s.kind.check_inputs(&s.params, &inputs) {
+            let field = if m.contains("reference") {
+                "params"
+            } else {
+                "needs"
+            };
+            return Err(loc
+                .at(
+                    &["stages", &s.base, field],
+                    format!("stage `{}`: {m}", s.name),
+                )
+                .into());
+        }
+    }
     Ok(Pipeline {
         settings,
         stages,

@@ -53,6 +53,28 @@ fn fail(e: impl ToString) -> StageError {
 
 impl crate::kind::Params for CompareParams {}
 
+/// The compared variants (of the evaluate stages `stages`, in order) and
+/// the reference's place among them; checked when the pipeline loads too,
+/// so that a wrong reference is found before anything trains.
+pub fn check_compared(p: &CompareParams, stages: &[&str]) -> Result<(Vec<String>, usize), String> {
+    if stages.len() < 2 {
+        return Err(format!(
+            "compare needs at least two evaluated variants, it has {}{}: add variants to the train stage, or `needs: [evaluate]`",
+            stages.len(),
+            stages.first().map(|s| format!(" ({s})")).unwrap_or_default()
+        ));
+    }
+    let variants: Vec<String> = stages.iter().map(|s| variant_of(s).to_string()).collect();
+    match variants.iter().position(|v| *v == p.reference) {
+        Some(i) => Ok((variants, i)),
+        None => Err(format!(
+            "reference variant `{}` is not among the compared variants ({}); set params.reference of the compare stage to one of them",
+            p.reference,
+            variants.join(", ")
+        )),
+    }
+}
+
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let p: CompareParams = crate::kind::parse_params(ctx.params)?;
     let inputs: Vec<(&str, &PathBuf)> = ctx
@@ -61,24 +83,8 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .filter(|i| i.kind == Kind::Evaluate)
         .filter_map(|i| i.paths.first().map(|p| (i.stage.as_str(), p)))
         .collect();
-    if inputs.len() < 2 {
-        return Err(StageError::Params(format!(
-            "compare needs at least two evaluated variants, it has {}{}: add variants to the train stage, or `needs: [evaluate]`",
-            inputs.len(),
-            inputs.first().map(|(s, _)| format!(" ({s})")).unwrap_or_default()
-        )));
-    }
-    let variants: Vec<String> = inputs
-        .iter()
-        .map(|(s, _)| variant_of(s).to_string())
-        .collect();
-    let Some(ref_idx) = variants.iter().position(|v| *v == p.reference) else {
-        return Err(StageError::Params(format!(
-            "reference variant `{}` is not among the compared variants ({}); set params.reference of the compare stage to one of them",
-            p.reference,
-            variants.join(", ")
-        )));
-    };
+    let stages: Vec<&str> = inputs.iter().map(|(s, _)| *s).collect();
+    let (variants, ref_idx) = check_compared(&p, &stages).map_err(StageError::Params)?;
     let mut reports = Vec::new();
     let mut preds = Vec::new();
     for (_, dir) in &inputs {

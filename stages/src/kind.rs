@@ -182,6 +182,25 @@ impl Kind {
         }
     }
 
+    /// Checks a stage's parameters against the stages it reads (name and
+    /// kind of each), when the pipeline loads: what would otherwise fail
+    /// only after everything before it ran.
+    pub fn check_inputs(self, params: &Value, inputs: &[(&str, Kind)]) -> Result<(), String> {
+        match self {
+            Kind::Compare => {
+                let p: crate::compare::CompareParams =
+                    serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
+                let evaluated: Vec<&str> = inputs
+                    .iter()
+                    .filter(|(_, k)| *k == Kind::Evaluate)
+                    .map(|(s, _)| *s)
+                    .collect();
+                crate::compare::check_compared(&p, &evaluated).map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Runs a built-in kind. `cmd` stages go through [`crate::cmd::run_shell`].
     pub fn run(self, ctx: &RunContext<'_>) -> Result<(), StageError> {
         match self {

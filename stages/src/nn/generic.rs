@@ -201,29 +201,12 @@ pub fn linear<D: Device<f32>, T: Tape<f32, D> + Merge<NoneTape>>(
     x.matmul(wt) + b.clone().broadcast_like::<_, Axis<0>>(&(n, o))
 }
 
-/// One layer of a [`Net`], with what it precomputed on the device.
+/// What a step of a [`Net`] precomputed on the device, if anything.
 #[derive(Debug, Clone)]
-enum Layer<D: Device<f32>> {
-    Conv {
-        plan: ConvPlan<D>,
-        w: usize,
-        b: usize,
-    },
-    Pool(Pool),
-    Bn {
-        c: usize,
-        gamma: usize,
-        beta: usize,
-        buf: usize,
-    },
-    Relu,
-    Dropout(f32),
+enum Plan<D: Device<f32>> {
+    None,
+    Conv(ConvPlan<D>),
     Flatten(Flatten<D>),
-    Linear {
-        o: usize,
-        w: usize,
-        b: usize,
-    },
 }
 
 /// A [`Model`]'s layers on device `D`. Its parameters are the model's
@@ -231,39 +214,24 @@ enum Layer<D: Device<f32>> {
 /// path loads on the other.
 #[derive(Debug, Clone)]
 pub struct Net<D: Device<f32>> {
-    layers: Vec<Layer<D>>,
+    steps: Vec<(Step, Plan<D>)>,
 }
 
 impl<D: Device<f32>> Net<D> {
     pub fn new(model: &Model, dev: &D) -> Self {
-        let layers = model
+        let steps = model
             .steps()
             .into_iter()
-            .map(|s| match s {
-                Step::Conv { g, w, b } => Layer::Conv {
-                    plan: ConvPlan::new(g, dev),
-                    w,
-                    b,
-                },
-                Step::Pool(p) => Layer::Pool(p),
-                Step::Bn {
-                    c,
-                    gamma,
-                    beta,
-                    buf,
-                } => Layer::Bn {
-                    c,
-                    gamma,
-                    beta,
-                    buf,
-                },
-                Step::Relu => Layer::Relu,
-                Step::Dropout(q) => Layer::Dropout(q),
-                Step::Flatten { c, h, w } => Layer::Flatten(Flatten::new(h, w, c, dev)),
-                Step::Linear { o, w, b } => Layer::Linear { o, w, b },
+            .map(|s| {
+                let plan = match s {
+                    Step::Conv { g, .. } => Plan::Conv(ConvPlan::new(g, dev)),
+                    Step::Flatten { c, h, w } => Plan::Flatten(Flatten::new(h, w, c, dev)),
+                    _ => Plan::None,
+                };
+                (s, plan)
             })
             .collect();
-        Net { layers }
+        Net { steps }
     }
 
     /// The model's parameters on the device, in the model's order.
@@ -287,22 +255,25 @@ impl<D: Device<f32>> Net<D> {
     ) -> Act<D, T> {
         let dev = x.device().clone();
         let mut a = x;
-        for layer in &self.layers {
-            a = match layer {
-                Layer::Conv { plan, w, b } => plan.forward(a, &p[*w], Some(&p[*b])),
-                Layer::Pool(pool) => maxpool(a, *pool),
-                Layer::Bn {
-                    c,
-                    gamma,
-                    beta,
-                    buf,
-                } if train => {
-                    let (y, mean, var) = batchnorm_train(a, *c, &p[*gamma], &p[*beta]);
+        for (step, plan) in &self.steps {
+            a = match (*step, plan) {
+                (Step::Conv { w, b, .. }, Plan::Conv(plan)) => plan.forward(a, &p[w], Some(&p[b])),
+                (Step::Pool(pool), _) => maxpool(a, pool),
+                (
+                    Step::Bn {
+                        c,
+                        gamma,
+                        beta,
+                        buf,
+                    },
+                    _,
+                ) if train => {
+                    let (y, mean, var) = batchnorm_train(a, c, &p[gamma], &p[beta]);
                     // The running statistics, as the CPU kernel keeps them.
                     let m = (y.shape().1 / c * y.shape().0) as f32;
                     let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
                     let (mean, var) = (mean.as_vec(), var.as_vec());
-                    for (r, v) in buffers[*buf].data.iter_mut().zip(&mean) {
+                    for (r, v) in buffers[buf].data.iter_mut().zip(&mean) {
                         *r = (1.0 - BN_MOMENTUM) * *r + BN_MOMENTUM * v;
                     }
                     for (r, v) in buffers[buf + 1].data.iter_mut().zip(&var) {
@@ -310,23 +281,29 @@ impl<D: Device<f32>> Net<D> {
                     }
                     y
                 }
-                Layer::Bn {
-                    c,
-                    gamma,
-                    beta,
-                    buf,
-                } => {
+                (
+                    Step::Bn {
+                        c,
+                        gamma,
+                        beta,
+                        buf,
+                    },
+                    _,
+                ) => {
                     let stat = |i: usize| {
                         let d = &buffers[i].data;
                         dev.tensor_from_vec(d.clone(), (d.len(),))
                     };
-                    batchnorm_eval(a, *c, &p[*gamma], &p[*beta], &stat(*buf), &stat(buf + 1))
+                    batchnorm_eval(a, c, &p[gamma], &p[beta], &stat(buf), &stat(buf + 1))
                 }
-                Layer::Relu => a.relu(),
-                Layer::Dropout(q) if train && *q > 0.0 => a.dropout(*q),
-                Layer::Dropout(_) => a,
-                Layer::Flatten(f) => f.forward(a),
-                Layer::Linear { o, w, b } => linear(a, &p[*w], &p[*b], *o),
+                (Step::Relu, _) => a.relu(),
+                (Step::Dropout(q), _) if train && q > 0.0 => a.dropout(q),
+                (Step::Dropout(_), _) => a,
+                (Step::Flatten { .. }, Plan::Flatten(f)) => f.forward(a),
+                (Step::Linear { o, w, b }, _) => linear(a, &p[w], &p[b], o),
+                (Step::Conv { .. } | Step::Flatten { .. }, _) => {
+                    unreachable!("Net::new pairs every convolution and flatten with its plan")
+                }
             };
         }
         a

@@ -320,33 +320,26 @@ impl Learner<Dev> {
         eps: f32,
         weight_decay: f32,
     ) -> Learner<Dev> {
-        Learner::on(
-            Dev::seed_from_u64(seed),
-            model,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-        )
+        let hyper = (lr, betas, eps, weight_decay);
+        Learner::on(Dev::seed_from_u64(seed), "cpu", model, hyper)
     }
 }
 
 impl<D: Backend> Learner<D> {
-    /// On `dev` (seeded by whoever made it).
+    /// On `dev` (seeded by whoever made it), computing as `device` says
+    /// (`cpu`: the fast kernels where `dev` has them; else the generic
+    /// path). `hyper`: Adam's learning rate, betas, eps and weight decay.
     pub fn on(
         dev: D,
+        device: &str,
         model: &Model,
-        lr: f32,
-        betas: (f32, f32),
-        eps: f32,
-        weight_decay: f32,
+        (lr, betas, eps, weight_decay): (f32, (f32, f32), f32, f32),
     ) -> Learner<D> {
         let master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
         let tensors = Net::upload(model, &dev);
         let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
         let adam = Adam::new(&sizes, lr, betas, eps, weight_decay);
-        // The fastest the device has; `train_on` may ask for the reference.
-        let engine = Engine::new("cpu", model, &dev);
+        let engine = Engine::new(device, model, &dev);
         Learner {
             dev,
             master,
@@ -448,21 +441,19 @@ pub fn train_on(
         #[cfg(feature = "cuda")]
         {
             let dev = crate::runtime::cuda(device, p.seed)?;
-            let learner = Learner::on(dev, model, hyper.0, hyper.1, hyper.2, hyper.3);
-            return fit(learner, device, model, data, p, threads, progress, resume);
+            let learner = Learner::on(dev, device, model, hyper);
+            return fit(learner, model, data, p, threads, progress, resume);
         }
         #[cfg(not(feature = "cuda"))]
         return Err(format!("device {device}: this build has no CUDA support"));
     }
-    let learner = Learner::new(model, p.seed, hyper.0, hyper.1, hyper.2, hyper.3);
-    fit(learner, device, model, data, p, threads, progress, resume)
+    let learner = Learner::on(Dev::seed_from_u64(p.seed), device, model, hyper);
+    fit(learner, model, data, p, threads, progress, resume)
 }
 
 /// The training loop, on whichever device `learner` holds.
-#[allow(clippy::too_many_arguments)]
 fn fit<D: Backend>(
     mut learner: Learner<D>,
-    device: &str,
     model: &mut Model,
     data: &Dataset,
     p: &TrainParams,
@@ -479,7 +470,6 @@ fn fit<D: Backend>(
     if train.is_empty() || val.is_empty() {
         return Err("the train and validation splits must not be empty".into());
     }
-    learner.engine = Engine::new(device, model, &learner.dev);
     let batcher = Batcher {
         dataset: data,
         split: train,
@@ -741,19 +731,22 @@ mod tests {
         .unwrap()
     }
 
+    /// A fresh model trained in a pool of `threads` threads.
+    fn on_threads(data: &Dataset, p: &TrainParams, threads: usize) -> (Model, TrainReport) {
+        let mut m = p.model(28, 28).unwrap();
+        let r = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| train(&mut m, data, p, threads, &|_| {}, None).unwrap());
+        (m, r)
+    }
+
     #[test]
     fn learns_and_is_deterministic() {
         let data = small_data();
         let p = small_params();
-        let run = |threads: usize| {
-            let mut m = p.model(28, 28).unwrap();
-            let r = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| train(&mut m, &data, &p, threads, &|_| {}, None).unwrap());
-            (m, r)
-        };
+        let run = |threads| on_threads(&data, &p, threads);
         let (m1, r1) = run(2);
         assert_eq!(r1.history.len(), 2);
         assert!(
@@ -791,15 +784,7 @@ mod tests {
         p.model = ModelSpec::MainCnn;
         p.max_batches = Some(3);
         p.epochs = 1;
-        let run = |threads: usize| {
-            let mut m = p.model(28, 28).unwrap();
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| train(&mut m, &data, &p, threads, &|_| {}, None).unwrap());
-            m
-        };
+        let run = |threads| on_threads(&data, &p, threads).0;
         let one = run(1);
         for threads in [2, 3] {
             let m = run(threads);

@@ -287,6 +287,18 @@ fn a_requeued_training_resumes_and_ends_bit_identical() {
 }
 
 #[test]
+fn a_job_sbatch_refuses_fails_its_stage_with_sbatch_s_words() {
+    let Some(_c) = cluster() else { return };
+    let p = Project::with(
+        "settings:\n  slurm: {partition: nosuch}\nstages:\n  a:\n    kind: cmd\n    cmd: touch x\n    outs: [x]\n",
+    );
+    p.run(&["run", "--executor", "slurm"])
+        .exits(1)
+        .has("FAILED   a: sbatch refused the job: sbatch: error: invalid partition specified: nosuch; check settings.slurm and the stage's resources in the pipeline file (`run --executor slurm --dry-run` shows the flags)");
+    assert!(!p.path("x").exists());
+}
+
+#[test]
 fn without_slurm_the_run_stops_before_anything_runs() {
     let p = Project::with(SLEEPER);
     Run(p

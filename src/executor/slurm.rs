@@ -272,7 +272,7 @@ impl Slurm {
         if !out.status.success() || id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
             return Err(StageFailure::Job {
                 what: format!(
-                    "sbatch refused the job: {}",
+                    "sbatch refused the job: {}; check settings.slurm and the stage's resources in the pipeline file (`run --executor slurm --dry-run` shows the flags)",
                     String::from_utf8_lossy(&out.stderr).trim()
                 ),
                 tail: String::new(),

@@ -273,7 +273,12 @@ impl Slurm {
             return Err(StageFailure::Job {
                 what: format!(
                     "sbatch refused the job: {}; check settings.slurm and the stage's resources in the pipeline file (`run --executor slurm --dry-run` shows the flags)",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    // Its first line says why; the others repeat it.
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("no reason given")
+                        .trim()
                 ),
                 tail: String::new(),
             });

@@ -32,7 +32,7 @@ refused! {
     syntax_error: b"stages:\n  a: [1, 2\n"
         => "error: pipeline.yaml:2:6: stages.a: invalid type: sequence, expected struct RawStage\n 2 |   a: [1, 2\n   |      ^\n";
     unknown_field: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    dpes: [x]\n"
-        => "error: pipeline.yaml:5:5: stages.a: unknown field `dpes`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `needs`, `params`, `variants`, `foreach`, `threads`, `resources`, `device`\n 5 |     dpes: [x]\n   |     ^\n";
+        => "error: pipeline.yaml:5:5: stages.a: unknown field `dpes`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `needs`, `params`, `variants`, `foreach`, `seeds`, `matrix`, `threads`, `resources`, `device`\n 5 |     dpes: [x]\n   |     ^\n";
     unknown_kind: b"stages:\n  a:\n    kind: shel\n"
         => "error: pipeline.yaml:3:11: stages.a.kind: unknown variant `shel`, expected one of `cmd`, `download`, `preprocess`, `train`, `evaluate`, `compare`\n 3 |     kind: shel\n   |           ^\n  help: `kind` must be one of the kinds listed above\n";
     missing_cmd: b"stages:\n  a:\n    kind: cmd\n"
@@ -50,7 +50,7 @@ refused! {
     duplicate_variant_override: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast:\n        lr: 2\n        lr: 3\n"
         => "error: pipeline.yaml:9:9: stages.t.variants.fast: duplicate key `lr` (lines 8 and 9): each key may appear once\n 9 |         lr: 3\n   |         ^\n";
     merge_into_a_stage: b"anchors:\n  c: &c {kind: cmd}\nstages:\n  a:\n    <<: *c\n    cmd: x\n"
-        => "error: pipeline.yaml:5:5: stages.a: unknown field `<<`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `needs`, `params`, `variants`, `foreach`, `threads`, `resources`, `device`\n 5 |     <<: *c\n   |     ^\n  help: `<<` merges work inside `params` and variant overrides; write this mapping's fields out\n";
+        => "error: pipeline.yaml:5:5: stages.a: unknown field `<<`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `needs`, `params`, `variants`, `foreach`, `seeds`, `matrix`, `threads`, `resources`, `device`\n 5 |     <<: *c\n   |     ^\n  help: `<<` merges work inside `params` and variant overrides; write this mapping's fields out\n";
     merge_of_a_scalar: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    params:\n      <<: 3\n"
         => "error: pipeline.yaml:6:7: stages.a.params: `<<` merges a mapping (`<<: *name`) or a list of them (`<<: [*a, *b]`)\n 6 |       <<: 3\n   |       ^\n";
     unknown_variant_param: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast: {lrr: 2}\n"
@@ -116,4 +116,27 @@ fn a_directory_as_the_pipeline_file_is_a_usage_error() {
     p.run(&["status", "--file", "sub"])
         .exits(2)
         .stderr_is("error: sub: is a directory, not a pipeline file\n  help: pass the file itself, e.g. --file sub/pipeline.yaml\n");
+}
+
+refused! {
+    seeds_without_variants: b"stages:\n  t:\n    kind: train\n    seeds: [1, 2]\n"
+        => "error: pipeline.yaml:4:5: stage `t` has `seeds` but no variants to replicate\n 4 |     seeds: [1, 2]\n   |     ^\n  help: declare the variants, even a single one: `variants: {main: {}}`\n";
+    seed_in_params_beside_seeds: b"stages:\n  t:\n    kind: train\n    seeds: [1, 2]\n    params:\n      seed: 3\n    variants:\n      main: {}\n"
+        => "error: pipeline.yaml:6:7: stage `t` sets `seed` in params and `seeds` too\n 6 |       seed: 3\n   |       ^\n  help: remove `seed` from params: `seeds` sets each replicate's seed\n";
+    seed_in_a_variant_beside_seeds: b"stages:\n  t:\n    kind: train\n    seeds: [1]\n    variants:\n      fast:\n        seed: 4\n"
+        => "error: pipeline.yaml:6:7: stage `t`: variant `fast` sets `seed`, but the stage's `seeds` sets each replicate's seed\n 6 |       fast:\n   |       ^\n  help: remove `seed` from the variant (or the matrix)\n";
+    a_seed_listed_twice: b"stages:\n  t:\n    kind: train\n    seeds: [1, 2, 1]\n    variants:\n      main: {}\n"
+        => "error: pipeline.yaml:4:5: stage `t`: `seeds` lists 1 twice\n 4 |     seeds: [1, 2, 1]\n   |     ^\n";
+    seeds_on_a_kind_without_a_seed: b"stages:\n  t:\n    kind: download\n    seeds: [1]\n    variants:\n      a: {}\n"
+        => "error: pipeline.yaml:4:5: stage `t` has `seeds`, but kind download has no `seed` parameter\n 4 |     seeds: [1]\n   |     ^\n  help: `seeds` replicates kinds that take a seed: train, preprocess and cmd\n";
+    matrix_of_an_unknown_parameter: b"stages:\n  t:\n    kind: train\n    matrix:\n      lrr: [0.1, 0.01]\n"
+        => "error: pipeline.yaml:5:7: the matrix of stage `t` varies `lrr`, which is not a parameter of the stage\n 5 |       lrr: [0.1, 0.01]\n   |       ^\n  help: did you mean `lr`?\n";
+    matrix_values_that_cannot_name_a_variant: b"stages:\n  t:\n    kind: train\n    matrix:\n      augment: [[], [{hflip: 0.5}]]\n"
+        => "error: pipeline.yaml:5:7: stage `t`: matrix value [] of `augment` cannot name a variant\n 5 |       augment: [[], [{hflip: 0.5}]]\n   |       ^\n  help: give `augment` as a mapping from names to values, e.g. `augment: {none: [], flip: [{hflip: 0.5}]}`\n";
+    matrix_and_variant_setting_the_same_key: b"stages:\n  t:\n    kind: train\n    matrix:\n      lr: [0.1, 0.01]\n    variants:\n      fast:\n        lr: 0.1\n"
+        => "error: pipeline.yaml:7:7: stage `t`: variant `fast` sets `lr`, which the matrix also varies\n 7 |       fast:\n   |       ^\n  help: remove `lr` from the variant or from the matrix\n";
+    matrix_axis_that_is_not_a_list: b"stages:\n  t:\n    kind: train\n    matrix: {lr: 0.1}\n"
+        => "error: pipeline.yaml:4:18: stages.t.matrix.lr: invalid type: floating point `0.1`, expected a list of values (`lr: [0.01, 0.001]`) or a mapping of names to values\n 4 |     matrix: {lr: 0.1}\n   |                  ^\n";
+    evaluate_without_a_model: b"stages:\n  e:\n    kind: evaluate\n"
+        => "error: pipeline.yaml:2:3: stage `e`: evaluate needs the train stage whose model it evaluates: add it to `needs`, or use `foreach: <train stage>`\n 2 |   e:\n   |   ^\n";
 }

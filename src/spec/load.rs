@@ -61,6 +61,12 @@ pub struct RawStage {
     pub variants: Option<OrderedMap<Option<ParamMap>>>,
     #[serde(default)]
     pub foreach: Option<String>,
+    /// Every variant replicated once per seed (`train@main~seed1`).
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    /// A grid: one variant per combination of these parameter values.
+    #[serde(default)]
+    pub matrix: Option<OrderedMap<RawAxis>>,
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default)]
@@ -109,7 +115,50 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
 #[derive(Debug, Clone, Default)]
 pub struct ParamMap(pub Map<String, Value>);
 
-struct ParamValue(Value);
+pub struct ParamValue(pub Value);
+
+/// One axis of a `matrix`: a list of values (each names itself), or a
+/// mapping from names to values (for values that cannot be names).
+#[derive(Debug, Clone)]
+pub enum RawAxis {
+    Values(Vec<Value>),
+    Named(Vec<(String, Value)>),
+}
+
+impl<'de> Deserialize<'de> for RawAxis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAxis;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a list of values (`lr: [0.01, 0.001]`) or a mapping of names to values",
+                )
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<RawAxis, A::Error> {
+                let mut out = Vec::new();
+                while let Some(ParamValue(v)) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(RawAxis::Values(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<RawAxis, A::Error> {
+                let named: OrderedMap<ParamValue> =
+                    Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawAxis::Named(
+                    named.0.into_iter().map(|(k, v)| (k, v.0)).collect(),
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl<'de> Deserialize<'de> for ParamMap {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {

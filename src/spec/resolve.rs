@@ -1,6 +1,7 @@
 //! Raw pipeline -> concrete stages: variants and `foreach` expanded, params
 //! merged and checked against their kind, names and paths validated.
 
+use super::grid;
 use super::load::{RawPipeline, RawSlurm, RawStage};
 use super::locate::locate;
 use super::protect::Protected;
@@ -8,7 +9,7 @@ use super::resources::Resources;
 use super::subst::{substitute, Vars};
 use crate::error::{Diagnostic, Result};
 use serde_json::{Map, Value};
-use stages::contract::{check_name, stage_name};
+use stages::contract::{check_name, replicate_of, stage_name};
 use stages::Kind;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -60,6 +61,9 @@ pub struct Stage {
     /// The name declared in the YAML (`train`).
     pub base: String,
     pub variant: Option<String>,
+    /// For a seed replicate, the name of its group (`train@main` for
+    /// `train@main~seed1`): naming the group names every seed.
+    pub group: Option<String>,
     pub kind: Kind,
     pub desc: Option<String>,
     /// Canonical parameters (defaults filled in, variant merged).
@@ -101,7 +105,9 @@ impl Pipeline {
                 .stages
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.name == *name || s.base == *name)
+                .filter(|(_, s)| {
+                    s.name == *name || s.base == *name || s.group.as_ref() == Some(name)
+                })
                 .map(|(i, _)| i)
                 .collect();
             if found.is_empty() {
@@ -194,7 +200,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
             .map(|&j| (stages[j].name.as_str(), stages[j].kind))
             .collect();
         if let Err(m) = s.kind.check_inputs(&s.params, &inputs) {
-            let field = if m.contains("reference") {
+            let field = if m.contains("reference variant") {
                 "params"
             } else {
                 "needs"
@@ -418,56 +424,7 @@ fn declare<'a>(
             }
             err(&path, format!("stage `{name}`: invalid params: {m}"))
         })?;
-        let variants = match &rs.variants {
-            None => None,
-            Some(vs) if vs.0.is_empty() => {
-                return Err(err(
-                    &at("variants"),
-                    format!("stage `{name}` declares an empty `variants`"),
-                )
-                .into())
-            }
-            Some(vs) => {
-                if rs.foreach.is_some() {
-                    return Err(err(
-                        &at("foreach"),
-                        format!("stage `{name}` has both `variants` and `foreach`; use one"),
-                    )
-                    .into());
-                }
-                let mut out = Vec::new();
-                for (vname, over) in &vs.0 {
-                    let vpath = ["stages", name.as_str(), "variants", vname.as_str()];
-                    check_name(vname)
-                        .map_err(|m| err(&vpath, format!("variant name `{vname}` {m}")))?;
-                    let over = over.clone().map(|p| p.0).unwrap_or_default();
-                    let mut merged = params.clone();
-                    merge_override(&mut merged, &over, "").map_err(|(key, known)| {
-                        let mut p = vpath.to_vec();
-                        p.extend(key.split('.'));
-                        err(
-                            &p,
-                            format!("variant `{vname}` of stage `{name}` overrides `{key}`, which is not a parameter of the stage"),
-                        )
-                        .help(match suggest(&key, known.iter().map(String::as_str)) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None if known.is_empty() => {
-                                format!("declare `{key}` under the stage's params to give it a default")
-                            }
-                            None => format!("known parameters here: {}", known.join(", ")),
-                        })
-                    })?;
-                    let merged = rs.kind.normalize_params(merged).map_err(|m| {
-                        err(
-                            &vpath,
-                            format!("variant `{vname}` of stage `{name}`: invalid params: {m}"),
-                        )
-                    })?;
-                    out.push((vname.clone(), merged));
-                }
-                Some(out)
-            }
-        };
+        let variants = declared_variants(name, rs, &params, &loc)?;
         bases.push(Base {
             name,
             raw: rs,
@@ -477,6 +434,150 @@ fn declare<'a>(
     }
 
     Ok(bases)
+}
+
+/// A stage's variants, named, declared and by rule (`matrix`, `seeds`),
+/// each with its parameters merged and checked.
+fn declared_variants(
+    name: &str,
+    rs: &RawStage,
+    params: &Value,
+    loc: &Locator<'_>,
+) -> Result<Option<Vec<(String, Value)>>> {
+    let at = |path: &[String], message: String, help: Option<String>| {
+        let mut p = vec!["stages", name];
+        p.extend(path.iter().map(String::as_str));
+        let d = loc.at(&p, message);
+        match help {
+            Some(h) => d.help(h),
+            None => d,
+        }
+    };
+    let grid_err =
+        |e: grid::GridError| at(&e.path, format!("stage `{name}`: {}", e.message), e.help);
+    let named = match &rs.variants {
+        None => None,
+        Some(vs) if vs.0.is_empty() => {
+            return Err(at(
+                &["variants".into()],
+                format!("stage `{name}` declares an empty `variants`"),
+                None,
+            )
+            .into())
+        }
+        Some(vs) => {
+            let mut out = Vec::new();
+            for (vname, over) in &vs.0 {
+                let path = vec!["variants".to_string(), vname.clone()];
+                check_name(vname)
+                    .map_err(|m| at(&path, format!("variant name `{vname}` {m}"), None))?;
+                out.push(grid::Pending {
+                    name: vname.clone(),
+                    path,
+                    over: over.clone().map(|p| p.0).unwrap_or_default(),
+                });
+            }
+            Some(out)
+        }
+    };
+    let grid = match &rs.matrix {
+        None => None,
+        Some(m) => Some(grid::points(&m.0).map_err(grid_err)?),
+    };
+    let mut variants = match (named, grid) {
+        (None, None) => None,
+        (Some(v), None) | (None, Some(v)) => Some(v),
+        (Some(n), Some(g)) => Some(grid::cross(&n, &g).map_err(grid_err)?),
+    };
+    if variants.is_some() && rs.foreach.is_some() {
+        let what = if rs.variants.is_some() {
+            "variants"
+        } else {
+            "matrix"
+        };
+        return Err(at(
+            &["foreach".into()],
+            format!("stage `{name}` has both `{what}` and `foreach`; use one"),
+            None,
+        )
+        .into());
+    }
+    if let Some(seeds) = &rs.seeds {
+        let Some(vs) = &variants else {
+            return Err(at(
+                &["seeds".into()],
+                format!("stage `{name}` has `seeds` but no variants to replicate"),
+                Some("declare the variants, even a single one: `variants: {main: {}}`".into()),
+            )
+            .into());
+        };
+        if rs.params.as_ref().is_some_and(|p| p.0.contains_key("seed")) {
+            return Err(at(
+                &["params".into(), "seed".into()],
+                format!("stage `{name}` sets `seed` in params and `seeds` too"),
+                Some("remove `seed` from params: `seeds` sets each replicate's seed".into()),
+            )
+            .into());
+        }
+        variants = Some(grid::replicate(vs, seeds).map_err(grid_err)?);
+    }
+    let Some(variants) = variants else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(variants.len());
+    for v in variants {
+        grid::check_length(&v).map_err(grid_err)?;
+        let vname = &v.name;
+        let mut merged = params.clone();
+        // A command's params are its own: `seeds` gives it `${params.seed}`.
+        if let (Kind::Cmd, Some(_), Value::Object(m)) = (rs.kind, &rs.seeds, &mut merged) {
+            m.entry("seed").or_insert(Value::Null);
+        }
+        merge_override(&mut merged, &v.over, "").map_err(|(key, known)| {
+            let mut p = v.path.clone();
+            let in_matrix = p.first().is_some_and(|f| f == "matrix");
+            if in_matrix {
+                // The matrix key as written, dotted or not.
+                if let Some(k) = rs.matrix.iter().flat_map(|m| &m.0).map(|(k, _)| k).find(|k| key == **k || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))) {
+                    p.push(k.clone());
+                }
+            } else {
+                p.extend(key.split('.').map(str::to_string));
+            }
+            if key == "seed" && rs.seeds.is_some() {
+                return at(
+                    &["seeds".into()],
+                    format!("stage `{name}` has `seeds`, but kind {} has no `seed` parameter", rs.kind.name()),
+                    Some("`seeds` replicates kinds that take a seed: train, preprocess and cmd".into()),
+                );
+            }
+            let message = if in_matrix {
+                format!("the matrix of stage `{name}` varies `{key}`, which is not a parameter of the stage")
+            } else {
+                format!("variant `{vname}` of stage `{name}` overrides `{key}`, which is not a parameter of the stage")
+            };
+            at(
+                &p,
+                message,
+                Some(match suggest(&key, known.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if known.is_empty() => {
+                        format!("declare `{key}` under the stage's params to give it a default")
+                    }
+                    None => format!("known parameters here: {}", known.join(", ")),
+                }),
+            )
+        })?;
+        let merged = rs.kind.normalize_params(merged).map_err(|m| {
+            at(
+                &v.path,
+                format!("variant `{vname}` of stage `{name}`: invalid params: {m}"),
+                None,
+            )
+        })?;
+        out.push((v.name, merged));
+    }
+    Ok(Some(out))
 }
 
 /// Pass 2: the concrete stages (variants and `foreach` expanded, names,
@@ -611,10 +712,15 @@ fn expand(
                     .into());
                 }
             }
+            let group = variant.as_deref().and_then(|v| match replicate_of(v) {
+                (g, Some(_)) => Some(stage_name(b.name, Some(g))),
+                _ => None,
+            });
             stages.push(Stage {
                 name,
                 base: b.name.to_string(),
                 variant,
+                group,
                 kind: b.raw.kind,
                 desc: b.raw.desc.clone(),
                 params,
@@ -662,6 +768,9 @@ fn link(
     let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, s) in stages.iter().enumerate() {
         by_base.entry(s.base.as_str()).or_default().push(i);
+        if let Some(g) = &s.group {
+            by_base.entry(g.as_str()).or_default().push(i);
+        }
     }
     let mut needs: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
     let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
@@ -746,6 +855,28 @@ fn link(
             let lo = format!("{d}/");
             let hi = format!("{d}0"); // '0' sorts right after '/'
             needs[i].extend(owner.range(lo.as_str()..hi.as_str()).map(|(_, &j)| j));
+        }
+    }
+    // Inputs taken through another input (evaluate: its train stage's
+    // dataset), where the stage names none of that kind itself.
+    for i in 0..stages.len() {
+        for &(through, wanted) in stages[i].kind.inherited_inputs() {
+            if needs[i].iter().any(|&j| stages[j].kind == wanted) {
+                continue;
+            }
+            let via: Vec<usize> = needs[i]
+                .iter()
+                .copied()
+                .filter(|&j| stages[j].kind == through)
+                .collect();
+            for j in via {
+                let more: Vec<usize> = needs[j]
+                    .iter()
+                    .copied()
+                    .filter(|&k| stages[k].kind == wanted)
+                    .collect();
+                needs[i].extend(more);
+            }
         }
     }
     for (i, mut n) in needs.into_iter().enumerate() {

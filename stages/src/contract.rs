@@ -101,6 +101,53 @@ pub struct Table {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<String>>,
     pub notes: Vec<String>,
+    /// One summary per compared variant (compare's table.json).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantSummary>,
+}
+
+/// One variant of a comparison, over its seed replicates. With one seed per
+/// variant, the interval is Wilson's on the test set and the test McNemar's;
+/// with several, both are Student t across seeds, paired by seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantSummary {
+    pub variant: String,
+    /// How many replicates (seeds) the variant has.
+    pub seeds: usize,
+    pub per_seed: Vec<SeedResult>,
+    pub accuracy_mean: f64,
+    /// Sample standard deviation across seeds (None for one seed).
+    pub accuracy_sd: Option<f64>,
+    pub accuracy_ci95: [f64; 2],
+    pub macro_f1_mean: f64,
+    pub macro_f1_ci95: Option<[f64; 2]>,
+    /// Mean of the per-seed differences to the reference (None for it).
+    pub delta_vs_reference: Option<f64>,
+    pub delta_ci95: Option<[f64; 2]>,
+    /// Seeds both this variant and the reference have.
+    pub paired_seeds: usize,
+    /// `paired t` or `McNemar exact`; None for the reference.
+    pub test: Option<String>,
+    pub p_value: Option<f64>,
+    /// Holm-adjusted for every comparison in the table.
+    pub p_adjusted: Option<f64>,
+    /// `reference`, `better`, `worse`, `no detectable difference`, or
+    /// `too few paired seeds`.
+    pub verdict: String,
+    pub parameters: usize,
+    pub model_size_bytes: usize,
+    /// Means over the seeds.
+    pub training_seconds: f64,
+    pub inference_img_per_s: f64,
+}
+
+/// One replicate's test metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedResult {
+    pub seed: Option<u64>,
+    pub stage: String,
+    pub accuracy: f64,
+    pub macro_f1: f64,
 }
 
 /// The header of predictions.csv: the image's index in the test split, its
@@ -153,6 +200,28 @@ pub fn variant_of(stage: &str) -> &str {
         .map_or(stage, |(_, v)| v)
 }
 
+/// Marks a seed replicate of a variant: `main` trained with seed 3 is the
+/// variant `main~seed3` (stage `train@main~seed3`). `~` is refused in
+/// declared names, so the mark cannot be mistaken.
+pub const SEED_MARK: &str = "~seed";
+
+/// The variant name of one seed replicate.
+pub fn replicate_name(variant: &str, seed: u64) -> String {
+    format!("{variant}{SEED_MARK}{seed}")
+}
+
+/// A variant's replicate group and seed: `main~seed3` -> (`main`, Some(3));
+/// a variant that is not a replicate is its own group.
+pub fn replicate_of(variant: &str) -> (&str, Option<u64>) {
+    match variant.rsplit_once(SEED_MARK) {
+        Some((group, seed)) if !group.is_empty() => match seed.parse() {
+            Ok(n) => (group, Some(n)),
+            Err(_) => (variant, None),
+        },
+        _ => (variant, None),
+    }
+}
+
 /// Stage and variant names become file and directory names
 /// (`outputs/<name>`, `cache/stages/<name>.json`) and `@`-joined stage
 /// names: no separators, nothing hidden, never `.` or `..`.
@@ -192,6 +261,15 @@ mod tests {
         }
         assert!(check_name(&"n".repeat(MAX_NAME + 1)).is_err());
         check_name("lr-0.01_x").unwrap();
+        assert_eq!(replicate_name("main", 3), "main~seed3");
+        assert_eq!(replicate_of("main~seed3"), ("main", Some(3)));
+        assert_eq!(
+            replicate_of("lr=0.01+dropout=0~seed12"),
+            ("lr=0.01+dropout=0", Some(12))
+        );
+        assert_eq!(replicate_of("main"), ("main", None));
+        assert_eq!(replicate_of("~seed3"), ("~seed3", None));
+        assert!(check_name("main~seed3").is_err());
     }
 
     #[test]

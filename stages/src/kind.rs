@@ -131,7 +131,8 @@ impl Kind {
             // 2: heatmap labels centred on their rows and columns.
             Kind::Evaluate => 2,
             // 2: tiny p-values shown as "< 1e-300", digits grouped in the title.
-            Kind::Compare => 2,
+            // 3: seed replicates aggregated; table.json's per-variant summaries.
+            Kind::Compare => 3,
         }
     }
 
@@ -147,6 +148,16 @@ impl Kind {
     /// Kinds whose results depend on the compute device (part of their fingerprint).
     pub fn uses_device(self) -> bool {
         matches!(self, Kind::Train | Kind::Evaluate)
+    }
+
+    /// Inputs a stage of this kind takes through another of its inputs
+    /// when it names none itself: (through, wanted). An evaluate stage
+    /// reads the dataset its train stage trained on.
+    pub fn inherited_inputs(self) -> &'static [(Kind, Kind)] {
+        match self {
+            Kind::Evaluate => &[(Kind::Train, Kind::Preprocess)],
+            _ => &[],
+        }
     }
 
     /// Kinds whose work spreads over several threads; the others use one.
@@ -196,6 +207,22 @@ impl Kind {
                     .map(|(s, _)| *s)
                     .collect();
                 crate::compare::check_compared(&p, &evaluated).map(|_| ())
+            }
+            Kind::Evaluate => {
+                for (kind, what) in [(Kind::Train, "train"), (Kind::Preprocess, "preprocess")] {
+                    let found: Vec<&str> = inputs
+                        .iter()
+                        .filter(|(_, k)| *k == kind)
+                        .map(|(s, _)| *s)
+                        .collect();
+                    match found.len() {
+                        1 => {}
+                        0 if kind == Kind::Train => return Err("evaluate needs the train stage whose model it evaluates: add it to `needs`, or use `foreach: <train stage>`".into()),
+                        0 => return Err("evaluate needs a preprocess stage for its test set: add it to `needs`".into()),
+                        n => return Err(format!("evaluate reads exactly one {what} stage, it has {n} ({}); use `foreach` to evaluate each variant", found.join(", "))),
+                    }
+                }
+                Ok(())
             }
             _ => Ok(()),
         }

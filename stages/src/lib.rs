@@ -22,6 +22,7 @@ pub mod plots;
 pub mod preprocess;
 pub mod process;
 pub mod runtime;
+pub mod stats;
 pub mod train;
 
 pub use kind::{Input, Kind, Progress, RunContext, StageError};

@@ -569,3 +569,109 @@ pub fn comparison(dir: &Path, variants: &[String], reports: &[EvalReport]) -> Dr
 fn auc_text(auc: Option<f64>) -> String {
     auc.map_or_else(|| "n/a".to_string(), |a| format!("{a:.4}"))
 }
+
+/// One row of a forest plot: a variant's mean difference to the reference
+/// with its interval, and the per-seed differences.
+pub struct ForestRow {
+    pub label: String,
+    pub mean: f64,
+    pub ci: Option<(f64, f64)>,
+    pub points: Vec<f64>,
+}
+
+/// Each variant's accuracy difference to the reference, in percentage
+/// points: the mean as a square, its 95% interval as a bar, each seed as a
+/// dot, and the line of no difference.
+pub fn forest(dir: &Path, reference: &str, rows: &[ForestRow]) -> DrawResult {
+    if !font_ready() || rows.is_empty() {
+        return Ok(());
+    }
+    let pp = |x: f64| x * 100.0;
+    let values = rows.iter().flat_map(|r| {
+        let ci = r.ci.map_or([r.mean, r.mean], |(a, b)| [a, b]);
+        r.points.iter().copied().chain(ci).chain([r.mean])
+    });
+    let (lo, hi) = values.fold((0.0f64, 0.0f64), |(lo, hi), v| {
+        (lo.min(pp(v)), hi.max(pp(v)))
+    });
+    let pad = ((hi - lo) * 0.1).max(0.2);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let n = rows.len();
+    let title = format!("Accuracy difference to {reference} (pp), mean and 95% CI over seeds");
+    both!(dir, "forest", (900, 90 + 55 * n as u32), |root| {
+        forest_chart(root, &title, rows, (lo, hi))
+    });
+    Ok(())
+}
+
+fn forest_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    rows: &[ForestRow],
+    (lo, hi): (f64, f64),
+) -> DrawResult {
+    let pp = |x: f64| x * 100.0;
+    let n = rows.len();
+    let labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+    root.fill(&WHITE).map_err(e)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(8 + 8 * labels.iter().map(String::len).max().unwrap_or(4) as u32)
+        .build_cartesian_2d(lo..hi, 0f64..n as f64)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = y.floor() as usize;
+            if (y - i as f64 - 0.5).abs() < 0.01 {
+                labels
+                    .get(n.wrapping_sub(i + 1))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("difference in test accuracy (percentage points)")
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 0.0), (0.0, n as f64)],
+            BLACK.stroke_width(1),
+        )))
+        .map_err(e)?;
+    let w = (hi - lo) * 0.006;
+    for (i, r) in rows.iter().enumerate() {
+        // First row at the top.
+        let y = (n - 1 - i) as f64 + 0.5;
+        let color = palette(i + 1);
+        if let Some((a, b)) = r.ci {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(pp(a), y), (pp(b), y)],
+                    color.stroke_width(3),
+                )))
+                .map_err(e)?;
+        }
+        chart
+            .draw_series(
+                r.points
+                    .iter()
+                    .map(|&p| Circle::new((pp(p), y - 0.18), 4, color.mix(0.6).filled())),
+            )
+            .map_err(e)?;
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(pp(r.mean) - w, y - 0.08), (pp(r.mean) + w, y + 0.08)],
+                color.filled(),
+            )))
+            .map_err(e)?;
+    }
+    root.present().map_err(e)
+}

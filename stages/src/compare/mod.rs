@@ -3,9 +3,11 @@
 //! McNemar's exact test on the paired predictions, efficiency — as
 //! Markdown, CSV and JSON, charts, and a self-contained HTML report.
 
+mod seeds;
+
 use crate::contract::{
-    read_predictions, variant_of, EvalReport, Table, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE,
-    TABLE_FILE,
+    read_predictions, replicate_of, variant_of, EvalReport, SeedResult, Table, VariantSummary,
+    METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE, TABLE_FILE,
 };
 use crate::format::group_digits;
 use crate::metrics::{mcnemar_exact, wilson};
@@ -53,18 +55,25 @@ fn fail(e: impl ToString) -> StageError {
 
 impl crate::kind::Params for CompareParams {}
 
-/// The compared variants (of the evaluate stages `stages`, in order) and
-/// the reference's place among them; checked when the pipeline loads too,
-/// so that a wrong reference is found before anything trains.
+/// The compared variants (of the evaluate stages `stages`, in order; seed
+/// replicates of one variant count once) and the reference's place among
+/// them; checked when the pipeline loads too, so that a wrong reference is
+/// found before anything trains.
 pub fn check_compared(p: &CompareParams, stages: &[&str]) -> Result<(Vec<String>, usize), String> {
-    if stages.len() < 2 {
+    let mut variants: Vec<String> = Vec::new();
+    for s in stages {
+        let group = replicate_of(variant_of(s)).0;
+        if !variants.iter().any(|v| v == group) {
+            variants.push(group.to_string());
+        }
+    }
+    if variants.len() < 2 {
         return Err(format!(
             "compare needs at least two evaluated variants, it has {}{}: add variants to the train stage, or `needs: [evaluate]`",
-            stages.len(),
-            stages.first().map(|s| format!(" ({s})")).unwrap_or_default()
+            variants.len(),
+            variants.first().map(|s| format!(" ({s})")).unwrap_or_default()
         ));
     }
-    let variants: Vec<String> = stages.iter().map(|s| variant_of(s).to_string()).collect();
     match variants.iter().position(|v| *v == p.reference) {
         Some(i) => Ok((variants, i)),
         None => Err(format!(
@@ -73,6 +82,25 @@ pub fn check_compared(p: &CompareParams, stages: &[&str]) -> Result<(Vec<String>
             variants.join(", ")
         )),
     }
+}
+
+/// better / worse / no detectable difference, at 5% after adjustment.
+fn verdict(p_adjusted: f64, delta: f64) -> &'static str {
+    if p_adjusted < 0.05 && delta > 0.0 {
+        "better"
+    } else if p_adjusted < 0.05 && delta < 0.0 {
+        "worse"
+    } else {
+        "no detectable difference"
+    }
+}
+
+/// One evaluated replicate, read from its evaluate stage's files.
+struct Evaluated {
+    stage: String,
+    seed: Option<u64>,
+    report: EvalReport,
+    preds: Vec<(u8, u8)>,
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
@@ -85,70 +113,107 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .collect();
     let stages: Vec<&str> = inputs.iter().map(|(s, _)| *s).collect();
     let (variants, ref_idx) = check_compared(&p, &stages).map_err(StageError::Params)?;
-    let mut reports = Vec::new();
-    let mut preds = Vec::new();
-    for (_, dir) in &inputs {
+    let mut members: Vec<Vec<Evaluated>> = variants.iter().map(|_| Vec::new()).collect();
+    for (stage, dir) in &inputs {
+        let (group, seed) = replicate_of(variant_of(stage));
         let path = dir.join(METRICS_FILE);
         let bytes = std::fs::read(&path).map_err(|e| StageError::corrupt(&path, e))?;
-        let r: EvalReport =
+        let report: EvalReport =
             serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(&path, e))?;
-        reports.push(r);
         let pred_path = dir.join(PREDICTIONS_FILE);
-        preds.push(read_predictions(&pred_path).map_err(|e| StageError::corrupt(&pred_path, e))?);
+        let preds = read_predictions(&pred_path).map_err(|e| StageError::corrupt(&pred_path, e))?;
+        let g = variants.iter().position(|v| v == group).unwrap_or(0);
+        members[g].push(Evaluated {
+            stage: stage.to_string(),
+            seed,
+            report,
+            preds,
+        });
     }
     (ctx.progress)(Progress {
         message: format!("{} variants", variants.len()),
         fraction: Some(0.3),
     });
-    let reference = &preds[ref_idx];
-    let mut rows = Vec::new();
-    for (i, v) in variants.iter().enumerate() {
-        let pr = &preds[i];
-        if pr.len() != reference.len() || pr.iter().zip(reference).any(|(a, b)| a.0 != b.0) {
-            return Err(fail(format!("variants `{v}` and `{}` were evaluated on different test sets; rerun their evaluate stages", p.reference)));
+    let reference = &members[ref_idx][0].preds;
+    for e in members.iter().flatten() {
+        if e.preds.len() != reference.len()
+            || e.preds.iter().zip(reference).any(|(a, b)| a.0 != b.0)
+        {
+            return Err(fail(format!("`{}` and the reference `{}` were evaluated on different test sets; rerun their evaluate stages", e.stage, members[ref_idx][0].stage)));
         }
-        let correct = pr.iter().filter(|(y, p)| y == p).count();
-        let (b, c) = reference.iter().zip(pr).fold((0, 0), |(b, c), (r, x)| {
-            let (rok, xok) = (r.0 == r.1, x.0 == x.1);
-            (b + usize::from(rok && !xok), c + usize::from(!rok && xok))
-        });
-        let r = &reports[i];
-        rows.push(Row {
-            variant: v.clone(),
-            accuracy: r.metrics.accuracy,
-            ci95: wilson(correct, pr.len(), 1.96),
-            macro_f1: r.metrics.macro_avg.f1,
-            delta_accuracy: r.metrics.accuracy - reports[ref_idx].metrics.accuracy,
-            discordant: (b, c),
-            mcnemar_p: mcnemar_exact(b, c),
-            parameters: r.efficiency.parameters,
-            model_size_bytes: r.efficiency.model_size_bytes,
-            training_seconds: r.efficiency.training_seconds,
-            inference_img_per_s: r.efficiency.inference_img_per_s,
-        });
     }
-    let table = render_table(&rows, &p.reference, reference.len());
+    let replicated = members.iter().any(|m| m.len() > 1);
     let write = |name: &str, bytes: &[u8]| {
         let path = ctx.out_dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| StageError::io("write", path, e))
+    };
+    let table = if replicated {
+        let reps: Vec<Vec<seeds::Replicate>> = members
+            .iter()
+            .map(|m| m.iter().map(replicate).collect())
+            .collect();
+        let summaries = seeds::summarize(&variants, &reps, ref_idx);
+        write(
+            "comparison.json",
+            &serde_json::to_vec_pretty(&summaries).map_err(fail)?,
+        )?;
+        write("table.csv", seeds::csv(&summaries).as_bytes())?;
+        seeds::render(&summaries, &p.reference, reference.len())
+    } else {
+        let rows: Vec<Row> = members
+            .iter()
+            .zip(&variants)
+            .map(|(m, v)| single_row(v, &m[0], &members[ref_idx][0]))
+            .collect();
+        write(
+            "comparison.json",
+            &serde_json::to_vec_pretty(&rows).map_err(fail)?,
+        )?;
+        write("table.csv", csv(&rows).as_bytes())?;
+        let mut t = render_table(&rows, &p.reference, reference.len());
+        t.variants = single_summaries(&rows, &members, ref_idx);
+        t
     };
     write(
         TABLE_FILE,
         &serde_json::to_vec_pretty(&table).map_err(fail)?,
     )?;
-    write(
-        "comparison.json",
-        &serde_json::to_vec_pretty(&rows).map_err(fail)?,
-    )?;
     write("table.md", markdown(&table).as_bytes())?;
-    write("table.csv", csv(&rows).as_bytes())?;
     (ctx.progress)(Progress {
         message: crate::plots::font_missing().unwrap_or_else(|| "charts".into()),
         fraction: Some(0.6),
     });
+    // Charts of each variant: its seeds' mean metrics, the first seed's curves.
+    let reports: Vec<EvalReport> = members.iter().map(|m| mean_report(m)).collect();
     crate::plots::comparison(ctx.out_dir, &variants, &reports).map_err(fail)?;
-    for (name, members) in &p.groups {
-        let idx: Vec<usize> = members
+    if replicated {
+        let forest: Vec<crate::plots::ForestRow> = table
+            .variants
+            .iter()
+            .filter(|s| s.variant != p.reference)
+            .filter_map(|s| {
+                Some(crate::plots::ForestRow {
+                    label: s.variant.clone(),
+                    mean: s.delta_vs_reference?,
+                    ci: s.delta_ci95.map(|c| (c[0], c[1])),
+                    points: s
+                        .per_seed
+                        .iter()
+                        .filter_map(|r| {
+                            let base = table.variants[ref_idx]
+                                .per_seed
+                                .iter()
+                                .find(|b| b.seed == r.seed)?;
+                            Some(r.accuracy - base.accuracy)
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        crate::plots::forest(ctx.out_dir, &p.reference, &forest).map_err(fail)?;
+    }
+    for (name, group) in &p.groups {
+        let idx: Vec<usize> = group
             .iter()
             .map(|m| {
                 variants.iter().position(|v| v == m).ok_or_else(|| {
@@ -165,8 +230,107 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io("create", &dir, e))?;
         crate::plots::comparison(&dir, &sub_v, &sub_r).map_err(fail)?;
     }
-    let html = report_html(ctx.out_dir, &table, &variants, &inputs, &p.groups)?;
+    let html = report_html(ctx.out_dir, &table, &inputs, &p.groups)?;
     write(REPORT_FILE, html.as_bytes())
+}
+
+fn replicate(e: &Evaluated) -> seeds::Replicate {
+    seeds::Replicate {
+        result: SeedResult {
+            seed: e.seed,
+            stage: e.stage.clone(),
+            accuracy: e.report.metrics.accuracy,
+            macro_f1: e.report.metrics.macro_avg.f1,
+        },
+        parameters: e.report.efficiency.parameters,
+        model_size_bytes: e.report.efficiency.model_size_bytes,
+        training_seconds: e.report.efficiency.training_seconds,
+        inference_img_per_s: e.report.efficiency.inference_img_per_s,
+    }
+}
+
+/// The first replicate's report with its metrics averaged over the seeds.
+fn mean_report(m: &[Evaluated]) -> EvalReport {
+    let mut r = m[0].report.clone();
+    let n = m.len() as f64;
+    r.metrics.accuracy = m.iter().map(|e| e.report.metrics.accuracy).sum::<f64>() / n;
+    r.metrics.macro_avg.f1 = m.iter().map(|e| e.report.metrics.macro_avg.f1).sum::<f64>() / n;
+    for (c, class) in r.metrics.per_class.iter_mut().enumerate() {
+        class.f1 = m
+            .iter()
+            .map(|e| e.report.metrics.per_class.get(c).map_or(0.0, |x| x.f1))
+            .sum::<f64>()
+            / n;
+    }
+    r
+}
+
+/// Today's row of one trained model against the reference's.
+fn single_row(v: &str, e: &Evaluated, reference: &Evaluated) -> Row {
+    let pr = &e.preds;
+    let correct = pr.iter().filter(|(y, p)| y == p).count();
+    let (b, c) = reference
+        .preds
+        .iter()
+        .zip(pr)
+        .fold((0, 0), |(b, c), (r, x)| {
+            let (rok, xok) = (r.0 == r.1, x.0 == x.1);
+            (b + usize::from(rok && !xok), c + usize::from(!rok && xok))
+        });
+    let r = &e.report;
+    Row {
+        variant: v.to_string(),
+        accuracy: r.metrics.accuracy,
+        ci95: wilson(correct, pr.len(), 1.96),
+        macro_f1: r.metrics.macro_avg.f1,
+        delta_accuracy: r.metrics.accuracy - reference.report.metrics.accuracy,
+        discordant: (b, c),
+        mcnemar_p: mcnemar_exact(b, c),
+        parameters: r.efficiency.parameters,
+        model_size_bytes: r.efficiency.model_size_bytes,
+        training_seconds: r.efficiency.training_seconds,
+        inference_img_per_s: r.efficiency.inference_img_per_s,
+    }
+}
+
+/// table.json's summaries when each variant trained once: Wilson intervals,
+/// McNemar p-values, Holm over the table.
+fn single_summaries(
+    rows: &[Row],
+    members: &[Vec<Evaluated>],
+    reference: usize,
+) -> Vec<VariantSummary> {
+    let mut out: Vec<VariantSummary> = rows
+        .iter()
+        .zip(members)
+        .enumerate()
+        .map(|(i, (r, m))| {
+            let is_ref = i == reference;
+            VariantSummary {
+                variant: r.variant.clone(),
+                seeds: 1,
+                per_seed: vec![replicate(&m[0]).result],
+                accuracy_mean: r.accuracy,
+                accuracy_sd: None,
+                accuracy_ci95: [r.ci95.0, r.ci95.1],
+                macro_f1_mean: r.macro_f1,
+                macro_f1_ci95: None,
+                delta_vs_reference: (!is_ref).then_some(r.delta_accuracy),
+                delta_ci95: None,
+                paired_seeds: usize::from(m[0].seed == members[reference][0].seed),
+                test: (!is_ref).then(|| "McNemar exact".to_string()),
+                p_value: (!is_ref).then_some(r.mcnemar_p),
+                p_adjusted: None,
+                verdict: String::new(),
+                parameters: r.parameters,
+                model_size_bytes: r.model_size_bytes,
+                training_seconds: r.training_seconds,
+                inference_img_per_s: r.inference_img_per_s,
+            }
+        })
+        .collect();
+    seeds::adjust(&mut out, reference, "untested");
+    out
 }
 
 fn render_table(rows: &[Row], reference: &str, n: usize) -> Table {
@@ -222,7 +386,9 @@ fn render_table(rows: &[Row], reference: &str, n: usize) -> Table {
         notes: vec![
             "95% CI: Wilson score interval. McNemar p: exact two-sided test on the images where exactly one of the variant and the reference is right.".into(),
             "Model selection used the validation split only; the test set was seen once, here.".into(),
+            "Seeds were not replicated: each variant trained once, so these tests compare two trained models on this test set, not two configurations; another seed may change the result. Add `seeds:` to the train stage to compare configurations.".into(),
         ],
+        variants: Vec::new(),
     }
 }
 
@@ -330,7 +496,6 @@ fn picture(dir: &Path, name: &str) -> Option<String> {
 fn report_html(
     out: &Path,
     t: &Table,
-    variants: &[String],
     inputs: &[(&str, &PathBuf)],
     groups: &BTreeMap<String, Vec<String>>,
 ) -> Result<String, StageError> {
@@ -356,7 +521,7 @@ fn report_html(
         let _ = write!(h, "<p><small>{}</small></p>", escape(n));
     }
     h.push_str("<h2>Comparison</h2>");
-    for name in ["accuracy_f1", "per_class_f1", "validation_curves"] {
+    for name in ["forest", "accuracy_f1", "per_class_f1", "validation_curves"] {
         h.push_str(&picture(out, name).unwrap_or_default());
     }
     for g in groups.keys() {
@@ -365,7 +530,8 @@ fn report_html(
             &picture(&out.join(format!("group-{g}")), "validation_curves").unwrap_or_default(),
         );
     }
-    for (v, (_, dir)) in variants.iter().zip(inputs) {
+    for (stage, dir) in inputs {
+        let v = variant_of(stage);
         let _ = write!(h, "<h2 id=\"{0}\">{0}</h2><div class=\"grid\">", escape(v));
         for name in [
             "confusion",
@@ -399,6 +565,7 @@ mod tests {
             columns: vec!["a".into(), "b".into()],
             rows: vec![vec!["1".into(), "2".into()]],
             notes: vec![],
+            variants: vec![],
         };
         assert_eq!(markdown(&t), "**T**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
     }

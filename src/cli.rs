@@ -6,6 +6,7 @@ use crate::execute::{self, RunOptions};
 use crate::fingerprint::DirtyReason;
 use crate::graph::{self, Dag};
 use crate::hash::HashCache;
+use crate::history;
 use crate::plan::Planner;
 use crate::reporter::{Reporter, RowState, StatusRow};
 use crate::spec::{self, Pipeline};
@@ -59,6 +60,30 @@ pub enum Command {
     Stage {
         /// The job description (JSON) the orchestrator wrote.
         job: PathBuf,
+    },
+    /// The recorded runs, newest first: when, the git commit, what ran.
+    Log {
+        /// At most this many runs.
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
+        /// JSON: the whole records.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed between two recorded runs: the parameters that
+    /// differ, and each variant's metrics, old, new and the difference.
+    /// Default: the last two runs.
+    Diff {
+        /// The older run (a number from `log`).
+        run_a: Option<u64>,
+        /// The newer run.
+        run_b: Option<u64>,
+        /// JSON instead of tables.
+        #[arg(long, conflicts_with = "md")]
+        json: bool,
+        /// Markdown tables.
+        #[arg(long)]
+        md: bool,
     },
     /// The stage graph as an indented tree.
     Dag {
@@ -219,6 +244,54 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Log { limit, json } => {
+            let (runs, bad) = history::read(&history::path(&pipeline))?;
+            let newest: Vec<&history::RunRecord> = runs
+                .iter()
+                .rev()
+                .take(limit.unwrap_or(usize::MAX))
+                .collect();
+            reporter.log(&newest, bad, *json);
+            Ok(exit::OK)
+        }
+        Command::Diff {
+            run_a,
+            run_b,
+            json,
+            md,
+        } => {
+            let (runs, _) = history::read(&history::path(&pipeline))?;
+            let find = |id: u64| {
+                runs.iter().find(|r| r.id == id).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "no run {id} in the history{}; `fmnist-pipe log` lists them",
+                        match (runs.first(), runs.last()) {
+                            (Some(a), Some(b)) => format!(" (runs {} to {})", a.id, b.id),
+                            _ => " (it is empty)".into(),
+                        }
+                    ))
+                })
+            };
+            let (a, b) = match (run_a, run_b) {
+                (Some(a), Some(b)) => (find(*a)?, find(*b)?),
+                // One run named: it against the latest.
+                (Some(a), None) => (
+                    find(*a)?,
+                    runs.last().ok_or_else(|| Error::Usage("the run history is empty".into()))?,
+                ),
+                _ => match &runs[..] {
+                    [.., a, b] => (a, b),
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "diff compares two runs and the history has {}; every `fmnist-pipe run` that runs something adds one",
+                            runs.len()
+                        )))
+                    }
+                },
+            };
+            reporter.diff(&history::diff(a, b), *json, *md);
+            Ok(exit::OK)
+        }
         Command::Dag { dot } => {
             reporter.text(&if *dot {
                 graph::render_dot(&pipeline)
@@ -288,11 +361,22 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 jobs: args.jobs,
                 executor: args.executor,
             };
+            let mut ran: Vec<history::RanStage> = Vec::new();
             let summary: Summary =
                 execute::run(&pipeline, &dag, &store, &hashes, &opts, &mut |e| {
+                    note_ran(&mut ran, &e);
                     reporter.event(e)
                 })?;
             reporter.summary(&summary);
+            if !ran.is_empty() {
+                let path = history::path(&pipeline);
+                if let Err(e) = history::append(&path, history::record(&pipeline, ran)) {
+                    // The run itself succeeded; its record is what is lost.
+                    reporter.event(crate::events::Event::Warning {
+                        text: format!("this run is not in the history: {e}"),
+                    });
+                }
+            }
             // The comparison tables of the compare stages this run covered and that are up to date.
             for s in &pipeline.stages {
                 if s.kind == stages::Kind::Compare && summary.done.contains(&s.name) {
@@ -307,6 +391,30 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 exit::OK
             })
         }
+    }
+}
+
+/// Keeps what the history records of a run: each stage that ran, why,
+/// and how it ended.
+fn note_ran(ran: &mut Vec<history::RanStage>, e: &crate::events::Event) {
+    use crate::events::Event;
+    match e {
+        Event::Started { stage, reason, .. } => ran.push(history::RanStage {
+            stage: stage.clone(),
+            reason: reason.to_string(),
+            outcome: "running".into(),
+        }),
+        Event::Finished { stage, .. } | Event::Failed { stage, .. } => {
+            let outcome = if matches!(e, Event::Failed { .. }) {
+                "failed"
+            } else {
+                "done"
+            };
+            if let Some(r) = ran.iter_mut().rev().find(|r| r.stage == *stage) {
+                r.outcome = outcome.into();
+            }
+        }
+        _ => {}
     }
 }
 

@@ -15,6 +15,7 @@ pub mod fingerprint;
 pub mod gc;
 pub mod graph;
 pub mod hash;
+pub mod history;
 pub mod interrupt;
 pub mod ownership;
 pub mod plan;

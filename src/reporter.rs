@@ -295,12 +295,22 @@ impl Reporter {
         for r in &t.rows {
             table.add_row(r);
         }
-        for i in 1..t.columns.len() {
-            if let Some(c) = table.column_mut(i) {
+        // Figures to the right, words to the left.
+        for i in 0..t.columns.len() {
+            let figures = t.rows.iter().all(|r| {
+                r.get(i).is_some_and(|c| {
+                    c.starts_with(|ch: char| ch.is_ascii_digit() || "+-—<[".contains(ch))
+                })
+            });
+            if let (true, Some(c)) = (figures && !t.rows.is_empty(), table.column_mut(i)) {
                 c.set_cell_alignment(comfy_table::CellAlignment::Right);
             }
         }
-        let mut text = format!("\n{}\n{table}\n", t.title);
+        let mut text = if t.rows.is_empty() {
+            format!("\n{}\n", t.title)
+        } else {
+            format!("\n{}\n{table}\n", t.title)
+        };
         for n in &t.notes {
             text.push_str(n);
             text.push('\n');
@@ -355,6 +365,132 @@ impl Reporter {
     }
 
     /// `run --wait` found the cache locked.
+    /// `log`: the runs given (newest first).
+    pub fn log(&self, runs: &[&crate::history::RunRecord], unreadable: usize, json: bool) {
+        if json {
+            let v: Vec<_> = runs.iter().collect();
+            self.text(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            ));
+            return;
+        }
+        if runs.is_empty() {
+            self.text(
+                "no runs recorded yet: every `fmnist-pipe run` that runs something adds one\n",
+            );
+            return;
+        }
+        let rows = runs
+            .iter()
+            .map(|r| {
+                let done = r.ran.iter().filter(|s| s.outcome == "done").count();
+                let failed = r.ran.len() - done;
+                let mut what = done.to_string();
+                if failed > 0 {
+                    what.push_str(&format!(", {failed} failed"));
+                }
+                let names: Vec<&str> = r.ran.iter().map(|s| s.stage.as_str()).collect();
+                let shown = names.iter().take(4).copied().collect::<Vec<_>>().join(", ");
+                let more = names.len().saturating_sub(4);
+                vec![
+                    r.id.to_string(),
+                    r.when.replace('T', " ").replace('Z', " UTC"),
+                    r.git.as_ref().map_or("—".into(), |g| {
+                        format!(
+                            "{}{}",
+                            &g.commit[..g.commit.len().min(10)],
+                            if g.dirty { " (dirty)" } else { "" }
+                        )
+                    }),
+                    what,
+                    format!(
+                        "{shown}{}",
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ]
+            })
+            .collect();
+        let mut notes =
+            vec!["`fmnist-pipe diff A B` compares two runs (default: the last two).".to_string()];
+        if unreadable > 0 {
+            notes.push(format!("{unreadable} line(s) of the history could not be read (a run killed while writing it) and are left out."));
+        }
+        self.table(&stages::contract::Table {
+            title: "Runs, newest first".into(),
+            columns: ["run", "when", "commit", "ran", "stages"]
+                .map(String::from)
+                .to_vec(),
+            rows,
+            notes,
+            variants: Vec::new(),
+        });
+    }
+
+    /// `diff`: parameters that changed, metrics old and new.
+    pub fn diff(&self, d: &crate::history::Diff, json: bool, md: bool) {
+        if json {
+            self.text(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(d).unwrap_or_default()
+            ));
+            return;
+        }
+        let value =
+            |v: &Option<serde_json::Value>| v.as_ref().map_or("—".into(), |v| v.to_string());
+        let num = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.4}"));
+        let params = stages::contract::Table {
+            title: format!("Parameters, run {} → run {}", d.old_run, d.new_run),
+            columns: ["parameter", "old", "new"].map(String::from).to_vec(),
+            rows: d
+                .params
+                .iter()
+                .map(|p| vec![p.param.clone(), value(&p.old), value(&p.new)])
+                .collect(),
+            notes: if d.params.is_empty() {
+                vec!["No parameter changed.".into()]
+            } else {
+                Vec::new()
+            },
+            variants: Vec::new(),
+        };
+        let metrics = stages::contract::Table {
+            title: format!("Metrics, run {} → run {}", d.old_run, d.new_run),
+            columns: ["stage", "metric", "old", "new", "change"]
+                .map(String::from)
+                .to_vec(),
+            rows: d
+                .metrics
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.stage.clone(),
+                        m.metric.clone(),
+                        num(m.old),
+                        num(m.new),
+                        m.change.map_or("—".into(), |c| format!("{c:+.4}")),
+                    ]
+                })
+                .collect(),
+            notes: if d.metrics.is_empty() {
+                vec!["Neither run has evaluated metrics.".into()]
+            } else {
+                Vec::new()
+            },
+            variants: Vec::new(),
+        };
+        if md {
+            self.text(&format!("{}\n{}", params.markdown(), metrics.markdown()));
+        } else {
+            self.table(&params);
+            self.table(&metrics);
+        }
+    }
+
     pub fn waiting(&self, lock: &std::path::Path, holder: &str) {
         self.line(&format!(
             "waiting for the run that holds {} ({holder}) to finish",

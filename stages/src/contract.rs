@@ -106,6 +106,25 @@ pub struct Table {
     pub variants: Vec<VariantSummary>,
 }
 
+impl Table {
+    /// The table as Markdown: the title in bold, the rows, the notes.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "**{}**\n\n| {} |\n|{}\n",
+            self.title,
+            self.columns.join(" | "),
+            "---|".repeat(self.columns.len())
+        );
+        for r in &self.rows {
+            s.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+        for n in &self.notes {
+            s.push_str(&format!("\n{n}\n"));
+        }
+        s
+    }
+}
+
 /// One variant of a comparison, over its seed replicates. With one seed per
 /// variant, the interval is Wilson's on the test set and the test McNemar's;
 /// with several, both are Student t across seeds, paired by seed.

@@ -178,7 +178,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         TABLE_FILE,
         &serde_json::to_vec_pretty(&table).map_err(fail)?,
     )?;
-    write("table.md", markdown(&table).as_bytes())?;
+    write("table.md", table.markdown().as_bytes())?;
     (ctx.progress)(Progress {
         message: crate::plots::font_missing().unwrap_or_else(|| "charts".into()),
         fraction: Some(0.6),
@@ -411,23 +411,6 @@ fn format_secs(s: f64) -> String {
     }
 }
 
-/// The table as Markdown.
-pub fn markdown(t: &Table) -> String {
-    let mut s = format!(
-        "**{}**\n\n| {} |\n|{}\n",
-        t.title,
-        t.columns.join(" | "),
-        "---|".repeat(t.columns.len())
-    );
-    for r in &t.rows {
-        let _ = writeln!(s, "| {} |", r.join(" | "));
-    }
-    for n in &t.notes {
-        let _ = write!(s, "\n{n}\n");
-    }
-    s
-}
-
 fn csv(rows: &[Row]) -> String {
     let mut s = String::from("variant,accuracy,ci95_low,ci95_high,macro_f1,delta_accuracy,only_reference_right,only_variant_right,mcnemar_p,parameters,model_size_bytes,training_seconds,inference_img_per_s\n");
     for r in rows {
@@ -567,6 +550,6 @@ mod tests {
             notes: vec![],
             variants: vec![],
         };
-        assert_eq!(markdown(&t), "**T**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
+        assert_eq!(t.markdown(), "**T**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
     }
 }

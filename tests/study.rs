@@ -146,7 +146,7 @@ fn compare_with_one_variant_is_refused() {
     )
     .unwrap();
     t.run(&["run"]).exits(2).has(
-        "stage `compare`: compare needs at least two evaluated variants, it has 1 (evaluate@main)",
+        "stage `compare`: compare needs at least two evaluated variants, it has 1 (main)",
     );
     assert!(!t.dir().join("outputs").exists(), "nothing ran");
 }

@@ -145,9 +145,9 @@ fn compare_with_one_variant_is_refused() {
         pipeline(&files, "      main: {}\n", "main"),
     )
     .unwrap();
-    t.run(&["run"]).exits(2).has(
-        "stage `compare`: compare needs at least two evaluated variants, it has 1 (main)",
-    );
+    t.run(&["run"])
+        .exits(2)
+        .has("stage `compare`: compare needs at least two evaluated variants, it has 1 (main)");
     assert!(!t.dir().join("outputs").exists(), "nothing ran");
 }
 

@@ -424,7 +424,7 @@ fn declare<'a>(
             }
             err(&path, format!("stage `{name}`: invalid params: {m}"))
         })?;
-        let variants = declared_variants(name, rs, &params, &loc)?;
+        let variants = declared_variants(name, rs, &params, loc)?;
         bases.push(Base {
             name,
             raw: rs,

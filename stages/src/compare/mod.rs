@@ -350,11 +350,7 @@ fn render_table(rows: &[Row], reference: &str, n: usize) -> Table {
         .map(|r| {
             let is_ref = r.variant == reference;
             vec![
-                if is_ref {
-                    format!("{} (ref)", r.variant)
-                } else {
-                    r.variant.clone()
-                },
+                row_label(&r.variant, is_ref),
                 format!(
                     "{:.2}% [{:.2}, {:.2}]",
                     r.accuracy * 100.0,
@@ -389,6 +385,15 @@ fn render_table(rows: &[Row], reference: &str, n: usize) -> Table {
             "Seeds were not replicated: each variant trained once, so these tests compare two trained models on this test set, not two configurations; another seed may change the result. Add `seeds:` to the train stage to compare configurations.".into(),
         ],
         variants: Vec::new(),
+    }
+}
+
+/// A variant's name in the first column; the reference says so.
+fn row_label(variant: &str, is_ref: bool) -> String {
+    if is_ref {
+        format!("{variant} (ref)")
+    } else {
+        variant.to_string()
     }
 }
 

@@ -3,7 +3,7 @@
 //! difference, its interval, a paired t test, Holm's adjustment over the
 //! table, and a verdict in words.
 
-use super::{format_secs, verdict};
+use super::{format_secs, row_label, verdict};
 use crate::contract::{SeedResult, Table, VariantSummary};
 use crate::format::group_digits;
 use crate::stats::{holm, mean_sd, paired_t_p, t_interval95};
@@ -123,11 +123,7 @@ pub fn render(rows: &[VariantSummary], reference: &str, test_images: usize) -> T
         .map(|r| {
             let is_ref = r.variant == reference;
             vec![
-                if is_ref {
-                    format!("{} (ref)", r.variant)
-                } else {
-                    r.variant.clone()
-                },
+                row_label(&r.variant, is_ref),
                 r.seeds.to_string(),
                 match r.accuracy_sd {
                     Some(sd) => format!("{:.2}% ± {:.2}", r.accuracy_mean * 100.0, sd * 100.0),

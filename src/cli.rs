@@ -85,6 +85,23 @@ pub enum Command {
         #[arg(long)]
         md: bool,
     },
+    /// Classify your own pictures (PNG or JPEG, any size, colour or grey)
+    /// with a trained model: the top classes and their probabilities.
+    Predict {
+        /// Picture files, or directories (every .png, .jpg and .jpeg in them).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The train stage whose model to use (`train@no-aug`); default:
+        /// the best variant of the last comparison.
+        #[arg(long, short = 'm', value_name = "STAGE")]
+        model: Option<String>,
+        /// Classes shown per picture.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// JSON for programs.
+        #[arg(long)]
+        json: bool,
+    },
     /// The stage graph as an indented tree.
     Dag {
         /// Graphviz dot instead of the tree.
@@ -292,6 +309,48 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             reporter.diff(&history::diff(a, b), *json, *md);
             Ok(exit::OK)
         }
+        Command::Predict {
+            paths,
+            model,
+            top,
+            json,
+        } => {
+            let m = crate::models::find(&pipeline, model.as_deref())?;
+            let files = picture_files(paths)?;
+            let mut answers: Vec<(
+                PathBuf,
+                std::result::Result<stages::predict::Prepared, String>,
+            )> = files
+                .into_iter()
+                .map(|f| {
+                    let r = std::fs::read(&f)
+                        .map_err(|e| format!("cannot read it: {e}"))
+                        .and_then(|b| stages::predict::prepare(&b));
+                    (f, r)
+                })
+                .collect();
+            let ok: Vec<stages::predict::Prepared> = answers
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok().cloned())
+                .collect();
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let probs = stages::predict::classify(&m.weights, (m.mean, m.std), &ok, threads)
+                .map_err(|e| Error::Usage(format!("{}: {e}", m.weights.display())))?;
+            let mut probs = probs.into_iter();
+            let rows: Vec<crate::reporter::Prediction> = answers
+                .drain(..)
+                .map(|(file, r)| crate::reporter::Prediction {
+                    file,
+                    result: r.map(|p| (p, probs.next().unwrap_or_default())),
+                })
+                .collect();
+            reporter.predictions(&m, &rows, *top, *json);
+            Ok(if rows.iter().any(|r| r.result.is_err()) {
+                exit::STAGE_FAILED
+            } else {
+                exit::OK
+            })
+        }
         Command::Dag { dot } => {
             reporter.text(&if *dot {
                 graph::render_dot(&pipeline)
@@ -392,6 +451,37 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             })
         }
     }
+}
+
+/// The pictures `paths` name: files as given, directories by their
+/// .png/.jpg/.jpeg files, sorted.
+fn picture_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io("list the pictures in", p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.is_file()
+                        && f.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                            ["png", "jpg", "jpeg"].contains(&x.to_ascii_lowercase().as_str())
+                        })
+                })
+                .collect();
+            if found.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: no .png, .jpg or .jpeg files in this directory",
+                    p.display()
+                )));
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Keeps what the history records of a run: each stage that ran, why,

@@ -17,6 +17,7 @@ pub mod graph;
 pub mod hash;
 pub mod history;
 pub mod interrupt;
+pub mod models;
 pub mod ownership;
 pub mod plan;
 pub mod reporter;

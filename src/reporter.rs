@@ -364,6 +364,68 @@ impl Reporter {
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
 
+    /// `predict`: each picture's top classes, or what was wrong with it.
+    pub fn predictions(
+        &self,
+        m: &crate::models::ModelRef,
+        rows: &[Prediction],
+        top: usize,
+        json: bool,
+    ) {
+        if json {
+            let v = serde_json::json!({
+                "model": {
+                    "stage": m.stage,
+                    "weights": m.weights.display().to_string(),
+                    "chosen": m.chosen,
+                },
+                "predictions": rows.iter().map(|r| match &r.result {
+                    Ok((p, probs)) => serde_json::json!({
+                        "file": r.file.display().to_string(),
+                        "inverted": p.inverted,
+                        "size": [p.width, p.height],
+                        "top": stages::predict::top(probs, top).iter().map(|(i, name, q)| serde_json::json!({
+                            "class": i, "name": name, "probability": q,
+                        })).collect::<Vec<_>>(),
+                    }),
+                    Err(e) => serde_json::json!({
+                        "file": r.file.display().to_string(),
+                        "error": e,
+                    }),
+                }).collect::<Vec<_>>(),
+            });
+            self.text(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            ));
+            return;
+        }
+        let mut text = format!("model: {} ({})\n", m.stage, m.weights.display());
+        if let Some(why) = &m.chosen {
+            text.push_str(&format!("       {why}\n"));
+        }
+        let width = rows
+            .iter()
+            .map(|r| r.file.display().to_string().chars().count())
+            .max()
+            .unwrap_or(0);
+        for r in rows {
+            let name = r.file.display().to_string();
+            let pad = " ".repeat(width - name.chars().count());
+            match &r.result {
+                Ok((_, probs)) => {
+                    let classes: Vec<String> = stages::predict::top(probs, top)
+                        .iter()
+                        .map(|(_, n, q)| format!("{n} {:.1}%", q * 100.0))
+                        .collect();
+                    text.push_str(&format!("{name}{pad}  {}\n", classes.join("   ")));
+                }
+                Err(e) => text.push_str(&format!("{name}{pad}  error: {e}\n")),
+            }
+        }
+        self.text(&text);
+    }
+
     /// `run --wait` found the cache locked.
     /// `log`: the runs given (newest first).
     pub fn log(&self, runs: &[&crate::history::RunRecord], unreadable: usize, json: bool) {
@@ -541,6 +603,13 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 /// A stop signal arrived (called from the signal thread, which then exits).
+/// One picture given to `predict`: what it was prepared as and its class
+/// probabilities, or why it could not be read.
+pub struct Prediction {
+    pub file: std::path::PathBuf,
+    pub result: Result<(stages::predict::Prepared, Vec<f32>), String>,
+}
+
 pub fn interrupted(signal: &str, stopped: usize) {
     let what = match stopped {
         0 => String::new(),

@@ -129,9 +129,11 @@ impl Kind {
             Kind::Preprocess => 1,
             Kind::Train => 1,
             // 2: heatmap labels centred on their rows and columns.
-            Kind::Evaluate => 2,
+            // 3: every point of a curve marked (a one-epoch curve shows).
+            Kind::Evaluate => 3,
             // 2: tiny p-values shown as "< 1e-300", digits grouped in the title.
-            // 3: seed replicates aggregated; table.json's per-variant summaries.
+            // 3: seed replicates aggregated; table.json's per-variant
+            // summaries; curves' points marked; a sortable report table.
             Kind::Compare => 3,
         }
     }

@@ -19,6 +19,7 @@ mod kind;
 pub mod metrics;
 pub mod nn;
 pub mod plots;
+pub mod predict;
 pub mod preprocess;
 pub mod process;
 pub mod runtime;

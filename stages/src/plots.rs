@@ -223,6 +223,11 @@ fn lines<DB: DrawingBackend>(
         }
         .label(s.name.clone())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        // A line needs two points: mark each one, so that a one-epoch
+        // history still shows.
+        chart
+            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(e)?;
     }
     chart
         .configure_series_labels()

@@ -481,6 +481,39 @@ fn picture(dir: &Path, name: &str) -> Option<String> {
         })
 }
 
+/// Click a column's header to sort the table by it (again: the other way).
+/// Cells are compared by the first number in them when both have one
+/// (`89.94% [..]`, `+2.71 pp`, `4.0e-22`, `1,701,578`), else (and the
+/// variant names) as text;
+/// `—` sorts last.
+const SORT_SCRIPT: &str = r#"<script>
+(function () {
+  var table = document.getElementById("comparison");
+  var body = table.tBodies[0];
+  function key(text) {
+    var m = text.replace(/,/g, "").match(/[-+]?\d*\.?\d+(e[-+]?\d+)?/i);
+    return m ? parseFloat(m[0]) : null;
+  }
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+    th.style.cursor = "pointer";
+    th.addEventListener("click", function () {
+      var up = th.getAttribute("data-order") !== "up";
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (o) { o.removeAttribute("data-order"); });
+      th.setAttribute("data-order", up ? "up" : "down");
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].textContent, y = b.cells[col].textContent;
+        if (x === "—" || y === "—") { return (x === "—") - (y === "—"); }
+        var kx = key(x), ky = key(y);
+        var c = col > 0 && kx !== null && ky !== null ? kx - ky : x.localeCompare(y);
+        return up ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+})();
+</script>"#;
+
 fn report_html(
     out: &Path,
     t: &Table,
@@ -490,13 +523,13 @@ fn report_html(
     let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>fmnist-pipe report</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}img,svg{max-width:100%;height:auto}h2{margin-top:2em}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}</style></head><body>");
     let _ = write!(
         h,
-        "<h1>Ablation study report</h1><p>{}</p><table><tr>",
+        "<h1>Ablation study report</h1><p>{}</p><table id=\"comparison\"><thead><tr>",
         escape(&t.title)
     );
     for c in &t.columns {
-        let _ = write!(h, "<th>{}</th>", escape(c));
+        let _ = write!(h, "<th title=\"sort by this column\">{}</th>", escape(c));
     }
-    h.push_str("</tr>");
+    h.push_str("</tr></thead><tbody>");
     for r in &t.rows {
         h.push_str("<tr>");
         for c in r {
@@ -504,7 +537,8 @@ fn report_html(
         }
         h.push_str("</tr>");
     }
-    h.push_str("</table>");
+    h.push_str("</tbody></table>");
+    h.push_str(SORT_SCRIPT);
     for n in &t.notes {
         let _ = write!(h, "<p><small>{}</small></p>", escape(n));
     }

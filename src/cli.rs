@@ -102,12 +102,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a trained model for another framework: `torch` (a safetensors
+    /// state_dict of the equivalent nn.Sequential) or `onnx`.
+    Export {
+        /// The train stage whose model to export (`train@no-aug`).
+        stage: String,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Where to write it (refused if it exists).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
     /// The stage graph as an indented tree.
     Dag {
         /// Graphviz dot instead of the tree.
         #[arg(long)]
         dot: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    Torch,
+    Onnx,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +367,51 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             } else {
                 exit::OK
             })
+        }
+        Command::Export {
+            stage,
+            format,
+            output,
+        } => {
+            let m = crate::models::find(&pipeline, Some(stage))?;
+            if output.exists() {
+                return Err(Error::Usage(format!(
+                    "{} exists; remove it or choose another -o",
+                    output.display()
+                )));
+            }
+            let bad = |e: String| Error::Usage(format!("{}: {e}", m.weights.display()));
+            let model = stages::nn::checkpoint::load(&m.weights).map_err(bad)?;
+            let spec = serde_json::json!({
+                "stage": m.stage,
+                "layers": model.layers,
+                "input": model.input,
+                "classes": model.classes,
+                "class_names": stages::contract::CLASS_NAMES,
+                "normalization": {"mean": m.mean, "std": m.std, "formula": "(pixel / 255 - mean) / std"},
+            })
+            .to_string();
+            let bytes = match format {
+                ExportFormat::Torch => stages::export::torch(&model, &spec).map_err(bad)?,
+                ExportFormat::Onnx => stages::export::onnx(&model, &spec),
+            };
+            // Whole or not at all: a temporary file beside it, renamed.
+            let tmp = output.with_extension("partial");
+            std::fs::write(&tmp, &bytes)
+                .and_then(|()| std::fs::rename(&tmp, output))
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    Error::io("write the exported model", output, e)
+                })?;
+            reporter.text(&format!(
+                "{} ({}) -> {} ({:?}, {} bytes)\n",
+                m.stage,
+                m.weights.display(),
+                output.display(),
+                format,
+                bytes.len()
+            ));
+            Ok(exit::OK)
         }
         Command::Dag { dot } => {
             reporter.text(&if *dot {

@@ -13,6 +13,7 @@ pub mod contract;
 pub mod data;
 pub mod download;
 pub mod evaluate;
+pub mod export;
 pub mod format;
 pub mod job;
 mod kind;

@@ -36,6 +36,8 @@ pub fn summarize(
             let acc: Vec<f64> = m.iter().map(|r| r.result.accuracy).collect();
             let f1: Vec<f64> = m.iter().map(|r| r.result.macro_f1).collect();
             let (accuracy_mean, accuracy_sd) = mean_sd(&acc);
+            // A t interval knows no bounds; an accuracy does.
+            let clip = |(a, b): (f64, f64), lo: f64| [a.max(lo), b.min(1.0)];
             let ci = t_interval95(&acc).unwrap_or((accuracy_mean, accuracy_mean));
             // Differences paired by seed, over the seeds both have.
             let d: Vec<f64> = m
@@ -52,14 +54,14 @@ pub fn summarize(
                 per_seed: m.iter().map(|r| r.result.clone()).collect(),
                 accuracy_mean,
                 accuracy_sd,
-                accuracy_ci95: [ci.0, ci.1],
+                accuracy_ci95: clip(ci, 0.0),
                 macro_f1_mean: mean_sd(&f1).0,
-                macro_f1_ci95: t_interval95(&f1).map(|(a, b)| [a, b]),
+                macro_f1_ci95: t_interval95(&f1).map(|c| clip(c, 0.0)),
                 delta_vs_reference: (!is_ref && !d.is_empty()).then(|| mean_sd(&d).0),
                 delta_ci95: if is_ref {
                     None
                 } else {
-                    t_interval95(&d).map(|(a, b)| [a, b])
+                    t_interval95(&d).map(|c| clip(c, -1.0))
                 },
                 paired_seeds: d.len(),
                 test: (!is_ref).then(|| "paired t".to_string()),
@@ -168,7 +170,7 @@ pub fn render(rows: &[VariantSummary], reference: &str, test_images: usize) -> T
         columns: columns.iter().map(|s| s.to_string()).collect(),
         rows: table_rows,
         notes: vec![
-            "Across seeds: each seed trains again from its own initialisation, batch order, augmentation and dropout. 95% CI: Student t over the seeds (n is small, so the intervals are wide).".into(),
+            "Across seeds: each seed trains again from its own initialisation, batch order, augmentation and dropout. 95% CI: Student t over the seeds (n is small, so the intervals are wide), cut at the bounds an accuracy can take.".into(),
             format!("Δ: the mean of the per-seed differences to the reference (paired by seed), with its t interval; paired t p: two-sided test of that mean against 0; Holm p: adjusted for the {tested} comparisons in this table. Verdict: better or worse when the Holm p is below 0.05, else no detectable difference."),
             "Model selection used the validation split only; the test set was seen once per model, here.".into(),
         ],

@@ -20,7 +20,7 @@ fn torch_once(
     threads: usize,
     batches: usize,
 ) -> std::result::Result<String, String> {
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(python());
     cmd.arg(script)
         .args([
             "--threads",
@@ -70,6 +70,169 @@ fn pipeline_dataset(file: &Path) -> Option<PathBuf> {
     )
 }
 
+const TORCH_EPOCH: &str = include_str!("../bench/torch_epoch.py");
+
+/// The Python that runs the PyTorch side: `FMNIST_PIPE_PYTHON`, else python3.
+fn python() -> String {
+    std::env::var("FMNIST_PIPE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// One epoch of a `train` stage on `prep_dir`'s dataset, in this process:
+/// the stage's own images/s (the whole training loop of the epoch) and
+/// its seconds.
+fn our_epoch(prep_dir: &Path, threads: usize, seed: u64) -> Result<(f64, f64)> {
+    let params = stages::Kind::Train
+        .normalize_params(serde_json::json!({
+            "model": "main-cnn",
+            "epochs": 1,
+            "augment": [],
+            "plateau": null,
+            "early_stopping": null,
+            "seed": seed,
+        }))
+        .map_err(Error::Bench)?;
+    let out = std::env::temp_dir().join(format!("fmnist-pipe-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| Error::io("create", &out, e))?;
+    let inputs = [stages::Input {
+        stage: "preprocess".into(),
+        kind: stages::Kind::Preprocess,
+        paths: vec![prep_dir.to_path_buf()],
+    }];
+    let ctx = stages::RunContext {
+        stage: "bench",
+        project_dir: prep_dir,
+        params: &params,
+        inputs: &inputs,
+        out_dir: &out,
+        threads,
+        resume: None,
+        device: Some("cpu"),
+        progress: &|_| {},
+    };
+    let result = stages::Kind::Train
+        .run(&ctx)
+        .map_err(|e| Error::Bench(e.to_string()))
+        .and_then(|()| {
+            let path = out.join(stages::contract::HISTORY_FILE);
+            let h: Vec<stages::contract::EpochRecord> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| Error::Bench(format!("{}: no history", path.display())))?;
+            let e = h
+                .first()
+                .ok_or_else(|| Error::Bench("an empty history".into()))?;
+            Ok((e.img_per_s, e.seconds))
+        });
+    let _ = std::fs::remove_dir_all(&out);
+    result
+}
+
+/// `bench --epoch`: a `train` stage's epoch against a plain PyTorch epoch
+/// on the same images, alternated, medians and their ratio.
+fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
+    let path = args
+        .data
+        .clone()
+        .or_else(|| pipeline_dataset(&cli.file))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Usage(
+                "bench --epoch trains on the real training images: run `fmnist-pipe run preprocess` first, or pass --data dataset.fmnd".into(),
+            )
+        })?;
+    let data = Dataset::read(&path)?;
+    let train = data
+        .split("train")
+        .ok_or_else(|| Error::Bench(format!("{}: no train split", path.display())))?;
+    let prep_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // The same images for PyTorch, as raw bytes.
+    let tmp = std::env::temp_dir().join(format!("fmnist-pipe-bench-data-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let (images, labels) = (tmp.join("images.u8"), tmp.join("labels.u8"));
+    std::fs::write(&images, &train.pixels).map_err(|e| Error::io("write", &images, e))?;
+    std::fs::write(&labels, &train.labels).map_err(|e| Error::io("write", &labels, e))?;
+    // The script travels in the binary, so this works outside the repository.
+    let script = tmp.join("torch_epoch.py");
+    std::fs::write(&script, TORCH_EPOCH).map_err(|e| Error::io("write", &script, e))?;
+    let (mut ours, mut theirs, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    let mut skipped = None;
+    for r in 0..args.repeat {
+        let (rate, secs) = our_epoch(&prep_dir, args.threads, r as u64 + 1)?;
+        reporter.text(&format!(
+            "run {}: fmnist-pipe {rate:.0} images/s ({secs:.1} s for the epoch)\n",
+            r + 1
+        ));
+        ours.push(rate);
+        if args.no_torch || skipped.is_some() {
+            continue;
+        }
+        let mut cmd = Command::new(python());
+        cmd.arg(&script)
+            .arg("--images")
+            .arg(&images)
+            .arg("--labels")
+            .arg(&labels)
+            .args([
+                "--mean",
+                &data.mean.to_string(),
+                "--std",
+                &data.std.to_string(),
+                "--threads",
+                &args.threads.to_string(),
+                "--seed",
+                &(r + 1).to_string(),
+            ]);
+        match cmd.output() {
+            Ok(o) if o.status.success() => {
+                let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                match field(&line, "train_img_per_s=") {
+                    Some(v) => {
+                        reporter.text(&format!("run {}: pytorch     {line}\n", r + 1));
+                        theirs.push(v);
+                        lines.push(line);
+                    }
+                    None => skipped = Some(line),
+                }
+            }
+            Ok(o) => {
+                skipped = Some(format!(
+                    "failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+            Err(e) => skipped = Some(format!("cannot run {}: {e}", python())),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    let m = median(ours.clone());
+    reporter.text(&format!(
+        "fmnist-pipe: one training epoch, {} images, batch 64, {} thread(s): {m:.0} images/s (median of {})\n",
+        train.len(),
+        args.threads,
+        ours.len()
+    ));
+    match skipped {
+        _ if args.no_torch => {}
+        Some(why) => reporter.text(&format!("pytorch: skipped: {why}\n")),
+        None => {
+            let t = median(theirs.clone());
+            let version = lines
+                .first()
+                .and_then(|l| l.split_whitespace().find(|w| w.starts_with("torch=")))
+                .unwrap_or("");
+            reporter.text(&format!(
+                "pytorch:     a plain training loop over the same images: {t:.0} images/s (median of {}, {version})\nratio (fmnist-pipe / pytorch): {:.2}x\n",
+                theirs.len(),
+                m / t
+            ));
+        }
+    }
+    Ok(exit::OK)
+}
+
 pub fn run(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     if args.threads == 0 || args.batches == 0 || args.repeat == 0 {
         return Err(Error::Usage(
@@ -89,6 +252,9 @@ pub fn run(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> 
             }
         }
     };
+    if args.epoch {
+        return epoch(cli, args, reporter);
+    }
     let script = project.join("bench/torch_bench.py");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let mut skipped = None;

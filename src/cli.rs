@@ -145,6 +145,12 @@ pub struct BenchArgs {
     /// Measurements of each side, alternated; medians are reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// The work a user does instead: one whole training epoch of a `train`
+    /// stage (main CNN, no augmentation) on the real training images,
+    /// against a plain PyTorch training loop over the same images
+    /// (bench/torch_epoch.py); needs the preprocessed dataset.
+    #[arg(long)]
+    pub epoch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,20 +12,11 @@ import time
 try:
     import torch
     import torch.nn as nn
+
+    from torch_model import main_cnn
 except ImportError:
     print("skipped: PyTorch is not installed (pip install torch)")
     sys.exit(0)
-
-
-def main_cnn():
-    def block(cin, cout, pool):
-        layers = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-        return layers + ([nn.MaxPool2d(2)] if pool else [])
-
-    return nn.Sequential(
-        *block(1, 32, True), *block(32, 64, True), *block(64, 128, False),
-        nn.Flatten(), nn.Linear(6272, 256), nn.ReLU(), nn.Dropout(0.25), nn.Linear(256, 10),
-    )
 
 
 def run():

@@ -71,6 +71,7 @@ fn pipeline_dataset(file: &Path) -> Option<PathBuf> {
 }
 
 const TORCH_EPOCH: &str = include_str!("../bench/torch_epoch.py");
+const TORCH_MODEL: &str = include_str!("../bench/torch_model.py");
 
 /// The Python that runs the PyTorch side: `FMNIST_PIPE_PYTHON`, else python3.
 fn python() -> String {
@@ -157,6 +158,8 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     // The script travels in the binary, so this works outside the repository.
     let script = tmp.join("torch_epoch.py");
     std::fs::write(&script, TORCH_EPOCH).map_err(|e| Error::io("write", &script, e))?;
+    let model = tmp.join("torch_model.py");
+    std::fs::write(&model, TORCH_MODEL).map_err(|e| Error::io("write", &model, e))?;
     let (mut ours, mut theirs, mut lines) = (Vec::new(), Vec::new(), Vec::new());
     let mut skipped = None;
     for r in 0..args.repeat {

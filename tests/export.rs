@@ -7,9 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{tiny_study, write_data, Project};
-
-const TWO: &str = "      main: {}\n      slow: {lr: 0.0003}\n";
+use common::*;
 
 /// The test images, normalized, and the evaluation's probabilities.
 fn test_set(t: &Project) -> (Vec<f32>, Vec<f64>) {
@@ -100,13 +98,7 @@ fn same_probabilities(kind: &str, got: &[f32], want: &[f64]) {
 
 #[test]
 fn exported_models_give_the_evaluations_probabilities() {
-    let t = Project::new();
-    let files = write_data(&t.dir().join("data"));
-    fs::write(
-        t.dir().join("pipeline.yaml"),
-        tiny_study(&files, TWO, "main"),
-    )
-    .unwrap();
+    let t = tiny_project(|s| s);
     t.run(&["run"]).ok();
     let out = t.outside();
     let torch = out.join("model.safetensors");

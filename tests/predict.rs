@@ -8,9 +8,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 mod common;
-use common::{tiny_study, write_data, Project};
-
-const TWO: &str = "      main: {}\n      slow: {lr: 0.0003}\n";
+use common::*;
 
 fn save(img: &DynamicImage, path: &Path, f: ImageOutputFormat) {
     let mut out = Cursor::new(Vec::new());
@@ -32,13 +30,7 @@ fn evaluated(t: &Project, stage: &str, row: usize) -> (usize, usize, Vec<f64>) {
 
 #[test]
 fn pictures_are_classified_like_the_test_set_and_bad_files_are_named() {
-    let t = Project::new();
-    let files = write_data(&t.dir().join("data"));
-    fs::write(
-        t.dir().join("pipeline.yaml"),
-        tiny_study(&files, TWO, "main"),
-    )
-    .unwrap();
+    let t = tiny_project(|s| s);
     t.run(&["predict", "x.png"])
         .exits(2)
         .has("no comparison to pick the best model from yet");

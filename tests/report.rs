@@ -7,9 +7,7 @@ use std::fs;
 use std::process::Command;
 
 mod common;
-use common::{tiny_study, write_data, Project};
-
-const TWO: &str = "      main: {}\n      slow: {lr: 0.0003}\n";
+use common::*;
 
 /// Opens the report in a frame, checks it, sorts the table by column 2
 /// (both ways), and writes what it found into `#result`.
@@ -53,11 +51,7 @@ fn the_report_loads_in_a_browser_with_every_picture_and_a_sortable_table() {
         eprintln!("skipped: {chromium} is not installed (apt-get install chromium)");
         return;
     }
-    let t = Project::new();
-    let files = write_data(&t.dir().join("data"));
-    let text = tiny_study(&files, TWO, "main")
-        .replace("    variants:\n", "    seeds: [1, 2, 3]\n    variants:\n");
-    fs::write(t.dir().join("pipeline.yaml"), text).unwrap();
+    let t = tiny_project(|s| s.replace("    variants:\n", "    seeds: [1, 2, 3]\n    variants:\n"));
     t.run(&["run"]).ok();
     // One-epoch curves show their one point.
     let curve = t.read("outputs/evaluate@main~seed1/loss.svg");

@@ -4,7 +4,7 @@
 use std::fs;
 
 mod common;
-use common::{tiny_study, write_data, Project};
+use common::*;
 
 /// The stages a run's output says it ran, in order.
 fn ran(out: &str) -> Vec<String> {
@@ -15,7 +15,7 @@ fn ran(out: &str) -> Vec<String> {
         .collect()
 }
 
-const TWO: &str = "      main: {}\n      slow: {lr: 0.0003}\n";
+const TWO: &str = MAIN_AND_SLOW;
 
 fn seeded(t: &Project, seeds: &str) {
     let files = write_data(&t.dir().join("data"));
@@ -143,13 +143,7 @@ fn a_grid_expands_to_named_variants_and_crosses_named_ones() {
 
 #[test]
 fn one_seed_per_variant_keeps_the_mcnemar_table_and_says_seeds_were_not_replicated() {
-    let t = Project::new();
-    let files = write_data(&t.dir().join("data"));
-    fs::write(
-        t.dir().join("pipeline.yaml"),
-        tiny_study(&files, TWO, "main"),
-    )
-    .unwrap();
+    let t = tiny_project(|s| s);
     let out = t.run(&["run"]).ok().text();
     assert!(
         out.contains("McNemar p") && !out.contains("paired t"),
@@ -166,13 +160,13 @@ fn one_seed_per_variant_keeps_the_mcnemar_table_and_says_seeds_were_not_replicat
 
 #[test]
 fn evaluate_finds_its_dataset_through_the_model_it_evaluates() {
-    let t = Project::new();
-    let files = write_data(&t.dir().join("data"));
-    let text = tiny_study(&files, TWO, "main").replace(
-        "    foreach: train\n    needs: [preprocess]\n",
-        "    foreach: train\n",
-    );
-    assert!(!text.contains("foreach: train\n    needs"));
-    fs::write(t.dir().join("pipeline.yaml"), text).unwrap();
+    let t = tiny_project(|s| {
+        let text = s.replace(
+            "    foreach: train\n    needs: [preprocess]\n",
+            "    foreach: train\n",
+        );
+        assert!(!text.contains("foreach: train\n    needs"));
+        text
+    });
     t.run(&["run"]).ok().has("7 ran, 0 cached, 0 failed");
 }

@@ -409,6 +409,18 @@ stages:
     )
 }
 
+/// Variants `main` and `slow` (a tenth of the learning rate) for [`tiny_study`].
+pub const MAIN_AND_SLOW: &str = "      main: {}\n      slow: {lr: 0.0003}\n";
+
+/// A project holding [`tiny_study`] with [`MAIN_AND_SLOW`] on
+/// [`write_data`]'s files, reference `main`, its text passed through `edit`.
+pub fn tiny_project(edit: impl Fn(String) -> String) -> Project {
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
+    t.pipeline(&edit(tiny_study(&files, MAIN_AND_SLOW, "main")));
+    t
+}
+
 /// Where Debian's package installed the real Fashion-MNIST files; `None`
 /// (and a line saying the test was skipped) where it did not.
 pub fn real_data() -> Option<&'static Path> {

@@ -401,9 +401,20 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 ExportFormat::Torch => stages::export::torch(&model, &spec).map_err(bad)?,
                 ExportFormat::Onnx => stages::export::onnx(&model, &spec),
             };
-            // Whole or not at all: a temporary file beside it, renamed.
-            let tmp = output.with_extension("partial");
-            std::fs::write(&tmp, &bytes)
+            // Whole or not at all: a temporary file of our own beside it
+            // (created new, so nothing of the user's is ever replaced), renamed.
+            let name = output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = output.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io("write the exported model", &tmp, e))?;
+            std::io::Write::write_all(&mut file, &bytes)
+                .and_then(|()| file.sync_all())
                 .and_then(|()| std::fs::rename(&tmp, output))
                 .map_err(|e| {
                     let _ = std::fs::remove_file(&tmp);
@@ -499,8 +510,14 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 let path = history::path(&pipeline);
                 if let Err(e) = history::append(&path, history::record(&pipeline, ran)) {
                     // The run itself succeeded; its record is what is lost.
+                    let cause = std::error::Error::source(&e)
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default();
                     reporter.event(crate::events::Event::Warning {
-                        text: format!("this run is not in the history: {e}"),
+                        text: format!(
+                            "this run is not in the history: {e}{cause}; make {} a writable file (or move it away) for later runs to be recorded",
+                            path.display()
+                        ),
                     });
                 }
             }

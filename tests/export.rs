@@ -103,6 +103,9 @@ fn exported_models_give_the_evaluations_probabilities() {
     let out = t.outside();
     let torch = out.join("model.safetensors");
     let onnx = out.join("model.onnx");
+    // A file of the user's that a careless temporary name would hit.
+    let keep = out.join("model.partial");
+    fs::write(&keep, "mine").unwrap();
     t.run(&[
         "export",
         "train@main",
@@ -122,6 +125,14 @@ fn exported_models_give_the_evaluations_probabilities() {
         onnx.to_str().unwrap(),
     ])
     .ok();
+    // No temporary file is left behind.
+    let leftovers: Vec<_> = fs::read_dir(out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial") && n != "model.partial")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // Never over what is there.
     t.run(&[
         "export",

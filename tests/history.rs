@@ -88,3 +88,19 @@ fn log_and_diff_after_a_parameter_change() {
         "param lr changed (0.0003 => 0.001)"
     );
 }
+
+#[test]
+fn a_history_that_cannot_be_written_costs_the_record_not_the_run() {
+    let t = Project::new();
+    study(&t, "0.0003");
+    // Something in the way of the history file.
+    fs::create_dir_all(t.path("cache/history.jsonl")).unwrap();
+    let out = t.run(&["run"]).ok().text();
+    assert!(out.contains("7 ran, 0 cached, 0 failed"), "{out}");
+    assert!(
+        out.contains("this run is not in the history")
+            && out.contains("cache/history.jsonl")
+            && out.contains("a writable file"),
+        "{out}"
+    );
+}

@@ -34,7 +34,14 @@ fn pictures_are_classified_like_the_test_set_and_bad_files_are_named() {
     t.run(&["predict", "x.png"])
         .exits(2)
         .has("no comparison to pick the best model from yet");
+    t.run(&["predict", "--model", "train@main", "x.png"])
+        .exits(2)
+        .has("train@main has no trained model yet; run `fmnist-pipe run train@main` first");
     t.run(&["run"]).ok();
+    fs::create_dir_all(t.path("empty")).unwrap();
+    t.run(&["predict", "empty"])
+        .exits(2)
+        .has("empty: no .png, .jpg or .jpeg files in this directory");
 
     // Test image 0 as a 28×28 grey PNG, and as a 140×140 colour JPEG,
     // dark on white (the way a product photo looks).

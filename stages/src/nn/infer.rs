@@ -2,6 +2,7 @@
 
 use crate::data::batch::Batcher;
 use crate::data::dataset::{Dataset, Split};
+use crate::nn::fast;
 use crate::nn::generic::{Flat, Net};
 use crate::nn::model::Model;
 use crate::nn::ops::{Dev, Param, T2};
@@ -147,6 +148,19 @@ pub fn predict<D: Backend>(
     let order = b.order(0);
     let (mut x, mut y) = (Vec::new(), Vec::new());
     let mut out = Vec::with_capacity(split.len() * model.classes);
+    if let Engine::Fast = engine {
+        // The weights read once, the buffers reused from batch to batch.
+        let params: Vec<Vec<f32>> = tensors.iter().map(|t| t.as_vec()).collect();
+        let mut ws = fast::Workspace::default();
+        for k in 0..b.batches() {
+            b.fill(&order, 0, k, &mut x, &mut y);
+            let n = y.len();
+            let logits = fast::logits(model, &params, std::mem::take(&mut x), n, threads, &mut ws);
+            out.extend_from_slice(&logits);
+            ws.give_back(logits);
+        }
+        return out;
+    }
     for k in 0..b.batches() {
         b.fill(&order, 0, k, &mut x, &mut y);
         let logits: Logits<D, NoneTape> =

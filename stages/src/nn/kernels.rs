@@ -153,6 +153,19 @@ impl Conv {
                         }
                         let dst = &mut plane[iy as usize * self.w..(iy as usize + 1) * self.w];
                         let src = &row[oy * ow..(oy + 1) * ow];
+                        if self.stride == 1 {
+                            // The adjoint of im2col's shifted copy: a shifted
+                            // add over the columns that land inside the row
+                            // (each element gets the same additions, in the
+                            // same order, as the general loop below).
+                            let shift = kj as isize - self.pad as isize;
+                            let lo = (-shift).clamp(0, ow as isize) as usize;
+                            let hi =
+                                (self.w as isize - shift).clamp(lo as isize, ow as isize) as usize;
+                            let d0 = (lo as isize + shift) as usize;
+                            add(&mut dst[d0..d0 + (hi - lo)], &src[lo..hi]);
+                            continue;
+                        }
                         for (ox, &v) in src.iter().enumerate() {
                             let ix = (ox * self.stride + kj) as isize - self.pad as isize;
                             if ix >= 0 && ix < self.w as isize {
@@ -317,26 +330,39 @@ impl Pool {
         y.par_chunks_mut(oh * ow)
             .zip(arg.par_chunks_mut(oh * ow))
             .zip(x.par_chunks(hw))
-            .for_each(|((yp, ap), xp)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
-                        for ky in 0..self.k {
-                            let row = (oy * self.k + ky) * self.w;
-                            for kx in 0..self.k {
-                                let i = row + ox * self.k + kx;
-                                if xp[i] > best {
-                                    best = xp[i];
-                                    at = i;
-                                }
-                            }
+            .for_each(|((yp, ap), xp)| self.plane_forward(xp, yp, ap));
+        (y, arg)
+    }
+
+    /// One plane: each window's maximum (the first, among ties) and where
+    /// it is in the plane.
+    pub(super) fn plane_forward(&self, xp: &[f32], yp: &mut [f32], ap: &mut [u32]) {
+        let (oh, ow) = (self.oh(), self.ow());
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
+                for ky in 0..self.k {
+                    let row = (oy * self.k + ky) * self.w;
+                    for kx in 0..self.k {
+                        let i = row + ox * self.k + kx;
+                        if xp[i] > best {
+                            best = xp[i];
+                            at = i;
                         }
-                        yp[oy * ow + ox] = best;
-                        ap[oy * ow + ox] = at as u32;
                     }
                 }
-            });
-        (y, arg)
+                yp[oy * ow + ox] = best;
+                ap[oy * ow + ox] = at as u32;
+            }
+        }
+    }
+
+    /// One plane's gradient: zero, with each output's gradient at its argmax.
+    pub(super) fn plane_backward(&self, ap: &[u32], gp: &[f32], dxp: &mut [f32]) {
+        dxp.fill(0.0);
+        for (&a, &g) in ap.iter().zip(gp) {
+            dxp[a as usize] += g;
+        }
     }
 
     pub fn backward(&self, n: usize, arg: &[u32], dy: &[f32]) -> Vec<f32> {
@@ -345,11 +371,7 @@ impl Pool {
         dx.par_chunks_mut(hw)
             .zip(arg.par_chunks(ohw))
             .zip(dy.par_chunks(ohw))
-            .for_each(|((dxp, ap), dyp)| {
-                for (&a, &g) in ap.iter().zip(dyp) {
-                    dxp[a as usize] += g;
-                }
-            });
+            .for_each(|((dxp, ap), dyp)| self.plane_backward(ap, dyp, dxp));
         dx
     }
 }
@@ -366,7 +388,7 @@ pub const BN_MOMENTUM: f32 = 0.1;
 
 impl BatchNorm {
     /// Per-channel (mean, biased variance) of the batch.
-    fn stats(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+    pub(super) fn stats(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
         let m = (n * self.hw) as f64;
         (0..self.c)
             .into_par_iter()
@@ -386,6 +408,26 @@ impl BatchNorm {
             .unzip()
     }
 
+    /// The batch's per-channel mean and 1/std, the running statistics
+    /// updated with them.
+    pub(super) fn batch_stats(
+        &self,
+        x: &[f32],
+        n: usize,
+        running_mean: &mut [f32],
+        running_var: &mut [f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (mean, var) = self.stats(x, n);
+        let m = (n * self.hw) as f32;
+        let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        for c in 0..self.c {
+            running_mean[c] = (1.0 - BN_MOMENTUM) * running_mean[c] + BN_MOMENTUM * mean[c];
+            running_var[c] = (1.0 - BN_MOMENTUM) * running_var[c] + BN_MOMENTUM * var[c] * unbias;
+        }
+        let invstd = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
+        (mean, invstd)
+    }
+
     /// Training: normalizes with batch statistics, updates the running
     /// ones, returns (y, xhat, invstd) — the last two for backward.
     pub fn forward_train(
@@ -397,14 +439,7 @@ impl BatchNorm {
         running_mean: &mut [f32],
         running_var: &mut [f32],
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (mean, var) = self.stats(x, n);
-        let m = (n * self.hw) as f32;
-        let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
-        for c in 0..self.c {
-            running_mean[c] = (1.0 - BN_MOMENTUM) * running_mean[c] + BN_MOMENTUM * mean[c];
-            running_var[c] = (1.0 - BN_MOMENTUM) * running_var[c] + BN_MOMENTUM * var[c] * unbias;
-        }
-        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
+        let (mean, invstd) = self.batch_stats(x, n, running_mean, running_var);
         let mut xhat = vec![0.0f32; x.len()];
         let mut y = vec![0.0f32; x.len()];
         y.par_chunks_mut(self.hw)

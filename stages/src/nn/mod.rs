@@ -1,7 +1,9 @@
 //! Neural networks on dfdx: CPU kernels, differentiable ops on dfdx's tape,
 //! model specs and the model zoo, Adam, checkpoints.
 
+pub mod block;
 pub mod checkpoint;
+pub mod fast;
 pub mod generic;
 pub mod infer;
 pub mod kernels;

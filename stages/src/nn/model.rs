@@ -119,7 +119,7 @@ impl ModelSpec {
 
 /// A layer with its shapes resolved and its parameters located.
 #[derive(Debug, Clone)]
-enum Op {
+pub(super) enum Op {
     /// A convolution fused with the batch norm, ReLU and pooling after it.
     Block {
         w: usize,
@@ -442,6 +442,11 @@ impl Model {
                 Op::Block { .. } => unreachable!("the plain ops hold no fused blocks"),
             })
             .collect()
+    }
+
+    /// The layers as ops, each convolution fused with what follows it.
+    pub(super) fn fused_ops(&self) -> &[Op] {
+        &self.fused
     }
 
     /// Runs the layers one op each instead of fused blocks (the results are

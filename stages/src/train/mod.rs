@@ -9,6 +9,7 @@ use crate::data::augment::{self, Augment};
 use crate::data::batch::Batcher;
 use crate::data::dataset::Dataset;
 use crate::nn::checkpoint;
+use crate::nn::fast::Trainer;
 use crate::nn::generic::{Flat, Net};
 use crate::nn::infer::{predict, score, Backend, Engine, Logits};
 use crate::nn::model::{Knobs, Model, ModelSpec};
@@ -308,6 +309,8 @@ pub struct Learner<D: Backend = Dev> {
     /// Values drawn from the device's generator so far (dropout).
     pub draws: u64,
     pub engine: Engine<D>,
+    /// The fast kernels' step state (`cpu` only).
+    fast: Option<Trainer>,
 }
 
 impl Learner<Dev> {
@@ -346,6 +349,7 @@ impl<D: Backend> Learner<D> {
             tensors,
             adam,
             draws: 0,
+            fast: matches!(engine, Engine::Fast).then(Trainer::default),
             engine,
         }
     }
@@ -385,6 +389,17 @@ impl<D: Backend> Learner<D> {
         y: &[u8],
         threads: usize,
     ) -> (f64, usize) {
+        if let Some(fast) = self.fast.as_mut() {
+            let dev = &self.dev;
+            let (loss, logits) =
+                fast.step(model, &self.master, x, y, threads, &mut || dev.random_u64());
+            self.draws += model.dropout_draws_per_step();
+            self.adam.step(&mut self.master, &fast.grads);
+            for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
+                t.copy_from(m);
+            }
+            return (loss, score(&logits, y).1);
+        }
         let n = y.len();
         let logits: Logits<D, OwnedTape<f32, D>> =
             self.engine

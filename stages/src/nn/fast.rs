@@ -1,0 +1,488 @@
+//! The fast CPU path's training step and inference, without a tape: the
+//! forward pass keeps exactly what backward needs, layer by layer, and
+//! the buffers of one step are reused by the next (no allocation and no
+//! zero-filling in steady state, no copies of the weights). The
+//! arithmetic is that of the dfdx ops in `ops` (which `Model::forward`
+//! runs on dfdx's tape), value for value, so both give bit-identical
+//! weights (tested below); dropout draws its seeds from the same
+//! generator, one per layer and step, and masks as dfdx's CPU kernel does.
+
+use super::block::{self, Norm};
+use super::kernels::{BatchNorm, Linear, Pool};
+use super::model::{Model, Op};
+use dfdx::prelude::*;
+use rand::distributions::{Bernoulli, Distribution};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// Per layer, what backward needs from forward.
+enum Saved {
+    Block {
+        x: Vec<f32>,
+        st: block::Saved,
+    },
+    Pool {
+        pool: Pool,
+        arg: Vec<u32>,
+    },
+    Bn {
+        bn: BatchNorm,
+        xhat: Vec<f32>,
+        invstd: Vec<f32>,
+    },
+    Relu {
+        x: Vec<f32>,
+    },
+    /// Which inputs were dropped, and 1/(1 − p) as dfdx computes it.
+    Dropout {
+        dropped: Vec<bool>,
+        scale: f32,
+    },
+    Flatten,
+    Linear {
+        x: Vec<f32>,
+    },
+    /// Nothing to undo (dropout at p = 0).
+    Nothing,
+}
+
+/// Buffers of earlier batches, reused: their contents are overwritten.
+#[derive(Default)]
+pub struct Workspace {
+    spare: Vec<Vec<f32>>,
+    blocks: Vec<block::Saved>,
+}
+
+impl Workspace {
+    /// A buffer of `len` floats whose contents are unspecified (every
+    /// caller overwrites all of it): one of exactly that length if there
+    /// is one, since each step asks for the sizes the last one returned.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let at = self.spare.iter().position(|v| v.len() == len);
+        let mut v = at.map_or_else(Vec::new, |i| self.spare.swap_remove(i));
+        if cfg!(test) {
+            // Tests catch a read of stale contents.
+            v.clear();
+            v.resize(len, f32::NAN);
+        } else {
+            v.resize(len, 0.0);
+        }
+        v
+    }
+
+    /// Returns a buffer (logits read by the caller) for a later batch.
+    pub fn give_back(&mut self, v: Vec<f32>) {
+        self.give(v);
+    }
+
+    fn give(&mut self, v: Vec<f32>) {
+        if v.capacity() > 0 {
+            self.spare.push(v);
+        }
+    }
+
+    /// A block's saved state from an earlier batch of the same geometry.
+    fn block(&mut self, conv_len: usize) -> block::Saved {
+        let at = self.blocks.iter().position(|b| b.a.len() == conv_len);
+        at.map_or_else(block::Saved::default, |i| self.blocks.swap_remove(i))
+    }
+}
+
+/// A training step's state, kept from one step to the next.
+#[derive(Default)]
+pub struct Trainer {
+    saved: Vec<Saved>,
+    ws: Workspace,
+    /// The last step's gradient of each parameter.
+    pub grads: Vec<Vec<f32>>,
+    loss_dev: Cpu,
+}
+
+impl Trainer {
+    /// One step's forward and backward on a batch: returns the mean loss
+    /// and the logits; [`Self::grads`] holds the gradients. `draw` gives
+    /// the dropout layers' seeds.
+    pub fn step(
+        &mut self,
+        model: &mut Model,
+        params: &[Vec<f32>],
+        x: Vec<f32>,
+        y: &[u8],
+        threads: usize,
+        draw: &mut dyn FnMut() -> u64,
+    ) -> (f64, Vec<f32>) {
+        let mut saved = std::mem::take(&mut self.saved);
+        saved.clear();
+        let logits = run(
+            model,
+            params,
+            x,
+            y.len(),
+            threads,
+            &mut self.ws,
+            Some((&mut saved, draw)),
+        );
+        let (loss, dlogits) = self.loss(&logits, y, model.classes);
+        self.grads.resize_with(params.len(), Vec::new);
+        self.backward(model, params, &mut saved, dlogits, y.len(), threads);
+        self.saved = saved;
+        (loss, logits)
+    }
+
+    /// Cross-entropy and its gradient with respect to the logits, by
+    /// dfdx's own ops (a few hundred values: exactness over speed).
+    fn loss(&self, logits: &[f32], y: &[u8], classes: usize) -> (f64, Vec<f32>) {
+        let n = y.len();
+        let dev = &self.loss_dev;
+        let mut onehot = vec![0.0f32; n * classes];
+        for (i, &c) in y.iter().enumerate() {
+            onehot[i * classes + c as usize] = 1.0;
+        }
+        let l = dev.tensor_from_vec(logits.to_vec(), (n, classes));
+        let target = dev.tensor_from_vec(onehot, (n, classes));
+        let loss = cross_entropy_with_logits_loss(l.clone().leaky_traced(), target);
+        let value = loss.as_vec()[0] as f64;
+        let grads = loss.backward();
+        (value, grads.get(&l).as_vec())
+    }
+
+    fn backward(
+        &mut self,
+        model: &Model,
+        params: &[Vec<f32>],
+        saved: &mut [Saved],
+        mut d: Vec<f32>,
+        n: usize,
+        threads: usize,
+    ) {
+        let grads = &mut self.grads;
+        for (op, s) in model.fused_ops().iter().zip(saved.iter_mut()).rev() {
+            let s = std::mem::replace(s, Saved::Nothing);
+            d = match (op, s) {
+                (Op::Block { w, b, blk }, Saved::Block { x, st }) => {
+                    let g = blk.conv;
+                    let kernel = block::Block {
+                        conv: g,
+                        bn: blk.bn.is_some(),
+                        relu: blk.relu,
+                        pool: blk.pool,
+                    };
+                    let norm = blk.bn.map(|(gi, bi, _)| (&params[gi][..], &params[bi][..]));
+                    let work = self.ws.take(g.o * g.oh() * g.ow() * n);
+                    let (dx, dw, db, dgamma, dbeta) =
+                        kernel.backward(&x, n, &params[*w], norm, &st, d, work, blk.need_dx);
+                    grads[*w] = dw;
+                    grads[*b] = db;
+                    if let Some((gi, bi, _)) = blk.bn {
+                        grads[gi] = dgamma;
+                        grads[bi] = dbeta;
+                    }
+                    self.ws.give(x);
+                    self.ws.blocks.push(st);
+                    dx.unwrap_or_default()
+                }
+                (Op::Pool(_), Saved::Pool { pool, arg }) => pool.backward(n, &arg, &d),
+                (Op::Bn { gamma, beta, .. }, Saved::Bn { bn, xhat, invstd }) => {
+                    let (dx, dgamma, dbeta) = bn.backward(n, &xhat, &invstd, &params[*gamma], &d);
+                    grads[*gamma] = dgamma;
+                    grads[*beta] = dbeta;
+                    dx
+                }
+                (Op::Relu, Saved::Relu { x }) => {
+                    // dfdx: the input's gradient (zero) plus 1{x > 0}·dy.
+                    for (g, &v) in d.iter_mut().zip(&x) {
+                        *g = 0.0 + if v > 0.0 { 1.0 } else { 0.0 } * *g;
+                    }
+                    self.ws.give(x);
+                    d
+                }
+                (Op::Dropout(_), Saved::Dropout { dropped, scale }) => {
+                    for (g, &off) in d.iter_mut().zip(&dropped) {
+                        *g = 0.0 + if off { 0.0 } else { scale } * *g;
+                    }
+                    d
+                }
+                (Op::Dropout(_), Saved::Nothing) | (Op::Flatten, Saved::Flatten) => d,
+                (Op::Linear { o, w, b, first }, Saved::Linear { x }) => {
+                    let l = Linear {
+                        i: x.len() / n,
+                        o: *o,
+                    };
+                    let (dx, dw, db) = l.backward(&x, n, &params[*w], &d, !first, threads);
+                    grads[*w] = dw;
+                    grads[*b] = db;
+                    self.ws.give(x);
+                    dx.unwrap_or_default()
+                }
+                _ => unreachable!("forward saved one entry per op, in order"),
+            };
+        }
+    }
+}
+
+/// Logits of a batch of `n` images in inference mode (running batch-norm
+/// statistics, no dropout).
+pub fn logits(
+    model: &mut Model,
+    params: &[Vec<f32>],
+    x: Vec<f32>,
+    n: usize,
+    threads: usize,
+    ws: &mut Workspace,
+) -> Vec<f32> {
+    run(model, params, x, n, threads, ws, None)
+}
+
+/// Where a training forward pass records what backward needs, and the
+/// source of dropout's seeds.
+type Recorder<'a> = (&'a mut Vec<Saved>, &'a mut dyn FnMut() -> u64);
+
+/// The forward pass; with a recorder, in training mode.
+fn run(
+    model: &mut Model,
+    params: &[Vec<f32>],
+    x: Vec<f32>,
+    n: usize,
+    threads: usize,
+    ws: &mut Workspace,
+    mut rec: Option<Recorder>,
+) -> Vec<f32> {
+    let train = rec.is_some();
+    let (mut c, mut h, mut w) = model.input;
+    let mut a = x;
+    for op in model.fused_ops().to_vec() {
+        let (out, saved) = match op {
+            Op::Block { w: wi, b, blk } => {
+                let g = blk.conv;
+                let kernel = block::Block {
+                    conv: g,
+                    bn: blk.bn.is_some(),
+                    relu: blk.relu,
+                    pool: blk.pool,
+                };
+                let mut out = ws.take(kernel.out_len(n));
+                let mut st = ws.block(n * g.o * g.oh() * g.ow());
+                let norm = blk.bn.map(|(gi, bi, buf)| {
+                    let (m, v) = model.buffers.split_at_mut(buf + 1);
+                    let (rm, rv) = (&mut m[buf].data, &mut v[0].data);
+                    let (gamma, beta) = (&params[gi][..], &params[bi][..]);
+                    if train {
+                        Norm::Train {
+                            gamma,
+                            beta,
+                            running_mean: rm,
+                            running_var: rv,
+                        }
+                    } else {
+                        Norm::Eval {
+                            gamma,
+                            beta,
+                            running_mean: rm,
+                            running_var: rv,
+                        }
+                    }
+                });
+                kernel.forward(&a, n, &params[wi], &params[b], norm, &mut out, &mut st);
+                (c, h, w) = match blk.pool {
+                    Some(k) => (g.o, g.oh() / k, g.ow() / k),
+                    None => (g.o, g.oh(), g.ow()),
+                };
+                (out, Saved::Block { x: a, st })
+            }
+            Op::Conv { .. } => unreachable!("fused ops hold every convolution in a block"),
+            Op::Pool(k) => {
+                let pool = Pool { c, h, w, k };
+                let (y, arg) = pool.forward(&a, n);
+                (h, w) = (pool.oh(), pool.ow());
+                ws.give(a);
+                (y, Saved::Pool { pool, arg })
+            }
+            Op::Bn { gamma, beta, buf } => {
+                let bn = BatchNorm { c, hw: h * w };
+                let (m, v) = model.buffers.split_at_mut(buf + 1);
+                let (rm, rv) = (&mut m[buf].data, &mut v[0].data);
+                let (gs, bs) = (&params[gamma], &params[beta]);
+                let out = if train {
+                    let (y, xhat, invstd) = bn.forward_train(&a, n, gs, bs, rm, rv);
+                    (y, Saved::Bn { bn, xhat, invstd })
+                } else {
+                    (bn.forward_eval(&a, gs, bs, rm, rv), Saved::Nothing)
+                };
+                ws.give(a);
+                out
+            }
+            Op::Relu => {
+                let mut y = ws.take(a.len());
+                for (yv, &v) in y.iter_mut().zip(&a) {
+                    *yv = v.max(0.0);
+                }
+                (y, Saved::Relu { x: a })
+            }
+            Op::Dropout(p) if p > 0.0 && rec.is_some() => {
+                let seed = rec.as_mut().map_or(0, |(_, draw)| draw());
+                let mut rng = StdRng::seed_from_u64(seed);
+                let prob = p as f64;
+                let dist = Bernoulli::new(prob).expect("Model::new checks 0 <= p < 1");
+                let keep = (1.0 - prob) as f32;
+                let dropped: Vec<bool> = a.iter().map(|_| dist.sample(&mut rng)).collect();
+                for (v, &off) in a.iter_mut().zip(&dropped) {
+                    *v = if off { 0.0 } else { *v / keep };
+                }
+                let scale = (1.0 - prob).recip() as f32;
+                (a, Saved::Dropout { dropped, scale })
+            }
+            Op::Dropout(_) => (a, Saved::Nothing),
+            Op::Flatten => {
+                (c, h, w) = (c * h * w, 1, 1);
+                (a, Saved::Flatten)
+            }
+            Op::Linear { o, w: wi, b, .. } => {
+                let l = Linear { i: a.len() / n, o };
+                let y = l.forward(&a, n, &params[wi], &params[b], threads);
+                (c, h, w) = (o, 1, 1);
+                (y, Saved::Linear { x: a })
+            }
+        };
+        a = out;
+        match rec.as_mut() {
+            Some((log, _)) => log.push(saved),
+            None => match saved {
+                Saved::Block { x, st } => {
+                    ws.give(x);
+                    ws.blocks.push(st);
+                }
+                Saved::Linear { x } | Saved::Relu { x } => ws.give(x),
+                _ => {}
+            },
+        }
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::model::{Knobs, LayerSpec, ModelSpec};
+    use crate::nn::ops::{Dev, Param};
+
+    fn images(n: usize, seed: u64) -> (Vec<f32>, Vec<u8>) {
+        let mut r = crate::data::augment::Rng::new(seed);
+        let x = (0..n * 784).map(|_| r.unit() * 2.0 - 1.0).collect();
+        let y = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+        (x, y)
+    }
+
+    /// A training step on dfdx's tape: (loss, logits, gradients).
+    fn on_tape(
+        model: &mut Model,
+        dev: &Dev,
+        params: &[Vec<f32>],
+        x: Vec<f32>,
+        y: &[u8],
+    ) -> (f64, Vec<f32>, Vec<Vec<f32>>) {
+        let tensors: Vec<Param> = params
+            .iter()
+            .map(|p| dev.tensor_from_vec(p.clone(), (p.len(),)))
+            .collect();
+        let n = y.len();
+        let xt = dev
+            .tensor_from_vec(x, (n, 1, 28, 28))
+            .put_tape(OwnedTape::default());
+        let logits = model.forward(xt, &tensors, true, 1);
+        let lv = logits.as_vec();
+        let mut onehot = vec![0.0f32; n * 10];
+        for (i, &c) in y.iter().enumerate() {
+            onehot[i * 10 + c as usize] = 1.0;
+        }
+        let loss = cross_entropy_with_logits_loss(logits, dev.tensor_from_vec(onehot, (n, 10)));
+        let value = loss.as_vec()[0] as f64;
+        let grads = loss.backward();
+        let g = tensors.iter().map(|t| grads.get(t).as_vec()).collect();
+        (value, lv, g)
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Three steps (so that reused buffers are read), each compared with
+    /// dfdx's tape bit for bit: loss, logits, every gradient, the running
+    /// statistics; then inference.
+    fn same_as_tape(layers: Vec<LayerSpec>) {
+        let mut a = Model::new(layers, (1, 28, 28), 10, 3).unwrap();
+        let mut b = a.clone();
+        let params: Vec<Vec<f32>> = a.params.iter().map(|p| p.data.clone()).collect();
+        let (dev_a, dev_b) = (Dev::seed_from_u64(9), Dev::seed_from_u64(9));
+        let mut trainer = Trainer::default();
+        for step in 0..3 {
+            let (x, y) = images(12, step);
+            let (la, lga, ga) = on_tape(&mut a, &dev_a, &params, x.clone(), &y);
+            let (lb, lgb) = trainer.step(&mut b, &params, x, &y, 2, &mut || dev_b.random_u64());
+            assert_eq!(la.to_bits(), lb.to_bits(), "loss, step {step}");
+            assert_eq!(bits(&lga), bits(&lgb), "logits, step {step}");
+            for (i, (g1, g2)) in ga.iter().zip(&trainer.grads).enumerate() {
+                assert_eq!(
+                    bits(g1),
+                    bits(g2),
+                    "gradient of {}, step {step}",
+                    a.params[i].name
+                );
+            }
+            for (r1, r2) in a.buffers.iter().zip(&b.buffers) {
+                assert_eq!(bits(&r1.data), bits(&r2.data), "{}", r1.name);
+            }
+        }
+        let (x, _) = images(5, 99);
+        let tensors: Vec<Param> = params
+            .iter()
+            .map(|p| dev_a.tensor_from_vec(p.clone(), (p.len(),)))
+            .collect();
+        let xt = dev_a.tensor_from_vec(x.clone(), (5, 1, 28, 28));
+        let expect = a.forward(xt, &tensors, false, 1).as_vec();
+        let mut ws = Workspace::default();
+        for _ in 0..2 {
+            let got = logits(&mut b, &params, x.clone(), 5, 1, &mut ws);
+            assert_eq!(bits(&expect), bits(&got), "inference");
+        }
+    }
+
+    #[test]
+    fn the_main_cnn_steps_exactly_as_on_the_tape() {
+        let k = Knobs {
+            dropout: 0.25,
+            batchnorm: true,
+            channels: Some(vec![4, 6, 8]),
+            hidden: Some(16),
+        };
+        same_as_tape(ModelSpec::MainCnn.layers(&k).unwrap());
+    }
+
+    /// Layers outside a block: batch norm, ReLU and pooling on their own,
+    /// a convolution without batch norm or pooling, ReLU and dropout on
+    /// flat activations.
+    #[test]
+    fn loose_layers_step_exactly_as_on_the_tape() {
+        use LayerSpec::*;
+        let conv = |out, padding| Conv {
+            out,
+            kernel: 3,
+            stride: 1,
+            padding,
+        };
+        same_as_tape(vec![
+            Batchnorm,
+            Relu,
+            Maxpool(2),
+            conv(3, 1),
+            Relu,
+            conv(4, 0),
+            Maxpool(2),
+            Batchnorm,
+            Flatten,
+            Linear(12),
+            Relu,
+            Dropout(0.5),
+            Linear(10),
+        ]);
+    }
+}

@@ -96,14 +96,15 @@ impl Conv {
         self.c * self.h * self.w
     }
 
-    /// cols[(c·k + ki)·k + kj][oy·ow + ox] = x[c][oy·s + ki − p][ox·s + kj − p].
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+    /// cols[((c·k + ki)·k + kj)·ld + oy·ow + ox] = x[c][oy·s + ki − p][ox·s + kj − p]:
+    /// one image's columns, its rows `ld` apart (several images side by side).
+    fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize) {
         let (oh, ow, ohw) = (self.oh(), self.ow(), self.ohw());
         for c in 0..self.c {
             let plane = &x[c * self.h * self.w..(c + 1) * self.h * self.w];
             for ki in 0..self.k {
                 for kj in 0..self.k {
-                    let row = &mut cols[((c * self.k + ki) * self.k + kj) * ohw..][..ohw];
+                    let row = &mut cols[((c * self.k + ki) * self.k + kj) * ld..][..ohw];
                     for oy in 0..oh {
                         let iy = (oy * self.stride + ki) as isize - self.pad as isize;
                         let out = &mut row[oy * ow..(oy + 1) * ow];
@@ -138,14 +139,14 @@ impl Conv {
         }
     }
 
-    /// The adjoint of im2col: dx += scatter of dcols.
-    fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
+    /// The adjoint of im2col: dx += scatter of dcols (rows `ld` apart).
+    fn col2im(&self, cols: &[f32], dx: &mut [f32], ld: usize) {
         let (oh, ow, ohw) = (self.oh(), self.ow(), self.ohw());
         for c in 0..self.c {
             let plane = &mut dx[c * self.h * self.w..(c + 1) * self.h * self.w];
             for ki in 0..self.k {
                 for kj in 0..self.k {
-                    let row = &cols[((c * self.k + ki) * self.k + kj) * ohw..][..ohw];
+                    let row = &cols[((c * self.k + ki) * self.k + kj) * ld..][..ohw];
                     for oy in 0..oh {
                         let iy = (oy * self.stride + ki) as isize - self.pad as isize;
                         if iy < 0 || iy >= self.h as isize {
@@ -178,32 +179,55 @@ impl Conv {
         }
     }
 
-    /// y[n] = W·im2col(x[n]) + b, images in parallel.
+    /// Images per matrix product: enough that its columns (the images'
+    /// output pixels) fill the microkernels' rows many times over, so a
+    /// small feature map does not leave most of a tile idle or repack the
+    /// weights for every image. Each output is the same sum in the same
+    /// order whatever the group, so the grouping does not change results.
+    fn group(&self) -> usize {
+        (512 / self.ohw()).clamp(1, CHUNK)
+    }
+
+    /// y[n] = W·im2col(x[n]) + b, groups of images in parallel.
     pub fn forward(&self, x: &[f32], n: usize, w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
-        let (o, ohw, ckk) = (self.o, self.ohw(), self.ckk());
-        debug_assert_eq!(x.len(), n * self.chw());
-        y.par_chunks_mut(o * ohw)
-            .zip(x.par_chunks(self.chw()))
+        let (o, ohw, ckk, chw) = (self.o, self.ohw(), self.ckk(), self.chw());
+        debug_assert_eq!(x.len(), n * chw);
+        let g = self.group();
+        y.par_chunks_mut(g * o * ohw)
+            .zip(x.par_chunks(g * chw))
             .for_each_init(
-                || vec![0.0f32; ckk * ohw],
-                |cols, (yn, xn)| {
-                    self.im2col(xn, cols);
+                || (vec![0.0f32; ckk * g * ohw], vec![0.0f32; o * g * ohw]),
+                |(cols, prod), (yg, xg)| {
+                    let imgs = xg.len() / chw;
+                    let ld = imgs * ohw;
+                    for (i, xn) in xg.chunks(chw).enumerate() {
+                        self.im2col(xn, &mut cols[i * ohw..], ld);
+                    }
                     mm(
                         o,
-                        ohw,
+                        ld,
                         ckk,
-                        yn,
-                        ohw,
+                        prod,
+                        ld,
                         false,
                         w,
                         (ckk, 1),
                         cols,
-                        (ohw, 1),
+                        (ld, 1),
                         Parallelism::None,
                     );
-                    if let Some(b) = b {
-                        for (row, &bias) in yn.chunks_mut(ohw).zip(b) {
-                            row.iter_mut().for_each(|v| *v += bias);
+                    // prod holds channel-major rows; y is image-major.
+                    for (i, yn) in yg.chunks_mut(o * ohw).enumerate() {
+                        for (oc, row) in yn.chunks_mut(ohw).enumerate() {
+                            let src = &prod[oc * ld + i * ohw..][..ohw];
+                            match b {
+                                Some(b) => {
+                                    for (v, &s) in row.iter_mut().zip(src) {
+                                        *v = s + b[oc];
+                                    }
+                                }
+                                None => row.copy_from_slice(src),
+                            }
                         }
                     }
                 },
@@ -239,50 +263,69 @@ impl Conv {
             .map(|(ci, mut dxc)| {
                 let mut dw = vec![0.0f32; o * ckk];
                 let mut db = vec![0.0f32; o];
-                let mut cols = vec![0.0f32; ckk * ohw];
-                let mut dcols = if need_dx {
-                    vec![0.0f32; ckk * ohw]
+                let rows: Vec<usize> = (0..o).map(|r| r * ohw).collect();
+                let g = self.group();
+                let mut cols = vec![0.0f32; ckk * g * ohw];
+                let (mut dcols, mut dyg) = if need_dx {
+                    (vec![0.0f32; ckk * g * ohw], vec![0.0f32; o * g * ohw])
                 } else {
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 };
-                for i in ci * CHUNK..((ci + 1) * CHUNK).min(n) {
-                    let xn = &x[i * chw..(i + 1) * chw];
-                    let dyn_ = &dy[i * o * ohw..(i + 1) * o * ohw];
-                    self.im2col(xn, &mut cols);
-                    // dW += dY[n] (o×ohw) · cols^T (ohw×ckk)
-                    mm(
-                        o,
-                        ckk,
-                        ohw,
-                        &mut dw,
-                        ckk,
-                        true,
-                        dyn_,
-                        (ohw, 1),
-                        &cols,
-                        (1, ohw),
-                        Parallelism::None,
-                    );
-                    for (d, row) in db.iter_mut().zip(dyn_.chunks(ohw)) {
-                        *d += row.iter().fold(0.0, |a, &v| a + v);
+                let first = ci * CHUNK;
+                let last = ((ci + 1) * CHUNK).min(n);
+                for start in (first..last).step_by(g) {
+                    let imgs = g.min(last - start);
+                    let ld = imgs * ohw;
+                    for i in 0..imgs {
+                        let xn = &x[(start + i) * chw..][..chw];
+                        self.im2col(xn, &mut cols[i * ohw..], ld);
                     }
-                    if let Some(dxc) = dxc.as_mut() {
-                        // dcols = W^T (ckk×o) · dY[n] (o×ohw), then scatter back.
+                    for i in 0..imgs {
+                        let dyn_ = &dy[(start + i) * o * ohw..][..o * ohw];
+                        // dW += dY[n] (o×ohw) · cols[n]^T (ohw×ckk), image
+                        // by image: the sums' order does not depend on
+                        // the grouping.
                         mm(
+                            o,
                             ckk,
                             ohw,
+                            &mut dw,
+                            ckk,
+                            true,
+                            dyn_,
+                            (ohw, 1),
+                            &cols[i * ohw..],
+                            (1, ld),
+                            Parallelism::None,
+                        );
+                        for (d, (sum, _)) in db.iter_mut().zip(sums::<false>(dyn_, &rows, ohw)) {
+                            *d += sum;
+                        }
+                        if need_dx {
+                            for (oc, row) in dyn_.chunks(ohw).enumerate() {
+                                dyg[oc * ld + i * ohw..][..ohw].copy_from_slice(row);
+                            }
+                        }
+                    }
+                    if let Some(dxc) = dxc.as_mut() {
+                        // dcols = W^T (ckk×o) · dY (o×ld), then scatter back.
+                        mm(
+                            ckk,
+                            ld,
                             o,
                             &mut dcols,
-                            ohw,
+                            ld,
                             false,
                             w,
                             (1, ckk),
-                            dyn_,
-                            (ohw, 1),
+                            &dyg,
+                            (ld, 1),
                             Parallelism::None,
                         );
-                        let k = i - ci * CHUNK;
-                        self.col2im(&dcols, &mut dxc[k * chw..(k + 1) * chw]);
+                        for i in 0..imgs {
+                            let k = start + i - first;
+                            self.col2im(&dcols[i * ohw..], &mut dxc[k * chw..(k + 1) * chw], ld);
+                        }
                     }
                 }
                 (dw, db)
@@ -296,6 +339,34 @@ impl Conv {
         }
         (need_dx.then_some(dx), dw, db)
     }
+}
+
+/// Rows summed in flight together.
+const LANES: usize = 8;
+
+/// For each row `x[start..start + len]`: its sum and, if `SQ`, the sum of
+/// its squares, each accumulated left to right from zero in f32 (the
+/// values a plain fold gives), computed for eight rows at once so that
+/// their additions overlap instead of each waiting on the last.
+fn sums<const SQ: bool>(x: &[f32], starts: &[usize], len: usize) -> Vec<(f32, f32)> {
+    let mut out = Vec::with_capacity(starts.len());
+    for group in starts.chunks(LANES) {
+        // A short last group repeats its first row; those sums are dropped.
+        let rows: [&[f32]; LANES] =
+            std::array::from_fn(|j| &x[*group.get(j).unwrap_or(&group[0])..][..len]);
+        let (mut s, mut q) = ([0.0f32; LANES], [0.0f32; LANES]);
+        for p in 0..len {
+            for j in 0..LANES {
+                let v = rows[j][p];
+                s[j] += v;
+                if SQ {
+                    q[j] += v * v;
+                }
+            }
+        }
+        out.extend((0..group.len()).map(|j| (s[j], q[j])));
+    }
+    out
 }
 
 pub fn add(dst: &mut [f32], src: &[f32]) {
@@ -394,11 +465,8 @@ impl BatchNorm {
             .into_par_iter()
             .map(|c| {
                 let (mut s, mut s2) = (0.0f64, 0.0f64);
-                for i in 0..n {
-                    let p = &x[(i * self.c + c) * self.hw..][..self.hw];
-                    let (a, b) = p
-                        .iter()
-                        .fold((0.0f32, 0.0f32), |(a, b), &v| (a + v, b + v * v));
+                let planes: Vec<usize> = (0..n).map(|i| (i * self.c + c) * self.hw).collect();
+                for (a, b) in sums::<true>(x, &planes, self.hw) {
                     s += a as f64;
                     s2 += b as f64;
                 }

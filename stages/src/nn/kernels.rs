@@ -100,6 +100,27 @@ impl Conv {
     /// one image's columns, its rows `ld` apart (several images side by side).
     fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize) {
         let (oh, ow, ohw) = (self.oh(), self.ow(), self.ohw());
+        if self.stride == 1 {
+            // Each channel is copied once into a zero-bordered plane; every
+            // output row is then one copy from it, with no edge cases.
+            let (ph, pw) = (self.h + 2 * self.pad, self.w + 2 * self.pad);
+            let mut padded = vec![0.0f32; ph * pw];
+            for c in 0..self.c {
+                let plane = &x[c * self.h * self.w..][..self.h * self.w];
+                for (y, src) in plane.chunks(self.w).enumerate() {
+                    copy_short(&mut padded[(y + self.pad) * pw + self.pad..][..self.w], src);
+                }
+                for ki in 0..self.k {
+                    for kj in 0..self.k {
+                        let row = &mut cols[((c * self.k + ki) * self.k + kj) * ld..][..ohw];
+                        for (oy, out) in row.chunks_mut(ow).enumerate() {
+                            copy_short(out, &padded[(oy + ki) * pw + kj..][..ow]);
+                        }
+                    }
+                }
+            }
+            return;
+        }
         for c in 0..self.c {
             let plane = &x[c * self.h * self.w..(c + 1) * self.h * self.w];
             for ki in 0..self.k {
@@ -338,6 +359,30 @@ impl Conv {
             add(&mut db, &pb);
         }
         (need_dx.then_some(dx), dw, db)
+    }
+}
+
+/// Copies a short row (a feature map's width) with fixed-size moves, not
+/// a call to `memmove` per row.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (a, b) in (&mut d).zip(&mut s) {
+        let b: &[f32; 8] = b.try_into().expect("chunks of 8");
+        a.copy_from_slice(b);
+    }
+    let (mut d, mut s) = (d.into_remainder(), s.remainder());
+    if d.len() >= 4 {
+        d[..4].copy_from_slice(&<[f32; 4]>::try_from(&s[..4]).expect("4 left"));
+        (d, s) = (&mut d[4..], &s[4..]);
+    }
+    if d.len() >= 2 {
+        d[..2].copy_from_slice(&<[f32; 2]>::try_from(&s[..2]).expect("2 left"));
+        (d, s) = (&mut d[2..], &s[2..]);
+    }
+    if let (Some(a), Some(b)) = (d.first_mut(), s.first()) {
+        *a = *b;
     }
 }
 

@@ -400,6 +400,8 @@ fn sums<const SQ: bool>(x: &[f32], starts: &[usize], len: usize) -> Vec<(f32, f3
         let rows: [&[f32]; LANES] =
             std::array::from_fn(|j| &x[*group.get(j).unwrap_or(&group[0])..][..len]);
         let (mut s, mut q) = ([0.0f32; LANES], [0.0f32; LANES]);
+        // Position-major on purpose: the eight rows' adds interleave.
+        #[allow(clippy::needless_range_loop)]
         for p in 0..len {
             for j in 0..LANES {
                 let v = rows[j][p];

@@ -46,6 +46,9 @@ enum Saved {
     Nothing,
 }
 
+/// Spare buffers kept per length: more than a step holds at once.
+const KEEP_PER_LENGTH: usize = 4;
+
 /// Buffers of earlier batches, reused: their contents are overwritten.
 #[derive(Default)]
 pub struct Workspace {
@@ -75,10 +78,32 @@ impl Workspace {
         self.give(v);
     }
 
+    /// Keeps `v` for a later request of its length, unless enough of that
+    /// length are kept already: a step hands back buffers (its input
+    /// batch, for one) that no later step asks for, and keeping them all
+    /// would grow without bound.
     fn give(&mut self, v: Vec<f32>) {
-        if v.capacity() > 0 {
+        let same = self.spare.iter().filter(|s| s.len() == v.len()).count();
+        if v.capacity() > 0 && same < KEEP_PER_LENGTH {
             self.spare.push(v);
         }
+    }
+
+    fn give_block(&mut self, st: block::Saved) {
+        let same = self
+            .blocks
+            .iter()
+            .filter(|b| b.a.len() == st.a.len())
+            .count();
+        if same < KEEP_PER_LENGTH {
+            self.blocks.push(st);
+        }
+    }
+
+    /// How many buffers are kept (for tests).
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.spare.len() + self.blocks.len()
     }
 
     /// A block's saved state from an earlier batch of the same geometry.
@@ -178,7 +203,7 @@ impl Trainer {
                         grads[bi] = dbeta;
                     }
                     self.ws.give(x);
-                    self.ws.blocks.push(st);
+                    self.ws.give_block(st);
                     dx.unwrap_or_default()
                 }
                 (Op::Pool(_), Saved::Pool { pool, arg }) => pool.backward(n, &arg, &d),
@@ -349,7 +374,7 @@ fn run(
             None => match saved {
                 Saved::Block { x, st } => {
                     ws.give(x);
-                    ws.blocks.push(st);
+                    ws.give_block(st);
                 }
                 Saved::Linear { x } | Saved::Relu { x } => ws.give(x),
                 _ => {}
@@ -444,6 +469,35 @@ mod tests {
             let got = logits(&mut b, &params, x.clone(), 5, 1, &mut ws);
             assert_eq!(bits(&expect), bits(&got), "inference");
         }
+    }
+
+    /// Every step hands back its input batch, which no step asks for
+    /// again: what the workspace keeps must not grow with the steps.
+    #[test]
+    fn the_workspace_stays_bounded() {
+        let k = Knobs {
+            dropout: 0.25,
+            batchnorm: true,
+            channels: Some(vec![2, 2, 2]),
+            hidden: Some(4),
+        };
+        let mut m = Model::new(ModelSpec::MainCnn.layers(&k).unwrap(), (1, 28, 28), 10, 3).unwrap();
+        let params: Vec<Vec<f32>> = m.params.iter().map(|p| p.data.clone()).collect();
+        let dev = Dev::seed_from_u64(1);
+        let mut trainer = Trainer::default();
+        let mut kept = Vec::new();
+        for step in 0..40 {
+            let (x, y) = images(2, step);
+            trainer.step(&mut m, &params, x, &y, 1, &mut || dev.random_u64());
+            kept.push(trainer.ws.kept());
+        }
+        assert!(kept[39] <= kept[9] && kept[39] < 30, "{kept:?}");
+        let mut ws = Workspace::default();
+        for i in 0..40 {
+            let out = logits(&mut m, &params, images(2, i).0, 2, 1, &mut ws);
+            ws.give_back(out);
+        }
+        assert!(ws.kept() < 30, "{}", ws.kept());
     }
 
     #[test]

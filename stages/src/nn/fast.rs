@@ -471,17 +471,23 @@ mod tests {
         }
     }
 
+    /// The main CNN's layers with `c`, `c + 2`, `c + 4` channels and a
+    /// hidden layer of `hidden`.
+    fn small_main_cnn(c: usize, hidden: usize) -> Vec<LayerSpec> {
+        let k = Knobs {
+            dropout: 0.25,
+            batchnorm: true,
+            channels: Some(vec![c, c + 2, c + 4]),
+            hidden: Some(hidden),
+        };
+        ModelSpec::MainCnn.layers(&k).unwrap()
+    }
+
     /// Every step hands back its input batch, which no step asks for
     /// again: what the workspace keeps must not grow with the steps.
     #[test]
     fn the_workspace_stays_bounded() {
-        let k = Knobs {
-            dropout: 0.25,
-            batchnorm: true,
-            channels: Some(vec![2, 2, 2]),
-            hidden: Some(4),
-        };
-        let mut m = Model::new(ModelSpec::MainCnn.layers(&k).unwrap(), (1, 28, 28), 10, 3).unwrap();
+        let mut m = Model::new(small_main_cnn(2, 4), (1, 28, 28), 10, 3).unwrap();
         let params: Vec<Vec<f32>> = m.params.iter().map(|p| p.data.clone()).collect();
         let dev = Dev::seed_from_u64(1);
         let mut trainer = Trainer::default();
@@ -502,13 +508,7 @@ mod tests {
 
     #[test]
     fn the_main_cnn_steps_exactly_as_on_the_tape() {
-        let k = Knobs {
-            dropout: 0.25,
-            batchnorm: true,
-            channels: Some(vec![4, 6, 8]),
-            hidden: Some(16),
-        };
-        same_as_tape(ModelSpec::MainCnn.layers(&k).unwrap());
+        same_as_tape(small_main_cnn(4, 16));
     }
 
     /// Layers outside a block: batch norm, ReLU and pooling on their own,

@@ -19,6 +19,18 @@ pub struct Block {
     pub pool: Option<usize>,
 }
 
+/// The kernel of a fused block of the model (its parameter indices aside).
+impl From<super::ops::Block> for Block {
+    fn from(b: super::ops::Block) -> Block {
+        Block {
+            conv: b.conv,
+            bn: b.bn.is_some(),
+            relu: b.relu,
+            pool: b.pool,
+        }
+    }
+}
+
 /// Batch norm's parameters and running statistics as the block uses them.
 pub enum Norm<'a> {
     /// Batch statistics; the running ones are updated.

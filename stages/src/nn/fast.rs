@@ -186,12 +186,7 @@ impl Trainer {
             d = match (op, s) {
                 (Op::Block { w, b, blk }, Saved::Block { x, st }) => {
                     let g = blk.conv;
-                    let kernel = block::Block {
-                        conv: g,
-                        bn: blk.bn.is_some(),
-                        relu: blk.relu,
-                        pool: blk.pool,
-                    };
+                    let kernel = block::Block::from(*blk);
                     let norm = blk.bn.map(|(gi, bi, _)| (&params[gi][..], &params[bi][..]));
                     let work = self.ws.take(g.o * g.oh() * g.ow() * n);
                     let (dx, dw, db, dgamma, dbeta) =
@@ -279,12 +274,7 @@ fn run(
         let (out, saved) = match op {
             Op::Block { w: wi, b, blk } => {
                 let g = blk.conv;
-                let kernel = block::Block {
-                    conv: g,
-                    bn: blk.bn.is_some(),
-                    relu: blk.relu,
-                    pool: blk.pool,
-                };
+                let kernel = block::Block::from(blk);
                 let mut out = ws.take(kernel.out_len(n));
                 let mut st = ws.block(n * g.o * g.oh() * g.ow());
                 let norm = blk.bn.map(|(gi, bi, buf)| {

@@ -217,12 +217,39 @@ impl Conv {
         y.par_chunks_mut(g * o * ohw)
             .zip(x.par_chunks(g * chw))
             .for_each_init(
-                || (vec![0.0f32; ckk * g * ohw], vec![0.0f32; o * g * ohw]),
+                || {
+                    let prod = if g > 1 { o * g * ohw } else { 0 };
+                    (vec![0.0f32; ckk * g * ohw], vec![0.0f32; prod])
+                },
                 |(cols, prod), (yg, xg)| {
                     let imgs = xg.len() / chw;
                     let ld = imgs * ohw;
                     for (i, xn) in xg.chunks(chw).enumerate() {
                         self.im2col(xn, &mut cols[i * ohw..], ld);
+                    }
+                    if imgs == 1 {
+                        // One image's product is already in y's layout.
+                        mm(
+                            o,
+                            ohw,
+                            ckk,
+                            yg,
+                            ohw,
+                            false,
+                            w,
+                            (ckk, 1),
+                            cols,
+                            (ohw, 1),
+                            Parallelism::None,
+                        );
+                        if let Some(b) = b {
+                            for (row, &bo) in yg.chunks_mut(ohw).zip(b) {
+                                for v in row {
+                                    *v += bo;
+                                }
+                            }
+                        }
+                        return;
                     }
                     mm(
                         o,
@@ -455,6 +482,14 @@ impl Pool {
     /// One plane: each window's maximum (the first, among ties) and where
     /// it is in the plane.
     pub(super) fn plane_forward(&self, xp: &[f32], yp: &mut [f32], ap: &mut [u32]) {
+        if self.k == 2 {
+            return self.plane_forward_2x2(xp, yp, ap);
+        }
+        self.plane_forward_any(xp, yp, ap)
+    }
+
+    /// `plane_forward` for any window: a scan that keeps the first maximum.
+    fn plane_forward_any(&self, xp: &[f32], yp: &mut [f32], ap: &mut [u32]) {
         let (oh, ow) = (self.oh(), self.ow());
         for oy in 0..oh {
             for ox in 0..ow {
@@ -471,6 +506,33 @@ impl Pool {
                 }
                 yp[oy * ow + ox] = best;
                 ap[oy * ow + ox] = at as u32;
+            }
+        }
+    }
+
+    /// `plane_forward` for 2×2 windows, the same scan written without
+    /// branches: which element wins depends on the data, so branches are
+    /// mispredicted about as often as not.
+    fn plane_forward_2x2(&self, xp: &[f32], yp: &mut [f32], ap: &mut [u32]) {
+        let (oh, ow, w) = (self.oh(), self.ow(), self.w);
+        for oy in 0..oh {
+            let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+            let (top, bottom) = (&xp[r0..][..2 * ow], &xp[r1..][..2 * ow]);
+            let (yr, ar) = (&mut yp[oy * ow..][..ow], &mut ap[oy * ow..][..ow]);
+            for ox in 0..ow {
+                let (mut best, mut at) = (f32::NEG_INFINITY, 0u32);
+                for (v, i) in [
+                    (top[2 * ox], r0 + 2 * ox),
+                    (top[2 * ox + 1], r0 + 2 * ox + 1),
+                    (bottom[2 * ox], r1 + 2 * ox),
+                    (bottom[2 * ox + 1], r1 + 2 * ox + 1),
+                ] {
+                    let gt = v > best;
+                    best = if gt { v } else { best };
+                    at = if gt { i as u32 } else { at };
+                }
+                yr[ox] = best;
+                ar[ox] = at;
             }
         }
     }
@@ -893,6 +955,29 @@ mod tests {
                 .install(|| g.backward(&x, n, &w, &dy, true))
         };
         assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn the_2x2_pool_picks_what_the_general_scan_picks() {
+        // Ties (0.0 against −0.0 too), −∞, NaN and odd sizes.
+        let vals = [0.0, -0.0, 1.0, -1.0, f32::NEG_INFINITY, f32::NAN, 2.5, 1.0];
+        for (h, w) in [(4, 4), (7, 7), (5, 8), (14, 14)] {
+            let p = Pool { c: 1, h, w, k: 2 };
+            let mut r = crate::data::augment::Rng::new((h * w) as u64);
+            for _ in 0..50 {
+                let x: Vec<f32> = (0..h * w)
+                    .map(|_| vals[(r.unit() * vals.len() as f32) as usize % vals.len()])
+                    .collect();
+                let n = p.oh() * p.ow();
+                let (mut y1, mut a1) = (vec![0.0; n], vec![0; n]);
+                let (mut y2, mut a2) = (vec![0.0; n], vec![0; n]);
+                p.plane_forward_2x2(&x, &mut y1, &mut a1);
+                p.plane_forward_any(&x, &mut y2, &mut a2);
+                assert_eq!(a1, a2);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y1), bits(&y2));
+            }
+        }
     }
 
     #[test]

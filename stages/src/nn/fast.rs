@@ -228,7 +228,9 @@ impl Trainer {
                         i: x.len() / n,
                         o: *o,
                     };
-                    let (dx, dw, db) = l.backward(&x, n, &params[*w], &d, !first, threads);
+                    let dw = std::mem::take(&mut grads[*w]);
+                    let dx = (!first).then(|| self.ws.take(n * l.i));
+                    let (dx, dw, db) = l.backward_into(&x, n, &params[*w], &d, threads, (dw, dx));
                     grads[*w] = dw;
                     grads[*b] = db;
                     self.ws.give(x);

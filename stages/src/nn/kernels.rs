@@ -743,7 +743,24 @@ impl Linear {
         need_dx: bool,
         threads: usize,
     ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
-        let mut dw = vec![0.0f32; self.o * self.i];
+        let bufs = (Vec::new(), need_dx.then(Vec::new));
+        self.backward_into(x, n, w, dy, threads, bufs)
+    }
+
+    /// `backward` into given buffers (dW's, and dx's if asked), of any
+    /// length and contents: both are overwritten in full, so a training
+    /// step can hand back the last step's instead of zeroing fresh ones
+    /// (dW is most of the model's parameters).
+    pub fn backward_into(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &[f32],
+        dy: &[f32],
+        threads: usize,
+        (mut dw, dx): (Vec<f32>, Option<Vec<f32>>),
+    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+        dw.resize(self.o * self.i, 0.0);
         mm(
             self.o,
             self.i,
@@ -761,8 +778,8 @@ impl Linear {
         for row in dy.chunks(self.o) {
             add(&mut db, row);
         }
-        let dx = need_dx.then(|| {
-            let mut dx = vec![0.0f32; n * self.i];
+        let dx = dx.map(|mut dx| {
+            dx.resize(n * self.i, 0.0);
             mm(
                 n,
                 self.i,

@@ -225,12 +225,7 @@ impl Block {
             .map(|(p, (dp, ap))| {
                 let f = affine(p % o);
                 if relu {
-                    for (dv, &av) in dp.iter_mut().zip(ap) {
-                        // ReLU's output, as forward computed it, is its mask.
-                        if f.apply(av).max(0.0) <= 0.0 {
-                            *dv = 0.0;
-                        }
-                    }
+                    mask(f, ap, dp);
                 }
                 match f {
                     Affine::Batch { mu, is, .. } => dp
@@ -278,14 +273,20 @@ impl Block {
     }
 }
 
-impl Affine {
-    #[inline(always)]
-    fn apply(self, v: f32) -> f32 {
-        match self {
-            Affine::Identity => v,
-            Affine::Batch { mu, is, g, b } => g * ((v - mu) * is) + b,
-            Affine::Running { scale, shift } => v * scale + shift,
+/// One plane's gradient through ReLU: zero where ReLU's output, as
+/// forward computed it (`max(f(a), 0)`), is not positive. Each case is its
+/// own branch-free loop so that it vectorizes.
+fn mask(f: Affine, a: &[f32], d: &mut [f32]) {
+    fn run(a: &[f32], d: &mut [f32], f: impl Fn(f32) -> f32) {
+        for (dv, &av) in d.iter_mut().zip(a) {
+            // max(x, 0) ≤ 0 exactly when x > 0 fails (NaN included).
+            *dv = if f(av) > 0.0 { *dv } else { 0.0 };
         }
+    }
+    match f {
+        Affine::Identity => run(a, d, |v| v),
+        Affine::Batch { mu, is, g, b } => run(a, d, |v| g * ((v - mu) * is) + b),
+        Affine::Running { scale, shift } => run(a, d, |v| v * scale + shift),
     }
 }
 

@@ -127,10 +127,13 @@ impl Kind {
             Kind::Cmd => 1,
             Kind::Download => 1,
             Kind::Preprocess => 1,
-            Kind::Train => 1,
+            // 2: 3×3 stride-1 convolutions by Winograd F(4×4, 3×3): the same
+            // maths with other roundings, so every trained weight differs.
+            Kind::Train => 2,
             // 2: heatmap labels centred on their rows and columns.
             // 3: every point of a curve marked (a one-epoch curve shows).
-            Kind::Evaluate => 3,
+            // 4: Winograd convolutions in inference (logits round differently).
+            Kind::Evaluate => 4,
             // 2: tiny p-values shown as "< 1e-300", digits grouped in the title.
             // 3: seed replicates aggregated; table.json's per-variant
             // summaries; curves' points marked; a sortable report table.

@@ -14,7 +14,7 @@ const CHUNK: usize = 8;
 /// C (m×n, row stride ldc) = [C +] A·B, A and B given with their row and
 /// column strides.
 #[allow(clippy::too_many_arguments)]
-fn mm(
+pub(super) fn mm(
     m: usize,
     n: usize,
     k: usize,
@@ -211,6 +211,21 @@ impl Conv {
 
     /// y[n] = W·im2col(x[n]) + b, groups of images in parallel.
     pub fn forward(&self, x: &[f32], n: usize, w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+        if super::winograd::applies(self) {
+            return super::winograd::forward(self, x, n, w, b, y);
+        }
+        self.forward_direct(x, n, w, b, y)
+    }
+
+    /// `forward` by im2col and one matrix product per group of images.
+    pub(super) fn forward_direct(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &[f32],
+        b: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
         let (o, ohw, ckk, chw) = (self.o, self.ohw(), self.ckk(), self.chw());
         debug_assert_eq!(x.len(), n * chw);
         let g = self.group();
@@ -284,6 +299,21 @@ impl Conv {
 
     /// Gradients: (dx if asked, dW, db).
     pub fn backward(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &[f32],
+        dy: &[f32],
+        need_dx: bool,
+    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+        if super::winograd::applies(self) {
+            return super::winograd::backward(self, x, n, w, dy, need_dx);
+        }
+        self.backward_direct(x, n, w, dy, need_dx)
+    }
+
+    /// `backward` by im2col, image by image within chunks of `CHUNK`.
+    pub(super) fn backward_direct(
         &self,
         x: &[f32],
         n: usize,

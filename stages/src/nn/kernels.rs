@@ -14,7 +14,7 @@ const CHUNK: usize = 8;
 /// C (m×n, row stride ldc) = [C +] A·B, A and B given with their row and
 /// column strides.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn mm(
+fn mm(
     m: usize,
     n: usize,
     k: usize,

@@ -10,4 +10,4 @@ pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod optim;
-pub mod winograd;
+mod winograd;

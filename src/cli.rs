@@ -101,6 +101,10 @@ pub enum Command {
         /// JSON for programs.
         #[arg(long)]
         json: bool,
+        /// Refuse (exit 4) when the model's train stage is not fresh,
+        /// instead of answering from the model it last trained with a warning.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Write a trained model for another framework: `torch` (a safetensors
     /// state_dict of the equivalent nn.Sequential) or `onnx`.
@@ -337,8 +341,16 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             model,
             top,
             json,
+            fresh,
         } => {
-            let m = crate::models::find(&pipeline, model.as_deref())?;
+            let mut m = crate::models::find(&pipeline, model.as_deref())?;
+            m.stale = staleness(&pipeline, &dag, &m.stage)?;
+            if let (true, Some(why)) = (*fresh, &m.stale) {
+                return Err(Error::Stale {
+                    stage: m.stage.clone(),
+                    why: why.clone(),
+                });
+            }
             let files = picture_files(paths)?;
             let mut answers: Vec<(
                 PathBuf,
@@ -380,6 +392,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             output,
         } => {
             let m = crate::models::find(&pipeline, Some(stage))?;
+            check_export_path(&pipeline, output)?;
             if output.exists() {
                 return Err(Error::Usage(format!(
                     "{} exists; remove it or choose another -o",
@@ -536,6 +549,63 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             })
         }
     }
+}
+
+/// Why train stage `stage` is not fresh, as `status` says it; None when it is.
+fn staleness(pipeline: &Pipeline, dag: &Dag, stage: &str) -> Result<Option<String>> {
+    let rows = status_rows(pipeline, dag, &[stage.to_string()], &[], false)?;
+    Ok(rows
+        .into_iter()
+        .find(|r| r.stage == stage)
+        .filter(|r| r.state != RowState::Fresh)
+        .map(|r| match (r.state, r.why) {
+            (RowState::Running, _) => "it is being trained again right now".to_string(),
+            (_, Some(why)) => why.to_string(),
+            (state, None) => state.label().to_string(),
+        }))
+}
+
+/// An export may not go where the tool deletes or owns files (the rule
+/// for a stage's `outs`), nor into a stage's output: the next run of that
+/// stage would meet a file it did not write. A missing directory is named.
+fn check_export_path(pipeline: &Pipeline, output: &Path) -> Result<()> {
+    let settings = &pipeline.settings;
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: no such directory; create it, or choose another -o",
+            parent.display()
+        )));
+    }
+    let protected = crate::spec::protect::Protected::new(
+        &settings.project_dir,
+        &settings.file,
+        &settings.cache,
+        &settings.outputs,
+    );
+    if let Some(why) = protected.refuse(output) {
+        return Err(Error::Usage(format!(
+            "{} {why}; the tool deletes and replaces files there\nhelp: export to a path of your own, e.g. `-o model.onnx`",
+            output.display()
+        )));
+    }
+    let here = crate::spec::protect::physical(output);
+    for s in &pipeline.stages {
+        for o in &s.outs {
+            let out = crate::spec::protect::physical(&settings.project_dir.join(o));
+            if here.starts_with(&out) {
+                return Err(Error::Usage(format!(
+                    "{} lies in {o}, an output of stage {}, which the tool deletes before the stage reruns\nhelp: export to a path of your own, e.g. `-o model.onnx`",
+                    output.display(),
+                    s.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pictures `paths` name: files as given, directories by their

@@ -14,6 +14,8 @@ pub mod exit {
     /// The cache or workspace could not be used: I/O errors (a full disk,
     /// permissions), or another run holds the lock.
     pub const ENVIRONMENT: i32 = 3;
+    /// `predict --fresh`: the model's train stage is not fresh.
+    pub const STALE: i32 = 4;
 }
 
 /// A problem in the pipeline file, located as precisely as we can.
@@ -112,6 +114,8 @@ pub enum Error {
     Bench(String),
     #[error("the disk holding {} is full ({during})\n  help: free space there (or move settings.cache to a larger disk) and run again; stages that did not finish are recorded as stale and will rerun", path.display())]
     DiskFull { path: PathBuf, during: String },
+    #[error("the model of {stage} is stale ({why}), and --fresh asks for a fresh one\n  help: run `fmnist-pipe run {stage}` first, or drop --fresh to answer from the model it last trained")]
+    Stale { stage: String, why: String },
 }
 
 fn locked_message(path: &std::path::Path, holder: &str) -> String {
@@ -138,6 +142,7 @@ impl Error {
         match self {
             Error::Pipeline(_) | Error::Usage(_) | Error::Dataset(_) => exit::INVALID,
             Error::Bench(_) => exit::STAGE_FAILED,
+            Error::Stale { .. } => exit::STALE,
             Error::Io { .. }
             | Error::Locked { .. }
             | Error::Record { .. }

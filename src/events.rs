@@ -56,6 +56,12 @@ pub enum Event {
     Warning {
         text: String,
     },
+    /// What a running stage says the user must hear (a saved state
+    /// thrown away), shown without `-v`.
+    Notice {
+        stage: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default, Clone)]

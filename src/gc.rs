@@ -74,14 +74,25 @@ pub fn run(
                 if std::fs::symlink_metadata(&path).is_err() {
                     continue;
                 }
-                // A complete record and the same content: this stage wrote it.
-                let ours = record.complete
-                    && ownership::check(hashes, &stage, Some(&record), &o.path, &path, false)
-                        .is_ok();
-                if !ours {
+                // What the stage's last completed run wrote, or what its
+                // unfinished run wrote into a path the tool cleared: the
+                // same rule as before a stage replaces an output. A killed
+                // rerun leaves the record incomplete, not the file foreign.
+                if let Err(r) =
+                    ownership::check(hashes, &stage, Some(&record), &o.path, &path, false)
+                {
+                    let why = match r.why {
+                        ownership::Why::Modified(_) => {
+                            format!("it no longer holds what {stage} wrote")
+                        }
+                        ownership::Why::NotRecorded | ownership::Why::NoRecord => {
+                            format!("no completed run of {stage} wrote it")
+                        }
+                        ownership::Why::Unreadable(e) => format!("it cannot be read ({e})"),
+                    };
                     items.push(Item::Kept {
                         path: o.path.clone(),
-                        why: format!("it no longer holds what {stage} wrote"),
+                        why,
                     });
                     continue;
                 }

@@ -18,6 +18,9 @@ pub struct ModelRef {
     pub std: f32,
     /// Why this model, when it was not named.
     pub chosen: Option<String>,
+    /// Why its train stage is not fresh (`status`'s reason), when it is not:
+    /// the weights are from an earlier configuration or a run under way.
+    pub stale: Option<String>,
 }
 
 fn out_dir(p: &Pipeline, s: &Stage) -> Option<PathBuf> {
@@ -47,6 +50,7 @@ pub fn find(p: &Pipeline, name: Option<&str>) -> Result<ModelRef> {
         mean,
         std,
         chosen,
+        stale: None,
     })
 }
 

@@ -176,6 +176,7 @@ impl Reporter {
                 self.line(&text);
             }
             Event::Warning { text } => self.line(&format!("warning: {text}")),
+            Event::Notice { stage, message } => self.line(&format!("         {stage}: {message}")),
             Event::Skipped { stage, because } => {
                 self.line(&format!(
                     "skipped  {stage}  (needs {because}, which failed)"
@@ -372,12 +373,21 @@ impl Reporter {
         top: usize,
         json: bool,
     ) {
+        if let Some(why) = &m.stale {
+            // Beside the answers, never in them: stdout stays the answers.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "warning: {} is not fresh ({why}); these answers come from the model it last trained. `fmnist-pipe run {}` brings it up to date; --fresh refuses stale models",
+                m.stage, m.stage
+            );
+        }
         if json {
             let v = serde_json::json!({
                 "model": {
                     "stage": m.stage,
                     "weights": m.weights.display().to_string(),
                     "chosen": m.chosen,
+                    "stale": m.stale,
                 },
                 "predictions": rows.iter().map(|r| match &r.result {
                     Ok((p, probs)) => serde_json::json!({

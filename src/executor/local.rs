@@ -65,6 +65,13 @@ pub(super) fn relay(
             });
             None
         }
+        Ok(stages::job::Message::Notice { message }) => {
+            send(Event::Notice {
+                stage: stage.to_string(),
+                message,
+            });
+            None
+        }
         Ok(m) => Some(m),
         Err(_) => None,
     }

@@ -63,11 +63,13 @@ pub enum DirtyReason {
         path: String,
         error: String,
     },
+    /// Every input added (a compare stage gains several at once).
     InputAdded {
-        stage: String,
+        stages: Vec<String>,
     },
+    /// Every input removed.
     InputRemoved {
-        stage: String,
+        stages: Vec<String>,
     },
     InputChanged {
         stage: String,
@@ -175,6 +177,23 @@ fn show_full(v: &Option<Value>) -> String {
     }
 }
 
+/// `input a`, `inputs a and b`, `inputs a, b, c and 2 more`.
+fn input_list(stages: &[String]) -> String {
+    const SHOWN: usize = 3;
+    match stages {
+        [one] => format!("input {one}"),
+        [init @ .., last] if stages.len() <= SHOWN => {
+            format!("inputs {} and {last}", init.join(", "))
+        }
+        _ => format!(
+            "{} inputs: {} and {} more",
+            stages.len(),
+            stages[..SHOWN].join(", "),
+            stages.len() - SHOWN
+        ),
+    }
+}
+
 impl fmt::Display for DirtyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use DirtyReason::*;
@@ -197,8 +216,8 @@ impl fmt::Display for DirtyReason {
             DepChanged { path: p } => write!(f, "dep {p} changed"),
             DepMissing { path: p } => write!(f, "dep {p} does not exist"),
             DepUnreadable { path, error } => write!(f, "dep {path} cannot be read: {error}"),
-            InputAdded { stage: s } => write!(f, "input {s} added"),
-            InputRemoved { stage: s } => write!(f, "input {s} removed"),
+            InputAdded { stages } => write!(f, "{} added", input_list(stages)),
+            InputRemoved { stages } => write!(f, "{} removed", input_list(stages)),
             InputChanged { stage: s } => write!(f, "input {s} changed"),
             UpstreamStale { stage: s } => write!(f, "input {s} is stale"),
             Interrupted { resume: None } => write!(f, "last run was interrupted or failed"),

@@ -85,9 +85,21 @@ impl Fingerprint {
             });
         }
         if let Some(r) = diff_maps(&old.inputs, inputs) {
+            // Every input added or removed, not the first: a comparison
+            // loses or gains several variants at once.
+            let all = |from: &BTreeMap<String, String>, to: &BTreeMap<String, String>| {
+                from.keys()
+                    .filter(|k| !to.contains_key(*k))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
             return Some(match r {
-                MapDiff::Added(stage) => DirtyReason::InputAdded { stage },
-                MapDiff::Removed(stage) => DirtyReason::InputRemoved { stage },
+                MapDiff::Added(_) => DirtyReason::InputAdded {
+                    stages: all(inputs, &old.inputs),
+                },
+                MapDiff::Removed(_) => DirtyReason::InputRemoved {
+                    stages: all(&old.inputs, inputs),
+                },
                 MapDiff::Changed(stage) => DirtyReason::InputChanged { stage },
             });
         }

@@ -54,13 +54,30 @@ pub fn points(axes: &[(String, RawAxis)]) -> Result<Vec<Pending>, GridError> {
         path: vec!["matrix".into()],
         over: Map::new(),
     }];
-    for (key, axis) in axes {
+    for (n, (key, axis)) in axes.iter().enumerate() {
         let values = axis_values(key, axis)?;
         let mut next = Vec::with_capacity(out.len() * values.len());
         for p in &out {
             for (vname, value) in &values {
                 let mut over = p.over.clone();
-                insert_dotted(&mut over, key, value.clone());
+                let mut add = Map::new();
+                insert_dotted(&mut add, key, value.clone());
+                // Two axes that set one parameter would name variants
+                // after values that were never used.
+                if let Some(clash) = deep_merge(&mut over, &add, "") {
+                    let other = axes[..n]
+                        .iter()
+                        .map(|(k, _)| k)
+                        .find(|k| overlaps(k, &clash) || overlaps(k, key))
+                        .map_or(String::new(), |k| format!("`{k}` and "));
+                    return Err(error(
+                        &["matrix", key],
+                        format!("matrix axes {other}`{key}` both set `{clash}`"),
+                        Some(format!(
+                            "vary `{clash}` in one axis only: drop it from one of them, or fold both into one axis of named values"
+                        )),
+                    ));
+                }
                 let part = format!("{key}={vname}");
                 next.push(Pending {
                     name: if p.name.is_empty() {
@@ -76,6 +93,11 @@ pub fn points(axes: &[(String, RawAxis)]) -> Result<Vec<Pending>, GridError> {
         out = next;
     }
     Ok(out)
+}
+
+/// Whether dotted keys `a` and `b` name the same parameter or one holds the other.
+fn overlaps(a: &str, b: &str) -> bool {
+    a == b || b.starts_with(&format!("{a}.")) || a.starts_with(&format!("{b}."))
 }
 
 /// One axis as (name, value) pairs, each name fit for a file name.
@@ -262,10 +284,31 @@ pub fn check_length(p: &Pending) -> Result<(), GridError> {
                 "variant name `{}` is longer than {MAX_NAME} characters",
                 p.name
             ),
-            Some("give long matrix values short names: `key: {short: value}`".into()),
+            Some(length_help(&p.name)),
         ));
     }
     Ok(())
+}
+
+/// What to shorten in a name that is too long: the part that made it so.
+fn length_help(name: &str) -> String {
+    let (base, seed) = stages::contract::replicate_of(name);
+    let suffix = seed.map_or(String::new(), |_| name[base.len()..].to_string());
+    let which = if base.contains('=') {
+        "give long matrix values short names (`key: {short: value}`) or shorten the variant names"
+    } else {
+        "shorten the variant's name"
+    };
+    if suffix.is_empty() {
+        which.to_string()
+    } else if base.len() <= MAX_NAME {
+        format!(
+            "`{base}` fits, but its seed replicate adds `{suffix}` ({} characters): {which}",
+            suffix.len()
+        )
+    } else {
+        format!("{which}; seed replicates add `{suffix}` too")
+    }
 }
 
 #[cfg(test)]

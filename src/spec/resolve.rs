@@ -502,6 +502,16 @@ fn declared_variants(
         )
         .into());
     }
+    if let (Some(_), Some(target)) = (&rs.seeds, &rs.foreach) {
+        // Replicating a `foreach` stage would name replicates of
+        // replicates (`main~seed1~seed2`) and train nothing new.
+        return Err(at(
+            &["seeds".into()],
+            format!("stage `{name}` has `seeds` and `foreach: {target}`: its variants are {target}'s, one per variant of {target}, so there is nothing of its own to replicate"),
+            Some(format!("put `seeds` on `{target}`: each of its replicates then gets its own `{name}` stage")),
+        )
+        .into());
+    }
     if let Some(seeds) = &rs.seeds {
         let Some(vs) = &variants else {
             return Err(at(
@@ -577,7 +587,105 @@ fn declared_variants(
         })?;
         out.push((v.name, merged));
     }
+    if let Some(m) = &rs.matrix {
+        check_distinct(name, &out, m.0.iter().map(|(k, _)| k.as_str()), loc)?;
+    }
     Ok(Some(out))
+}
+
+/// Refuses two grid points whose parameters are equal as the stage's kind
+/// reads them (`[-0.0, 0.0, 0]`, `[1, 1.0]`): one configuration would be
+/// trained under several names.
+fn check_distinct<'k>(
+    name: &str,
+    variants: &'k [(String, Value)],
+    axes: impl Iterator<Item = &'k str>,
+    loc: &Locator<'_>,
+) -> Result<()> {
+    let axes: Vec<&str> = axes.collect();
+    let mut seen: HashMap<String, &'k str> = HashMap::with_capacity(variants.len());
+    for (vname, params) in variants {
+        let mut key = String::new();
+        canonical_text(params, &mut key);
+        let Some(first) = seen.insert(key, vname) else {
+            continue;
+        };
+        // The axes whose value names differ between the two points.
+        let parts = |n: &'k str| -> Vec<(&'k str, &'k str)> {
+            replicate_of(n)
+                .0
+                .split('+')
+                .filter_map(|p| p.split_once('='))
+                .collect()
+        };
+        let (a, b) = (parts(first), parts(vname));
+        let differ: Vec<(&str, &str, &str)> = a
+            .iter()
+            .filter_map(|(k, x)| {
+                b.iter()
+                    .find(|(kb, y)| kb == k && y != x)
+                    .map(|(_, y)| (*k, *x, *y))
+            })
+            .collect();
+        let (path, message) = match differ[..] {
+            [(axis, x, y)] if axes.contains(&axis) => (
+                vec!["stages", name, "matrix", axis],
+                format!(
+                    "stage `{name}`: matrix `{axis}` lists `{x}` and `{y}`, which are the same value for the stage"
+                ),
+            ),
+            _ => (
+                vec!["stages", name, "matrix"],
+                format!(
+                    "stage `{name}`: variants `{first}` and `{vname}` have the same parameters"
+                ),
+            ),
+        };
+        return Err(loc.at(&path, message).help("list each value once").into());
+    }
+    Ok(())
+}
+
+/// A value's text with numbers compared by value: `0`, `0.0` and `-0.0`
+/// are one number, and so are `1` and `1.0`.
+fn canonical_text(v: &Value, out: &mut String) {
+    use std::fmt::Write;
+    match v {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                let _ = write!(out, "{i}");
+            } else if let Some(u) = n.as_u64() {
+                let _ = write!(out, "{u}");
+            } else {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                if x.fract() == 0.0 && x.abs() < 9.2e18 {
+                    let _ = write!(out, "{}", x as i64);
+                } else {
+                    let _ = write!(out, "{x:?}");
+                }
+            }
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for x in a {
+                canonical_text(x, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            out.push('{');
+            for (k, x) in m {
+                let _ = write!(out, "{k:?}:");
+                canonical_text(x, out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
 }
 
 /// Pass 2: the concrete stages (variants and `foreach` expanded, names,

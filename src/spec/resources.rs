@@ -53,11 +53,13 @@ impl fmt::Display for TimeLimit {
     }
 }
 
-/// `30m`, `1h30m`, `2d`, `90s`; Slurm's `HH:MM:SS` and `D-HH:MM:SS`; a
-/// bare number is minutes, as in Slurm.
+/// `30m`, `1h30m`, `2d`, `90s`; Slurm's own forms (`MM`, `MM:SS`,
+/// `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`): a bare number is
+/// minutes, as in Slurm. Every sum is checked: a limit too large to
+/// hold is refused, never wrapped.
 pub fn parse_time(text: &str) -> Result<TimeLimit, String> {
     let bad = || {
-        format!("`{text}` is not a duration; write e.g. `30m`, `1h30m`, `2d`, `90s`, `01:30:00` or `1-12:00:00`")
+        format!("`{text}` is not a duration; write e.g. `30m`, `1h30m`, `2d`, `90s`, or as Slurm does `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM` or `D-HH:MM:SS`")
     };
     let t = text.trim();
     if t.is_empty() {
@@ -65,22 +67,8 @@ pub fn parse_time(text: &str) -> Result<TimeLimit, String> {
     }
     let secs = if let Ok(min) = t.parse::<u64>() {
         min.checked_mul(60).ok_or_else(bad)?
-    } else if t.contains(':') {
-        let (days, clock) = match t.split_once('-') {
-            Some((d, c)) => (d.parse::<u64>().map_err(|_| bad())?, c),
-            None => (0, t),
-        };
-        let parts: Vec<u64> = clock
-            .split(':')
-            .map(|p| p.parse::<u64>().map_err(|_| bad()))
-            .collect::<Result<_, _>>()?;
-        let [h, m, s] = parts[..] else {
-            return Err(bad());
-        };
-        if m >= 60 || s >= 60 {
-            return Err(bad());
-        }
-        days * 86_400 + h * 3600 + m * 60 + s
+    } else if t.contains(':') || t.contains('-') {
+        clock(t).ok_or_else(bad)?
     } else {
         let mut total = 0u64;
         let mut num = String::new();
@@ -117,6 +105,43 @@ pub fn parse_time(text: &str) -> Result<TimeLimit, String> {
     Ok(TimeLimit(secs))
 }
 
+/// Slurm's clock forms, in seconds; None when malformed or too large.
+fn clock(t: &str) -> Option<u64> {
+    let num = |p: &str| {
+        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<u64>().ok())
+            .flatten()
+    };
+    let fields = |c: &str| c.split(':').map(num).collect::<Option<Vec<u64>>>();
+    // The leading field may run past its unit (`100:00:00`, `90:30`),
+    // except hours after days.
+    let (days, h, m, s) = match t.split_once('-') {
+        Some((d, c)) => {
+            let d = num(d)?;
+            let (h, m, s) = match fields(c)?[..] {
+                [h] => (h, 0, 0),
+                [h, m] => (h, m, 0),
+                [h, m, s] => (h, m, s),
+                _ => return None,
+            };
+            (h < 24 && m < 60).then_some((d, h, m, s))?
+        }
+        // Without days Slurm reads `a:b` as minutes and seconds.
+        None => match fields(t)?[..] {
+            [m, s] => (0, 0, m, s),
+            [h, m, s] => (m < 60).then_some((0, h, m, s))?,
+            _ => return None,
+        },
+    };
+    if s >= 60 {
+        return None;
+    }
+    days.checked_mul(86_400)?
+        .checked_add(h.checked_mul(3600)?)?
+        .checked_add(m.checked_mul(60)?)?
+        .checked_add(s)
+}
+
 impl<'de> Deserialize<'de> for TimeLimit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -151,6 +176,9 @@ mod tests {
             ("01:30:00", 5400),
             ("1-12:00:00", 129_600),
             ("100:00:00", 360_000),
+            ("90:30", 5430),
+            ("1-12", 129_600),
+            ("1-12:30", 131_400),
         ] {
             assert_eq!(parse_time(text), Ok(TimeLimit(secs)), "{text}");
         }
@@ -159,7 +187,30 @@ mod tests {
     #[test]
     fn malformed_durations_are_refused() {
         for text in [
-            "", "m", "30x", "3m2h", "1h1h", "30m5", "1:2", "1:60:00", "0", "0m", "-5m", "1.5h",
+            "",
+            "m",
+            "30x",
+            "3m2h",
+            "1h1h",
+            "30m5",
+            "1:60:00",
+            "0",
+            "0m",
+            "-5m",
+            "1.5h",
+            "1:60",
+            "1-24:00:00",
+            "1-2:3:4:5",
+            "1:2:3:4",
+            ":30",
+            "1-",
+            "-1",
+            // Too large to hold: refused, never wrapped.
+            "144115188075855872-01:00:00",
+            "99999999999999999999:00:00",
+            "5124095576030432:00:00",
+            "307445734561825861",
+            "213503982334602d",
         ] {
             assert!(parse_time(text).is_err(), "{text} was accepted");
         }

@@ -142,6 +142,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         (ctx.progress)(crate::Progress {
             message: format!("fetching {name}"),
             fraction: Some(k as f64 / total as f64),
+            notice: false,
         });
         let source = fetch(
             &agent,
@@ -158,6 +159,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         (ctx.progress)(crate::Progress {
             message: format!("{name} from {source}"),
             fraction: Some((k + 1) as f64 / total as f64),
+            notice: false,
         });
     }
     Ok(())

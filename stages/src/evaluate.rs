@@ -117,6 +117,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     (ctx.progress)(Progress {
         message: format!("{} test images", test.len()),
         fraction: Some(0.0),
+        notice: false,
     });
     tune_allocator();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -141,6 +142,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     (ctx.progress)(Progress {
         message: format!("accuracy {:.4}", m.accuracy),
         fraction: Some(0.8),
+        notice: false,
     });
     let report = EvalReport {
         stage: ctx.stage.to_string(),
@@ -193,6 +195,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         (ctx.progress)(Progress {
             message: why,
             fraction: None,
+            notice: false,
         });
     }
     crate::plots::evaluation(ctx.out_dir, &report, &roc, &probs, &data, test).map_err(fail)?;

@@ -32,6 +32,10 @@ pub enum Message {
         message: String,
         fraction: Option<f64>,
     },
+    /// A progress line the user must see, and the log keep.
+    Notice {
+        message: String,
+    },
     Done,
     Failed {
         error: JobError,
@@ -117,10 +121,16 @@ pub fn run(job: &Job, out: &mut (dyn Write + Send)) -> i32 {
         }
     };
     let progress = |p: Progress| {
-        send(&Message::Progress {
-            message: p.message,
-            fraction: p.fraction,
-        })
+        if p.notice {
+            // The log is this process's stderr.
+            eprintln!("{}: {}", job.stage, p.message);
+            send(&Message::Notice { message: p.message })
+        } else {
+            send(&Message::Progress {
+                message: p.message,
+                fraction: p.fraction,
+            })
+        }
     };
     let ctx = RunContext {
         stage: &job.stage,

@@ -40,6 +40,9 @@ pub struct Progress {
     pub message: String,
     /// Fraction done in [0, 1], when known.
     pub fraction: Option<f64>,
+    /// Something the user must hear of even without `-v` (and that the
+    /// stage's log keeps): a saved state thrown away, say.
+    pub notice: bool,
 }
 
 /// Everything a built-in kind needs to run one stage.

@@ -121,6 +121,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         (ctx.progress)(crate::Progress {
             message: m.to_string(),
             fraction: Some(f),
+            notice: false,
         })
     };
     progress("decoding", 0.0);

@@ -133,6 +133,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     (ctx.progress)(Progress {
         message: format!("{} variants", variants.len()),
         fraction: Some(0.3),
+        notice: false,
     });
     let reference = &members[ref_idx][0].preds;
     for e in members.iter().flatten() {
@@ -170,7 +171,9 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             &serde_json::to_vec_pretty(&rows).map_err(fail)?,
         )?;
         write("table.csv", csv(&rows).as_bytes())?;
-        let mut t = render_table(&rows, &p.reference, reference.len());
+        // `seeds: [1]` replicates once: the advice is to list more seeds.
+        let one_seed = members.iter().all(|m| m[0].seed.is_some());
+        let mut t = render_table(&rows, &p.reference, reference.len(), one_seed);
         t.variants = single_summaries(&rows, &members, ref_idx);
         t
     };
@@ -182,6 +185,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     (ctx.progress)(Progress {
         message: crate::plots::font_missing().unwrap_or_else(|| "charts".into()),
         fraction: Some(0.6),
+        notice: false,
     });
     // Charts of each variant: its seeds' mean metrics, the first seed's curves.
     let reports: Vec<EvalReport> = members.iter().map(|m| mean_report(m)).collect();
@@ -333,7 +337,7 @@ fn single_summaries(
     out
 }
 
-fn render_table(rows: &[Row], reference: &str, n: usize) -> Table {
+fn render_table(rows: &[Row], reference: &str, n: usize, one_seed: bool) -> Table {
     let columns = [
         "variant",
         "accuracy [95% CI]",
@@ -382,7 +386,11 @@ fn render_table(rows: &[Row], reference: &str, n: usize) -> Table {
         notes: vec![
             "95% CI: Wilson score interval. McNemar p: exact two-sided test on the images where exactly one of the variant and the reference is right.".into(),
             "Model selection used the validation split only; the test set was seen once, here.".into(),
-            "Seeds were not replicated: each variant trained once, so these tests compare two trained models on this test set, not two configurations; another seed may change the result. Add `seeds:` to the train stage to compare configurations.".into(),
+            if one_seed {
+                "Seeds were not replicated: `seeds` lists one seed, so each variant trained once and these tests compare two trained models on this test set, not two configurations; another seed may change the result. List more seeds in `seeds:` (e.g. `seeds: [1, 2, 3]`) to compare configurations.".into()
+            } else {
+                "Seeds were not replicated: each variant trained once, so these tests compare two trained models on this test set, not two configurations; another seed may change the result. Add `seeds:` to the train stage to compare configurations.".into()
+            },
         ],
         variants: Vec::new(),
     }

@@ -226,6 +226,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     (ctx.progress)(Progress {
         message: format!("{} parameters", model.parameter_count()),
         fraction: Some(0.0),
+        notice: false,
     });
     tune_allocator();
     let t0 = Instant::now();
@@ -507,8 +508,11 @@ fn fit<D: Backend>(
     let saved = match resume {
         Some(dir) => resume::Saved::load(dir).unwrap_or_else(|why| {
             progress(Progress {
-                message: format!("the saved state cannot be used ({why}); starting over"),
+                message: format!(
+                    "the saved training state is damaged ({why}); training starts over from epoch 1"
+                ),
                 fraction: None,
+                notice: true,
             });
             None
         }),
@@ -522,8 +526,11 @@ fn fit<D: Backend>(
                 Ok(()) => Some(s),
                 Err(why) => {
                     progress(Progress {
-                        message: format!("the saved state cannot be used ({why}); starting over"),
+                        message: format!(
+                            "the saved training state does not fit this training ({why}); training starts over from epoch 1"
+                        ),
                         fraction: None,
+                        notice: true,
                     });
                     None
                 }
@@ -536,6 +543,7 @@ fn fit<D: Backend>(
         progress(Progress {
             message: format!("resuming from epoch {first_epoch}/{}", p.epochs),
             fraction: Some(first_epoch as f64 / p.epochs as f64),
+            notice: false,
         });
     }
     let started = Instant::now();
@@ -575,6 +583,7 @@ fn fit<D: Backend>(
                         eta
                     ),
                     fraction: Some(done as f64 / total_steps as f64),
+                    notice: false,
                 });
             }
         }

@@ -97,7 +97,8 @@ impl Saved {
         Ok(b)
     }
 
-    pub fn from_bytes(b: &[u8]) -> Result<Saved, String> {
+    /// Whether `b` is a whole saved state: its magic and its checksum.
+    pub fn check(b: &[u8]) -> Result<(), String> {
         if b.len() < 16 + 32 || &b[..8] != MAGIC {
             return Err("not a saved training state".into());
         }
@@ -105,6 +106,12 @@ impl Saved {
         if blake3::hash(body).as_bytes() != sum {
             return Err("checksum mismatch".into());
         }
+        Ok(())
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Saved, String> {
+        Saved::check(b)?;
+        let body = &b[..b.len() - 32];
         let n = u64::from_le_bytes(body[8..16].try_into().map_err(|_| "truncated")?) as usize;
         let h: Header = serde_json::from_slice(body.get(16..16 + n).ok_or("truncated header")?)
             .map_err(|e| e.to_string())?;
@@ -190,13 +197,15 @@ pub fn write_progress(dir: &Path, epoch: usize, epochs: usize) -> Result<(), Str
         .map_err(|e| format!("{}: {e}", tmp.display()))
 }
 
-/// Where a run with a saved state in `dir` resumes: (epochs done, epochs).
+/// Where a run with a saved state in `dir` resumes: (epochs done,
+/// epochs). None when there is no state, or a damaged one (a truncated
+/// file after a crash): that run starts over, and must not be announced
+/// as resuming.
 pub fn saved_progress(dir: &Path) -> Option<(usize, usize)> {
     let b = std::fs::read(dir.join(PROGRESS_FILE)).ok()?;
     let p: SavedProgress = serde_json::from_slice(&b).ok()?;
-    dir.join(STATE_FILE)
-        .is_file()
-        .then_some((p.epoch, p.epochs))
+    let state = std::fs::read(dir.join(STATE_FILE)).ok()?;
+    Saved::check(&state).ok().map(|()| (p.epoch, p.epochs))
 }
 
 #[cfg(test)]

@@ -289,13 +289,15 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Log { limit, json } => {
-            let (runs, bad) = history::read(&history::path(&pipeline))?;
-            let newest: Vec<&history::RunRecord> = runs
-                .iter()
-                .rev()
-                .take(limit.unwrap_or(usize::MAX))
-                .collect();
-            reporter.log(&newest, bad, *json);
+            let path = history::path(&pipeline);
+            let limit = limit.unwrap_or(usize::MAX);
+            let (runs, bad) = history::recent(&path, limit)?;
+            // `-n 0` shows no run; say so without claiming there are none.
+            let newest = match (limit, runs.first()) {
+                (0, _) => history::newest_id(&path)?,
+                (_, r) => r.map(|r| r.id),
+            };
+            reporter.log(&runs, bad, newest, *json);
             Ok(exit::OK)
         }
         Command::Diff {
@@ -304,37 +306,28 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
             json,
             md,
         } => {
-            let (runs, _) = history::read(&history::path(&pipeline))?;
-            let find = |id: u64| {
-                runs.iter().find(|r| r.id == id).ok_or_else(|| {
-                    Error::Usage(format!(
-                        "no run {id} in the history{}; `fmnist-pipe log` lists them",
-                        match (runs.first(), runs.last()) {
-                            (Some(a), Some(b)) => format!(" (runs {} to {})", a.id, b.id),
-                            _ => " (it is empty)".into(),
-                        }
-                    ))
-                })
-            };
-            let (a, b) = match (run_a, run_b) {
-                (Some(a), Some(b)) => (find(*a)?, find(*b)?),
+            let pick = match (run_a, run_b) {
+                (Some(a), Some(b)) => history::Pick::Both(*a, *b),
                 // One run named: it against the latest.
-                (Some(a), None) => (
-                    find(*a)?,
-                    runs.last().ok_or_else(|| Error::Usage("the run history is empty".into()))?,
-                ),
-                _ => match &runs[..] {
-                    [.., a, b] => (a, b),
-                    _ => {
-                        return Err(Error::Usage(format!(
-                            "diff compares two runs and the history has {}; every `fmnist-pipe run` that runs something adds one",
-                            runs.len()
-                        )))
-                    }
-                },
+                (Some(a), None) => history::Pick::AgainstNewest(*a),
+                _ => history::Pick::LastTwo,
             };
-            reporter.diff(&history::diff(a, b), *json, *md);
-            Ok(exit::OK)
+            match history::pick(&history::path(&pipeline), pick)? {
+                Ok((a, b)) => {
+                    reporter.diff(&history::diff(&a, &b), *json, *md);
+                    Ok(exit::OK)
+                }
+                Err(history::Missing::Run { id, range }) => Err(Error::Usage(format!(
+                    "no run {id} in the history{}; `fmnist-pipe log` lists them",
+                    match range {
+                        Some((a, b)) => format!(" (runs {a} to {b})"),
+                        None => " (it is empty)".into(),
+                    }
+                ))),
+                Err(history::Missing::TooFew(n)) => Err(Error::Usage(format!(
+                    "diff compares two runs and the history has {n}; every `fmnist-pipe run` that runs something adds one"
+                ))),
+            }
         }
         Command::Predict {
             paths,
@@ -513,15 +506,26 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter) -> Result<i32> {
                 executor: args.executor,
             };
             let mut ran: Vec<history::RanStage> = Vec::new();
+            let mut running: std::collections::HashMap<String, usize> = Default::default();
+            let begun = history::start(&pipeline);
             let summary: Summary =
                 execute::run(&pipeline, &dag, &store, &hashes, &opts, &mut |e| {
-                    note_ran(&mut ran, &e);
+                    note_ran(&mut ran, &mut running, &e);
                     reporter.event(e)
                 })?;
             reporter.summary(&summary);
             if !ran.is_empty() {
                 let path = history::path(&pipeline);
-                if let Err(e) = history::append(&path, history::record(&pipeline, ran)) {
+                // Only what is fresh now is the result of the parameters
+                // recorded: a stale evaluation measured something else.
+                let fresh: std::collections::HashSet<String> =
+                    status_rows(&pipeline, &dag, &[], &[], false)?
+                        .into_iter()
+                        .filter(|r| r.state == RowState::Fresh)
+                        .map(|r| r.stage)
+                        .collect();
+                let record = history::record(&pipeline, begun, ran, &|s| fresh.contains(s));
+                if let Err(e) = history::append(&path, record) {
                     // The run itself succeeded; its record is what is lost.
                     let cause = std::error::Error::source(&e)
                         .map(|c| format!(" ({c})"))
@@ -641,22 +645,31 @@ fn picture_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Keeps what the history records of a run: each stage that ran, why,
 /// and how it ended.
-fn note_ran(ran: &mut Vec<history::RanStage>, e: &crate::events::Event) {
+/// `running` maps a started stage to its place in `ran` (a linear search
+/// per stage would make a run of thousands quadratic).
+fn note_ran(
+    ran: &mut Vec<history::RanStage>,
+    running: &mut std::collections::HashMap<String, usize>,
+    e: &crate::events::Event,
+) {
     use crate::events::Event;
     match e {
-        Event::Started { stage, reason, .. } => ran.push(history::RanStage {
-            stage: stage.clone(),
-            reason: reason.to_string(),
-            outcome: "running".into(),
-        }),
+        Event::Started { stage, reason, .. } => {
+            running.insert(stage.clone(), ran.len());
+            ran.push(history::RanStage {
+                stage: stage.clone(),
+                reason: reason.to_string(),
+                outcome: "running".into(),
+            })
+        }
         Event::Finished { stage, .. } | Event::Failed { stage, .. } => {
             let outcome = if matches!(e, Event::Failed { .. }) {
                 "failed"
             } else {
                 "done"
             };
-            if let Some(r) = ran.iter_mut().rev().find(|r| r.stage == *stage) {
-                r.outcome = outcome.into();
+            if let Some(&k) = running.get(stage) {
+                ran[k].outcome = outcome.into();
             }
         }
         _ => {}

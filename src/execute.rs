@@ -127,10 +127,6 @@ pub fn run(
         }
         p
     };
-    let mut ready: BTreeSet<(usize, usize)> = (0..n)
-        .filter(|&i| mask[i] && pending[i] == 0)
-        .map(|i| (pos[i], i))
-        .collect();
     let mut digests: Vec<Option<String>> = vec![None; n];
     let mut done = vec![false; n];
     let mut summary = Summary::default();
@@ -148,6 +144,64 @@ pub fn run(
         store,
         executor,
     };
+    // What is fresh, assessed as `status` does (level by level, in
+    // parallel): those stages are settled here, in the loop's thread,
+    // without a thread, a grant or a scan of the ready set each, so a
+    // run with nothing to do costs what `status` costs.
+    let assessed = ctx.planner.assess_all(dag.order(), &mask, &forced)?;
+    // The digest each stage was assessed with, and whether it was fresh.
+    let planned: Vec<(Option<String>, bool)> = assessed
+        .into_iter()
+        .map(|a| a.map_or((None, false), |a| (a.digest, a.state == State::Fresh)))
+        .collect();
+    let mut ready: BTreeSet<(usize, usize)> = BTreeSet::new();
+    // Stages whose inputs are all done: a fresh one (whose inputs came out
+    // as assessed) settles at once and may free its dependents; the
+    // others wait for the scheduler.
+    let settle = |first: Vec<usize>,
+                  ready: &mut BTreeSet<(usize, usize)>,
+                  pending: &mut [usize],
+                  digests: &mut [Option<String>],
+                  done: &mut [bool],
+                  summary: &mut Summary,
+                  report: &mut dyn FnMut(Event)| {
+        let mut work = first;
+        while let Some(i) = work.pop() {
+            let stage = &pipeline.stages[i];
+            let as_assessed = stage.needs.iter().all(|&j| digests[j] == planned[j].0);
+            match (&planned[i], as_assessed) {
+                ((Some(d), true), true) => {
+                    report(Event::Cached {
+                        stage: stage.name.clone(),
+                    });
+                    summary.cached += 1;
+                    summary.done.insert(stage.name.clone());
+                    digests[i] = Some(d.clone());
+                    done[i] = true;
+                    for c in dag.dependents(i) {
+                        if mask[c] {
+                            pending[c] -= 1;
+                            if pending[c] == 0 {
+                                work.push(c);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    ready.insert((pos[i], i));
+                }
+            }
+        }
+    };
+    settle(
+        (0..n).filter(|&i| mask[i] && pending[i] == 0).collect(),
+        &mut ready,
+        &mut pending,
+        &mut digests,
+        &mut done,
+        &mut summary,
+        report,
+    );
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut grants: BTreeMap<usize, Grant> = BTreeMap::new();
     let mut running = 0usize;
@@ -157,7 +211,8 @@ pub fn run(
         loop {
             // After a failure (without --keep-going) nothing new starts.
             let mut start: Vec<(usize, Assigned)> = Vec::new();
-            if !stop {
+            // With no free slot nothing can start: no scan of the ready set.
+            if !stop && pool.has_room() {
                 let mut fit = Vec::new();
                 for &(_, i) in &ready {
                     let d = demand(&pipeline.stages[i]);
@@ -240,14 +295,24 @@ pub fn run(
                         Some(d) => {
                             digests[i] = Some(d);
                             summary.done.insert(pipeline.stages[i].name.clone());
+                            let mut freed = Vec::new();
                             for c in dag.dependents(i) {
                                 if mask[c] {
                                     pending[c] -= 1;
                                     if pending[c] == 0 {
-                                        ready.insert((pos[c], c));
+                                        freed.push(c);
                                     }
                                 }
                             }
+                            settle(
+                                freed,
+                                &mut ready,
+                                &mut pending,
+                                &mut digests,
+                                &mut done,
+                                &mut summary,
+                                report,
+                            );
                         }
                         None => {
                             summary.failed += 1;
@@ -260,7 +325,7 @@ pub fn run(
                                 if mask[c] && !done[c] {
                                     done[c] = true;
                                     summary.skipped += 1;
-                                    ready.retain(|&(_, r)| r != c);
+                                    ready.remove(&(pos[c], c));
                                     report(Event::Skipped {
                                         stage: pipeline.stages[c].name.clone(),
                                         because: pipeline.stages[i].name.clone(),

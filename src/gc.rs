@@ -28,6 +28,9 @@ pub enum Item {
         count: usize,
         bytes: u64,
     },
+    /// The run history, compacted: torn lines dropped, the first format
+    /// rewritten, state files no run names removed.
+    History(crate::history::Compacted),
     /// Files moved aside by earlier runs (never removed by gc).
     Quarantine {
         path: String,
@@ -131,6 +134,10 @@ pub fn run(
         }
     }
     items.push(Item::Objects { count, bytes });
+    let compacted = crate::history::compact(&crate::history::path(pipeline), dry_run)?;
+    if compacted.runs + compacted.dropped > 0 {
+        items.push(Item::History(compacted));
+    }
     let quarantine = store.root().join("quarantine");
     let (files, bytes) = tree_size(&quarantine);
     if files > 0 {

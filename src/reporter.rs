@@ -349,6 +349,32 @@ impl Reporter {
                         fmt_bytes(*bytes)
                     ));
                 }
+                Item::History(c) => {
+                    let changes = c.dropped + c.rewritten + c.unused;
+                    removes |= changes > 0;
+                    if changes > 0 {
+                        let would = if dry_run {
+                            "would compact"
+                        } else {
+                            "compacted"
+                        };
+                        text.push_str(&format!(
+                            "{would}  the run history: {} runs kept, {} unreadable lines dropped, {} runs rewritten compactly, {} unused state files ({}) removed\n",
+                            c.runs,
+                            c.dropped,
+                            c.rewritten,
+                            c.unused,
+                            fmt_bytes(c.unused_bytes)
+                        ));
+                        if !dry_run {
+                            text.push_str(&format!(
+                                "              history.jsonl {} -> {}\n",
+                                fmt_bytes(c.bytes_before),
+                                fmt_bytes(c.bytes_after)
+                            ));
+                        }
+                    }
+                }
                 Item::Objects { count, bytes } => {
                     removes |= *count > 0;
                     text.push_str(&format!(
@@ -438,7 +464,15 @@ impl Reporter {
 
     /// `run --wait` found the cache locked.
     /// `log`: the runs given (newest first).
-    pub fn log(&self, runs: &[&crate::history::RunRecord], unreadable: usize, json: bool) {
+    /// `log`: the runs given (newest first); `newest`, the id of the newest
+    /// run in the history (known when `-n 0` shows none).
+    pub fn log(
+        &self,
+        runs: &[crate::history::RunSummary],
+        unreadable: usize,
+        newest: Option<u64>,
+        json: bool,
+    ) {
         if json {
             let v: Vec<_> = runs.iter().collect();
             self.text(&format!(
@@ -448,9 +482,14 @@ impl Reporter {
             return;
         }
         if runs.is_empty() {
-            self.text(
-                "no runs recorded yet: every `fmnist-pipe run` that runs something adds one\n",
-            );
+            match newest {
+                Some(id) => self.text(&format!(
+                    "no runs shown (-n 0); the newest of the history is run {id}\n"
+                )),
+                None => self.text(
+                    "no runs recorded yet: every `fmnist-pipe run` that runs something adds one\n",
+                ),
+            }
             return;
         }
         let rows = runs
@@ -461,6 +500,9 @@ impl Reporter {
                 let mut what = done.to_string();
                 if failed > 0 {
                     what.push_str(&format!(", {failed} failed"));
+                }
+                if r.pipeline_changed {
+                    what.push_str(" (pipeline edited during the run)");
                 }
                 let names: Vec<&str> = r.ran.iter().map(|s| s.stage.as_str()).collect();
                 let shown = names.iter().take(4).copied().collect::<Vec<_>>().join(", ");
@@ -514,7 +556,11 @@ impl Reporter {
         }
         let value =
             |v: &Option<serde_json::Value>| v.as_ref().map_or("—".into(), |v| v.to_string());
-        let num = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.4}"));
+        let num = |v: Option<f64>, stale: bool| match (v, stale) {
+            (_, true) => "stale".to_string(),
+            (Some(v), false) => format!("{v:.4}"),
+            (None, false) => "—".into(),
+        };
         let params = stages::contract::Table {
             title: format!("Parameters, run {} → run {}", d.old_run, d.new_run),
             columns: ["parameter", "old", "new"].map(String::from).to_vec(),
@@ -542,16 +588,21 @@ impl Reporter {
                     vec![
                         m.stage.clone(),
                         m.metric.clone(),
-                        num(m.old),
-                        num(m.new),
+                        num(m.old, m.old_stale),
+                        num(m.new, m.new_stale),
                         m.change.map_or("—".into(), |c| format!("{c:+.4}")),
                     ]
                 })
                 .collect(),
-            notes: if d.metrics.is_empty() {
-                vec!["Neither run has evaluated metrics.".into()]
-            } else {
-                Vec::new()
+            notes: {
+                let mut notes = Vec::new();
+                if d.metrics.is_empty() {
+                    notes.push("Neither run has evaluated metrics.".into());
+                }
+                if d.metrics.iter().any(|m| m.old_stale || m.new_stale) {
+                    notes.push("stale: the evaluation was not fresh at the end of that run (its metrics measured an earlier configuration), so no value is attributed to the parameters recorded there.".into());
+                }
+                notes
             },
             variants: Vec::new(),
         };

@@ -165,6 +165,12 @@ impl Pool {
         out
     }
 
+    /// Whether anything could start now: every stage takes a core (a
+    /// slot, for a job pool), so with none free `admit` starts nothing.
+    pub fn has_room(&self) -> bool {
+        self.free_cpus > 0
+    }
+
     pub fn release(&mut self, g: Grant) {
         self.running -= 1;
         self.free_cpus += if g.slot { 1 } else { g.cpus };

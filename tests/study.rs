@@ -528,3 +528,53 @@ fn a_killed_training_resumes_and_matches_an_uninterrupted_one() {
         "byte-identical weights"
     );
 }
+
+/// A saved state damaged after a kill (a truncated file): no run calls it
+/// a resume; without -v, one line says the training starts over, and the
+/// stage's log keeps it.
+#[test]
+fn a_damaged_saved_state_is_said_to_start_over_not_to_resume() {
+    let t = Project::new();
+    long_training(&t);
+    let mut child = t
+        .cmd(&["run", "train@main"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_saved_epoch(&t, "train@main");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for _ in 0..200 {
+        if stage_processes(&t.dir()).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let state = fs::read_dir(t.dir().join("cache/resume/train@main"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("state.fmnr"))
+        .find(|p| p.is_file())
+        .expect("a saved state");
+    let bytes = fs::read(&state).unwrap();
+    fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    let (_, reason) = t.state_of("train@main");
+    assert_eq!(
+        reason.as_deref(),
+        Some("last run was interrupted or failed"),
+        "status does not promise a resume from a damaged state"
+    );
+    let out = t.run(&["run", "train@main"]).ok().stdout();
+    assert!(!out.contains("resuming"), "{out}");
+    assert_eq!(
+        out.matches("train@main: the saved training state is damaged (checksum mismatch); training starts over from epoch 1")
+            .count(),
+        1,
+        "{out}"
+    );
+    let log = fs::read_to_string(t.dir().join("cache/logs/train@main.log")).unwrap();
+    assert!(
+        log.contains("the saved training state is damaged (checksum mismatch)"),
+        "{log}"
+    );
+}

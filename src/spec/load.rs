@@ -93,8 +93,11 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
                 mut map: A,
             ) -> std::result::Result<Self::Value, A::Error> {
                 let mut out: Vec<(String, V)> = Vec::new();
+                // Names seen, for the duplicate check (a scan of `out` per
+                // key would make a pipeline of thousands load quadratically).
+                let mut seen = std::collections::HashSet::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    if out.iter().any(|(k, _)| *k == key) {
+                    if !seen.insert(key.clone()) {
                         return Err(de::Error::custom(format!(
                             "duplicate name `{key}`: each name may appear once"
                         )));

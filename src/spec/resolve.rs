@@ -915,14 +915,13 @@ fn link(
         }
         prev = Some((o, i));
     }
+    // By name: a search per stage would make loading quadratic.
+    let declared: HashMap<&str, &RawStage> =
+        raw.stages.0.iter().map(|(n, s)| (n.as_str(), s)).collect();
     for (i, b) in stages.iter().enumerate() {
-        let raw = &raw
-            .stages
-            .0
-            .iter()
-            .find(|(n, _)| *n == b.base)
-            .expect("base exists")
-            .1;
+        let Some(raw) = declared.get(b.base.as_str()) else {
+            continue;
+        };
         for n in &raw.needs {
             let found: Vec<usize> = match index.get(n.as_str()) {
                 Some(&j) => vec![j],

@@ -588,20 +588,30 @@ pub fn compact(path: &Path, dry_run: bool) -> Result<Compacted> {
 
 /// Where a run began: its time, the commit, and the pipeline file's text
 /// (to notice an edit made while it ran).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Start {
     when: String,
-    git: Option<GitState>,
+    /// git is asked on a thread of its own as the run starts, so that a
+    /// run with nothing to record does not wait for it.
+    git: std::thread::JoinHandle<Option<GitState>>,
     text: Option<Vec<u8>>,
 }
 
 /// Taken before anything runs: a commit made during a long run is not the
 /// one the run used.
 pub fn start(pipeline: &Pipeline) -> Start {
+    let settings = &pipeline.settings;
+    let dir = settings.project_dir.clone();
+    // The places the tool writes: the cache, the outputs directory, every
+    // declared output.
+    let places: Vec<String> = [settings.cache.clone(), settings.outputs.clone()]
+        .into_iter()
+        .chain(pipeline.stages.iter().flat_map(|s| s.outs.iter().cloned()))
+        .collect();
     Start {
         when: now_rfc3339(),
-        git: git_state(pipeline),
-        text: std::fs::read(&pipeline.settings.file).ok(),
+        git: std::thread::spawn(move || git_state(&dir, &places)),
+        text: std::fs::read(&settings.file).ok(),
     }
 }
 
@@ -643,7 +653,7 @@ pub fn record(
     RunRecord {
         id: 0,
         when: start.when,
-        git: start.git,
+        git: start.git.join().ok().flatten(),
         pipeline_changed: changed,
         ran,
         params,
@@ -690,9 +700,7 @@ fn as_written(v: Value) -> Value {
 /// leaving out what the tool writes itself (its cache, its outputs
 /// directory, the stages' declared outputs); None outside a git
 /// repository or without git.
-fn git_state(pipeline: &Pipeline) -> Option<GitState> {
-    let settings = &pipeline.settings;
-    let dir = &settings.project_dir;
+fn git_state(dir: &Path, places: &[String]) -> Option<GitState> {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .arg("-C")
@@ -713,14 +721,8 @@ fn git_state(pipeline: &Pipeline) -> Option<GitState> {
     let top = crate::spec::protect::physical(Path::new(&top));
     // The tool's own places, relative to the repository's root (where
     // porcelain paths are); those outside it git does not see anyway.
-    let ours: BTreeSet<String> = [settings.cache.as_str(), settings.outputs.as_str()]
-        .into_iter()
-        .chain(
-            pipeline
-                .stages
-                .iter()
-                .flat_map(|s| s.outs.iter().map(String::as_str)),
-        )
+    let ours: BTreeSet<String> = places
+        .iter()
         .filter_map(|p| {
             let abs = crate::spec::protect::physical(&dir.join(p));
             let rel = abs.strip_prefix(&top).ok()?;

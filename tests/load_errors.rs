@@ -68,7 +68,7 @@ refused! {
     max_batches_zero: b"stages:\n  t:\n    kind: train\n    params:\n      max_batches: 0\n"
         => "error: pipeline.yaml:4:5: stage `t`: invalid params: max_batches must be at least 1 (or null: every batch of each epoch)\n 4 |     params:\n   |     ^\n";
     bad_time: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    resources: {time: 3x}\n"
-        => "error: pipeline.yaml:5:16: stages.a.resources: time: `3x` is not a duration; write e.g. `30m`, `1h30m`, `2d`, `90s`, `01:30:00` or `1-12:00:00`\n 5 |     resources: {time: 3x}\n   |                ^\n";
+        => "error: pipeline.yaml:5:16: stages.a.resources: time: `3x` is not a duration; write e.g. `30m`, `1h30m`, `2d`, `90s`, or as Slurm does `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM` or `D-HH:MM:SS`\n 5 |     resources: {time: 3x}\n   |                ^\n";
     zero_cpus: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    resources: {cpus: 0}\n"
         => "error: pipeline.yaml:5:5: stage `a`: resources.cpus must be at least 1\n 5 |     resources: {cpus: 0}\n   |     ^\n";
     threads_and_cpus: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    threads: 2\n    resources: {cpus: 2}\n"

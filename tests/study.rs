@@ -469,19 +469,15 @@ fn long_training(t: &Project) {
     t.pipeline(&y);
 }
 
-/// `kill -9` of the orchestrator in the middle of a training: status says
-/// where it will resume, the next run resumes there, and the model is
-/// byte-identical to one trained without interruption.
-#[test]
-fn a_killed_training_resumes_and_matches_an_uninterrupted_one() {
-    let t = Project::new();
-    long_training(&t);
+/// `run train@main`, killed (-9) once the training saved a state after an
+/// epoch; returns when no stage process is left.
+fn kill_mid_training(t: &Project) {
     let mut child = t
         .cmd(&["run", "train@main"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_saved_epoch(&t, "train@main");
+    wait_for_saved_epoch(t, "train@main");
     let stage_pids = stage_processes(&t.dir());
     assert_eq!(stage_pids.len(), 1, "train@main runs in its own process");
     child.kill().unwrap();
@@ -497,6 +493,16 @@ fn a_killed_training_resumes_and_matches_an_uninterrupted_one() {
         stage_processes(&t.dir()).is_empty(),
         "no stage left running after kill -9 of the orchestrator"
     );
+}
+
+/// `kill -9` of the orchestrator in the middle of a training: status says
+/// where it will resume, the next run resumes there, and the model is
+/// byte-identical to one trained without interruption.
+#[test]
+fn a_killed_training_resumes_and_matches_an_uninterrupted_one() {
+    let t = Project::new();
+    long_training(&t);
+    kill_mid_training(&t);
     let (state, reason) = t.state_of("train@main");
     assert_eq!(state, "dirty");
     let reason = reason.unwrap();
@@ -536,34 +542,21 @@ fn a_killed_training_resumes_and_matches_an_uninterrupted_one() {
 fn a_damaged_saved_state_is_said_to_start_over_not_to_resume() {
     let t = Project::new();
     long_training(&t);
-    let mut child = t
-        .cmd(&["run", "train@main"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_saved_epoch(&t, "train@main");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for _ in 0..200 {
-        if stage_processes(&t.dir()).is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    kill_mid_training(&t);
     let state = fs::read_dir(t.dir().join("cache/resume/train@main"))
         .unwrap()
         .flatten()
         .map(|e| e.path().join("state.fmnr"))
         .find(|p| p.is_file())
         .expect("a saved state");
+    let (_, before) = t.state_of("train@main");
+    assert!(before.unwrap_or_default().ends_with("it resumes there"));
     let bytes = fs::read(&state).unwrap();
     fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    // Before the damage, status promised a resume; after it, none.
     let (_, reason) = t.state_of("train@main");
-    assert_eq!(
-        reason.as_deref(),
-        Some("last run was interrupted or failed"),
-        "status does not promise a resume from a damaged state"
-    );
+    let reason = reason.unwrap_or_default();
+    assert!(!reason.contains("resume"), "{reason}");
     let out = t.run(&["run", "train@main"]).ok().stdout();
     assert!(!out.contains("resuming"), "{out}");
     assert_eq!(

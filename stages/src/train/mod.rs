@@ -977,7 +977,7 @@ mod tests {
                 said.lock()
                     .unwrap()
                     .iter()
-                    .any(|s| s.contains("starting over")),
+                    .any(|s| s.contains("starts over from epoch 1")),
                 "{:?}",
                 said.lock().unwrap()
             );

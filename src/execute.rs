@@ -8,13 +8,13 @@ use crate::graph::Dag;
 use crate::hash::HashCache;
 use crate::ownership::{self, Refusal};
 use crate::plan::{Fp, Planner, State};
-use crate::schedule::{Demand, Grant, Pool};
+use crate::schedule::{Demand, Grant, Pool, Ready};
 use crate::spec::ExecutorKind;
 use crate::spec::{Pipeline, Stage};
 use crate::store::{
     move_into_place, outputs_digest, remove_any, Output, Record, RestoreError, Store,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -154,12 +154,19 @@ pub fn run(
         .into_iter()
         .map(|a| a.map_or((None, false), |a| (a.digest, a.state == State::Fresh)))
         .collect();
-    let mut ready: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let mut ready = Ready::new(pipeline.stages.iter().map(demand).collect());
+    // What this machine can never give (more GPUs or memory than it has):
+    // such a stage fails as soon as it is ready, without waiting for room.
+    let impossible: Vec<Option<String>> = (0..n)
+        .map(|i| mask[i].then(|| pool.impossible(ready.demand(i))).flatten())
+        .collect();
+    let mut doomed: Vec<usize> = Vec::new();
     // Stages whose inputs are all done: a fresh one (whose inputs came out
     // as assessed) settles at once and may free its dependents; the
     // others wait for the scheduler.
     let settle = |first: Vec<usize>,
-                  ready: &mut BTreeSet<(usize, usize)>,
+                  ready: &mut Ready,
+                  doomed: &mut Vec<usize>,
                   pending: &mut [usize],
                   digests: &mut [Option<String>],
                   done: &mut [bool],
@@ -187,15 +194,15 @@ pub fn run(
                         }
                     }
                 }
-                _ => {
-                    ready.insert((pos[i], i));
-                }
+                _ if impossible[i].is_some() => doomed.push(i),
+                _ => ready.insert(pos[i], i),
             }
         }
     };
     settle(
         (0..n).filter(|&i| mask[i] && pending[i] == 0).collect(),
         &mut ready,
+        &mut doomed,
         &mut pending,
         &mut digests,
         &mut done,
@@ -211,22 +218,19 @@ pub fn run(
         loop {
             // After a failure (without --keep-going) nothing new starts.
             let mut start: Vec<(usize, Assigned)> = Vec::new();
-            // With no free slot nothing can start: no scan of the ready set.
-            if !stop && pool.has_room() {
-                let mut fit = Vec::new();
-                for &(_, i) in &ready {
-                    let d = demand(&pipeline.stages[i]);
-                    match pool.impossible(&d) {
-                        Some(why) => start.push((i, Err(why))),
-                        None => fit.push((i, d)),
-                    }
+            if !stop {
+                for i in doomed.drain(..) {
+                    start.push((i, Err(impossible[i].clone().unwrap_or_default())));
                 }
-                for (i, g) in pool.admit(&fit) {
-                    start.push((i, Ok(g)));
+                // With no free slot nothing can start: the queue is not read.
+                if pool.has_room() {
+                    for (i, g) in pool.admit_queue(&ready) {
+                        start.push((i, Ok(g)));
+                    }
                 }
             }
             for (i, assigned) in start {
-                ready.remove(&(pos[i], i));
+                ready.remove(pos[i], i);
                 if let Ok(g) = &assigned {
                     grants.insert(i, g.clone());
                 }
@@ -307,6 +311,7 @@ pub fn run(
                             settle(
                                 freed,
                                 &mut ready,
+                                &mut doomed,
                                 &mut pending,
                                 &mut digests,
                                 &mut done,
@@ -325,7 +330,7 @@ pub fn run(
                                 if mask[c] && !done[c] {
                                     done[c] = true;
                                     summary.skipped += 1;
-                                    ready.remove(&(pos[c], c));
+                                    ready.remove(pos[c], c);
                                     report(Event::Skipped {
                                         stage: pipeline.stages[c].name.clone(),
                                         because: pipeline.stages[i].name.clone(),

@@ -116,50 +116,90 @@ impl Pool {
         }
     }
 
+    /// Starts what fits of the ready queue, reading it only as far as
+    /// something can still start (a run of thousands of ready stages would
+    /// otherwise read them all after each stage that ends).
+    pub fn admit_queue(&mut self, q: &Ready) -> Vec<(usize, Grant)> {
+        let with = |&(_, i): &(usize, usize)| (i, q.demands[i].clone());
+        match self.kind {
+            // Slots in priority order: the first ones fill them.
+            PoolKind::Jobs => {
+                let first: Vec<(usize, Demand)> =
+                    q.all.iter().take(self.free_cpus).map(with).collect();
+                self.admit(&first)
+            }
+            PoolKind::Local { .. } => self.admit_split(
+                q.fixed.iter().map(with),
+                q.flexible.iter().map(with),
+                q.flexible.len(),
+            ),
+        }
+    }
+
     /// Starts what fits of `ready` (indices with their demands, in
     /// priority order): the indices started and what each holds.
     pub fn admit(&mut self, ready: &[(usize, Demand)]) -> Vec<(usize, Grant)> {
         let mut out = Vec::new();
-        let total = match self.kind {
-            PoolKind::Jobs => {
-                for (i, d) in ready {
-                    if self.free_cpus == 0 {
-                        break;
-                    }
-                    self.free_cpus -= 1;
-                    self.running += 1;
-                    out.push((
-                        *i,
-                        Grant {
-                            cpus: d.cpus.unwrap_or(1),
-                            gpus: Vec::new(),
-                            mem_mb: 0,
-                            slot: true,
-                        },
-                    ));
+        if let PoolKind::Jobs = self.kind {
+            for (i, d) in ready {
+                if self.free_cpus == 0 {
+                    break;
                 }
-                return out;
+                self.free_cpus -= 1;
+                self.running += 1;
+                out.push((
+                    *i,
+                    Grant {
+                        cpus: d.cpus.unwrap_or(1),
+                        gpus: Vec::new(),
+                        mem_mb: 0,
+                        slot: true,
+                    },
+                ));
             }
+            return out;
+        }
+        let fixed = ready.iter().filter(|(_, d)| !flexible(d)).cloned();
+        let shares: Vec<(usize, Demand)> =
+            ready.iter().filter(|(_, d)| flexible(d)).cloned().collect();
+        let n = shares.len();
+        out.extend(self.admit_split(fixed, shares.into_iter(), n));
+        out
+    }
+
+    /// Fixed demands first, then the shares of what is left among the
+    /// `flexible_count` flexible ones; each list in priority order.
+    fn admit_split(
+        &mut self,
+        fixed: impl Iterator<Item = (usize, Demand)>,
+        flexible: impl Iterator<Item = (usize, Demand)>,
+        flexible_count: usize,
+    ) -> Vec<(usize, Grant)> {
+        let total = match self.kind {
             PoolKind::Local { cpus, .. } => cpus,
+            PoolKind::Jobs => self.free_cpus,
         };
-        // Fixed demands first, then the shares of what is left.
-        for (i, d) in ready.iter().filter(|(_, d)| !flexible(d)) {
+        let mut out = Vec::new();
+        for (i, d) in fixed {
+            // Every stage takes a core: with none free, none of the rest fits.
+            if self.free_cpus == 0 {
+                break;
+            }
             let cpus = d.cpus.unwrap_or(1).min(total);
-            if cpus <= self.free_cpus && self.fits(d) {
-                out.push((*i, self.take(cpus, d)));
+            if cpus <= self.free_cpus && self.fits(&d) {
+                out.push((i, self.take(cpus, &d)));
             }
         }
-        let candidates: Vec<&(usize, Demand)> = ready.iter().filter(|(_, d)| flexible(d)).collect();
-        let mut n = candidates.len().min(self.free_cpus);
-        for (i, d) in candidates {
+        let mut n = flexible_count.min(self.free_cpus);
+        for (i, d) in flexible {
             if n == 0 {
                 break;
             }
-            if !self.fits(d) {
+            if !self.fits(&d) {
                 continue;
             }
             let cpus = self.free_cpus.div_ceil(n);
-            out.push((*i, self.take(cpus, d)));
+            out.push((i, self.take(cpus, &d)));
             n -= 1;
         }
         out
@@ -217,6 +257,47 @@ impl Pool {
 
 fn flexible(d: &Demand) -> bool {
     d.cpus.is_none() && d.parallel
+}
+
+/// The stages ready to start, by priority (their place in dependency
+/// order), kept also apart by kind of demand so that admitting reads only
+/// what it can use.
+pub struct Ready {
+    demands: Vec<Demand>,
+    all: BTreeSet<(usize, usize)>,
+    fixed: BTreeSet<(usize, usize)>,
+    flexible: BTreeSet<(usize, usize)>,
+}
+
+impl Ready {
+    /// An empty queue for stages with these demands (by stage index).
+    pub fn new(demands: Vec<Demand>) -> Self {
+        Ready {
+            demands,
+            all: BTreeSet::new(),
+            fixed: BTreeSet::new(),
+            flexible: BTreeSet::new(),
+        }
+    }
+
+    pub fn demand(&self, i: usize) -> &Demand {
+        &self.demands[i]
+    }
+
+    pub fn insert(&mut self, pos: usize, i: usize) {
+        self.all.insert((pos, i));
+        if flexible(&self.demands[i]) {
+            self.flexible.insert((pos, i));
+        } else {
+            self.fixed.insert((pos, i));
+        }
+    }
+
+    pub fn remove(&mut self, pos: usize, i: usize) {
+        self.all.remove(&(pos, i));
+        self.fixed.remove(&(pos, i));
+        self.flexible.remove(&(pos, i));
+    }
 }
 
 /// This machine's memory, from /proc/meminfo.
@@ -380,5 +461,69 @@ mod tests {
         ]);
         assert_eq!(cpus(&g), [(0, 8), (1, 1)]);
         assert!(p.impossible(&Demand { gpus: 4, ..one() }).is_none());
+    }
+
+    /// Reading the queue only as far as something can start admits what
+    /// admitting from the whole list does, on any mix of demands.
+    #[test]
+    fn the_queue_admits_what_the_whole_list_does() {
+        let kinds = [
+            share(),
+            one(),
+            Demand {
+                cpus: Some(2),
+                ..one()
+            },
+            Demand {
+                cpus: Some(3),
+                ..share()
+            },
+            Demand {
+                mem_mb: Some(700),
+                ..share()
+            },
+            Demand { gpus: 1, ..one() },
+        ];
+        let mut seed = 7u64;
+        let mut next = |m: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % m
+        };
+        for round in 0..300 {
+            let n = 1 + next(12);
+            let demands: Vec<Demand> = (0..n).map(|_| kinds[next(kinds.len())].clone()).collect();
+            let cores = 1 + next(6);
+            let make = || {
+                if round % 5 == 0 {
+                    Pool::jobs(cores)
+                } else {
+                    Pool::local(
+                        cores,
+                        vec!["0".into()],
+                        Some(Memory {
+                            total_mb: 2000,
+                            available_mb: 1000,
+                        }),
+                    )
+                }
+            };
+            let (mut a, mut b) = (make(), make());
+            // Some cores already taken.
+            let busy = vec![(99, one())];
+            a.admit(&busy);
+            b.admit(&busy);
+            // Priority order differs from the index order.
+            let order: Vec<usize> = (0..n).rev().collect();
+            let whole: Vec<(usize, Demand)> =
+                order.iter().map(|&i| (i, demands[i].clone())).collect();
+            let mut q = Ready::new(demands.clone());
+            for (pos, &i) in order.iter().enumerate() {
+                q.insert(pos, i);
+            }
+            let (ga, gb) = (a.admit(&whole), b.admit_queue(&q));
+            assert_eq!(ga, gb, "round {round}: {demands:?} on {cores} cores");
+        }
     }
 }

@@ -116,6 +116,80 @@ pub enum Error {
     DiskFull { path: PathBuf, during: String },
     #[error("the model of {stage} is stale ({why}), and --fresh asks for a fresh one\n  help: run `fmnist-pipe run {stage}` first, or drop --fresh to answer from the model it last trained")]
     Stale { stage: String, why: String },
+    /// `--executor slurm` where no cluster answers.
+    #[error("{0}")]
+    NoCluster(String),
+    /// A trained model that cannot be found or read (`predict`, `export`).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// `diff`: the runs asked for are not in the history.
+    #[error("{0}")]
+    NoRun(String),
+    /// `export -o` where the model may not go.
+    #[error("{}", export_message(path, why))]
+    Export { path: PathBuf, why: ExportRefusal },
+    /// A fault of the tool itself, not of the input or the machine.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a trained model cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{stage} has no trained model yet; run `fmnist-pipe run {stage}` first")]
+    NotTrained { stage: String },
+    #[error(
+        "`{name}` is not a train stage; name the train stage whose model to use, e.g. {example}"
+    )]
+    NotATrainStage { name: String, example: String },
+    #[error("`{name}` names {} models ({}); name one", stages.len(), stages.join(", "))]
+    Ambiguous { name: String, stages: Vec<String> },
+    #[error("no comparison to pick the best model from yet; run `fmnist-pipe run`, or name one with --model train@<variant>")]
+    NoComparison,
+    #[error("{stage} reads no preprocess stage")]
+    NoPreprocess { stage: String },
+    /// The training data's normalization cannot be read; `run`: the stage
+    /// that writes it, when it is missing.
+    #[error("{}: {problem}{}", path.display(), run.as_ref().map_or(String::new(), |s| format!("; run `fmnist-pipe run {s}` first")))]
+    Normalization {
+        path: PathBuf,
+        problem: String,
+        run: Option<String>,
+    },
+    #[error("{}: {problem}", path.display())]
+    Weights { path: PathBuf, problem: String },
+}
+
+/// Where `export -o` may not write, and why.
+#[derive(Debug)]
+pub enum ExportRefusal {
+    Exists,
+    /// The directory to write into does not exist.
+    NoDirectory(PathBuf),
+    /// A place the tool owns (why, as the `outs` rule words it).
+    Protected(String),
+    /// Inside an output of a stage.
+    StageOutput {
+        out: String,
+        stage: String,
+    },
+}
+
+fn export_message(path: &std::path::Path, why: &ExportRefusal) -> String {
+    const HELP: &str = "\nhelp: export to a path of your own, e.g. `-o model.onnx`";
+    let path = path.display();
+    match why {
+        ExportRefusal::Exists => format!("{path} exists; remove it or choose another -o"),
+        ExportRefusal::NoDirectory(d) => {
+            format!("{}: no such directory; create it, or choose another -o", d.display())
+        }
+        ExportRefusal::Protected(why) => {
+            format!("{path} {why}; the tool deletes and replaces files there{HELP}")
+        }
+        ExportRefusal::StageOutput { out, stage } => format!(
+            "{path} lies in {out}, an output of stage {stage}, which the tool deletes before the stage reruns{HELP}"
+        ),
+    }
 }
 
 fn locked_message(path: &std::path::Path, holder: &str) -> String {
@@ -140,7 +214,14 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Pipeline(_) | Error::Usage(_) | Error::Dataset(_) => exit::INVALID,
+            Error::Pipeline(_)
+            | Error::Usage(_)
+            | Error::Dataset(_)
+            | Error::NoCluster(_)
+            | Error::Model(_)
+            | Error::NoRun(_)
+            | Error::Export { .. } => exit::INVALID,
+            Error::Internal(_) => exit::ENVIRONMENT,
             Error::Bench(_) => exit::STAGE_FAILED,
             Error::Stale { .. } => exit::STALE,
             Error::Io { .. }

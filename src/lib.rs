@@ -1,26 +1,19 @@
 //! fmnist-pipe: a pipeline of stages declared in YAML, run as a DAG with
 //! content-hashed caching.
 //!
-//! Phases: [`spec`] (load, resolve) → [`graph`] → [`plan`] → [`execute`]
-//! (with [`schedule`] packing stages and an [`executor`] running them),
-//! with [`store`] the cache and [`reporter`] the only module that prints.
+//! By layer, each depending only on those before it:
+//! - [`spec`]: pipeline.yaml to concrete stages and their graph;
+//! - [`state`]: the cache (records, objects, hashes, fingerprints, what
+//!   the tool owns, gc, the run history);
+//! - [`engine`]: the run loop, what runs ([`engine::plan`]), where
+//!   ([`engine::schedule`], [`engine::executor`]), signals;
+//! - [`ui`]: what happened, as events, and the reporter, the only code
+//!   that prints;
+//! - [`cli`]: the commands.
 
-pub mod bench;
 pub mod cli;
+pub mod engine;
 pub mod error;
-pub mod events;
-pub mod execute;
-pub mod executor;
-pub mod fingerprint;
-pub mod gc;
-pub mod graph;
-pub mod hash;
-pub mod history;
-pub mod interrupt;
-pub mod models;
-pub mod ownership;
-pub mod plan;
-pub mod reporter;
-pub mod schedule;
 pub mod spec;
-pub mod store;
+pub mod state;
+pub mod ui;

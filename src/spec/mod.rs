@@ -1,5 +1,6 @@
 //! pipeline.yaml: raw types ([`load`]) and concrete stages ([`resolve`]).
 
+pub mod graph;
 mod grid;
 mod load;
 mod locate;

@@ -37,6 +37,7 @@ fn describe(status: &ExitStatus) -> String {
 /// `log` (interleaved as written). On failure the error carries the last
 /// [`TAIL_LINES`] lines of output.
 pub fn run_shell(
+    children: &crate::process::Children,
     cmd: &str,
     dir: &Path,
     env: &[(&str, String)],
@@ -59,7 +60,8 @@ pub fn run_shell(
     for (k, v) in env {
         command.env(k, v);
     }
-    let status = crate::process::spawn(&mut command)
+    let status = children
+        .spawn(&mut command)
         .and_then(|(mut child, _registered)| child.wait())
         .map_err(CmdError::Spawn)?;
     if status.success() {
@@ -94,7 +96,14 @@ mod tests {
     fn success_and_output_logged() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
-        run_shell("echo hello; echo err >&2", dir.path(), &[], &log).unwrap();
+        run_shell(
+            &Default::default(),
+            "echo hello; echo err >&2",
+            dir.path(),
+            &[],
+            &log,
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("hello") && text.contains("err"));
     }
@@ -104,6 +113,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let e = run_shell(
+            &Default::default(),
             "for i in $(seq 1 30); do echo line$i; done; exit 3",
             dir.path(),
             &[],
@@ -125,6 +135,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         run_shell(
+            &Default::default(),
             "test \"$FOO\" = bar",
             dir.path(),
             &[("FOO", "bar".into())],

@@ -178,6 +178,16 @@ impl Kind {
         matches!(self, Kind::Train)
     }
 
+    /// Where a run of this kind with the state saved in `dir` takes up
+    /// again: (steps done, steps), in the kind's unit (epochs for train).
+    /// None without a whole saved state. The kind alone reads its files.
+    pub fn resume_point(self, dir: &std::path::Path) -> Option<(usize, usize)> {
+        match self {
+            Kind::Train => crate::train::resume::saved_progress(dir),
+            _ => None,
+        }
+    }
+
     /// Built-in kinds write into a directory the orchestrator gives them;
     /// `cmd` writes its declared outputs itself.
     pub fn is_builtin(self) -> bool {

@@ -1,38 +1,62 @@
 //! Child processes of fmnist-pipe. Each runs in its own process group and
-//! is registered here, so that a stop (Ctrl-C, `kill`, `timeout`) ends the
-//! whole group: the shell and whatever it started. A child is also killed
-//! by the kernel if fmnist-pipe dies without a chance to stop it.
+//! is registered with the run's [`Children`], so that a stop (Ctrl-C,
+//! `kill`, `timeout`) ends the whole group: the shell and whatever it
+//! started. A child is also killed by the kernel if fmnist-pipe dies
+//! without a chance to stop it.
 
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[derive(Debug, Default)]
 struct Registry {
     groups: Vec<i32>,
     stopping: bool,
 }
 
-static CHILDREN: Mutex<Registry> = Mutex::new(Registry {
-    groups: Vec::new(),
-    stopping: false,
-});
+/// The process groups one run started and that still run: a handle
+/// shared by whatever starts children and the thread that stops them.
+#[derive(Debug, Clone, Default)]
+pub struct Children(Arc<Mutex<Registry>>);
 
 /// Keeps a child's process group registered until dropped.
-pub struct Registered(i32);
+pub struct Registered {
+    group: i32,
+    children: Children,
+}
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Ok(mut r) = CHILDREN.lock() {
-            r.groups.retain(|&g| g != self.0);
+        if let Ok(mut r) = self.children.0.lock() {
+            r.groups.retain(|&g| g != self.group);
         }
     }
 }
 
-/// Spawns `cmd` as the leader of a new process group and registers it.
-/// Refused once [`stop_all`] has begun.
-pub fn spawn(cmd: &mut Command) -> io::Result<(Child, Registered)> {
+impl Children {
+    /// Spawns `cmd` as the leader of a new process group and registers it.
+    /// Refused once [`Children::stop_all`] has begun.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, Registered)> {
+        spawn(self, cmd)
+    }
+
+    /// True once [`Children::stop_all`] has begun: the process is about to
+    /// exit, and a child's failure is the stop's doing, not the child's.
+    pub fn stopping(&self) -> bool {
+        self.0.lock().map_or(true, |r| r.stopping)
+    }
+
+    /// Stops every registered process group: SIGTERM, then SIGKILL for
+    /// what is left after `grace`. No child is started afterwards. Returns
+    /// how many groups were running.
+    pub fn stop_all(&self, grace: Duration) -> usize {
+        stop_all(self, grace)
+    }
+}
+
+fn spawn(children: &Children, cmd: &mut Command) -> io::Result<(Child, Registered)> {
     let parent = std::process::id();
     cmd.process_group(0);
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
@@ -47,7 +71,8 @@ pub fn spawn(cmd: &mut Command) -> io::Result<(Child, Registered)> {
             Ok(())
         });
     }
-    let mut r = CHILDREN
+    let mut r = children
+        .0
         .lock()
         .map_err(|_| io::Error::other("the process registry is poisoned"))?;
     if r.stopping {
@@ -59,7 +84,13 @@ pub fn spawn(cmd: &mut Command) -> io::Result<(Child, Registered)> {
     let child = cmd.spawn()?;
     let group = child.id() as i32;
     r.groups.push(group);
-    Ok((child, Registered(group)))
+    Ok((
+        child,
+        Registered {
+            group,
+            children: children.clone(),
+        },
+    ))
 }
 
 /// How a process ended, in words: `exited with status 3`, `panicked`,
@@ -86,17 +117,8 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// True once [`stop_all`] has begun: the process is about to exit, and a
-/// child's failure is the stop's doing, not the child's.
-pub fn stopping() -> bool {
-    CHILDREN.lock().map_or(true, |r| r.stopping)
-}
-
-/// Stops every registered process group: SIGTERM, then SIGKILL for what
-/// is left after `grace`. No child is started afterwards. Returns how many
-/// groups were running.
-pub fn stop_all(grace: Duration) -> usize {
-    let groups = match CHILDREN.lock() {
+fn stop_all(children: &Children, grace: Duration) -> usize {
+    let groups = match children.0.lock() {
         Ok(mut r) => {
             r.stopping = true;
             r.groups.clone()
@@ -137,11 +159,18 @@ mod tests {
 
     #[test]
     fn a_child_leads_its_own_group_and_is_unregistered_when_done() {
-        let (mut child, reg) = spawn(Command::new("sh").args(["-c", "exit 3"])).unwrap();
+        let children = Children::default();
+        let (mut child, reg) = children
+            .spawn(Command::new("sh").args(["-c", "exit 3"]))
+            .unwrap();
         let pid = child.id() as i32;
-        assert!(CHILDREN.lock().unwrap().groups.contains(&pid));
+        assert!(children.0.lock().unwrap().groups.contains(&pid));
         assert_eq!(child.wait().unwrap().code(), Some(3));
         drop(reg);
-        assert!(!CHILDREN.lock().unwrap().groups.contains(&pid));
+        assert!(!children.0.lock().unwrap().groups.contains(&pid));
+        // Stopped: nothing starts any more.
+        assert_eq!(children.stop_all(Duration::from_millis(10)), 0);
+        assert!(children.stopping());
+        assert!(children.spawn(&mut Command::new("true")).is_err());
     }
 }

@@ -1,0 +1,342 @@
+//! Fresh, new or dirty: each stage's fingerprint against its record.
+
+use crate::error::Result;
+use crate::spec::{Pipeline, Stage};
+use crate::state::fingerprint::{DirtyReason, Fingerprint, ResumePoint};
+use crate::state::hash::HashCache;
+use crate::state::store::{Record, Store};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Fresh,
+    New,
+    Dirty(DirtyReason),
+}
+
+impl State {
+    /// How `status` shows it.
+    pub fn row_state(&self) -> RowState {
+        match self {
+            State::Fresh => RowState::Fresh,
+            State::New => RowState::New,
+            State::Dirty(DirtyReason::Running { .. }) => RowState::Running,
+            State::Dirty(_) => RowState::Dirty,
+        }
+    }
+
+    /// Why the stage must run; `None` when it is fresh.
+    pub fn why(&self) -> Option<DirtyReason> {
+        match self {
+            State::Fresh => None,
+            State::New => Some(DirtyReason::NeverRun),
+            State::Dirty(r) => Some(r.clone()),
+        }
+    }
+}
+
+/// A stage's state as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Fresh,
+    New,
+    Dirty,
+    Running,
+    /// A record of a stage the pipeline no longer declares.
+    Orphaned,
+}
+
+impl RowState {
+    pub const ALL: [RowState; 5] = [
+        RowState::Fresh,
+        RowState::New,
+        RowState::Dirty,
+        RowState::Running,
+        RowState::Orphaned,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RowState::Fresh => "fresh",
+            RowState::New => "new",
+            RowState::Dirty => "dirty",
+            RowState::Running => "running",
+            RowState::Orphaned => "orphaned",
+        }
+    }
+}
+
+pub struct Assessment {
+    pub state: State,
+    pub record: Option<Record>,
+    /// The fingerprint the stage has now (None when an input is unknown or
+    /// a dep is missing).
+    pub fingerprint: Option<Fingerprint>,
+    /// The digest dependents will see: known when the stage is fresh or
+    /// its outputs can be restored from the cache.
+    pub digest: Option<String>,
+}
+
+pub struct Planner<'a> {
+    pub pipeline: &'a Pipeline,
+    pub store: &'a Store,
+    pub hashes: &'a HashCache,
+}
+
+/// The result of fingerprinting: a dep may be missing or unreadable.
+pub enum Fp {
+    Ok(Fingerprint),
+    DepMissing(String),
+    DepUnreadable { path: String, error: String },
+}
+
+impl Fp {
+    /// Why there is no fingerprint, as a reason.
+    fn reason(self) -> Result<Fingerprint, DirtyReason> {
+        match self {
+            Fp::Ok(fp) => Ok(fp),
+            Fp::DepMissing(path) => Err(DirtyReason::DepMissing { path }),
+            Fp::DepUnreadable { path, error } => Err(DirtyReason::DepUnreadable { path, error }),
+        }
+    }
+}
+
+impl Planner<'_> {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.pipeline.settings.project_dir.join(rel)
+    }
+
+    /// Where a resumable stage with this fingerprint would take up again.
+    fn resume_point(&self, stage: &Stage, fp: &Fingerprint) -> Option<ResumePoint> {
+        if !stage.kind.resumes() {
+            return None;
+        }
+        let dir = self.store.resume_dir(&stage.name, &fp.hash());
+        stage
+            .kind
+            .resume_point(&dir)
+            .map(|(epoch, epochs)| ResumePoint { epoch, epochs })
+    }
+
+    /// The stage's fingerprint, given the digests of its inputs.
+    pub fn fingerprint(&self, stage: &Stage, inputs: BTreeMap<String, String>) -> Result<Fp> {
+        let mut deps = BTreeMap::new();
+        for d in &stage.deps {
+            let path = self.path(d);
+            match self.hashes.hash_path(&path) {
+                Ok(Some(t)) => {
+                    deps.insert(d.clone(), t.hash);
+                }
+                Ok(None) => return Ok(Fp::DepMissing(d.clone())),
+                Err(e) => {
+                    return Ok(Fp::DepUnreadable {
+                        path: d.clone(),
+                        error: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(Fp::Ok(Fingerprint {
+            kind: stage.kind.name().to_string(),
+            kind_version: stage.kind.version(),
+            params: stage.params.clone(),
+            cmd: stage.cmd.clone(),
+            device: stage.device.clone(),
+            deps,
+            inputs,
+            outs: stage.outs.clone(),
+        }))
+    }
+
+    /// Assesses stage `i`; `inputs` holds each needed stage's output
+    /// digest, or None when that stage is itself stale. A `forced` stage
+    /// that has run before is dirty, whatever else holds: the one place
+    /// forcing is decided.
+    pub fn assess(
+        &self,
+        i: usize,
+        inputs: &[(String, Option<String>)],
+        forced: bool,
+    ) -> Result<Assessment> {
+        let mut a = self.assess_unforced(i, inputs)?;
+        if forced && a.state != State::New {
+            a.state = State::Dirty(DirtyReason::Forced);
+            a.digest = None;
+        }
+        Ok(a)
+    }
+
+    fn assess_unforced(&self, i: usize, inputs: &[(String, Option<String>)]) -> Result<Assessment> {
+        let stage = &self.pipeline.stages[i];
+        let dirty = |r: DirtyReason, record: Option<Record>, fp: Option<Fingerprint>| Assessment {
+            state: State::Dirty(r),
+            record,
+            fingerprint: fp,
+            digest: None,
+        };
+        let record = match self.store.record(&stage.name) {
+            Ok(r) => r,
+            Err(_) => return Ok(dirty(DirtyReason::RecordUnreadable, None, None)),
+        };
+        if let Some(runner) = record.as_ref().and_then(|r| r.running.as_ref()) {
+            let elsewhere = match runner.alive() {
+                Some(alive) => !alive,
+                None => true,
+            };
+            // A dead local runner is an interrupted run, handled below.
+            if runner.alive() != Some(false) {
+                let r = DirtyReason::Running {
+                    pid: runner.pid,
+                    host: runner.host.clone(),
+                    elsewhere,
+                };
+                return Ok(dirty(r, record, None));
+            }
+        }
+        let known: Option<BTreeMap<String, String>> = inputs
+            .iter()
+            .map(|(n, d)| d.clone().map(|d| (n.clone(), d)))
+            .collect();
+        let record = record.filter(|r| r.completed_once);
+        let Some(record) = record else {
+            let fp = match known {
+                Some(k) => self.fingerprint(stage, k)?.reason().ok(),
+                None => None,
+            };
+            // A first run that was interrupted but saved its progress.
+            let state = match fp.as_ref().and_then(|fp| self.resume_point(stage, fp)) {
+                Some(r) => State::Dirty(DirtyReason::Interrupted { resume: Some(r) }),
+                None => State::New,
+            };
+            return Ok(Assessment {
+                state,
+                record: None,
+                fingerprint: fp,
+                digest: None,
+            });
+        };
+        let Some(known) = known else {
+            let stale = inputs
+                .iter()
+                .find(|(_, d)| d.is_none())
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default();
+            return Ok(dirty(
+                DirtyReason::UpstreamStale { stage: stale },
+                Some(record),
+                None,
+            ));
+        };
+        let fp = match self.fingerprint(stage, known)?.reason() {
+            Ok(fp) => fp,
+            Err(r) => return Ok(dirty(r, Some(record), None)),
+        };
+        if let Some(why) = &record.invalidated {
+            return Ok(dirty(
+                DirtyReason::Invalidated { why: why.clone() },
+                Some(record),
+                Some(fp),
+            ));
+        }
+        if !record.complete {
+            let resume = self.resume_point(stage, &fp);
+            return Ok(dirty(
+                DirtyReason::Interrupted { resume },
+                Some(record),
+                Some(fp),
+            ));
+        }
+        if let Some(r) = fp.compare(&record.fingerprint) {
+            return Ok(dirty(r, Some(record), Some(fp)));
+        }
+        for o in &record.outputs {
+            let path = self.path(&o.path);
+            let restorable = || o.tree.files.iter().all(|f| self.store.has_object(&f.hash));
+            let reason = match self.hashes.hash_path(&path) {
+                Err(e) => DirtyReason::OutputUnreadable {
+                    path: o.path.clone(),
+                    error: e.to_string(),
+                },
+                Ok(None) => DirtyReason::OutputMissing {
+                    path: o.path.clone(),
+                    restorable: restorable(),
+                },
+                Ok(Some(t)) if t.hash == o.tree.hash => continue,
+                // Files gone from a directory, nothing else changed: restorable.
+                Ok(Some(t)) if crate::state::ownership::first_foreign(&o.tree, &t).is_none() => {
+                    DirtyReason::OutputMissing {
+                        path: o.path.clone(),
+                        restorable: restorable(),
+                    }
+                }
+                Ok(Some(_)) => DirtyReason::OutputModified {
+                    path: o.path.clone(),
+                    restorable: restorable(),
+                },
+            };
+            let digest = reason.restorable().then(|| record.outputs_digest());
+            let mut a = dirty(reason, Some(record), Some(fp));
+            a.digest = digest;
+            return Ok(a);
+        }
+        let digest = Some(record.outputs_digest());
+        Ok(Assessment {
+            state: State::Fresh,
+            record: Some(record),
+            fingerprint: Some(fp),
+            digest,
+        })
+    }
+
+    /// Assesses every stage in `order` (dependencies first), one level of
+    /// the DAG at a time, the stages of a level in parallel.
+    pub fn assess_all(
+        &self,
+        order: &[usize],
+        mask: &[bool],
+        forced: &[bool],
+    ) -> Result<Vec<Option<Assessment>>> {
+        use rayon::prelude::*;
+        let n = self.pipeline.stages.len();
+        let mut level = vec![0usize; n];
+        for &i in order {
+            level[i] = self.pipeline.stages[i]
+                .needs
+                .iter()
+                .map(|&j| level[j] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+        let depth = order.iter().map(|&i| level[i]).max().map_or(0, |m| m + 1);
+        let mut by_level: Vec<Vec<usize>> = vec![Vec::new(); depth];
+        for &i in order {
+            if mask[i] {
+                by_level[level[i]].push(i);
+            }
+        }
+        let mut out: Vec<Option<Assessment>> = (0..n).map(|_| None).collect();
+        for stages in by_level {
+            let results: Vec<(usize, Result<Assessment>)> = stages
+                .par_iter()
+                .map(|&i| {
+                    let inputs: Vec<(String, Option<String>)> = self.pipeline.stages[i]
+                        .needs
+                        .iter()
+                        .map(|&j| {
+                            (
+                                self.pipeline.stages[j].name.clone(),
+                                out[j].as_ref().and_then(|a: &Assessment| a.digest.clone()),
+                            )
+                        })
+                        .collect();
+                    (i, self.assess(i, &inputs, forced[i]))
+                })
+                .collect();
+            for (i, r) in results {
+                out[i] = Some(r?);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,885 @@
+//! Runs stale stages in dependency order, independent ones in parallel.
+
+use crate::engine::executor::{stage_env, Executor, JobFile, Shell, StageFailure};
+use crate::engine::plan::{Fp, Planner, State};
+use crate::engine::schedule::{Demand, Grant, Pool, Ready};
+use crate::error::{Error, Result};
+use crate::spec::graph::Dag;
+use crate::spec::ExecutorKind;
+use crate::spec::{Pipeline, Stage};
+use crate::state::fingerprint::DirtyReason;
+use crate::state::hash::HashCache;
+use crate::state::ownership::{self, Refusal};
+use crate::state::store::{
+    move_into_place, outputs_digest, remove_any, Output, Record, RestoreError, Store,
+};
+use crate::ui::events::{Event, Summary};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub targets: Vec<String>,
+    pub force: Vec<String>,
+    pub force_all: bool,
+    pub keep_going: bool,
+    pub jobs: Option<usize>,
+    pub executor: Option<ExecutorKind>,
+    /// Where started processes and jobs are registered for a stop.
+    pub running: crate::engine::interrupt::Running,
+}
+
+/// Jobs submitted at once to Slurm when `--jobs` does not say.
+pub const SLURM_JOBS: usize = 100;
+
+enum Outcome {
+    Cached(String),
+    Restored(String),
+    Ran(String),
+    Failed,
+}
+
+enum Msg {
+    Event(Event),
+    Done(usize, Result<Outcome>),
+}
+
+struct Ctx<'a> {
+    running: &'a crate::engine::interrupt::Running,
+    planner: Planner<'a>,
+    pipeline: &'a Pipeline,
+    store: &'a Store,
+    executor: Executor,
+}
+
+/// What the scheduler gave a stage, or why it cannot run here.
+type Assigned = std::result::Result<Grant, String>;
+
+fn demand(s: &Stage) -> Demand {
+    Demand {
+        cpus: s.resources.cpus,
+        parallel: s.kind.parallel(),
+        gpus: s.resources.gpus,
+        mem_mb: s.resources.mem_mb,
+    }
+}
+
+/// Runs the targets (all stages when none) and what they need. The caller
+/// holds the cache lock. Errors are environment errors (I/O, the cache);
+/// stage failures are reported as events and counted in the summary.
+pub fn run(
+    pipeline: &Pipeline,
+    dag: &Dag,
+    store: &Store,
+    hashes: &HashCache,
+    opts: &RunOptions,
+    report: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    let start = Instant::now();
+    let n = pipeline.stages.len();
+    let targets = if opts.targets.is_empty() {
+        (0..n).collect()
+    } else {
+        pipeline.select(&opts.targets)?
+    };
+    let mask = dag.closure(pipeline, &targets);
+    let mut forced = vec![opts.force_all; n];
+    for i in pipeline.select(&opts.force)? {
+        forced[i] = true;
+    }
+    let kind = opts.executor.unwrap_or(pipeline.settings.executor);
+    let (executor, mut pool) = match kind {
+        ExecutorKind::Local => (
+            Executor::Local(opts.running.children.clone()),
+            Pool::local(
+                opts.jobs.unwrap_or(pipeline.settings.jobs),
+                crate::engine::schedule::visible_gpus(),
+                crate::engine::schedule::Memory::read(),
+            ),
+        ),
+        ExecutorKind::Slurm => (
+            Executor::Slurm(crate::engine::executor::slurm::Slurm::new(
+                pipeline.settings.slurm.clone(),
+                store.root(),
+                opts.running.jobs.clone(),
+            )?),
+            Pool::jobs(opts.jobs.unwrap_or(SLURM_JOBS)),
+        ),
+    };
+    store.prepare()?;
+
+    if let Executor::Slurm(s) = &executor {
+        for (stage, job) in s.cancel_leftovers() {
+            report(Event::Warning {
+                text: format!("cancelled Slurm job {job} ({stage}), left queued or running by a run that was killed; {stage} runs again if it is stale"),
+            });
+        }
+    }
+    let mut pending: Vec<usize> = vec![0; n];
+    for i in 0..n {
+        if mask[i] {
+            pending[i] = pipeline.stages[i].needs.len();
+        }
+    }
+    let pos: Vec<usize> = {
+        let mut p = vec![0; n];
+        for (k, &i) in dag.order().iter().enumerate() {
+            p[i] = k;
+        }
+        p
+    };
+    let mut digests: Vec<Option<String>> = vec![None; n];
+    let mut done = vec![false; n];
+    let mut summary = Summary::default();
+    report(Event::Planned {
+        total: mask.iter().filter(|&&m| m).count(),
+    });
+
+    let ctx = Ctx {
+        running: &opts.running,
+        planner: Planner {
+            pipeline,
+            store,
+            hashes,
+        },
+        pipeline,
+        store,
+        executor,
+    };
+    // What is fresh, assessed as `status` does (level by level, in
+    // parallel): those stages are settled here, in the loop's thread,
+    // without a thread, a grant or a scan of the ready set each, so a
+    // run with nothing to do costs what `status` costs.
+    let assessed = ctx.planner.assess_all(dag.order(), &mask, &forced)?;
+    // The digest each stage was assessed with, and whether it was fresh.
+    let planned: Vec<(Option<String>, bool)> = assessed
+        .into_iter()
+        .map(|a| a.map_or((None, false), |a| (a.digest, a.state == State::Fresh)))
+        .collect();
+    let mut ready = Ready::new(pipeline.stages.iter().map(demand).collect());
+    // What this machine can never give (more GPUs or memory than it has):
+    // such a stage fails as soon as it is ready, without waiting for room.
+    let impossible: Vec<Option<String>> = (0..n)
+        .map(|i| mask[i].then(|| pool.impossible(ready.demand(i))).flatten())
+        .collect();
+    let mut doomed: Vec<usize> = Vec::new();
+    // Stages whose inputs are all done: a fresh one (whose inputs came out
+    // as assessed) settles at once and may free its dependents; the
+    // others wait for the scheduler.
+    let settle = |first: Vec<usize>,
+                  ready: &mut Ready,
+                  doomed: &mut Vec<usize>,
+                  pending: &mut [usize],
+                  digests: &mut [Option<String>],
+                  done: &mut [bool],
+                  summary: &mut Summary,
+                  report: &mut dyn FnMut(Event)| {
+        let mut work = first;
+        while let Some(i) = work.pop() {
+            let stage = &pipeline.stages[i];
+            let as_assessed = stage.needs.iter().all(|&j| digests[j] == planned[j].0);
+            match (&planned[i], as_assessed) {
+                ((Some(d), true), true) => {
+                    report(Event::Cached {
+                        stage: stage.name.clone(),
+                    });
+                    summary.cached += 1;
+                    summary.done.insert(stage.name.clone());
+                    digests[i] = Some(d.clone());
+                    done[i] = true;
+                    for c in dag.dependents(i) {
+                        if mask[c] {
+                            pending[c] -= 1;
+                            if pending[c] == 0 {
+                                work.push(c);
+                            }
+                        }
+                    }
+                }
+                _ if impossible[i].is_some() => doomed.push(i),
+                _ => ready.insert(pos[i], i),
+            }
+        }
+    };
+    settle(
+        (0..n).filter(|&i| mask[i] && pending[i] == 0).collect(),
+        &mut ready,
+        &mut doomed,
+        &mut pending,
+        &mut digests,
+        &mut done,
+        &mut summary,
+        report,
+    );
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut grants: BTreeMap<usize, Grant> = BTreeMap::new();
+    let mut running = 0usize;
+    let mut stop = false;
+    let mut env_error: Option<Error> = None;
+    std::thread::scope(|scope| {
+        loop {
+            // After a failure (without --keep-going) nothing new starts.
+            let mut start: Vec<(usize, Assigned)> = Vec::new();
+            if !stop {
+                for i in doomed.drain(..) {
+                    start.push((i, Err(impossible[i].clone().unwrap_or_default())));
+                }
+                // With no free slot nothing can start: the queue is not read.
+                if pool.has_room() {
+                    for (i, g) in pool.admit_queue(&ready) {
+                        start.push((i, Ok(g)));
+                    }
+                }
+            }
+            for (i, assigned) in start {
+                ready.remove(pos[i], i);
+                if let Ok(g) = &assigned {
+                    grants.insert(i, g.clone());
+                }
+                running += 1;
+                let inputs: BTreeMap<String, String> = pipeline.stages[i]
+                    .needs
+                    .iter()
+                    .map(|&j| {
+                        (
+                            pipeline.stages[j].name.clone(),
+                            digests[j].clone().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                let tx = tx.clone();
+                let ctx = &ctx;
+                let force = forced[i];
+                scope.spawn(move || {
+                    let send = |e: Event| {
+                        let _ = tx.send(Msg::Event(e));
+                    };
+                    let r = process(ctx, i, inputs, force, &assigned, &send);
+                    let _ = tx.send(Msg::Done(i, r));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok(msg) = rx.recv() else { break };
+            match msg {
+                Msg::Event(e) => report(e),
+                Msg::Done(i, result) => {
+                    running -= 1;
+                    if let Some(g) = grants.remove(&i) {
+                        pool.release(g);
+                    }
+                    done[i] = true;
+                    let digest = match result {
+                        Ok(Outcome::Cached(d)) => {
+                            summary.cached += 1;
+                            Some(d)
+                        }
+                        Ok(Outcome::Restored(d)) => {
+                            summary.restored += 1;
+                            Some(d)
+                        }
+                        Ok(Outcome::Ran(d)) => {
+                            summary.ran += 1;
+                            Some(d)
+                        }
+                        Ok(Outcome::Failed) => None,
+                        Err(e) => {
+                            // The cache or workspace failed us: stop cleanly.
+                            report(Event::Failed {
+                                stage: pipeline.stages[i].name.clone(),
+                                error: e.to_string(),
+                                tail: None,
+                                log: None,
+                            });
+                            env_error.get_or_insert(e);
+                            stop = true;
+                            None
+                        }
+                    };
+                    match digest {
+                        Some(d) => {
+                            digests[i] = Some(d);
+                            summary.done.insert(pipeline.stages[i].name.clone());
+                            let mut freed = Vec::new();
+                            for c in dag.dependents(i) {
+                                if mask[c] {
+                                    pending[c] -= 1;
+                                    if pending[c] == 0 {
+                                        freed.push(c);
+                                    }
+                                }
+                            }
+                            settle(
+                                freed,
+                                &mut ready,
+                                &mut doomed,
+                                &mut pending,
+                                &mut digests,
+                                &mut done,
+                                &mut summary,
+                                report,
+                            );
+                        }
+                        None => {
+                            summary.failed += 1;
+                            if !opts.keep_going {
+                                stop = true;
+                            }
+                            // Everything downstream of a failure is skipped.
+                            let mut stack: Vec<usize> = dag.dependents(i).collect();
+                            while let Some(c) = stack.pop() {
+                                if mask[c] && !done[c] {
+                                    done[c] = true;
+                                    summary.skipped += 1;
+                                    ready.remove(pos[c], c);
+                                    report(Event::Skipped {
+                                        stage: pipeline.stages[c].name.clone(),
+                                        because: pipeline.stages[i].name.clone(),
+                                    });
+                                    stack.extend(dag.dependents(c));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    summary.not_started = (0..n).filter(|&i| mask[i] && !done[i]).count();
+    summary.wall = start.elapsed();
+    hashes.save();
+    match env_error {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+/// Decides and does what one stage needs: nothing, a restore, or a run.
+fn process(
+    ctx: &Ctx<'_>,
+    i: usize,
+    inputs: BTreeMap<String, String>,
+    force: bool,
+    assigned: &Assigned,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<Outcome> {
+    let stage = &ctx.pipeline.stages[i];
+    let input_list: Vec<(String, Option<String>)> = inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    let a = ctx.planner.assess(i, &input_list, force)?;
+    let failed = |error: String, log: Option<PathBuf>| {
+        send(Event::Failed {
+            stage: stage.name.clone(),
+            error,
+            tail: None,
+            log,
+        });
+        Ok(Outcome::Failed)
+    };
+    let mut reason = match &a.state {
+        State::Fresh => {
+            send(Event::Cached {
+                stage: stage.name.clone(),
+            });
+            return Ok(Outcome::Cached(a.digest.unwrap_or_default()));
+        }
+        State::New => DirtyReason::NeverRun,
+        State::Dirty(r) => r.clone(),
+    };
+    if let (true, Some(record)) = (reason.restorable(), &a.record) {
+        match restore(ctx, &stage.name, record) {
+            Ok(paths) => {
+                send(Event::Restored {
+                    stage: stage.name.clone(),
+                    paths,
+                });
+                return Ok(Outcome::Restored(record.outputs_digest()));
+            }
+            Err(RestoreError::Io(e)) => return Err(e),
+            Err(RestoreError::Refused(refusal)) => return failed(refusal.to_string(), None),
+            Err(RestoreError::Missing | RestoreError::Corrupt) => {
+                let path = match &reason {
+                    DirtyReason::OutputMissing { path, .. } => path.clone(),
+                    _ => String::new(),
+                };
+                send(Event::CacheCorrupt {
+                    stage: stage.name.clone(),
+                    path: path.clone(),
+                });
+                reason = DirtyReason::CacheCorrupt { path };
+            }
+        }
+    }
+    let fp = match ctx.planner.fingerprint(stage, inputs)? {
+        Fp::Ok(fp) => fp,
+        Fp::DepMissing(d) => {
+            return failed(format!("dep {d} does not exist; create it, or declare the stage that produces it as an output"), None);
+        }
+        Fp::DepUnreadable { path, error } => {
+            return failed(
+                format!("dep {path} cannot be read: {error}; fix its permissions or links, or remove it from the stage's deps"),
+                None,
+            );
+        }
+    };
+    let grant = match assigned {
+        Ok(g) => g,
+        Err(why) => {
+            return failed(
+                format!("it cannot run on this machine: {why}; lower its resources, or run it where they are (`--executor slurm`)"),
+                None,
+            )
+        }
+    };
+    // The tool only replaces what it can show it wrote.
+    let prev = ctx.store.record(&stage.name).ok().flatten();
+    if let Err(refusal) = check_outputs(ctx, stage, prev.as_ref()) {
+        return failed(refusal.to_string(), None);
+    }
+    send(Event::Started {
+        stage: stage.name.clone(),
+        reason,
+        threads: (stage.kind.parallel() && stage.kind.is_builtin()).then_some(grant.cpus),
+        gpus: grant.gpus.clone(),
+    });
+    let t0 = Instant::now();
+    // A cmd stage's outputs are cleared before it runs (so one it fails to
+    // write is caught); a built-in kind's are replaced once the new ones are whole.
+    let claimed: &[String] = if stage.kind.is_builtin() {
+        &[]
+    } else {
+        &stage.outs
+    };
+    ctx.store.begin(&stage.name, &fp, claimed)?;
+    // A saved training state is taken up only by a run with the same
+    // fingerprint, and never when the stage is forced.
+    let resume = stage
+        .kind
+        .resumes()
+        .then(|| ctx.store.resume_dir(&stage.name, &fp.hash()));
+    if resume.is_some() {
+        let keep = if force { None } else { Some(fp.hash()) };
+        ctx.store.clear_resume(&stage.name, keep.as_deref())?;
+    }
+    if let Err(e) = execute_stage(ctx, stage, prev.as_ref(), grant, resume.as_deref(), send) {
+        if ctx.running.stopping() {
+            // Stopped by a signal: the signal thread reports and exits.
+            return Ok(Outcome::Failed);
+        }
+        ctx.store.end_failed(&stage.name)?;
+        let log = Some(ctx.store.log_path(&stage.name));
+        let (error, tail, log) = match e {
+            StageFailure::Cmd(stages::cmd::CmdError::Exit { status, tail }) => {
+                if let Some(full) = full_disk(ctx, stage) {
+                    return Err(Error::DiskFull {
+                        path: full,
+                        during: format!("stage {} failed", stage.name),
+                    });
+                }
+                (
+                    stages::cmd::CmdError::Exit {
+                        status,
+                        tail: String::new(),
+                    }
+                    .to_string(),
+                    Some(tail),
+                    log,
+                )
+            }
+            StageFailure::Cmd(other) => (crate::error::chain(&other), None, None),
+            StageFailure::Kind(stages::StageError::InputCorrupt { path, problem }) => {
+                let advice = invalidate_producer(ctx, stage, &path, &problem)?;
+                let shown = path
+                    .strip_prefix(&ctx.pipeline.settings.project_dir)
+                    .unwrap_or(&path);
+                (
+                    format!("input {} is corrupt: {problem}\n{advice}", shown.display()),
+                    None,
+                    None,
+                )
+            }
+            StageFailure::Kind(stages::StageError::Io {
+                action,
+                path,
+                source,
+            }) if is_disk_full(&source) => {
+                return Err(Error::io(action, path, source));
+            }
+            StageFailure::Kind(e) => {
+                if let Some(full) = full_disk(ctx, stage) {
+                    return Err(Error::DiskFull {
+                        path: full,
+                        during: format!("stage {} failed: {}", stage.name, crate::error::chain(&e)),
+                    });
+                }
+                (crate::error::chain(&e), None, None)
+            }
+            StageFailure::Refused(r) => (r.to_string(), None, None),
+            StageFailure::Crashed { how, tail } => {
+                (format!("the stage's process {how}"), Some(tail), log)
+            }
+            StageFailure::Job { what, tail } => (what, (!tail.is_empty()).then_some(tail), log),
+            StageFailure::Env(e) => return Err(e),
+        };
+        send(Event::Failed {
+            stage: stage.name.clone(),
+            error,
+            tail,
+            log,
+        });
+        return Ok(Outcome::Failed);
+    }
+    // Check and store what the stage produced.
+    let mut outputs = Vec::with_capacity(stage.outs.len());
+    for o in &stage.outs {
+        let path = ctx.planner.path(o);
+        let tree = match ctx.planner.hashes.hash_path(&path) {
+            Ok(Some(tree)) => tree,
+            Ok(None) => {
+                ctx.store.end_failed(&stage.name)?;
+                return failed(
+                    format!("the stage succeeded but did not produce its output {o}"),
+                    Some(ctx.store.log_path(&stage.name)),
+                );
+            }
+            Err(e) => {
+                ctx.store.end_failed(&stage.name)?;
+                return failed(format!("its output {o} cannot be read: {e}"), None);
+            }
+        };
+        outputs.push(Output {
+            path: o.clone(),
+            tree,
+        });
+    }
+    for o in &outputs {
+        let root = ctx.planner.path(&o.path);
+        for f in &o.tree.files {
+            let p = if f.rel.is_empty() {
+                root.clone()
+            } else {
+                root.join(&f.rel)
+            };
+            ctx.store.store_file(&p, &f.hash)?;
+        }
+    }
+    let record = Record {
+        complete: true,
+        completed_once: true,
+        hash: fp.hash(),
+        fingerprint: fp,
+        duration_s: t0.elapsed().as_secs_f64(),
+        outputs,
+        claimed: Vec::new(),
+        running: None,
+        invalidated: None,
+    };
+    ctx.store.write_record(&stage.name, &record)?;
+    if stage.kind.resumes() {
+        ctx.store.clear_resume(&stage.name, None)?;
+    }
+    send(Event::Finished {
+        stage: stage.name.clone(),
+        elapsed: t0.elapsed(),
+    });
+    Ok(Outcome::Ran(outputs_digest(&record.outputs)))
+}
+
+/// Every declared output of `stage` may be removed or replaced.
+fn check_outputs(ctx: &Ctx<'_>, stage: &Stage, prev: Option<&Record>) -> Result<(), Refusal> {
+    for o in &stage.outs {
+        let restorable = prev
+            .and_then(|r| r.outputs.iter().find(|x| x.path == *o))
+            .is_some_and(|x| x.tree.files.iter().all(|f| ctx.store.has_object(&f.hash)));
+        ownership::check(
+            ctx.planner.hashes,
+            &stage.name,
+            prev,
+            o,
+            &ctx.planner.path(o),
+            restorable,
+        )?;
+    }
+    Ok(())
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// The first of the places stages write to whose file system has no room
+/// left, if any: a stage that failed there most likely failed for that.
+fn full_disk(ctx: &Ctx<'_>, stage: &Stage) -> Option<PathBuf> {
+    let project = &ctx.pipeline.settings.project_dir;
+    let mut places = vec![
+        ctx.store.tmp_dir(),
+        project.join(&ctx.pipeline.settings.outputs),
+        project.to_path_buf(),
+    ];
+    // Where the stage's own outputs go (the nearest existing directory).
+    for o in &stage.outs {
+        let mut p = project.join(o);
+        while !p.is_dir() && p.pop() {}
+        places.push(p);
+    }
+    places.into_iter().find(|p| {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: statvfs fills the struct we own; the path is a C string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        unsafe { libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_bavail == 0 }
+    })
+}
+
+/// A kind found a file of an upstream output corrupt. Its producer must
+/// not count as fresh: the file is checked again without the stat cache;
+/// if it no longer holds what the producer wrote, it is moved to the
+/// cache's quarantine (kept, not deleted) so the producer's own version is
+/// restored; otherwise the producer's record is invalidated so it reruns.
+/// Returns what the user is told.
+fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str) -> Result<String> {
+    let project = &ctx.pipeline.settings.project_dir;
+    let producer = stage
+        .needs
+        .iter()
+        .map(|&j| &ctx.pipeline.stages[j])
+        .find_map(|s| {
+            s.outs
+                .iter()
+                .find(|o| path.starts_with(project.join(o)))
+                .map(|o| (s, o))
+        });
+    let Some((producer, out)) = producer else {
+        return Ok("it is not the output of a stage this one needs; fix or replace it".into());
+    };
+    let out_path = project.join(out);
+    ctx.planner.hashes.forget(&out_path);
+    let record = ctx.store.record(&producer.name).ok().flatten();
+    // The file as the producer recorded it, and as it is now.
+    let rel = path
+        .strip_prefix(&out_path)
+        .map(|r| r.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let recorded = record
+        .as_ref()
+        .and_then(|r| r.outputs.iter().find(|o| o.path == *out))
+        .and_then(|o| o.tree.files.iter().find(|f| f.rel == rel))
+        .map(|f| f.hash.clone());
+    let now = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => ctx.planner.hashes.hash_file(path, &m).ok(),
+        _ => None,
+    };
+    match (now, recorded) {
+        // Another stage moved it to the quarantine meanwhile.
+        (None, Some(_)) => Ok(format!(
+            "it was moved away; the next `fmnist-pipe run` restores {}'s own version",
+            producer.name
+        )),
+        (Some(now), Some(rec)) if now != rec => {
+            let dest = quarantine(ctx, &producer.name, project, path)?;
+            Ok(format!(
+                "it no longer held what {} wrote: moved to {} (kept, not deleted); the next `fmnist-pipe run` restores {}'s own version",
+                producer.name,
+                dest.display(),
+                producer.name
+            ))
+        }
+        _ => {
+            let why = format!(
+                "{} found {} corrupt ({problem})",
+                stage.name,
+                path.strip_prefix(project).unwrap_or(path).display()
+            );
+            ctx.store.invalidate(&producer.name, &why)?;
+            Ok(format!(
+                "{} is marked stale; the next `fmnist-pipe run` rebuilds it",
+                producer.name
+            ))
+        }
+    }
+}
+
+/// Moves `path` under `cache/quarantine/<time>-<stage>/`, keeping its
+/// place relative to the project.
+fn quarantine(ctx: &Ctx<'_>, stage: &str, project: &Path, path: &Path) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let rel = path.strip_prefix(project).unwrap_or(path);
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    let dest = ctx
+        .store
+        .root()
+        .join("quarantine")
+        .join(format!("{secs}-{stage}"))
+        .join(rel);
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::io("create the quarantine directory", parent, e))?;
+    }
+    move_into_place(path, &dest).map_err(|e| Error::io("move into quarantine", path, e))?;
+    Ok(dest)
+}
+
+fn remove_path(path: &Path) -> Result<(), Error> {
+    remove_any(path).map_err(|e| Error::io("remove the old output", path, e))
+}
+
+fn execute_stage(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    prev: Option<&Record>,
+    grant: &Grant,
+    resume: Option<&Path>,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<(), StageFailure> {
+    let project = &ctx.pipeline.settings.project_dir;
+    for o in stage.outs.iter().filter(|_| !stage.kind.is_builtin()) {
+        let path = project.join(o);
+        remove_path(&path).map_err(StageFailure::Env)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| {
+                StageFailure::Env(Error::io("create the output directory", parent, e))
+            })?;
+        }
+    }
+    let log = ctx.store.log_path(&stage.name);
+    if let Some(cmd) = &stage.cmd {
+        let shell = Shell {
+            stage: &stage.name,
+            cmd,
+            dir: project,
+            env: stage_env(stage, grant),
+            log: &log,
+            resources: &stage.resources,
+        };
+        return ctx.executor.run_shell(&shell, grant, send);
+    }
+    // A built-in kind writes into staging; its output appears whole or not at all.
+    let staging = ctx
+        .store
+        .tmp_dir()
+        .join(format!("stage-{}-{}", std::process::id(), stage.name));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging)
+        .map_err(|e| StageFailure::Env(Error::io("create the staging directory", &staging, e)))?;
+    let inputs: Vec<stages::Input> = stage
+        .needs
+        .iter()
+        .map(|&j| {
+            let s = &ctx.pipeline.stages[j];
+            stages::Input {
+                stage: s.name.clone(),
+                kind: s.kind,
+                paths: s.outs.iter().map(|o| project.join(o)).collect(),
+            }
+        })
+        .collect();
+    let job = stages::job::Job {
+        stage: stage.name.clone(),
+        kind: stage.kind,
+        project_dir: project.clone(),
+        params: stage.params.clone(),
+        inputs,
+        out_dir: staging.clone(),
+        threads: grant.cpus,
+        resume: resume.map(Path::to_path_buf),
+        device: stage.device.clone(),
+    };
+    let job_path = job_path(ctx.store, &stage.name);
+    let bytes = serde_json::to_vec(&job).map_err(|e| {
+        StageFailure::Env(Error::Internal(format!("the job of {}: {e}", stage.name)))
+    })?;
+    crate::state::store::write_atomic(&job_path, &bytes)
+        .map_err(|e| StageFailure::Env(Error::io("write the job description", &job_path, e)))?;
+    let file = JobFile {
+        job: &job,
+        path: &job_path,
+        log: &log,
+        env: stage_env(stage, grant),
+        resources: &stage.resources,
+    };
+    let result = ctx.executor.run_job(&file, grant, send);
+    let _ = fs::remove_file(&job_path);
+    result?;
+    // Checked again: the old output may have been edited while the stage ran.
+    check_outputs(ctx, stage, prev).map_err(StageFailure::Refused)?;
+    let dest = project.join(&stage.outs[0]);
+    remove_path(&dest).map_err(StageFailure::Env)?;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)
+            .map_err(|e| StageFailure::Env(Error::io("create the output directory", parent, e)))?;
+    }
+    move_into_place(&staging, &dest)
+        .map_err(|e| StageFailure::Env(Error::io("move the output into place", &dest, e)))
+}
+
+/// Where a built-in stage's job description is written (one run at a time
+/// holds the cache, so the stage's name is enough).
+pub fn job_path(store: &Store, stage: &str) -> PathBuf {
+    store.tmp_dir().join(format!("job-{stage}.json"))
+}
+
+/// Restores a stage's recorded outputs from the cache. Only what is
+/// missing is written; an output holding anything the stage did not write
+/// is refused, never overwritten.
+fn restore(
+    ctx: &Ctx<'_>,
+    stage: &str,
+    record: &Record,
+) -> std::result::Result<Vec<String>, RestoreError> {
+    let mut restored = Vec::new();
+    for o in &record.outputs {
+        let root = ctx.planner.path(&o.path);
+        let refuse = |why| {
+            RestoreError::Refused(Refusal {
+                path: o.path.clone(),
+                stage: stage.to_string(),
+                why,
+                restorable: true,
+            })
+        };
+        let now = ctx
+            .planner
+            .hashes
+            .hash_path(&root)
+            .map_err(|e| refuse(ownership::Why::Unreadable(e.to_string())))?;
+        let present: Vec<&str> = match &now {
+            Some(t) if t.hash == o.tree.hash => continue,
+            Some(t) => match ownership::first_foreign(&o.tree, t) {
+                None => t.files.iter().map(|f| f.rel.as_str()).collect(),
+                Some(f) => {
+                    let file = if f.is_empty() {
+                        o.path.clone()
+                    } else {
+                        format!("{}/{f}", o.path)
+                    };
+                    return Err(refuse(ownership::Why::Modified(file)));
+                }
+            },
+            None => Vec::new(),
+        };
+        for f in o
+            .tree
+            .files
+            .iter()
+            .filter(|f| !present.contains(&f.rel.as_str()))
+        {
+            let p = if f.rel.is_empty() {
+                root.clone()
+            } else {
+                root.join(&f.rel)
+            };
+            ctx.store.restore_file(&f.hash, &p, f.exec)?;
+        }
+        restored.push(o.path.clone());
+    }
+    Ok(restored)
+}

@@ -1,0 +1,172 @@
+//! `gc`: removes what no stage of the pipeline owns: the records, logs and
+//! outputs of stages no longer declared (a variant renamed or removed), and
+//! cache objects no record refers to. An orphan's output is removed only
+//! where it still holds exactly what that stage wrote and no current stage
+//! declares the same path; anything else is kept and named.
+
+use crate::error::Result;
+use crate::spec::Pipeline;
+use crate::state::hash::HashCache;
+use crate::state::ownership;
+use crate::state::store::{remove_any, Store};
+use std::collections::BTreeSet;
+
+/// One thing gc removes or keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Record(String),
+    Output {
+        stage: String,
+        path: String,
+    },
+    /// An orphan's output that gc leaves alone, and why.
+    Kept {
+        path: String,
+        why: String,
+    },
+    Objects {
+        count: usize,
+        bytes: u64,
+    },
+    /// The run history, compacted: torn lines dropped, the first format
+    /// rewritten, state files no run names removed.
+    History(crate::state::history::Compacted),
+    /// Files moved aside by earlier runs (never removed by gc).
+    Quarantine {
+        path: String,
+        files: usize,
+        bytes: u64,
+    },
+}
+
+/// Stages with a record that the pipeline no longer declares.
+pub fn orphans(pipeline: &Pipeline, store: &Store) -> Vec<String> {
+    let names: BTreeSet<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+    store
+        .recorded_stages()
+        .into_iter()
+        .filter(|n| !names.contains(n.as_str()))
+        .collect()
+}
+
+/// Collects (and unless `dry_run`, removes) what no stage owns. The caller
+/// holds the lock.
+pub fn run(
+    pipeline: &Pipeline,
+    store: &Store,
+    hashes: &HashCache,
+    dry_run: bool,
+) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    let declared: BTreeSet<&str> = pipeline
+        .stages
+        .iter()
+        .flat_map(|s| s.outs.iter().map(String::as_str))
+        .collect();
+    for stage in orphans(pipeline, store) {
+        if let Ok(Some(record)) = store.record(&stage) {
+            for o in &record.outputs {
+                let path = pipeline.settings.project_dir.join(&o.path);
+                if declared.contains(o.path.as_str()) {
+                    items.push(Item::Kept {
+                        path: o.path.clone(),
+                        why: "a stage of the pipeline declares it now".into(),
+                    });
+                    continue;
+                }
+                if std::fs::symlink_metadata(&path).is_err() {
+                    continue;
+                }
+                // What the stage's last completed run wrote, or what its
+                // unfinished run wrote into a path the tool cleared: the
+                // same rule as before a stage replaces an output. A killed
+                // rerun leaves the record incomplete, not the file foreign.
+                if let Err(r) =
+                    ownership::check(hashes, &stage, Some(&record), &o.path, &path, false)
+                {
+                    let why = match r.why {
+                        ownership::Why::Modified(_) => {
+                            format!("it no longer holds what {stage} wrote")
+                        }
+                        ownership::Why::NotRecorded | ownership::Why::NoRecord => {
+                            format!("no completed run of {stage} wrote it")
+                        }
+                        ownership::Why::Unreadable(e) => format!("it cannot be read ({e})"),
+                    };
+                    items.push(Item::Kept {
+                        path: o.path.clone(),
+                        why,
+                    });
+                    continue;
+                }
+                if !dry_run {
+                    remove_any(&path).map_err(|e| crate::error::Error::io("remove", &path, e))?;
+                }
+                items.push(Item::Output {
+                    stage: stage.clone(),
+                    path: o.path.clone(),
+                });
+            }
+        }
+        if !dry_run {
+            store.forget_stage(&stage)?;
+            store.clear_resume(&stage, None)?;
+        }
+        items.push(Item::Record(stage));
+    }
+    // Objects no remaining record refers to.
+    let mut referenced = BTreeSet::new();
+    for s in &pipeline.stages {
+        if let Ok(Some(r)) = store.record(&s.name) {
+            for o in &r.outputs {
+                referenced.extend(o.tree.files.iter().map(|f| f.hash.clone()));
+            }
+        }
+    }
+    let (mut count, mut bytes) = (0, 0);
+    for (hash, size) in store.objects() {
+        if !referenced.contains(&hash) {
+            if !dry_run {
+                store.remove_object(&hash)?;
+            }
+            count += 1;
+            bytes += size;
+        }
+    }
+    items.push(Item::Objects { count, bytes });
+    let compacted =
+        crate::state::history::compact(&crate::state::history::path(pipeline), dry_run)?;
+    if compacted.runs + compacted.dropped > 0 {
+        items.push(Item::History(compacted));
+    }
+    let quarantine = store.root().join("quarantine");
+    let (files, bytes) = tree_size(&quarantine);
+    if files > 0 {
+        items.push(Item::Quarantine {
+            path: quarantine.display().to_string(),
+            files,
+            bytes,
+        });
+    }
+    if !dry_run {
+        hashes.prune();
+        hashes.save();
+    }
+    Ok(items)
+}
+
+/// Files and bytes under `dir` (0 when it does not exist).
+fn tree_size(dir: &std::path::Path) -> (usize, u64) {
+    let mut total = (0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.metadata() {
+            Ok(m) if m.is_dir() => {
+                let (f, b) = tree_size(&e.path());
+                total = (total.0 + f, total.1 + b);
+            }
+            Ok(m) => total = (total.0 + 1, total.1 + m.len()),
+            Err(_) => {}
+        }
+    }
+    total
+}

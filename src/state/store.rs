@@ -1,0 +1,712 @@
+//! The content-addressed cache: objects, per-stage records, the lock.
+//!
+//! Layout under the cache directory:
+//! - `objects/ab/cdef…`: file contents named by their blake3 hash, read-only;
+//! - `stages/<stage>.json`: the record of a stage's last run;
+//! - `tmp/`: staging for everything written, renamed into place when whole;
+//! - `logs/<stage>.log`: the output of the last run of a stage;
+//! - `lock`: held (flock) by the one `run` using this cache.
+
+use crate::error::{Error, Result};
+use crate::state::fingerprint::Fingerprint;
+use crate::state::hash::Tree;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// What the cache knows of a stage's last run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// False from the moment the stage starts until it has succeeded and
+    /// its outputs are stored: a killed run leaves `false` behind.
+    pub complete: bool,
+    /// False while the stage has never completed (its record only says
+    /// that a run started).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub completed_once: bool,
+    pub hash: String,
+    pub fingerprint: Fingerprint,
+    /// What the last complete run wrote.
+    pub outputs: Vec<Output>,
+    pub duration_s: f64,
+    /// Outputs the tool cleared when the current (incomplete) run started:
+    /// whatever is there now was written by that run, so it may go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claimed: Vec<String>,
+    /// The process running the stage, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<Runner>,
+    /// Set when another stage found this stage's output corrupt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidated: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A process, identified across pid reuse by its start time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runner {
+    pub pid: u32,
+    pub host: String,
+    /// Start time in clock ticks since boot (/proc/<pid>/stat, field 22).
+    pub start_ticks: u64,
+}
+
+impl Runner {
+    pub fn me() -> Runner {
+        let pid = std::process::id();
+        Runner {
+            pid,
+            host: hostname(),
+            start_ticks: start_ticks(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether this process is alive now. `None` when it runs on another
+    /// host, where this cannot be told.
+    pub fn alive(&self) -> Option<bool> {
+        if self.host != hostname() {
+            return None;
+        }
+        Some(start_ticks(self.pid).is_some_and(|t| t == self.start_ticks))
+    }
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Output {
+    pub path: String,
+    pub tree: Tree,
+}
+
+impl Record {
+    /// The identity of this stage's outputs, as its dependents see it.
+    pub fn outputs_digest(&self) -> String {
+        outputs_digest(&self.outputs)
+    }
+}
+
+pub fn outputs_digest(outputs: &[Output]) -> String {
+    let mut h = blake3::Hasher::new();
+    for o in outputs {
+        h.update(o.path.as_bytes());
+        h.update(b"\0");
+        h.update(o.tree.hash.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// A stage record that exists but cannot be read or parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// Why an output could not be restored.
+#[derive(Debug)]
+pub enum RestoreError {
+    /// The cache does not hold the object.
+    Missing,
+    /// The object's content no longer matches its hash (it was removed).
+    Corrupt,
+    /// The path holds something the stage did not write.
+    Refused(crate::state::ownership::Refusal),
+    Io(Error),
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: PathBuf) -> Store {
+        Store { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the cache's directories and clears staging left by a run
+    /// that was killed. Call with the lock held.
+    pub fn prepare(&self) -> Result<()> {
+        for d in ["objects", "stages", "logs"] {
+            let p = self.root.join(d);
+            fs::create_dir_all(&p).map_err(|e| Error::io("create the cache directory", &p, e))?;
+        }
+        let tmp = self.root.join("tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)
+                .map_err(|e| Error::io("clear the staging directory", &tmp, e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| Error::io("create the staging directory", &tmp, e))?;
+        Ok(())
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Where a resumable stage keeps its state for fingerprint `hash`.
+    pub fn resume_dir(&self, stage: &str, hash: &str) -> PathBuf {
+        self.root.join("resume").join(stage).join(hash)
+    }
+
+    /// Removes a stage's saved states: all of them, or all but `keep`'s.
+    pub fn clear_resume(&self, stage: &str, keep: Option<&str>) -> Result<()> {
+        let dir = self.root.join("resume").join(stage);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("read", &dir, e)),
+        };
+        for e in entries.flatten() {
+            if keep.is_some_and(|k| e.file_name() == k) {
+                continue;
+            }
+            remove_any(&e.path())
+                .map_err(|err| Error::io("remove the saved state", e.path(), err))?;
+        }
+        if keep.is_none() {
+            let _ = fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+
+    pub fn log_path(&self, stage: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{stage}.log"))
+    }
+
+    fn record_path(&self, stage: &str) -> PathBuf {
+        self.root.join("stages").join(format!("{stage}.json"))
+    }
+
+    /// The stage's record: `Ok(None)` if it never ran, `Err` if the record
+    /// cannot be read (treated as stale, never as fresh).
+    pub fn record(&self, stage: &str) -> std::result::Result<Option<Record>, Unreadable> {
+        match fs::read(self.record_path(stage)) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|_| Unreadable),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(_) => Err(Unreadable),
+        }
+    }
+
+    pub fn write_record(&self, stage: &str, r: &Record) -> Result<()> {
+        self.write_record_with(stage, r, true)
+    }
+
+    /// `durable: false` skips the fsync, for records whose loss in a crash
+    /// is harmless: an older record never claims fresh for changed inputs
+    /// or outputs (both are compared), and a torn one reads as unreadable.
+    fn write_record_with(&self, stage: &str, r: &Record, durable: bool) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(r).map_err(|source| Error::Record {
+            stage: stage.to_string(),
+            source,
+        })?;
+        let path = self.record_path(stage);
+        write_file(&path, &bytes, durable)
+            .map_err(|e| Error::io("write the stage record", &path, e))
+    }
+
+    /// Invalidates before running: whatever happens next, the stage no
+    /// longer claims to be fresh until [`Store::write_record`] says so.
+    /// The record names this process as the runner, and `claimed` the
+    /// outputs the tool is about to clear. What the last complete run wrote
+    /// stays in the record (it can still be restored or recognised).
+    pub fn begin(&self, stage: &str, fp: &Fingerprint, claimed: &[String]) -> Result<()> {
+        let mut r = match self.record(stage) {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(Unreadable) => Record {
+                complete: false,
+                completed_once: false,
+                hash: fp.hash(),
+                fingerprint: fp.clone(),
+                outputs: Vec::new(),
+                duration_s: 0.0,
+                claimed: Vec::new(),
+                running: None,
+                invalidated: None,
+            },
+        };
+        r.complete = false;
+        r.invalidated = None;
+        r.running = Some(Runner::me());
+        for c in claimed {
+            if !r.claimed.contains(c) {
+                r.claimed.push(c.clone());
+            }
+        }
+        self.write_record_with(stage, &r, false)
+    }
+
+    /// The stage failed: it no longer runs (its record stays incomplete).
+    pub fn end_failed(&self, stage: &str) -> Result<()> {
+        match self.record(stage) {
+            Ok(Some(mut r)) if r.running.is_some() => {
+                r.running = None;
+                self.write_record_with(stage, &r, false)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Another stage found this stage's output corrupt: it must run again.
+    pub fn invalidate(&self, stage: &str, why: &str) -> Result<()> {
+        match self.record(stage) {
+            Ok(Some(mut r)) => {
+                r.complete = false;
+                r.invalidated = Some(why.to_string());
+                self.write_record(stage, &r)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The names of every stage with a record, sorted.
+    pub fn recorded_stages(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join("stages"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Removes a stage's record and log (`gc`).
+    pub fn forget_stage(&self, stage: &str) -> Result<()> {
+        for p in [self.record_path(stage), self.log_path(stage)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object in the cache: (hash, size in bytes).
+    pub fn objects(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for d in fs::read_dir(self.root.join("objects"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let prefix = d.file_name().to_string_lossy().into_owned();
+            for f in fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                let size = f.metadata().map_or(0, |m| m.len());
+                out.push((format!("{prefix}{}", f.file_name().to_string_lossy()), size));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn remove_object(&self, hash: &str) -> Result<()> {
+        let p = self.object_path(hash);
+        match fs::remove_file(&p) {
+            Ok(()) => {
+                if let Some(parent) = p.parent() {
+                    let _ = fs::remove_dir(parent);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove the cache object", &p, e)),
+        }
+    }
+
+    pub fn object_path(&self, hash: &str) -> PathBuf {
+        let (a, b) = hash.split_at(2.min(hash.len()));
+        self.root.join("objects").join(a).join(b)
+    }
+
+    /// The content of object `hash`, if the cache holds it intact.
+    pub fn read_object(&self, hash: &str) -> Option<Vec<u8>> {
+        let bytes = fs::read(self.object_path(hash)).ok()?;
+        (crate::state::hash::hash_bytes(&bytes) == hash).then_some(bytes)
+    }
+
+    pub fn has_object(&self, hash: &str) -> bool {
+        self.object_path(hash).is_file()
+    }
+
+    /// Stores a workspace file as the object `hash`, checking that its
+    /// content still has that hash.
+    pub fn store_file(&self, src: &Path, hash: &str) -> Result<()> {
+        let dest = self.object_path(hash);
+        if dest.is_file() {
+            return Ok(());
+        }
+        let parent = dest.parent().expect("objects have a parent");
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::io("create the cache directory", parent, e))?;
+        let tmp = self.staging_file();
+        let got = copy_hashing(src, &tmp).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("copy into the cache", src, e)
+        })?;
+        if got != hash {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::ChangedWhileStored {
+                path: src.to_path_buf(),
+            });
+        }
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
+        fs::rename(&tmp, &dest).map_err(|e| Error::io("move into the cache", &dest, e))
+    }
+
+    /// Copies the object `hash` to `dest`, verifying it on the way. A
+    /// corrupt object is deleted so that the next run stores a good one.
+    pub fn restore_file(
+        &self,
+        hash: &str,
+        dest: &Path,
+        exec: bool,
+    ) -> std::result::Result<(), RestoreError> {
+        let obj = self.object_path(hash);
+        if !obj.is_file() {
+            return Err(RestoreError::Missing);
+        }
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| RestoreError::Io(Error::io("create the directory", parent, e)))?;
+        }
+        let tmp = self.staging_file();
+        let got = copy_hashing(&obj, &tmp)
+            .map_err(|e| RestoreError::Io(Error::io("restore from the cache", &obj, e)))?;
+        if got != hash {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&obj);
+            return Err(RestoreError::Corrupt);
+        }
+        let mode = if exec { 0o755 } else { 0o644 };
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode));
+        move_into_place(&tmp, dest).map_err(|e| RestoreError::Io(Error::io("restore", dest, e)))
+    }
+
+    fn staging_file(&self) -> PathBuf {
+        self.tmp_dir().join(unique())
+    }
+
+    /// Takes the cache's lock: refuses (or, with `wait`, waits) while
+    /// another process holds it; `on_wait` hears whom it waits for. The
+    /// kernel releases the lock when its holder dies, so a killed run never
+    /// leaves the cache locked.
+    pub fn lock(&self, wait: bool, on_wait: &mut dyn FnMut(&str)) -> Result<LockGuard> {
+        fs::create_dir_all(&self.root)
+            .map_err(|e| Error::io("create the cache directory", &self.root, e))?;
+        let path = self.root.join("lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open the lock file", &path, e))?;
+        // SAFETY: flock on a file descriptor we own.
+        let try_lock = |flags| unsafe { libc::flock(file.as_raw_fd(), flags) } == 0;
+        if !try_lock(libc::LOCK_EX | libc::LOCK_NB) {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(Error::io("lock", &path, err));
+            }
+            let mut holder = String::new();
+            let _ = (&file).read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "holder unknown".to_string(),
+                h => h.to_string(),
+            };
+            if !wait {
+                return Err(Error::Locked { path, holder });
+            }
+            on_wait(&holder);
+            if !try_lock(libc::LOCK_EX) {
+                return Err(Error::io("lock", &path, io::Error::last_os_error()));
+            }
+        }
+        let host = hostname();
+        let _ = file.set_len(0);
+        let _ = write!(file, "pid {} on {host}", std::process::id());
+        let _ = file.flush();
+        Ok(LockGuard { file })
+    }
+}
+
+/// Holds the cache lock until dropped.
+pub struct LockGuard {
+    #[allow(dead_code)]
+    file: fs::File,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown host".into())
+}
+
+/// Copies `src` to `dest` (synced), returning the blake3 hash of what was copied.
+fn copy_hashing(src: &Path, dest: &Path) -> io::Result<String> {
+    let mut output = fs::File::create(dest)?;
+    let hash = crate::state::hash::copy_hashing(fs::File::open(src)?, &mut output)?;
+    output.sync_all()?;
+    Ok(hash)
+}
+
+/// Moves `src` (a file or a directory) to `dest`, which must not exist.
+/// A rename on one file system; across file systems (a cache or outputs
+/// directory on another disk), a copy into a hidden sibling of `dest`,
+/// synced, then renamed into place, so `dest` appears whole or not at all.
+pub fn move_into_place(src: &Path, dest: &Path) -> io::Result<()> {
+    match fs::rename(src, dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = sibling_tmp(dest);
+            let copied = copy_tree(src, &tmp).and_then(|()| fs::rename(&tmp, dest));
+            if let Err(e) = copied {
+                let _ = remove_any(&tmp);
+                return Err(e);
+            }
+            remove_any(src)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A name no other temporary file of this or another process has:
+/// `<pid>-<counter>`.
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn sibling_tmp(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.fmnist-pipe-{}", unique()))
+}
+
+/// Copies a file, a symlink or a directory tree, syncing what it writes.
+fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dest)
+    } else if meta.is_dir() {
+        fs::create_dir(dest)?;
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dest.join(entry.file_name()))?;
+        }
+        fs::set_permissions(dest, meta.permissions())
+    } else {
+        fs::copy(src, dest)?;
+        fs::File::open(dest)?.sync_all()
+    }
+}
+
+/// Removes a file, a symlink (not its target) or a directory tree.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a whole file or nothing: a temporary sibling, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// [`write_atomic`], with the fsync optional.
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    // Unique per call: two threads may replace the same file at once.
+    let tmp = path.with_extension(format!("tmp.{}", unique()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::hash::hash_bytes;
+
+    #[test]
+    fn objects_round_trip_and_corruption_is_caught() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::new(d.path().join("cache"));
+        store.prepare().unwrap();
+        let src = d.path().join("f");
+        fs::write(&src, "content").unwrap();
+        let h = hash_bytes(b"content");
+        store.store_file(&src, &h).unwrap();
+        assert!(store.has_object(&h));
+        let dest = d.path().join("out/g");
+        store.restore_file(&h, &dest, false).unwrap();
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "content");
+
+        let obj = store.object_path(&h);
+        fs::set_permissions(&obj, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&obj, "tampered").unwrap();
+        assert!(matches!(
+            store.restore_file(&h, &dest, false),
+            Err(RestoreError::Corrupt)
+        ));
+        assert!(!obj.exists(), "a corrupt object is removed");
+        assert!(matches!(
+            store.restore_file(&h, &dest, false),
+            Err(RestoreError::Missing)
+        ));
+    }
+
+    #[test]
+    fn storing_a_file_that_changed_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::new(d.path().join("cache"));
+        store.prepare().unwrap();
+        let src = d.path().join("f");
+        fs::write(&src, "new").unwrap();
+        assert!(store.store_file(&src, &hash_bytes(b"old")).is_err());
+        assert!(!store.has_object(&hash_bytes(b"old")));
+    }
+
+    #[test]
+    fn second_lock_is_refused_and_names_the_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::new(d.path().join("cache"));
+        let guard = store.lock(false, &mut |_| {}).unwrap();
+        match store.lock(false, &mut |_| {}) {
+            Err(Error::Locked { holder, .. }) => {
+                assert!(holder.contains(&std::process::id().to_string()))
+            }
+            _ => panic!("second lock taken"),
+        }
+        drop(guard);
+        store.lock(false, &mut |_| {}).unwrap();
+    }
+
+    #[test]
+    fn incomplete_marking() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::new(d.path().join("cache"));
+        store.prepare().unwrap();
+        let fp = Fingerprint {
+            kind: "cmd".into(),
+            kind_version: 1,
+            params: serde_json::json!({}),
+            cmd: None,
+            device: None,
+            deps: Default::default(),
+            inputs: Default::default(),
+            outs: vec![],
+        };
+        let r = Record {
+            complete: true,
+            completed_once: true,
+            hash: fp.hash(),
+            fingerprint: fp.clone(),
+            outputs: vec![],
+            duration_s: 0.0,
+            claimed: vec![],
+            running: None,
+            invalidated: None,
+        };
+        store.write_record("a@b", &r).unwrap();
+        store.begin("a@b", &fp, &["o".into()]).unwrap();
+        let r = store.record("a@b").unwrap().unwrap();
+        assert!(!r.complete && r.completed_once);
+        assert_eq!(r.claimed, ["o"]);
+        assert_eq!(r.running.as_ref().unwrap().alive(), Some(true));
+        store.end_failed("a@b").unwrap();
+        assert!(store.record("a@b").unwrap().unwrap().running.is_none());
+        fs::write(store.record_path("x"), "{not json").unwrap();
+        assert!(store.record("x").is_err());
+        store.begin("x", &fp, &[]).unwrap();
+        let r = store.record("x").unwrap().unwrap();
+        assert!(
+            !r.complete && !r.completed_once,
+            "a stub, not the unreadable record"
+        );
+        assert_eq!(store.recorded_stages(), ["a@b", "x"]);
+    }
+
+    #[test]
+    fn a_dead_runner_is_not_alive() {
+        let mut me = Runner::me();
+        assert_eq!(me.alive(), Some(true));
+        me.start_ticks += 1;
+        assert_eq!(
+            me.alive(),
+            Some(false),
+            "same pid, another start: pid reused"
+        );
+        me.host = "elsewhere".into();
+        assert_eq!(me.alive(), None);
+    }
+
+    #[test]
+    fn moving_a_tree_by_copy_keeps_it_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/a"), "a").unwrap();
+        fs::write(src.join("b"), "b").unwrap();
+        let dest = d.path().join("dest");
+        copy_tree(&src, &sibling_tmp(&dest)).unwrap();
+        let tmp = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(".dest.fmnist-pipe-"))
+            .unwrap();
+        fs::rename(&tmp, &dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("sub/a")).unwrap(), "a");
+        assert_eq!(fs::read_to_string(dest.join("b")).unwrap(), "b");
+        remove_any(&dest).unwrap();
+        assert!(!dest.exists());
+    }
+}

@@ -1,0 +1,684 @@
+//! The only module that prints. Progress bars when stderr is a terminal,
+//! plain lines otherwise (pipes, CI, tests).
+
+pub use crate::engine::plan::RowState;
+use crate::state::fingerprint::DirtyReason;
+use crate::ui::events::{Event, Summary};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// One line of `status`.
+#[derive(Debug)]
+pub struct StatusRow {
+    pub stage: String,
+    pub state: RowState,
+    /// Why it is not fresh.
+    pub why: Option<DirtyReason>,
+    pub kind: &'static str,
+}
+
+impl StatusRow {
+    /// `run` restores this stage's outputs from the cache instead of running it.
+    pub fn restore(&self) -> bool {
+        self.why.as_ref().is_some_and(DirtyReason::restorable)
+    }
+
+    /// The reason in words.
+    pub fn reason(&self) -> Option<String> {
+        self.why.as_ref().map(ToString::to_string)
+    }
+}
+
+/// A `status --json` row: the reason in words and as a structure.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    stage: &'a str,
+    state: &'a str,
+    reason: Option<String>,
+    why: Option<&'a DirtyReason>,
+    kind: &'a str,
+}
+
+pub struct Reporter {
+    verbose: bool,
+    bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
+}
+
+impl Reporter {
+    pub fn new(verbose: bool) -> Reporter {
+        let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        Reporter {
+            verbose,
+            bars: tty.then(|| {
+                (
+                    MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                    HashMap::new(),
+                )
+            }),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bars {
+            Some((mp, _)) => {
+                let _ = mp.println(text);
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+
+    pub fn event(&mut self, e: Event) {
+        match e {
+            Event::Planned { .. } => {}
+            Event::Started {
+                stage,
+                reason,
+                threads,
+                gpus,
+            } => {
+                // What it was given, where that varies: threads, GPUs.
+                let mut on = Vec::new();
+                if let Some(t) = threads {
+                    on.push(format!("{t} thread{}", if t == 1 { "" } else { "s" }));
+                }
+                if !gpus.is_empty() {
+                    on.push(format!("GPU {}", gpus.join(",")));
+                }
+                let on = if on.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", on.join(", "))
+                };
+                match &reason {
+                    DirtyReason::Interrupted {
+                        resume: Some(crate::state::fingerprint::ResumePoint { epoch, epochs }),
+                    } => self.line(&format!("resuming {stage} from epoch {epoch}/{epochs}{on}")),
+                    _ => self.line(&format!("running  {stage}  ({reason}){on}")),
+                }
+                if let Some((mp, bars)) = &mut self.bars {
+                    let bar = mp.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(stage.clone());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bars.insert(stage, bar);
+                }
+            }
+            Event::Progress {
+                stage,
+                message,
+                fraction,
+            } => match &self.bars {
+                Some((_, bars)) => {
+                    if let Some(bar) = bars.get(&stage) {
+                        let pct = fraction
+                            .map(|f| format!(" {:>3.0}%", f * 100.0))
+                            .unwrap_or_default();
+                        bar.set_message(format!("{message}{pct}"));
+                    }
+                }
+                None if self.verbose => self.line(&format!("         {stage}: {message}")),
+                None => {}
+            },
+            Event::Submitted { stage, job } => {
+                self.line(&format!("         {stage}: submitted as Slurm job {job}"));
+            }
+            Event::Cached { stage } => {
+                if self.verbose {
+                    self.line(&format!("fresh    {stage}"));
+                }
+            }
+            Event::Restored { stage, paths } => {
+                self.finish_bar(&stage);
+                self.line(&format!(
+                    "restored {stage}  ({} from cache)",
+                    paths.join(", ")
+                ));
+            }
+            Event::CacheCorrupt { stage, path } => {
+                self.line(&format!("warning: the cache object for {path} (stage {stage}) is corrupt or missing; it was removed and the stage reruns"));
+            }
+            Event::Finished { stage, elapsed } => {
+                self.finish_bar(&stage);
+                self.line(&format!("done     {stage}  in {}", fmt_duration(elapsed)));
+            }
+            Event::Failed {
+                stage,
+                error,
+                tail,
+                log,
+            } => {
+                self.finish_bar(&stage);
+                // Continuation lines of the message line up under it.
+                let error = error
+                    .lines()
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n         ");
+                let mut text = format!("FAILED   {stage}: {error}");
+                if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+                    text.push_str("\n         last lines of output:");
+                    for l in tail.lines() {
+                        text.push_str(&format!("\n         | {l}"));
+                    }
+                }
+                if let Some(log) = log {
+                    text.push_str(&format!("\n         full log: {}", log.display()));
+                }
+                self.line(&text);
+            }
+            Event::Warning { text } => self.line(&format!("warning: {text}")),
+            Event::Notice { stage, message } => self.line(&format!("         {stage}: {message}")),
+            Event::Skipped { stage, because } => {
+                self.line(&format!(
+                    "skipped  {stage}  (needs {because}, which failed)"
+                ));
+            }
+        }
+    }
+
+    fn finish_bar(&mut self, stage: &str) {
+        if let Some((mp, bars)) = &mut self.bars {
+            if let Some(bar) = bars.remove(stage) {
+                bar.finish_and_clear();
+                mp.remove(&bar);
+            }
+        }
+    }
+
+    pub fn summary(&mut self, s: &Summary) {
+        let mut parts = vec![format!("{} ran", s.ran), format!("{} cached", s.cached)];
+        if s.restored > 0 {
+            parts.push(format!("{} restored", s.restored));
+        }
+        parts.push(format!("{} failed", s.failed));
+        if s.skipped > 0 {
+            parts.push(format!("{} skipped", s.skipped));
+        }
+        if s.not_started > 0 {
+            parts.push(format!(
+                "{} not started (use --keep-going to run them)",
+                s.not_started
+            ));
+        }
+        self.line(&format!("{} in {}", parts.join(", "), fmt_duration(s.wall)));
+    }
+
+    pub fn status(&self, rows: &[StatusRow], json: bool) {
+        let mut out = std::io::stdout().lock();
+        if json {
+            let rows: Vec<JsonRow> = rows
+                .iter()
+                .map(|r| JsonRow {
+                    stage: &r.stage,
+                    state: r.state.label(),
+                    reason: r.reason(),
+                    why: r.why.as_ref(),
+                    kind: r.kind,
+                })
+                .collect();
+            let _ = serde_json::to_writer_pretty(&mut out, &rows);
+            let _ = writeln!(out);
+            return;
+        }
+        let width = rows.iter().map(|r| r.stage.len()).max().unwrap_or(0);
+        let sw = rows
+            .iter()
+            .map(|r| r.state.label().len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        let mut text = String::new();
+        for r in rows {
+            let line = format!(
+                "{:<sw$}  {:<width$}  {}",
+                r.state.label(),
+                r.stage,
+                r.reason().unwrap_or_default()
+            );
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        // Fresh, new and dirty always; the others when there are any.
+        let counts: Vec<String> = RowState::ALL
+            .iter()
+            .map(|&s| (s, rows.iter().filter(|r| r.state == s).count()))
+            .filter(|&(s, n)| {
+                n > 0 || matches!(s, RowState::Fresh | RowState::New | RowState::Dirty)
+            })
+            .map(|(s, n)| format!("{n} {}", s.label()))
+            .collect();
+        text.push_str(&counts.join(", "));
+        text.push('\n');
+        let _ = out.write_all(text.as_bytes());
+    }
+
+    /// `run --dry-run`: what would run and why.
+    /// `lines`: what each stage that would run is submitted with, if anything.
+    pub fn dry_run(&self, rows: &[StatusRow], lines: &std::collections::BTreeMap<String, String>) {
+        let mut text = String::new();
+        let mut n = 0;
+        for r in rows.iter().filter(|r| r.state != RowState::Fresh) {
+            n += 1;
+            let verb = if r.restore() {
+                "would restore"
+            } else {
+                "would run"
+            };
+            text.push_str(&format!(
+                "{verb}  {}  ({})\n",
+                r.stage,
+                r.reason().unwrap_or_default()
+            ));
+            if let Some(l) = lines.get(&r.stage).filter(|_| !r.restore()) {
+                text.push_str(&format!("         {l}\n"));
+            }
+        }
+        if n == 0 {
+            text.push_str("nothing to do: every stage is fresh\n");
+        }
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+
+    /// A comparison table, drawn with comfy-table.
+    pub fn table(&self, t: &stages::contract::Table) {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        table.set_header(&t.columns);
+        for r in &t.rows {
+            table.add_row(r);
+        }
+        // Figures to the right, words to the left.
+        for i in 0..t.columns.len() {
+            let figures = t.rows.iter().all(|r| {
+                r.get(i).is_some_and(|c| {
+                    c.starts_with(|ch: char| ch.is_ascii_digit() || "+-—<[".contains(ch))
+                })
+            });
+            if let (true, Some(c)) = (figures && !t.rows.is_empty(), table.column_mut(i)) {
+                c.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
+        }
+        let mut text = if t.rows.is_empty() {
+            format!("\n{}\n", t.title)
+        } else {
+            format!("\n{}\n{table}\n", t.title)
+        };
+        for n in &t.notes {
+            text.push_str(n);
+            text.push('\n');
+        }
+        self.line(text.trim_end());
+    }
+
+    /// What `gc` removed (or would remove) and kept.
+    pub fn gc(&self, items: &[crate::state::gc::Item], dry_run: bool) {
+        use crate::state::gc::Item;
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let (mut text, mut notes) = (String::new(), String::new());
+        let mut removes = false;
+        for item in items {
+            match item {
+                Item::Record(stage) => {
+                    removes = true;
+                    text.push_str(&format!("{verb}  record and log of {stage}\n"));
+                }
+                Item::Output { stage, path } => {
+                    text.push_str(&format!("{verb}  {path}  (output of {stage})\n"));
+                }
+                Item::Kept { path, why } => {
+                    text.push_str(&format!(
+                        "kept          {path}  ({why}; move or delete it yourself)\n"
+                    ));
+                }
+                Item::Quarantine { path, files, bytes } => {
+                    let files = match files {
+                        1 => "1 file".to_string(),
+                        n => format!("{n} files"),
+                    };
+                    notes.push_str(&format!(
+                        "note: {path} holds {files} ({}) that runs found corrupt and moved aside; gc keeps them: delete it when you no longer need them\n",
+                        fmt_bytes(*bytes)
+                    ));
+                }
+                Item::History(c) => {
+                    let changes = c.dropped + c.rewritten + c.unused;
+                    removes |= changes > 0;
+                    if changes > 0 {
+                        let would = if dry_run {
+                            "would compact"
+                        } else {
+                            "compacted"
+                        };
+                        text.push_str(&format!(
+                            "{would}  the run history: {} runs kept, {} unreadable lines dropped, {} runs rewritten compactly, {} unused state files ({}) removed\n",
+                            c.runs,
+                            c.dropped,
+                            c.rewritten,
+                            c.unused,
+                            fmt_bytes(c.unused_bytes)
+                        ));
+                        if !dry_run {
+                            text.push_str(&format!(
+                                "              history.jsonl {} -> {}\n",
+                                fmt_bytes(c.bytes_before),
+                                fmt_bytes(c.bytes_after)
+                            ));
+                        }
+                    }
+                }
+                Item::Objects { count, bytes } => {
+                    removes |= *count > 0;
+                    text.push_str(&format!(
+                        "{verb}  {count} unreferenced cache objects ({})\n",
+                        fmt_bytes(*bytes)
+                    ));
+                }
+            }
+        }
+        if !removes {
+            text = "nothing to remove: every record belongs to a stage of the pipeline\n".into();
+        }
+        text.push_str(&notes);
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+
+    /// `predict`: each picture's top classes, or what was wrong with it.
+    pub fn predictions(
+        &self,
+        m: &crate::cli::models::ModelRef,
+        rows: &[Prediction],
+        top: usize,
+        json: bool,
+    ) {
+        if let Some(why) = &m.stale {
+            // Beside the answers, never in them: stdout stays the answers.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "warning: {} is not fresh ({why}); these answers come from the model it last trained. `fmnist-pipe run {}` brings it up to date; --fresh refuses stale models",
+                m.stage, m.stage
+            );
+        }
+        if json {
+            let v = serde_json::json!({
+                "model": {
+                    "stage": m.stage,
+                    "weights": m.weights.display().to_string(),
+                    "chosen": m.chosen,
+                    "stale": m.stale,
+                },
+                "predictions": rows.iter().map(|r| match &r.result {
+                    Ok((p, probs)) => serde_json::json!({
+                        "file": r.file.display().to_string(),
+                        "inverted": p.inverted,
+                        "size": [p.width, p.height],
+                        "top": stages::predict::top(probs, top).iter().map(|(i, name, q)| serde_json::json!({
+                            "class": i, "name": name, "probability": q,
+                        })).collect::<Vec<_>>(),
+                    }),
+                    Err(e) => serde_json::json!({
+                        "file": r.file.display().to_string(),
+                        "error": e,
+                    }),
+                }).collect::<Vec<_>>(),
+            });
+            self.text(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            ));
+            return;
+        }
+        let mut text = format!("model: {} ({})\n", m.stage, m.weights.display());
+        if let Some(why) = &m.chosen {
+            text.push_str(&format!("       {why}\n"));
+        }
+        let width = rows
+            .iter()
+            .map(|r| r.file.display().to_string().chars().count())
+            .max()
+            .unwrap_or(0);
+        for r in rows {
+            let name = r.file.display().to_string();
+            let pad = " ".repeat(width - name.chars().count());
+            match &r.result {
+                Ok((_, probs)) => {
+                    let classes: Vec<String> = stages::predict::top(probs, top)
+                        .iter()
+                        .map(|(_, n, q)| format!("{n} {:.1}%", q * 100.0))
+                        .collect();
+                    text.push_str(&format!("{name}{pad}  {}\n", classes.join("   ")));
+                }
+                Err(e) => text.push_str(&format!("{name}{pad}  error: {e}\n")),
+            }
+        }
+        self.text(&text);
+    }
+
+    /// `run --wait` found the cache locked.
+    /// `log`: the runs given (newest first).
+    /// `log`: the runs given (newest first); `newest`, the id of the newest
+    /// run in the history (known when `-n 0` shows none).
+    pub fn log(
+        &self,
+        runs: &[crate::state::history::RunSummary],
+        unreadable: usize,
+        newest: Option<u64>,
+        json: bool,
+    ) {
+        if json {
+            let v: Vec<_> = runs.iter().collect();
+            self.text(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            ));
+            return;
+        }
+        if runs.is_empty() {
+            match newest {
+                Some(id) => self.text(&format!(
+                    "no runs shown (-n 0); the newest of the history is run {id}\n"
+                )),
+                None => self.text(
+                    "no runs recorded yet: every `fmnist-pipe run` that runs something adds one\n",
+                ),
+            }
+            return;
+        }
+        let rows = runs
+            .iter()
+            .map(|r| {
+                let done = r.ran.iter().filter(|s| s.outcome == "done").count();
+                let failed = r.ran.len() - done;
+                let mut what = done.to_string();
+                if failed > 0 {
+                    what.push_str(&format!(", {failed} failed"));
+                }
+                if r.pipeline_changed {
+                    what.push_str(" (pipeline edited during the run)");
+                }
+                let names: Vec<&str> = r.ran.iter().map(|s| s.stage.as_str()).collect();
+                let shown = names.iter().take(4).copied().collect::<Vec<_>>().join(", ");
+                let more = names.len().saturating_sub(4);
+                vec![
+                    r.id.to_string(),
+                    r.when.replace('T', " ").replace('Z', " UTC"),
+                    r.git.as_ref().map_or("—".into(), |g| {
+                        format!(
+                            "{}{}",
+                            &g.commit[..g.commit.len().min(10)],
+                            if g.dirty { " (dirty)" } else { "" }
+                        )
+                    }),
+                    what,
+                    format!(
+                        "{shown}{}",
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ]
+            })
+            .collect();
+        let mut notes =
+            vec!["`fmnist-pipe diff A B` compares two runs (default: the last two).".to_string()];
+        if unreadable > 0 {
+            notes.push(format!("{unreadable} line(s) of the history could not be read (a run killed while writing it) and are left out."));
+        }
+        self.table(&stages::contract::Table {
+            title: "Runs, newest first".into(),
+            columns: ["run", "when", "commit", "ran", "stages"]
+                .map(String::from)
+                .to_vec(),
+            rows,
+            notes,
+            variants: Vec::new(),
+        });
+    }
+
+    /// `diff`: parameters that changed, metrics old and new.
+    pub fn diff(&self, d: &crate::state::history::Diff, json: bool, md: bool) {
+        if json {
+            self.text(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(d).unwrap_or_default()
+            ));
+            return;
+        }
+        let value =
+            |v: &Option<serde_json::Value>| v.as_ref().map_or("—".into(), |v| v.to_string());
+        let num = |v: Option<f64>, stale: bool| match (v, stale) {
+            (_, true) => "stale".to_string(),
+            (Some(v), false) => format!("{v:.4}"),
+            (None, false) => "—".into(),
+        };
+        let params = stages::contract::Table {
+            title: format!("Parameters, run {} → run {}", d.old_run, d.new_run),
+            columns: ["parameter", "old", "new"].map(String::from).to_vec(),
+            rows: d
+                .params
+                .iter()
+                .map(|p| vec![p.param.clone(), value(&p.old), value(&p.new)])
+                .collect(),
+            notes: if d.params.is_empty() {
+                vec!["No parameter changed.".into()]
+            } else {
+                Vec::new()
+            },
+            variants: Vec::new(),
+        };
+        let metrics = stages::contract::Table {
+            title: format!("Metrics, run {} → run {}", d.old_run, d.new_run),
+            columns: ["stage", "metric", "old", "new", "change"]
+                .map(String::from)
+                .to_vec(),
+            rows: d
+                .metrics
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.stage.clone(),
+                        m.metric.clone(),
+                        num(m.old, m.old_stale),
+                        num(m.new, m.new_stale),
+                        m.change.map_or("—".into(), |c| format!("{c:+.4}")),
+                    ]
+                })
+                .collect(),
+            notes: {
+                let mut notes = Vec::new();
+                if d.metrics.is_empty() {
+                    notes.push("Neither run has evaluated metrics.".into());
+                }
+                if d.metrics.iter().any(|m| m.old_stale || m.new_stale) {
+                    notes.push("stale: the evaluation was not fresh at the end of that run (its metrics measured an earlier configuration), so no value is attributed to the parameters recorded there.".into());
+                }
+                notes
+            },
+            variants: Vec::new(),
+        };
+        if md {
+            self.text(&format!("{}\n{}", params.markdown(), metrics.markdown()));
+        } else {
+            self.table(&params);
+            self.table(&metrics);
+        }
+    }
+
+    pub fn waiting(&self, lock: &std::path::Path, holder: &str) {
+        self.line(&format!(
+            "waiting for the run that holds {} ({holder}) to finish",
+            lock.display()
+        ));
+    }
+
+    pub fn text(&self, s: &str) {
+        let _ = std::io::stdout().lock().write_all(s.as_bytes());
+    }
+
+    pub fn error(&self, e: &crate::error::Error) {
+        let mut text = format!("error: {e}");
+        let mut source = std::error::Error::source(e);
+        let mut disk_full = false;
+        while let Some(s) = source {
+            text.push_str(&format!("\nCaused by:\n    {s}"));
+            disk_full |= s
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC));
+            source = s.source();
+        }
+        if disk_full {
+            text.push_str("\n  help: the disk is full: free space (or move settings.cache to a larger disk) and run again; stages that did not finish are recorded as stale and will rerun");
+        }
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+}
+
+fn fmt_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{:.0}ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+/// A stop signal arrived (called from the signal thread, which then exits).
+/// One picture given to `predict`: what it was prepared as and its class
+/// probabilities, or why it could not be read.
+pub struct Prediction {
+    pub file: std::path::PathBuf,
+    pub result: Result<(stages::predict::Prepared, Vec<f32>), String>,
+}
+
+pub fn interrupted(signal: &str, stopped: usize) {
+    let what = match stopped {
+        0 => String::new(),
+        1 => ": stopped 1 running command".into(),
+        n => format!(": stopped {n} running commands"),
+    };
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\ninterrupted by {signal}{what}; stages that did not finish are recorded as stale and rerun next time"
+    );
+}

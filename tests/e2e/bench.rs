@@ -1,0 +1,30 @@
+//! `bench --epoch` runs a real training epoch on the pipeline's dataset
+//! (no timing is asserted: this checks that it runs and says what it did).
+
+use std::fs;
+
+use crate::common::{tiny_study, write_data, Project};
+
+#[test]
+fn an_epoch_bench_trains_on_the_pipelines_dataset() {
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
+    fs::write(
+        t.dir().join("pipeline.yaml"),
+        tiny_study(&files, "      main: {}\n      slow: {lr: 0.0003}\n", "main"),
+    )
+    .unwrap();
+    t.run(&["bench", "--epoch", "--no-torch"])
+        .exits(2)
+        .has("run `fmnist-pipe run preprocess` first");
+    t.run(&["run", "preprocess"]).ok();
+    let out = t
+        .run(&["bench", "--epoch", "--no-torch", "--repeat", "2"])
+        .ok()
+        .stdout();
+    assert!(out.contains("run 2: fmnist-pipe "), "{out}");
+    assert!(
+        out.contains("one training epoch, 600 images, batch 64, 1 thread(s)"),
+        "{out}"
+    );
+}

@@ -1,0 +1,25 @@
+//! The end-to-end tests: one binary (the harness is compiled once), a
+//! module per topic, each driving the real `fmnist-pipe` binary in
+//! temporary project directories through [`common`].
+
+mod common;
+
+mod bench;
+mod commands;
+mod data;
+mod devices;
+mod environment;
+mod export;
+mod failures;
+mod freshness;
+mod history;
+mod interrupts;
+mod load_errors;
+mod predict;
+mod records;
+mod report;
+mod safety;
+mod scheduling;
+mod seeds;
+mod slurm;
+mod study;

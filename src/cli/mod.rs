@@ -1,20 +1,22 @@
 //! Command-line arguments and the top-level flow of each command.
 
 pub mod bench;
+mod dag;
+mod diff;
+mod export;
+mod gc;
+mod log;
 pub mod models;
+mod predict;
+mod run;
+mod show;
+mod status;
 
 use crate::engine::interrupt::Running;
-use crate::engine::plan::Planner;
-use crate::engine::run::{self, RunOptions};
-use crate::error::{exit, Error, ExportRefusal, ModelError, Result};
-use crate::spec::graph::{self, Dag};
+use crate::error::{exit, Error, Result};
+use crate::spec::graph::Dag;
 use crate::spec::{self, Pipeline};
-use crate::state::fingerprint::DirtyReason;
-use crate::state::hash::HashCache;
-use crate::state::history;
-use crate::state::store::Store;
-use crate::ui::events::Summary;
-use crate::ui::reporter::{Reporter, RowState, StatusRow};
+use crate::ui::reporter::Reporter;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
@@ -91,25 +93,7 @@ pub enum Command {
     },
     /// Classify your own pictures (PNG or JPEG, any size, colour or grey)
     /// with a trained model: the top classes and their probabilities.
-    Predict {
-        /// Picture files, or directories (every .png, .jpg and .jpeg in them).
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// The train stage whose model to use (`train@no-aug`); default:
-        /// the best variant of the last comparison.
-        #[arg(long, short = 'm', value_name = "STAGE")]
-        model: Option<String>,
-        /// Classes shown per picture.
-        #[arg(long, default_value_t = 3)]
-        top: usize,
-        /// JSON for programs.
-        #[arg(long)]
-        json: bool,
-        /// Refuse (exit 4) when the model's train stage is not fresh,
-        /// instead of answering from the model it last trained with a warning.
-        #[arg(long)]
-        fresh: bool,
-    },
+    Predict(PredictArgs),
     /// Write a trained model for another framework: `torch` (a safetensors
     /// state_dict of the equivalent nn.Sequential) or `onnx`.
     Export {
@@ -159,6 +143,27 @@ pub struct BenchArgs {
     /// (bench/torch_epoch.py); needs the preprocessed dataset.
     #[arg(long)]
     pub epoch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Picture files, or directories (every .png, .jpg and .jpeg in them).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The train stage whose model to use (`train@no-aug`); default:
+    /// the best variant of the last comparison.
+    #[arg(long, short = 'm', value_name = "STAGE")]
+    pub model: Option<String>,
+    /// Classes shown per picture.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    /// JSON for programs.
+    #[arg(long)]
+    pub json: bool,
+    /// Refuse (exit 4) when the model's train stage is not fresh,
+    /// instead of answering from the model it last trained with a warning.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]
@@ -255,492 +260,25 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
     let (pipeline, dag) = load(&cli.file)?;
     match &cli.command {
         Command::Bench(_) | Command::Stage { .. } => unreachable!("handled above"),
-        Command::Show => {
-            let rows = status_rows(&pipeline, &dag, &[], &[], false)?;
-            let store = Store::new(pipeline.settings.cache_dir());
-            for s in pipeline
-                .stages
-                .iter()
-                .filter(|s| s.kind == stages::Kind::Compare)
-            {
-                let row = rows.iter().find(|r| r.stage == s.name);
-                match read_table(&pipeline, &store, s) {
-                    Some((t, from_cache)) => {
-                        reporter.table(&t);
-                        if from_cache {
-                            reporter.text(&format!(
-                                "note: {} is not in the workspace (deleted or changed); this is the cache's copy, and `fmnist-pipe run {}` restores it\n",
-                                s.outs.first().map_or("", String::as_str),
-                                s.name
-                            ));
-                        } else if let Some(r) = row.filter(|r| r.state != RowState::Fresh) {
-                            let why = r.reason().unwrap_or_default();
-                            reporter.text(&format!("note: this table is stale ({why}); `fmnist-pipe run` brings it up to date\n"));
-                        }
-                    }
-                    None => reporter.text(&format!(
-                        "{}: no table yet; run `fmnist-pipe run {}`\n",
-                        s.name, s.name
-                    )),
-                }
-            }
-            if pipeline
-                .stages
-                .iter()
-                .all(|s| s.kind != stages::Kind::Compare)
-            {
-                reporter.text("the pipeline has no compare stage\n");
-            }
-            Ok(exit::OK)
-        }
-        Command::Log { limit, json } => {
-            let path = history::path(&pipeline);
-            let limit = limit.unwrap_or(usize::MAX);
-            let (runs, bad) = history::recent(&path, limit)?;
-            // `-n 0` shows no run; say so without claiming there are none.
-            let newest = match (limit, runs.first()) {
-                (0, _) => history::newest_id(&path)?,
-                (_, r) => r.map(|r| r.id),
-            };
-            reporter.log(&runs, bad, newest, *json);
-            Ok(exit::OK)
-        }
+        Command::Show => show::run(&pipeline, &dag, reporter),
+        Command::Log { limit, json } => log::run(&pipeline, reporter, limit, json),
         Command::Diff {
             run_a,
             run_b,
             json,
             md,
-        } => {
-            let pick = match (run_a, run_b) {
-                (Some(a), Some(b)) => history::Pick::Both(*a, *b),
-                // One run named: it against the latest.
-                (Some(a), None) => history::Pick::AgainstNewest(*a),
-                _ => history::Pick::LastTwo,
-            };
-            match history::pick(&history::path(&pipeline), pick)? {
-                Ok((a, b)) => {
-                    reporter.diff(&history::diff(&a, &b), *json, *md);
-                    Ok(exit::OK)
-                }
-                Err(history::Missing::Run { id, range }) => Err(Error::NoRun(format!(
-                    "no run {id} in the history{}; `fmnist-pipe log` lists them",
-                    match range {
-                        Some((a, b)) => format!(" (runs {a} to {b})"),
-                        None => " (it is empty)".into(),
-                    }
-                ))),
-                Err(history::Missing::TooFew(n)) => Err(Error::NoRun(format!(
-                    "diff compares two runs and the history has {n}; every `fmnist-pipe run` that runs something adds one"
-                ))),
-            }
-        }
-        Command::Predict {
-            paths,
-            model,
-            top,
-            json,
-            fresh,
-        } => {
-            let mut m = crate::cli::models::find(&pipeline, model.as_deref())?;
-            m.stale = staleness(&pipeline, &dag, &m.stage)?;
-            if let (true, Some(why)) = (*fresh, &m.stale) {
-                return Err(Error::Stale {
-                    stage: m.stage.clone(),
-                    why: why.clone(),
-                });
-            }
-            let files = picture_files(paths)?;
-            let mut answers: Vec<(
-                PathBuf,
-                std::result::Result<stages::predict::Prepared, String>,
-            )> = files
-                .into_iter()
-                .map(|f| {
-                    let r = std::fs::read(&f)
-                        .map_err(|e| format!("cannot read it: {e}"))
-                        .and_then(|b| stages::predict::prepare(&b));
-                    (f, r)
-                })
-                .collect();
-            let ok: Vec<stages::predict::Prepared> = answers
-                .iter()
-                .filter_map(|(_, r)| r.as_ref().ok().cloned())
-                .collect();
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let probs = stages::predict::classify(&m.weights, (m.mean, m.std), &ok, threads)
-                .map_err(|problem| ModelError::Weights {
-                    path: m.weights.clone(),
-                    problem,
-                })?;
-            let mut probs = probs.into_iter();
-            let rows: Vec<crate::ui::reporter::Prediction> = answers
-                .drain(..)
-                .map(|(file, r)| crate::ui::reporter::Prediction {
-                    file,
-                    result: r.map(|p| (p, probs.next().unwrap_or_default())),
-                })
-                .collect();
-            reporter.predictions(&m, &rows, *top, *json);
-            Ok(if rows.iter().any(|r| r.result.is_err()) {
-                exit::STAGE_FAILED
-            } else {
-                exit::OK
-            })
-        }
+        } => diff::run(&pipeline, reporter, run_a, run_b, json, md),
+        Command::Predict(args) => predict::run(&pipeline, &dag, reporter, args),
         Command::Export {
             stage,
             format,
             output,
-        } => {
-            let m = crate::cli::models::find(&pipeline, Some(stage))?;
-            check_export_path(&pipeline, output)?;
-            if output.exists() {
-                return Err(Error::Export {
-                    path: output.clone(),
-                    why: ExportRefusal::Exists,
-                });
-            }
-            let bad = |problem: String| ModelError::Weights {
-                path: m.weights.clone(),
-                problem,
-            };
-            let model = stages::nn::checkpoint::load(&m.weights).map_err(bad)?;
-            let spec = serde_json::json!({
-                "stage": m.stage,
-                "layers": model.layers,
-                "input": model.input,
-                "classes": model.classes,
-                "class_names": stages::contract::CLASS_NAMES,
-                "normalization": {"mean": m.mean, "std": m.std, "formula": "(pixel / 255 - mean) / std"},
-            })
-            .to_string();
-            let bytes = match format {
-                ExportFormat::Torch => stages::export::torch(&model, &spec).map_err(bad)?,
-                ExportFormat::Onnx => stages::export::onnx(&model, &spec),
-            };
-            // Whole or not at all: a temporary file of our own beside it
-            // (created new, so nothing of the user's is ever replaced), renamed.
-            let name = output
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = output.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| Error::io("write the exported model", &tmp, e))?;
-            std::io::Write::write_all(&mut file, &bytes)
-                .and_then(|()| file.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, output))
-                .map_err(|e| {
-                    let _ = std::fs::remove_file(&tmp);
-                    Error::io("write the exported model", output, e)
-                })?;
-            reporter.text(&format!(
-                "{} ({}) -> {} ({:?}, {} bytes)\n",
-                m.stage,
-                m.weights.display(),
-                output.display(),
-                format,
-                bytes.len()
-            ));
-            Ok(exit::OK)
-        }
-        Command::Dag { dot } => {
-            reporter.text(&if *dot {
-                graph::render_dot(&pipeline)
-            } else {
-                graph::render_tree(&pipeline, &dag)
-            });
-            Ok(exit::OK)
-        }
-        Command::Gc { dry_run } => {
-            let store = Store::new(pipeline.settings.cache_dir());
-            if !store.root().is_dir() {
-                reporter.gc(&[], *dry_run);
-                return Ok(exit::OK);
-            }
-            let _lock = store.lock(false, &mut |_| {})?;
-            let hashes = HashCache::load(store.root().join("hashes.json"));
-            let items = crate::state::gc::run(&pipeline, &store, &hashes, *dry_run)?;
-            reporter.gc(&items, *dry_run);
-            Ok(exit::OK)
-        }
-        Command::Status { stages, json } => {
-            let mut rows = status_rows(&pipeline, &dag, stages, &[], false)?;
-            if stages.is_empty() {
-                rows.extend(orphan_rows(&pipeline));
-            }
-            reporter.status(&rows, *json);
-            Ok(exit::OK)
-        }
-        Command::Run(args) => {
-            if args.jobs == Some(0) {
-                return Err(Error::Usage("--jobs must be at least 1".into()));
-            }
-            if args.dry_run {
-                let rows = status_rows(&pipeline, &dag, &args.stages, &args.force, args.force_all)?;
-                let mut lines = std::collections::BTreeMap::new();
-                if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm
-                {
-                    let store = Store::new(pipeline.settings.cache_dir());
-                    for s in &pipeline.stages {
-                        lines.insert(
-                            s.name.clone(),
-                            crate::engine::executor::slurm::describe(
-                                &pipeline.settings.slurm,
-                                s,
-                                &store,
-                            ),
-                        );
-                    }
-                }
-                reporter.dry_run(&rows, &lines);
-                return Ok(exit::OK);
-            }
-            if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
-                // Before the cache is touched: without a cluster nothing runs.
-                crate::engine::executor::slurm::probe()?;
-            } else {
-                // Likewise without the GPUs the stages ask for (on a
-                // cluster, the nodes have them, not this one).
-                probe_gpus(&pipeline)?;
-            }
-            let store = Store::new(pipeline.settings.cache_dir());
-            let _lock = store.lock(args.wait, &mut |holder| {
-                reporter.waiting(&store.root().join("lock"), holder)
-            })?;
-            let hashes = HashCache::load(store.root().join("hashes.json"));
-            let opts = RunOptions {
-                targets: args.stages.clone(),
-                force: args.force.clone(),
-                force_all: args.force_all,
-                keep_going: args.keep_going,
-                jobs: args.jobs,
-                executor: args.executor,
-                running: running.clone(),
-            };
-            let mut ran: Vec<history::RanStage> = Vec::new();
-            let mut running: std::collections::HashMap<String, usize> = Default::default();
-            let begun = history::start(&pipeline);
-            let summary: Summary = run::run(&pipeline, &dag, &store, &hashes, &opts, &mut |e| {
-                note_ran(&mut ran, &mut running, &e);
-                reporter.event(e)
-            })?;
-            reporter.summary(&summary);
-            if !ran.is_empty() {
-                let path = history::path(&pipeline);
-                // Only what is fresh now is the result of the parameters
-                // recorded: a stale evaluation measured something else.
-                let fresh: std::collections::HashSet<String> =
-                    status_rows(&pipeline, &dag, &[], &[], false)?
-                        .into_iter()
-                        .filter(|r| r.state == RowState::Fresh)
-                        .map(|r| r.stage)
-                        .collect();
-                let record = history::record(&pipeline, begun, ran, &|s| fresh.contains(s));
-                if let Err(e) = history::append(&path, record) {
-                    // The run itself succeeded; its record is what is lost.
-                    let cause = std::error::Error::source(&e)
-                        .map(|c| format!(" ({c})"))
-                        .unwrap_or_default();
-                    reporter.event(crate::ui::events::Event::Warning {
-                        text: format!(
-                            "this run is not in the history: {e}{cause}; make {} a writable file (or move it away) for later runs to be recorded",
-                            path.display()
-                        ),
-                    });
-                }
-            }
-            // The comparison tables of the compare stages this run covered and that are up to date.
-            for s in &pipeline.stages {
-                if s.kind == stages::Kind::Compare && summary.done.contains(&s.name) {
-                    if let Some((t, _)) = read_table(&pipeline, &store, s) {
-                        reporter.table(&t);
-                    }
-                }
-            }
-            Ok(if summary.failed > 0 {
-                exit::STAGE_FAILED
-            } else {
-                exit::OK
-            })
-        }
+        } => export::run(&pipeline, reporter, stage, format, output),
+        Command::Dag { dot } => dag::run(&pipeline, &dag, reporter, dot),
+        Command::Gc { dry_run } => gc::run(&pipeline, reporter, dry_run),
+        Command::Status { stages, json } => status::run(&pipeline, &dag, reporter, stages, json),
+        Command::Run(args) => run::run(&pipeline, &dag, reporter, args, running),
     }
-}
-
-/// Why train stage `stage` is not fresh, as `status` says it; None when it is.
-fn staleness(pipeline: &Pipeline, dag: &Dag, stage: &str) -> Result<Option<String>> {
-    let rows = status_rows(pipeline, dag, &[stage.to_string()], &[], false)?;
-    Ok(rows
-        .into_iter()
-        .find(|r| r.stage == stage)
-        .filter(|r| r.state != RowState::Fresh)
-        .map(|r| match (r.state, r.why) {
-            (RowState::Running, _) => "it is being trained again right now".to_string(),
-            (_, Some(why)) => why.to_string(),
-            (state, None) => state.label().to_string(),
-        }))
-}
-
-/// An export may not go where the tool deletes or owns files (the rule
-/// for a stage's `outs`), nor into a stage's output: the next run of that
-/// stage would meet a file it did not write. A missing directory is named.
-fn check_export_path(pipeline: &Pipeline, output: &Path) -> Result<()> {
-    let settings = &pipeline.settings;
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        return Err(Error::Export {
-            path: output.to_path_buf(),
-            why: ExportRefusal::NoDirectory(parent),
-        });
-    }
-    let protected = crate::spec::protect::Protected::new(
-        &settings.project_dir,
-        &settings.file,
-        &settings.cache,
-        &settings.outputs,
-    );
-    if let Some(why) = protected.refuse(output) {
-        return Err(Error::Export {
-            path: output.to_path_buf(),
-            why: ExportRefusal::Protected(why),
-        });
-    }
-    let here = crate::spec::protect::physical(output);
-    for s in &pipeline.stages {
-        for o in &s.outs {
-            let out = crate::spec::protect::physical(&settings.project_dir.join(o));
-            if here.starts_with(&out) {
-                return Err(Error::Export {
-                    path: output.to_path_buf(),
-                    why: ExportRefusal::StageOutput {
-                        out: o.clone(),
-                        stage: s.name.clone(),
-                    },
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The pictures `paths` name: files as given, directories by their
-/// .png/.jpg/.jpeg files, sorted.
-fn picture_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| Error::io("list the pictures in", p, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    f.is_file()
-                        && f.extension().and_then(|x| x.to_str()).is_some_and(|x| {
-                            ["png", "jpg", "jpeg"].contains(&x.to_ascii_lowercase().as_str())
-                        })
-                })
-                .collect();
-            if found.is_empty() {
-                return Err(Error::Usage(format!(
-                    "{}: no .png, .jpg or .jpeg files in this directory",
-                    p.display()
-                )));
-            }
-            found.sort();
-            out.extend(found);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
-}
-
-/// Keeps what the history records of a run: each stage that ran, why,
-/// and how it ended.
-/// `running` maps a started stage to its place in `ran` (a linear search
-/// per stage would make a run of thousands quadratic).
-fn note_ran(
-    ran: &mut Vec<history::RanStage>,
-    running: &mut std::collections::HashMap<String, usize>,
-    e: &crate::ui::events::Event,
-) {
-    use crate::ui::events::Event;
-    match e {
-        Event::Started { stage, reason, .. } => {
-            running.insert(stage.clone(), ran.len());
-            ran.push(history::RanStage {
-                stage: stage.clone(),
-                reason: reason.to_string(),
-                outcome: "running".into(),
-            })
-        }
-        Event::Finished { stage, .. } | Event::Failed { stage, .. } => {
-            let outcome = if matches!(e, Event::Failed { .. }) {
-                "failed"
-            } else {
-                "done"
-            };
-            if let Some(&k) = running.get(stage) {
-                ran[k].outcome = outcome.into();
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Every CUDA device a stage of `pipeline` names can be opened here.
-#[cfg(feature = "cuda")]
-fn probe_gpus(pipeline: &Pipeline) -> Result<()> {
-    let mut seen = std::collections::BTreeSet::new();
-    for d in pipeline.stages.iter().filter_map(|s| s.device.as_deref()) {
-        if stages::runtime::is_cuda(d) && seen.insert(d) {
-            stages::runtime::cuda(d, 0).map_err(Error::Usage)?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(feature = "cuda"))]
-fn probe_gpus(_: &Pipeline) -> Result<()> {
-    // Refused when the pipeline loaded.
-    Ok(())
-}
-
-/// A compare stage's table: from the workspace, else the copy its last
-/// complete run stored in the cache (the flag says so).
-fn read_table(
-    pipeline: &Pipeline,
-    store: &Store,
-    stage: &spec::Stage,
-) -> Option<(stages::contract::Table, bool)> {
-    let out = stage.outs.first()?;
-    let path = pipeline
-        .settings
-        .project_dir
-        .join(out)
-        .join(stages::contract::TABLE_FILE);
-    if let Some(t) = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-    {
-        return Some((t, false));
-    }
-    let record = store.record(&stage.name).ok()??;
-    let file = record
-        .outputs
-        .iter()
-        .find(|o| o.path == *out)?
-        .tree
-        .files
-        .iter()
-        .find(|f| f.rel == stages::contract::TABLE_FILE)?;
-    let bytes = store.read_object(&file.hash)?;
-    Some((serde_json::from_slice(&bytes).ok()?, true))
 }
 
 /// `__stage JOB`: one built-in stage in this process, its messages on
@@ -750,79 +288,4 @@ fn run_job(path: &Path) -> Result<i32> {
     let job: stages::job::Job = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Internal(format!("{}: not a job description: {e}", path.display())))?;
     Ok(stages::job::run(&job, &mut std::io::stdout()))
-}
-
-/// Stages with a record that the pipeline no longer declares.
-fn orphan_rows(pipeline: &Pipeline) -> Vec<StatusRow> {
-    let store = Store::new(pipeline.settings.cache_dir());
-    crate::state::gc::orphans(pipeline, &store)
-        .into_iter()
-        .map(|name| {
-            let record = store.record(&name).ok().flatten();
-            let kind = record
-                .as_ref()
-                .and_then(|r| {
-                    stages::Kind::ALL
-                        .iter()
-                        .find(|k| k.name() == r.fingerprint.kind)
-                })
-                .map_or("unknown", |k| k.name());
-            let outs: Vec<String> = record
-                .map(|r| r.outputs.into_iter().map(|o| o.path).collect())
-                .unwrap_or_default();
-            StatusRow {
-                stage: name,
-                state: RowState::Orphaned,
-                why: Some(DirtyReason::Orphaned { outputs: outs }),
-                kind,
-            }
-        })
-        .collect()
-}
-
-/// The plan as rows, in dependency order. Read-only: takes no lock and
-/// creates nothing (records are replaced atomically, so reading while a run
-/// writes is safe).
-fn status_rows(
-    pipeline: &Pipeline,
-    dag: &Dag,
-    targets: &[String],
-    force: &[String],
-    force_all: bool,
-) -> Result<Vec<StatusRow>> {
-    let n = pipeline.stages.len();
-    let mask = if targets.is_empty() {
-        vec![true; n]
-    } else {
-        dag.closure(pipeline, &pipeline.select(targets)?)
-    };
-    let mut forced = vec![force_all; n];
-    for i in pipeline.select(force)? {
-        forced[i] = true;
-    }
-    let store = Store::new(pipeline.settings.cache_dir());
-    let hashes = HashCache::load(store.root().join("hashes.json"));
-    let planner = Planner {
-        pipeline,
-        store: &store,
-        hashes: &hashes,
-    };
-    let assessed = planner.assess_all(dag.order(), &mask, &forced)?;
-    if store.root().is_dir() {
-        hashes.save();
-    }
-    Ok(dag
-        .order()
-        .iter()
-        .filter_map(|&i| {
-            let a = assessed[i].as_ref()?;
-            let s = &pipeline.stages[i];
-            Some(StatusRow {
-                stage: s.name.clone(),
-                state: a.state.row_state(),
-                why: a.state.why(),
-                kind: s.kind.name(),
-            })
-        })
-        .collect())
 }

@@ -1,0 +1,160 @@
+//! `run`: the stale stages, then the history's record and the tables.
+
+use super::show::read_table;
+use super::status::status_rows;
+use super::RunArgs;
+use crate::engine::interrupt::Running;
+use crate::engine::run::RunOptions;
+use crate::error::{exit, Error, Result};
+use crate::spec::graph::Dag;
+use crate::spec::{self, Pipeline};
+use crate::state::hash::HashCache;
+use crate::state::history;
+use crate::state::store::Store;
+use crate::ui::events::Summary;
+use crate::ui::reporter::{Reporter, RowState};
+
+pub fn run(
+    pipeline: &Pipeline,
+    dag: &Dag,
+    reporter: &mut Reporter,
+    args: &RunArgs,
+    running: &Running,
+) -> Result<i32> {
+    if args.jobs == Some(0) {
+        return Err(Error::Usage("--jobs must be at least 1".into()));
+    }
+    if args.dry_run {
+        let rows = status_rows(pipeline, dag, &args.stages, &args.force, args.force_all)?;
+        let mut lines = std::collections::BTreeMap::new();
+        if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
+            let store = Store::new(pipeline.settings.cache_dir());
+            for s in &pipeline.stages {
+                lines.insert(
+                    s.name.clone(),
+                    crate::engine::executor::slurm::describe(&pipeline.settings.slurm, s, &store),
+                );
+            }
+        }
+        reporter.dry_run(&rows, &lines);
+        return Ok(exit::OK);
+    }
+    if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
+        // Before the cache is touched: without a cluster nothing runs.
+        crate::engine::executor::slurm::probe()?;
+    } else {
+        // Likewise without the GPUs the stages ask for (on a
+        // cluster, the nodes have them, not this one).
+        probe_gpus(pipeline)?;
+    }
+    let store = Store::new(pipeline.settings.cache_dir());
+    let _lock = store.lock(args.wait, &mut |holder| {
+        reporter.waiting(&store.root().join("lock"), holder)
+    })?;
+    let hashes = HashCache::load(store.root().join("hashes.json"));
+    let opts = RunOptions {
+        targets: args.stages.clone(),
+        force: args.force.clone(),
+        force_all: args.force_all,
+        keep_going: args.keep_going,
+        jobs: args.jobs,
+        executor: args.executor,
+        running: running.clone(),
+    };
+    let mut ran: Vec<history::RanStage> = Vec::new();
+    let mut started: std::collections::HashMap<String, usize> = Default::default();
+    let begun = history::start(pipeline);
+    let summary: Summary =
+        crate::engine::run::run(pipeline, dag, &store, &hashes, &opts, &mut |e| {
+            note_ran(&mut ran, &mut started, &e);
+            reporter.event(e)
+        })?;
+    reporter.summary(&summary);
+    if !ran.is_empty() {
+        let path = history::path(pipeline);
+        // Only what is fresh now is the result of the parameters
+        // recorded: a stale evaluation measured something else.
+        let fresh: std::collections::HashSet<String> = status_rows(pipeline, dag, &[], &[], false)?
+            .into_iter()
+            .filter(|r| r.state == RowState::Fresh)
+            .map(|r| r.stage)
+            .collect();
+        let record = history::record(pipeline, begun, ran, &|s| fresh.contains(s));
+        if let Err(e) = history::append(&path, record) {
+            // The run itself succeeded; its record is what is lost.
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            reporter.event(crate::ui::events::Event::Warning {
+                text: format!(
+                    "this run is not in the history: {e}{cause}; make {} a writable file (or move it away) for later runs to be recorded",
+                    path.display()
+                ),
+            });
+        }
+    }
+    // The comparison tables of the compare stages this run covered and that are up to date.
+    for s in &pipeline.stages {
+        if s.kind == stages::Kind::Compare && summary.done.contains(&s.name) {
+            if let Some((t, _)) = read_table(pipeline, &store, s) {
+                reporter.table(&t);
+            }
+        }
+    }
+    Ok(if summary.failed > 0 {
+        exit::STAGE_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// Keeps what the history records of a run: each stage that ran, why,
+/// and how it ended.
+/// `running` maps a started stage to its place in `ran` (a linear search
+/// per stage would make a run of thousands quadratic).
+fn note_ran(
+    ran: &mut Vec<history::RanStage>,
+    running: &mut std::collections::HashMap<String, usize>,
+    e: &crate::ui::events::Event,
+) {
+    use crate::ui::events::Event;
+    match e {
+        Event::Started { stage, reason, .. } => {
+            running.insert(stage.clone(), ran.len());
+            ran.push(history::RanStage {
+                stage: stage.clone(),
+                reason: reason.to_string(),
+                outcome: "running".into(),
+            })
+        }
+        Event::Finished { stage, .. } | Event::Failed { stage, .. } => {
+            let outcome = if matches!(e, Event::Failed { .. }) {
+                "failed"
+            } else {
+                "done"
+            };
+            if let Some(&k) = running.get(stage) {
+                ran[k].outcome = outcome.into();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every CUDA device a stage of `pipeline` names can be opened here.
+#[cfg(feature = "cuda")]
+fn probe_gpus(pipeline: &Pipeline) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for d in pipeline.stages.iter().filter_map(|s| s.device.as_deref()) {
+        if stages::runtime::is_cuda(d) && seen.insert(d) {
+            stages::runtime::cuda(d, 0).map_err(Error::Usage)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn probe_gpus(_: &Pipeline) -> Result<()> {
+    // Refused when the pipeline loaded.
+    Ok(())
+}

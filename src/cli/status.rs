@@ -1,0 +1,100 @@
+//! `status`: each stage, fresh or why not.
+
+use crate::engine::plan::Planner;
+use crate::error::{exit, Result};
+use crate::spec::graph::Dag;
+use crate::spec::Pipeline;
+use crate::state::fingerprint::DirtyReason;
+use crate::state::hash::HashCache;
+use crate::state::store::Store;
+use crate::ui::reporter::{Reporter, RowState, StatusRow};
+
+pub fn run(
+    pipeline: &Pipeline,
+    dag: &Dag,
+    reporter: &mut Reporter,
+    stages: &[String],
+    json: &bool,
+) -> Result<i32> {
+    let mut rows = status_rows(pipeline, dag, stages, &[], false)?;
+    if stages.is_empty() {
+        rows.extend(orphan_rows(pipeline));
+    }
+    reporter.status(&rows, *json);
+    Ok(exit::OK)
+}
+
+/// Stages with a record that the pipeline no longer declares.
+pub(super) fn orphan_rows(pipeline: &Pipeline) -> Vec<StatusRow> {
+    let store = Store::new(pipeline.settings.cache_dir());
+    crate::state::gc::orphans(pipeline, &store)
+        .into_iter()
+        .map(|name| {
+            let record = store.record(&name).ok().flatten();
+            let kind = record
+                .as_ref()
+                .and_then(|r| {
+                    stages::Kind::ALL
+                        .iter()
+                        .find(|k| k.name() == r.fingerprint.kind)
+                })
+                .map_or("unknown", |k| k.name());
+            let outs: Vec<String> = record
+                .map(|r| r.outputs.into_iter().map(|o| o.path).collect())
+                .unwrap_or_default();
+            StatusRow {
+                stage: name,
+                state: RowState::Orphaned,
+                why: Some(DirtyReason::Orphaned { outputs: outs }),
+                kind,
+            }
+        })
+        .collect()
+}
+
+/// The plan as rows, in dependency order. Read-only: takes no lock and
+/// creates nothing (records are replaced atomically, so reading while a run
+/// writes is safe).
+pub(super) fn status_rows(
+    pipeline: &Pipeline,
+    dag: &Dag,
+    targets: &[String],
+    force: &[String],
+    force_all: bool,
+) -> Result<Vec<StatusRow>> {
+    let n = pipeline.stages.len();
+    let mask = if targets.is_empty() {
+        vec![true; n]
+    } else {
+        dag.closure(pipeline, &pipeline.select(targets)?)
+    };
+    let mut forced = vec![force_all; n];
+    for i in pipeline.select(force)? {
+        forced[i] = true;
+    }
+    let store = Store::new(pipeline.settings.cache_dir());
+    let hashes = HashCache::load(store.root().join("hashes.json"));
+    let planner = Planner {
+        pipeline,
+        store: &store,
+        hashes: &hashes,
+    };
+    let assessed = planner.assess_all(dag.order(), &mask, &forced)?;
+    if store.root().is_dir() {
+        hashes.save();
+    }
+    Ok(dag
+        .order()
+        .iter()
+        .filter_map(|&i| {
+            let a = assessed[i].as_ref()?;
+            let s = &pipeline.stages[i];
+            Some(StatusRow {
+                stage: s.name.clone(),
+                state: a.state.row_state(),
+                why: a.state.why(),
+                kind: s.kind.name(),
+            })
+        })
+        .collect())
+}

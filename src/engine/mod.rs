@@ -7,3 +7,4 @@ pub mod interrupt;
 pub mod plan;
 pub mod run;
 pub mod schedule;
+pub mod txn;

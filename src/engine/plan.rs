@@ -69,6 +69,9 @@ impl RowState {
 
 pub struct Assessment {
     pub state: State,
+    /// The stage's record as read (once) for this assessment: the last
+    /// complete run's, or one of runs that never completed (for what they
+    /// claimed); None when there is none or it is unreadable.
     pub record: Option<Record>,
     /// The fingerprint the stage has now (None when an input is unknown or
     /// a dep is missing).
@@ -198,6 +201,9 @@ impl Planner<'_> {
             .iter()
             .map(|(n, d)| d.clone().map(|d| (n.clone(), d)))
             .collect();
+        // A record of runs that never completed still says what the tool
+        // claimed (cleared) for them: it goes along, for ownership checks.
+        let started_only = record.clone();
         let record = record.filter(|r| r.completed_once);
         let Some(record) = record else {
             let fp = match known {
@@ -211,7 +217,7 @@ impl Planner<'_> {
             };
             return Ok(Assessment {
                 state,
-                record: None,
+                record: started_only,
                 fingerprint: fp,
                 digest: None,
             });

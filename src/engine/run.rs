@@ -3,16 +3,16 @@
 use crate::engine::executor::{stage_env, Executor, JobFile, Shell, StageFailure};
 use crate::engine::plan::{Fp, Planner, State};
 use crate::engine::schedule::{Demand, Grant, Pool, Ready};
+use crate::engine::txn::{Txn, Unproduced};
 use crate::error::{Error, Result};
 use crate::spec::graph::Dag;
 use crate::spec::ExecutorKind;
 use crate::spec::{Pipeline, Stage};
 use crate::state::fingerprint::DirtyReason;
+use crate::state::fingerprint::Fingerprint;
 use crate::state::hash::HashCache;
 use crate::state::ownership::{self, Refusal};
-use crate::state::store::{
-    move_into_place, outputs_digest, remove_any, Output, Record, RestoreError, Store,
-};
+use crate::state::store::{move_into_place, remove_any, Record, RestoreError, Store};
 use crate::ui::events::{Event, Summary};
 use std::collections::BTreeMap;
 use std::fs;
@@ -359,6 +359,8 @@ pub fn run(
 }
 
 /// Decides and does what one stage needs: nothing, a restore, or a run.
+/// The stage's record is read and its fingerprint built once, by the
+/// assessment.
 fn process(
     ctx: &Ctx<'_>,
     i: usize,
@@ -368,21 +370,12 @@ fn process(
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
     let stage = &ctx.pipeline.stages[i];
-    let input_list: Vec<(String, Option<String>)> = inputs
+    let known: Vec<(String, Option<String>)> = inputs
         .iter()
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
-    let a = ctx.planner.assess(i, &input_list, force)?;
-    let failed = |error: String, log: Option<PathBuf>| {
-        send(Event::Failed {
-            stage: stage.name.clone(),
-            error,
-            tail: None,
-            log,
-        });
-        Ok(Outcome::Failed)
-    };
-    let mut reason = match &a.state {
+    let a = ctx.planner.assess(i, &known, force)?;
+    let reason = match a.state {
         State::Fresh => {
             send(Event::Cached {
                 stage: stage.name.clone(),
@@ -390,57 +383,118 @@ fn process(
             return Ok(Outcome::Cached(a.digest.unwrap_or_default()));
         }
         State::New => DirtyReason::NeverRun,
-        State::Dirty(r) => r.clone(),
+        State::Dirty(r) => r,
     };
-    if let (true, Some(record)) = (reason.restorable(), &a.record) {
-        match restore(ctx, &stage.name, record) {
-            Ok(paths) => {
-                send(Event::Restored {
-                    stage: stage.name.clone(),
-                    paths,
-                });
-                return Ok(Outcome::Restored(record.outputs_digest()));
+    let reason = match try_restore(ctx, stage, reason, a.record.as_ref(), send)? {
+        Restored::Done(outcome) => return Ok(outcome),
+        Restored::No(reason) => reason,
+    };
+    let fp = match a.fingerprint {
+        Some(fp) => fp,
+        None => match ctx.planner.fingerprint(stage, inputs)? {
+            Fp::Ok(fp) => fp,
+            Fp::DepMissing(d) => {
+                return failed(send, stage, format!("dep {d} does not exist; create it, or declare the stage that produces it as an output"), None);
             }
-            Err(RestoreError::Io(e)) => return Err(e),
-            Err(RestoreError::Refused(refusal)) => return failed(refusal.to_string(), None),
-            Err(RestoreError::Missing | RestoreError::Corrupt) => {
-                let path = match &reason {
-                    DirtyReason::OutputMissing { path, .. } => path.clone(),
-                    _ => String::new(),
-                };
-                send(Event::CacheCorrupt {
-                    stage: stage.name.clone(),
-                    path: path.clone(),
-                });
-                reason = DirtyReason::CacheCorrupt { path };
+            Fp::DepUnreadable { path, error } => {
+                return failed(send, stage, format!("dep {path} cannot be read: {error}; fix its permissions or links, or remove it from the stage's deps"), None);
             }
-        }
-    }
-    let fp = match ctx.planner.fingerprint(stage, inputs)? {
-        Fp::Ok(fp) => fp,
-        Fp::DepMissing(d) => {
-            return failed(format!("dep {d} does not exist; create it, or declare the stage that produces it as an output"), None);
-        }
-        Fp::DepUnreadable { path, error } => {
-            return failed(
-                format!("dep {path} cannot be read: {error}; fix its permissions or links, or remove it from the stage's deps"),
-                None,
-            );
-        }
+        },
     };
     let grant = match assigned {
         Ok(g) => g,
         Err(why) => {
-            return failed(
-                format!("it cannot run on this machine: {why}; lower its resources, or run it where they are (`--executor slurm`)"),
-                None,
-            )
+            return failed(send, stage, format!("it cannot run on this machine: {why}; lower its resources, or run it where they are (`--executor slurm`)"), None)
         }
     };
+    run_stage(
+        ctx,
+        stage,
+        reason,
+        fp,
+        a.record.as_ref(),
+        grant,
+        force,
+        send,
+    )
+}
+
+/// A stage that failed before or after its work: said, and counted.
+fn failed(
+    send: &(dyn Fn(Event) + Sync),
+    stage: &Stage,
+    error: String,
+    log: Option<PathBuf>,
+) -> Result<Outcome> {
+    send(Event::Failed {
+        stage: stage.name.clone(),
+        error,
+        tail: None,
+        log,
+    });
+    Ok(Outcome::Failed)
+}
+
+enum Restored {
+    Done(Outcome),
+    /// Not restored: why the stage runs instead.
+    No(DirtyReason),
+}
+
+/// Restores the outputs of a stage whose reason allows it; a cache that
+/// no longer holds them turns the reason into `cache corrupt`.
+fn try_restore(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    reason: DirtyReason,
+    record: Option<&Record>,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<Restored> {
+    let Some(record) = record.filter(|_| reason.restorable()) else {
+        return Ok(Restored::No(reason));
+    };
+    match restore(ctx, &stage.name, record) {
+        Ok(paths) => {
+            send(Event::Restored {
+                stage: stage.name.clone(),
+                paths,
+            });
+            Ok(Restored::Done(Outcome::Restored(record.outputs_digest())))
+        }
+        Err(RestoreError::Io(e)) => Err(e),
+        Err(RestoreError::Refused(refusal)) => {
+            failed(send, stage, refusal.to_string(), None).map(Restored::Done)
+        }
+        Err(RestoreError::Missing | RestoreError::Corrupt) => {
+            let path = match &reason {
+                DirtyReason::OutputMissing { path, .. } => path.clone(),
+                _ => String::new(),
+            };
+            send(Event::CacheCorrupt {
+                stage: stage.name.clone(),
+                path: path.clone(),
+            });
+            Ok(Restored::No(DirtyReason::CacheCorrupt { path }))
+        }
+    }
+}
+
+/// Runs a stage in a transaction: begun once its outputs may be replaced,
+/// committed once its work succeeded, aborted otherwise.
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    reason: DirtyReason,
+    fp: Fingerprint,
+    prev: Option<&Record>,
+    grant: &Grant,
+    force: bool,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<Outcome> {
     // The tool only replaces what it can show it wrote.
-    let prev = ctx.store.record(&stage.name).ok().flatten();
-    if let Err(refusal) = check_outputs(ctx, stage, prev.as_ref()) {
-        return failed(refusal.to_string(), None);
+    if let Err(refusal) = check_outputs(ctx, stage, prev) {
+        return failed(send, stage, refusal.to_string(), None);
     }
     send(Event::Started {
         stage: stage.name.clone(),
@@ -448,147 +502,112 @@ fn process(
         threads: (stage.kind.parallel() && stage.kind.is_builtin()).then_some(grant.cpus),
         gpus: grant.gpus.clone(),
     });
-    let t0 = Instant::now();
-    // A cmd stage's outputs are cleared before it runs (so one it fails to
-    // write is caught); a built-in kind's are replaced once the new ones are whole.
-    let claimed: &[String] = if stage.kind.is_builtin() {
-        &[]
-    } else {
-        &stage.outs
-    };
-    ctx.store.begin(&stage.name, &fp, claimed)?;
+    let project = &ctx.pipeline.settings.project_dir;
+    let txn = Txn::begin(ctx.store, ctx.planner.hashes, project, stage, fp, prev)?;
     // A saved training state is taken up only by a run with the same
     // fingerprint, and never when the stage is forced.
-    let resume = stage
-        .kind
-        .resumes()
-        .then(|| ctx.store.resume_dir(&stage.name, &fp.hash()));
-    if resume.is_some() {
-        let keep = if force { None } else { Some(fp.hash()) };
-        ctx.store.clear_resume(&stage.name, keep.as_deref())?;
-    }
-    if let Err(e) = execute_stage(ctx, stage, prev.as_ref(), grant, resume.as_deref(), send) {
+    let resume = txn.resume_dir(force)?;
+    if let Err(e) = execute_stage(ctx, stage, prev, grant, resume.as_deref(), send) {
         if ctx.running.stopping() {
             // Stopped by a signal: the signal thread reports and exits.
+            txn.leave();
             return Ok(Outcome::Failed);
         }
-        ctx.store.end_failed(&stage.name)?;
-        let log = Some(ctx.store.log_path(&stage.name));
-        let (error, tail, log) = match e {
-            StageFailure::Cmd(stages::cmd::CmdError::Exit { status, tail }) => {
-                if let Some(full) = full_disk(ctx, stage) {
-                    return Err(Error::DiskFull {
-                        path: full,
-                        during: format!("stage {} failed", stage.name),
-                    });
-                }
-                (
-                    stages::cmd::CmdError::Exit {
-                        status,
-                        tail: String::new(),
-                    }
-                    .to_string(),
-                    Some(tail),
-                    log,
-                )
-            }
-            StageFailure::Cmd(other) => (crate::error::chain(&other), None, None),
-            StageFailure::Kind(stages::StageError::InputCorrupt { path, problem }) => {
-                let advice = invalidate_producer(ctx, stage, &path, &problem)?;
-                let shown = path
-                    .strip_prefix(&ctx.pipeline.settings.project_dir)
-                    .unwrap_or(&path);
-                (
-                    format!("input {} is corrupt: {problem}\n{advice}", shown.display()),
-                    None,
-                    None,
-                )
-            }
-            StageFailure::Kind(stages::StageError::Io {
-                action,
-                path,
-                source,
-            }) if is_disk_full(&source) => {
-                return Err(Error::io(action, path, source));
-            }
-            StageFailure::Kind(e) => {
-                if let Some(full) = full_disk(ctx, stage) {
-                    return Err(Error::DiskFull {
-                        path: full,
-                        during: format!("stage {} failed: {}", stage.name, crate::error::chain(&e)),
-                    });
-                }
-                (crate::error::chain(&e), None, None)
-            }
-            StageFailure::Refused(r) => (r.to_string(), None, None),
-            StageFailure::Crashed { how, tail } => {
-                (format!("the stage's process {how}"), Some(tail), log)
-            }
-            StageFailure::Job { what, tail } => (what, (!tail.is_empty()).then_some(tail), log),
-            StageFailure::Env(e) => return Err(e),
-        };
-        send(Event::Failed {
-            stage: stage.name.clone(),
-            error,
-            tail,
-            log,
-        });
-        return Ok(Outcome::Failed);
+        txn.abort()?;
+        return stage_failed(ctx, stage, e, send);
     }
-    // Check and store what the stage produced.
-    let mut outputs = Vec::with_capacity(stage.outs.len());
-    for o in &stage.outs {
-        let path = ctx.planner.path(o);
-        let tree = match ctx.planner.hashes.hash_path(&path) {
-            Ok(Some(tree)) => tree,
-            Ok(None) => {
-                ctx.store.end_failed(&stage.name)?;
-                return failed(
-                    format!("the stage succeeded but did not produce its output {o}"),
-                    Some(ctx.store.log_path(&stage.name)),
-                );
-            }
-            Err(e) => {
-                ctx.store.end_failed(&stage.name)?;
-                return failed(format!("its output {o} cannot be read: {e}"), None);
-            }
-        };
-        outputs.push(Output {
-            path: o.clone(),
-            tree,
-        });
-    }
-    for o in &outputs {
-        let root = ctx.planner.path(&o.path);
-        for f in &o.tree.files {
-            let p = if f.rel.is_empty() {
-                root.clone()
-            } else {
-                root.join(&f.rel)
-            };
-            ctx.store.store_file(&p, &f.hash)?;
+    match txn.commit()? {
+        Ok(done) => {
+            send(Event::Finished {
+                stage: stage.name.clone(),
+                elapsed: done.elapsed,
+            });
+            Ok(Outcome::Ran(done.digest))
         }
+        Err(Unproduced::Missing(o)) => failed(
+            send,
+            stage,
+            format!("the stage succeeded but did not produce its output {o}"),
+            Some(ctx.store.log_path(&stage.name)),
+        ),
+        Err(Unproduced::Unreadable { path, error }) => failed(
+            send,
+            stage,
+            format!("its output {path} cannot be read: {error}"),
+            None,
+        ),
     }
-    let record = Record {
-        complete: true,
-        completed_once: true,
-        hash: fp.hash(),
-        fingerprint: fp,
-        duration_s: t0.elapsed().as_secs_f64(),
-        outputs,
-        claimed: Vec::new(),
-        running: None,
-        invalidated: None,
+}
+
+/// How a stage's work failed, said with its log where it has one; a full
+/// disk or an environment error stops the run instead.
+fn stage_failed(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    e: StageFailure,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<Outcome> {
+    let log = Some(ctx.store.log_path(&stage.name));
+    let (error, tail, log) = match e {
+        StageFailure::Cmd(stages::cmd::CmdError::Exit { status, tail }) => {
+            if let Some(full) = full_disk(ctx, stage) {
+                return Err(Error::DiskFull {
+                    path: full,
+                    during: format!("stage {} failed", stage.name),
+                });
+            }
+            (
+                stages::cmd::CmdError::Exit {
+                    status,
+                    tail: String::new(),
+                }
+                .to_string(),
+                Some(tail),
+                log,
+            )
+        }
+        StageFailure::Cmd(other) => (crate::error::chain(&other), None, None),
+        StageFailure::Kind(stages::StageError::InputCorrupt { path, problem }) => {
+            let advice = invalidate_producer(ctx, stage, &path, &problem)?;
+            let shown = path
+                .strip_prefix(&ctx.pipeline.settings.project_dir)
+                .unwrap_or(&path);
+            (
+                format!("input {} is corrupt: {problem}\n{advice}", shown.display()),
+                None,
+                None,
+            )
+        }
+        StageFailure::Kind(stages::StageError::Io {
+            action,
+            path,
+            source,
+        }) if is_disk_full(&source) => {
+            return Err(Error::io(action, path, source));
+        }
+        StageFailure::Kind(e) => {
+            if let Some(full) = full_disk(ctx, stage) {
+                return Err(Error::DiskFull {
+                    path: full,
+                    during: format!("stage {} failed: {}", stage.name, crate::error::chain(&e)),
+                });
+            }
+            (crate::error::chain(&e), None, None)
+        }
+        StageFailure::Refused(r) => (r.to_string(), None, None),
+        StageFailure::Crashed { how, tail } => {
+            (format!("the stage's process {how}"), Some(tail), log)
+        }
+        StageFailure::Job { what, tail } => (what, (!tail.is_empty()).then_some(tail), log),
+        StageFailure::Env(e) => return Err(e),
     };
-    ctx.store.write_record(&stage.name, &record)?;
-    if stage.kind.resumes() {
-        ctx.store.clear_resume(&stage.name, None)?;
-    }
-    send(Event::Finished {
+    send(Event::Failed {
         stage: stage.name.clone(),
-        elapsed: t0.elapsed(),
+        error,
+        tail,
+        log,
     });
-    Ok(Outcome::Ran(outputs_digest(&record.outputs)))
+    Ok(Outcome::Failed)
 }
 
 /// Every declared output of `stage` may be removed or replaced.

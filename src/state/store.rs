@@ -44,6 +44,51 @@ pub struct Record {
     pub invalidated: Option<String>,
 }
 
+impl Record {
+    /// The record of a run that starts: whatever happens next, the stage no
+    /// longer claims to be fresh. It names this process as the runner, and
+    /// `claimed` the outputs the tool is about to clear. What the last
+    /// complete run (`prev`) wrote stays in it: it can still be restored or
+    /// recognised.
+    pub fn started(prev: Option<&Record>, fp: &Fingerprint, claimed: &[String]) -> Record {
+        let mut r = prev.cloned().unwrap_or_else(|| Record {
+            complete: false,
+            completed_once: false,
+            hash: fp.hash(),
+            fingerprint: fp.clone(),
+            outputs: Vec::new(),
+            duration_s: 0.0,
+            claimed: Vec::new(),
+            running: None,
+            invalidated: None,
+        });
+        r.complete = false;
+        r.invalidated = None;
+        r.running = Some(Runner::me());
+        for c in claimed {
+            if !r.claimed.contains(c) {
+                r.claimed.push(c.clone());
+            }
+        }
+        r
+    }
+
+    /// The record of a run that succeeded with these outputs.
+    pub fn completed(fp: Fingerprint, outputs: Vec<Output>, duration_s: f64) -> Record {
+        Record {
+            complete: true,
+            completed_once: true,
+            hash: fp.hash(),
+            fingerprint: fp,
+            duration_s,
+            outputs,
+            claimed: Vec::new(),
+            running: None,
+            invalidated: None,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -222,46 +267,11 @@ impl Store {
             .map_err(|e| Error::io("write the stage record", &path, e))
     }
 
-    /// Invalidates before running: whatever happens next, the stage no
-    /// longer claims to be fresh until [`Store::write_record`] says so.
-    /// The record names this process as the runner, and `claimed` the
-    /// outputs the tool is about to clear. What the last complete run wrote
-    /// stays in the record (it can still be restored or recognised).
-    pub fn begin(&self, stage: &str, fp: &Fingerprint, claimed: &[String]) -> Result<()> {
-        let mut r = match self.record(stage) {
-            Ok(Some(r)) => r,
-            Ok(None) | Err(Unreadable) => Record {
-                complete: false,
-                completed_once: false,
-                hash: fp.hash(),
-                fingerprint: fp.clone(),
-                outputs: Vec::new(),
-                duration_s: 0.0,
-                claimed: Vec::new(),
-                running: None,
-                invalidated: None,
-            },
-        };
-        r.complete = false;
-        r.invalidated = None;
-        r.running = Some(Runner::me());
-        for c in claimed {
-            if !r.claimed.contains(c) {
-                r.claimed.push(c.clone());
-            }
-        }
-        self.write_record_with(stage, &r, false)
-    }
-
-    /// The stage failed: it no longer runs (its record stays incomplete).
-    pub fn end_failed(&self, stage: &str) -> Result<()> {
-        match self.record(stage) {
-            Ok(Some(mut r)) if r.running.is_some() => {
-                r.running = None;
-                self.write_record_with(stage, &r, false)
-            }
-            _ => Ok(()),
-        }
+    /// Writes a record of a run under way or just failed (see
+    /// `engine::txn`), without waiting for the disk: losing it in a crash
+    /// is harmless (see [`Store::write_record_with`]).
+    pub fn write_transient(&self, stage: &str, r: &Record) -> Result<()> {
+        self.write_record_with(stage, r, false)
     }
 
     /// Another stage found this stage's output corrupt: it must run again.
@@ -657,16 +667,21 @@ mod tests {
             invalidated: None,
         };
         store.write_record("a@b", &r).unwrap();
-        store.begin("a@b", &fp, &["o".into()]).unwrap();
+        let prev = store.record("a@b").unwrap();
+        store
+            .write_transient("a@b", &Record::started(prev.as_ref(), &fp, &["o".into()]))
+            .unwrap();
         let r = store.record("a@b").unwrap().unwrap();
         assert!(!r.complete && r.completed_once);
         assert_eq!(r.claimed, ["o"]);
         assert_eq!(r.running.as_ref().unwrap().alive(), Some(true));
-        store.end_failed("a@b").unwrap();
-        assert!(store.record("a@b").unwrap().unwrap().running.is_none());
         fs::write(store.record_path("x"), "{not json").unwrap();
         assert!(store.record("x").is_err());
-        store.begin("x", &fp, &[]).unwrap();
+        // An unreadable record is started afresh, as a stub.
+        let prev = store.record("x").ok().flatten();
+        store
+            .write_transient("x", &Record::started(prev.as_ref(), &fp, &[]))
+            .unwrap();
         let r = store.record("x").unwrap().unwrap();
         assert!(
             !r.complete && !r.completed_once,

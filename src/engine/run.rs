@@ -90,8 +90,66 @@ pub fn run(
     for i in pipeline.select(&opts.force)? {
         forced[i] = true;
     }
-    let kind = opts.executor.unwrap_or(pipeline.settings.executor);
-    let (executor, mut pool) = match kind {
+    let (executor, mut pool) = executor_and_pool(pipeline, store, opts)?;
+    store.prepare()?;
+    if let Executor::Slurm(s) = &executor {
+        for (stage, job) in s.cancel_leftovers() {
+            report(Event::Warning {
+                text: format!("cancelled Slurm job {job} ({stage}), left queued or running by a run that was killed; {stage} runs again if it is stale"),
+            });
+        }
+    }
+    report(Event::Planned {
+        total: mask.iter().filter(|&&m| m).count(),
+    });
+    let ctx = Ctx {
+        running: &opts.running,
+        planner: Planner {
+            pipeline,
+            store,
+            hashes,
+        },
+        pipeline,
+        store,
+        executor,
+    };
+    // What is fresh, assessed as `status` does (level by level, in
+    // parallel): those stages are settled in the loop's thread, without a
+    // thread, a grant or a scan of the ready set each, so a run with
+    // nothing to do costs what `status` costs.
+    let planned: Vec<(Option<String>, bool)> = ctx
+        .planner
+        .assess_all(dag.order(), &mask, &forced)?
+        .into_iter()
+        .map(|a| a.map_or((None, false), |a| (a.digest, a.state == State::Fresh)))
+        .collect();
+    let mut board = Board::new(pipeline, dag, mask, planned, &pool);
+    board.settle(board.roots(), report);
+    let env_error = drive(
+        &ctx,
+        &mut board,
+        &mut pool,
+        &forced,
+        opts.keep_going,
+        report,
+    );
+    let mut summary = board.summary;
+    summary.not_started = (0..n).filter(|&i| board.mask[i] && !board.done[i]).count();
+    summary.wall = start.elapsed();
+    hashes.save();
+    match env_error {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+/// Where stages run, and the resources they share there.
+fn executor_and_pool(
+    pipeline: &Pipeline,
+    store: &Store,
+    opts: &RunOptions,
+) -> Result<(Executor, Pool)> {
+    Ok(match opts.executor.unwrap_or(pipeline.settings.executor) {
         ExecutorKind::Local => (
             Executor::Local(opts.running.children.clone()),
             Pool::local(
@@ -108,253 +166,270 @@ pub fn run(
             )?),
             Pool::jobs(opts.jobs.unwrap_or(SLURM_JOBS)),
         ),
-    };
-    store.prepare()?;
+    })
+}
 
-    if let Executor::Slurm(s) = &executor {
-        for (stage, job) in s.cancel_leftovers() {
-            report(Event::Warning {
-                text: format!("cancelled Slurm job {job} ({stage}), left queued or running by a run that was killed; {stage} runs again if it is stale"),
-            });
-        }
-    }
-    let mut pending: Vec<usize> = vec![0; n];
-    for i in 0..n {
-        if mask[i] {
-            pending[i] = pipeline.stages[i].needs.len();
-        }
-    }
-    let pos: Vec<usize> = {
-        let mut p = vec![0; n];
-        for (k, &i) in dag.order().iter().enumerate() {
-            p[i] = k;
-        }
-        p
-    };
-    let mut digests: Vec<Option<String>> = vec![None; n];
-    let mut done = vec![false; n];
-    let mut summary = Summary::default();
-    report(Event::Planned {
-        total: mask.iter().filter(|&&m| m).count(),
-    });
-
-    let ctx = Ctx {
-        running: &opts.running,
-        planner: Planner {
-            pipeline,
-            store,
-            hashes,
-        },
-        pipeline,
-        store,
-        executor,
-    };
-    // What is fresh, assessed as `status` does (level by level, in
-    // parallel): those stages are settled here, in the loop's thread,
-    // without a thread, a grant or a scan of the ready set each, so a
-    // run with nothing to do costs what `status` costs.
-    let assessed = ctx.planner.assess_all(dag.order(), &mask, &forced)?;
-    // The digest each stage was assessed with, and whether it was fresh.
-    let planned: Vec<(Option<String>, bool)> = assessed
-        .into_iter()
-        .map(|a| a.map_or((None, false), |a| (a.digest, a.state == State::Fresh)))
-        .collect();
-    let mut ready = Ready::new(pipeline.stages.iter().map(demand).collect());
-    // What this machine can never give (more GPUs or memory than it has):
-    // such a stage fails as soon as it is ready, without waiting for room.
-    let impossible: Vec<Option<String>> = (0..n)
-        .map(|i| mask[i].then(|| pool.impossible(ready.demand(i))).flatten())
-        .collect();
-    let mut doomed: Vec<usize> = Vec::new();
-    // Stages whose inputs are all done: a fresh one (whose inputs came out
-    // as assessed) settles at once and may free its dependents; the
-    // others wait for the scheduler.
-    let settle = |first: Vec<usize>,
-                  ready: &mut Ready,
-                  doomed: &mut Vec<usize>,
-                  pending: &mut [usize],
-                  digests: &mut [Option<String>],
-                  done: &mut [bool],
-                  summary: &mut Summary,
-                  report: &mut dyn FnMut(Event)| {
-        let mut work = first;
-        while let Some(i) = work.pop() {
-            let stage = &pipeline.stages[i];
-            let as_assessed = stage.needs.iter().all(|&j| digests[j] == planned[j].0);
-            match (&planned[i], as_assessed) {
-                ((Some(d), true), true) => {
-                    report(Event::Cached {
-                        stage: stage.name.clone(),
-                    });
-                    summary.cached += 1;
-                    summary.done.insert(stage.name.clone());
-                    digests[i] = Some(d.clone());
-                    done[i] = true;
-                    for c in dag.dependents(i) {
-                        if mask[c] {
-                            pending[c] -= 1;
-                            if pending[c] == 0 {
-                                work.push(c);
-                            }
-                        }
-                    }
-                }
-                _ if impossible[i].is_some() => doomed.push(i),
-                _ => ready.insert(pos[i], i),
-            }
-        }
-    };
-    settle(
-        (0..n).filter(|&i| mask[i] && pending[i] == 0).collect(),
-        &mut ready,
-        &mut doomed,
-        &mut pending,
-        &mut digests,
-        &mut done,
-        &mut summary,
-        report,
-    );
+/// Starts what can start, one thread per stage, and takes in what they
+/// report until nothing runs; the first environment error, if any.
+fn drive(
+    ctx: &Ctx<'_>,
+    board: &mut Board<'_>,
+    pool: &mut Pool,
+    forced: &[bool],
+    keep_going: bool,
+    report: &mut dyn FnMut(Event),
+) -> Option<Error> {
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut grants: BTreeMap<usize, Grant> = BTreeMap::new();
     let mut running = 0usize;
     let mut stop = false;
     let mut env_error: Option<Error> = None;
-    std::thread::scope(|scope| {
-        loop {
-            // After a failure (without --keep-going) nothing new starts.
-            let mut start: Vec<(usize, Assigned)> = Vec::new();
-            if !stop {
-                for i in doomed.drain(..) {
-                    start.push((i, Err(impossible[i].clone().unwrap_or_default())));
-                }
-                // With no free slot nothing can start: the queue is not read.
-                if pool.has_room() {
-                    for (i, g) in pool.admit_queue(&ready) {
-                        start.push((i, Ok(g)));
-                    }
-                }
+    std::thread::scope(|scope| loop {
+        // After a failure (without --keep-going) nothing new starts.
+        let start = if stop { Vec::new() } else { board.admit(pool) };
+        for (i, assigned) in start {
+            if let Ok(g) = &assigned {
+                grants.insert(i, g.clone());
             }
-            for (i, assigned) in start {
-                ready.remove(pos[i], i);
-                if let Ok(g) = &assigned {
-                    grants.insert(i, g.clone());
+            running += 1;
+            let inputs = board.inputs(i);
+            let tx = tx.clone();
+            let force = forced[i];
+            scope.spawn(move || {
+                let send = |e: Event| {
+                    let _ = tx.send(Msg::Event(e));
+                };
+                let r = process(ctx, i, inputs, force, &assigned, &send);
+                let _ = tx.send(Msg::Done(i, r));
+            });
+        }
+        if running == 0 {
+            break;
+        }
+        let Ok(msg) = rx.recv() else { break };
+        let (i, result) = match msg {
+            Msg::Event(e) => {
+                report(e);
+                continue;
+            }
+            Msg::Done(i, result) => (i, result),
+        };
+        running -= 1;
+        if let Some(g) = grants.remove(&i) {
+            pool.release(g);
+        }
+        let outcome = result.unwrap_or_else(|e| {
+            // The cache or workspace failed us: stop cleanly.
+            report(Event::Failed {
+                stage: board.pipeline.stages[i].name.clone(),
+                error: e.to_string(),
+                tail: None,
+                log: None,
+            });
+            env_error.get_or_insert(e);
+            stop = true;
+            Outcome::Failed
+        });
+        if !board.finished(i, outcome, report) && !keep_going {
+            stop = true;
+        }
+    });
+    env_error
+}
+
+/// The run's bookkeeping: what waits for what, what is ready, what is
+/// done, and the tally.
+struct Board<'a> {
+    pipeline: &'a Pipeline,
+    dag: &'a Dag,
+    /// The stages this run covers: the targets and what they need.
+    mask: Vec<bool>,
+    /// Each stage's place in dependency order: its priority.
+    pos: Vec<usize>,
+    /// Inputs each stage still waits for.
+    pending: Vec<usize>,
+    digests: Vec<Option<String>>,
+    done: Vec<bool>,
+    /// The digest each stage was assessed with, and whether it was fresh.
+    planned: Vec<(Option<String>, bool)>,
+    /// What this machine can never give a stage (more GPUs or memory than
+    /// it has): such a stage fails as soon as it is ready.
+    impossible: Vec<Option<String>>,
+    ready: Ready,
+    doomed: Vec<usize>,
+    summary: Summary,
+}
+
+impl<'a> Board<'a> {
+    fn new(
+        pipeline: &'a Pipeline,
+        dag: &'a Dag,
+        mask: Vec<bool>,
+        planned: Vec<(Option<String>, bool)>,
+        pool: &Pool,
+    ) -> Self {
+        let n = pipeline.stages.len();
+        let pending = (0..n)
+            .map(|i| {
+                if mask[i] {
+                    pipeline.stages[i].needs.len()
+                } else {
+                    0
                 }
-                running += 1;
-                let inputs: BTreeMap<String, String> = pipeline.stages[i]
-                    .needs
-                    .iter()
-                    .map(|&j| {
-                        (
-                            pipeline.stages[j].name.clone(),
-                            digests[j].clone().unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                let tx = tx.clone();
-                let ctx = &ctx;
-                let force = forced[i];
-                scope.spawn(move || {
-                    let send = |e: Event| {
-                        let _ = tx.send(Msg::Event(e));
-                    };
-                    let r = process(ctx, i, inputs, force, &assigned, &send);
-                    let _ = tx.send(Msg::Done(i, r));
-                });
+            })
+            .collect();
+        let mut pos = vec![0; n];
+        for (k, &i) in dag.order().iter().enumerate() {
+            pos[i] = k;
+        }
+        let ready = Ready::new(pipeline.stages.iter().map(demand).collect());
+        let impossible = (0..n)
+            .map(|i| mask[i].then(|| pool.impossible(ready.demand(i))).flatten())
+            .collect();
+        Board {
+            pipeline,
+            dag,
+            mask,
+            pos,
+            pending,
+            digests: vec![None; n],
+            done: vec![false; n],
+            planned,
+            impossible,
+            ready,
+            doomed: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// The covered stages that need nothing.
+    fn roots(&self) -> Vec<usize> {
+        (0..self.mask.len())
+            .filter(|&i| self.mask[i] && self.pending[i] == 0)
+            .collect()
+    }
+
+    /// Stages whose inputs are all done: a fresh one (whose inputs came out
+    /// as assessed) settles at once and may free its dependents; the
+    /// others wait for the scheduler.
+    fn settle(&mut self, first: Vec<usize>, report: &mut dyn FnMut(Event)) {
+        let mut work = first;
+        while let Some(i) = work.pop() {
+            let stage = &self.pipeline.stages[i];
+            let as_assessed = stage
+                .needs
+                .iter()
+                .all(|&j| self.digests[j] == self.planned[j].0);
+            match (&self.planned[i], as_assessed) {
+                ((Some(d), true), true) => {
+                    report(Event::Cached {
+                        stage: stage.name.clone(),
+                    });
+                    self.summary.cached += 1;
+                    self.summary.done.insert(stage.name.clone());
+                    self.digests[i] = Some(d.clone());
+                    self.done[i] = true;
+                    work.extend(self.free_dependents(i));
+                }
+                _ if self.impossible[i].is_some() => self.doomed.push(i),
+                _ => self.ready.insert(self.pos[i], i),
             }
-            if running == 0 {
-                break;
-            }
-            let Ok(msg) = rx.recv() else { break };
-            match msg {
-                Msg::Event(e) => report(e),
-                Msg::Done(i, result) => {
-                    running -= 1;
-                    if let Some(g) = grants.remove(&i) {
-                        pool.release(g);
-                    }
-                    done[i] = true;
-                    let digest = match result {
-                        Ok(Outcome::Cached(d)) => {
-                            summary.cached += 1;
-                            Some(d)
-                        }
-                        Ok(Outcome::Restored(d)) => {
-                            summary.restored += 1;
-                            Some(d)
-                        }
-                        Ok(Outcome::Ran(d)) => {
-                            summary.ran += 1;
-                            Some(d)
-                        }
-                        Ok(Outcome::Failed) => None,
-                        Err(e) => {
-                            // The cache or workspace failed us: stop cleanly.
-                            report(Event::Failed {
-                                stage: pipeline.stages[i].name.clone(),
-                                error: e.to_string(),
-                                tail: None,
-                                log: None,
-                            });
-                            env_error.get_or_insert(e);
-                            stop = true;
-                            None
-                        }
-                    };
-                    match digest {
-                        Some(d) => {
-                            digests[i] = Some(d);
-                            summary.done.insert(pipeline.stages[i].name.clone());
-                            let mut freed = Vec::new();
-                            for c in dag.dependents(i) {
-                                if mask[c] {
-                                    pending[c] -= 1;
-                                    if pending[c] == 0 {
-                                        freed.push(c);
-                                    }
-                                }
-                            }
-                            settle(
-                                freed,
-                                &mut ready,
-                                &mut doomed,
-                                &mut pending,
-                                &mut digests,
-                                &mut done,
-                                &mut summary,
-                                report,
-                            );
-                        }
-                        None => {
-                            summary.failed += 1;
-                            if !opts.keep_going {
-                                stop = true;
-                            }
-                            // Everything downstream of a failure is skipped.
-                            let mut stack: Vec<usize> = dag.dependents(i).collect();
-                            while let Some(c) = stack.pop() {
-                                if mask[c] && !done[c] {
-                                    done[c] = true;
-                                    summary.skipped += 1;
-                                    ready.remove(pos[c], c);
-                                    report(Event::Skipped {
-                                        stage: pipeline.stages[c].name.clone(),
-                                        because: pipeline.stages[i].name.clone(),
-                                    });
-                                    stack.extend(dag.dependents(c));
-                                }
-                            }
-                        }
-                    }
+        }
+    }
+
+    /// `i` is done: its dependents that now wait for nothing.
+    fn free_dependents(&mut self, i: usize) -> Vec<usize> {
+        let mut freed = Vec::new();
+        for c in self.dag.dependents(i) {
+            if self.mask[c] {
+                self.pending[c] -= 1;
+                if self.pending[c] == 0 {
+                    freed.push(c);
                 }
             }
         }
-    });
-    summary.not_started = (0..n).filter(|&i| mask[i] && !done[i]).count();
-    summary.wall = start.elapsed();
-    hashes.save();
-    match env_error {
-        Some(e) => Err(e),
-        None => Ok(summary),
+        freed
+    }
+
+    /// What starts now: the stages that can never run here (to fail), and
+    /// what the pool admits. They leave the ready queue.
+    fn admit(&mut self, pool: &mut Pool) -> Vec<(usize, Assigned)> {
+        let mut start: Vec<(usize, Assigned)> = Vec::new();
+        for i in self.doomed.drain(..) {
+            start.push((i, Err(self.impossible[i].clone().unwrap_or_default())));
+        }
+        // With no free slot nothing can start: the queue is not read.
+        if pool.has_room() {
+            for (i, g) in pool.admit_queue(&self.ready) {
+                start.push((i, Ok(g)));
+            }
+        }
+        for (i, _) in &start {
+            self.ready.remove(self.pos[*i], *i);
+        }
+        start
+    }
+
+    /// The digests of the stages `i` needs, by name.
+    fn inputs(&self, i: usize) -> BTreeMap<String, String> {
+        self.pipeline.stages[i]
+            .needs
+            .iter()
+            .map(|&j| {
+                (
+                    self.pipeline.stages[j].name.clone(),
+                    self.digests[j].clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Takes in how stage `i` ended; false when it failed (everything
+    /// downstream of it is then skipped).
+    fn finished(&mut self, i: usize, outcome: Outcome, report: &mut dyn FnMut(Event)) -> bool {
+        self.done[i] = true;
+        let digest = match outcome {
+            Outcome::Cached(d) => {
+                self.summary.cached += 1;
+                d
+            }
+            Outcome::Restored(d) => {
+                self.summary.restored += 1;
+                d
+            }
+            Outcome::Ran(d) => {
+                self.summary.ran += 1;
+                d
+            }
+            Outcome::Failed => {
+                self.summary.failed += 1;
+                self.skip_downstream(i, report);
+                return false;
+            }
+        };
+        self.digests[i] = Some(digest);
+        self.summary
+            .done
+            .insert(self.pipeline.stages[i].name.clone());
+        let freed = self.free_dependents(i);
+        self.settle(freed, report);
+        true
+    }
+
+    fn skip_downstream(&mut self, i: usize, report: &mut dyn FnMut(Event)) {
+        let mut stack: Vec<usize> = self.dag.dependents(i).collect();
+        while let Some(c) = stack.pop() {
+            if self.mask[c] && !self.done[c] {
+                self.done[c] = true;
+                self.summary.skipped += 1;
+                self.ready.remove(self.pos[c], c);
+                report(Event::Skipped {
+                    stage: self.pipeline.stages[c].name.clone(),
+                    because: self.pipeline.stages[i].name.clone(),
+                });
+                stack.extend(self.dag.dependents(c));
+            }
+        }
     }
 }
 

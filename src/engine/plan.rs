@@ -256,10 +256,27 @@ impl Planner<'_> {
         if let Some(r) = fp.compare(&record.fingerprint) {
             return Ok(dirty(r, Some(record), Some(fp)));
         }
+        if let Some(reason) = self.outputs_changed(&record) {
+            let digest = reason.restorable().then(|| record.outputs_digest());
+            let mut a = dirty(reason, Some(record), Some(fp));
+            a.digest = digest;
+            return Ok(a);
+        }
+        let digest = Some(record.outputs_digest());
+        Ok(Assessment {
+            state: State::Fresh,
+            record: Some(record),
+            fingerprint: Some(fp),
+            digest,
+        })
+    }
+
+    /// The first recorded output that is no longer as the stage wrote it.
+    fn outputs_changed(&self, record: &Record) -> Option<DirtyReason> {
         for o in &record.outputs {
             let path = self.path(&o.path);
             let restorable = || o.tree.files.iter().all(|f| self.store.has_object(&f.hash));
-            let reason = match self.hashes.hash_path(&path) {
+            return Some(match self.hashes.hash_path(&path) {
                 Err(e) => DirtyReason::OutputUnreadable {
                     path: o.path.clone(),
                     error: e.to_string(),
@@ -280,19 +297,9 @@ impl Planner<'_> {
                     path: o.path.clone(),
                     restorable: restorable(),
                 },
-            };
-            let digest = reason.restorable().then(|| record.outputs_digest());
-            let mut a = dirty(reason, Some(record), Some(fp));
-            a.digest = digest;
-            return Ok(a);
+            });
         }
-        let digest = Some(record.outputs_digest());
-        Ok(Assessment {
-            state: State::Fresh,
-            record: Some(record),
-            fingerprint: Some(fp),
-            digest,
-        })
+        None
     }
 
     /// Assesses every stage in `order` (dependencies first), one level of

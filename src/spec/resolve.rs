@@ -455,31 +455,7 @@ fn declared_variants(
     };
     let grid_err =
         |e: grid::GridError| at(&e.path, format!("stage `{name}`: {}", e.message), e.help);
-    let named = match &rs.variants {
-        None => None,
-        Some(vs) if vs.0.is_empty() => {
-            return Err(at(
-                &["variants".into()],
-                format!("stage `{name}` declares an empty `variants`"),
-                None,
-            )
-            .into())
-        }
-        Some(vs) => {
-            let mut out = Vec::new();
-            for (vname, over) in &vs.0 {
-                let path = vec!["variants".to_string(), vname.clone()];
-                check_name(vname)
-                    .map_err(|m| at(&path, format!("variant name `{vname}` {m}"), None))?;
-                out.push(grid::Pending {
-                    name: vname.clone(),
-                    path,
-                    over: over.clone().map(|p| p.0).unwrap_or_default(),
-                });
-            }
-            Some(out)
-        }
-    };
+    let named = named_variants(name, rs, &at)?;
     let grid = match &rs.matrix {
         None => None,
         Some(m) => Some(grid::points(&m.0).map_err(grid_err)?),
@@ -537,60 +513,109 @@ fn declared_variants(
     let mut out = Vec::with_capacity(variants.len());
     for v in variants {
         grid::check_length(&v).map_err(grid_err)?;
-        let vname = &v.name;
-        let mut merged = params.clone();
-        // A command's params are its own: `seeds` gives it `${params.seed}`.
-        if let (Kind::Cmd, Some(_), Value::Object(m)) = (rs.kind, &rs.seeds, &mut merged) {
-            m.entry("seed").or_insert(Value::Null);
-        }
-        merge_override(&mut merged, &v.over, "").map_err(|(key, known)| {
-            let mut p = v.path.clone();
-            let in_matrix = p.first().is_some_and(|f| f == "matrix");
-            if in_matrix {
-                // The matrix key as written, dotted or not.
-                if let Some(k) = rs.matrix.iter().flat_map(|m| &m.0).map(|(k, _)| k).find(|k| key == **k || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))) {
-                    p.push(k.clone());
-                }
-            } else {
-                p.extend(key.split('.').map(str::to_string));
-            }
-            if key == "seed" && rs.seeds.is_some() {
-                return at(
-                    &["seeds".into()],
-                    format!("stage `{name}` has `seeds`, but kind {} has no `seed` parameter", rs.kind.name()),
-                    Some("`seeds` replicates kinds that take a seed: train, preprocess and cmd".into()),
-                );
-            }
-            let message = if in_matrix {
-                format!("the matrix of stage `{name}` varies `{key}`, which is not a parameter of the stage")
-            } else {
-                format!("variant `{vname}` of stage `{name}` overrides `{key}`, which is not a parameter of the stage")
-            };
-            at(
-                &p,
-                message,
-                Some(match suggest(&key, known.iter().map(String::as_str)) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None if known.is_empty() => {
-                        format!("declare `{key}` under the stage's params to give it a default")
-                    }
-                    None => format!("known parameters here: {}", known.join(", ")),
-                }),
-            )
-        })?;
-        let merged = rs.kind.normalize_params(merged).map_err(|m| {
-            at(
-                &v.path,
-                format!("variant `{vname}` of stage `{name}`: invalid params: {m}"),
-                None,
-            )
-        })?;
+        let merged = merge_variant(name, rs, params, &v, &at)?;
         out.push((v.name, merged));
     }
     if let Some(m) = &rs.matrix {
         check_distinct(name, &out, m.0.iter().map(|(k, _)| k.as_str()), loc)?;
     }
     Ok(Some(out))
+}
+
+/// Points a message, with its help if any, at a path under the stage.
+type At<'a> = dyn Fn(&[String], String, Option<String>) -> Diagnostic + 'a;
+
+/// One concrete stage of a declared one: its variant, its params, and the
+/// stage it needs through `foreach`.
+type Instance = (Option<String>, Value, Option<String>);
+
+/// The variants a stage names under `variants`, checked.
+fn named_variants(name: &str, rs: &RawStage, at: &At) -> Result<Option<Vec<grid::Pending>>> {
+    Ok(match &rs.variants {
+        None => None,
+        Some(vs) if vs.0.is_empty() => {
+            return Err(at(
+                &["variants".into()],
+                format!("stage `{name}` declares an empty `variants`"),
+                None,
+            )
+            .into())
+        }
+        Some(vs) => {
+            let mut out = Vec::new();
+            for (vname, over) in &vs.0 {
+                let path = vec!["variants".to_string(), vname.clone()];
+                check_name(vname)
+                    .map_err(|m| at(&path, format!("variant name `{vname}` {m}"), None))?;
+                out.push(grid::Pending {
+                    name: vname.clone(),
+                    path,
+                    over: over.clone().map(|p| p.0).unwrap_or_default(),
+                });
+            }
+            Some(out)
+        }
+    })
+}
+
+/// One variant's overrides merged into the stage's params and checked
+/// against its kind.
+fn merge_variant(
+    name: &str,
+    rs: &RawStage,
+    params: &Value,
+    v: &grid::Pending,
+    at: &At<'_>,
+) -> Result<Value> {
+    let vname = &v.name;
+    let mut merged = params.clone();
+    // A command's params are its own: `seeds` gives it `${params.seed}`.
+    if let (Kind::Cmd, Some(_), Value::Object(m)) = (rs.kind, &rs.seeds, &mut merged) {
+        m.entry("seed").or_insert(Value::Null);
+    }
+    merge_override(&mut merged, &v.over, "").map_err(|(key, known)| {
+        let mut p = v.path.clone();
+        let in_matrix = p.first().is_some_and(|f| f == "matrix");
+        if in_matrix {
+            // The matrix key as written, dotted or not.
+            if let Some(k) = rs.matrix.iter().flat_map(|m| &m.0).map(|(k, _)| k).find(|k| key == **k || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))) {
+                p.push(k.clone());
+            }
+        } else {
+            p.extend(key.split('.').map(str::to_string));
+        }
+        if key == "seed" && rs.seeds.is_some() {
+            return at(
+                &["seeds".into()],
+                format!("stage `{name}` has `seeds`, but kind {} has no `seed` parameter", rs.kind.name()),
+                Some("`seeds` replicates kinds that take a seed: train, preprocess and cmd".into()),
+            );
+        }
+        let message = if in_matrix {
+            format!("the matrix of stage `{name}` varies `{key}`, which is not a parameter of the stage")
+        } else {
+            format!("variant `{vname}` of stage `{name}` overrides `{key}`, which is not a parameter of the stage")
+        };
+        at(
+            &p,
+            message,
+            Some(match suggest(&key, known.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if known.is_empty() => {
+                    format!("declare `{key}` under the stage's params to give it a default")
+                }
+                None => format!("known parameters here: {}", known.join(", ")),
+            }),
+        )
+    })?;
+    let merged = rs.kind.normalize_params(merged).map_err(|m| {
+        at(
+            &v.path,
+            format!("variant `{vname}` of stage `{name}`: invalid params: {m}"),
+            None,
+        )
+    })?;
+    Ok(merged)
 }
 
 /// Refuses two grid points whose parameters are equal as the stage's kind
@@ -702,51 +727,7 @@ fn expand(
     let mut stages: Vec<Stage> = Vec::new();
     let mut foreach_needs: Vec<Option<String>> = Vec::new();
     for b in bases {
-        let instances: Vec<(Option<String>, Value, Option<String>)> = if let Some(vs) = &b.variants
-        {
-            vs.iter()
-                .map(|(v, p)| (Some(v.clone()), p.clone(), None))
-                .collect()
-        } else if let Some(target) = &b.raw.foreach {
-            let path = ["stages", b.name, "foreach"];
-            let Some(t) = bases.iter().find(|x| x.name == target) else {
-                let mut d = err(
-                    &path,
-                    format!(
-                        "stage `{}` has `foreach: {target}`, but there is no stage `{target}`",
-                        b.name
-                    ),
-                );
-                if let Some(s) = suggest(target, base_names.iter().copied()) {
-                    d = d.help(format!("did you mean `{s}`?"));
-                }
-                return Err(d.into());
-            };
-            let Some(tv) = &t.variants else {
-                return Err(err(
-                    &path,
-                    format!(
-                        "stage `{}` has `foreach: {target}`, but `{target}` has no variants",
-                        b.name
-                    ),
-                )
-                .help(format!(
-                    "declare `variants` on `{target}`, or write `needs: [{target}]` instead"
-                ))
-                .into());
-            };
-            tv.iter()
-                .map(|(v, _)| {
-                    (
-                        Some(v.clone()),
-                        b.params.clone(),
-                        Some(stage_name(target, Some(v))),
-                    )
-                })
-                .collect()
-        } else {
-            vec![(None, b.params.clone(), None)]
-        };
+        let instances = instances(b, bases, &base_names, loc)?;
         for (variant, params, need) in instances {
             let name = stage_name(b.name, variant.as_deref());
             let vars = Vars {
@@ -793,33 +774,7 @@ fn expand(
                 })?;
                 outs.push(o);
             }
-            for o in &outs {
-                // The tool deletes an output before its stage reruns.
-                let field = if b.raw.kind.is_builtin() {
-                    "kind"
-                } else {
-                    "outs"
-                };
-                if let Some(why) = protected.refuse(&settings.project_dir.join(o)) {
-                    return Err(err(
-                        &["stages", b.name, field],
-                        format!("stage `{name}`: output `{o}` {why}; a stage's outputs are deleted before it reruns"),
-                    )
-                    .help("give the stage a path of its own for what it writes, e.g. `out/{name}.txt`")
-                    .into());
-                }
-                if let Some(d) = deps
-                    .iter()
-                    .find(|d| *d == o || Path::new(d.as_str()).starts_with(o.as_str()))
-                {
-                    return Err(err(
-                        &["stages", b.name, field],
-                        format!("stage `{name}`: output `{o}` holds its own dep `{d}`, which would be deleted before the stage runs"),
-                    )
-                    .help("write the result to another path than the stage reads")
-                    .into());
-                }
-            }
+            check_outs(b, &name, &outs, &deps, settings, protected, loc)?;
             let group = variant.as_deref().and_then(|v| match replicate_of(v) {
                 (g, Some(_)) => Some(stage_name(b.name, Some(g))),
                 _ => None,
@@ -859,6 +814,103 @@ fn expand(
     Ok((stages, foreach_needs))
 }
 
+/// A stage's outputs may be deleted before it reruns: none may be a
+/// protected place or hold one of the stage's own deps.
+fn check_outs(
+    b: &Base<'_>,
+    name: &str,
+    outs: &[String],
+    deps: &[String],
+    settings: &Settings,
+    protected: &Protected,
+    loc: &Locator<'_>,
+) -> Result<()> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
+    for o in outs {
+        // The tool deletes an output before its stage reruns.
+        let field = if b.raw.kind.is_builtin() {
+            "kind"
+        } else {
+            "outs"
+        };
+        if let Some(why) = protected.refuse(&settings.project_dir.join(o)) {
+            return Err(err(
+                &["stages", b.name, field],
+                format!("stage `{name}`: output `{o}` {why}; a stage's outputs are deleted before it reruns"),
+            )
+            .help("give the stage a path of its own for what it writes, e.g. `out/{name}.txt`")
+            .into());
+        }
+        if let Some(d) = deps
+            .iter()
+            .find(|d| *d == o || Path::new(d.as_str()).starts_with(o.as_str()))
+        {
+            return Err(err(
+                &["stages", b.name, field],
+                format!("stage `{name}`: output `{o}` holds its own dep `{d}`, which would be deleted before the stage runs"),
+            )
+            .help("write the result to another path than the stage reads")
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A stage's instances: (variant, params, the `foreach` partner it needs)
+/// for each variant, each variant of its `foreach` target, or just itself.
+fn instances(
+    b: &Base<'_>,
+    bases: &[Base<'_>],
+    base_names: &[&str],
+    loc: &Locator<'_>,
+) -> Result<Vec<Instance>> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
+    Ok(if let Some(vs) = &b.variants {
+        vs.iter()
+            .map(|(v, p)| (Some(v.clone()), p.clone(), None))
+            .collect()
+    } else if let Some(target) = &b.raw.foreach {
+        let path = ["stages", b.name, "foreach"];
+        let Some(t) = bases.iter().find(|x| x.name == target) else {
+            let mut d = err(
+                &path,
+                format!(
+                    "stage `{}` has `foreach: {target}`, but there is no stage `{target}`",
+                    b.name
+                ),
+            );
+            if let Some(s) = suggest(target, base_names.iter().copied()) {
+                d = d.help(format!("did you mean `{s}`?"));
+            }
+            return Err(d.into());
+        };
+        let Some(tv) = &t.variants else {
+            return Err(err(
+                &path,
+                format!(
+                    "stage `{}` has `foreach: {target}`, but `{target}` has no variants",
+                    b.name
+                ),
+            )
+            .help(format!(
+                "declare `variants` on `{target}`, or write `needs: [{target}]` instead"
+            ))
+            .into());
+        };
+        tv.iter()
+            .map(|(v, _)| {
+                (
+                    Some(v.clone()),
+                    b.params.clone(),
+                    Some(stage_name(target, Some(v))),
+                )
+            })
+            .collect()
+    } else {
+        vec![(None, b.params.clone(), None)]
+    })
+}
+
 /// Pass 3: dependencies: `needs`, `foreach`, and deps on other stages'
 /// outputs; outputs shared or nested between stages are refused.
 fn link(
@@ -881,40 +933,7 @@ fn link(
         }
     }
     let mut needs: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
-    let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, s) in stages.iter().enumerate() {
-        for o in &s.outs {
-            if let Some(&j) = owner.get(o.as_str()) {
-                return Err(err(
-                    &["stages", &s.base, "outs"],
-                    format!(
-                        "output `{o}` of stage `{}` is also an output of stage `{}`",
-                        s.name, stages[j].name
-                    ),
-                )
-                .help("give each stage its own output paths (use ${variant} in variant stages)")
-                .into());
-            }
-            owner.insert(o, i);
-        }
-    }
-    // Nested outputs would make one stage's output part of another's.
-    let mut prev: Option<(&str, usize)> = None;
-    for (&o, &i) in &owner {
-        if let Some((p, j)) = prev {
-            if o.starts_with(p) && o.as_bytes().get(p.len()) == Some(&b'/') {
-                return Err(err(
-                    &["stages", &stages[i].base, "outs"],
-                    format!(
-                        "output `{o}` of stage `{}` lies inside output `{p}` of stage `{}`",
-                        stages[i].name, stages[j].name
-                    ),
-                )
-                .into());
-            }
-        }
-        prev = Some((o, i));
-    }
+    let owner = output_owners(stages, loc)?;
     // By name: a search per stage would make loading quadratic.
     let declared: HashMap<&str, &RawStage> =
         raw.stages.0.iter().map(|(n, s)| (n.as_str(), s)).collect();
@@ -964,8 +983,61 @@ fn link(
             needs[i].extend(owner.range(lo.as_str()..hi.as_str()).map(|(_, &j)| j));
         }
     }
-    // Inputs taken through another input (evaluate: its train stage's
-    // dataset), where the stage names none of that kind itself.
+    inherit_inputs(stages, &mut needs);
+    for (i, mut n) in needs.into_iter().enumerate() {
+        n.sort_unstable();
+        n.dedup();
+        // A stage reading its own output is not a dependency on itself
+        // unless it said so in `needs` (which the graph reports as a cycle).
+        stages[i].needs = n;
+    }
+    Ok(())
+}
+
+/// Each output path and the stage that writes it; an output shared by two
+/// stages, or inside another stage's, is refused.
+fn output_owners<'s>(stages: &'s [Stage], loc: &Locator<'_>) -> Result<BTreeMap<&'s str, usize>> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
+    let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, s) in stages.iter().enumerate() {
+        for o in &s.outs {
+            if let Some(&j) = owner.get(o.as_str()) {
+                return Err(err(
+                    &["stages", &s.base, "outs"],
+                    format!(
+                        "output `{o}` of stage `{}` is also an output of stage `{}`",
+                        s.name, stages[j].name
+                    ),
+                )
+                .help("give each stage its own output paths (use ${variant} in variant stages)")
+                .into());
+            }
+            owner.insert(o, i);
+        }
+    }
+    // Nested outputs would make one stage's output part of another's.
+    let mut prev: Option<(&str, usize)> = None;
+    for (&o, &i) in &owner {
+        if let Some((p, j)) = prev {
+            if o.starts_with(p) && o.as_bytes().get(p.len()) == Some(&b'/') {
+                return Err(err(
+                    &["stages", &stages[i].base, "outs"],
+                    format!(
+                        "output `{o}` of stage `{}` lies inside output `{p}` of stage `{}`",
+                        stages[i].name, stages[j].name
+                    ),
+                )
+                .into());
+            }
+        }
+        prev = Some((o, i));
+    }
+    Ok(owner)
+}
+
+/// Inputs taken through another input (evaluate: its train stage's
+/// dataset), where the stage names none of that kind itself.
+fn inherit_inputs(stages: &[Stage], needs: &mut [Vec<usize>]) {
     for i in 0..stages.len() {
         for &(through, wanted) in stages[i].kind.inherited_inputs() {
             if needs[i].iter().any(|&j| stages[j].kind == wanted) {
@@ -986,14 +1058,6 @@ fn link(
             }
         }
     }
-    for (i, mut n) in needs.into_iter().enumerate() {
-        n.sort_unstable();
-        n.dedup();
-        // A stage reading its own output is not a dependency on itself
-        // unless it said so in `needs` (which the graph reports as a cycle).
-        stages[i].needs = n;
-    }
-    Ok(())
 }
 
 /// Lexically normalizes a relative path; refuses absolute paths and paths

@@ -108,7 +108,7 @@ pub enum Error {
     ChangedWhileStored { path: PathBuf },
     /// A dataset file named on the command line cannot be used.
     #[error(transparent)]
-    Dataset(#[from] stages::data::dataset::DatasetError),
+    Dataset(#[from] learn::data::dataset::DatasetError),
     /// The benchmark itself failed.
     #[error("the benchmark failed: {0}")]
     Bench(String),

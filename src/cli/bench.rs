@@ -5,7 +5,7 @@
 use crate::cli::{BenchArgs, Cli};
 use crate::error::{exit, Error, Result};
 use crate::ui::reporter::Reporter;
-use stages::data::dataset::Dataset;
+use learn::data::dataset::Dataset;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

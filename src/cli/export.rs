@@ -25,7 +25,7 @@ pub fn run(
         path: m.weights.clone(),
         problem,
     };
-    let model = stages::nn::checkpoint::load(&m.weights).map_err(bad)?;
+    let model = learn::nn::checkpoint::load(&m.weights).map_err(bad)?;
     let spec = serde_json::json!({
         "stage": m.stage,
         "layers": model.layers,
@@ -36,8 +36,8 @@ pub fn run(
     })
     .to_string();
     let bytes = match format {
-        ExportFormat::Torch => stages::export::torch(&model, &spec).map_err(bad)?,
-        ExportFormat::Onnx => stages::export::onnx(&model, &spec),
+        ExportFormat::Torch => learn::export::torch(&model, &spec).map_err(bad)?,
+        ExportFormat::Onnx => learn::export::onnx(&model, &spec),
     };
     // Whole or not at all: a temporary file of our own beside it
     // (created new, so nothing of the user's is ever replaced), renamed.

@@ -32,27 +32,28 @@ pub fn run(
     let files = picture_files(paths)?;
     let mut answers: Vec<(
         PathBuf,
-        std::result::Result<stages::predict::Prepared, String>,
+        std::result::Result<learn::predict::Prepared, String>,
     )> = files
         .into_iter()
         .map(|f| {
             let r = std::fs::read(&f)
                 .map_err(|e| format!("cannot read it: {e}"))
-                .and_then(|b| stages::predict::prepare(&b));
+                .and_then(|b| learn::predict::prepare(&b));
             (f, r)
         })
         .collect();
-    let ok: Vec<stages::predict::Prepared> = answers
+    let ok: Vec<learn::predict::Prepared> = answers
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().cloned())
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let probs = stages::predict::classify(&m.weights, (m.mean, m.std), &ok, threads).map_err(
-        |problem| ModelError::Weights {
-            path: m.weights.clone(),
-            problem,
-        },
-    )?;
+    let probs =
+        learn::predict::classify(&m.weights, (m.mean, m.std), &ok, threads).map_err(|problem| {
+            ModelError::Weights {
+                path: m.weights.clone(),
+                problem,
+            }
+        })?;
     let mut probs = probs.into_iter();
     let rows: Vec<crate::ui::reporter::Prediction> = answers
         .drain(..)

@@ -420,7 +420,7 @@ impl Reporter {
                         "file": r.file.display().to_string(),
                         "inverted": p.inverted,
                         "size": [p.width, p.height],
-                        "top": stages::predict::top(probs, top).iter().map(|(i, name, q)| serde_json::json!({
+                        "top": learn::predict::top(probs, top).iter().map(|(i, name, q)| serde_json::json!({
                             "class": i, "name": name, "probability": q,
                         })).collect::<Vec<_>>(),
                     }),
@@ -450,7 +450,7 @@ impl Reporter {
             let pad = " ".repeat(width - name.chars().count());
             match &r.result {
                 Ok((_, probs)) => {
-                    let classes: Vec<String> = stages::predict::top(probs, top)
+                    let classes: Vec<String> = learn::predict::top(probs, top)
                         .iter()
                         .map(|(_, n, q)| format!("{n} {:.1}%", q * 100.0))
                         .collect();
@@ -668,7 +668,7 @@ fn fmt_duration(d: Duration) -> String {
 /// probabilities, or why it could not be read.
 pub struct Prediction {
     pub file: std::path::PathBuf,
-    pub result: Result<(stages::predict::Prepared, Vec<f32>), String>,
+    pub result: Result<(learn::predict::Prepared, Vec<f32>), String>,
 }
 
 pub fn interrupted(signal: &str, stopped: usize) {

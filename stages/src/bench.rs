@@ -2,11 +2,11 @@
 //! bench` (which compares it with the PyTorch twin).
 
 use crate::contract::CLASSES;
-use crate::data::batch::Batcher;
-use crate::data::dataset::{Dataset, Split};
-use crate::nn::infer::predict;
 use crate::runtime::{peak_rss_mb, tune_allocator};
 use crate::train::{Learner, TrainParams};
+use learn::data::batch::Batcher;
+use learn::data::dataset::{Dataset, Split};
+use learn::nn::infer::predict;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -93,7 +93,7 @@ pub fn bench(
 
 /// A synthetic dataset (random pixels) for benchmarks without the real data.
 pub fn synthetic_dataset(n: usize) -> Dataset {
-    let mut r = crate::data::augment::Rng::new(7);
+    let mut r = learn::data::augment::Rng::new(7);
     Dataset {
         rows: 28,
         cols: 28,

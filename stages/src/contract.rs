@@ -9,20 +9,8 @@ use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Fashion-MNIST's classes, by label.
-pub const CLASSES: usize = 10;
-pub const CLASS_NAMES: [&str; CLASSES] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+/// Fashion-MNIST's classes, by label (the network library's own).
+pub use learn::{CLASSES, CLASS_NAMES};
 
 /// preprocess: the dataset artifact (see `data::dataset`) and its counts.
 pub const DATASET_FILE: &str = "dataset.fmnd";

@@ -5,16 +5,16 @@ use crate::contract::{
     Efficiency, EpochRecord, EvalReport, TrainSummary, CLASS_NAMES, DATASET_FILE, HISTORY_FILE,
     METRICS_FILE, PREDICTIONS_FILE, ROC_FILE, TRAIN_SUMMARY_FILE, WEIGHTS_FILE,
 };
-use crate::data::dataset::Dataset;
-use crate::data::dataset::Split;
 use crate::metrics;
-use crate::nn::checkpoint;
-use crate::nn::generic::Net;
-use crate::nn::infer::{predict, Backend, Engine};
-use crate::nn::model::Model;
-use crate::nn::ops::Dev;
 use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
+use learn::data::dataset::Dataset;
+use learn::data::dataset::Split;
+use learn::nn::checkpoint;
+use learn::nn::generic::Net;
+use learn::nn::infer::{predict, Backend, Engine};
+use learn::nn::model::Model;
+use learn::nn::ops::Dev;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -205,7 +205,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::dataset::Split;
+    use learn::data::dataset::Split;
 
     fn ctx_run(train_dir: &Path, prep_dir: &Path, out: &Path) -> Result<(), StageError> {
         let inputs = vec![

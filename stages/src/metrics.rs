@@ -40,18 +40,7 @@ pub struct Metrics {
     pub confusion: Vec<Vec<usize>>,
 }
 
-/// Softmax of logits rows, in place.
-pub fn softmax(logits: &mut [f32], classes: usize) {
-    for row in logits.chunks_mut(classes) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        row.iter_mut().for_each(|v| *v /= sum);
-    }
-}
+pub use learn::softmax;
 
 pub fn argmax(row: &[f32]) -> usize {
     row.iter()

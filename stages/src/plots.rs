@@ -6,8 +6,8 @@
 //! and [`font_missing`] says why.
 
 use crate::contract::{EpochRecord, EvalReport, CLASS_NAMES};
-use crate::data::dataset::{Dataset, Split};
 use crate::metrics::argmax;
+use learn::data::dataset::{Dataset, Split};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;

@@ -1,9 +1,9 @@
 //! The `preprocess` kind: IDX -> validated, split, compact dataset.
 
 use crate::contract::{CLASSES, DATASET_FILE, DATA_SUMMARY_FILE};
-use crate::data::dataset::{Dataset, Split};
-use crate::data::idx::{self, Images};
 use crate::{Kind, RunContext, StageError};
+use learn::data::dataset::{Dataset, Split};
+use learn::data::idx::{self, Images};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -160,7 +160,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let file = ctx.out_dir.join(DATASET_FILE);
     std::fs::write(&file, dataset.to_bytes()).map_err(|e| StageError::io("write", &file, e))?;
     let summary = Summary {
-        format_version: crate::data::dataset::VERSION,
+        format_version: learn::data::dataset::VERSION,
         rows: dataset.rows,
         cols: dataset.cols,
         mean: dataset.mean,

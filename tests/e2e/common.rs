@@ -341,7 +341,7 @@ pub fn objects(p: &Project) -> Vec<PathBuf> {
 /// few batches.
 pub fn write_data(dir: &Path) -> String {
     fs::create_dir_all(dir).unwrap();
-    let mut r = stages::data::augment::Rng::new(3);
+    let mut r = learn::data::augment::Rng::new(3);
     let mut files = String::new();
     for (prefix, n) in [("train", 700usize), ("t10k", 200)] {
         let labels: Vec<u8> = (0..n).map(|i| ((i * 7) % 10) as u8).collect();
@@ -361,11 +361,11 @@ pub fn write_data(dir: &Path) -> String {
         for (name, bytes) in [
             (
                 format!("{prefix}-images-idx3-ubyte.gz"),
-                stages::data::idx::gzip(&stages::data::idx::encode(&[n as u32, 28, 28], &pixels)),
+                learn::data::idx::gzip(&learn::data::idx::encode(&[n as u32, 28, 28], &pixels)),
             ),
             (
                 format!("{prefix}-labels-idx1-ubyte.gz"),
-                stages::data::idx::gzip(&stages::data::idx::encode(&[n as u32], &labels)),
+                learn::data::idx::gzip(&learn::data::idx::encode(&[n as u32], &labels)),
             ),
         ] {
             fs::write(dir.join(&name), &bytes).unwrap();

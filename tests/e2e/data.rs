@@ -1,8 +1,8 @@
 //! download + preprocess through the real binary: synthetic data always,
 //! the real Fashion-MNIST files where Debian's package installed them.
 
-use stages::data::dataset::Dataset;
-use stages::data::idx;
+use learn::data::dataset::Dataset;
+use learn::data::idx;
 use stages::download::sha256_hex;
 use std::fs;
 use std::path::Path;

@@ -16,8 +16,8 @@ fn test_set(t: &Project) -> (Vec<f32>, Vec<f64>) {
         summary["mean"].as_f64().unwrap() as f32,
         summary["std"].as_f64().unwrap() as f32,
     );
-    let raw = stages::data::idx::read_gz(&t.path("data/t10k-images-idx3-ubyte.gz")).unwrap();
-    let images = stages::data::idx::decode_images(Path::new("t10k"), &raw).unwrap();
+    let raw = learn::data::idx::read_gz(&t.path("data/t10k-images-idx3-ubyte.gz")).unwrap();
+    let images = learn::data::idx::decode_images(Path::new("t10k"), &raw).unwrap();
     let (mut x, mut probs) = (Vec::new(), Vec::new());
     for line in t
         .read("outputs/evaluate@main/predictions.csv")

@@ -45,8 +45,8 @@ fn pictures_are_classified_like_the_test_set_and_bad_files_are_named() {
     // Test image 0 as a 28×28 grey PNG, and as a 140×140 colour JPEG,
     // dark on white (the way a product photo looks).
     let (source, label, probs) = evaluated(&t, "evaluate@main", 0);
-    let raw = stages::data::idx::read_gz(&t.path("data/t10k-images-idx3-ubyte.gz")).unwrap();
-    let images = stages::data::idx::decode_images(Path::new("t10k"), &raw).unwrap();
+    let raw = learn::data::idx::read_gz(&t.path("data/t10k-images-idx3-ubyte.gz")).unwrap();
+    let images = learn::data::idx::decode_images(Path::new("t10k"), &raw).unwrap();
     let px = &images.pixels[source * 784..(source + 1) * 784];
     let grey = GrayImage::from_fn(28, 28, |x, y| Luma([px[(y * 28 + x) as usize]]));
     let pics = t.path("pics");

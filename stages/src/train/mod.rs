@@ -5,19 +5,19 @@ use crate::contract::{
     EpochRecord, TrainSummary, CLASSES, DATASET_FILE, HISTORY_FILE, TRAIN_SUMMARY_FILE,
     WEIGHTS_FILE,
 };
-use crate::data::augment::{self, Augment};
-use crate::data::batch::Batcher;
-use crate::data::dataset::Dataset;
-use crate::nn::checkpoint;
-use crate::nn::fast::Trainer;
-use crate::nn::generic::{Flat, Net};
-use crate::nn::infer::{predict, score, Backend, Engine, Logits};
-use crate::nn::model::{Knobs, Model, ModelSpec};
-use crate::nn::ops::Dev;
-use crate::nn::optim::Adam;
 use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
 use dfdx::prelude::*;
+use learn::data::augment::{self, Augment};
+use learn::data::batch::Batcher;
+use learn::data::dataset::Dataset;
+use learn::nn::checkpoint;
+use learn::nn::fast::Trainer;
+use learn::nn::generic::{Flat, Net};
+use learn::nn::infer::{predict, score, Backend, Engine, Logits};
+use learn::nn::model::{Knobs, Model, ModelSpec};
+use learn::nn::ops::Dev;
+use learn::nn::optim::Adam;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -180,7 +180,7 @@ impl TrainParams {
         Model::check(self.params_layers()?, (1, rows, cols), CLASSES)
     }
 
-    fn params_layers(&self) -> Result<Vec<crate::nn::model::LayerSpec>, String> {
+    fn params_layers(&self) -> Result<Vec<learn::nn::model::LayerSpec>, String> {
         self.model.layers(&self.knobs())
     }
 }
@@ -683,7 +683,7 @@ fn fit<D: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::dataset::Split;
+    use learn::data::dataset::Split;
 
     #[test]
     fn defaults_are_the_reference_main_run() {
@@ -711,7 +711,7 @@ mod tests {
     /// Separable synthetic data: the class is drawn as a bright band, so a
     /// few batches must take the model far above chance.
     fn bands(n: usize, seed: u64) -> Split {
-        let mut r = crate::data::augment::Rng::new(seed);
+        let mut r = learn::data::augment::Rng::new(seed);
         let mut pixels = vec![0u8; n * 784];
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
         for (i, &c) in labels.iter().enumerate() {

@@ -1040,7 +1040,7 @@ mod tests {
     }
 
     /// Per-layer times of the main CNN's conv2 and conv3, batch 64, one
-    /// thread, Winograd against im2col: `cargo test --release -p stages
+    /// thread, Winograd against im2col: `cargo test --release -p learn
     /// --lib time_layers -- --ignored --nocapture`. It asserts nothing.
     #[test]
     #[ignore]

@@ -3,9 +3,9 @@
 //!
 //! cargo bench -p stages --bench augment
 
-use stages::data::augment::Augment;
-use stages::data::batch::Batcher;
-use stages::data::dataset::{Dataset, Split};
+use learn::data::augment::Augment;
+use learn::data::batch::Batcher;
+use learn::data::dataset::{Dataset, Split};
 use std::time::Instant;
 
 fn throughput(d: &Dataset, augs: &[Augment]) -> f64 {

@@ -12,12 +12,12 @@
 //!    centred on a black 28×28 frame;
 //! 5. normalized as the model's training data were.
 
-use crate::contract::CLASS_NAMES;
 use crate::data::dataset::{Dataset, Split};
 use crate::nn::checkpoint;
 use crate::nn::generic::Net;
 use crate::nn::infer::{predict, Engine};
 use crate::nn::ops::Dev;
+use crate::CLASS_NAMES;
 use image::imageops::FilterType;
 use image::{GrayImage, Luma};
 use std::path::Path;
@@ -152,7 +152,7 @@ pub fn classify(
             (&dev, &engine),
         )
     });
-    crate::metrics::softmax(&mut logits, model.classes);
+    crate::softmax(&mut logits, model.classes);
     Ok(logits.chunks(model.classes).map(<[f32]>::to_vec).collect())
 }
 

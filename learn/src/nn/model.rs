@@ -208,6 +208,31 @@ enum Shape_ {
     Flat(usize),
 }
 
+/// A batch-norm layer's scale, shift and running statistics (empty when
+/// the model is built to be loaded), and its op.
+fn batchnorm(
+    i: usize,
+    c: usize,
+    init: bool,
+    params: &mut Vec<Tensor1>,
+    buffers: &mut Vec<Tensor1>,
+) -> Op {
+    let filled = |name: String, v: f32| Tensor1 {
+        name,
+        shape: vec![c],
+        data: if init { vec![v; c] } else { Vec::new() },
+    };
+    params.push(filled(format!("{i}.bn.weight"), 1.0));
+    params.push(filled(format!("{i}.bn.bias"), 0.0));
+    buffers.push(filled(format!("{i}.bn.running_mean"), 0.0));
+    buffers.push(filled(format!("{i}.bn.running_var"), 1.0));
+    Op::Bn {
+        gamma: params.len() - 2,
+        beta: params.len() - 1,
+        buf: buffers.len() - 2,
+    }
+}
+
 impl Model {
     /// Values a training step draws from the device's generator: one per
     /// dropout layer that drops anything.
@@ -330,41 +355,7 @@ impl Model {
                 }
                 LayerSpec::Batchnorm => {
                     let (c, _, _) = map_first(shape)?;
-                    params.push(Tensor1 {
-                        name: format!("{i}.bn.weight"),
-                        shape: vec![c],
-                        data: vec![1.0; c],
-                    });
-                    params.push(Tensor1 {
-                        name: format!("{i}.bn.bias"),
-                        shape: vec![c],
-                        data: vec![0.0; c],
-                    });
-                    buffers.push(Tensor1 {
-                        name: format!("{i}.bn.running_mean"),
-                        shape: vec![c],
-                        data: vec![0.0; c],
-                    });
-                    buffers.push(Tensor1 {
-                        name: format!("{i}.bn.running_var"),
-                        shape: vec![c],
-                        data: vec![1.0; c],
-                    });
-                    if !init {
-                        for t in params
-                            .iter_mut()
-                            .rev()
-                            .take(2)
-                            .chain(buffers.iter_mut().rev().take(2))
-                        {
-                            t.data.clear();
-                        }
-                    }
-                    ops.push(Op::Bn {
-                        gamma: params.len() - 2,
-                        beta: params.len() - 1,
-                        buf: buffers.len() - 2,
-                    });
+                    ops.push(batchnorm(i, c, init, &mut params, &mut buffers));
                 }
                 LayerSpec::Relu => ops.push(Op::Relu),
                 LayerSpec::Dropout(p) => {

@@ -467,6 +467,114 @@ pub fn train_on(
     fit(learner, model, data, p, threads, progress, resume)
 }
 
+/// The saved state a resumed training takes up: whole, for an epoch not
+/// yet reached, and fitting the model; otherwise a notice says why it is
+/// thrown away (the training starts over).
+fn take_up<D: Backend>(
+    learner: &mut Learner<D>,
+    model: &mut Model,
+    p: &TrainParams,
+    progress: &(dyn Fn(Progress) + Sync),
+    resume: Option<&Path>,
+) -> Option<resume::Saved> {
+    let saved = match resume {
+        Some(dir) => resume::Saved::load(dir).unwrap_or_else(|why| {
+            progress(Progress {
+                message: format!(
+                    "the saved training state is damaged ({why}); training starts over from epoch 1"
+                ),
+                fraction: None,
+                notice: true,
+            });
+            None
+        }),
+        None => None,
+    };
+    // A state that does not fit is left alone: restore changes nothing then.
+    let saved =
+        saved
+            .filter(|s| s.epochs_done < p.epochs)
+            .and_then(|s| match learner.restore(model, &s) {
+                Ok(()) => Some(s),
+                Err(why) => {
+                    progress(Progress {
+                        message: format!(
+                            "the saved training state does not fit this training ({why}); training starts over from epoch 1"
+                        ),
+                        fraction: None,
+                        notice: true,
+                    });
+                    None
+                }
+            });
+    saved
+}
+
+/// One epoch's steps, with progress every ten batches: (summed loss,
+/// correct, images seen). `clock`: when this run started, when the epoch
+/// started, the steps done before this run, and the steps in all.
+#[allow(clippy::too_many_arguments)]
+fn epoch_steps<D: Backend>(
+    learner: &mut Learner<D>,
+    model: &mut Model,
+    batcher: &Batcher<'_>,
+    (epoch, batches): (usize, usize),
+    p: &TrainParams,
+    threads: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+    (started, t, before, total_steps): (Instant, Instant, usize, usize),
+) -> Result<(f64, usize, usize), String> {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    let order = batcher.order(epoch as u64);
+    let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+    for k in 0..batches {
+        let n = batcher.fill(&order, epoch as u64, k, &mut x, &mut y);
+        let (l, c) = learner.step(model, std::mem::take(&mut x), &y, threads);
+        if !l.is_finite() {
+            return Err(format!(
+                "the loss became {l} at epoch {} batch {}: lower lr",
+                epoch + 1,
+                k + 1
+            ));
+        }
+        loss_sum += l * n as f64;
+        correct += c;
+        seen += n;
+        if k % 10 == 9 || k + 1 == batches {
+            let done = epoch * batches + k + 1;
+            let rate = seen as f64 / t.elapsed().as_secs_f64();
+            let this_run = done - before;
+            let eta =
+                started.elapsed().as_secs_f64() / this_run as f64 * (total_steps - done) as f64;
+            progress(Progress {
+                message: format!(
+                    "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s",
+                    epoch + 1,
+                    p.epochs,
+                    k + 1,
+                    batches,
+                    loss_sum / seen as f64,
+                    rate,
+                    eta
+                ),
+                fraction: Some(done as f64 / total_steps as f64),
+                notice: false,
+            });
+        }
+    }
+    Ok((loss_sum, correct, seen))
+}
+
+/// The best epoch's parameters and batch-norm buffers become the model's.
+fn keep_best(model: &mut Model, (params, buffers): Snapshot) {
+    for (t, d) in model.params.iter_mut().zip(params) {
+        t.data = d;
+    }
+    for (t, d) in model.buffers.iter_mut().zip(buffers) {
+        t.data = d;
+    }
+}
+
 /// The training loop, on whichever device `learner` holds.
 fn fit<D: Backend>(
     mut learner: Learner<D>,
@@ -505,36 +613,7 @@ fn fit<D: Backend>(
     let (mut plateau_best, mut bad_epochs, mut since_best) = (f64::NEG_INFINITY, 0usize, 0usize);
     let mut stopped_early = false;
     let mut first_epoch = 0;
-    let saved = match resume {
-        Some(dir) => resume::Saved::load(dir).unwrap_or_else(|why| {
-            progress(Progress {
-                message: format!(
-                    "the saved training state is damaged ({why}); training starts over from epoch 1"
-                ),
-                fraction: None,
-                notice: true,
-            });
-            None
-        }),
-        None => None,
-    };
-    // A state that does not fit is left alone: restore changes nothing then.
-    let saved =
-        saved
-            .filter(|s| s.epochs_done < p.epochs)
-            .and_then(|s| match learner.restore(model, &s) {
-                Ok(()) => Some(s),
-                Err(why) => {
-                    progress(Progress {
-                        message: format!(
-                            "the saved training state does not fit this training ({why}); training starts over from epoch 1"
-                        ),
-                        fraction: None,
-                        notice: true,
-                    });
-                    None
-                }
-            });
+    let saved = take_up(&mut learner, model, p, progress, resume);
     if let Some(s) = saved {
         history = s.history;
         (best_acc, best_epoch, best) = (s.best_acc, s.best_epoch, s.best);
@@ -547,46 +626,18 @@ fn fit<D: Backend>(
         });
     }
     let started = Instant::now();
-    let (mut x, mut y) = (Vec::new(), Vec::new());
     for epoch in first_epoch..p.epochs {
         let t = Instant::now();
-        let order = batcher.order(epoch as u64);
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for k in 0..batches {
-            let n = batcher.fill(&order, epoch as u64, k, &mut x, &mut y);
-            let (l, c) = learner.step(model, std::mem::take(&mut x), &y, threads);
-            if !l.is_finite() {
-                return Err(format!(
-                    "the loss became {l} at epoch {} batch {}: lower lr",
-                    epoch + 1,
-                    k + 1
-                ));
-            }
-            loss_sum += l * n as f64;
-            correct += c;
-            seen += n;
-            if k % 10 == 9 || k + 1 == batches {
-                let done = epoch * batches + k + 1;
-                let rate = seen as f64 / t.elapsed().as_secs_f64();
-                let this_run = done - first_epoch * batches;
-                let eta =
-                    started.elapsed().as_secs_f64() / this_run as f64 * (total_steps - done) as f64;
-                progress(Progress {
-                    message: format!(
-                        "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s",
-                        epoch + 1,
-                        p.epochs,
-                        k + 1,
-                        batches,
-                        loss_sum / seen as f64,
-                        rate,
-                        eta
-                    ),
-                    fraction: Some(done as f64 / total_steps as f64),
-                    notice: false,
-                });
-            }
-        }
+        let (loss_sum, correct, seen) = epoch_steps(
+            &mut learner,
+            model,
+            &batcher,
+            (epoch, batches),
+            p,
+            threads,
+            progress,
+            (started, t, first_epoch * batches, total_steps),
+        )?;
         let train_secs = t.elapsed().as_secs_f64();
         let logits = predict(
             model,
@@ -663,13 +714,8 @@ fn fit<D: Backend>(
             resume::write_progress(dir, epoch + 1, p.epochs)?;
         }
     }
-    if let Some((params, buffers)) = best {
-        for (t, d) in model.params.iter_mut().zip(params) {
-            t.data = d;
-        }
-        for (t, d) in model.buffers.iter_mut().zip(buffers) {
-            t.data = d;
-        }
+    if let Some(snapshot) = best {
+        keep_best(model, snapshot);
     }
     Ok(TrainReport {
         history,

@@ -26,10 +26,56 @@ const LOST_AFTER: u32 = 5;
 const POLL_MIN: Duration = Duration::from_millis(200);
 const POLL_MAX: Duration = Duration::from_secs(5);
 
+/// A job's state, as Slurm names them; `Lost` is this tool's own: no
+/// query knows the job any more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum JobState {
+    #[default]
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    OutOfMemory,
+    /// Another end: NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE, REVOKED,
+    /// SPECIAL_EXIT.
+    Ended(String),
+    /// Another state on the way: CONFIGURING, COMPLETING, SUSPENDED, ...
+    Active(String),
+    Lost,
+}
+
+impl JobState {
+    fn parse(text: &str) -> JobState {
+        match text {
+            "PENDING" => JobState::Pending,
+            "RUNNING" => JobState::Running,
+            "COMPLETED" => JobState::Completed,
+            "FAILED" => JobState::Failed,
+            "CANCELLED" => JobState::Cancelled,
+            "TIMEOUT" => JobState::Timeout,
+            "OUT_OF_MEMORY" => JobState::OutOfMemory,
+            "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" | "DEADLINE" | "REVOKED" | "SPECIAL_EXIT" => {
+                JobState::Ended(text.to_string())
+            }
+            other => JobState::Active(other.to_string()),
+        }
+    }
+
+    /// The job has ended: it runs no more, whatever follows.
+    fn is_terminal(&self) -> bool {
+        !matches!(
+            self,
+            JobState::Pending | JobState::Running | JobState::Active(_)
+        )
+    }
+}
+
 /// A job's state as the cluster last told it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Seen {
-    state: String,
+    state: JobState,
     reason: String,
     /// `ExitCode=status:signal`, once known.
     exit: Option<(i32, i32)>,
@@ -53,8 +99,8 @@ const CONFIRM: Duration = Duration::from_secs(1);
 impl Seen {
     /// A state read with its exit code: an ended job always has one (0:0
     /// when the query gave none), a running job none yet.
-    fn ended(state: String, exit: Option<(i32, i32)>, reason: String) -> Self {
-        let exit = if is_terminal(&state) {
+    fn ended(state: JobState, exit: Option<(i32, i32)>, reason: String) -> Self {
+        let exit = if state.is_terminal() {
             exit.or(Some((0, 0)))
         } else {
             None
@@ -169,8 +215,8 @@ impl Slurm {
         );
         let id = self.submit(shell.stage, &args, &script, shell.log, send)?;
         let seen = self.wait(shell.stage, &id, None, send);
-        match seen.state.as_str() {
-            "COMPLETED" => Ok(()),
+        match seen.state {
+            JobState::Completed => Ok(()),
             _ => Err(describe_failure(&id, &seen, shell.log, false)),
         }
     }
@@ -199,8 +245,8 @@ impl Slurm {
         let seen = self.wait(stage, &id, Some(&mut reader), send);
         let last = reader.last.take();
         let _ = fs::remove_file(&messages);
-        match (seen.state.as_str(), last) {
-            ("COMPLETED", Some(stages::job::Message::Done)) => Ok(()),
+        match (&seen.state, last) {
+            (JobState::Completed, Some(stages::job::Message::Done)) => Ok(()),
             (_, Some(stages::job::Message::Failed { error })) => {
                 Err(StageFailure::Kind(error.into()))
             }
@@ -228,7 +274,7 @@ impl Slurm {
         }
         let ids: Vec<String> = found.iter().map(|(_, id)| id.clone()).collect();
         let alive = squeue(&ids).unwrap_or_default();
-        found.retain(|(_, id)| alive.get(id).is_some_and(|s| !is_terminal(&s.state)));
+        found.retain(|(_, id)| alive.get(id).is_some_and(|s| !s.state.is_terminal()));
         if !found.is_empty() {
             let _ = Command::new("scancel")
                 .args(found.iter().map(|(_, id)| id))
@@ -312,7 +358,7 @@ impl Slurm {
         mut messages: Option<&mut Messages>,
         send: &(dyn Fn(Event) + Sync),
     ) -> Seen {
-        let mut last_state = String::new();
+        let mut last_state = JobState::default();
         let mut ran = false;
         let seen = loop {
             if let Some(m) = messages.as_deref_mut() {
@@ -333,7 +379,7 @@ impl Slurm {
             let seen = entry.seen.clone();
             if seen.state != last_state {
                 // Preempted or requeued by hand: back in the queue.
-                if ran && seen.state == "PENDING" {
+                if ran && seen.state == JobState::Pending {
                     send(Event::Progress {
                         stage: stage.to_string(),
                         message: format!("Slurm requeued job {id}; it starts again"),
@@ -341,12 +387,12 @@ impl Slurm {
                     });
                     ran = false;
                 }
-                ran |= seen.state == "RUNNING";
+                ran |= seen.state == JobState::Running;
                 last_state = seen.state.clone();
             }
             if entry.missing >= LOST_AFTER {
                 break Seen {
-                    state: "LOST".into(),
+                    state: JobState::Lost,
                     ..seen
                 };
             }
@@ -378,27 +424,32 @@ fn describe_failure(id: &str, seen: &Seen, log: &Path, builtin: bool) -> StageFa
     } else {
         format!(" ({})", seen.reason)
     };
-    let mut what = match seen.state.as_str() {
-            "LOST" => format!(
+    let mut what = match &seen.state {
+            JobState::Lost => format!(
                 "Slurm no longer knows job {id} (not in squeue, scontrol or sacct); it may have been purged while this run waited"
             ),
             _ if status == NOT_SHARED => format!(
                 "Slurm job {id} could not see the program or the job description on its node: the program, the project and its cache must be on a file system every node shares"
             ),
-            "COMPLETED" if builtin => format!(
+            JobState::Completed if builtin => format!(
                 "Slurm job {id} completed but the stage never said it was done; see its log"
             ),
-            "FAILED" if signal != 0 => format!("Slurm job {id} FAILED: killed by signal {signal}"),
-            "FAILED" if builtin && status == 101 => format!("Slurm job {id} FAILED: the stage panicked"),
-            "FAILED" => format!("Slurm job {id} FAILED: exited with status {status}"),
-            "CANCELLED" => format!("Slurm job {id} was CANCELLED{reason} (scancel, or an administrator)"),
-            "TIMEOUT" => format!(
+            JobState::Failed if signal != 0 => format!("Slurm job {id} FAILED: killed by signal {signal}"),
+            JobState::Failed if builtin && status == 101 => format!("Slurm job {id} FAILED: the stage panicked"),
+            JobState::Failed => format!("Slurm job {id} FAILED: exited with status {status}"),
+            JobState::Cancelled => format!("Slurm job {id} was CANCELLED{reason} (scancel, or an administrator)"),
+            JobState::Timeout => format!(
                 "Slurm job {id} reached its TIMEOUT (resources.time); raise it, a training resumes from its last epoch"
             ),
-            "OUT_OF_MEMORY" => format!(
+            JobState::OutOfMemory => format!(
                 "Slurm job {id} ran OUT_OF_MEMORY; raise resources.mem_mb"
             ),
-            other => format!("Slurm job {id} ended {other}{reason}"),
+            JobState::Ended(other) | JobState::Active(other) => {
+                format!("Slurm job {id} ended {other}{reason}")
+            }
+            JobState::Completed => format!("Slurm job {id} ended COMPLETED{reason}"),
+            JobState::Pending => format!("Slurm job {id} ended PENDING{reason}"),
+            JobState::Running => format!("Slurm job {id} ended RUNNING{reason}"),
         };
     if !log.exists() {
         what.push_str(&format!(
@@ -442,7 +493,7 @@ pub fn cancel_all(jobs: &Jobs) -> usize {
         .status();
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until {
-        let alive = squeue(&ids).is_some_and(|m| m.values().any(|s| !is_terminal(&s.state)));
+        let alive = squeue(&ids).is_some_and(|m| m.values().any(|s| !s.state.is_terminal()));
         if !alive {
             break;
         }
@@ -495,10 +546,10 @@ fn poll_loop(shared: &Shared) {
                         changed |= *s != e.seen;
                         e.seen = s.clone();
                         e.missing = 0;
-                        let ended = is_terminal(&s.state) && s.exit.is_some();
+                        let ended = s.state.is_terminal() && s.exit.is_some();
                         if !ended {
                             e.ended_at = None;
-                        } else if s.state == "COMPLETED" {
+                        } else if s.state == JobState::Completed {
                             e.over = true;
                         } else {
                             let at = *e.ended_at.get_or_insert_with(Instant::now);
@@ -534,7 +585,7 @@ fn query(ids: &[String]) -> HashMap<String, Seen> {
     for id in ids {
         let need = match found.get(id) {
             None => true,
-            Some(s) => is_terminal(&s.state),
+            Some(s) => s.state.is_terminal(),
         };
         if need {
             if let Some(s) = scontrol(id).or_else(|| sacct(id)) {
@@ -570,7 +621,7 @@ fn parse_squeue(text: &str) -> HashMap<String, Seen> {
             Some((
                 id.to_string(),
                 Seen {
-                    state: state.to_string(),
+                    state: JobState::parse(state),
                     reason: reason.to_string(),
                     exit: None,
                 },
@@ -601,7 +652,7 @@ fn parse_scontrol(text: &str) -> Option<Seen> {
     };
     let exit = field("ExitCode").and_then(|e| parse_exit(&e));
     Some(Seen::ended(
-        field("JobState")?,
+        JobState::parse(&field("JobState")?),
         exit,
         field("Reason").unwrap_or_default(),
     ))
@@ -625,27 +676,9 @@ fn sacct(id: &str) -> Option<Seen> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut f = text.lines().next()?.split('|');
     // `CANCELLED by 0` -> CANCELLED.
-    let state = f.next()?.split_whitespace().next()?.to_string();
+    let state = JobState::parse(f.next()?.split_whitespace().next()?);
     let exit = f.next().and_then(parse_exit);
     Some(Seen::ended(state, exit, f.next().unwrap_or("").to_string()))
-}
-
-fn is_terminal(state: &str) -> bool {
-    matches!(
-        state,
-        "COMPLETED"
-            | "FAILED"
-            | "CANCELLED"
-            | "TIMEOUT"
-            | "OUT_OF_MEMORY"
-            | "NODE_FAIL"
-            | "PREEMPTED"
-            | "BOOT_FAIL"
-            | "DEADLINE"
-            | "REVOKED"
-            | "SPECIAL_EXIT"
-            | "LOST"
-    )
 }
 
 /// The sbatch command line `run --executor slurm` would give `stage`, and
@@ -851,12 +884,12 @@ mod tests {
     #[test]
     fn cluster_answers_are_parsed() {
         let q = parse_squeue("12|RUNNING|None\n13|PENDING|Resources\n");
-        assert_eq!(q["13"].state, "PENDING");
+        assert_eq!(q["13"].state, JobState::Pending);
         assert_eq!(q["13"].reason, "Resources");
         let s = parse_scontrol("JobId=12 JobName=a b JobState=FAILED Reason=NonZeroExitCode Dependency=(null) ExitCode=3:0 RunTime=00:00:01").unwrap();
         assert_eq!(
-            (s.state.as_str(), s.reason.as_str(), s.exit),
-            ("FAILED", "NonZeroExitCode", Some((3, 0)))
+            (&s.state, s.reason.as_str(), s.exit),
+            (&JobState::Failed, "NonZeroExitCode", Some((3, 0)))
         );
         let r = parse_scontrol("JobId=12 JobState=RUNNING Reason=None ExitCode=0:0").unwrap();
         assert_eq!(r.exit, None, "a running job has no exit code yet");
@@ -880,7 +913,7 @@ mod tests {
             "{err}"
         );
         let seen = Seen {
-            state: "FAILED".into(),
+            state: JobState::Failed,
             reason: "NonZeroExitCode".into(),
             exit: Some((NOT_SHARED, 0)),
         };

@@ -13,7 +13,7 @@ use crate::state::fingerprint::Fingerprint;
 use crate::state::hash::HashCache;
 use crate::state::ownership::{self, Refusal};
 use crate::state::store::{move_into_place, remove_any, Record, RestoreError, Store};
-use crate::ui::events::{Event, Summary};
+use crate::ui::events::{Event, Failure, Remedy, Summary};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -222,7 +222,9 @@ fn drive(
             // The cache or workspace failed us: stop cleanly.
             report(Event::Failed {
                 stage: board.pipeline.stages[i].name.clone(),
-                error: e.to_string(),
+                failure: Failure::Environment {
+                    error: e.to_string(),
+                },
                 tail: None,
                 log: None,
             });
@@ -469,17 +471,22 @@ fn process(
         None => match ctx.planner.fingerprint(stage, inputs)? {
             Fp::Ok(fp) => fp,
             Fp::DepMissing(d) => {
-                return failed(send, stage, format!("dep {d} does not exist; create it, or declare the stage that produces it as an output"), None);
+                return failed(send, stage, Failure::DepMissing { path: d }, None);
             }
             Fp::DepUnreadable { path, error } => {
-                return failed(send, stage, format!("dep {path} cannot be read: {error}; fix its permissions or links, or remove it from the stage's deps"), None);
+                return failed(send, stage, Failure::DepUnreadable { path, error }, None);
             }
         },
     };
     let grant = match assigned {
         Ok(g) => g,
         Err(why) => {
-            return failed(send, stage, format!("it cannot run on this machine: {why}; lower its resources, or run it where they are (`--executor slurm`)"), None)
+            return failed(
+                send,
+                stage,
+                Failure::CannotRunHere { why: why.clone() },
+                None,
+            )
         }
     };
     run_stage(
@@ -498,12 +505,12 @@ fn process(
 fn failed(
     send: &(dyn Fn(Event) + Sync),
     stage: &Stage,
-    error: String,
+    failure: Failure,
     log: Option<PathBuf>,
 ) -> Result<Outcome> {
     send(Event::Failed {
         stage: stage.name.clone(),
-        error,
+        failure,
         tail: None,
         log,
     });
@@ -538,7 +545,7 @@ fn try_restore(
         }
         Err(RestoreError::Io(e)) => Err(e),
         Err(RestoreError::Refused(refusal)) => {
-            failed(send, stage, refusal.to_string(), None).map(Restored::Done)
+            failed(send, stage, Failure::Refused(refusal), None).map(Restored::Done)
         }
         Err(RestoreError::Missing | RestoreError::Corrupt) => {
             let path = match &reason {
@@ -569,7 +576,7 @@ fn run_stage(
 ) -> Result<Outcome> {
     // The tool only replaces what it can show it wrote.
     if let Err(refusal) = check_outputs(ctx, stage, prev) {
-        return failed(send, stage, refusal.to_string(), None);
+        return failed(send, stage, Failure::Refused(refusal), None);
     }
     send(Event::Started {
         stage: stage.name.clone(),
@@ -599,16 +606,19 @@ fn run_stage(
             });
             Ok(Outcome::Ran(done.digest))
         }
-        Err(Unproduced::Missing(o)) => failed(
+        Err(Unproduced::Missing(output)) => failed(
             send,
             stage,
-            format!("the stage succeeded but did not produce its output {o}"),
+            Failure::NotProduced { output },
             Some(ctx.store.log_path(&stage.name)),
         ),
         Err(Unproduced::Unreadable { path, error }) => failed(
             send,
             stage,
-            format!("its output {path} cannot be read: {error}"),
+            Failure::OutputUnreadable {
+                output: path,
+                error,
+            },
             None,
         ),
     }
@@ -623,7 +633,7 @@ fn stage_failed(
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
     let log = Some(ctx.store.log_path(&stage.name));
-    let (error, tail, log) = match e {
+    let (failure, tail, log) = match e {
         StageFailure::Cmd(stages::cmd::CmdError::Exit { status, tail }) => {
             if let Some(full) = full_disk(ctx, stage) {
                 return Err(Error::DiskFull {
@@ -631,24 +641,31 @@ fn stage_failed(
                     during: format!("stage {} failed", stage.name),
                 });
             }
-            (
-                stages::cmd::CmdError::Exit {
-                    status,
-                    tail: String::new(),
-                }
-                .to_string(),
-                Some(tail),
-                log,
-            )
+            let how = stages::cmd::CmdError::Exit {
+                status,
+                tail: String::new(),
+            }
+            .to_string();
+            (Failure::Command { how }, Some(tail), log)
         }
-        StageFailure::Cmd(other) => (crate::error::chain(&other), None, None),
+        StageFailure::Cmd(other) => (
+            Failure::Error {
+                chain: crate::error::chain(&other),
+            },
+            None,
+            None,
+        ),
         StageFailure::Kind(stages::StageError::InputCorrupt { path, problem }) => {
-            let advice = invalidate_producer(ctx, stage, &path, &problem)?;
+            let remedy = invalidate_producer(ctx, stage, &path, &problem)?;
             let shown = path
                 .strip_prefix(&ctx.pipeline.settings.project_dir)
                 .unwrap_or(&path);
             (
-                format!("input {} is corrupt: {problem}\n{advice}", shown.display()),
+                Failure::InputCorrupt {
+                    path: shown.display().to_string(),
+                    problem,
+                    remedy,
+                },
                 None,
                 None,
             )
@@ -667,18 +684,26 @@ fn stage_failed(
                     during: format!("stage {} failed: {}", stage.name, crate::error::chain(&e)),
                 });
             }
-            (crate::error::chain(&e), None, None)
+            (
+                Failure::Error {
+                    chain: crate::error::chain(&e),
+                },
+                None,
+                None,
+            )
         }
-        StageFailure::Refused(r) => (r.to_string(), None, None),
-        StageFailure::Crashed { how, tail } => {
-            (format!("the stage's process {how}"), Some(tail), log)
-        }
-        StageFailure::Job { what, tail } => (what, (!tail.is_empty()).then_some(tail), log),
+        StageFailure::Refused(r) => (Failure::Refused(r), None, None),
+        StageFailure::Crashed { how, tail } => (Failure::Crashed { how }, Some(tail), log),
+        StageFailure::Job { what, tail } => (
+            Failure::Job { what },
+            (!tail.is_empty()).then_some(tail),
+            log,
+        ),
         StageFailure::Env(e) => return Err(e),
     };
     send(Event::Failed {
         stage: stage.name.clone(),
-        error,
+        failure,
         tail,
         log,
     });
@@ -738,7 +763,7 @@ fn full_disk(ctx: &Ctx<'_>, stage: &Stage) -> Option<PathBuf> {
 /// cache's quarantine (kept, not deleted) so the producer's own version is
 /// restored; otherwise the producer's record is invalidated so it reruns.
 /// Returns what the user is told.
-fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str) -> Result<String> {
+fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str) -> Result<Remedy> {
     let project = &ctx.pipeline.settings.project_dir;
     let producer = stage
         .needs
@@ -751,7 +776,7 @@ fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str)
                 .map(|o| (s, o))
         });
     let Some((producer, out)) = producer else {
-        return Ok("it is not the output of a stage this one needs; fix or replace it".into());
+        return Ok(Remedy::NotAnOutput);
     };
     let out_path = project.join(out);
     ctx.planner.hashes.forget(&out_path);
@@ -772,18 +797,15 @@ fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str)
     };
     match (now, recorded) {
         // Another stage moved it to the quarantine meanwhile.
-        (None, Some(_)) => Ok(format!(
-            "it was moved away; the next `fmnist-pipe run` restores {}'s own version",
-            producer.name
-        )),
+        (None, Some(_)) => Ok(Remedy::MovedAway {
+            producer: producer.name.clone(),
+        }),
         (Some(now), Some(rec)) if now != rec => {
-            let dest = quarantine(ctx, &producer.name, project, path)?;
-            Ok(format!(
-                "it no longer held what {} wrote: moved to {} (kept, not deleted); the next `fmnist-pipe run` restores {}'s own version",
-                producer.name,
-                dest.display(),
-                producer.name
-            ))
+            let to = quarantine(ctx, &producer.name, project, path)?;
+            Ok(Remedy::Quarantined {
+                producer: producer.name.clone(),
+                to,
+            })
         }
         _ => {
             let why = format!(
@@ -792,10 +814,9 @@ fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str)
                 path.strip_prefix(project).unwrap_or(path).display()
             );
             ctx.store.invalidate(&producer.name, &why)?;
-            Ok(format!(
-                "{} is marked stale; the next `fmnist-pipe run` rebuilds it",
-                producer.name
-            ))
+            Ok(Remedy::ProducerStale {
+                producer: producer.name.clone(),
+            })
         }
     }
 }

@@ -44,7 +44,8 @@ pub enum Event {
     },
     Failed {
         stage: String,
-        error: String,
+        failure: Failure,
+        /// The last lines of the stage's output, where it has some.
         tail: Option<String>,
         log: Option<PathBuf>,
     },
@@ -76,4 +77,70 @@ pub struct Summary {
     pub wall: Duration,
     /// Stages that are up to date after the run (ran, cached or restored).
     pub done: std::collections::BTreeSet<String>,
+}
+
+/// Why a stage failed, as data: the reporter words it.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// A declared dep does not exist.
+    DepMissing {
+        path: String,
+    },
+    DepUnreadable {
+        path: String,
+        error: String,
+    },
+    /// This machine can never give what the stage asks for.
+    CannotRunHere {
+        why: String,
+    },
+    /// An output (or a restore) the tool will not touch.
+    Refused(crate::state::ownership::Refusal),
+    /// The stage succeeded without writing a declared output.
+    NotProduced {
+        output: String,
+    },
+    OutputUnreadable {
+        output: String,
+        error: String,
+    },
+    /// A `cmd` stage's command ended badly (`command exited with status 3`).
+    Command {
+        how: String,
+    },
+    /// An input another stage wrote is corrupt; what was done about it.
+    InputCorrupt {
+        path: String,
+        problem: String,
+        remedy: Remedy,
+    },
+    /// The stage reported an error, with its causes.
+    Error {
+        chain: String,
+    },
+    /// The stage's process ended without saying how (a panic, a kill).
+    Crashed {
+        how: String,
+    },
+    /// A Slurm job ended badly; `what` says how.
+    Job {
+        what: String,
+    },
+    /// The cache or workspace failed the run.
+    Environment {
+        error: String,
+    },
+}
+
+/// What the tool did about a corrupt input.
+#[derive(Debug, Clone)]
+pub enum Remedy {
+    /// It is not the output of a stage the failed one needs.
+    NotAnOutput,
+    /// Another stage moved it away: the producer's copy is restored next.
+    MovedAway { producer: String },
+    /// It no longer held what the producer wrote: moved aside, kept.
+    Quarantined { producer: String, to: PathBuf },
+    /// The producer is marked stale and rebuilds next.
+    ProducerStale { producer: String },
 }

@@ -152,12 +152,13 @@ impl Reporter {
             }
             Event::Failed {
                 stage,
-                error,
+                failure,
                 tail,
                 log,
             } => {
                 self.finish_bar(&stage);
                 // Continuation lines of the message line up under it.
+                let error = failure_text(&failure);
                 let error = error
                     .lines()
                     .map(str::trim_start)
@@ -681,4 +682,54 @@ pub fn interrupted(signal: &str, stopped: usize) {
         std::io::stderr().lock(),
         "\ninterrupted by {signal}{what}; stages that did not finish are recorded as stale and rerun next time"
     );
+}
+
+/// A stage's failure in words.
+fn failure_text(f: &crate::ui::events::Failure) -> String {
+    use crate::ui::events::{Failure, Remedy};
+    match f {
+        Failure::DepMissing { path } => format!(
+            "dep {path} does not exist; create it, or declare the stage that produces it as an output"
+        ),
+        Failure::DepUnreadable { path, error } => format!(
+            "dep {path} cannot be read: {error}; fix its permissions or links, or remove it from the stage's deps"
+        ),
+        Failure::CannotRunHere { why } => format!(
+            "it cannot run on this machine: {why}; lower its resources, or run it where they are (`--executor slurm`)"
+        ),
+        Failure::Refused(r) => r.to_string(),
+        Failure::NotProduced { output } => {
+            format!("the stage succeeded but did not produce its output {output}")
+        }
+        Failure::OutputUnreadable { output, error } => {
+            format!("its output {output} cannot be read: {error}")
+        }
+        Failure::Command { how } => how.clone(),
+        Failure::InputCorrupt {
+            path,
+            problem,
+            remedy,
+        } => {
+            let remedy = match remedy {
+                Remedy::NotAnOutput => {
+                    "it is not the output of a stage this one needs; fix or replace it".to_string()
+                }
+                Remedy::MovedAway { producer } => format!(
+                    "it was moved away; the next `fmnist-pipe run` restores {producer}'s own version"
+                ),
+                Remedy::Quarantined { producer, to } => format!(
+                    "it no longer held what {producer} wrote: moved to {} (kept, not deleted); the next `fmnist-pipe run` restores {producer}'s own version",
+                    to.display()
+                ),
+                Remedy::ProducerStale { producer } => format!(
+                    "{producer} is marked stale; the next `fmnist-pipe run` rebuilds it"
+                ),
+            };
+            format!("input {path} is corrupt: {problem}\n{remedy}")
+        }
+        Failure::Error { chain } => chain.clone(),
+        Failure::Crashed { how } => format!("the stage's process {how}"),
+        Failure::Job { what } => what.clone(),
+        Failure::Environment { error } => error.clone(),
+    }
 }

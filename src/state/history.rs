@@ -702,7 +702,10 @@ fn as_written(v: Value) -> Value {
 /// repository or without git.
 fn git_state(dir: &Path, places: &[String]) -> Option<GitState> {
     let git = |args: &[&str]| {
+        // Without optional locks: `status` would otherwise refresh the
+        // index under its lock while a stage may be running git itself.
         std::process::Command::new("git")
+            .arg("--no-optional-locks")
             .arg("-C")
             .arg(dir)
             .args(args)

@@ -203,8 +203,10 @@ impl Planner<'_> {
             .collect();
         // A record of runs that never completed still says what the tool
         // claimed (cleared) for them: it goes along, for ownership checks.
-        let started_only = record.clone();
-        let record = record.filter(|r| r.completed_once);
+        let (record, started_only) = match record {
+            Some(r) if r.completed_once => (Some(r), None),
+            other => (None, other),
+        };
         let Some(record) = record else {
             let fp = match known {
                 Some(k) => self.fingerprint(stage, k)?.reason().ok(),

@@ -345,7 +345,9 @@ fn read_bucket(dir: &Path, hash: &str) -> Result<Bucket> {
         return Err(Error::io(
             "read the run history's state",
             &p,
-            std::io::Error::other("its content does not match its name (damaged)"),
+            std::io::Error::other(
+                "its content does not match its name (damaged); restore it from a backup, or remove the runs that name it from history.jsonl (`log` still lists every run)",
+            ),
         ));
     }
     serde_json::from_slice(&bytes)

@@ -48,6 +48,17 @@ impl Project {
         self.dir().join(rel)
     }
 
+    /// Edits pipeline.yaml: `from` (which must be there) becomes `to`.
+    #[track_caller]
+    pub fn edit_pipeline(&self, from: &str, to: &str) -> &Self {
+        let text = self.read("pipeline.yaml");
+        assert!(
+            text.contains(from),
+            "pipeline.yaml has no `{from}`:\n{text}"
+        );
+        self.pipeline(&text.replace(from, to))
+    }
+
     pub fn pipeline(&self, text: &str) -> &Self {
         self.file("pipeline.yaml", text)
     }

@@ -70,7 +70,9 @@ fn run_python(kind: &str, model: &Path, x: &[f32], dir: &Path) -> Option<Vec<f32
         Ok(o) if o.status.code() == Some(3) && !required => {
             crate::common::skip(&format!(
                 "the {kind} check: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
+                String::from_utf8_lossy(&o.stderr)
+                    .trim()
+                    .trim_start_matches("skipped: ")
             ));
             None
         }

@@ -81,10 +81,7 @@ fn equal_values_spelled_differently_are_refused() {
         .has("matrix `x` lists `2` and `2.0`");
     // Distinct values still make distinct variants.
     let t = tiny_with("    matrix:\n      weight_decay: [0, 0.01]\n");
-    let text = t
-        .read("pipeline.yaml")
-        .replace("reference: main", "reference: weight_decay=0");
-    t.pipeline(&text);
+    t.edit_pipeline("reference: main", "reference: weight_decay=0");
     t.run(&["status"]).ok().has("train@weight_decay=0.01");
 }
 
@@ -101,10 +98,7 @@ fn what_a_study_records_and_answers_is_true() {
         .has("no runs shown (-n 0); the newest of the history is run 1");
 
     // Change one variant, retrain it alone: its evaluation is now stale.
-    let text = t
-        .read("pipeline.yaml")
-        .replace("slow: {lr: 0.0003}", "slow: {lr: 0.001}");
-    t.pipeline(&text);
+    t.edit_pipeline("slow: {lr: 0.0003}", "slow: {lr: 0.001}");
     // A picture for predict: stale model, warned, still answered.
     let img = image::GrayImage::from_fn(28, 28, |_, y| {
         image::Luma([if y / 3 == 2 { 200 } else { 10 }])
@@ -204,10 +198,7 @@ fn what_a_study_records_and_answers_is_true() {
     r["complete"] = false.into();
     r["running"] = serde_json::json!({"pid": 4194300, "host": "gone", "start_ticks": 1});
     fs::write(&record, r.to_string()).unwrap();
-    let text = t
-        .read("pipeline.yaml")
-        .replace("slow: {lr: 0.001}", "slower: {lr: 0.001}");
-    t.pipeline(&text);
+    t.edit_pipeline("slow: {lr: 0.001}", "slower: {lr: 0.001}");
     t.run(&["gc"])
         .ok()
         .has("removed  outputs/train@slow  (output of train@slow)")
@@ -309,11 +300,10 @@ stages:
     // A file of the user's makes the tree dirty; an edit of the pipeline
     // file while the stage runs is recorded.
     p.file("notes.txt", "mine\n");
-    let text = p.read("pipeline.yaml").replace("{n: 1}", "{n: 2}").replace(
+    p.edit_pipeline("{n: 1}", "{n: 2}").edit_pipeline(
         "> out/b.txt\"",
         "> out/b.txt; echo '# edited' >> pipeline.yaml\"",
     );
-    p.pipeline(&text);
     p.run(&["run", "b"]).ok();
     let log = json(p.run(&["log", "--json", "-n", "1"]));
     assert_eq!(log[0]["git"]["dirty"], true);
@@ -428,18 +418,12 @@ stages:
 "#,
     );
     p.run(&["run"]).ok();
-    let text = p
-        .read("pipeline.yaml")
-        .replace("{a: {}, b: {}, c: {}, d: {}, e: {}}", "{a: {}}");
-    p.pipeline(&text);
+    p.edit_pipeline("{a: {}, b: {}, c: {}, d: {}, e: {}}", "{a: {}}");
     p.run(&["status"])
         .ok()
         .has("dirty     compare  4 inputs: train@b, train@c, train@d and 1 more removed");
     p.run(&["run"]).ok();
-    let text = p
-        .read("pipeline.yaml")
-        .replace("{a: {}}", "{a: {}, b: {}, c: {}}");
-    p.pipeline(&text);
+    p.edit_pipeline("{a: {}}", "{a: {}, b: {}, c: {}}");
     p.run(&["status"])
         .ok()
         .has("compare  inputs train@b and train@c added");

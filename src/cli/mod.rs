@@ -59,6 +59,11 @@ pub enum Command {
         /// Say what would be removed, remove nothing.
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// Also forget the remembered runs that no project's last run is
+        /// (a parameter changed back then reruns), and the saved progress
+        /// of unfinished trainings.
+        #[arg(long)]
+        runs: bool,
     },
     /// Runs one built-in stage from a job description (what `run` starts
     /// for each built-in stage; not for people).
@@ -275,7 +280,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
             output,
         } => export::run(&pipeline, reporter, stage, format, output),
         Command::Dag { dot } => dag::run(&pipeline, &dag, reporter, dot),
-        Command::Gc { dry_run } => gc::run(&pipeline, reporter, dry_run),
+        Command::Gc { dry_run, runs } => gc::run(&pipeline, reporter, *dry_run, *runs),
         Command::Status { stages, json } => status::run(&pipeline, &dag, reporter, stages, json),
         Command::Run(args) => run::run(&pipeline, &dag, reporter, args, running),
     }

@@ -28,7 +28,7 @@ pub fn run(
         let rows = status_rows(pipeline, dag, &args.stages, &args.force, args.force_all)?;
         let mut lines = std::collections::BTreeMap::new();
         if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
-            let store = Store::new(pipeline.settings.cache_dir());
+            let store = Store::open(&pipeline.settings);
             for s in &pipeline.stages {
                 lines.insert(
                     s.name.clone(),
@@ -47,11 +47,13 @@ pub fn run(
         // cluster, the nodes have them, not this one).
         probe_gpus(pipeline)?;
     }
-    let store = Store::new(pipeline.settings.cache_dir());
+    let store = Store::open(&pipeline.settings);
     let _lock = store.lock(args.wait, &mut |holder| {
-        reporter.waiting(&store.root().join("lock"), holder)
+        reporter.waiting(&store.home().join("lock"), holder)
     })?;
-    let hashes = HashCache::load(store.root().join("hashes.json"));
+    // Shared with the runs of other projects on this cache; `gc` waits.
+    let _share = store.share()?;
+    let hashes = HashCache::load(store.home().join("hashes.json"));
     let opts = RunOptions {
         targets: args.stages.clone(),
         force: args.force.clone(),

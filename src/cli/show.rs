@@ -9,7 +9,7 @@ use crate::ui::reporter::{Reporter, RowState};
 
 pub fn run(pipeline: &Pipeline, dag: &Dag, reporter: &mut Reporter) -> Result<i32> {
     let rows = status_rows(pipeline, dag, &[], &[], false)?;
-    let store = Store::new(pipeline.settings.cache_dir());
+    let store = Store::open(&pipeline.settings);
     for s in pipeline
         .stages
         .iter()

@@ -26,7 +26,7 @@ pub fn run(
 
 /// Stages with a record that the pipeline no longer declares.
 pub(super) fn orphan_rows(pipeline: &Pipeline) -> Vec<StatusRow> {
-    let store = Store::new(pipeline.settings.cache_dir());
+    let store = Store::open(&pipeline.settings);
     crate::state::gc::orphans(pipeline, &store)
         .into_iter()
         .map(|name| {
@@ -72,15 +72,15 @@ pub(super) fn status_rows(
     for i in pipeline.select(force)? {
         forced[i] = true;
     }
-    let store = Store::new(pipeline.settings.cache_dir());
-    let hashes = HashCache::load(store.root().join("hashes.json"));
+    let store = Store::open(&pipeline.settings);
+    let hashes = HashCache::load(store.home().join("hashes.json"));
     let planner = Planner {
         pipeline,
         store: &store,
         hashes: &hashes,
     };
     let assessed = planner.assess_all(dag.order(), &mask, &forced)?;
-    if store.root().is_dir() {
+    if store.home().is_dir() {
         hashes.save();
     }
     Ok(dag

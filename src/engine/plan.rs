@@ -4,7 +4,8 @@ use crate::error::Result;
 use crate::spec::{Pipeline, Stage};
 use crate::state::fingerprint::{DirtyReason, Fingerprint, ResumePoint};
 use crate::state::hash::HashCache;
-use crate::state::store::{Record, Store};
+use crate::state::runs::{self, RunEntry};
+use crate::state::store::{Digest, Record, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -76,15 +77,25 @@ pub struct Assessment {
     /// The fingerprint the stage has now (None when an input is unknown or
     /// a dep is missing).
     pub fingerprint: Option<Fingerprint>,
+    /// The run-cache key that goes with the fingerprint.
+    pub key: Option<String>,
+    /// The completed run the stage is restored from (`InCache`).
+    pub entry: Option<RunEntry>,
     /// The digest dependents will see: known when the stage is fresh or
     /// its outputs can be restored from the cache.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
 }
 
 pub struct Planner<'a> {
     pub pipeline: &'a Pipeline,
     pub store: &'a Store,
     pub hashes: &'a HashCache,
+}
+
+/// A fingerprint with its run-cache key, or why there is none.
+pub enum Keyed {
+    Ok(Fingerprint, String),
+    No(Fp),
 }
 
 /// The result of fingerprinting: a dep may be missing or unreadable.
@@ -110,16 +121,32 @@ impl Planner<'_> {
         self.pipeline.settings.project_dir.join(rel)
     }
 
-    /// Where a resumable stage with this fingerprint would take up again.
-    fn resume_point(&self, stage: &Stage, fp: &Fingerprint) -> Option<ResumePoint> {
+    /// Where a resumable stage computing `key` would take up again.
+    fn resume_point(&self, stage: &Stage, key: &str) -> Option<ResumePoint> {
         if !stage.kind.resumes() {
             return None;
         }
-        let dir = self.store.resume_dir(&stage.name, &fp.hash());
+        let dir = self.store.resume_dir(key);
         stage
             .kind
             .resume_point(&dir)
             .map(|(epoch, epochs)| ResumePoint { epoch, epochs })
+    }
+
+    /// The stage's fingerprint and run-cache key, given the digests of its
+    /// inputs.
+    pub fn keyed(&self, stage: &Stage, inputs: &BTreeMap<String, Digest>) -> Result<Keyed> {
+        let named = inputs
+            .iter()
+            .map(|(n, d)| (n.clone(), d.named.clone()))
+            .collect();
+        Ok(match self.fingerprint(stage, named)? {
+            Fp::Ok(fp) => {
+                let key = runs::key(stage, &fp, inputs);
+                Keyed::Ok(fp, key)
+            }
+            other => Keyed::No(other),
+        })
     }
 
     /// The stage's fingerprint, given the digests of its inputs.
@@ -159,25 +186,32 @@ impl Planner<'_> {
     pub fn assess(
         &self,
         i: usize,
-        inputs: &[(String, Option<String>)],
+        inputs: &[(String, Option<Digest>)],
         forced: bool,
     ) -> Result<Assessment> {
         let mut a = self.assess_unforced(i, inputs)?;
         if forced && a.state != State::New {
             a.state = State::Dirty(DirtyReason::Forced);
             a.digest = None;
+            a.entry = None;
         }
         Ok(a)
     }
 
-    fn assess_unforced(&self, i: usize, inputs: &[(String, Option<String>)]) -> Result<Assessment> {
+    fn assess_unforced(&self, i: usize, inputs: &[(String, Option<Digest>)]) -> Result<Assessment> {
         let stage = &self.pipeline.stages[i];
-        let dirty = |r: DirtyReason, record: Option<Record>, fp: Option<Fingerprint>| Assessment {
-            state: State::Dirty(r),
-            record,
-            fingerprint: fp,
-            digest: None,
-        };
+        let dirty =
+            |r: DirtyReason, record: Option<Record>, keyed: Option<(Fingerprint, String)>| {
+                let (fingerprint, key) = keyed.map_or((None, None), |(f, k)| (Some(f), Some(k)));
+                Assessment {
+                    state: State::Dirty(r),
+                    record,
+                    fingerprint,
+                    key,
+                    entry: None,
+                    digest: None,
+                }
+            };
         let record = match self.store.record(&stage.name) {
             Ok(r) => r,
             Err(_) => return Ok(dirty(DirtyReason::RecordUnreadable, None, None)),
@@ -197,7 +231,7 @@ impl Planner<'_> {
                 return Ok(dirty(r, record, None));
             }
         }
-        let known: Option<BTreeMap<String, String>> = inputs
+        let known: Option<BTreeMap<String, Digest>> = inputs
             .iter()
             .map(|(n, d)| d.clone().map(|d| (n.clone(), d)))
             .collect();
@@ -208,21 +242,26 @@ impl Planner<'_> {
             other => (None, other),
         };
         let Some(record) = record else {
-            let fp = match known {
-                Some(k) => self.fingerprint(stage, k)?.reason().ok(),
+            let keyed = match &known {
+                Some(k) => match self.keyed(stage, k)? {
+                    Keyed::Ok(fp, key) => Some((fp, key)),
+                    Keyed::No(_) => None,
+                },
                 None => None,
             };
             // A first run that was interrupted but saved its progress.
-            let state = match fp.as_ref().and_then(|fp| self.resume_point(stage, fp)) {
-                Some(r) => State::Dirty(DirtyReason::Interrupted { resume: Some(r) }),
-                None => State::New,
+            let resume = keyed
+                .as_ref()
+                .and_then(|(_, k)| self.resume_point(stage, k));
+            let reason = match resume {
+                Some(r) => DirtyReason::Interrupted { resume: Some(r) },
+                None => DirtyReason::NeverRun,
             };
-            return Ok(Assessment {
-                state,
-                record: started_only,
-                fingerprint: fp,
-                digest: None,
-            });
+            let mut a = self.or_remembered(stage, reason, started_only, keyed);
+            if a.state == State::Dirty(DirtyReason::NeverRun) {
+                a.state = State::New;
+            }
+            return Ok(a);
         };
         let Some(known) = known else {
             let stale = inputs
@@ -236,41 +275,82 @@ impl Planner<'_> {
                 None,
             ));
         };
-        let fp = match self.fingerprint(stage, known)?.reason() {
-            Ok(fp) => fp,
-            Err(r) => return Ok(dirty(r, Some(record), None)),
+        let (fp, key) = match self.keyed(stage, &known)? {
+            Keyed::Ok(fp, key) => (fp, key),
+            Keyed::No(no) => {
+                let r = no.reason().err().unwrap_or(DirtyReason::NeverRun);
+                return Ok(dirty(r, Some(record), None));
+            }
         };
         if let Some(why) = &record.invalidated {
             return Ok(dirty(
                 DirtyReason::Invalidated { why: why.clone() },
                 Some(record),
-                Some(fp),
+                Some((fp, key)),
             ));
         }
         if !record.complete {
-            let resume = self.resume_point(stage, &fp);
-            return Ok(dirty(
-                DirtyReason::Interrupted { resume },
-                Some(record),
-                Some(fp),
-            ));
+            let resume = self.resume_point(stage, &key);
+            let reason = DirtyReason::Interrupted { resume };
+            return Ok(self.or_remembered(stage, reason, Some(record), Some((fp, key))));
         }
         if let Some(r) = fp.compare(&record.fingerprint) {
-            return Ok(dirty(r, Some(record), Some(fp)));
+            return Ok(self.or_remembered(stage, r, Some(record), Some((fp, key))));
         }
         if let Some(reason) = self.outputs_changed(&record) {
-            let digest = reason.restorable().then(|| record.outputs_digest());
-            let mut a = dirty(reason, Some(record), Some(fp));
+            let digest = reason.restorable().then(|| record.digest());
+            let mut a = dirty(reason, Some(record), Some((fp, key)));
             a.digest = digest;
             return Ok(a);
         }
-        let digest = Some(record.outputs_digest());
+        let digest = Some(record.digest());
         Ok(Assessment {
             state: State::Fresh,
             record: Some(record),
             fingerprint: Some(fp),
+            key: Some(key),
+            entry: None,
             digest,
         })
+    }
+
+    /// A stage that is not fresh by its own record: restored from the run
+    /// cache when it remembers a completed run with the stage's key (and
+    /// whose outputs fit the stage's), else dirty for `reason`.
+    fn or_remembered(
+        &self,
+        stage: &Stage,
+        reason: DirtyReason,
+        record: Option<Record>,
+        keyed: Option<(Fingerprint, String)>,
+    ) -> Assessment {
+        let entry = keyed
+            .as_ref()
+            .and_then(|(_, k)| runs::find(self.store, k))
+            .and_then(|e| e.outputs_for(stage).map(|o| (e, o)));
+        let (fingerprint, key) = keyed.map_or((None, None), |(f, k)| (Some(f), Some(k)));
+        let Some((entry, outputs)) = entry else {
+            return Assessment {
+                state: State::Dirty(reason),
+                record,
+                fingerprint,
+                key,
+                entry: None,
+                digest: None,
+            };
+        };
+        Assessment {
+            state: State::Dirty(DirtyReason::InCache {
+                stage: entry.stage.clone(),
+                finished: entry.finished,
+                duration_s: entry.duration_s,
+            }),
+            record,
+            fingerprint,
+            key,
+            digest: Some(Digest::of(&outputs)),
+            entry: Some(entry),
+        }
     }
 
     /// The first recorded output that is no longer as the stage wrote it.
@@ -335,7 +415,7 @@ impl Planner<'_> {
             let results: Vec<(usize, Result<Assessment>)> = stages
                 .par_iter()
                 .map(|&i| {
-                    let inputs: Vec<(String, Option<String>)> = self.pipeline.stages[i]
+                    let inputs: Vec<(String, Option<Digest>)> = self.pipeline.stages[i]
                         .needs
                         .iter()
                         .map(|&j| {

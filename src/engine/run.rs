@@ -1,7 +1,7 @@
 //! Runs stale stages in dependency order, independent ones in parallel.
 
 use crate::engine::executor::{stage_env, Executor, JobFile, Shell, StageFailure};
-use crate::engine::plan::{Fp, Planner, State};
+use crate::engine::plan::{Assessment, Fp, Keyed, Planner, State};
 use crate::engine::schedule::{Demand, Grant, Pool, Ready};
 use crate::engine::txn::{Txn, Unproduced};
 use crate::error::{Error, Result};
@@ -12,7 +12,8 @@ use crate::state::fingerprint::DirtyReason;
 use crate::state::fingerprint::Fingerprint;
 use crate::state::hash::HashCache;
 use crate::state::ownership::{self, Refusal};
-use crate::state::store::{move_into_place, remove_any, Record, RestoreError, Store};
+use crate::state::runs::{self, RunEntry};
+use crate::state::store::{move_into_place, remove_any, Digest, Record, RestoreError, Store};
 use crate::ui::events::{Event, Failure, Remedy, Summary};
 use std::collections::BTreeMap;
 use std::fs;
@@ -36,9 +37,9 @@ pub struct RunOptions {
 pub const SLURM_JOBS: usize = 100;
 
 enum Outcome {
-    Cached(String),
-    Restored(String),
-    Ran(String),
+    Cached(Digest),
+    Restored(Digest),
+    Ran(Digest),
     Failed,
 }
 
@@ -117,7 +118,7 @@ pub fn run(
     // parallel): those stages are settled in the loop's thread, without a
     // thread, a grant or a scan of the ready set each, so a run with
     // nothing to do costs what `status` costs.
-    let planned: Vec<(Option<String>, bool)> = ctx
+    let planned: Vec<(Option<Digest>, bool)> = ctx
         .planner
         .assess_all(dag.order(), &mask, &forced)?
         .into_iter()
@@ -161,7 +162,7 @@ fn executor_and_pool(
         ExecutorKind::Slurm => (
             Executor::Slurm(crate::engine::executor::slurm::Slurm::new(
                 pipeline.settings.slurm.clone(),
-                store.root(),
+                store.home(),
                 opts.running.jobs.clone(),
             )?),
             Pool::jobs(opts.jobs.unwrap_or(SLURM_JOBS)),
@@ -250,10 +251,10 @@ struct Board<'a> {
     pos: Vec<usize>,
     /// Inputs each stage still waits for.
     pending: Vec<usize>,
-    digests: Vec<Option<String>>,
+    digests: Vec<Option<Digest>>,
     done: Vec<bool>,
     /// The digest each stage was assessed with, and whether it was fresh.
-    planned: Vec<(Option<String>, bool)>,
+    planned: Vec<(Option<Digest>, bool)>,
     /// What this machine can never give a stage (more GPUs or memory than
     /// it has): such a stage fails as soon as it is ready.
     impossible: Vec<Option<String>>,
@@ -267,7 +268,7 @@ impl<'a> Board<'a> {
         pipeline: &'a Pipeline,
         dag: &'a Dag,
         mask: Vec<bool>,
-        planned: Vec<(Option<String>, bool)>,
+        planned: Vec<(Option<Digest>, bool)>,
         pool: &Pool,
     ) -> Self {
         let n = pipeline.stages.len();
@@ -373,7 +374,7 @@ impl<'a> Board<'a> {
     }
 
     /// The digests of the stages `i` needs, by name.
-    fn inputs(&self, i: usize) -> BTreeMap<String, String> {
+    fn inputs(&self, i: usize) -> BTreeMap<String, Digest> {
         self.pipeline.stages[i]
             .needs
             .iter()
@@ -441,13 +442,13 @@ impl<'a> Board<'a> {
 fn process(
     ctx: &Ctx<'_>,
     i: usize,
-    inputs: BTreeMap<String, String>,
+    inputs: BTreeMap<String, Digest>,
     force: bool,
     assigned: &Assigned,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
     let stage = &ctx.pipeline.stages[i];
-    let known: Vec<(String, Option<String>)> = inputs
+    let known: Vec<(String, Option<Digest>)> = inputs
         .iter()
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
@@ -462,20 +463,43 @@ fn process(
         State::New => DirtyReason::NeverRun,
         State::Dirty(r) => r,
     };
-    let reason = match try_restore(ctx, stage, reason, a.record.as_ref(), send)? {
-        Restored::Done(outcome) => return Ok(outcome),
-        Restored::No(reason) => reason,
+    let Assessment {
+        record,
+        fingerprint,
+        key,
+        entry,
+        ..
+    } = a;
+    let reason = match entry {
+        Some(entry) => {
+            match restore_run(
+                ctx,
+                stage,
+                &entry,
+                fingerprint.clone(),
+                record.as_ref(),
+                send,
+            )? {
+                Restored::Done(outcome) => return Ok(outcome),
+                Restored::No(reason) => reason,
+            }
+        }
+        None => match try_restore(ctx, stage, reason, record.as_ref(), send)? {
+            Restored::Done(outcome) => return Ok(outcome),
+            Restored::No(reason) => reason,
+        },
     };
-    let fp = match a.fingerprint {
-        Some(fp) => fp,
-        None => match ctx.planner.fingerprint(stage, inputs)? {
-            Fp::Ok(fp) => fp,
-            Fp::DepMissing(d) => {
+    let (fp, key) = match (fingerprint, key) {
+        (Some(fp), Some(key)) => (fp, key),
+        _ => match ctx.planner.keyed(stage, &inputs)? {
+            Keyed::Ok(fp, key) => (fp, key),
+            Keyed::No(Fp::DepMissing(d)) => {
                 return failed(send, stage, Failure::DepMissing { path: d }, None);
             }
-            Fp::DepUnreadable { path, error } => {
+            Keyed::No(Fp::DepUnreadable { path, error }) => {
                 return failed(send, stage, Failure::DepUnreadable { path, error }, None);
             }
+            Keyed::No(Fp::Ok(_)) => unreachable!("a fingerprint always has a key"),
         },
     };
     let grant = match assigned {
@@ -489,12 +513,34 @@ fn process(
             )
         }
     };
+    // One computation of a result at a time, across runs and projects: a
+    // run that finds it being computed waits, then restores it.
+    let who = format!(
+        "pid {} on {} ({} in {})",
+        std::process::id(),
+        crate::state::store::hostname(),
+        stage.name,
+        ctx.pipeline.settings.project_dir.display()
+    );
+    let _computing = ctx.store.claim(&key, &who, &mut |holder| {
+        send(Event::Waiting {
+            stage: stage.name.clone(),
+            holder: holder.to_string(),
+        })
+    })?;
+    if let Some(entry) = (!force).then(|| runs::find(ctx.store, &key)).flatten() {
+        if let Restored::Done(outcome) =
+            restore_run(ctx, stage, &entry, Some(fp.clone()), record.as_ref(), send)?
+        {
+            return Ok(outcome);
+        }
+    }
     run_stage(
         ctx,
         stage,
         reason,
-        fp,
-        a.record.as_ref(),
+        (fp, key),
+        record.as_ref(),
         grant,
         force,
         send,
@@ -541,7 +587,7 @@ fn try_restore(
                 stage: stage.name.clone(),
                 paths,
             });
-            Ok(Restored::Done(Outcome::Restored(record.outputs_digest())))
+            Ok(Restored::Done(Outcome::Restored(record.digest())))
         }
         Err(RestoreError::Io(e)) => Err(e),
         Err(RestoreError::Refused(refusal)) => {
@@ -561,6 +607,110 @@ fn try_restore(
     }
 }
 
+/// Restores a stage from a completed run the run cache remembers (of this
+/// or another stage name or project): its outputs put in place whole, and
+/// a record as if the stage had run. The tool replaces only what it can
+/// show it wrote; the outputs are claimed first, so a restore cut short
+/// leaves them the tool's to clear. A missing or corrupt object makes the
+/// cache forget the run, and the stage runs instead.
+fn restore_run(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    entry: &RunEntry,
+    fp: Option<Fingerprint>,
+    prev: Option<&Record>,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<Restored> {
+    let (Some(fp), Some(outputs)) = (fp, entry.outputs_for(stage)) else {
+        return Ok(Restored::No(DirtyReason::NeverRun));
+    };
+    // What already holds the result is taken as it is (a renamed stage's
+    // outputs); anything else must be the tool's to replace.
+    for o in &outputs {
+        let path = ctx.planner.path(&o.path);
+        let same =
+            matches!(ctx.planner.hashes.hash_path(&path), Ok(Some(t)) if t.hash == o.tree.hash);
+        if same {
+            continue;
+        }
+        if let Err(refusal) =
+            ownership::check(ctx.planner.hashes, &stage.name, prev, &o.path, &path, true)
+        {
+            return failed(send, stage, Failure::Refused(refusal), None).map(Restored::Done);
+        }
+    }
+    let mut started = Record::started(prev, &fp, &stage.outs);
+    ctx.store.write_transient(&stage.name, &started)?;
+    for (k, o) in outputs.iter().enumerate() {
+        let staging = ctx
+            .store
+            .tmp_dir()
+            .join(format!("restore-{}-{k}", stage.name));
+        match place(ctx, o, &staging) {
+            Ok(()) => {}
+            Err(RestoreError::Io(e)) => return Err(e),
+            Err(RestoreError::Refused(r)) => {
+                return failed(send, stage, Failure::Refused(r), None).map(Restored::Done)
+            }
+            Err(RestoreError::Missing | RestoreError::Corrupt) => {
+                let _ = remove_any(&staging);
+                started.running = None;
+                ctx.store.write_transient(&stage.name, &started)?;
+                runs::forget(ctx.store, &entry.key)?;
+                send(Event::CacheCorrupt {
+                    stage: stage.name.clone(),
+                    path: o.path.clone(),
+                });
+                return Ok(Restored::No(DirtyReason::CacheCorrupt {
+                    path: o.path.clone(),
+                }));
+            }
+        }
+    }
+    let record = Record::completed(fp, entry.key.clone(), outputs, entry.duration_s);
+    ctx.store.write_record(&stage.name, &record)?;
+    send(Event::Restored {
+        stage: stage.name.clone(),
+        paths: record.outputs.iter().map(|o| o.path.clone()).collect(),
+    });
+    Ok(Restored::Done(Outcome::Restored(record.digest())))
+}
+
+/// Puts output `o` in place from the cache's objects, whole or not at
+/// all: built in `staging`, then moved over what is there (which the
+/// caller checked the tool may replace). Already in place: nothing to do.
+fn place(
+    ctx: &Ctx<'_>,
+    o: &crate::state::store::Output,
+    staging: &Path,
+) -> std::result::Result<(), RestoreError> {
+    let dest = ctx.planner.path(&o.path);
+    if let Ok(Some(now)) = ctx.planner.hashes.hash_path(&dest) {
+        if now.hash == o.tree.hash {
+            return Ok(());
+        }
+    }
+    let _ = remove_any(staging);
+    if o.tree.is_dir {
+        fs::create_dir_all(staging)
+            .map_err(|e| RestoreError::Io(Error::io("create the staging directory", staging, e)))?;
+    }
+    for f in &o.tree.files {
+        let p = if f.rel.is_empty() {
+            staging.to_path_buf()
+        } else {
+            staging.join(&f.rel)
+        };
+        ctx.store.restore_file(&f.hash, &p, f.exec)?;
+    }
+    remove_path(&dest).map_err(RestoreError::Io)?;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)
+            .map_err(|e| RestoreError::Io(Error::io("create the output directory", parent, e)))?;
+    }
+    move_into_place(staging, &dest).map_err(|e| RestoreError::Io(Error::io("restore", &dest, e)))
+}
+
 /// Runs a stage in a transaction: begun once its outputs may be replaced,
 /// committed once its work succeeded, aborted otherwise.
 #[allow(clippy::too_many_arguments)]
@@ -568,7 +718,7 @@ fn run_stage(
     ctx: &Ctx<'_>,
     stage: &Stage,
     reason: DirtyReason,
-    fp: Fingerprint,
+    (fp, key): (Fingerprint, String),
     prev: Option<&Record>,
     grant: &Grant,
     force: bool,
@@ -585,7 +735,7 @@ fn run_stage(
         gpus: grant.gpus.clone(),
     });
     let project = &ctx.pipeline.settings.project_dir;
-    let txn = Txn::begin(ctx.store, ctx.planner.hashes, project, stage, fp, prev)?;
+    let txn = Txn::begin(ctx.store, ctx.planner.hashes, project, stage, fp, key, prev)?;
     // A saved training state is taken up only by a run with the same
     // fingerprint, and never when the stage is forced.
     let resume = txn.resume_dir(force)?;
@@ -814,6 +964,10 @@ fn invalidate_producer(ctx: &Ctx<'_>, stage: &Stage, path: &Path, problem: &str)
                 path.strip_prefix(project).unwrap_or(path).display()
             );
             ctx.store.invalidate(&producer.name, &why)?;
+            // Nor may the run cache hand the same bytes back.
+            if let Some(key) = record.as_ref().and_then(|r| r.key.as_deref()) {
+                runs::forget(ctx.store, key)?;
+            }
             Ok(Remedy::ProducerStale {
                 producer: producer.name.clone(),
             })
@@ -831,7 +985,7 @@ fn quarantine(ctx: &Ctx<'_>, stage: &str, project: &Path, path: &Path) -> Result
     let rel = rel.strip_prefix("/").unwrap_or(rel);
     let dest = ctx
         .store
-        .root()
+        .home()
         .join("quarantine")
         .join(format!("{secs}-{stage}"))
         .join(rel);

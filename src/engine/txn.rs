@@ -11,7 +11,8 @@ use crate::error::Result;
 use crate::spec::Stage;
 use crate::state::fingerprint::Fingerprint;
 use crate::state::hash::HashCache;
-use crate::state::store::{outputs_digest, Output, Record, Store};
+use crate::state::runs::{self, RunEntry};
+use crate::state::store::{Digest, Output, Record, Store};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 /// long it took from its start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
-    pub digest: String,
+    pub digest: Digest,
     pub elapsed: Duration,
 }
 
@@ -38,6 +39,8 @@ pub struct Txn<'a> {
     project: &'a Path,
     stage: &'a Stage,
     fp: Fingerprint,
+    /// The run-cache key the result is remembered by.
+    key: String,
     /// The start record as written; an abort writes it back without a runner.
     started: Record,
     t0: Instant,
@@ -55,6 +58,7 @@ impl<'a> Txn<'a> {
         project: &'a Path,
         stage: &'a Stage,
         fp: Fingerprint,
+        key: String,
         prev: Option<&Record>,
     ) -> Result<Txn<'a>> {
         let claimed: &[String] = if stage.kind.is_builtin() {
@@ -70,23 +74,25 @@ impl<'a> Txn<'a> {
             project,
             stage,
             fp,
+            key,
             started,
             t0: Instant::now(),
             open: true,
         })
     }
 
-    /// Where a resumable kind keeps its state for this fingerprint, after
-    /// clearing the states of other fingerprints (all of them when the
-    /// stage is forced: a forced run starts over). None for other kinds.
+    /// Where a resumable kind keeps its progress towards this result,
+    /// cleared first when the stage is forced (a forced run starts over).
+    /// Progress towards other results stays: a parameter changed back
+    /// takes it up. None for other kinds.
     pub fn resume_dir(&self, forced: bool) -> Result<Option<PathBuf>> {
         if !self.stage.kind.resumes() {
             return Ok(None);
         }
-        let hash = self.fp.hash();
-        let keep = (!forced).then_some(hash.as_str());
-        self.store.clear_resume(&self.stage.name, keep)?;
-        Ok(Some(self.store.resume_dir(&self.stage.name, &hash)))
+        if forced {
+            self.store.clear_resume(&self.key)?;
+        }
+        Ok(Some(self.store.resume_dir(&self.key)))
     }
 
     /// Hashes each declared output once, stores its files and writes the
@@ -127,14 +133,25 @@ impl<'a> Txn<'a> {
             }
         }
         let elapsed = self.t0.elapsed();
-        let record = Record::completed(self.fp.clone(), outputs, elapsed.as_secs_f64());
+        let secs = elapsed.as_secs_f64();
+        let record = Record::completed(self.fp.clone(), self.key.clone(), outputs, secs);
+        // Remembered first: a crash between the two leaves the stage
+        // restorable rather than a result recorded nowhere.
+        let entry = RunEntry::new(
+            self.key.clone(),
+            &self.stage.name,
+            self.fp.clone(),
+            record.outputs.clone(),
+            secs,
+        );
+        runs::write(self.store, &entry)?;
         self.store.write_record(&self.stage.name, &record)?;
         self.open = false;
         if self.stage.kind.resumes() {
-            self.store.clear_resume(&self.stage.name, None)?;
+            self.store.clear_resume(&self.key)?;
         }
         Ok(Ok(Committed {
-            digest: outputs_digest(&record.outputs),
+            digest: record.digest(),
             elapsed,
         }))
     }
@@ -228,7 +245,16 @@ mod tests {
     fn begin_invalidates_and_commit_records_what_was_produced() {
         let w = world();
         let s = stage(&["out.txt"]);
-        let t = Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), None).unwrap();
+        let t = Txn::begin(
+            &w.store,
+            &w.hashes,
+            w.dir.path(),
+            &s,
+            fp(),
+            "k".into(),
+            None,
+        )
+        .unwrap();
         let r = w.store.record("s").unwrap().unwrap();
         assert!(!r.complete && r.running.is_some());
         assert_eq!(r.claimed, ["out.txt"]);
@@ -236,14 +262,27 @@ mod tests {
         let done = t.commit().unwrap().unwrap();
         let r = w.store.record("s").unwrap().unwrap();
         assert!(r.complete && r.running.is_none() && r.claimed.is_empty());
-        assert_eq!(done.digest, outputs_digest(&r.outputs));
+        assert_eq!(done.digest, r.digest());
         assert!(w.store.has_object(&r.outputs[0].tree.files[0].hash));
+        // Remembered by its key, for any stage that computes the same.
+        let entry = runs::find(&w.store, "k").unwrap();
+        assert_eq!(entry.stage, "s");
+        assert_eq!(Digest::of(&entry.outputs), r.digest());
         // The next run starts from the complete record: it is kept whole
         // (what it wrote can still be recognised) but no longer complete.
-        let t = Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), Some(&r)).unwrap();
+        let t = Txn::begin(
+            &w.store,
+            &w.hashes,
+            w.dir.path(),
+            &s,
+            fp(),
+            "k".into(),
+            Some(&r),
+        )
+        .unwrap();
         let again = w.store.record("s").unwrap().unwrap();
         assert!(!again.complete && again.completed_once);
-        assert_eq!(outputs_digest(&again.outputs), outputs_digest(&r.outputs));
+        assert_eq!(again.digest(), r.digest());
         t.abort().unwrap();
     }
 
@@ -251,15 +290,31 @@ mod tests {
     fn abort_and_drop_leave_an_incomplete_record_without_a_runner() {
         let w = world();
         let s = stage(&["out.txt"]);
-        Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), None)
-            .unwrap()
-            .abort()
-            .unwrap();
+        Txn::begin(
+            &w.store,
+            &w.hashes,
+            w.dir.path(),
+            &s,
+            fp(),
+            "k".into(),
+            None,
+        )
+        .unwrap()
+        .abort()
+        .unwrap();
         let r = w.store.record("s").unwrap().unwrap();
         assert!(!r.complete && r.running.is_none());
         // A failure between two steps: the transaction is dropped.
         let failing = || -> Result<()> {
-            let _t = Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), None)?;
+            let _t = Txn::begin(
+                &w.store,
+                &w.hashes,
+                w.dir.path(),
+                &s,
+                fp(),
+                "k".into(),
+                None,
+            )?;
             Err(crate::error::Error::Internal("between two steps".into()))
         };
         assert!(failing().is_err());
@@ -267,7 +322,16 @@ mod tests {
         assert!(!r.complete && r.running.is_none());
         // A panic (a crash of this thread) likewise.
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _t = Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), None).unwrap();
+            let _t = Txn::begin(
+                &w.store,
+                &w.hashes,
+                w.dir.path(),
+                &s,
+                fp(),
+                "k".into(),
+                None,
+            )
+            .unwrap();
             panic!("crash");
         }));
         assert!(caught.is_err());
@@ -279,9 +343,17 @@ mod tests {
     fn leaving_keeps_the_runner_for_the_next_run_to_find_gone() {
         let w = world();
         let s = stage(&["out.txt"]);
-        Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), None)
-            .unwrap()
-            .leave();
+        Txn::begin(
+            &w.store,
+            &w.hashes,
+            w.dir.path(),
+            &s,
+            fp(),
+            "k".into(),
+            None,
+        )
+        .unwrap()
+        .leave();
         let r = w.store.record("s").unwrap().unwrap();
         assert!(!r.complete && r.running.is_some());
     }
@@ -290,7 +362,16 @@ mod tests {
     fn an_output_not_produced_aborts_the_commit() {
         let w = world();
         let s = stage(&["out.txt"]);
-        let t = Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), None).unwrap();
+        let t = Txn::begin(
+            &w.store,
+            &w.hashes,
+            w.dir.path(),
+            &s,
+            fp(),
+            "k".into(),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             t.commit().unwrap(),
             Err(Unproduced::Missing("out.txt".into()))

@@ -1,13 +1,17 @@
 //! `gc`: removes what no stage of the pipeline owns: the records, logs and
 //! outputs of stages no longer declared (a variant renamed or removed), and
-//! cache objects no record refers to. An orphan's output is removed only
+//! cache objects that neither a record of any project sharing the cache
+//! nor a remembered run refers to. An orphan's output is removed only
 //! where it still holds exactly what that stage wrote and no current stage
-//! declares the same path; anything else is kept and named.
+//! declares the same path; anything else is kept and named. With `runs`,
+//! it also forgets the remembered runs no project's last run is, and saved
+//! training progress, so their objects go too.
 
 use crate::error::Result;
 use crate::spec::Pipeline;
 use crate::state::hash::HashCache;
 use crate::state::ownership;
+use crate::state::runs;
 use crate::state::store::{remove_any, Store};
 use std::collections::BTreeSet;
 
@@ -25,6 +29,16 @@ pub enum Item {
         why: String,
     },
     Objects {
+        count: usize,
+        bytes: u64,
+    },
+    /// Remembered runs: forgotten (`gc --runs`), or kept (`forgotten: false`).
+    Runs {
+        count: usize,
+        forgotten: bool,
+    },
+    /// Saved progress of trainings that did not finish, forgotten (`--runs`).
+    Progress {
         count: usize,
         bytes: u64,
     },
@@ -49,13 +63,15 @@ pub fn orphans(pipeline: &Pipeline, store: &Store) -> Vec<String> {
         .collect()
 }
 
-/// Collects (and unless `dry_run`, removes) what no stage owns. The caller
-/// holds the lock.
+/// Collects (and unless `dry_run`, removes) what no stage owns; with
+/// `forget_runs`, the remembered runs no project uses now as well. The
+/// caller holds the project's lock and the cache to itself.
 pub fn run(
     pipeline: &Pipeline,
     store: &Store,
     hashes: &HashCache,
     dry_run: bool,
+    forget_runs: bool,
 ) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     let declared: BTreeSet<&str> = pipeline
@@ -110,18 +126,64 @@ pub fn run(
         }
         if !dry_run {
             store.forget_stage(&stage)?;
-            store.clear_resume(&stage, None)?;
         }
         items.push(Item::Record(stage));
     }
-    // Objects no remaining record refers to.
+    // Objects no remaining record, of any project, refers to; nor a
+    // remembered run that stays.
     let mut referenced = BTreeSet::new();
-    for s in &pipeline.stages {
-        if let Ok(Some(r)) = store.record(&s.name) {
-            for o in &r.outputs {
-                referenced.extend(o.tree.files.iter().map(|f| f.hash.clone()));
+    let mut in_use = BTreeSet::new();
+    let gone: BTreeSet<String> = if dry_run {
+        orphans(pipeline, store).into_iter().collect()
+    } else {
+        BTreeSet::new()
+    };
+    for home in store.homes() {
+        let this = home == store.home();
+        for (name, r) in crate::state::store::records_in(&home) {
+            if this && gone.contains(&name) {
+                continue;
             }
+            referenced.extend(
+                r.outputs
+                    .iter()
+                    .flat_map(|o| o.tree.files.iter().map(|f| f.hash.clone())),
+            );
+            in_use.extend(r.key.clone());
         }
+    }
+    let mut forgotten = 0;
+    let keys = runs::keys(store);
+    for key in &keys {
+        let Some(entry) = runs::read(store, key) else {
+            continue;
+        };
+        if forget_runs && !in_use.contains(key) {
+            if !dry_run {
+                runs::forget(store, key)?;
+            }
+            forgotten += 1;
+        } else {
+            referenced.extend(entry.objects().map(str::to_string));
+        }
+    }
+    items.push(Item::Runs {
+        count: if forget_runs { forgotten } else { keys.len() },
+        forgotten: forget_runs,
+    });
+    if forget_runs {
+        let resume = store.root().join("resume");
+        let (_, bytes) = tree_size(&resume);
+        let count = std::fs::read_dir(&resume).map_or(0, |d| d.count());
+        if !dry_run {
+            remove_any(&resume).map_err(|e| crate::error::Error::io("remove", &resume, e))?;
+        }
+        items.push(Item::Progress { count, bytes });
+    }
+    if !dry_run {
+        // No run holds one now (the caller has the cache to itself).
+        let locks = store.root().join("locks");
+        remove_any(&locks).map_err(|e| crate::error::Error::io("remove", &locks, e))?;
     }
     let (mut count, mut bytes) = (0, 0);
     for (hash, size) in store.objects() {
@@ -139,7 +201,7 @@ pub fn run(
     if compacted.runs + compacted.dropped > 0 {
         items.push(Item::History(compacted));
     }
-    let quarantine = store.root().join("quarantine");
+    let quarantine = store.home().join("quarantine");
     let (files, bytes) = tree_size(&quarantine);
     if files > 0 {
         items.push(Item::Quarantine {

@@ -120,7 +120,9 @@ struct Entry {
 type Bucket = BTreeMap<String, Entry>;
 
 pub fn path(pipeline: &Pipeline) -> PathBuf {
-    pipeline.settings.cache_dir().join(FILE)
+    crate::state::store::Store::open(&pipeline.settings)
+        .home()
+        .join(FILE)
 }
 
 fn objects_dir(file: &Path) -> PathBuf {
@@ -771,7 +773,7 @@ fn now_rfc3339() -> String {
 
 /// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (the civil
 /// calendar from a day count, after Howard Hinnant's `civil_from_days`).
-fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;

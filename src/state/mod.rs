@@ -8,4 +8,5 @@ pub mod gc;
 pub mod hash;
 pub mod history;
 pub mod ownership;
+pub mod runs;
 pub mod store;

@@ -1,11 +1,21 @@
-//! The content-addressed cache: objects, per-stage records, the lock.
+//! The content-addressed cache: objects, per-stage records, the locks.
 //!
-//! Layout under the cache directory:
+//! A cache may be shared by many projects (an absolute `settings.cache`).
+//! What any project may use lies at its top:
 //! - `objects/ab/cdef…`: file contents named by their blake3 hash, read-only;
+//! - `runs/<key>.json`: every completed run, by what determined it (see
+//!   [`crate::state::runs`]);
+//! - `resume/<key>/`: a resumable stage's saved progress, by the same key;
+//! - `locks/<key>`: held (flock) while a run computes that result;
+//! - `share.lock`: held shared by every run, exclusively by `gc`.
+//!
+//! What is one project's lies in its home: the cache's top for the project
+//! whose directory holds the cache, `projects/<dir>-<hash>/` for others:
 //! - `stages/<stage>.json`: the record of a stage's last run;
-//! - `tmp/`: staging for everything written, renamed into place when whole;
 //! - `logs/<stage>.log`: the output of the last run of a stage;
-//! - `lock`: held (flock) by the one `run` using this cache.
+//! - `tmp/`: staging for everything written, renamed into place when whole;
+//! - `lock`: held (flock) by the one `run` of this project;
+//! - `hashes.json`, the history, `quarantine/`.
 
 use crate::error::{Error, Result};
 use crate::state::fingerprint::Fingerprint;
@@ -42,6 +52,10 @@ pub struct Record {
     /// Set when another stage found this stage's output corrupt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalidated: Option<String>,
+    /// The run cache's key of the last complete run (see
+    /// [`crate::state::runs`]); absent in records made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl Record {
@@ -61,6 +75,7 @@ impl Record {
             claimed: Vec::new(),
             running: None,
             invalidated: None,
+            key: None,
         });
         r.complete = false;
         r.invalidated = None;
@@ -73,8 +88,14 @@ impl Record {
         r
     }
 
-    /// The record of a run that succeeded with these outputs.
-    pub fn completed(fp: Fingerprint, outputs: Vec<Output>, duration_s: f64) -> Record {
+    /// The record of a run that succeeded with these outputs (or of a
+    /// result restored from the run cache), remembered by `key`.
+    pub fn completed(
+        fp: Fingerprint,
+        key: String,
+        outputs: Vec<Output>,
+        duration_s: f64,
+    ) -> Record {
         Record {
             complete: true,
             completed_once: true,
@@ -85,6 +106,7 @@ impl Record {
             claimed: Vec::new(),
             running: None,
             invalidated: None,
+            key: Some(key),
         }
     }
 }
@@ -141,8 +163,31 @@ pub struct Output {
 
 impl Record {
     /// The identity of this stage's outputs, as its dependents see it.
-    pub fn outputs_digest(&self) -> String {
-        outputs_digest(&self.outputs)
+    pub fn digest(&self) -> Digest {
+        Digest::of(&self.outputs)
+    }
+}
+
+/// The identity of a stage's outputs: `named` (paths and contents) enters
+/// its dependents' fingerprints; `content` (contents only) their run-cache
+/// keys, so a result found under another stage name or path still counts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Digest {
+    pub named: String,
+    pub content: String,
+}
+
+impl Digest {
+    pub fn of(outputs: &[Output]) -> Digest {
+        let mut h = blake3::Hasher::new();
+        for o in outputs {
+            h.update(o.tree.hash.as_bytes());
+            h.update(b"\n");
+        }
+        Digest {
+            named: outputs_digest(outputs),
+            content: h.finalize().to_hex().to_string(),
+        }
     }
 }
 
@@ -175,25 +220,47 @@ pub enum RestoreError {
 
 pub struct Store {
     root: PathBuf,
+    home: PathBuf,
 }
 
 impl Store {
+    /// A cache used by one project only (tests).
     pub fn new(root: PathBuf) -> Store {
-        Store { root }
+        Store {
+            home: root.clone(),
+            root,
+        }
     }
 
+    /// The cache of a pipeline, with the pipeline's project as its home.
+    pub fn open(settings: &crate::spec::Settings) -> Store {
+        let root = settings.cache_dir();
+        let home = home_dir(&settings.project_dir, &root);
+        Store { root, home }
+    }
+
+    /// The cache's top: what every project sharing it may use.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Creates the cache's directories and clears staging left by a run
-    /// that was killed. Call with the lock held.
+    /// This project's own part of the cache.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Creates the cache's directories and clears this project's staging
+    /// left by a run that was killed. Call with the project's lock held.
     pub fn prepare(&self) -> Result<()> {
-        for d in ["objects", "stages", "logs"] {
-            let p = self.root.join(d);
+        for p in [
+            self.root.join("objects"),
+            self.root.join("runs"),
+            self.home.join("stages"),
+            self.home.join("logs"),
+        ] {
             fs::create_dir_all(&p).map_err(|e| Error::io("create the cache directory", &p, e))?;
         }
-        let tmp = self.root.join("tmp");
+        let tmp = self.home.join("tmp");
         if tmp.exists() {
             fs::remove_dir_all(&tmp)
                 .map_err(|e| Error::io("clear the staging directory", &tmp, e))?;
@@ -203,41 +270,27 @@ impl Store {
     }
 
     pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.home.join("tmp")
     }
 
-    /// Where a resumable stage keeps its state for fingerprint `hash`.
-    pub fn resume_dir(&self, stage: &str, hash: &str) -> PathBuf {
-        self.root.join("resume").join(stage).join(hash)
+    /// Where a resumable stage keeps its progress towards the result
+    /// `key` (any project, any stage name computing it takes it up).
+    pub fn resume_dir(&self, key: &str) -> PathBuf {
+        self.root.join("resume").join(key)
     }
 
-    /// Removes a stage's saved states: all of them, or all but `keep`'s.
-    pub fn clear_resume(&self, stage: &str, keep: Option<&str>) -> Result<()> {
-        let dir = self.root.join("resume").join(stage);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("read", &dir, e)),
-        };
-        for e in entries.flatten() {
-            if keep.is_some_and(|k| e.file_name() == k) {
-                continue;
-            }
-            remove_any(&e.path())
-                .map_err(|err| Error::io("remove the saved state", e.path(), err))?;
-        }
-        if keep.is_none() {
-            let _ = fs::remove_dir(&dir);
-        }
-        Ok(())
+    /// Removes the saved progress towards `key`.
+    pub fn clear_resume(&self, key: &str) -> Result<()> {
+        let dir = self.resume_dir(key);
+        remove_any(&dir).map_err(|e| Error::io("remove the saved state", &dir, e))
     }
 
     pub fn log_path(&self, stage: &str) -> PathBuf {
-        self.root.join("logs").join(format!("{stage}.log"))
+        self.home.join("logs").join(format!("{stage}.log"))
     }
 
     fn record_path(&self, stage: &str) -> PathBuf {
-        self.root.join("stages").join(format!("{stage}.json"))
+        self.home.join("stages").join(format!("{stage}.json"))
     }
 
     /// The stage's record: `Ok(None)` if it never ran, `Err` if the record
@@ -288,16 +341,20 @@ impl Store {
 
     /// The names of every stage with a record, sorted.
     pub fn recorded_stages(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.root.join("stages"))
+        recorded_in(&self.home)
+    }
+
+    /// Every project's home in this cache (this one's included).
+    pub fn homes(&self) -> Vec<PathBuf> {
+        let mut homes = vec![self.root.clone()];
+        for e in fs::read_dir(self.root.join("projects"))
             .into_iter()
             .flatten()
-            .filter_map(|e| {
-                let name = e.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".json").map(str::to_string)
-            })
-            .collect();
-        names.sort();
-        names
+            .flatten()
+        {
+            homes.push(e.path());
+        }
+        homes
     }
 
     /// Removes a stage's record and log (`gc`).
@@ -417,63 +474,181 @@ impl Store {
         self.tmp_dir().join(unique())
     }
 
-    /// Takes the cache's lock: refuses (or, with `wait`, waits) while
-    /// another process holds it; `on_wait` hears whom it waits for. The
-    /// kernel releases the lock when its holder dies, so a killed run never
-    /// leaves the cache locked.
+    /// Takes this project's lock: refuses (or, with `wait`, waits) while
+    /// another run of the project holds it; `on_wait` hears whom it waits
+    /// for. The kernel releases the lock when its holder dies, so a killed
+    /// run never leaves the cache locked.
     pub fn lock(&self, wait: bool, on_wait: &mut dyn FnMut(&str)) -> Result<LockGuard> {
-        fs::create_dir_all(&self.root)
-            .map_err(|e| Error::io("create the cache directory", &self.root, e))?;
-        let path = self.root.join("lock");
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("open the lock file", &path, e))?;
-        // SAFETY: flock on a file descriptor we own.
-        let try_lock = |flags| unsafe { libc::flock(file.as_raw_fd(), flags) } == 0;
-        if !try_lock(libc::LOCK_EX | libc::LOCK_NB) {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::WouldBlock {
-                return Err(Error::io("lock", &path, err));
-            }
-            let mut holder = String::new();
-            let _ = (&file).read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => "holder unknown".to_string(),
-                h => h.to_string(),
-            };
-            if !wait {
-                return Err(Error::Locked { path, holder });
-            }
-            on_wait(&holder);
-            if !try_lock(libc::LOCK_EX) {
-                return Err(Error::io("lock", &path, io::Error::last_os_error()));
-            }
-        }
-        let host = hostname();
-        let _ = file.set_len(0);
-        let _ = write!(file, "pid {} on {host}", std::process::id());
-        let _ = file.flush();
-        Ok(LockGuard { file })
+        let me = format!("pid {} on {}", std::process::id(), hostname());
+        let path = self.home.join("lock");
+        lock_file(&path, libc::LOCK_EX, Some(&me), wait, on_wait)
+    }
+
+    /// Taken shared by every run of every project on this cache, so that
+    /// `gc` (which takes it exclusively) never removes an object a run has
+    /// stored and not yet recorded.
+    pub fn share(&self) -> Result<LockGuard> {
+        lock_file(
+            &self.root.join("share.lock"),
+            libc::LOCK_SH,
+            None,
+            true,
+            &mut |_| {},
+        )
+    }
+
+    /// The cache to itself (`gc`): refused while any run uses it.
+    pub fn share_exclusive(&self) -> Result<LockGuard> {
+        lock_file(
+            &self.root.join("share.lock"),
+            libc::LOCK_EX,
+            None,
+            false,
+            &mut |_| {},
+        )
+    }
+
+    /// Taken while this process computes the result `key`: another run (of
+    /// this or another project) that needs it waits, then restores it.
+    /// `who` is what a waiting run is told.
+    pub fn claim(&self, key: &str, who: &str, on_wait: &mut dyn FnMut(&str)) -> Result<LockGuard> {
+        let path = self.root.join("locks").join(key);
+        lock_file(&path, libc::LOCK_EX, Some(who), true, on_wait)
     }
 }
 
-/// Holds the cache lock until dropped.
+/// Locks `path` (flock, `mode` shared or exclusive), creating it. When
+/// `holder` is given it is written into the file for those who wait.
+fn lock_file(
+    path: &Path,
+    mode: libc::c_int,
+    holder: Option<&str>,
+    wait: bool,
+    on_wait: &mut dyn FnMut(&str),
+) -> Result<LockGuard> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::io("create the cache directory", parent, e))?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open the lock file", path, e))?;
+    // SAFETY: flock on a file descriptor we own.
+    let try_lock = |flags| unsafe { libc::flock(file.as_raw_fd(), flags) } == 0;
+    if !try_lock(mode | libc::LOCK_NB) {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::WouldBlock {
+            return Err(Error::io("lock", path, err));
+        }
+        let mut text = String::new();
+        let _ = (&file).read_to_string(&mut text);
+        let text = match text.trim() {
+            "" if holder.is_none() => "another run using this cache".to_string(),
+            "" => "holder unknown".to_string(),
+            h => h.to_string(),
+        };
+        if !wait {
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+                holder: text,
+            });
+        }
+        on_wait(&text);
+        if !try_lock(mode) {
+            return Err(Error::io("lock", path, io::Error::last_os_error()));
+        }
+    }
+    if let Some(h) = holder {
+        let _ = file.set_len(0);
+        let _ = write!(file, "{h}");
+        let _ = file.flush();
+    }
+    Ok(LockGuard {
+        file,
+        clear: holder.is_some(),
+    })
+}
+
+/// Holds a lock until dropped.
 pub struct LockGuard {
-    #[allow(dead_code)]
     file: fs::File,
+    /// Whether the file names its holder (cleared on release).
+    clear: bool,
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let _ = self.file.set_len(0);
+        if self.clear {
+            let _ = self.file.set_len(0);
+        }
     }
 }
 
-fn hostname() -> String {
+/// Every readable record in the home `home`, by stage name.
+pub fn records_in(home: &Path) -> Vec<(String, Record)> {
+    recorded_in(home)
+        .into_iter()
+        .filter_map(|name| {
+            let path = home.join("stages").join(format!("{name}.json"));
+            let r = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+            Some((name, r))
+        })
+        .collect()
+}
+
+/// The names of every stage with a record in the home `home`, sorted.
+fn recorded_in(home: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(home.join("stages"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".json").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A project's home in the cache `root`: the cache's top when the project's
+/// directory holds the cache (the default, and caches made before caches
+/// were shared), else `projects/<dir>-<hash of its absolute path>`, so two
+/// projects with a stage of one name never read each other's records.
+fn home_dir(project: &Path, root: &Path) -> PathBuf {
+    let abs = |p: &Path| {
+        fs::canonicalize(p).unwrap_or_else(|_| std::env::current_dir().unwrap_or_default().join(p))
+    };
+    let project = abs(project);
+    let cache = match root.parent() {
+        // The cache may not exist yet: its parent does.
+        Some(parent) => abs(parent).join(root.file_name().unwrap_or_default()),
+        None => abs(root),
+    };
+    if cache.starts_with(&project) {
+        return root.to_path_buf();
+    }
+    let name: String = project
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let id = crate::state::hash::hash_bytes(project.as_os_str().as_encoded_bytes());
+    root.join("projects").join(format!("{name}-{}", &id[..12]))
+}
+
+pub(crate) fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown host".into())
@@ -665,6 +840,7 @@ mod tests {
             claimed: vec![],
             running: None,
             invalidated: None,
+            key: None,
         };
         store.write_record("a@b", &r).unwrap();
         let prev = store.record("a@b").unwrap();

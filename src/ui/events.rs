@@ -33,6 +33,12 @@ pub enum Event {
         stage: String,
         paths: Vec<String>,
     },
+    /// Another run (of this or another project) is computing the result
+    /// this stage needs; the stage waits, then restores it.
+    Waiting {
+        stage: String,
+        holder: String,
+    },
     /// A cache object was bad; the stage reruns instead of being restored.
     CacheCorrupt {
         stage: String,

@@ -143,6 +143,9 @@ impl Reporter {
                     paths.join(", ")
                 ));
             }
+            Event::Waiting { stage, holder } => self.line(&format!(
+                "waiting  {stage}  ({holder} is computing the same result; it is restored when done)"
+            )),
             Event::CacheCorrupt { stage, path } => {
                 self.line(&format!("warning: the cache object for {path} (stage {stage}) is corrupt or missing; it was removed and the stage reruns"));
             }
@@ -375,6 +378,32 @@ impl Reporter {
                             ));
                         }
                     }
+                }
+                Item::Runs {
+                    count,
+                    forgotten: true,
+                } => {
+                    removes |= *count > 0;
+                    text.push_str(&format!(
+                        "{verb}  {count} remembered runs that no project's last run is\n"
+                    ));
+                }
+                Item::Runs {
+                    count,
+                    forgotten: false,
+                } => {
+                    if *count > 0 {
+                        notes.push_str(&format!(
+                            "note: kept {count} remembered runs and their objects (a parameter changed back is restored from them); `fmnist-pipe gc --runs` forgets those no project's last run is\n"
+                        ));
+                    }
+                }
+                Item::Progress { count, bytes } => {
+                    removes |= *count > 0;
+                    text.push_str(&format!(
+                        "{verb}  the saved progress of {count} unfinished trainings ({})\n",
+                        fmt_bytes(*bytes)
+                    ));
                 }
                 Item::Objects { count, bytes } => {
                     removes |= *count > 0;

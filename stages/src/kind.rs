@@ -168,6 +168,14 @@ impl Kind {
         }
     }
 
+    /// Kinds whose outputs name their stage or their inputs' stages (the
+    /// evaluation report, the comparison table): a result of one stage
+    /// name is not another's. The others' outputs are the same under any
+    /// name.
+    pub fn names_stages(self) -> bool {
+        matches!(self, Kind::Evaluate | Kind::Compare)
+    }
+
     /// Kinds whose work spreads over several threads; the others use one.
     pub fn parallel(self) -> bool {
         matches!(self, Kind::Train | Kind::Evaluate)

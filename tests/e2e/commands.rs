@@ -156,9 +156,20 @@ fn orphans_are_shown_and_gc_removes_only_what_they_wrote() {
     assert!(!p.path("out/model-slow.txt").exists());
     assert_eq!(p.read("out/eval-slow.txt"), "my notes\n");
     assert!(!p.path("cache/stages/train@slow.json").exists());
+    assert_eq!(
+        objects(&p).len(),
+        objects_before,
+        "the remembered runs keep their objects"
+    );
+    assert!(out.contains("remembered runs and their objects"), "{out}");
+    let out = p.run(&["gc", "--runs"]).ok().stdout();
+    assert!(
+        out.contains("remembered runs that no project's last run is"),
+        "{out}"
+    );
     assert!(
         objects(&p).len() < objects_before,
-        "unreferenced objects removed"
+        "unreferenced objects removed: {out}"
     );
     // The pipeline is intact: nothing to run, nothing orphaned.
     assert!(p.status().iter().all(|r| r.1 == "fresh"));

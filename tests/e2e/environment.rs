@@ -65,7 +65,20 @@ fn cache_and_outputs_on_other_file_systems() {
     assert!(r.stdout().contains("2 ran"), "{}", r.stdout());
     assert_eq!(fs::read(p.path("outputs/dl/a.gz")).unwrap(), body);
     assert_eq!(p.read("out/n.txt").trim(), "100000");
-    assert!(Path::new(&cache).join("stages/dl.json").is_file());
+    // A cache outside the project keeps the project's records in its own
+    // home there; what it computed is remembered for every project.
+    let homes: Vec<_> = fs::read_dir(Path::new(&cache).join("projects"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(homes.len(), 1, "{homes:?}");
+    assert!(homes[0].join("stages/dl.json").is_file());
+    assert_eq!(
+        fs::read_dir(Path::new(&cache).join("runs"))
+            .unwrap()
+            .count(),
+        2
+    );
     assert!(
         !p.path("cache").exists(),
         "nothing in the project's default cache"

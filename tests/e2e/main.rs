@@ -21,5 +21,6 @@ mod report;
 mod safety;
 mod scheduling;
 mod seeds;
+mod sharing;
 mod slurm;
 mod study;

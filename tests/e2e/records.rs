@@ -202,7 +202,7 @@ fn what_a_study_records_and_answers_is_true() {
     t.run(&["gc"])
         .ok()
         .has("removed  outputs/train@slow  (output of train@slow)")
-        .lacks("kept");
+        .lacks("kept   ");
     assert!(!t.path("outputs/train@slow").exists());
 }
 

@@ -229,7 +229,7 @@ fn a_requeued_training_resumes_and_ends_bit_identical() {
         .spawn()
         .unwrap();
     // The state saved after the first epoch.
-    let resume = p.path("cache/resume/train@main");
+    let resume = p.path("cache/resume");
     let until = Instant::now() + Duration::from_secs(120);
     let progress = loop {
         let found = fs::read_dir(&resume).ok().and_then(|mut d| {

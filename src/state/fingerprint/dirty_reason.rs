@@ -116,6 +116,16 @@ pub enum DirtyReason {
         path: String,
     },
     Forced,
+    /// The run cache remembers a completed run with this stage's inputs,
+    /// parameters and code (of this or another stage name or project):
+    /// `run` restores it.
+    InCache {
+        /// The stage that computed it.
+        stage: String,
+        /// When it finished (seconds since the Unix epoch), and how long it ran.
+        finished: u64,
+        duration_s: f64,
+    },
     /// A record of a stage the pipeline no longer declares.
     Orphaned {
         outputs: Vec<String>,
@@ -131,7 +141,7 @@ impl DirtyReason {
             DirtyReason::OutputMissing {
                 restorable: true,
                 ..
-            }
+            } | DirtyReason::InCache { .. }
         )
     }
 }
@@ -174,6 +184,17 @@ fn show_full(v: &Option<Value>) -> String {
         }
         Some(v) => v.to_string(),
         None => "unset".into(),
+    }
+}
+
+/// `0.4 s`, `2.0 s`, `5.1 min`, `1.3 h`.
+fn duration(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.1} s")
+    } else if secs < 3600.0 {
+        format!("{:.1} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
     }
 }
 
@@ -261,6 +282,20 @@ impl fmt::Display for DirtyReason {
             OutputUnreadable { path, error } => write!(f, "output {path} cannot be read: {error}"),
             CacheCorrupt { path } => write!(f, "cache object for {path} corrupt"),
             Forced => write!(f, "forced"),
+            InCache {
+                stage,
+                finished,
+                duration_s,
+            } => {
+                let when = crate::state::history::rfc3339(*finished);
+                // `2026-12-04 14:02 UTC`
+                let when = format!("{} {} UTC", &when[..10], &when[11..16]);
+                write!(
+                    f,
+                    "fresh in the cache: ran {when} for {} as {stage}; will be restored",
+                    duration(*duration_s)
+                )
+            }
             Orphaned { outputs } if outputs.is_empty() => write!(
                 f,
                 "no longer in the pipeline; its record remains; `fmnist-pipe gc` removes it"

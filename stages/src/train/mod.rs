@@ -253,14 +253,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .map(|e| e.seconds)
         .sum();
     let seconds = t0.elapsed().as_secs_f64() + earlier;
-    let weights = checkpoint::to_bytes(
-        &model,
-        &[
-            ("stage", ctx.stage.to_string()),
-            ("seed", p.seed.to_string()),
-        ],
-    )
-    .map_err(StageError::Failed)?;
+    // No stage name: the same training under another name (a renamed
+    // variant, a seed replicate) is the same file, restored, not rerun.
+    let weights = checkpoint::to_bytes(&model, &[("seed", p.seed.to_string())])
+        .map_err(StageError::Failed)?;
     let write = |name: &str, bytes: &[u8]| {
         let path = ctx.out_dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| StageError::io("write", path, e))

@@ -1,0 +1,223 @@
+//! The cache remembers every completed run and is shared: a parameter
+//! changed back, a renamed stage, a second clone and another project on
+//! the same cache restore instead of running; projects on one cache
+//! neither collide nor wait for each other, and a result two runs need at
+//! once is computed once.
+
+use crate::common::{Project, Run};
+use std::fs;
+use std::path::Path;
+
+/// A stage that sleeps, then writes its parameter; every run of it is
+/// appended to `runs` (outside the project, shared by projects).
+fn sleeper(name: &str, n: u32, runs: &Path, sleep: f32) -> String {
+    format!(
+        "stages:\n  {name}:\n    kind: cmd\n    params: {{n: {n}}}\n    cmd: \"sleep {sleep}; echo ${{params.n}} > out.txt; echo {name} >> {}\"\n    outs: [out.txt]\n",
+        runs.display()
+    )
+}
+
+fn with_cache(pipeline: &str, cache: &Path) -> String {
+    format!("settings: {{cache: \"{}\"}}\n{pipeline}", cache.display())
+}
+
+fn lines(path: &Path) -> usize {
+    fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_parameter_changed_back_is_restored_not_rerun() {
+    let p = Project::new();
+    let runs = p.outside().join("runs.log");
+    p.pipeline(&sleeper("s", 1, &runs, 0.2));
+    p.run(&["run"]).ok().has("1 ran");
+    p.edit_pipeline("n: 1", "n: 2");
+    p.run(&["run"]).ok().has("1 ran");
+    assert_eq!(p.read("out.txt"), "2\n");
+    p.edit_pipeline("n: 2", "n: 1");
+    let (state, why) = p.state_of("s");
+    assert_eq!(state, "dirty");
+    let why = why.unwrap();
+    assert!(
+        why.starts_with("fresh in the cache: ran ") && why.ends_with(" as s; will be restored"),
+        "{why}"
+    );
+    let json = p.run(&["status", "--json"]).ok().stdout();
+    assert!(json.contains("\"kind\": \"in_cache\""), "{json}");
+    p.run(&["run", "--dry-run"]).ok().has("fresh in the cache");
+    p.run(&["run"])
+        .ok()
+        .has("restored s  (out.txt from cache)")
+        .has("0 ran, 0 cached, 1 restored");
+    assert_eq!(p.read("out.txt"), "1\n");
+    assert_eq!(lines(&runs), 2, "the third run ran nothing");
+    assert!(p.status().iter().all(|r| r.1 == "fresh"));
+    // --force still reruns.
+    p.run(&["run", "--force", "s"]).ok().has("1 ran");
+    assert_eq!(lines(&runs), 3);
+}
+
+#[test]
+fn a_renamed_command_stage_is_restored() {
+    let p = Project::new();
+    let runs = p.outside().join("runs.log");
+    p.pipeline(&sleeper("s", 1, &runs, 0.0));
+    p.run(&["run"]).ok();
+    // The name is not part of what a command computes (the echo into the
+    // shared log names it, so that line is rewritten: keep the command).
+    let text = p.read("pipeline.yaml").replace("  s:\n", "  renamed:\n");
+    p.pipeline(&text);
+    p.run(&["run"]).ok().has("restored renamed").has("0 ran");
+    assert_eq!(lines(&runs), 1);
+}
+
+/// Two clones of one project with one absolute cache: the second runs
+/// nothing, with byte-identical outputs; each keeps its own history.
+#[test]
+fn a_second_clone_on_the_same_cache_runs_nothing() {
+    let shared = tempfile::tempdir().unwrap();
+    let cache = shared.path().join("cache");
+    let runs = shared.path().join("runs.log");
+    let text = with_cache(&sleeper("s", 1, &runs, 0.2), &cache);
+    let a = Project::with(&text);
+    let b = Project::with(&text);
+    a.run(&["run"]).ok().has("1 ran");
+    b.run(&["run"]).ok().has("0 ran").has("1 restored");
+    assert_eq!(
+        fs::read(a.path("out.txt")).unwrap(),
+        fs::read(b.path("out.txt")).unwrap()
+    );
+    assert_eq!(lines(&runs), 1);
+    // Their records and histories are their own.
+    assert!(b.status().iter().all(|r| r.1 == "fresh"));
+    let log_a = a.run(&["log", "--json"]).ok().stdout();
+    let log_b = b.run(&["log", "--json"]).ok().stdout();
+    let count = |t: &str| {
+        serde_json::from_str::<serde_json::Value>(t)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((count(&log_a), count(&log_b)), (1, 0), "{log_a}\n{log_b}");
+}
+
+/// Project B with a stage of the same name as A's, and another command,
+/// on A's cache: neither sees the other's record, and gc in one keeps what
+/// the other's records use.
+#[test]
+fn two_projects_with_a_stage_of_one_name_do_not_collide() {
+    let shared = tempfile::tempdir().unwrap();
+    let cache = shared.path().join("cache");
+    let runs = shared.path().join("runs.log");
+    let a = Project::with(&with_cache(&sleeper("s", 1, &runs, 0.0), &cache));
+    let b = Project::with(&with_cache(&sleeper("s", 2, &runs, 0.0), &cache));
+    a.run(&["run"]).ok();
+    b.run(&["run"]).ok().has("1 ran");
+    assert!(
+        a.status().iter().all(|r| r.1 == "fresh"),
+        "{:?}",
+        a.status()
+    );
+    a.run(&["run"]).ok().has("0 ran, 1 cached");
+    // A forgets everything it can; B's result stays whole.
+    a.edit_pipeline("  s:\n", "  t:\n");
+    a.run(&["run"]).ok();
+    a.run(&["gc", "--runs"]).ok();
+    assert!(
+        b.status().iter().all(|r| r.1 == "fresh"),
+        "{:?}",
+        b.status()
+    );
+    fs::remove_file(b.path("out.txt")).unwrap();
+    b.run(&["run"]).ok().has("restored s").has("0 ran");
+    assert_eq!(b.read("out.txt"), "2\n");
+}
+
+fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
+    p.cmd(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+fn finish(c: std::process::Child) -> Run {
+    Run(c.wait_with_output().unwrap())
+}
+
+/// Seconds since the epoch, as written by `date +%s.%N`.
+fn times(path: &Path) -> (f64, f64) {
+    let t = fs::read_to_string(path).unwrap();
+    let v: Vec<f64> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+/// Two projects on one cache, started together: their different stages
+/// run side by side (neither waits for the other's lock), and the stage
+/// they share is computed once, by whichever gets to it first; the other
+/// waits for it and restores it.
+#[test]
+fn two_projects_at_once_go_side_by_side_and_compute_a_shared_result_once() {
+    let shared = tempfile::tempdir().unwrap();
+    let cache = shared.path().join("cache");
+    let counter = shared.path().join("computed.log");
+    let pipeline = |own: &str| {
+        with_cache(
+            &format!(
+                "stages:\n  own:\n    kind: cmd\n    cmd: \"date +%s.%N > span.txt; sleep 1; echo {own} > own.txt; date +%s.%N >> span.txt\"\n    outs: [own.txt, span.txt]\n  same:\n    kind: cmd\n    cmd: \"sleep 1; echo once >> {}; echo same > same.txt\"\n    outs: [same.txt]\n",
+                counter.display()
+            ),
+            &cache,
+        )
+    };
+    let a = Project::with(&pipeline("a"));
+    let b = Project::with(&pipeline("b"));
+    let (ca, cb) = (
+        spawn(&a, &["run", "--jobs", "2"]),
+        spawn(&b, &["run", "--jobs", "2"]),
+    );
+    let (ra, rb) = (finish(ca).ok(), finish(cb).ok());
+    let (a0, a1) = times(&a.path("span.txt"));
+    let (b0, b1) = times(&b.path("span.txt"));
+    assert!(
+        a0 < b1 && b0 < a1,
+        "the two `own` stages overlapped: a {a0}..{a1}, b {b0}..{b1}"
+    );
+    assert_eq!(lines(&counter), 1, "`same` computed once");
+    let both = format!("{}{}", ra.stdout(), rb.stdout());
+    assert!(both.contains("restored same"), "{both}");
+    assert_eq!(a.read("same.txt"), b.read("same.txt"));
+}
+
+/// A training does not depend on its stage's name: renaming a variant,
+/// or adding `seeds:` to a study that trained once, restores the training
+/// already done (the evaluation, whose report names the variant, reruns).
+#[test]
+fn a_renamed_variant_and_a_matching_seed_restore_the_training() {
+    let t = crate::common::tiny_project(|s| s);
+    t.run(&["run"]).ok();
+    let model = fs::read(t.path("outputs/train@main/model.safetensors")).unwrap();
+    t.edit_pipeline("      main: {}\n", "      primary: {}\n")
+        .edit_pipeline("reference: main", "reference: primary");
+    t.run(&["run"])
+        .ok()
+        .has("restored train@primary")
+        .lacks("running  train@primary")
+        .has("running  evaluate@primary");
+    assert_eq!(
+        fs::read(t.path("outputs/train@primary/model.safetensors")).unwrap(),
+        model
+    );
+    // The default seed is 42: the replicate with seed 42 is that training.
+    t.edit_pipeline("    kind: train\n", "    kind: train\n    seeds: [42, 1]\n");
+    t.run(&["run"])
+        .ok()
+        .has("restored train@primary~seed42")
+        .lacks("running  train@primary~seed42")
+        .has("running  train@primary~seed1");
+    assert_eq!(
+        fs::read(t.path("outputs/train@primary~seed42/model.safetensors")).unwrap(),
+        model
+    );
+}

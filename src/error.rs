@@ -116,6 +116,13 @@ pub enum Error {
     DiskFull { path: PathBuf, during: String },
     #[error("the model of {stage} is stale ({why}), and --fresh asks for a fresh one\n  help: run `fmnist-pipe run {stage}` first, or drop --fresh to answer from the model it last trained")]
     Stale { stage: String, why: String },
+    /// A remote that cannot be used: unreachable, missing, refusing.
+    #[error("remote `{remote}`: {problem}\n  help: {help}")]
+    Remote {
+        remote: String,
+        problem: String,
+        help: String,
+    },
     /// `--executor slurm` where no cluster answers.
     #[error("{0}")]
     NoCluster(String),
@@ -228,7 +235,8 @@ impl Error {
             | Error::Locked { .. }
             | Error::Record { .. }
             | Error::ChangedWhileStored { .. }
-            | Error::DiskFull { .. } => exit::ENVIRONMENT,
+            | Error::DiskFull { .. }
+            | Error::Remote { .. } => exit::ENVIRONMENT,
         }
     }
 }

@@ -8,6 +8,7 @@ mod gc;
 mod log;
 pub mod models;
 mod predict;
+mod push;
 mod run;
 mod show;
 mod status;
@@ -110,6 +111,22 @@ pub enum Command {
         #[arg(long, short = 'o')]
         output: PathBuf,
     },
+    /// Send the results of fresh stages (all, or these and what they
+    /// need) to a remote of settings.remotes: their files, then their records.
+    Push {
+        stages: Vec<String>,
+        /// Which remote (needed when the pipeline declares several).
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
+    },
+    /// Fetch from a remote the results of stages that are stale here (all,
+    /// or these and what they need) and restore their outputs; runs nothing.
+    Pull {
+        stages: Vec<String>,
+        /// Which remote (needed when the pipeline declares several).
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
+    },
     /// The stage graph as an indented tree.
     Dag {
         /// Graphviz dot instead of the tree.
@@ -171,7 +188,7 @@ pub struct PredictArgs {
     pub fresh: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// Stages to run (a name, or a base name meaning all its variants);
     /// everything they need runs first. All stages when none are given.
@@ -200,6 +217,16 @@ pub struct RunArgs {
     /// or `slurm` (one sbatch job each). Default: settings.executor, else local.
     #[arg(long, value_name = "local|slurm", value_parser = parse_executor)]
     pub executor: Option<spec::ExecutorKind>,
+    /// Before running a stale stage, fetch its result from the remote if
+    /// it was pushed there (as a colleague or a CI runner would).
+    #[arg(long)]
+    pub pull: bool,
+    /// The remote for --pull (needed when the pipeline declares several).
+    #[arg(long, value_name = "NAME", requires = "pull")]
+    pub remote: Option<String>,
+    /// Fetch and restore only, run nothing (`pull`).
+    #[arg(skip)]
+    pub only_pull: bool,
 }
 
 fn parse_executor(text: &str) -> std::result::Result<spec::ExecutorKind, String> {
@@ -255,7 +282,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
     // Commands that start processes stop them on every way out.
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Bench(_) | Command::Gc { .. }
+        Command::Run(_) | Command::Bench(_) | Command::Gc { .. } | Command::Pull { .. }
     ) {
         crate::engine::interrupt::install(running)?;
     }
@@ -283,6 +310,19 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         Command::Gc { dry_run, runs } => gc::run(&pipeline, reporter, *dry_run, *runs),
         Command::Status { stages, json } => status::run(&pipeline, &dag, reporter, stages, json),
         Command::Run(args) => run::run(&pipeline, &dag, reporter, args, running),
+        Command::Push { stages, remote } => {
+            push::run(&pipeline, &dag, reporter, stages, remote.as_deref())
+        }
+        Command::Pull { stages, remote } => {
+            let args = RunArgs {
+                stages: stages.clone(),
+                pull: true,
+                remote: remote.clone(),
+                only_pull: true,
+                ..RunArgs::default()
+            };
+            run::run(&pipeline, &dag, reporter, &args, running)
+        }
     }
 }
 

@@ -53,6 +53,14 @@ pub fn run(
     })?;
     // Shared with the runs of other projects on this cache; `gc` waits.
     let _share = store.share()?;
+    let remote = if args.pull {
+        Some(std::sync::Arc::new(crate::state::remote::Remote::open(
+            &pipeline.settings,
+            args.remote.as_deref(),
+        )?))
+    } else {
+        None
+    };
     let hashes = HashCache::load(store.home().join("hashes.json"));
     let opts = RunOptions {
         targets: args.stages.clone(),
@@ -62,6 +70,8 @@ pub fn run(
         jobs: args.jobs,
         executor: args.executor,
         running: running.clone(),
+        remote,
+        only_pull: args.only_pull,
     };
     let mut ran: Vec<history::RanStage> = Vec::new();
     let mut started: std::collections::HashMap<String, usize> = Default::default();
@@ -103,10 +113,12 @@ pub fn run(
             }
         }
     }
-    Ok(if summary.failed > 0 {
-        exit::STAGE_FAILED
-    } else {
-        exit::OK
+    Ok(match (args.only_pull, summary.failed, summary.not_pulled) {
+        // What could not be pulled was damaged or unreachable.
+        (true, f, _) if f > 0 => exit::ENVIRONMENT,
+        (true, _, n) if n > 0 => exit::STALE,
+        (false, f, _) if f > 0 => exit::STAGE_FAILED,
+        _ => exit::OK,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::state::fingerprint::DirtyReason;
 use crate::state::fingerprint::Fingerprint;
 use crate::state::hash::HashCache;
 use crate::state::ownership::{self, Refusal};
+use crate::state::remote::Fetched;
 use crate::state::runs::{self, RunEntry};
 use crate::state::store::{move_into_place, remove_any, Digest, Record, RestoreError, Store};
 use crate::ui::events::{Event, Failure, Remedy, Summary};
@@ -31,6 +32,10 @@ pub struct RunOptions {
     pub executor: Option<ExecutorKind>,
     /// Where started processes and jobs are registered for a stop.
     pub running: crate::engine::interrupt::Running,
+    /// Where results of stale stages are fetched from before they run.
+    pub remote: Option<std::sync::Arc<crate::state::remote::Remote>>,
+    /// Fetch and restore only: a stage that would have to run does not.
+    pub only_pull: bool,
 }
 
 /// Jobs submitted at once to Slurm when `--jobs` does not say.
@@ -41,6 +46,8 @@ enum Outcome {
     Restored(Digest),
     Ran(Digest),
     Failed,
+    /// `pull`: neither here nor on the remote; not run.
+    NotPulled,
 }
 
 enum Msg {
@@ -50,6 +57,8 @@ enum Msg {
 
 struct Ctx<'a> {
     running: &'a crate::engine::interrupt::Running,
+    remote: Option<&'a crate::state::remote::Remote>,
+    only_pull: bool,
     planner: Planner<'a>,
     pipeline: &'a Pipeline,
     store: &'a Store,
@@ -105,6 +114,8 @@ pub fn run(
     });
     let ctx = Ctx {
         running: &opts.running,
+        remote: opts.remote.as_deref(),
+        only_pull: opts.only_pull,
         planner: Planner {
             pipeline,
             store,
@@ -406,8 +417,13 @@ impl<'a> Board<'a> {
             }
             Outcome::Failed => {
                 self.summary.failed += 1;
-                self.skip_downstream(i, report);
+                self.skip_downstream(i, report, true);
                 return false;
+            }
+            Outcome::NotPulled => {
+                self.summary.not_pulled += 1;
+                self.skip_downstream(i, report, false);
+                return true;
             }
         };
         self.digests[i] = Some(digest);
@@ -419,7 +435,7 @@ impl<'a> Board<'a> {
         true
     }
 
-    fn skip_downstream(&mut self, i: usize, report: &mut dyn FnMut(Event)) {
+    fn skip_downstream(&mut self, i: usize, report: &mut dyn FnMut(Event), failed: bool) {
         let mut stack: Vec<usize> = self.dag.dependents(i).collect();
         while let Some(c) = stack.pop() {
             if self.mask[c] && !self.done[c] {
@@ -429,6 +445,7 @@ impl<'a> Board<'a> {
                 report(Event::Skipped {
                     stage: self.pipeline.stages[c].name.clone(),
                     because: self.pipeline.stages[i].name.clone(),
+                    failed,
                 });
                 stack.extend(self.dag.dependents(c));
             }
@@ -467,28 +484,9 @@ fn process(
         record,
         fingerprint,
         key,
-        entry,
+        mut entry,
         ..
     } = a;
-    let reason = match entry {
-        Some(entry) => {
-            match restore_run(
-                ctx,
-                stage,
-                &entry,
-                fingerprint.clone(),
-                record.as_ref(),
-                send,
-            )? {
-                Restored::Done(outcome) => return Ok(outcome),
-                Restored::No(reason) => reason,
-            }
-        }
-        None => match try_restore(ctx, stage, reason, record.as_ref(), send)? {
-            Restored::Done(outcome) => return Ok(outcome),
-            Restored::No(reason) => reason,
-        },
-    };
     let (fp, key) = match (fingerprint, key) {
         (Some(fp), Some(key)) => (fp, key),
         _ => match ctx.planner.keyed(stage, &inputs)? {
@@ -502,6 +500,55 @@ fn process(
             Keyed::No(Fp::Ok(_)) => unreachable!("a fingerprint always has a key"),
         },
     };
+    // What neither the workspace nor the cache has, the remote may.
+    let mut from = None;
+    if let Some(remote) = ctx.remote.filter(|_| entry.is_none() && fetchable(&reason)) {
+        match remote.fetch(ctx.store, &key)? {
+            Fetched::Got(e) => {
+                entry = Some(*e);
+                from = Some(remote.name.clone());
+            }
+            Fetched::Absent => {}
+            Fetched::Damaged(objects) => {
+                let failure = Failure::RemoteDamaged {
+                    remote: remote.name.clone(),
+                    objects,
+                };
+                if ctx.only_pull {
+                    return failed(send, stage, failure, None);
+                }
+                send(Event::NotFetched {
+                    stage: stage.name.clone(),
+                    failure,
+                });
+            }
+        }
+    }
+    let reason = match entry {
+        Some(entry) => match restore_run(
+            ctx,
+            stage,
+            &entry,
+            (Some(fp.clone()), from),
+            record.as_ref(),
+            send,
+        )? {
+            Restored::Done(outcome) => return Ok(outcome),
+            Restored::No(reason) => reason,
+        },
+        None => match try_restore(ctx, stage, reason, record.as_ref(), send)? {
+            Restored::Done(outcome) => return Ok(outcome),
+            Restored::No(reason) => reason,
+        },
+    };
+    if ctx.only_pull {
+        send(Event::NotPulled {
+            stage: stage.name.clone(),
+            remote: ctx.remote.map(|r| r.name.clone()).unwrap_or_default(),
+            reason,
+        });
+        return Ok(Outcome::NotPulled);
+    }
     let grant = match assigned {
         Ok(g) => g,
         Err(why) => {
@@ -529,9 +576,14 @@ fn process(
         })
     })?;
     if let Some(entry) = (!force).then(|| runs::find(ctx.store, &key)).flatten() {
-        if let Restored::Done(outcome) =
-            restore_run(ctx, stage, &entry, Some(fp.clone()), record.as_ref(), send)?
-        {
+        if let Restored::Done(outcome) = restore_run(
+            ctx,
+            stage,
+            &entry,
+            (Some(fp.clone()), None),
+            record.as_ref(),
+            send,
+        )? {
             return Ok(outcome);
         }
     }
@@ -545,6 +597,16 @@ fn process(
         force,
         send,
     )
+}
+
+/// Reasons for which a remote's result may stand in for a run: not a
+/// forced run, not one running elsewhere, not a result found corrupt.
+fn fetchable(reason: &DirtyReason) -> bool {
+    !reason.restorable()
+        && !matches!(
+            reason,
+            DirtyReason::Forced | DirtyReason::Running { .. } | DirtyReason::Invalidated { .. }
+        )
 }
 
 /// A stage that failed before or after its work: said, and counted.
@@ -586,6 +648,7 @@ fn try_restore(
             send(Event::Restored {
                 stage: stage.name.clone(),
                 paths,
+                from: None,
             });
             Ok(Restored::Done(Outcome::Restored(record.digest())))
         }
@@ -617,7 +680,7 @@ fn restore_run(
     ctx: &Ctx<'_>,
     stage: &Stage,
     entry: &RunEntry,
-    fp: Option<Fingerprint>,
+    (fp, from): (Option<Fingerprint>, Option<String>),
     prev: Option<&Record>,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Restored> {
@@ -672,6 +735,7 @@ fn restore_run(
     send(Event::Restored {
         stage: stage.name.clone(),
         paths: record.outputs.iter().map(|o| o.path.clone()).collect(),
+        from,
     });
     Ok(Restored::Done(Outcome::Restored(record.digest())))
 }

@@ -29,6 +29,10 @@ pub struct RawSettings {
     pub device: Option<String>,
     pub executor: Option<String>,
     pub slurm: Option<RawSlurm>,
+    /// Where `push` and `pull` share results: name -> a directory, or
+    /// `{url: s3://bucket/prefix, endpoint, region}`. Read as YAML and
+    /// checked when resolved, so that each form's error names its key.
+    pub remotes: Option<OrderedMap<serde_yaml::Value>>,
 }
 
 /// `settings.slurm`: where and how stages are submitted.

@@ -10,7 +10,7 @@ pub mod resources;
 mod subst;
 
 pub use load::{load, RawPipeline, RawSlurm, RawStage};
-pub use resolve::{resolve, ExecutorKind, Pipeline, Settings, Stage};
+pub use resolve::{resolve, ExecutorKind, Pipeline, RemoteSpec, Settings, Stage};
 pub use resources::{Resources, TimeLimit};
 
 pub use locate::locate as locate_key;

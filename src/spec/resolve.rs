@@ -29,6 +29,22 @@ pub struct Settings {
     pub device: String,
     pub executor: ExecutorKind,
     pub slurm: RawSlurm,
+    /// `settings.remotes`, in declaration order.
+    pub remotes: Vec<(String, RemoteSpec)>,
+}
+
+/// Where results are pushed to and pulled from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteSpec {
+    /// A directory (a shared file system); relative to the project.
+    Dir(PathBuf),
+    /// An S3 bucket (or an S3-compatible server at `endpoint`).
+    S3 {
+        bucket: String,
+        prefix: String,
+        endpoint: Option<String>,
+        region: Option<String>,
+    },
 }
 
 /// Where stages run: child processes here, or Slurm jobs.
@@ -319,6 +335,18 @@ fn resolve_settings(
         .help("write each flag whole, with its value: `--qos=normal`")
         .into());
     }
+    let mut remotes = Vec::new();
+    for (name, v) in s.remotes.as_ref().map_or(&[][..], |r| &r.0[..]) {
+        let at = |m: String| {
+            err(
+                &["settings", "remotes", name],
+                format!("settings.remotes.{name}: {m}"),
+            )
+        };
+        check_name(name).map_err(|m| at(format!("the name `{name}` {m}")))?;
+        let spec = remote_spec(v, &project_dir).map_err(|(m, help)| at(m).help(help))?;
+        remotes.push((name.clone(), spec));
+    }
     let settings = Settings {
         file: file.to_path_buf(),
         project_dir,
@@ -328,9 +356,73 @@ fn resolve_settings(
         device,
         executor,
         slurm,
+        remotes,
     };
 
     Ok((settings, protected))
+}
+
+/// One `settings.remotes` entry: a directory, or an S3 mapping. Errors
+/// come with their help.
+fn remote_spec(
+    v: &serde_yaml::Value,
+    project: &Path,
+) -> std::result::Result<RemoteSpec, (String, String)> {
+    use serde_yaml::Value as Y;
+    let form = "write a directory (`origin: /shared/fmnist-cache`) or `{url: s3://bucket/prefix, endpoint: http://host:9000, region: us-east-1}`".to_string();
+    match v {
+        Y::String(dir) if dir.trim().is_empty() => Err(("the directory is empty".into(), form)),
+        Y::String(dir) if dir.starts_with("s3://") => Err((
+            format!("`{dir}` is an S3 URL"),
+            format!("write it as `{{url: {dir}}}` (with `endpoint` and `region` where needed)"),
+        )),
+        Y::String(dir) => Ok(RemoteSpec::Dir(project.join(dir))),
+        Y::Mapping(m) => {
+            let mut url = None;
+            let (mut endpoint, mut region) = (None, None);
+            for (k, val) in m {
+                let key = k.as_str().unwrap_or_default();
+                let text = val
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| (format!("`{key}` must be text"), form.clone()))?;
+                match key {
+                    "url" => url = Some(text),
+                    "endpoint" => endpoint = Some(text),
+                    "region" => region = Some(text),
+                    other => {
+                        return Err((
+                            format!("unknown key `{other}`"),
+                            "an S3 remote takes `url`, `endpoint` and `region`".into(),
+                        ))
+                    }
+                }
+            }
+            let url = url.ok_or_else(|| ("an S3 remote needs `url`".to_string(), form.clone()))?;
+            let rest = url
+                .strip_prefix("s3://")
+                .ok_or_else(|| (format!("`{url}` is not an s3:// URL"), form.clone()))?;
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err((format!("`{url}` names no bucket"), form));
+            }
+            if let Some(e) = &endpoint {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err((
+                        format!("endpoint `{e}` is not an http:// or https:// URL"),
+                        "write the server's address, e.g. `http://127.0.0.1:9000`".into(),
+                    ));
+                }
+            }
+            Ok(RemoteSpec::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+                endpoint,
+                region,
+            })
+        }
+        _ => Err(("must be a directory or a mapping".into(), form)),
+    }
 }
 
 /// Pass 1: each declared stage's canonical parameters and variants.

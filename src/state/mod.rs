@@ -8,5 +8,6 @@ pub mod gc;
 pub mod hash;
 pub mod history;
 pub mod ownership;
+pub mod remote;
 pub mod runs;
 pub mod store;

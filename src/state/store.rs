@@ -441,6 +441,30 @@ impl Store {
         fs::rename(&tmp, &dest).map_err(|e| Error::io("move into the cache", &dest, e))
     }
 
+    /// Stores `bytes` as the object `hash` (which they were checked to
+    /// have), whole or not at all.
+    pub fn store_bytes(&self, hash: &str, bytes: &[u8]) -> Result<()> {
+        let dest = self.object_path(hash);
+        if dest.is_file() {
+            return Ok(());
+        }
+        let parent = dest.parent().expect("objects have a parent");
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::io("create the cache directory", parent, e))?;
+        let tmp = self.staging_file();
+        let written = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+            fs::rename(&tmp, &dest)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map_err(|e| Error::io("store in the cache", &dest, e))
+    }
+
     /// Copies the object `hash` to `dest`, verifying it on the way. A
     /// corrupt object is deleted so that the next run stores a good one.
     pub fn restore_file(

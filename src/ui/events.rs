@@ -32,6 +32,8 @@ pub enum Event {
     Restored {
         stage: String,
         paths: Vec<String>,
+        /// The remote it was fetched from, if it was.
+        from: Option<String>,
     },
     /// Another run (of this or another project) is computing the result
     /// this stage needs; the stage waits, then restores it.
@@ -58,6 +60,20 @@ pub enum Event {
     Skipped {
         stage: String,
         because: String,
+        /// `because` failed; else it was not pulled.
+        failed: bool,
+    },
+    /// `run --pull`: the remote's result could not be used (the stage
+    /// runs here instead).
+    NotFetched {
+        stage: String,
+        failure: Failure,
+    },
+    /// `pull`: the stage is stale here and its result is not on the remote.
+    NotPulled {
+        stage: String,
+        remote: String,
+        reason: crate::state::fingerprint::DirtyReason,
     },
     /// Something the user should know that is not about one stage's outcome.
     Warning {
@@ -78,6 +94,8 @@ pub struct Summary {
     pub restored: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// `pull`: stale stages the remote had no result for.
+    pub not_pulled: usize,
     /// Stages not started because an earlier failure stopped the run.
     pub not_started: usize,
     pub wall: Duration,
@@ -133,6 +151,11 @@ pub enum Failure {
         what: String,
     },
     /// The cache or workspace failed the run.
+    /// A remote's objects for the stage did not hash to their names.
+    RemoteDamaged {
+        remote: String,
+        objects: Vec<String>,
+    },
     Environment {
         error: String,
     },

@@ -136,12 +136,10 @@ impl Reporter {
                     self.line(&format!("fresh    {stage}"));
                 }
             }
-            Event::Restored { stage, paths } => {
+            Event::Restored { stage, paths, from } => {
                 self.finish_bar(&stage);
-                self.line(&format!(
-                    "restored {stage}  ({} from cache)",
-                    paths.join(", ")
-                ));
+                let from = from.map_or("cache".to_string(), |r| format!("remote `{r}`"));
+                self.line(&format!("restored {stage}  ({} from {from})", paths.join(", ")));
             }
             Event::Waiting { stage, holder } => self.line(&format!(
                 "waiting  {stage}  ({holder} is computing the same result; it is restored when done)"
@@ -181,9 +179,28 @@ impl Reporter {
             }
             Event::Warning { text } => self.line(&format!("warning: {text}")),
             Event::Notice { stage, message } => self.line(&format!("         {stage}: {message}")),
-            Event::Skipped { stage, because } => {
+            Event::Skipped {
+                stage,
+                because,
+                failed,
+            } => {
+                let what = if failed { "failed" } else { "was not pulled" };
+                self.line(&format!("skipped  {stage}  (needs {because}, which {what})"));
+            }
+            Event::NotFetched { stage, failure } => {
+                let text = failure_text(&failure).replace('\n', "\n         ");
                 self.line(&format!(
-                    "skipped  {stage}  (needs {because}, which failed)"
+                    "warning: {stage}: {text}\n         {stage} runs here instead"
+                ));
+            }
+            Event::NotPulled {
+                stage,
+                remote,
+                reason,
+            } => {
+                self.finish_bar(&stage);
+                self.line(&format!(
+                    "not pulled  {stage}  (stale here: {reason}; remote `{remote}` has no result for it)"
                 ));
             }
         }
@@ -206,6 +223,9 @@ impl Reporter {
         parts.push(format!("{} failed", s.failed));
         if s.skipped > 0 {
             parts.push(format!("{} skipped", s.skipped));
+        }
+        if s.not_pulled > 0 {
+            parts.push(format!("{} not pulled", s.not_pulled));
         }
         if s.not_started > 0 {
             parts.push(format!(
@@ -419,6 +439,59 @@ impl Reporter {
         }
         text.push_str(&notes);
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+
+    /// `push`: one stage's result.
+    pub fn pushed(&self, remote: &str, stage: &str, p: &crate::state::remote::Pushed) {
+        use crate::state::remote::Pushed;
+        let text = match p {
+            Pushed::Sent { objects, bytes } => format!(
+                "pushed   {stage}  ({objects} files, {} sent to {remote})",
+                fmt_bytes(*bytes)
+            ),
+            Pushed::There => format!("there    {stage}  (already on {remote})"),
+            Pushed::Incomplete(objects) => format!(
+                "REFUSED  {stage}: the cache lacks {} of its files, or holds them damaged ({}); nothing of it was sent\n         help: `fmnist-pipe run --force {stage}` rebuilds them, then push again",
+                objects.len(),
+                objects.iter().take(2).cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+
+    /// `push`: the tally.
+    pub fn push_summary(
+        &self,
+        remote: &str,
+        results: &[crate::state::remote::Pushed],
+        stale: usize,
+    ) {
+        use crate::state::remote::Pushed;
+        let (mut sent, mut there, mut refused, mut files, mut bytes) = (0, 0, 0, 0, 0);
+        for r in results {
+            match r {
+                Pushed::Sent { objects, bytes: b } => {
+                    sent += 1;
+                    files += objects;
+                    bytes += b;
+                }
+                Pushed::There => there += 1,
+                Pushed::Incomplete(_) => refused += 1,
+            }
+        }
+        let mut text = format!(
+            "{sent} pushed ({files} files, {}), {there} already on {remote}",
+            fmt_bytes(bytes)
+        );
+        if refused > 0 {
+            text.push_str(&format!(", {refused} refused"));
+        }
+        if stale > 0 {
+            text.push_str(&format!(
+                "; {stale} stale stages not pushed (`fmnist-pipe status` says why)"
+            ));
+        }
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
     }
 
     /// `predict`: each picture's top classes, or what was wrong with it.
@@ -760,5 +833,16 @@ fn failure_text(f: &crate::ui::events::Failure) -> String {
         Failure::Crashed { how } => format!("the stage's process {how}"),
         Failure::Job { what } => what.clone(),
         Failure::Environment { error } => error.clone(),
+        Failure::RemoteDamaged { remote, objects } => {
+            let shown: Vec<&str> = objects.iter().take(3).map(String::as_str).collect();
+            let more = match objects.len() {
+                n if n > 3 => format!(" and {} more", n - 3),
+                _ => String::new(),
+            };
+            format!(
+                "remote `{remote}` holds damaged files for it ({}{more}: their content does not match their name); none of them was used\nhelp: push the stage again from a machine where it is fresh (`fmnist-pipe push`)",
+                shown.join(", ")
+            )
+        }
     }
 }

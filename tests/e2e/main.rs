@@ -17,6 +17,7 @@ mod interrupts;
 mod load_errors;
 mod predict;
 mod records;
+mod remotes;
 mod report;
 mod safety;
 mod scheduling;

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::spec::Stage;
 use crate::state::fingerprint::Fingerprint;
-use crate::state::store::{write_atomic, Digest, Output, Store};
+use crate::state::store::{write_whole_unsynced, Digest, Output, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -159,14 +159,16 @@ pub fn read(store: &Store, key: &str) -> Option<RunEntry> {
     (entry.key == key).then_some(entry)
 }
 
-/// Remembers a completed run; its objects are stored already.
+/// Remembers a completed run; its objects are stored (and synced)
+/// already. Not synced itself: an entry lost or torn in a crash reads as
+/// absent, and only the shortcut is lost (the stage's record is durable).
 pub fn write(store: &Store, entry: &RunEntry) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(entry).map_err(|source| Error::Record {
         stage: entry.stage.clone(),
         source,
     })?;
     let p = path(store, &entry.key);
-    write_atomic(&p, &bytes).map_err(|e| Error::io("write the run cache entry", &p, e))
+    write_whole_unsynced(&p, &bytes).map_err(|e| Error::io("write the run cache entry", &p, e))
 }
 
 /// Forgets the run `key` (its result was found corrupt).

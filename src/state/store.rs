@@ -759,6 +759,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_file(path, bytes, true)
 }
 
+/// [`write_atomic`] without waiting for the disk: for files whose loss
+/// or truncation in a crash only loses a shortcut (a torn file reads as
+/// absent).
+pub fn write_whole_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file(path, bytes, false)
+}
+
 /// [`write_atomic`], with the fsync optional.
 fn write_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     if let Some(parent) = path.parent() {

@@ -122,6 +122,35 @@ fn damaged_remote_objects_are_named_and_never_used() {
     assert_eq!(outputs(&a), outputs(&c));
 }
 
+/// A result whose files the local cache no longer holds whole is not sent.
+#[test]
+fn a_result_whose_objects_are_not_all_here_is_not_pushed() {
+    let a = Project::new();
+    let remote = a.outside().join("remote");
+    fs::create_dir(&remote).unwrap();
+    a.pipeline(&pipeline(&format!("origin: {}", remote.display()), 2));
+    a.run(&["run"]).ok();
+    let sum = fs::read(a.path("sum.txt")).unwrap();
+    let object = crate::common::objects(&a)
+        .into_iter()
+        .find(|o| fs::read(o).unwrap() == sum)
+        .unwrap();
+    fs::remove_file(&object).unwrap();
+    let r = a.run(&["push"]).exits(3);
+    assert!(
+        r.stdout()
+            .contains("REFUSED  sum: the cache lacks 1 of its files, or holds them damaged"),
+        "{}",
+        r.stdout()
+    );
+    assert!(r.stdout().contains("pushed   make"), "{}", r.stdout());
+    assert_eq!(
+        fs::read_dir(remote.join("runs")).unwrap().count(),
+        1,
+        "only make's run"
+    );
+}
+
 #[test]
 fn a_push_killed_midway_shows_nothing_and_the_next_one_finishes() {
     let a = Project::new();
@@ -255,13 +284,36 @@ fn moto() -> Option<Moto> {
     Some(m)
 }
 
-/// Creates a bucket (moto does not check signatures).
-fn make_bucket(port: u16, bucket: &str) {
+/// PUTs `body` at `path` of the server (moto does not check signatures):
+/// a bucket, or an object overwritten behind the tool's back.
+fn put(port: u16, path: &str, body: &str) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Overwrites an object behind the tool's back, as a client with keys would.
+fn signed_put(port: u16, bucket: &str, key: &str, body: &[u8]) {
+    use rusty_s3::S3Action;
+    let endpoint = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let b = rusty_s3::Bucket::new(
+        endpoint,
+        rusty_s3::UrlStyle::Path,
+        bucket.to_string(),
+        "us-east-1",
+    )
+    .unwrap();
+    let creds = rusty_s3::Credentials::new("testing-key", "testing-secret-never-printed");
+    let url = b
+        .put_object(Some(&creds), key)
+        .sign(Duration::from_secs(60));
+    ureq::put(url.as_str()).send_bytes(body).unwrap();
+}
+
+fn make_bucket(port: u16, bucket: &str) {
+    put(port, &format!("/{bucket}"), "");
 }
 
 fn s3_project(port: u16, bucket: &str) -> Project {
@@ -303,6 +355,37 @@ fn an_s3_remote_carries_results_to_a_fresh_copy() {
             f.0.display()
         );
     }
+    // Every object in the bucket damaged: a fresh copy's pull uses none.
+    for o in crate::common::objects(&a) {
+        let name = o.file_name().unwrap().to_string_lossy().into_owned();
+        let dir = o
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        signed_put(
+            m.port,
+            "results",
+            &format!("team/fmnist/objects/{dir}/{name}"),
+            b"damaged",
+        );
+    }
+    let c = copy_of(&a);
+    let r = crate::common::Run(with_keys(c.cmd(&["pull"])).output().unwrap()).exits(3);
+    assert!(
+        r.stdout()
+            .contains("FAILED   make: remote `s3` holds damaged files"),
+        "{}",
+        r.stdout()
+    );
+    assert!(!c.path("big").exists() && !c.path("sum.txt").exists());
+    // A push from the copy that holds them whole repairs the bucket.
+    let push = crate::common::Run(with_keys(a.cmd(&["push"])).output().unwrap()).ok();
+    assert!(push.stdout().contains("2 pushed"), "{}", push.stdout());
+    crate::common::Run(with_keys(c.cmd(&["pull"])).output().unwrap()).ok();
+    assert_eq!(outputs(&a), outputs(&c));
 }
 
 #[test]

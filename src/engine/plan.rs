@@ -275,40 +275,49 @@ impl Planner<'_> {
                 None,
             ));
         };
-        let (fp, key) = match self.keyed(stage, &known)? {
-            Keyed::Ok(fp, key) => (fp, key),
-            Keyed::No(no) => {
-                let r = no.reason().err().unwrap_or(DirtyReason::NeverRun);
-                return Ok(dirty(r, Some(record), None));
-            }
+        let named = known
+            .iter()
+            .map(|(n, d)| (n.clone(), d.named.clone()))
+            .collect();
+        let fp = match self.fingerprint(stage, named)?.reason() {
+            Ok(fp) => fp,
+            Err(r) => return Ok(dirty(r, Some(record), None)),
         };
+        // The key is computed only where it is used: a fresh stage's is
+        // its record's (a no-op `status` stays as cheap as before).
+        let key = |fp: &Fingerprint| runs::key(stage, fp, &known);
         if let Some(why) = &record.invalidated {
+            let k = key(&fp);
             return Ok(dirty(
                 DirtyReason::Invalidated { why: why.clone() },
                 Some(record),
-                Some((fp, key)),
+                Some((fp, k)),
             ));
         }
         if !record.complete {
-            let resume = self.resume_point(stage, &key);
+            let k = key(&fp);
+            let resume = self.resume_point(stage, &k);
             let reason = DirtyReason::Interrupted { resume };
-            return Ok(self.or_remembered(stage, reason, Some(record), Some((fp, key))));
+            return Ok(self.or_remembered(stage, reason, Some(record), Some((fp, k))));
         }
         if let Some(r) = fp.compare(&record.fingerprint) {
-            return Ok(self.or_remembered(stage, r, Some(record), Some((fp, key))));
+            let k = key(&fp);
+            return Ok(self.or_remembered(stage, r, Some(record), Some((fp, k))));
         }
         if let Some(reason) = self.outputs_changed(&record) {
+            let k = key(&fp);
             let digest = reason.restorable().then(|| record.digest());
-            let mut a = dirty(reason, Some(record), Some((fp, key)));
+            let mut a = dirty(reason, Some(record), Some((fp, k)));
             a.digest = digest;
             return Ok(a);
         }
         let digest = Some(record.digest());
+        let k = record.key.clone().unwrap_or_else(|| key(&fp));
         Ok(Assessment {
             state: State::Fresh,
             record: Some(record),
             fingerprint: Some(fp),
-            key: Some(key),
+            key: Some(k),
             entry: None,
             digest,
         })

@@ -8,6 +8,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-$(mktemp -d)}"
+mkdir -p "$work"
 cargo build --release --manifest-path "$repo/Cargo.toml" >&2
 bin="$work/fmnist-pipe"
 cp "$repo/target/release/fmnist-pipe" "$bin"

@@ -92,10 +92,10 @@ pub struct Planner<'a> {
     pub hashes: &'a HashCache,
 }
 
-/// A fingerprint with its run-cache key, or why there is none.
-pub enum Keyed {
+/// A fingerprint with its run-cache key, or none (a dep missing or unreadable).
+enum Keyed {
     Ok(Fingerprint, String),
-    No(Fp),
+    No,
 }
 
 /// The result of fingerprinting: a dep may be missing or unreadable.
@@ -135,7 +135,7 @@ impl Planner<'_> {
 
     /// The stage's fingerprint and run-cache key, given the digests of its
     /// inputs.
-    pub fn keyed(&self, stage: &Stage, inputs: &BTreeMap<String, Digest>) -> Result<Keyed> {
+    fn keyed(&self, stage: &Stage, inputs: &BTreeMap<String, Digest>) -> Result<Keyed> {
         let named = inputs
             .iter()
             .map(|(n, d)| (n.clone(), d.named.clone()))
@@ -145,7 +145,7 @@ impl Planner<'_> {
                 let key = runs::key(stage, &fp, inputs);
                 Keyed::Ok(fp, key)
             }
-            other => Keyed::No(other),
+            _ => Keyed::No,
         })
     }
 
@@ -245,7 +245,7 @@ impl Planner<'_> {
             let keyed = match &known {
                 Some(k) => match self.keyed(stage, k)? {
                     Keyed::Ok(fp, key) => Some((fp, key)),
-                    Keyed::No(_) => None,
+                    Keyed::No => None,
                 },
                 None => None,
             };

@@ -1,7 +1,7 @@
 //! Runs stale stages in dependency order, independent ones in parallel.
 
 use crate::engine::executor::{stage_env, Executor, JobFile, Shell, StageFailure};
-use crate::engine::plan::{Assessment, Fp, Keyed, Planner, State};
+use crate::engine::plan::{Assessment, Fp, Planner, State};
 use crate::engine::schedule::{Demand, Grant, Pool, Ready};
 use crate::engine::txn::{Txn, Unproduced};
 use crate::error::{Error, Result};
@@ -489,16 +489,24 @@ fn process(
     } = a;
     let (fp, key) = match (fingerprint, key) {
         (Some(fp), Some(key)) => (fp, key),
-        _ => match ctx.planner.keyed(stage, &inputs)? {
-            Keyed::Ok(fp, key) => (fp, key),
-            Keyed::No(Fp::DepMissing(d)) => {
-                return failed(send, stage, Failure::DepMissing { path: d }, None);
+        _ => {
+            let named = inputs
+                .iter()
+                .map(|(n, d)| (n.clone(), d.named.clone()))
+                .collect();
+            match ctx.planner.fingerprint(stage, named)? {
+                Fp::Ok(fp) => {
+                    let key = runs::key(stage, &fp, &inputs);
+                    (fp, key)
+                }
+                Fp::DepMissing(d) => {
+                    return failed(send, stage, Failure::DepMissing { path: d }, None);
+                }
+                Fp::DepUnreadable { path, error } => {
+                    return failed(send, stage, Failure::DepUnreadable { path, error }, None);
+                }
             }
-            Keyed::No(Fp::DepUnreadable { path, error }) => {
-                return failed(send, stage, Failure::DepUnreadable { path, error }, None);
-            }
-            Keyed::No(Fp::Ok(_)) => unreachable!("a fingerprint always has a key"),
-        },
+        }
     };
     // What neither the workspace nor the cache has, the remote may.
     let mut from = None;

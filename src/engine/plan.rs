@@ -92,12 +92,6 @@ pub struct Planner<'a> {
     pub hashes: &'a HashCache,
 }
 
-/// A fingerprint with its run-cache key, or none (a dep missing or unreadable).
-enum Keyed {
-    Ok(Fingerprint, String),
-    No,
-}
-
 /// The result of fingerprinting: a dep may be missing or unreadable.
 pub enum Fp {
     Ok(Fingerprint),
@@ -135,7 +129,12 @@ impl Planner<'_> {
 
     /// The stage's fingerprint and run-cache key, given the digests of its
     /// inputs.
-    fn keyed(&self, stage: &Stage, inputs: &BTreeMap<String, Digest>) -> Result<Keyed> {
+    /// None when a dep is missing or unreadable.
+    fn keyed(
+        &self,
+        stage: &Stage,
+        inputs: &BTreeMap<String, Digest>,
+    ) -> Result<Option<(Fingerprint, String)>> {
         let named = inputs
             .iter()
             .map(|(n, d)| (n.clone(), d.named.clone()))
@@ -143,9 +142,9 @@ impl Planner<'_> {
         Ok(match self.fingerprint(stage, named)? {
             Fp::Ok(fp) => {
                 let key = runs::key(stage, &fp, inputs);
-                Keyed::Ok(fp, key)
+                Some((fp, key))
             }
-            _ => Keyed::No,
+            _ => None,
         })
     }
 
@@ -243,10 +242,7 @@ impl Planner<'_> {
         };
         let Some(record) = record else {
             let keyed = match &known {
-                Some(k) => match self.keyed(stage, k)? {
-                    Keyed::Ok(fp, key) => Some((fp, key)),
-                    Keyed::No => None,
-                },
+                Some(k) => self.keyed(stage, k)?,
                 None => None,
             };
             // A first run that was interrupted but saved its progress.

@@ -58,13 +58,16 @@ pub fn run(
             let _ = std::fs::remove_file(&tmp);
             Error::io("write the exported model", output, e)
         })?;
+    let what = match format {
+        ExportFormat::Torch => "a PyTorch state_dict in safetensors",
+        ExportFormat::Onnx => "ONNX",
+    };
     reporter.text(&format!(
-        "{} ({}) -> {} ({:?}, {} bytes)\n",
+        "{} ({}) -> {} ({what}, {} bytes)\n",
         m.stage,
         m.weights.display(),
         output.display(),
-        format,
-        bytes.len()
+        stages::format::group_digits(bytes.len())
     ));
     Ok(exit::OK)
 }

@@ -4,7 +4,9 @@
 
 use crate::error::{ModelError, Result};
 use crate::spec::{Pipeline, Stage};
-use stages::contract::{Table, DATA_SUMMARY_FILE, TABLE_FILE, WEIGHTS_FILE};
+use stages::contract::{
+    Table, TrainSummary, DATA_SUMMARY_FILE, TABLE_FILE, TRAIN_SUMMARY_FILE, WEIGHTS_FILE,
+};
 use stages::Kind;
 use std::path::PathBuf;
 
@@ -77,8 +79,9 @@ fn named<'a>(p: &'a Pipeline, name: &str) -> Result<&'a Stage> {
     }
 }
 
-/// The train stage behind the most accurate variant of the comparison (of
-/// its seeds, the most accurate one).
+/// The train stage behind the compared variant with the best validation
+/// accuracy (of its seeds, the best one by the same measure). The test
+/// set is never used to choose: that is what the table reports on.
 fn best(p: &Pipeline) -> Result<(&Stage, Option<String>)> {
     let none = || ModelError::NoComparison;
     let compare = p
@@ -91,42 +94,61 @@ fn best(p: &Pipeline) -> Result<(&Stage, Option<String>)> {
         .and_then(|d| std::fs::read(d.join(TABLE_FILE)).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(none)?;
-    let variant = table
-        .variants
-        .iter()
-        .max_by(|a, b| a.accuracy_mean.total_cmp(&b.accuracy_mean))
+    // Each variant's seeds: (train stage, its best validation accuracy).
+    let mut scored = Vec::new();
+    for v in &table.variants {
+        let seeds: Vec<(&Stage, f64)> = v
+            .per_seed
+            .iter()
+            .filter_map(|seed| {
+                let evaluate = &p.stages[p.index_of(&seed.stage)?];
+                let train = evaluate
+                    .needs
+                    .iter()
+                    .map(|&i| &p.stages[i])
+                    .find(|s| s.kind == Kind::Train)?;
+                Some((train, validation_accuracy(p, train)?))
+            })
+            .collect();
+        if seeds.is_empty() {
+            continue;
+        }
+        let mean = seeds.iter().map(|s| s.1).sum::<f64>() / seeds.len() as f64;
+        scored.push((v, mean, seeds));
+    }
+    let (variant, mean, seeds) = scored
+        .into_iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
         .ok_or_else(none)?;
-    let seed = variant
-        .per_seed
+    let (train, val) = seeds
         .iter()
-        .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy))
-        .ok_or_else(none)?;
-    let evaluate = p
-        .index_of(&seed.stage)
-        .map(|i| &p.stages[i])
-        .ok_or_else(none)?;
-    let train = evaluate
-        .needs
-        .iter()
-        .map(|&i| &p.stages[i])
-        .find(|s| s.kind == Kind::Train)
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
         .ok_or_else(none)?;
     let why = format!(
-        "the best variant of {}: {} at {:.2}% test accuracy{}",
+        "the variant of {} with the best validation accuracy: {} at {:.2}%{} (its test accuracy, {:.2}%, was not used to choose)",
         compare.name,
         variant.variant,
-        variant.accuracy_mean * 100.0,
-        if variant.seeds > 1 {
+        mean * 100.0,
+        if seeds.len() > 1 {
             format!(
                 " (mean of {} seeds; this seed {:.2}%)",
-                variant.seeds,
-                seed.accuracy * 100.0
+                seeds.len(),
+                val * 100.0
             )
         } else {
             String::new()
-        }
+        },
+        variant.accuracy_mean * 100.0,
     );
     Ok((train, Some(why)))
+}
+
+/// The best validation accuracy a train stage's last run reached.
+fn validation_accuracy(p: &Pipeline, train: &Stage) -> Option<f64> {
+    let bytes = std::fs::read(out_dir(p, train)?.join(TRAIN_SUMMARY_FILE)).ok()?;
+    let summary: TrainSummary = serde_json::from_slice(&bytes).ok()?;
+    Some(summary.best_val_acc)
 }
 
 /// The normalization of the data `train` was trained on.

@@ -636,7 +636,7 @@ pub fn record(
             if let (Some(cmd), Value::Object(m)) = (&s.cmd, &mut p) {
                 m.insert("cmd".into(), Value::String(cmd.clone()));
             }
-            (s.name.clone(), as_written(p))
+            (s.name.clone(), crate::state::fingerprint::as_written(p))
         })
         .collect();
     let evaluations = pipeline
@@ -678,26 +678,6 @@ fn read_metrics(pipeline: &Pipeline, s: &crate::spec::Stage) -> Option<BTreeMap<
             r.efficiency.training_seconds,
         ),
     ]))
-}
-
-/// Parameters held as f32 are widened to f64 in the canonical form
-/// (0.0003 becomes 0.0003000000142492354): record them as the f32 they
-/// are, which is what the pipeline file says.
-fn as_written(v: Value) -> Value {
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            let x = n.as_f64().unwrap_or_default();
-            let short = if (x as f32) as f64 == x {
-                format!("{}", x as f32).parse().unwrap_or(x)
-            } else {
-                x
-            };
-            serde_json::Number::from_f64(short).map_or(Value::Number(n), Value::Number)
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(as_written).collect()),
-        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, as_written(v))).collect()),
-        other => other,
-    }
 }
 
 /// The commit checked out in the project and whether the tree is dirty,
@@ -899,7 +879,12 @@ pub fn diff(a: &RunRecord, b: &RunRecord) -> Diff {
 fn flatten_all(params: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for (stage, p) in params {
-        flatten(stage, p, &mut out);
+        // Runs recorded before parameters were kept as written.
+        flatten(
+            stage,
+            &crate::state::fingerprint::as_written(p.clone()),
+            &mut out,
+        );
     }
     out
 }
@@ -1058,6 +1043,7 @@ mod tests {
 
     #[test]
     fn widened_f32_parameters_are_recorded_as_written() {
+        use crate::state::fingerprint::as_written;
         let v = json!({"lr": 0.0003f32 as f64, "x": [0.1f32 as f64], "n": 3, "y": 0.1});
         assert_eq!(
             as_written(v),

@@ -25,6 +25,9 @@ pub enum Event {
         stage: String,
         message: String,
         fraction: Option<f64>,
+        /// A step done (an epoch): printed as a line where there is no
+        /// live line (a log, a pipe, CI), even without `-v`.
+        milestone: bool,
     },
     Cached {
         stage: String,

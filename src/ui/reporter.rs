@@ -116,6 +116,7 @@ impl Reporter {
                 stage,
                 message,
                 fraction,
+                milestone,
             } => match &self.bars {
                 Some((_, bars)) => {
                     if let Some(bar) = bars.get(&stage) {
@@ -125,7 +126,9 @@ impl Reporter {
                         bar.set_message(format!("{message}{pct}"));
                     }
                 }
-                None if self.verbose => self.line(&format!("         {stage}: {message}")),
+                None if self.verbose || milestone => {
+                    self.line(&format!("         {stage}: {message}"))
+                }
                 None => {}
             },
             Event::Submitted { stage, job } => {

@@ -143,6 +143,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             message: format!("fetching {name}"),
             fraction: Some(k as f64 / total as f64),
             notice: false,
+            milestone: false,
         });
         let source = fetch(
             &agent,
@@ -160,6 +161,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             message: format!("{name} from {source}"),
             fraction: Some((k + 1) as f64 / total as f64),
             notice: false,
+            milestone: false,
         });
     }
     Ok(())

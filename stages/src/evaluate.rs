@@ -118,6 +118,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         message: format!("{} test images", test.len()),
         fraction: Some(0.0),
         notice: false,
+        milestone: false,
     });
     tune_allocator();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -143,6 +144,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         message: format!("accuracy {:.4}", m.accuracy),
         fraction: Some(0.8),
         notice: false,
+        milestone: false,
     });
     let report = EvalReport {
         stage: ctx.stage.to_string(),
@@ -196,6 +198,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             message: why,
             fraction: None,
             notice: false,
+            milestone: false,
         });
     }
     crate::plots::evaluation(ctx.out_dir, &report, &roc, &probs, &data, test).map_err(fail)?;

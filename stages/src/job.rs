@@ -36,6 +36,11 @@ pub enum Message {
     Notice {
         message: String,
     },
+    /// A step done (an epoch): a line of its own off a terminal.
+    Milestone {
+        message: String,
+        fraction: Option<f64>,
+    },
     Done,
     Failed {
         error: JobError,
@@ -125,6 +130,12 @@ pub fn run(job: &Job, out: &mut (dyn Write + Send)) -> i32 {
             // The log is this process's stderr.
             eprintln!("{}: {}", job.stage, p.message);
             send(&Message::Notice { message: p.message })
+        } else if p.milestone {
+            eprintln!("{}: {}", job.stage, p.message);
+            send(&Message::Milestone {
+                message: p.message,
+                fraction: p.fraction,
+            })
         } else {
             send(&Message::Progress {
                 message: p.message,

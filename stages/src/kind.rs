@@ -43,6 +43,10 @@ pub struct Progress {
     /// Something the user must hear of even without `-v` (and that the
     /// stage's log keeps): a saved state thrown away, say.
     pub notice: bool,
+    /// A step worth a line of its own in a log or off a terminal (an
+    /// epoch done, with its validation accuracy); on a terminal it is the
+    /// live line like any progress.
+    pub milestone: bool,
 }
 
 /// Everything a built-in kind needs to run one stage.
@@ -140,7 +144,8 @@ impl Kind {
             // 2: tiny p-values shown as "< 1e-300", digits grouped in the title.
             // 3: seed replicates aggregated; table.json's per-variant
             // summaries; curves' points marked; a sortable report table.
-            Kind::Compare => 3,
+            // 4: inference rates with grouped digits (815,336).
+            Kind::Compare => 4,
         }
     }
 

@@ -122,6 +122,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             message: m.to_string(),
             fraction: Some(f),
             notice: false,
+            milestone: false,
         })
     };
     progress("decoding", 0.0);

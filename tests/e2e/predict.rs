@@ -104,7 +104,27 @@ fn pictures_are_classified_like_the_test_set_and_bad_files_are_named() {
     let out = t.run(&["predict", "pics/a.png", "pics/c.png"]);
     assert_eq!(out.code(), 1);
     let text = out.stdout();
-    assert!(text.contains("the best variant of compare"), "{text}");
+    assert!(
+        text.contains("the variant of compare with the best validation accuracy")
+            && text.contains("was not used to choose"),
+        "{text}"
+    );
+    // Chosen by validation accuracy, never by the test set's.
+    let val = |stage: &str| {
+        let t: serde_json::Value = serde_json::from_slice(
+            &fs::read(t.path(&format!("outputs/{stage}/train.json"))).unwrap(),
+        )
+        .unwrap();
+        t["best_val_acc"].as_f64().unwrap()
+    };
+    let by_validation = if val("train@main") >= val("train@slow") {
+        "train@main"
+    } else {
+        "train@slow"
+    };
+    let chosen = t.run(&["predict", "pics/a.png", "--json"]).ok().stdout();
+    let chosen: serde_json::Value = serde_json::from_str(&chosen).unwrap();
+    assert_eq!(chosen["model"]["stage"], by_validation, "{chosen}");
     assert!(
         text.contains("pics/c.png  error: not a PNG or JPEG image"),
         "{text}"

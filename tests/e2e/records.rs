@@ -459,3 +459,36 @@ fn one_seed_notes_ask_for_more_seeds() {
         .has("List more seeds in `seeds:`")
         .lacks("Add `seeds:` to the train stage");
 }
+
+/// Parameters a kind holds as f32 are shown as written, not widened
+/// (`0.0005`, not `0.0004999999873689376`), in `status --json` and `diff`.
+#[test]
+fn parameters_are_shown_as_written() {
+    let t = crate::common::tiny_project(|s| s);
+    t.run(&["run", "train@main"]).ok();
+    t.edit_pipeline("lr: 0.003", "lr: 0.0005");
+    let json = t.run(&["status", "--json", "train@main"]).ok().stdout();
+    assert!(json.contains("\"old\": 0.003,"), "{json}");
+    assert!(json.contains("\"new\": 0.0005"), "{json}");
+    assert!(!json.contains("0.00300000"), "{json}");
+}
+
+/// Off a terminal (a pipe, a log, CI), a training prints a line per epoch
+/// without `-v`, with its validation accuracy; its log keeps them too.
+#[test]
+fn a_training_piped_to_a_file_prints_a_line_per_epoch() {
+    let t = crate::common::tiny_project(|s| s.replace("epochs: 1", "epochs: 2"));
+    let out = t.run(&["run", "train@main"]).ok().stdout();
+    for e in ["epoch 1/2: train loss ", "epoch 2/2: train loss "] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("train@main: {e}")))
+            .unwrap_or_else(|| panic!("no `{e}` line in\n{out}"));
+        assert!(
+            line.contains(", val acc ") && line.contains("%, lr 0.003, ") && line.contains(" ETA "),
+            "{line}"
+        );
+    }
+    let log = t.read("cache/logs/train@main.log");
+    assert!(log.contains("train@main: epoch 2/2: train loss "), "{log}");
+}

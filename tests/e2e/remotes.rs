@@ -16,14 +16,19 @@ fn pipeline(remote: &str, files: usize) -> String {
     )
 }
 
+/// Every file under `dir` with its bytes; not the hidden ones a remote
+/// writes before renaming them into place (nor those renamed meanwhile).
 fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         if p.is_dir() {
             out.extend(all_files(&p));
-        } else {
-            out.push((p.clone(), fs::read(&p).unwrap()));
+        } else if let Ok(bytes) = fs::read(&p) {
+            out.push((p.clone(), bytes));
         }
     }
     out.sort();

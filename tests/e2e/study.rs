@@ -401,21 +401,23 @@ fn stage_processes(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Waits until a training in `t` has saved a state after an epoch (saved
-/// progress is kept by result, not by stage: `stage` is its only training).
-fn wait_for_saved_epoch(t: &Project, stage: &str) {
+/// Waits until `trainings` trainings in `t` have each saved a state after
+/// an epoch (saved progress is kept by result, not by stage name, so the
+/// caller says how many it started).
+fn wait_for_saved_epoch(t: &Project, trainings: usize) {
     for _ in 0..400 {
         let saved = fs::read_dir(t.dir().join("cache/resume"))
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| e.path().join("progress.json").is_file());
-        if saved {
+            .filter(|e| e.path().join("progress.json").is_file())
+            .count();
+        if saved >= trainings {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    panic!("{stage} saved no state");
+    panic!("not {trainings} trainings saved a state");
 }
 
 /// The stage's process, killed in the middle of a training (as the
@@ -430,7 +432,8 @@ fn a_killed_stage_process_is_reported_and_the_rerun_resumes() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_saved_epoch(&t, "train@main");
+    // train@main and train@slow.
+    wait_for_saved_epoch(&t, 2);
     let victim = stage_processes(&t.dir())
         .into_iter()
         .find(|pid| {
@@ -477,7 +480,7 @@ fn kill_mid_training(t: &Project) {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_saved_epoch(t, "train@main");
+    wait_for_saved_epoch(t, 1);
     let stage_pids = stage_processes(&t.dir());
     assert_eq!(stage_pids.len(), 1, "train@main runs in its own process");
     child.kill().unwrap();

@@ -69,6 +69,16 @@ pub(super) fn relay(
                 stage: stage.to_string(),
                 message,
                 fraction,
+                milestone: false,
+            });
+            None
+        }
+        Ok(stages::job::Message::Milestone { message, fraction }) => {
+            send(Event::Progress {
+                stage: stage.to_string(),
+                message,
+                fraction,
+                milestone: true,
             });
             None
         }

@@ -384,6 +384,7 @@ impl Slurm {
                         stage: stage.to_string(),
                         message: format!("Slurm requeued job {id}; it starts again"),
                         fraction: None,
+                        milestone: true,
                     });
                     ran = false;
                 }

@@ -9,8 +9,34 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParamChange {
     pub path: String,
+    #[serde(serialize_with = "written")]
     pub old: Option<Value>,
+    #[serde(serialize_with = "written")]
     pub new: Option<Value>,
+}
+
+fn written<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    v.clone().map(as_written).serialize(s)
+}
+
+/// Parameters as written: a kind holds some as f32, which JSON widens
+/// (0.001 reads back as 0.0010000000474974513); a number that is exactly
+/// an f32 is given in the shortest form that reads back as that f32.
+pub fn as_written(v: Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            let short = if (x as f32) as f64 == x {
+                format!("{}", x as f32).parse().unwrap_or(x)
+            } else {
+                x
+            };
+            serde_json::Number::from_f64(short).map_or(Value::Number(n), Value::Number)
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(as_written).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, as_written(v))).collect()),
+        other => other,
+    }
 }
 
 /// Where an interrupted training takes up again: after `epoch` of `epochs`.

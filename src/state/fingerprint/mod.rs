@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 mod dirty_reason;
-pub use dirty_reason::{DirtyReason, ParamChange, ResumePoint};
+pub use dirty_reason::{as_written, DirtyReason, ParamChange, ResumePoint};
 
 /// Everything that determines a stage's result. Serialized with ordered
 /// maps only, so equal fingerprints hash equally everywhere.

@@ -134,6 +134,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         message: format!("{} variants", variants.len()),
         fraction: Some(0.3),
         notice: false,
+        milestone: false,
     });
     let reference = &members[ref_idx][0].preds;
     for e in members.iter().flatten() {
@@ -186,6 +187,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         message: crate::plots::font_missing().unwrap_or_else(|| "charts".into()),
         fraction: Some(0.6),
         notice: false,
+        milestone: false,
     });
     // Charts of each variant: its seeds' mean metrics, the first seed's curves.
     let reports: Vec<EvalReport> = members.iter().map(|m| mean_report(m)).collect();
@@ -375,7 +377,7 @@ fn render_table(rows: &[Row], reference: &str, n: usize, one_seed: bool) -> Tabl
                 group_digits(r.parameters),
                 format!("{:.2} MB", r.model_size_bytes as f64 / 1e6),
                 format_secs(r.training_seconds),
-                format!("{:.0}", r.inference_img_per_s),
+                group_digits(r.inference_img_per_s.round() as usize),
             ]
         })
         .collect();

@@ -157,7 +157,7 @@ pub fn render(rows: &[VariantSummary], reference: &str, test_images: usize) -> T
                 },
                 group_digits(r.parameters),
                 format_secs(r.training_seconds),
-                format!("{:.0}", r.inference_img_per_s),
+                group_digits(r.inference_img_per_s.round() as usize),
             ]
         })
         .collect();

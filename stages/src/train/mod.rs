@@ -227,6 +227,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         message: format!("{} parameters", model.parameter_count()),
         fraction: Some(0.0),
         notice: false,
+        milestone: false,
     });
     tune_allocator();
     let t0 = Instant::now();
@@ -481,6 +482,7 @@ fn take_up<D: Backend>(
                 ),
                 fraction: None,
                 notice: true,
+                milestone: false,
             });
             None
         }),
@@ -499,6 +501,7 @@ fn take_up<D: Backend>(
                         ),
                         fraction: None,
                         notice: true,
+                        milestone: false,
                     });
                     None
                 }
@@ -514,12 +517,14 @@ fn epoch_steps<D: Backend>(
     learner: &mut Learner<D>,
     model: &mut Model,
     batcher: &Batcher<'_>,
-    (epoch, batches): (usize, usize),
+    (epoch, batches, last_val): (usize, usize, Option<f64>),
     p: &TrainParams,
     threads: usize,
     progress: &(dyn Fn(Progress) + Sync),
     (started, t, before, total_steps): (Instant, Instant, usize, usize),
 ) -> Result<(f64, usize, usize), String> {
+    // The last epoch's validation accuracy stays in the live line.
+    let val = last_val.map_or(String::new(), |v| format!(" (val acc {:.2}%)", v * 100.0));
     let (mut x, mut y) = (Vec::new(), Vec::new());
     let order = batcher.order(epoch as u64);
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -544,7 +549,7 @@ fn epoch_steps<D: Backend>(
                 started.elapsed().as_secs_f64() / this_run as f64 * (total_steps - done) as f64;
             progress(Progress {
                 message: format!(
-                    "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s",
+                    "epoch {}/{}{val} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s",
                     epoch + 1,
                     p.epochs,
                     k + 1,
@@ -555,6 +560,7 @@ fn epoch_steps<D: Backend>(
                 ),
                 fraction: Some(done as f64 / total_steps as f64),
                 notice: false,
+                milestone: false,
             });
         }
     }
@@ -619,6 +625,7 @@ fn fit<D: Backend>(
             message: format!("resuming from epoch {first_epoch}/{}", p.epochs),
             fraction: Some(first_epoch as f64 / p.epochs as f64),
             notice: false,
+            milestone: false,
         });
     }
     let started = Instant::now();
@@ -628,7 +635,7 @@ fn fit<D: Backend>(
             &mut learner,
             model,
             &batcher,
-            (epoch, batches),
+            (epoch, batches, history.last().map(|h| h.val_acc)),
             p,
             threads,
             progress,
@@ -655,6 +662,25 @@ fn fit<D: Backend>(
             lr: learner.adam.lr,
             seconds: t.elapsed().as_secs_f64(),
             img_per_s: seen as f64 / train_secs,
+        });
+        // A line per epoch for logs, pipes and CI; the live line's last
+        // state on a terminal.
+        let done = epoch + 1 - first_epoch;
+        let eta = started.elapsed().as_secs_f64() / done as f64 * (p.epochs - epoch - 1) as f64;
+        progress(Progress {
+            message: format!(
+                "epoch {}/{}: train loss {:.4}, val acc {:.2}%, lr {}, {:.1} s, ETA {:.0} s",
+                epoch + 1,
+                p.epochs,
+                loss_sum / seen as f64,
+                val_acc * 100.0,
+                learner.adam.lr,
+                t.elapsed().as_secs_f64(),
+                eta
+            ),
+            fraction: Some((epoch + 1) as f64 / p.epochs as f64),
+            notice: false,
+            milestone: true,
         });
         if val_acc > best_acc {
             best_acc = val_acc;

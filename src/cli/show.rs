@@ -27,7 +27,9 @@ pub fn run(pipeline: &Pipeline, dag: &Dag, reporter: &mut Reporter) -> Result<i3
                     ));
                 } else if let Some(r) = row.filter(|r| r.state != RowState::Fresh) {
                     let why = r.reason().unwrap_or_default();
-                    reporter.text(&format!("note: this table is stale ({why}); `fmnist-pipe run` brings it up to date\n"));
+                    reporter.note(&format!(
+                        "note: this table is stale ({why}); `fmnist-pipe run` brings it up to date"
+                    ));
                 }
             }
             None => reporter.text(&format!(

@@ -79,7 +79,11 @@ impl Project {
     /// The binary, ready to run in the project (for tests that spawn it).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fmnist-pipe"));
-        c.args(args).current_dir(self.dir()).env_remove("CI");
+        // Output as off a terminal, whatever the shell running the tests has.
+        c.args(args)
+            .current_dir(self.dir())
+            .env_remove("CI")
+            .env_remove("COLUMNS");
         c
     }
 

@@ -492,3 +492,42 @@ fn a_training_piped_to_a_file_prints_a_line_per_epoch() {
     let log = t.read("cache/logs/train@main.log");
     assert!(log.contains("train@main: epoch 2/2: train loss "), "{log}");
 }
+
+/// Printed tables fit the width COLUMNS gives: the least important columns
+/// go first (a note names them), then cells wrap; off a terminal without
+/// COLUMNS, the whole table.
+#[test]
+fn tables_fit_the_terminal() {
+    let t = crate::common::tiny_project(|s| s);
+    t.run(&["run"]).ok();
+    let whole = t.run(&["show"]).ok().stdout();
+    assert!(whole.contains("infer img/s"), "{whole}");
+    for width in [100usize, 80, 60] {
+        let out = crate::common::Run(
+            t.cmd(&["show"])
+                .env("COLUMNS", width.to_string())
+                .output()
+                .unwrap(),
+        )
+        .ok()
+        .stdout();
+        let widest = out.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert!(
+            widest <= width,
+            "COLUMNS={width}, a line of {widest}:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("Left out to fit {width} columns: infer img/s")),
+            "{out}"
+        );
+        let log = crate::common::Run(
+            t.cmd(&["log"])
+                .env("COLUMNS", width.to_string())
+                .output()
+                .unwrap(),
+        )
+        .ok()
+        .stdout();
+        assert!(log.lines().all(|l| l.chars().count() <= width), "{log}");
+    }
+}

@@ -46,6 +46,10 @@ pub enum Command {
     Status {
         /// Only these stages and what they need.
         stages: Vec<String>,
+        /// Set a parameter for this command without editing the file:
+        /// `train.lr=0.01`, `train@fast.dropout=0.5` (repeatable).
+        #[arg(short = 'S', long = "set", value_name = "STAGE.KEY=VALUE")]
+        set: Vec<String>,
         /// JSON: an array of {stage, state, reason, why, kind}.
         #[arg(long)]
         json: bool,
@@ -227,6 +231,11 @@ pub struct RunArgs {
     /// Fetch and restore only, run nothing (`pull`).
     #[arg(skip)]
     pub only_pull: bool,
+    /// Set a parameter for this run without editing the file:
+    /// `train.lr=0.01`, `train@fast.dropout=0.5` (repeatable; the history
+    /// records it).
+    #[arg(short = 'S', long = "set", value_name = "STAGE.KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 fn parse_executor(text: &str) -> std::result::Result<spec::ExecutorKind, String> {
@@ -268,9 +277,11 @@ pub fn main() -> i32 {
     }
 }
 
-fn load(file: &Path) -> Result<(Pipeline, Dag)> {
-    let (raw, text) = spec::load(file)?;
-    let pipeline = spec::resolve(raw, text, file)?;
+fn load(file: &Path, sets: &[String]) -> Result<(Pipeline, Dag)> {
+    let (mut raw, text) = spec::load(file)?;
+    spec::overrides::apply(&mut raw, sets)?;
+    let mut pipeline = spec::resolve(raw, text, file)?;
+    pipeline.overrides = sets.to_vec();
     let dag = Dag::build(&pipeline)?;
     Ok((pipeline, dag))
 }
@@ -289,7 +300,12 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
     if let Command::Bench(args) = &cli.command {
         return crate::cli::bench::run(cli, args, reporter, &running.children);
     }
-    let (pipeline, dag) = load(&cli.file)?;
+    let sets: &[String] = match &cli.command {
+        Command::Run(a) => &a.set,
+        Command::Status { set, .. } => set,
+        _ => &[],
+    };
+    let (pipeline, dag) = load(&cli.file, sets)?;
     match &cli.command {
         Command::Bench(_) | Command::Stage { .. } => unreachable!("handled above"),
         Command::Show => show::run(&pipeline, &dag, reporter),
@@ -308,7 +324,9 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         } => export::run(&pipeline, reporter, stage, format, output),
         Command::Dag { dot } => dag::run(&pipeline, &dag, reporter, dot),
         Command::Gc { dry_run, runs } => gc::run(&pipeline, reporter, *dry_run, *runs),
-        Command::Status { stages, json } => status::run(&pipeline, &dag, reporter, stages, json),
+        Command::Status { stages, json, .. } => {
+            status::run(&pipeline, &dag, reporter, stages, json)
+        }
         Command::Run(args) => run::run(&pipeline, &dag, reporter, args, running),
         Command::Push { stages, remote } => {
             push::run(&pipeline, &dag, reporter, stages, remote.as_deref())

@@ -4,6 +4,7 @@ pub mod graph;
 mod grid;
 mod load;
 mod locate;
+pub mod overrides;
 pub mod protect;
 mod resolve;
 pub mod resources;

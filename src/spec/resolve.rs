@@ -105,6 +105,8 @@ pub struct Pipeline {
     pub settings: Settings,
     pub stages: Vec<Stage>,
     pub text: String,
+    /// `-S` overrides applied to the file's parameters, as given.
+    pub overrides: Vec<String>,
 }
 
 impl Pipeline {
@@ -233,6 +235,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
         settings,
         stages,
         text,
+        overrides: Vec::new(),
     })
 }
 

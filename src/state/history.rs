@@ -41,6 +41,9 @@ pub struct RunRecord {
     /// recorded are those it ran with, the file now says otherwise.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pipeline_changed: bool,
+    /// `-S` overrides the run was started with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
     pub ran: Vec<RanStage>,
     /// Every stage's canonical parameters, by stage name.
     pub params: BTreeMap<String, Value>,
@@ -61,6 +64,8 @@ pub struct RunSummary {
     pub git: Option<GitState>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub pipeline_changed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
     pub ran: Vec<RanStage>,
 }
 
@@ -93,6 +98,8 @@ struct Line {
     git: Option<GitState>,
     #[serde(default, skip_serializing_if = "is_false")]
     pipeline_changed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    overrides: Vec<String>,
     ran: Vec<RanStage>,
     /// The first format: the whole state inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -328,6 +335,7 @@ fn whole(dir: &Path, line: Line) -> Result<RunRecord> {
         when: line.when,
         git: line.git,
         pipeline_changed: line.pipeline_changed,
+        overrides: line.overrides,
         ran: line.ran,
         params,
         metrics,
@@ -420,6 +428,7 @@ pub fn append(path: &Path, mut record: RunRecord) -> Result<RunRecord> {
         when: record.when.clone(),
         git: record.git.clone(),
         pipeline_changed: record.pipeline_changed,
+        overrides: record.overrides.clone(),
         ran: record.ran.clone(),
         params: None,
         metrics: None,
@@ -543,6 +552,7 @@ pub fn compact(path: &Path, dry_run: bool) -> Result<Compacted> {
                     when: record.when,
                     git: record.git,
                     pipeline_changed: record.pipeline_changed,
+                    overrides: record.overrides,
                     ran: record.ran,
                     params: None,
                     metrics: None,
@@ -659,6 +669,7 @@ pub fn record(
         when: start.when,
         git: start.git.join().ok().flatten(),
         pipeline_changed: changed,
+        overrides: pipeline.overrides.clone(),
         ran,
         params,
         metrics,
@@ -923,6 +934,7 @@ mod tests {
                 BTreeMap::from([("accuracy".to_string(), acc)]),
             )]),
             pipeline_changed: false,
+            overrides: Vec::new(),
             stale: vec![],
         }
     }

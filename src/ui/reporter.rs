@@ -633,6 +633,9 @@ impl Reporter {
                 if r.pipeline_changed {
                     what.push_str(" (pipeline edited during the run)");
                 }
+                if !r.overrides.is_empty() {
+                    what.push_str(&format!(" (-S {})", r.overrides.join(" -S ")));
+                }
                 let names: Vec<&str> = r.ran.iter().map(|s| s.stage.as_str()).collect();
                 let shown = names.iter().take(4).copied().collect::<Vec<_>>().join(", ");
                 let more = names.len().saturating_sub(4);

@@ -531,3 +531,56 @@ fn tables_fit_the_terminal() {
         assert!(log.lines().all(|l| l.chars().count() <= width), "{log}");
     }
 }
+
+/// `-S STAGE.KEY=VALUE` sets a parameter for one command; the history
+/// records it; without it, the file's values come back (from the cache).
+#[test]
+fn a_parameter_set_on_the_command_line_runs_and_is_recorded() {
+    let p = example();
+    p.run(&["run"]).ok();
+    p.run(&["run", "-S", "train.epochs=5"])
+        .ok()
+        .has("running  train@slow  (param epochs changed (3 => 5))");
+    assert_eq!(p.read("out/model-slow.txt"), "0.001 5\n");
+    assert_eq!(p.read("out/model-fast.txt"), "0.01 5\n");
+    p.run(&["log"]).ok().has("(-S train.epochs=5)");
+    assert!(p
+        .run(&["log", "--json"])
+        .ok()
+        .stdout()
+        .contains("\"overrides\": [\n      \"train.epochs=5\"\n    ]"));
+    // The file still says 3: stale without -S, fresh with it.
+    assert_eq!(p.state_of("train@slow").0, "dirty");
+    let fresh = p.run(&["status", "-S", "train.epochs=5"]).ok().stdout();
+    assert!(fresh.contains("0 dirty"), "{fresh}");
+    p.run(&["run"]).ok().has("0 ran").has("restored train@slow");
+    assert_eq!(p.read("out/model-slow.txt"), "0.001 3\n");
+    // One variant; a dotted key creates the mapping.
+    p.run(&["run", "-S", "train@fast.lr=0.5", "--dry-run"])
+        .ok()
+        .has("train@fast")
+        .lacks("train@slow ");
+    p.run(&["run", "-S", "train.opt.beta=0.9"])
+        .ok()
+        .has("running  train@fast  (param opt added (= {\"beta\":0.9}))");
+    // A variant may only change what its stage declares, as in the file.
+    p.run(&["run", "-S", "train@fast.opt.beta=0.9"])
+        .exits(2)
+        .has(
+        "variant `fast` of stage `train` overrides `opt`, which is not a parameter of the stage",
+    );
+    for (bad, why) in [
+        (
+            "nosuch.x=1",
+            "-S nosuch.x=1: no stage of the pipeline starts `nosuch.x`",
+        ),
+        ("train.lr", "-S train.lr: no `=`"),
+        (
+            "train@nope.lr=1",
+            "stage `train` declares no variant that starts `nope.lr`",
+        ),
+        ("train.lr=", "no value after `=`"),
+    ] {
+        p.run(&["run", "-S", bad]).exits(2).has(why);
+    }
+}

@@ -12,6 +12,7 @@ pub fn run(
     run_b: &Option<u64>,
     json: &bool,
     md: &bool,
+    all: bool,
 ) -> Result<i32> {
     let pick = match (run_a, run_b) {
         (Some(a), Some(b)) => history::Pick::Both(*a, *b),
@@ -21,7 +22,13 @@ pub fn run(
     };
     match history::pick(&history::path(pipeline), pick)? {
         Ok((a, b)) => {
-            reporter.diff(&history::diff(&a, &b), *json, *md);
+            // By variant for people; every stage with --all, and in JSON.
+            let d = if all || *json {
+                history::diff(&a, &b)
+            } else {
+                history::by_variant(&a, &b)
+            };
+            reporter.diff(&d, *json, *md);
             Ok(exit::OK)
         }
         Err(history::Missing::Run { id, range }) => Err(Error::NoRun(format!(

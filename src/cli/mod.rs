@@ -100,6 +100,10 @@ pub enum Command {
         /// Markdown tables.
         #[arg(long)]
         md: bool,
+        /// Every stage on its own: seed replicates not taken together,
+        /// every parameter of added and removed stages.
+        #[arg(long)]
+        all: bool,
     },
     /// Classify your own pictures (PNG or JPEG, any size, colour or grey)
     /// with a trained model: the top classes and their probabilities.
@@ -315,7 +319,8 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
             run_b,
             json,
             md,
-        } => diff::run(&pipeline, reporter, run_a, run_b, json, md),
+            all,
+        } => diff::run(&pipeline, reporter, run_a, run_b, json, md, *all),
         Command::Predict(args) => predict::run(&pipeline, &dag, reporter, args),
         Command::Export {
             stage,

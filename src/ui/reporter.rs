@@ -688,11 +688,44 @@ impl Reporter {
         }
         let value =
             |v: &Option<serde_json::Value>| v.as_ref().map_or("—".into(), |v| v.to_string());
-        let num = |v: Option<f64>, stale: bool| match (v, stale) {
+        // Accuracies as the comparison table gives them: percent, and
+        // changes in percentage points.
+        let percent = |metric: &str| metric.contains("accuracy");
+        let num = |v: Option<f64>, stale: bool, metric: &str| match (v, stale) {
             (_, true) => "stale".to_string(),
+            (Some(v), false) if percent(metric) => format!("{:.2}%", v * 100.0),
             (Some(v), false) => format!("{v:.4}"),
             (None, false) => "—".into(),
         };
+        let change = |c: Option<f64>, metric: &str| match c {
+            Some(c) if percent(metric) => format!("{:+.2} pp", c * 100.0),
+            Some(c) => format!("{c:+.4}"),
+            None => "—".into(),
+        };
+        let list = |names: &[String]| {
+            const SHOWN: usize = 6;
+            let mut t = names
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if names.len() > SHOWN {
+                t.push_str(&format!(" and {} more", names.len() - SHOWN));
+            }
+            t
+        };
+        let mut stages_line = Vec::new();
+        if !d.added.is_empty() {
+            stages_line.push(format!("{} added ({})", d.added.len(), list(&d.added)));
+        }
+        if !d.removed.is_empty() {
+            stages_line.push(format!(
+                "{} removed ({})",
+                d.removed.len(),
+                list(&d.removed)
+            ));
+        }
         let params = stages::contract::Table {
             title: format!("Parameters, run {} → run {}", d.old_run, d.new_run),
             columns: ["parameter", "old", "new"].map(String::from).to_vec(),
@@ -720,9 +753,9 @@ impl Reporter {
                     vec![
                         m.stage.clone(),
                         m.metric.clone(),
-                        num(m.old, m.old_stale),
-                        num(m.new, m.new_stale),
-                        m.change.map_or("—".into(), |c| format!("{c:+.4}")),
+                        num(m.old, m.old_stale, &m.metric),
+                        num(m.new, m.new_stale, &m.metric),
+                        change(m.change, &m.metric),
                     ]
                 })
                 .collect(),
@@ -738,9 +771,26 @@ impl Reporter {
             },
             variants: Vec::new(),
         };
-        if md {
-            self.text(&format!("{}\n{}", params.markdown(), metrics.markdown()));
+        let stages_line = if stages_line.is_empty() {
+            String::new()
         } else {
+            format!(
+                "Stages, run {} → run {}: {}\n",
+                d.old_run,
+                d.new_run,
+                stages_line.join("; ")
+            )
+        };
+        if md {
+            self.text(&format!(
+                "{stages_line}{}\n{}",
+                params.markdown(),
+                metrics.markdown()
+            ));
+        } else {
+            if !stages_line.is_empty() {
+                self.note(stages_line.trim_end());
+            }
             self.table(&params);
             self.table(&metrics);
         }

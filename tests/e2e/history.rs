@@ -103,3 +103,50 @@ fn a_history_that_cannot_be_written_costs_the_record_not_the_run() {
         "{out}"
     );
 }
+
+/// After adding `seeds:` to a two-variant study, `diff` reads by variant:
+/// the stages added and removed as counts and names, each variant's seeds
+/// taken together, accuracies in percent; `--all` has every stage.
+#[test]
+fn diff_after_adding_seeds_reads_by_variant() {
+    let t = Project::new();
+    study(&t, "0.0003");
+    t.run(&["run"]).ok();
+    t.edit_pipeline(
+        "    kind: train\n",
+        "    kind: train\n    seeds: [1, 2, 3]\n",
+    );
+    t.run(&["run"]).ok();
+    let out = t.run(&["diff"]).ok().stdout();
+    assert!(
+        out.lines().count() < 60,
+        "{} lines:\n{out}",
+        out.lines().count()
+    );
+    assert!(
+        out.contains("Stages, run 1 → run 2: 12 added (evaluate@main~seed1, "),
+        "{out}"
+    );
+    assert!(
+        out.contains("4 removed (evaluate@main, evaluate@slow, train@main, train@slow)"),
+        "{out}"
+    );
+    // One row per variant for the seed, not one per replicate.
+    let seed_rows: Vec<&str> = out.lines().filter(|l| l.contains(".seed ")).collect();
+    assert_eq!(seed_rows.len(), 2, "{out}");
+    assert!(
+        seed_rows[0].contains("42") && seed_rows[0].contains("[1,2,3]"),
+        "{out}"
+    );
+    let accuracy = out
+        .lines()
+        .find(|l| l.contains("evaluate@main") && l.contains(" accuracy "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        accuracy.contains('%') && accuracy.contains(" pp"),
+        "{accuracy}"
+    );
+    let all = t.run(&["diff", "--all"]).ok().stdout();
+    assert!(all.lines().count() > out.lines().count(), "{all}");
+    assert!(all.contains("evaluate@main~seed2"), "{all}");
+}

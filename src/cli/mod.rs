@@ -295,11 +295,8 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         return run_job(job);
     }
     // Commands that start processes stop them on every way out.
-    if matches!(
-        cli.command,
-        Command::Run(_) | Command::Bench(_) | Command::Gc { .. } | Command::Pull { .. }
-    ) {
-        crate::engine::interrupt::install(running)?;
+    if matches!(cli.command, Command::Bench(_) | Command::Gc { .. }) {
+        crate::engine::interrupt::install(running, None)?;
     }
     if let Command::Bench(args) = &cli.command {
         return crate::cli::bench::run(cli, args, reporter, &running.children);
@@ -310,6 +307,14 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         _ => &[],
     };
     let (pipeline, dag) = load(&cli.file, sets)?;
+    if matches!(cli.command, Command::Run(_) | Command::Pull { .. }) {
+        // A study outlives a dropped SSH session: on SIGHUP its output
+        // goes on in the project's run log.
+        let log = crate::state::store::Store::open(&pipeline.settings)
+            .home()
+            .join("run.log");
+        crate::engine::interrupt::install(running, Some(log))?;
+    }
     match &cli.command {
         Command::Bench(_) | Command::Stage { .. } => unreachable!("handled above"),
         Command::Show => show::run(&pipeline, &dag, reporter),

@@ -3,6 +3,8 @@
 //! and every Slurm job this run submitted is cancelled,
 //! nothing new is recorded (a stage that was running keeps its incomplete
 //! record and reruns next time), and the exit status names the signal.
+//! Except a hangup where the command has a log to go on in: a study
+//! started over SSH survives the session (its output goes to the log).
 
 use crate::error::{Error, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -27,8 +29,10 @@ impl Running {
     }
 }
 
-/// Starts the thread that waits for a stop signal.
-pub fn install(running: &Running) -> Result<()> {
+/// Starts the thread that waits for a stop signal. With `hangup_log`,
+/// SIGHUP (the terminal went away) does not stop: what would have been
+/// printed goes to that file from then on.
+pub fn install(running: &Running, hangup_log: Option<std::path::PathBuf>) -> Result<()> {
     let running = running.clone();
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| {
         Error::io(
@@ -40,7 +44,14 @@ pub fn install(running: &Running) -> Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    if let Some(log) = &hangup_log {
+                        if go_on_in(log) {
+                            continue;
+                        }
+                    }
+                }
                 let stopped = running.children.stop_all(GRACE)
                     + crate::engine::executor::slurm::cancel_all(&running.jobs);
                 crate::ui::reporter::interrupted(name(sig), stopped);
@@ -55,6 +66,29 @@ pub fn install(running: &Running) -> Result<()> {
             )
         })?;
     Ok(())
+}
+
+/// Points this process's stdout and stderr at `log` (appended), so the
+/// run goes on without its terminal; false when the log cannot be opened.
+fn go_on_in(log: &std::path::Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    if let Some(parent) = log.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    else {
+        return false;
+    };
+    // SAFETY: dup2 onto the standard descriptors from a file we own.
+    let ok =
+        unsafe { libc::dup2(file.as_raw_fd(), 1) != -1 && libc::dup2(file.as_raw_fd(), 2) != -1 };
+    if ok {
+        crate::ui::reporter::hung_up(log);
+    }
+    ok
 }
 
 fn name(sig: i32) -> &'static str {

@@ -859,6 +859,15 @@ pub struct Prediction {
     pub result: Result<(learn::predict::Prepared, Vec<f32>), String>,
 }
 
+/// The terminal went away (SIGHUP); said into the log the run goes on in.
+pub fn hung_up(log: &std::path::Path) {
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\nthe terminal hung up (SIGHUP): the run goes on, and says what it does here ({})",
+        log.display()
+    );
+}
+
 pub fn interrupted(signal: &str, stopped: usize) {
     let what = match stopped {
         0 => String::new(),

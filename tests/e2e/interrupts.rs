@@ -143,3 +143,31 @@ fn run_wait_says_whom_it_waits_for() {
     );
     assert!(r.stdout().contains("0 ran, 1 cached"), "{}", r.stdout());
 }
+
+/// A terminal that goes away (SIGHUP: a dropped SSH session) does not stop
+/// a run: it finishes, and what it says goes on in cache/run.log.
+#[test]
+fn a_hangup_does_not_stop_a_run() {
+    let p = Project::with(LATE);
+    let child = p.start(&["run"], "started");
+    assert!(Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(p.read("late.txt"), "late\n");
+    assert_eq!(p.state_of("late").0, "fresh");
+    let log = p.read("cache/run.log");
+    assert!(
+        log.contains("the terminal hung up (SIGHUP): the run goes on"),
+        "{log}"
+    );
+    assert!(log.contains("1 ran, 0 cached, 0 failed"), "{log}");
+}

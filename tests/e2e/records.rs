@@ -584,3 +584,13 @@ fn a_parameter_set_on_the_command_line_runs_and_is_recorded() {
         p.run(&["run", "-S", bad]).exits(2).has(why);
     }
 }
+
+/// The printed table says what each variant changes from the reference.
+#[test]
+fn the_table_says_what_each_variant_changes() {
+    let t = crate::common::tiny_project(|s| s);
+    t.run(&["run"])
+        .ok()
+        .has("What each variant changes from main (as the pipeline says now): slow: lr 0.0003.");
+    t.run(&["show"]).ok().has("slow: lr 0.0003.");
+}

@@ -32,7 +32,7 @@ pub fn run(
             for s in &pipeline.stages {
                 lines.insert(
                     s.name.clone(),
-                    crate::engine::executor::slurm::describe(&pipeline.settings.slurm, s, &store),
+                    crate::engine::executor::slurm::describe(s, &store),
                 );
             }
         }

@@ -172,7 +172,6 @@ fn executor_and_pool(
         ),
         ExecutorKind::Slurm => (
             Executor::Slurm(crate::engine::executor::slurm::Slurm::new(
-                pipeline.settings.slurm.clone(),
                 store.home(),
                 opts.running.jobs.clone(),
             )?),
@@ -1100,6 +1099,7 @@ fn execute_stage(
             env: stage_env(stage, grant),
             log: &log,
             resources: &stage.resources,
+            slurm: &stage.slurm,
         };
         return ctx.executor.run_shell(&shell, grant, send);
     }
@@ -1146,6 +1146,7 @@ fn execute_stage(
         log: &log,
         env: stage_env(stage, grant),
         resources: &stage.resources,
+        slurm: &stage.slurm,
     };
     let result = ctx.executor.run_job(&file, grant, send);
     let _ = fs::remove_file(&job_path);

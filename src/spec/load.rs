@@ -77,6 +77,10 @@ pub struct RawStage {
     pub resources: Option<super::resources::RawResources>,
     #[serde(default)]
     pub device: Option<String>,
+    /// This stage's sbatch settings: `partition` and `account` replace
+    /// settings.slurm's, `extra` flags are added after its.
+    #[serde(default)]
+    pub slurm: Option<RawSlurm>,
 }
 
 /// A mapping that keeps declaration order and refuses duplicate keys (YAML

@@ -98,6 +98,8 @@ pub struct Stage {
     pub resources: Resources,
     /// The compute device, for kinds that use one.
     pub device: Option<String>,
+    /// Its sbatch settings: settings.slurm with the stage's own `slurm`.
+    pub slurm: RawSlurm,
 }
 
 #[derive(Debug)]
@@ -318,26 +320,7 @@ fn resolve_settings(
         })?,
     };
     let slurm = s.slurm.clone().unwrap_or_default();
-    for (key, value) in [("partition", &slurm.partition), ("account", &slurm.account)] {
-        if value
-            .as_deref()
-            .is_some_and(|v| v.trim().is_empty() || v.contains(char::is_whitespace))
-        {
-            return Err(err(
-                &["settings", "slurm", key],
-                format!("settings.slurm.{key} must be one word"),
-            )
-            .into());
-        }
-    }
-    if let Some(x) = slurm.extra.iter().find(|x| !x.starts_with('-')) {
-        return Err(err(
-            &["settings", "slurm", "extra"],
-            format!("settings.slurm.extra: `{x}` is not an sbatch flag"),
-        )
-        .help("write each flag whole, with its value: `--qos=normal`")
-        .into());
-    }
+    check_slurm(&slurm, &["settings"], loc)?;
     let mut remotes = Vec::new();
     for (name, v) in s.remotes.as_ref().map_or(&[][..], |r| &r.0[..]) {
         let at = |m: String| {
@@ -363,6 +346,38 @@ fn resolve_settings(
     };
 
     Ok((settings, protected))
+}
+
+/// sbatch settings (`settings.slurm`, or a stage's `slurm`) that sbatch
+/// would refuse, refused at load with file:line; `at` is where they sit.
+fn check_slurm(slurm: &RawSlurm, at: &[&str], loc: &Locator<'_>) -> Result<()> {
+    let path = |key: &'static str| {
+        let mut p: Vec<&str> = at.to_vec();
+        p.push("slurm");
+        p.push(key);
+        p
+    };
+    let shown = at.join(".");
+    for (key, value) in [("partition", &slurm.partition), ("account", &slurm.account)] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty() || v.contains(char::is_whitespace))
+        {
+            return Err(loc
+                .at(&path(key), format!("{shown}.slurm.{key} must be one word"))
+                .into());
+        }
+    }
+    if let Some(x) = slurm.extra.iter().find(|x| !x.starts_with('-')) {
+        return Err(loc
+            .at(
+                &path("extra"),
+                format!("{shown}.slurm.extra: `{x}` is not an sbatch flag"),
+            )
+            .help("write each flag whole, with its value: `--qos=normal`")
+            .into());
+    }
+    Ok(())
 }
 
 /// One `settings.remotes` entry: a directory, or an S3 mapping. Errors
@@ -874,8 +889,26 @@ fn expand(
                 (g, Some(_)) => Some(stage_name(b.name, Some(g))),
                 _ => None,
             });
+            let slurm = match &b.raw.slurm {
+                None => settings.slurm.clone(),
+                Some(own) => {
+                    check_slurm(own, &["stages", b.name], loc)?;
+                    RawSlurm {
+                        partition: own.partition.clone().or(settings.slurm.partition.clone()),
+                        account: own.account.clone().or(settings.slurm.account.clone()),
+                        extra: settings
+                            .slurm
+                            .extra
+                            .iter()
+                            .chain(&own.extra)
+                            .cloned()
+                            .collect(),
+                    }
+                }
+            };
             stages.push(Stage {
                 name,
+                slurm,
                 base: b.name.to_string(),
                 variant,
                 group,

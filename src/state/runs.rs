@@ -215,6 +215,7 @@ mod tests {
             needs: vec![],
             resources: Resources::default(),
             device: None,
+            slurm: Default::default(),
         }
     }
 

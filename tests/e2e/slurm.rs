@@ -325,3 +325,37 @@ fn dry_run_prints_the_sbatch_line_of_each_stage() {
         ));
     assert!(!p.path("cache").exists(), "a dry run writes nothing");
 }
+
+/// A stage's own `slurm:` replaces the partition and account of
+/// settings.slurm and adds its flags; checked at load like the settings.
+#[test]
+fn a_stage_has_its_own_partition_account_and_flags() {
+    // No cluster needed: nothing is submitted.
+    let p = Project::with(
+        "settings:\n  slurm: {partition: batch, account: lab, extra: [\"--qos=normal\"]}\nstages:\n  prep:\n    kind: cmd\n    cmd: \"true\"\n    outs: [p]\n  fit:\n    kind: cmd\n    needs: [prep]\n    slurm: {partition: gpu, extra: [\"--constraint=a100\"]}\n    cmd: \"true\"\n    outs: [m]\n",
+    );
+    let out = p
+        .run(&["run", "--executor", "slurm", "--dry-run"])
+        .ok()
+        .stdout();
+    let line = |stage: &str| {
+        out.lines()
+            .skip_while(|l| !l.contains(&format!("  {stage}  ")))
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("prep").contains("--partition=batch --account=lab --qos=normal  #"),
+        "{out}"
+    );
+    assert!(
+        line("fit").contains("--partition=gpu --account=lab --qos=normal --constraint=a100  #"),
+        "{out}"
+    );
+    let bad = Project::with("stages:\n  fit:\n    kind: cmd\n    slurm: {partition: \"two words\"}\n    cmd: \"true\"\n    outs: [m]\n");
+    bad.run(&["status"])
+        .exits(2)
+        .has("pipeline.yaml:4:")
+        .has("stages.fit.slurm.partition must be one word");
+}

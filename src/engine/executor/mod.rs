@@ -38,6 +38,8 @@ pub struct Shell<'a> {
     pub env: Vec<(&'static str, String)>,
     pub log: &'a Path,
     pub resources: &'a crate::spec::Resources,
+    /// The stage's sbatch settings.
+    pub slurm: &'a crate::spec::RawSlurm,
 }
 
 /// A built-in stage's job: its description, written to `path`, and where
@@ -48,6 +50,8 @@ pub struct JobFile<'a> {
     pub log: &'a Path,
     pub env: Vec<(&'static str, String)>,
     pub resources: &'a crate::spec::Resources,
+    /// The stage's sbatch settings.
+    pub slurm: &'a crate::spec::RawSlurm,
 }
 
 pub enum Executor {

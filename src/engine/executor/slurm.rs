@@ -155,7 +155,6 @@ pub fn probe() -> Result<(), Error> {
 }
 
 pub struct Slurm {
-    settings: RawSlurm,
     /// This run's jobs in flight, shared with the stop handler.
     jobs: Jobs,
     /// `<stage>.job` files holding the ids of the jobs in flight, so that a
@@ -170,8 +169,9 @@ pub struct Slurm {
 
 impl Slurm {
     /// Checks that sbatch answers, and starts the poller. `cache` is the
-    /// cache directory.
-    pub fn new(settings: RawSlurm, cache: &Path, jobs: Jobs) -> Result<Self, Error> {
+    /// project's home in the cache. Each stage brings its own sbatch
+    /// settings.
+    pub fn new(cache: &Path, jobs: Jobs) -> Result<Self, Error> {
         probe()?;
         let workdir =
             std::env::current_dir().map_err(|e| Error::io("find the current directory", ".", e))?;
@@ -187,7 +187,6 @@ impl Slurm {
             .spawn(move || poll_loop(&s2))
             .map_err(|e| Error::io("start the Slurm poller", "(thread)", e))?;
         Ok(Slurm {
-            settings,
             jobs,
             jobs_dir: cache.join("slurm"),
             workdir,
@@ -205,7 +204,7 @@ impl Slurm {
     ) -> Result<(), StageFailure> {
         let script = shell_script(shell);
         let args = sbatch_args(
-            &self.settings,
+            shell.slurm,
             shell.stage,
             &self.workdir,
             grant.cpus,
@@ -231,7 +230,7 @@ impl Slurm {
         let messages = job.path.with_extension("out");
         let script = job_script(&self.exe, job.path, &job.env);
         let args = sbatch_args(
-            &self.settings,
+            job.slurm,
             stage,
             &self.workdir,
             grant.cpus,
@@ -684,11 +683,7 @@ fn sacct(id: &str) -> Option<Seen> {
 
 /// The sbatch command line `run --executor slurm` would give `stage`, and
 /// what its job runs.
-pub fn describe(
-    settings: &RawSlurm,
-    stage: &crate::spec::Stage,
-    store: &crate::state::store::Store,
-) -> String {
+pub fn describe(stage: &crate::spec::Stage, store: &crate::state::store::Store) -> String {
     let workdir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let log = store.log_path(&stage.name);
     let job = crate::engine::run::job_path(store, &stage.name);
@@ -698,7 +693,7 @@ pub fn describe(
         log.clone()
     };
     let args = sbatch_args(
-        settings,
+        &stage.slurm,
         &stage.name,
         &workdir,
         stage.resources.cpus.unwrap_or(1),

@@ -116,6 +116,8 @@ pub enum Error {
     DiskFull { path: PathBuf, during: String },
     #[error("the model of {stage} is stale ({why}), and --fresh asks for a fresh one\n  help: run `fmnist-pipe run {stage}` first, or drop --fresh to answer from the model it last trained")]
     Stale { stage: String, why: String },
+    #[error("gc needs the cache to itself, and a run (of this project or another sharing the cache) is using it ({} is held)\n  help: run gc again when no run is going", path.display())]
+    CacheInUse { path: PathBuf },
     /// A remote that cannot be used: unreachable, missing, refusing.
     #[error("remote `{remote}`: {problem}\n  help: {help}")]
     Remote {
@@ -236,6 +238,7 @@ impl Error {
             | Error::Record { .. }
             | Error::ChangedWhileStored { .. }
             | Error::DiskFull { .. }
+            | Error::CacheInUse { .. }
             | Error::Remote { .. } => exit::ENVIRONMENT,
         }
     }

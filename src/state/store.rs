@@ -419,31 +419,35 @@ impl Store {
     /// Stores a workspace file as the object `hash`, checking that its
     /// content still has that hash.
     pub fn store_file(&self, src: &Path, hash: &str) -> Result<()> {
-        let dest = self.object_path(hash);
-        if dest.is_file() {
-            return Ok(());
-        }
-        let parent = dest.parent().expect("objects have a parent");
-        fs::create_dir_all(parent)
-            .map_err(|e| Error::io("create the cache directory", parent, e))?;
-        let tmp = self.staging_file();
-        let got = copy_hashing(src, &tmp).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io("copy into the cache", src, e)
-        })?;
-        if got != hash {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::ChangedWhileStored {
-                path: src.to_path_buf(),
-            });
-        }
-        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
-        fs::rename(&tmp, &dest).map_err(|e| Error::io("move into the cache", &dest, e))
+        self.put_object(hash, |tmp| {
+            let got =
+                copy_hashing(src, tmp).map_err(|e| Error::io("copy into the cache", src, e))?;
+            if got != hash {
+                return Err(Error::ChangedWhileStored {
+                    path: src.to_path_buf(),
+                });
+            }
+            Ok(())
+        })
     }
 
     /// Stores `bytes` as the object `hash` (which they were checked to
     /// have), whole or not at all.
     pub fn store_bytes(&self, hash: &str, bytes: &[u8]) -> Result<()> {
+        self.put_object(hash, |tmp| {
+            let written = (|| {
+                let mut f = fs::File::create(tmp)?;
+                f.write_all(bytes)?;
+                f.sync_all()
+            })();
+            written.map_err(|e| Error::io("store in the cache", tmp, e))
+        })
+    }
+
+    /// Makes the object `hash` from what `fill` writes (synced) into a
+    /// staging file: read-only, renamed into place whole; nothing when the
+    /// cache holds it already, nothing left behind when `fill` fails.
+    fn put_object(&self, hash: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let dest = self.object_path(hash);
         if dest.is_file() {
             return Ok(());
@@ -452,17 +456,15 @@ impl Store {
         fs::create_dir_all(parent)
             .map_err(|e| Error::io("create the cache directory", parent, e))?;
         let tmp = self.staging_file();
-        let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
-            fs::rename(&tmp, &dest)
-        })();
-        if written.is_err() {
+        if let Err(e) = fill(&tmp) {
             let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        written.map_err(|e| Error::io("store in the cache", &dest, e))
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
+        fs::rename(&tmp, &dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("move into the cache", &dest, e)
+        })
     }
 
     /// Copies the object `hash` to `dest`, verifying it on the way. A
@@ -523,13 +525,11 @@ impl Store {
 
     /// The cache to itself (`gc`): refused while any run uses it.
     pub fn share_exclusive(&self) -> Result<LockGuard> {
-        lock_file(
-            &self.root.join("share.lock"),
-            libc::LOCK_EX,
-            None,
-            false,
-            &mut |_| {},
-        )
+        let path = self.root.join("share.lock");
+        lock_file(&path, libc::LOCK_EX, None, false, &mut |_| {}).map_err(|e| match e {
+            Error::Locked { path, .. } => Error::CacheInUse { path },
+            other => other,
+        })
     }
 
     /// Taken while this process computes the result `key`: another run (of

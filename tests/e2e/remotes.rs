@@ -56,6 +56,10 @@ fn a_directory_remote_carries_results_to_a_fresh_copy() {
     let remote = a.outside().join("remote");
     fs::create_dir(&remote).unwrap();
     a.pipeline(&pipeline(&format!("origin: {}", remote.display()), 20));
+    // A named stage must be fresh: it has no result to push before.
+    a.run(&["push", "sum"])
+        .exits(2)
+        .stderr_is("error: make is not fresh (never run), so it has no result to push\n  help: run `fmnist-pipe run make` first\n");
     a.run(&["run"]).ok().has("2 ran");
     a.run(&["push"])
         .ok()

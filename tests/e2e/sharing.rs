@@ -221,3 +221,33 @@ fn a_renamed_variant_and_a_matching_seed_restore_the_training() {
         model
     );
 }
+
+/// `gc` needs the cache to itself: while a run of another project on the
+/// same cache is going, it refuses and says so (nothing removed).
+#[test]
+fn gc_refuses_while_another_project_runs_on_the_cache() {
+    let shared = tempfile::tempdir().unwrap();
+    let cache = shared.path().join("cache");
+    let slow = "stages:\n  s:\n    kind: cmd\n    cmd: \"touch started; sleep 1; echo s > out.txt\"\n    outs: [out.txt]\n";
+    let a = Project::with(&with_cache(slow, &cache));
+    let b = Project::with(&with_cache(
+        &sleeper("t", 1, &shared.path().join("runs.log"), 0.0),
+        &cache,
+    ));
+    b.run(&["run"]).ok();
+    let running = a.start(&["run"], "started");
+    let r = b.run(&["gc", "--runs"]).exits(3);
+    assert!(
+        r.stderr().contains("error: gc needs the cache to itself, and a run (of this project or another sharing the cache) is using it")
+            && r.stderr().contains("help: run gc again when no run is going"),
+        "{}",
+        r.stderr()
+    );
+    Run(running.wait_with_output().unwrap()).ok().has("1 ran");
+    b.run(&["gc", "--runs"]).ok();
+    assert!(
+        b.status().iter().all(|r| r.1 == "fresh"),
+        "{:?}",
+        b.status()
+    );
+}

@@ -101,6 +101,7 @@ fn our_epoch(prep_dir: &Path, threads: usize, seed: u64) -> Result<(f64, f64)> {
         stage: "preprocess".into(),
         kind: stages::Kind::Preprocess,
         paths: vec![prep_dir.to_path_buf()],
+        predictions: None,
     }];
     let ctx = stages::RunContext {
         stage: "bench",
@@ -111,6 +112,7 @@ fn our_epoch(prep_dir: &Path, threads: usize, seed: u64) -> Result<(f64, f64)> {
         threads,
         resume: None,
         device: Some("cpu"),
+        run: None,
         progress: &|_| {},
     };
     let result = stages::Kind::Train

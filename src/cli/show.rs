@@ -69,32 +69,15 @@ fn variant_changes(
     compare: &spec::Stage,
     table: &stages::contract::Table,
 ) -> Option<String> {
-    use serde_json::Value;
     use stages::contract::replicate_of;
     use std::collections::BTreeMap;
-    fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                for (k, v) in m {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    flatten(&key, v, out);
-                }
-            }
-            _ => {
-                out.insert(prefix.to_string(), v.clone());
-            }
-        }
-    }
     // The train stage behind each compared variant (its first replicate).
     let mut trains: BTreeMap<String, &spec::Stage> = BTreeMap::new();
     for &e in &compare.needs {
         for &t in &pipeline.stages[e].needs {
             let s = &pipeline.stages[t];
-            if let (stages::Kind::Train, Some(v)) = (s.kind, &s.variant) {
+            let evaluable = s.kind == stages::Kind::Train || s.predictions.is_some();
+            if let (true, Some(v)) = (evaluable, &s.variant) {
                 trains.entry(replicate_of(v).0.to_string()).or_insert(s);
             }
         }
@@ -105,39 +88,14 @@ fn variant_changes(
         .find(|v| v.delta_vs_reference.is_none())?
         .variant
         .clone();
-    let params = |s: &spec::Stage| {
-        let mut flat = BTreeMap::new();
-        flatten(
-            "",
-            &crate::state::fingerprint::as_written(s.params.clone()),
-            &mut flat,
-        );
-        flat.remove("seed");
-        flat
-    };
+    let params = |s: &spec::Stage| crate::state::fingerprint::as_written(s.params.clone());
     let base = params(trains.get(&reference)?);
     let mut parts = Vec::new();
     for v in &table.variants {
         let Some(train) = trains.get(&v.variant).filter(|_| v.variant != reference) else {
             continue;
         };
-        let mine = params(train);
-        let mut keys: Vec<&String> = base.keys().chain(mine.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        let changes: Vec<String> = keys
-            .into_iter()
-            .filter(|k| base.get(*k) != mine.get(*k))
-            .map(|k| {
-                let shown = mine.get(k).map_or("unset".into(), |v| v.to_string());
-                let shown = if shown.chars().count() > 40 {
-                    format!("{}…", shown.chars().take(39).collect::<String>())
-                } else {
-                    shown
-                };
-                format!("{k} {shown}")
-            })
-            .collect();
+        let changes = stages::contract::changes_from(&base, &params(train));
         if !changes.is_empty() {
             parts.push(format!("{}: {}", v.variant, changes.join(", ")));
         }

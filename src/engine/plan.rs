@@ -148,6 +148,17 @@ impl Planner<'_> {
         })
     }
 
+    /// For an evaluation of a command's predictions, the file it measures.
+    fn measured_predictions(&self, stage: &Stage) -> Option<String> {
+        if stage.kind != stages::Kind::Evaluate {
+            return None;
+        }
+        stage
+            .needs
+            .iter()
+            .find_map(|&j| self.pipeline.stages[j].predictions.clone())
+    }
+
     /// The stage's fingerprint, given the digests of its inputs.
     pub fn fingerprint(&self, stage: &Stage, inputs: BTreeMap<String, String>) -> Result<Fp> {
         let mut deps = BTreeMap::new();
@@ -175,6 +186,7 @@ impl Planner<'_> {
             deps,
             inputs,
             outs: stage.outs.clone(),
+            predictions: self.measured_predictions(stage),
         }))
     }
 

@@ -63,6 +63,11 @@ struct Ctx<'a> {
     pipeline: &'a Pipeline,
     store: &'a Store,
     executor: Executor,
+    /// When the run began (seconds since the epoch), its parallel jobs,
+    /// and what it is, described once for the kinds that report it.
+    started_unix: u64,
+    jobs: usize,
+    run_info: std::sync::OnceLock<stages::contract::RunInfo>,
 }
 
 /// What the scheduler gave a stage, or why it cannot run here.
@@ -123,7 +128,15 @@ pub fn run(
         },
         pipeline,
         store,
+        jobs: match executor {
+            Executor::Slurm(_) => opts.jobs.unwrap_or(SLURM_JOBS),
+            _ => opts.jobs.unwrap_or(pipeline.settings.jobs),
+        },
         executor,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        run_info: std::sync::OnceLock::new(),
     };
     // What is fresh, assessed as `status` does (level by level, in
     // parallel): those stages are settled in the loop's thread, without a
@@ -1120,6 +1133,7 @@ fn execute_stage(
                 stage: s.name.clone(),
                 kind: s.kind,
                 paths: s.outs.iter().map(|o| project.join(o)).collect(),
+                predictions: s.predictions.as_ref().map(|p| project.join(p)),
             }
         })
         .collect();
@@ -1133,6 +1147,22 @@ fn execute_stage(
         threads: grant.cpus,
         resume: resume.map(Path::to_path_buf),
         device: stage.device.clone(),
+        run: stage.kind.describes_run().then(|| {
+            ctx.run_info
+                .get_or_init(|| {
+                    let executor = match ctx.executor {
+                        Executor::Slurm(_) => "slurm",
+                        _ => "local",
+                    };
+                    crate::state::history::describe_run(
+                        ctx.pipeline,
+                        ctx.started_unix,
+                        ctx.jobs,
+                        executor,
+                    )
+                })
+                .clone()
+        }),
     };
     let job_path = job_path(ctx.store, &stage.name);
     let bytes = serde_json::to_vec(&job).map_err(|e| {

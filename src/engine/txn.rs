@@ -203,6 +203,7 @@ mod tests {
             cmd: Some("true".into()),
             deps: vec![],
             outs: outs.iter().map(|s| s.to_string()).collect(),
+            predictions: None,
             needs: vec![],
             resources: Resources::default(),
             device: None,
@@ -220,6 +221,7 @@ mod tests {
             deps: Default::default(),
             inputs: Default::default(),
             outs: vec!["out.txt".into()],
+            predictions: None,
         }
     }
 

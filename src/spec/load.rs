@@ -57,6 +57,10 @@ pub struct RawStage {
     pub deps: Vec<String>,
     #[serde(default)]
     pub outs: Vec<String>,
+    /// A `cmd` stage's predictions of the test set (one of its outputs),
+    /// which `evaluate` measures like a trained model.
+    #[serde(default)]
+    pub predictions: Option<String>,
     #[serde(default)]
     pub needs: Vec<String>,
     #[serde(default)]

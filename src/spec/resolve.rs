@@ -91,6 +91,9 @@ pub struct Stage {
     pub deps: Vec<String>,
     /// Outputs, relative to the project directory.
     pub outs: Vec<String>,
+    /// A `cmd` stage's predictions of the test set: one of its outputs
+    /// or a file inside one, relative to the project directory.
+    pub predictions: Option<String>,
     /// Stages this one needs: explicit `needs`, `foreach`, and any stage
     /// whose output is one of this stage's deps. Indices into
     /// [`Pipeline::stages`], sorted and unique.
@@ -214,10 +217,14 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     link(&mut stages, &foreach_needs, &raw, &loc)?;
     // What a kind can check of the stages it reads, before anything runs.
     for s in &stages {
-        let inputs: Vec<(&str, Kind)> = s
+        let inputs: Vec<stages::Upstream<'_>> = s
             .needs
             .iter()
-            .map(|&j| (stages[j].name.as_str(), stages[j].kind))
+            .map(|&j| stages::Upstream {
+                name: &stages[j].name,
+                kind: stages[j].kind,
+                predicts: stages[j].predictions.is_some(),
+            })
             .collect();
         if let Err(m) = s.kind.check_inputs(&s.params, &inputs) {
             let field = if m.contains("reference variant") {
@@ -885,6 +892,10 @@ fn expand(
                 outs.push(o);
             }
             check_outs(b, &name, &outs, &deps, settings, protected, loc)?;
+            let predictions = match &b.raw.predictions {
+                None => None,
+                Some(p) => Some(predictions_path(b, &sub("predictions", p)?, &outs, loc)?),
+            };
             let group = variant.as_deref().and_then(|v| match replicate_of(v) {
                 (g, Some(_)) => Some(stage_name(b.name, Some(g))),
                 _ => None,
@@ -918,6 +929,7 @@ fn expand(
                 cmd,
                 deps,
                 outs,
+                predictions,
                 needs: Vec::new(),
                 resources: {
                     let r = b.raw.resources.clone().unwrap_or_default();
@@ -940,6 +952,51 @@ fn expand(
     }
 
     Ok((stages, foreach_needs))
+}
+
+/// A `cmd` stage's `predictions`, substituted: normalized, and one of the
+/// stage's outputs or inside one (the command writes it; the cache keeps it).
+fn predictions_path(
+    b: &Base<'_>,
+    path: &str,
+    outs: &[String],
+    loc: &Locator<'_>,
+) -> Result<String> {
+    let at = |message: String| loc.at(&["stages", b.name, "predictions"], message);
+    if b.raw.kind != Kind::Cmd {
+        return Err(at(format!(
+            "stage `{}` is of kind {}, which takes no `predictions`",
+            b.name,
+            b.raw.kind.name()
+        ))
+        .help("`predictions` names the test-set predictions a cmd stage writes; evaluate reads a train stage's model itself")
+        .into());
+    }
+    let p = normalize(path).map_err(|m| {
+        at(format!("stage `{}`: predictions `{path}` {m}", b.name))
+            .help("predictions must be one of the stage's outputs, inside the project directory")
+    })?;
+    let inside = outs.iter().any(|o| {
+        p == *o
+            || p.strip_prefix(o.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+    });
+    if !inside {
+        return Err(at(format!(
+            "stage `{}`: predictions `{p}` is not one of its outputs ({})",
+            b.name,
+            if outs.is_empty() {
+                "it declares none".to_string()
+            } else {
+                outs.join(", ")
+            }
+        ))
+        .help(format!(
+            "add `{p}` (or its directory) to the stage's `outs`, so that the cache keeps it"
+        ))
+        .into());
+    }
+    Ok(p)
 }
 
 /// A stage's outputs may be deleted before it reruns: none may be a

@@ -629,6 +629,52 @@ pub fn start(pipeline: &Pipeline) -> Start {
     }
 }
 
+/// What a run is, for the report's run panel: asked (git included) only
+/// when a stage that describes the run is about to run.
+pub fn describe_run(
+    pipeline: &Pipeline,
+    started_unix: u64,
+    jobs: usize,
+    executor: &str,
+) -> stages::contract::RunInfo {
+    let settings = &pipeline.settings;
+    let places: Vec<String> = [settings.cache.clone(), settings.outputs.clone()]
+        .into_iter()
+        .chain(pipeline.stages.iter().flat_map(|s| s.outs.iter().cloned()))
+        .collect();
+    let git = git_state(&settings.project_dir, &places);
+    stages::contract::RunInfo {
+        started: rfc3339(started_unix),
+        started_unix,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: git.as_ref().map(|g| g.commit.clone()),
+        git_dirty: git.as_ref().map(|g| g.dirty),
+        cpu: stages::runtime::cpu_description(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        jobs,
+        executor: executor.to_string(),
+        pipeline_file: settings.file.display().to_string(),
+        pipeline_text: pipeline.text.clone(),
+        overrides: pipeline.overrides.clone(),
+        variant_params: variant_params(pipeline),
+    }
+}
+
+/// The parameters behind each variant a comparison may show: a train
+/// stage's, or a command's with `predictions:` (the first replicate's).
+fn variant_params(pipeline: &Pipeline) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for s in &pipeline.stages {
+        let evaluable = s.kind == stages::Kind::Train || s.predictions.is_some();
+        if let (true, Some(v)) = (evaluable, &s.variant) {
+            let group = stages::contract::replicate_of(v).0.to_string();
+            out.entry(group)
+                .or_insert_with(|| crate::state::fingerprint::as_written(s.params.clone()));
+        }
+    }
+    out
+}
+
 /// The record of a run that just ended: the state of every stage after
 /// it. `fresh` says which stages are fresh now: only their metrics are
 /// recorded (a stale evaluation measured an earlier configuration).
@@ -681,14 +727,15 @@ fn read_metrics(pipeline: &Pipeline, s: &crate::spec::Stage) -> Option<BTreeMap<
     let out = pipeline.settings.project_dir.join(s.outs.first()?);
     let bytes = std::fs::read(out.join(stages::contract::METRICS_FILE)).ok()?;
     let r: stages::contract::EvalReport = serde_json::from_slice(&bytes).ok()?;
-    Some(BTreeMap::from([
+    let mut m = BTreeMap::from([
         ("accuracy".to_string(), r.metrics.accuracy),
         ("macro_f1".to_string(), r.metrics.macro_avg.f1),
-        (
-            "training_seconds".to_string(),
-            r.efficiency.training_seconds,
-        ),
-    ]))
+    ]);
+    // Unknown for a command's predictions: the tool did not train the model.
+    if let Some(t) = r.efficiency.training_seconds {
+        m.insert("training_seconds".to_string(), t);
+    }
+    Some(m)
 }
 
 /// The commit checked out in the project and whether the tree is dirty,

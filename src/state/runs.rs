@@ -106,6 +106,9 @@ struct KeyForm<'a> {
     /// A `cmd` stage's declared outputs (its command writes them).
     #[serde(skip_serializing_if = "Option::is_none")]
     outs: Option<&'a [String]>,
+    /// The command's predictions an evaluation measures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predictions: Option<&'a str>,
 }
 
 /// The run-cache key of `stage` with fingerprint `fp`, whose inputs have
@@ -135,6 +138,7 @@ pub fn key(stage: &Stage, fp: &Fingerprint, inputs: &BTreeMap<String, Digest>) -
         stage: named.then_some(stage.name.as_str()),
         inputs: ins,
         outs: (!stage.kind.is_builtin()).then_some(fp.outs.as_slice()),
+        predictions: fp.predictions.as_deref(),
     };
     let bytes = serde_json::to_vec(&form).expect("a key form always serializes");
     crate::state::hash::hash_bytes(&bytes)
@@ -212,6 +216,7 @@ mod tests {
             cmd: None,
             deps: vec![],
             outs: outs.iter().map(|s| s.to_string()).collect(),
+            predictions: None,
             needs: vec![],
             resources: Resources::default(),
             device: None,
@@ -229,6 +234,7 @@ mod tests {
             deps: Default::default(),
             inputs: Default::default(),
             outs: s.outs.clone(),
+            predictions: None,
         }
     }
 

@@ -860,6 +860,7 @@ mod tests {
             deps: Default::default(),
             inputs: Default::default(),
             outs: vec![],
+            predictions: None,
         };
         let r = Record {
             complete: true,

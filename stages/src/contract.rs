@@ -15,6 +15,10 @@ pub use learn::{CLASSES, CLASS_NAMES};
 /// preprocess: the dataset artifact (see `data::dataset`) and its counts.
 pub const DATASET_FILE: &str = "dataset.fmnd";
 pub const DATA_SUMMARY_FILE: &str = "summary.json";
+/// preprocess: each split as NumPy arrays, for code outside the tool:
+/// `test-images.npy` (uint8 N×28×28) and `test-labels.npy` (uint8 N).
+pub const NPY_IMAGES_SUFFIX: &str = "-images.npy";
+pub const NPY_LABELS_SUFFIX: &str = "-labels.npy";
 /// train: weights (safetensors, the layer spec in its metadata), the
 /// per-epoch history ([`EpochRecord`]s) and the run's summary ([`TrainSummary`]).
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -56,17 +60,18 @@ pub struct TrainSummary {
     pub seed: u64,
 }
 
-/// Efficiency figures of an evaluated model.
+/// Efficiency figures of an evaluated model. None: what the tool cannot
+/// know of a model it did not train (a `cmd` stage's `predictions`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Efficiency {
-    pub parameters: usize,
-    pub model_size_bytes: usize,
-    pub training_seconds: f64,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    pub inference_img_per_s: f64,
+    pub parameters: Option<usize>,
+    pub model_size_bytes: Option<usize>,
+    pub training_seconds: Option<f64>,
+    pub epochs_run: Option<usize>,
+    pub best_epoch: Option<usize>,
+    pub inference_img_per_s: Option<f64>,
     /// Median time of one inference batch of `batch_size` images.
-    pub latency_ms_per_batch: f64,
+    pub latency_ms_per_batch: Option<f64>,
     pub batch_size: usize,
     pub threads: usize,
 }
@@ -81,6 +86,83 @@ pub struct EvalReport {
     /// The training history, carried along for the comparison's charts.
     pub history: Vec<EpochRecord>,
 }
+
+/// What ran, for the report's run panel (compare's `run.json`): handed to
+/// the kinds that describe a run by the orchestrator; not part of any
+/// fingerprint, so a report kept from an earlier run names that run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// When the run began (RFC 3339, UTC) and as seconds since the epoch.
+    pub started: String,
+    pub started_unix: u64,
+    pub tool_version: String,
+    /// The commit checked out in the project, and whether the tree had
+    /// changes besides what the tool writes; None outside git.
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    /// The CPU model and its vector extensions.
+    pub cpu: String,
+    /// Cores this process may use, and the run's parallel jobs.
+    pub cores: usize,
+    pub jobs: usize,
+    /// `local` or `slurm`.
+    pub executor: String,
+    /// The pipeline file as given, its text as the run read it, and the
+    /// `-S` overrides applied to it.
+    pub pipeline_file: String,
+    pub pipeline_text: String,
+    pub overrides: Vec<String>,
+    /// The parameters (as written) of the stage behind each variant a
+    /// comparison may show (a train stage's, or a command's with
+    /// `predictions:`; the first replicate's), by variant.
+    #[serde(default)]
+    pub variant_params: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// What `mine` changes from `base`, parameter by parameter in key order
+/// (`dropout 0.5`, `plateau.factor 0.1`, `augment []`); the seed is left
+/// out (replicates differ by it on purpose). Long values are shortened.
+pub fn changes_from(base: &serde_json::Value, mine: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_string(), v.clone());
+            }
+        }
+    }
+    let flat = |v: &Value| {
+        let mut out = BTreeMap::new();
+        flatten("", v, &mut out);
+        out.remove("seed");
+        out
+    };
+    let (base, mine) = (flat(base), flat(mine));
+    let mut keys: Vec<&String> = base.keys().chain(mine.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| base.get(*k) != mine.get(*k))
+        .map(|k| {
+            let shown = mine.get(k).map_or("unset".into(), |v| v.to_string());
+            format!("{k} {}", shorten(&shown))
+        })
+        .collect()
+}
+
+/// compare: the run that made the report.
+pub const RUN_FILE: &str = "run.json";
 
 /// A table any tool can print: what `fmnist-pipe run` and `show` render.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,11 +223,12 @@ pub struct VariantSummary {
     /// `reference`, `better`, `worse`, `no detectable difference`, or
     /// `too few paired seeds`.
     pub verdict: String,
-    pub parameters: usize,
-    pub model_size_bytes: usize,
+    /// None where the tool cannot know them (see [`Efficiency`]).
+    pub parameters: Option<usize>,
+    pub model_size_bytes: Option<usize>,
     /// Means over the seeds.
-    pub training_seconds: f64,
-    pub inference_img_per_s: f64,
+    pub training_seconds: Option<f64>,
+    pub inference_img_per_s: Option<f64>,
 }
 
 /// One replicate's test metrics.
@@ -166,6 +249,117 @@ pub fn predictions_header(classes: usize) -> String {
         h.push_str(&format!(",p{c}"));
     }
     h
+}
+
+/// The header of the predictions a `cmd` stage declares (`predictions:`):
+/// the row of the image in `test-images.npy`, then one probability per
+/// class (`prob_0`, `prob_1`, ...).
+pub fn external_predictions_header(classes: usize) -> String {
+    let mut h = String::from("index");
+    for c in 0..classes {
+        h.push_str(&format!(",prob_{c}"));
+    }
+    h
+}
+
+/// How far a row's probabilities may sum from 1 (six printed digits per
+/// class round by at most 5e-7 each).
+const SUM_TOLERANCE: f64 = 1e-3;
+
+/// Reads a `cmd` stage's predictions (see [`external_predictions_header`])
+/// for a test split of `n` images: the probabilities, `classes` per image,
+/// in the split's order. Every row is checked: the index (in range, once
+/// each), the count of values, each a probability, their sum 1. The error
+/// names the line and says what to write instead.
+pub fn read_external_predictions(text: &str, n: usize, classes: usize) -> Result<Vec<f32>, String> {
+    let header = external_predictions_header(classes);
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    match lines.next() {
+        Some((_, h)) if h.replace(' ', "") == header => {}
+        Some((_, h)) => {
+            return Err(format!(
+                "line 1 is `{}`, not the header `{header}`",
+                shorten(h)
+            ))
+        }
+        None => {
+            return Err(format!(
+                "is empty; write the header `{header}` and one row per test image"
+            ))
+        }
+    }
+    let mut probs = vec![f32::NAN; n * classes];
+    let mut seen = vec![false; n];
+    let mut rows = 0usize;
+    for (line, l) in lines {
+        if l.trim().is_empty() {
+            continue;
+        }
+        rows += 1;
+        let at = |what: String| format!("line {line}: {what}");
+        let mut fields = l.split(',').map(str::trim);
+        let index = fields.next().unwrap_or_default();
+        let i: usize = index.parse().map_err(|_| {
+            at(format!(
+                "index `{}` is not a row number of test-images.npy",
+                shorten(index)
+            ))
+        })?;
+        if i >= n {
+            return Err(at(format!(
+                "index {i} is past the test split ({n} images: 0 to {})",
+                n.saturating_sub(1)
+            )));
+        }
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(at(format!(
+                "index {i} appears a second time; write one row per test image"
+            )));
+        }
+        let values: Vec<&str> = fields.collect();
+        if values.len() != classes {
+            return Err(at(format!(
+                "{} probabilities, expected {classes} (one per class)",
+                values.len()
+            )));
+        }
+        let mut sum = 0.0f64;
+        for (c, v) in values.iter().enumerate() {
+            let p: f64 = v
+                .parse()
+                .map_err(|_| at(format!("prob_{c} `{}` is not a number", shorten(v))))?;
+            if !(0.0..=1.0).contains(&p) {
+                return Err(at(format!(
+                    "prob_{c} is {p}, not a probability in [0, 1]; write each row's softmax, not its logits"
+                )));
+            }
+            sum += p;
+            probs[i * classes + c] = p as f32;
+        }
+        if (sum - 1.0).abs() > SUM_TOLERANCE {
+            return Err(at(format!(
+                "the probabilities sum to {sum:.6}, not 1; write each row's softmax"
+            )));
+        }
+    }
+    if rows != n {
+        let missing = seen.iter().position(|s| !s).unwrap_or(0);
+        return Err(format!(
+            "holds {rows} rows, the test split has {n} images (test-images.npy); index {missing} is missing"
+        ));
+    }
+    Ok(probs)
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(39).collect::<String>())
+    } else {
+        s.to_string()
+    }
 }
 
 /// Reads a predictions.csv: (label, predicted) per test image.
@@ -277,6 +471,47 @@ mod tests {
         assert_eq!(replicate_of("main"), ("main", None));
         assert_eq!(replicate_of("~seed3"), ("~seed3", None));
         assert!(check_name("main~seed3").is_err());
+    }
+
+    #[test]
+    fn changes_are_listed_by_parameter_without_the_seed() {
+        let base = serde_json::json!({"lr": 0.001, "seed": 1, "plateau": {"factor": 0.5, "patience": 2}, "augment": [{"hflip": 0.5}]});
+        let mine = serde_json::json!({"lr": 0.001, "seed": 2, "plateau": {"factor": 0.1, "patience": 2}, "augment": [], "dropout": 0});
+        assert_eq!(
+            changes_from(&base, &mine),
+            ["augment []", "dropout 0", "plateau.factor 0.1"]
+        );
+        assert!(changes_from(&base, &base).is_empty());
+    }
+
+    #[test]
+    fn external_predictions_are_read_in_index_order_and_checked_row_by_row() {
+        let ok = "index,prob_0,prob_1\n1,0.25,0.75\n0,1,0\n";
+        assert_eq!(
+            read_external_predictions(ok, 2, 2).unwrap(),
+            vec![1.0, 0.0, 0.25, 0.75]
+        );
+        // Windows line ends and spaces after commas are fine.
+        read_external_predictions("index, prob_0, prob_1\r\n0, 0.5, 0.5\r\n1,0,1\r\n", 2, 2)
+            .unwrap();
+        let bad = |text: &str| read_external_predictions(text, 2, 2).unwrap_err();
+        assert!(bad("").contains("is empty"));
+        assert!(bad("idx,p0,p1\n")
+            .contains("line 1 is `idx,p0,p1`, not the header `index,prob_0,prob_1`"));
+        assert!(bad("index,prob_0,prob_1\n0,0.5,0.5\n").contains(
+            "holds 1 rows, the test split has 2 images (test-images.npy); index 1 is missing"
+        ));
+        assert!(bad("index,prob_0,prob_1\n0,0.5,0.5\n2,0.5,0.5\n")
+            .contains("line 3: index 2 is past the test split (2 images: 0 to 1)"));
+        assert!(bad("index,prob_0,prob_1\n0,0.5,0.5\n0,0.5,0.5\n")
+            .contains("line 3: index 0 appears a second time"));
+        assert!(bad("index,prob_0,prob_1\n0,0.5\n").contains("line 2: 1 probabilities, expected 2"));
+        assert!(bad("index,prob_0,prob_1\n0,2.3,-1.3\n").contains("line 2: prob_0 is 2.3, not a probability in [0, 1]; write each row's softmax, not its logits"));
+        assert!(bad("index,prob_0,prob_1\n0,0.5,0.6\n")
+            .contains("line 2: the probabilities sum to 1.100000, not 1"));
+        assert!(bad("index,prob_0,prob_1\nx,0.5,0.5\n")
+            .contains("line 2: index `x` is not a row number"));
+        assert!(bad("index,prob_0,prob_1\n0,nan,0.5\n").contains("prob_0 is NaN"));
     }
 
     #[test]

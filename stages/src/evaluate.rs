@@ -99,35 +99,65 @@ fn measure<D: Backend>(
     (logits, rate, times[2])
 }
 
-pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: EvaluateParams = crate::kind::parse_params(ctx.params)?;
-    let device = ctx.device.unwrap_or("cpu");
-    check_device(device)?;
-    let (train_stage, train_dir) = input_dir(ctx, Kind::Train, "train")?;
-    let (_, prep_dir) = input_dir(ctx, Kind::Preprocess, "preprocess")?;
-    let data = Dataset::read(&prep_dir.join(DATASET_FILE))
-        .map_err(|e| StageError::corrupt(e.path, e.problem))?;
-    let test = data
-        .split("test")
-        .ok_or_else(|| fail("the dataset has no test split"))?;
+/// What an evaluation measures.
+enum Measured {
+    /// A model the tool trained: its train stage's output directory.
+    Model { stage: String, dir: PathBuf },
+    /// A command's predictions of the test set (`predictions:`).
+    Predictions { stage: String, file: PathBuf },
+}
+
+fn measured(ctx: &RunContext<'_>) -> Result<Measured, StageError> {
+    let found: Vec<&crate::Input> = ctx
+        .inputs
+        .iter()
+        .filter(|i| i.kind == Kind::Train || i.predictions.is_some())
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(match &one.predictions {
+            Some(file) => Measured::Predictions {
+                stage: one.stage.clone(),
+                file: file.clone(),
+            },
+            None => Measured::Model {
+                stage: one.stage.clone(),
+                dir: one.paths.first().cloned().unwrap_or_default(),
+            },
+        }),
+        [] => Err(StageError::Params(format!(
+            "stage {} needs the stage whose model it evaluates (a train stage, or a cmd stage with `predictions:`): add it to `needs` (or use `foreach`)",
+            ctx.stage
+        ))),
+        _ => Err(StageError::Params(format!(
+            "stage {} evaluates exactly one model, it has {}",
+            ctx.stage,
+            found.len()
+        ))),
+    }
+}
+
+/// A trained model on the test set: its logits (softmaxed by the caller),
+/// its class count, efficiency figures and training history.
+fn run_model(
+    ctx: &RunContext<'_>,
+    p: &EvaluateParams,
+    device: &str,
+    train_dir: &Path,
+    data: &Dataset,
+    test: &Split,
+) -> Result<(Vec<f32>, usize, Efficiency, Vec<EpochRecord>), StageError> {
     let weights = train_dir.join(WEIGHTS_FILE);
     let mut model = checkpoint::load(&weights).map_err(|e| StageError::corrupt(&weights, e))?;
     let summary: TrainSummary = read_json(&train_dir.join(TRAIN_SUMMARY_FILE))?;
     let history: Vec<EpochRecord> = read_json(&train_dir.join(HISTORY_FILE))?;
-    (ctx.progress)(Progress {
-        message: format!("{} test images", test.len()),
-        fraction: Some(0.0),
-        notice: false,
-        milestone: false,
-    });
     tune_allocator();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(ctx.threads)
         .build()
         .map_err(fail)?;
-    let (mut probs, img_per_s, latency) = pool
+    let (mut logits, img_per_s, latency) = pool
         .install(|| -> Result<_, String> {
-            let args = (device, &mut model, &data, test, p.batch_size, ctx.threads);
+            let args = (device, &mut model, data, test, p.batch_size, ctx.threads);
             if crate::runtime::is_cuda(device) {
                 #[cfg(feature = "cuda")]
                 return Ok(measure(crate::runtime::cuda(device, 0)?, args));
@@ -137,8 +167,88 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             Ok(measure(Dev::seed_from_u64(0), args))
         })
         .map_err(fail)?;
-    metrics::softmax(&mut probs, model.classes);
-    let names: Vec<&str> = CLASS_NAMES.iter().take(model.classes).copied().collect();
+    metrics::softmax(&mut logits, model.classes);
+    let efficiency = Efficiency {
+        parameters: Some(model.parameter_count()),
+        model_size_bytes: Some(summary.model_size_bytes),
+        training_seconds: Some(summary.training_seconds),
+        epochs_run: Some(summary.epochs_run),
+        best_epoch: Some(summary.best_epoch),
+        inference_img_per_s: Some(img_per_s),
+        latency_ms_per_batch: Some(latency),
+        batch_size: p.batch_size,
+        threads: ctx.threads,
+    };
+    Ok((logits, model.classes, efficiency, history))
+}
+
+/// A command's predictions, checked row by row against the test split.
+/// What the tool cannot know of a model it did not run stays unknown.
+fn read_predictions_of(
+    stage: &str,
+    file: &Path,
+    p: &EvaluateParams,
+    threads: usize,
+    test: &Split,
+) -> Result<(Vec<f32>, usize, Efficiency, Vec<EpochRecord>), StageError> {
+    // As the pipeline names it (the project directory may be `.`).
+    let file = file.strip_prefix(".").unwrap_or(file);
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        fail(format!(
+            "cannot read the predictions of `{stage}`, {}: {e}; its command must write them (one row per test image, the header `{}`)",
+            file.display(),
+            crate::contract::external_predictions_header(CLASS_NAMES.len())
+        ))
+    })?;
+    let probs = crate::contract::read_external_predictions(&text, test.len(), CLASS_NAMES.len())
+        .map_err(|e| {
+            fail(format!(
+                "the predictions of `{stage}`, {}, {e}",
+                file.display()
+            ))
+        })?;
+    let efficiency = Efficiency {
+        parameters: None,
+        model_size_bytes: None,
+        training_seconds: None,
+        epochs_run: None,
+        best_epoch: None,
+        inference_img_per_s: None,
+        latency_ms_per_batch: None,
+        batch_size: p.batch_size,
+        threads,
+    };
+    Ok((probs, CLASS_NAMES.len(), efficiency, Vec::new()))
+}
+
+pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
+    let p: EvaluateParams = crate::kind::parse_params(ctx.params)?;
+    let device = ctx.device.unwrap_or("cpu");
+    check_device(device)?;
+    let what = measured(ctx)?;
+    let (_, prep_dir) = input_dir(ctx, Kind::Preprocess, "preprocess")?;
+    let data = Dataset::read(&prep_dir.join(DATASET_FILE))
+        .map_err(|e| StageError::corrupt(e.path, e.problem))?;
+    let test = data
+        .split("test")
+        .ok_or_else(|| fail("the dataset has no test split"))?;
+    (ctx.progress)(Progress {
+        message: format!("{} test images", test.len()),
+        fraction: Some(0.0),
+        notice: false,
+        milestone: false,
+    });
+    let (train_stage, (probs, classes, efficiency, history)) = match what {
+        Measured::Model { stage, dir } => {
+            let got = run_model(ctx, &p, device, &dir, &data, test)?;
+            (stage, got)
+        }
+        Measured::Predictions { stage, file } => {
+            let got = read_predictions_of(&stage, &file, &p, ctx.threads, test)?;
+            (stage, got)
+        }
+    };
+    let names: Vec<&str> = CLASS_NAMES.iter().take(classes).copied().collect();
     let m = metrics::compute(&probs, &test.labels, &names);
     (ctx.progress)(Progress {
         message: format!("accuracy {:.4}", m.accuracy),
@@ -149,17 +259,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let report = EvalReport {
         stage: ctx.stage.to_string(),
         train_stage,
-        efficiency: Efficiency {
-            parameters: model.parameter_count(),
-            model_size_bytes: summary.model_size_bytes,
-            training_seconds: summary.training_seconds,
-            epochs_run: summary.epochs_run,
-            best_epoch: summary.best_epoch,
-            inference_img_per_s: img_per_s,
-            latency_ms_per_batch: latency,
-            batch_size: p.batch_size,
-            threads: ctx.threads,
-        },
+        efficiency,
         metrics: m,
         history,
     };
@@ -171,7 +271,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         METRICS_FILE,
         &serde_json::to_vec_pretty(&report).map_err(fail)?,
     )?;
-    let k = model.classes;
+    let k = classes;
     let mut csv = crate::contract::predictions_header(k);
     csv.push('\n');
     for (i, (row, &y)) in probs.chunks(k).zip(&test.labels).enumerate() {
@@ -216,11 +316,13 @@ mod tests {
                 stage: "train@main".into(),
                 kind: Kind::Train,
                 paths: vec![train_dir.to_path_buf()],
+                predictions: None,
             },
             crate::Input {
                 stage: "preprocess".into(),
                 kind: Kind::Preprocess,
                 paths: vec![prep_dir.to_path_buf()],
+                predictions: None,
             },
         ];
         let params = serde_json::json!({});
@@ -233,6 +335,7 @@ mod tests {
             threads: 1,
             resume: None,
             device: None,
+            run: None,
             progress: &|_| {},
         };
         run(&ctx)

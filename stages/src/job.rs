@@ -22,6 +22,9 @@ pub struct Job {
     pub threads: usize,
     pub resume: Option<PathBuf>,
     pub device: Option<String>,
+    /// For kinds that describe the run ([`Kind::describes_run`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::contract::RunInfo>,
 }
 
 /// One line of a stage process's stdout.
@@ -152,6 +155,7 @@ pub fn run(job: &Job, out: &mut (dyn Write + Send)) -> i32 {
         threads: job.threads,
         resume: job.resume.as_deref(),
         device: job.device.as_deref(),
+        run: job.run.as_ref(),
         progress: &progress,
     };
     match job.kind.run(&ctx) {
@@ -216,6 +220,7 @@ mod tests {
             threads: 1,
             resume: None,
             device: None,
+            run: None,
         };
         let mut out = Vec::new();
         assert_eq!(run(&job, &mut out), 1);

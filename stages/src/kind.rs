@@ -31,6 +31,27 @@ pub struct Input {
     pub kind: Kind,
     /// Its output paths, absolute.
     pub paths: Vec<PathBuf>,
+    /// A `cmd` stage's declared predictions of the test set (absolute):
+    /// what `evaluate` measures in place of a trained model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<PathBuf>,
+}
+
+/// A stage another one reads, as the pipeline declares it (checked at load).
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'a> {
+    pub name: &'a str,
+    pub kind: Kind,
+    /// A `cmd` stage that declares `predictions:`.
+    pub predicts: bool,
+}
+
+impl Upstream<'_> {
+    /// Whether `evaluate` can measure this stage: a trained model, or a
+    /// command's predictions of the test set.
+    pub fn evaluable(&self) -> bool {
+        self.kind == Kind::Train || (self.kind == Kind::Cmd && self.predicts)
+    }
 }
 
 /// A progress report from a running stage.
@@ -65,6 +86,8 @@ pub struct RunContext<'a> {
     pub resume: Option<&'a Path>,
     /// `cpu` or `cuda`, for kinds that use a device.
     pub device: Option<&'a str>,
+    /// What run this is, for the kinds that describe it ([`Kind::describes_run`]).
+    pub run: Option<&'a crate::contract::RunInfo>,
     pub progress: &'a (dyn Fn(Progress) + Sync),
 }
 
@@ -133,7 +156,8 @@ impl Kind {
         match self {
             Kind::Cmd => 1,
             Kind::Download => 1,
-            Kind::Preprocess => 1,
+            // 2: each split also as NumPy arrays (`test-images.npy`, ...).
+            Kind::Preprocess => 2,
             // 2: 3×3 stride-1 convolutions by Winograd F(4×4, 3×3): the same
             // maths with other roundings, so every trained weight differs.
             Kind::Train => 2,
@@ -165,10 +189,14 @@ impl Kind {
 
     /// Inputs a stage of this kind takes through another of its inputs
     /// when it names none itself: (through, wanted). An evaluate stage
-    /// reads the dataset its train stage trained on.
+    /// reads the dataset its train stage trained on (or the command whose
+    /// predictions it measures read).
     pub fn inherited_inputs(self) -> &'static [(Kind, Kind)] {
         match self {
-            Kind::Evaluate => &[(Kind::Train, Kind::Preprocess)],
+            Kind::Evaluate => &[
+                (Kind::Train, Kind::Preprocess),
+                (Kind::Cmd, Kind::Preprocess),
+            ],
             _ => &[],
         }
     }
@@ -179,6 +207,12 @@ impl Kind {
     /// name.
     pub fn names_stages(self) -> bool {
         matches!(self, Kind::Evaluate | Kind::Compare)
+    }
+
+    /// Kinds whose outputs describe the run that made them (the report's
+    /// run panel): the orchestrator hands them a [`crate::contract::RunInfo`].
+    pub fn describes_run(self) -> bool {
+        matches!(self, Kind::Compare)
     }
 
     /// Kinds whose work spreads over several threads; the others use one.
@@ -227,33 +261,34 @@ impl Kind {
     /// Checks a stage's parameters against the stages it reads (name and
     /// kind of each), when the pipeline loads: what would otherwise fail
     /// only after everything before it ran.
-    pub fn check_inputs(self, params: &Value, inputs: &[(&str, Kind)]) -> Result<(), String> {
+    pub fn check_inputs(self, params: &Value, inputs: &[Upstream<'_>]) -> Result<(), String> {
         match self {
             Kind::Compare => {
                 let p: crate::compare::CompareParams =
                     serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
                 let evaluated: Vec<&str> = inputs
                     .iter()
-                    .filter(|(_, k)| *k == Kind::Evaluate)
-                    .map(|(s, _)| *s)
+                    .filter(|u| u.kind == Kind::Evaluate)
+                    .map(|u| u.name)
                     .collect();
                 crate::compare::check_compared(&p, &evaluated).map(|_| ())
             }
             Kind::Evaluate => {
-                for (kind, what) in [(Kind::Train, "train"), (Kind::Preprocess, "preprocess")] {
-                    let found: Vec<&str> = inputs
-                        .iter()
-                        .filter(|(_, k)| *k == kind)
-                        .map(|(s, _)| *s)
-                        .collect();
-                    match found.len() {
-                        1 => {}
-                        0 if kind == Kind::Train => return Err("evaluate needs the train stage whose model it evaluates: add it to `needs`, or use `foreach: <train stage>`".into()),
-                        0 => return Err("evaluate needs a preprocess stage for its test set: add it to `needs`".into()),
-                        n => return Err(format!("evaluate reads exactly one {what} stage, it has {n} ({}); use `foreach` to evaluate each variant", found.join(", "))),
-                    }
+                let names = |f: &dyn Fn(&Upstream<'_>) -> bool| -> Vec<&str> {
+                    inputs.iter().filter(|u| f(u)).map(|u| u.name).collect()
+                };
+                let models = names(&|u| u.evaluable());
+                match models.len() {
+                    1 => {}
+                    0 => return Err("evaluate needs the stage whose model it evaluates: a train stage, or a cmd stage that declares `predictions:`; add it to `needs`, or use `foreach: <that stage>`".into()),
+                    n => return Err(format!("evaluate reads exactly one trained model or predictions, it has {n} ({}); use `foreach` to evaluate each variant", models.join(", "))),
                 }
-                Ok(())
+                let data = names(&|u| u.kind == Kind::Preprocess);
+                match data.len() {
+                    1 => Ok(()),
+                    0 => Err("evaluate needs a preprocess stage for its test set: add it to `needs`".into()),
+                    n => Err(format!("evaluate reads exactly one preprocess stage, it has {n} ({}); use `foreach` to evaluate each variant", data.join(", "))),
+                }
             }
             _ => Ok(()),
         }

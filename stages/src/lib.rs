@@ -23,4 +23,4 @@ pub mod runtime;
 pub mod stats;
 pub mod train;
 
-pub use kind::{Input, Kind, Progress, RunContext, StageError};
+pub use kind::{Input, Kind, Progress, RunContext, StageError, Upstream};

@@ -554,6 +554,8 @@ pub fn comparison(dir: &Path, variants: &[String], reports: &[EvalReport]) -> Dr
             color: palette(i),
             dashed: false,
         })
+        // A command's predictions come without a training history.
+        .filter(|s| !s.points.is_empty())
         .collect();
     let epochs = reports.iter().map(|r| r.history.len()).max().unwrap_or(1) as f64;
     let low = reports

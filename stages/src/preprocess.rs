@@ -1,9 +1,12 @@
 //! The `preprocess` kind: IDX -> validated, split, compact dataset.
 
-use crate::contract::{CLASSES, DATASET_FILE, DATA_SUMMARY_FILE};
+use crate::contract::{
+    CLASSES, DATASET_FILE, DATA_SUMMARY_FILE, NPY_IMAGES_SUFFIX, NPY_LABELS_SUFFIX,
+};
 use crate::{Kind, RunContext, StageError};
 use learn::data::dataset::{Dataset, Split};
 use learn::data::idx::{self, Images};
+use learn::data::npy;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -160,6 +163,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     progress("writing", 0.8);
     let file = ctx.out_dir.join(DATASET_FILE);
     std::fs::write(&file, dataset.to_bytes()).map_err(|e| StageError::io("write", &file, e))?;
+    write_npy(ctx.out_dir, &dataset)?;
     let summary = Summary {
         format_version: learn::data::dataset::VERSION,
         rows: dataset.rows,
@@ -181,6 +185,22 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let text =
         serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?;
     std::fs::write(&file, text).map_err(|e| StageError::io("write", &file, e))
+}
+
+/// Each split as NumPy arrays (`<split>-images.npy`, uint8 N×rows×cols,
+/// and `<split>-labels.npy`, uint8 N), in the split's order: code outside
+/// the tool trains on the same images, and row i of `test-images.npy` is
+/// test image i of every evaluation.
+fn write_npy(dir: &Path, dataset: &Dataset) -> Result<(), StageError> {
+    for s in &dataset.splits {
+        let images = dir.join(format!("{}{NPY_IMAGES_SUFFIX}", s.name));
+        npy::write_u8(&images, &[s.len(), dataset.rows, dataset.cols], &s.pixels)
+            .map_err(|e| StageError::io("write", &images, e))?;
+        let labels = dir.join(format!("{}{NPY_LABELS_SUFFIX}", s.name));
+        npy::write_u8(&labels, &[s.len()], &s.labels)
+            .map_err(|e| StageError::io("write", &labels, e))?;
+    }
+    Ok(())
 }
 
 fn load_pair(images: &Path, labels: &Path) -> Result<(Images, Vec<u8>), StageError> {

@@ -83,3 +83,68 @@ pub fn peak_rss_mb() -> f64 {
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// This machine's CPU as a speed figure or a report must name it: the
+/// model and the vector extensions that decide how fast the kernels run
+/// (`AMD EPYC 9454 (AVX-512 F/BW/VL/VNNI/BF16)`).
+pub fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    describe_cpu(&info)
+}
+
+fn describe_cpu(cpuinfo: &str) -> String {
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let flags: Vec<String> = field("flags")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let wide: Vec<&str> = [
+        ("avx512f", "F"),
+        ("avx512bw", "BW"),
+        ("avx512vl", "VL"),
+        ("avx512_vnni", "VNNI"),
+        ("avx512_bf16", "BF16"),
+    ]
+    .iter()
+    .filter(|(f, _)| has(f))
+    .map(|(_, n)| *n)
+    .collect();
+    let vector = if has("avx512f") {
+        format!("AVX-512 {}", wide.join("/"))
+    } else if has("avx2") {
+        if has("fma") { "AVX2, FMA" } else { "AVX2" }.to_string()
+    } else if flags.is_empty() {
+        return model;
+    } else {
+        "no AVX2".to_string()
+    };
+    format!("{model} ({vector})")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cpu_is_named_with_its_widest_vector_extensions() {
+        let epyc = "processor\t: 0\nmodel name\t: AMD EPYC 9454 48-Core Processor\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16\n";
+        assert_eq!(
+            super::describe_cpu(epyc),
+            "AMD EPYC 9454 48-Core Processor (AVX-512 F/BW/VL/VNNI/BF16)"
+        );
+        let haswell =
+            "model name\t: Intel(R) Xeon(R) CPU E5-2680 v3\nflags\t\t: sse2 avx avx2 fma\n";
+        assert_eq!(
+            super::describe_cpu(haswell),
+            "Intel(R) Xeon(R) CPU E5-2680 v3 (AVX2, FMA)"
+        );
+        assert_eq!(super::describe_cpu(""), std::env::consts::ARCH);
+    }
+}

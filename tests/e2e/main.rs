@@ -5,6 +5,7 @@
 mod common;
 
 mod bench;
+mod byo;
 mod commands;
 mod data;
 mod devices;

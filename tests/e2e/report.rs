@@ -106,3 +106,54 @@ fn the_report_loads_in_a_browser_with_every_picture_and_a_sortable_table() {
         .collect();
     assert!(console.is_empty(), "console messages: {console:?}");
 }
+
+#[test]
+fn the_report_says_what_ran_and_what_each_variant_changes() {
+    let t = tiny_project(|s| s);
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(t.dir())
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+    };
+    let in_git = matches!(git(&["init", "-q"]), Ok(true));
+    if in_git {
+        assert_eq!(git(&["add", "."]).ok(), Some(true));
+        assert_eq!(git(&["commit", "-qm", "study"]).ok(), Some(true));
+    } else {
+        skip("git is not installed: the commit in the run panel is not checked");
+    }
+    t.run(&["run", "-S", "train.epochs=2"]).ok();
+    let run: serde_json::Value = serde_json::from_str(&t.read("outputs/compare/run.json")).unwrap();
+    assert_eq!(run["pipeline_file"], "pipeline.yaml");
+    assert_eq!(run["overrides"], serde_json::json!(["train.epochs=2"]));
+    assert!(run["pipeline_text"]
+        .as_str()
+        .unwrap()
+        .contains("kind: compare"));
+    assert!(run["started"].as_str().unwrap().starts_with("20"));
+    assert_eq!(run["tool_version"], env!("CARGO_PKG_VERSION"));
+    assert!(!run["cpu"].as_str().unwrap().is_empty());
+    let report = t.read("outputs/compare/index.html");
+    for part in [
+        "<h2>What ran</h2>",
+        "<th>run started</th><td>20",
+        "<th>pipeline</th><td>pipeline.yaml, with -S train.epochs=2</td>",
+        "pipeline.yaml as run</summary><pre>settings:",
+        "<h2>What each variant changes from main</h2>",
+        "<li><b>slow</b>: lr 0.0003</li>",
+    ] {
+        assert!(report.contains(part), "`{part}` in the report");
+    }
+    if in_git {
+        let commit = run["git_commit"].as_str().unwrap().to_string();
+        assert_eq!(commit.len(), 40, "{run}");
+        assert_eq!(
+            run["git_dirty"], false,
+            "the tool's own outputs do not count"
+        );
+        assert!(report.contains(&format!("<th>git commit</th><td>{commit}</td>")));
+    }
+}

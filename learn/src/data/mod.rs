@@ -5,3 +5,4 @@ pub mod augment;
 pub mod batch;
 pub mod dataset;
 pub mod idx;
+pub mod npy;

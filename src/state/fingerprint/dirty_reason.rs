@@ -73,6 +73,11 @@ pub enum DirtyReason {
         changes: Vec<ParamChange>,
     },
     OutsChanged,
+    /// The predictions file an evaluation of a command measures.
+    PredictionsChanged {
+        old: Option<String>,
+        new: Option<String>,
+    },
     DepAdded {
         path: String,
     },
@@ -258,6 +263,15 @@ impl fmt::Display for DirtyReason {
                 write!(f, "{word} {}", list.join(", "))
             }
             OutsChanged => write!(f, "declared outputs changed"),
+            PredictionsChanged { old, new } => {
+                let or_none = |p: &Option<String>| p.clone().unwrap_or_else(|| "none".into());
+                write!(
+                    f,
+                    "predictions it evaluates changed ({} => {})",
+                    or_none(old),
+                    or_none(new)
+                )
+            }
             DepAdded { path: p } => write!(f, "dep {p} added"),
             DepRemoved { path: p } => write!(f, "dep {p} removed"),
             DepChanged { path: p } => write!(f, "dep {p} changed"),

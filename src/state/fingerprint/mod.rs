@@ -24,6 +24,10 @@ pub struct Fingerprint {
     pub inputs: BTreeMap<String, String>,
     /// Declared outputs.
     pub outs: Vec<String>,
+    /// For an evaluation of a command's predictions: the file it measures
+    /// (another of the command's outputs is another result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<String>,
 }
 
 impl Fingerprint {
@@ -46,6 +50,7 @@ impl Fingerprint {
             deps,
             inputs,
             outs,
+            predictions,
         } = self;
         if *kind != old.kind {
             return Some(DirtyReason::KindChanged {
@@ -76,6 +81,12 @@ impl Fingerprint {
         }
         if *outs != old.outs {
             return Some(DirtyReason::OutsChanged);
+        }
+        if *predictions != old.predictions {
+            return Some(DirtyReason::PredictionsChanged {
+                old: old.predictions.clone(),
+                new: predictions.clone(),
+            });
         }
         if let Some(r) = diff_maps(&old.deps, deps) {
             return Some(match r {
@@ -173,6 +184,7 @@ mod tests {
             deps: [("data/raw.txt".to_string(), "h1".to_string())].into(),
             inputs: [("prep".to_string(), "h2".to_string())].into(),
             outs: vec!["o".into()],
+            predictions: None,
         }
     }
 

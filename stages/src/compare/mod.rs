@@ -6,8 +6,8 @@
 mod seeds;
 
 use crate::contract::{
-    read_predictions, replicate_of, variant_of, EvalReport, SeedResult, Table, VariantSummary,
-    METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE, TABLE_FILE,
+    read_predictions, replicate_of, variant_of, EvalReport, RunInfo, SeedResult, Table,
+    VariantSummary, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE, RUN_FILE, TABLE_FILE,
 };
 use crate::format::group_digits;
 use crate::metrics::{mcnemar_exact, wilson};
@@ -43,10 +43,30 @@ pub struct Row {
     /// Images only the reference got right, only this variant got right.
     pub discordant: (usize, usize),
     pub mcnemar_p: f64,
-    pub parameters: usize,
-    pub model_size_bytes: usize,
-    pub training_seconds: f64,
-    pub inference_img_per_s: f64,
+    /// None where the tool cannot know them (a command's model).
+    pub parameters: Option<usize>,
+    pub model_size_bytes: Option<usize>,
+    pub training_seconds: Option<f64>,
+    pub inference_img_per_s: Option<f64>,
+}
+
+/// A figure the tool does not know of a model it did not train or run
+/// (a `cmd` stage's predictions).
+pub const UNKNOWN: &str = "unknown";
+
+/// A figure as the table shows it, or [`UNKNOWN`].
+fn known<T>(v: Option<T>, show: impl Fn(T) -> String) -> String {
+    v.map_or_else(|| UNKNOWN.to_string(), show)
+}
+
+/// The note under a table with figures the tool does not know.
+fn unknown_note(from_commands: &[String]) -> Option<String> {
+    (!from_commands.is_empty()).then(|| {
+        format!(
+            "{UNKNOWN}: the predictions of {} come from a command's own model, which the tool neither trained nor ran; its size, training time and speed are not known here.",
+            from_commands.join(", ")
+        )
+    })
 }
 
 fn fail(e: impl ToString) -> StageError {
@@ -178,6 +198,14 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         t.variants = single_summaries(&rows, &members, ref_idx);
         t
     };
+    let mut table = table;
+    let from_commands: Vec<String> = variants
+        .iter()
+        .zip(&members)
+        .filter(|(_, m)| m.iter().any(|e| e.report.efficiency.parameters.is_none()))
+        .map(|(v, _)| v.clone())
+        .collect();
+    table.notes.extend(unknown_note(&from_commands));
     write(
         TABLE_FILE,
         &serde_json::to_vec_pretty(&table).map_err(fail)?,
@@ -236,7 +264,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io("create", &dir, e))?;
         crate::plots::comparison(&dir, &sub_v, &sub_r).map_err(fail)?;
     }
-    let html = report_html(ctx.out_dir, &table, &inputs, &p.groups)?;
+    if let Some(info) = ctx.run {
+        write(RUN_FILE, &serde_json::to_vec_pretty(info).map_err(fail)?)?;
+    }
+    let html = report_html(ctx.out_dir, &table, &inputs, &p.groups, ctx.run)?;
     write(REPORT_FILE, html.as_bytes())
 }
 
@@ -374,10 +405,10 @@ fn render_table(rows: &[Row], reference: &str, n: usize, one_seed: bool) -> Tabl
                 } else {
                     format_p(r.mcnemar_p)
                 },
-                group_digits(r.parameters),
-                format!("{:.2} MB", r.model_size_bytes as f64 / 1e6),
-                format_secs(r.training_seconds),
-                group_digits(r.inference_img_per_s.round() as usize),
+                known(r.parameters, group_digits),
+                known(r.model_size_bytes, |b| format!("{:.2} MB", b as f64 / 1e6)),
+                known(r.training_seconds, format_secs),
+                known(r.inference_img_per_s, |x| group_digits(x.round() as usize)),
             ]
         })
         .collect();
@@ -431,7 +462,7 @@ fn csv(rows: &[Row]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{},{},{:.6e},{},{},{:.3},{:.1}",
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{},{},{:.6e},{},{},{},{}",
             r.variant,
             r.accuracy,
             r.ci95.0,
@@ -441,10 +472,12 @@ fn csv(rows: &[Row]) -> String {
             r.discordant.0,
             r.discordant.1,
             r.mcnemar_p,
-            r.parameters,
-            r.model_size_bytes,
-            r.training_seconds,
+            r.parameters.map_or(String::new(), |n| n.to_string()),
+            r.model_size_bytes.map_or(String::new(), |n| n.to_string()),
+            r.training_seconds
+                .map_or(String::new(), |t| format!("{t:.3}")),
             r.inference_img_per_s
+                .map_or(String::new(), |x| format!("{x:.1}"))
         );
     }
     s
@@ -524,13 +557,98 @@ const SORT_SCRIPT: &str = r#"<script>
 })();
 </script>"#;
 
+/// What each compared variant changes from the reference's parameters.
+fn variant_changes_html(t: &Table, run: &RunInfo) -> String {
+    let Some(reference) = t.variants.iter().find(|v| v.delta_vs_reference.is_none()) else {
+        return String::new();
+    };
+    let Some(base) = run.variant_params.get(&reference.variant) else {
+        return String::new();
+    };
+    let mut items = String::new();
+    for v in t.variants.iter().filter(|v| v.variant != reference.variant) {
+        let Some(mine) = run.variant_params.get(&v.variant) else {
+            continue;
+        };
+        let changes = crate::contract::changes_from(base, mine);
+        let text = if changes.is_empty() {
+            "the same parameters".to_string()
+        } else {
+            changes.join(", ")
+        };
+        let _ = write!(
+            items,
+            "<li><b>{}</b>: {}</li>",
+            escape(&v.variant),
+            escape(&text)
+        );
+    }
+    if items.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<h2>What each variant changes from {}</h2><ul>{items}</ul>",
+        escape(&reference.variant)
+    )
+}
+
+/// The run that made the report: when, what code, where, which pipeline.
+fn run_panel(run: &RunInfo) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(run.started_unix, |d| d.as_secs());
+    let minutes = now.saturating_sub(run.started_unix) as f64 / 60.0;
+    let commit = match (&run.git_commit, run.git_dirty) {
+        (Some(c), Some(true)) => format!("{c} (with uncommitted changes)"),
+        (Some(c), _) => c.clone(),
+        (None, _) => "not in a git repository".into(),
+    };
+    let overrides = if run.overrides.is_empty() {
+        String::new()
+    } else {
+        format!(", with -S {}", run.overrides.join(" -S "))
+    };
+    let rows = [
+        (
+            "run started",
+            format!(
+                "{} UTC",
+                run.started.replace('T', " ").trim_end_matches('Z')
+            ),
+        ),
+        ("report written", format!("{minutes:.1} min into the run")),
+        ("git commit", commit),
+        ("fmnist-pipe", run.tool_version.clone()),
+        (
+            "machine",
+            format!(
+                "{}, {} cores; {} parallel jobs ({})",
+                run.cpu, run.cores, run.jobs, run.executor
+            ),
+        ),
+        ("pipeline", format!("{}{overrides}", run.pipeline_file)),
+    ];
+    let mut h = String::from("<h2>What ran</h2><table class=\"run\">");
+    for (k, v) in rows {
+        let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v));
+    }
+    let _ = write!(
+        h,
+        "</table><details><summary>{} as run</summary><pre>{}</pre></details>",
+        escape(&run.pipeline_file),
+        escape(&run.pipeline_text)
+    );
+    h
+}
+
 fn report_html(
     out: &Path,
     t: &Table,
     inputs: &[(&str, &PathBuf)],
     groups: &BTreeMap<String, Vec<String>>,
+    run: Option<&RunInfo>,
 ) -> Result<String, StageError> {
-    let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>fmnist-pipe report</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}img,svg{max-width:100%;height:auto}h2{margin-top:2em}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}</style></head><body>");
+    let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>fmnist-pipe report</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}img,svg{max-width:100%;height:auto}h2{margin-top:2em}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}table.run th,table.run td{text-align:left}pre{background:#f6f6f6;padding:8px;overflow:auto}</style></head><body>");
     let _ = write!(
         h,
         "<h1>Ablation study report</h1><p>{}</p><table id=\"comparison\"><thead><tr>",
@@ -551,6 +669,10 @@ fn report_html(
     h.push_str(SORT_SCRIPT);
     for n in &t.notes {
         let _ = write!(h, "<p><small>{}</small></p>", escape(n));
+    }
+    if let Some(run) = run {
+        h.push_str(&variant_changes_html(t, run));
+        h.push_str(&run_panel(run));
     }
     h.push_str("<h2>Comparison</h2>");
     for name in ["forest", "accuracy_f1", "per_class_f1", "validation_curves"] {

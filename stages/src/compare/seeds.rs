@@ -3,7 +3,7 @@
 //! difference, its interval, a paired t test, Holm's adjustment over the
 //! table, and a verdict in words.
 
-use super::{format_secs, row_label, verdict};
+use super::{format_secs, known, row_label, verdict};
 use crate::contract::{SeedResult, Table, VariantSummary};
 use crate::format::group_digits;
 use crate::stats::{holm, mean_sd, paired_t_p, t_interval95};
@@ -11,10 +11,17 @@ use crate::stats::{holm, mean_sd, paired_t_p, t_interval95};
 /// One replicate, as compare read it.
 pub struct Replicate {
     pub result: SeedResult,
-    pub parameters: usize,
-    pub model_size_bytes: usize,
-    pub training_seconds: f64,
-    pub inference_img_per_s: f64,
+    pub parameters: Option<usize>,
+    pub model_size_bytes: Option<usize>,
+    pub training_seconds: Option<f64>,
+    pub inference_img_per_s: Option<f64>,
+}
+
+/// The mean of figures every replicate knows; None if one does not.
+fn mean_known(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Option<Vec<f64>> = values.collect();
+    v.filter(|v| !v.is_empty())
+        .map(|v| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 /// A summary per variant (`groups[i]` with replicates `members[i]`).
@@ -47,7 +54,6 @@ pub fn summarize(
                 })
                 .collect();
             let is_ref = i == reference;
-            let n = m.len() as f64;
             VariantSummary {
                 variant: g.clone(),
                 seeds: m.len(),
@@ -68,10 +74,10 @@ pub fn summarize(
                 p_value: if is_ref { None } else { paired_t_p(&d) },
                 p_adjusted: None,
                 verdict: String::new(),
-                parameters: m.first().map_or(0, |r| r.parameters),
-                model_size_bytes: m.first().map_or(0, |r| r.model_size_bytes),
-                training_seconds: m.iter().map(|r| r.training_seconds).sum::<f64>() / n,
-                inference_img_per_s: m.iter().map(|r| r.inference_img_per_s).sum::<f64>() / n,
+                parameters: m.first().and_then(|r| r.parameters),
+                model_size_bytes: m.first().and_then(|r| r.model_size_bytes),
+                training_seconds: mean_known(m.iter().map(|r| r.training_seconds)),
+                inference_img_per_s: mean_known(m.iter().map(|r| r.inference_img_per_s)),
             }
         })
         .collect();
@@ -155,9 +161,9 @@ pub fn render(rows: &[VariantSummary], reference: &str, test_images: usize) -> T
                 } else {
                     r.verdict.clone()
                 },
-                group_digits(r.parameters),
-                format_secs(r.training_seconds),
-                group_digits(r.inference_img_per_s.round() as usize),
+                known(r.parameters, group_digits),
+                known(r.training_seconds, format_secs),
+                known(r.inference_img_per_s, |x| group_digits(x.round() as usize)),
             ]
         })
         .collect();
@@ -184,7 +190,7 @@ pub fn csv(rows: &[VariantSummary]) -> String {
     let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.6}"));
     for r in rows {
         s.push_str(&format!(
-            "{},{},{:.6},{},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{:.3},{:.1}\n",
+            "{},{},{:.6},{},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{}\n",
             r.variant,
             r.seeds,
             r.accuracy_mean,
@@ -199,9 +205,11 @@ pub fn csv(rows: &[VariantSummary]) -> String {
             r.p_value.map_or(String::new(), |p| format!("{p:.6e}")),
             r.p_adjusted.map_or(String::new(), |p| format!("{p:.6e}")),
             r.verdict,
-            r.parameters,
-            r.training_seconds,
+            r.parameters.map_or(String::new(), |n| n.to_string()),
+            r.training_seconds
+                .map_or(String::new(), |t| format!("{t:.3}")),
             r.inference_img_per_s
+                .map_or(String::new(), |x| format!("{x:.1}"))
         ));
     }
     s
@@ -219,10 +227,10 @@ mod tests {
                 accuracy,
                 macro_f1: accuracy - 0.01,
             },
-            parameters: 10,
-            model_size_bytes: 40,
-            training_seconds: 2.0 * seed as f64,
-            inference_img_per_s: 100.0,
+            parameters: Some(10),
+            model_size_bytes: Some(40),
+            training_seconds: Some(2.0 * seed as f64),
+            inference_img_per_s: Some(100.0),
         }
     }
 
@@ -262,7 +270,7 @@ mod tests {
         assert_eq!(s[2].verdict, "no detectable difference");
         assert_eq!(s[3].verdict, "too few paired seeds");
         assert_eq!(s[3].paired_seeds, 0);
-        assert!((up.training_seconds - 4.0).abs() < 1e-12);
+        assert!((up.training_seconds.unwrap() - 4.0).abs() < 1e-12);
         let t = render(&s, "ref", 10_000);
         assert_eq!(t.rows[1][5], "+1.50 pp [+0.26, +2.74]");
         assert_eq!(t.rows[1][8], "no detectable difference");

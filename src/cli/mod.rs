@@ -268,6 +268,7 @@ pub fn main() -> i32 {
     // A stop signal arrived: its thread stops the children, reports and
     // exits with the signal's status; this thread must not exit first.
     if running.stopping() {
+        running.reported();
         loop {
             std::thread::park();
         }

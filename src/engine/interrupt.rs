@@ -20,12 +20,35 @@ const GRACE: Duration = Duration::from_secs(2);
 pub struct Running {
     pub children: stages::process::Children,
     pub jobs: crate::engine::executor::slurm::Jobs,
+    /// Set once the command stopped by a signal has said what it leaves
+    /// (the interrupted stages, the summary, the history).
+    reported: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
+
+/// How long the signal thread waits for the command to report before it
+/// exits anyway.
+const REPORT_WAIT: Duration = Duration::from_secs(10);
 
 impl Running {
     /// True once a stop has begun.
     pub fn stopping(&self) -> bool {
         self.children.stopping()
+    }
+
+    /// The stopped command has reported; the process may exit.
+    pub fn reported(&self) {
+        let (done, cv) = &*self.reported;
+        if let Ok(mut d) = done.lock() {
+            *d = true;
+            cv.notify_all();
+        }
+    }
+
+    fn wait_reported(&self, limit: Duration) {
+        let (done, cv) = &*self.reported;
+        if let Ok(d) = done.lock() {
+            let _ = cv.wait_timeout_while(d, limit, |d| !*d);
+        }
     }
 }
 
@@ -54,6 +77,9 @@ pub fn install(running: &Running, hangup_log: Option<std::path::PathBuf>) -> Res
                 }
                 let stopped = running.children.stop_all(GRACE)
                     + crate::engine::executor::slurm::cancel_all(&running.jobs);
+                // The run says which stages it leaves and how they resume
+                // before the last word here.
+                running.wait_reported(REPORT_WAIT);
                 crate::ui::reporter::interrupted(name(sig), stopped);
                 std::process::exit(128 + sig);
             }

@@ -116,7 +116,7 @@ impl Planner<'_> {
     }
 
     /// Where a resumable stage computing `key` would take up again.
-    fn resume_point(&self, stage: &Stage, key: &str) -> Option<ResumePoint> {
+    pub fn resume_point(&self, stage: &Stage, key: &str) -> Option<ResumePoint> {
         if !stage.kind.resumes() {
             return None;
         }

@@ -46,6 +46,8 @@ enum Outcome {
     Restored(Digest),
     Ran(Digest),
     Failed,
+    /// Cut short by a stop signal.
+    Interrupted,
     /// `pull`: neither here nor on the remote; not run.
     NotPulled,
 }
@@ -430,6 +432,11 @@ impl<'a> Board<'a> {
             Outcome::Failed => {
                 self.summary.failed += 1;
                 self.skip_downstream(i, report, true);
+                return false;
+            }
+            // What depends on it is left not started: the run is ending.
+            Outcome::Interrupted => {
+                self.summary.interrupted += 1;
                 return false;
             }
             Outcome::NotPulled => {
@@ -819,15 +826,21 @@ fn run_stage(
         gpus: grant.gpus.clone(),
     });
     let project = &ctx.pipeline.settings.project_dir;
+    let resume_key = key.clone();
     let txn = Txn::begin(ctx.store, ctx.planner.hashes, project, stage, fp, key, prev)?;
     // A saved training state is taken up only by a run with the same
     // fingerprint, and never when the stage is forced.
     let resume = txn.resume_dir(force)?;
     if let Err(e) = execute_stage(ctx, stage, prev, grant, resume.as_deref(), send) {
         if ctx.running.stopping() {
-            // Stopped by a signal: the signal thread reports and exits.
+            // Stopped by a signal: left for the next run to take up; the
+            // signal thread exits once this run has reported.
             txn.leave();
-            return Ok(Outcome::Failed);
+            send(Event::Interrupted {
+                stage: stage.name.clone(),
+                resume: ctx.planner.resume_point(stage, &resume_key),
+            });
+            return Ok(Outcome::Interrupted);
         }
         txn.abort()?;
         return stage_failed(ctx, stage, e, send);

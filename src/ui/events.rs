@@ -60,6 +60,12 @@ pub enum Event {
         tail: Option<String>,
         log: Option<PathBuf>,
     },
+    /// Stopped by a signal (Ctrl-C, `kill`, `timeout`) before it finished.
+    Interrupted {
+        stage: String,
+        /// Where the next run takes it up (a training's last saved epoch).
+        resume: Option<crate::state::fingerprint::ResumePoint>,
+    },
     Skipped {
         stage: String,
         because: String,
@@ -101,6 +107,8 @@ pub struct Summary {
     pub not_pulled: usize,
     /// Stages not started because an earlier failure stopped the run.
     pub not_started: usize,
+    /// Stages a stop signal cut short.
+    pub interrupted: usize,
     pub wall: Duration,
     /// Stages that are up to date after the run (ran, cached or restored).
     pub done: std::collections::BTreeSet<String>,

@@ -180,6 +180,17 @@ impl Reporter {
                 }
                 self.line(&text);
             }
+            Event::Interrupted { stage, resume } => {
+                self.finish_bar(&stage);
+                let next = match resume {
+                    Some(r) => format!(
+                        "the next run resumes it after epoch {}/{}",
+                        r.epoch, r.epochs
+                    ),
+                    None => "the next run starts it again".into(),
+                };
+                self.line(&format!("stopped  {stage}  (interrupted; {next})"));
+            }
             Event::Warning { text } => self.line(&format!("warning: {text}")),
             Event::Notice { stage, message } => self.line(&format!("         {stage}: {message}")),
             Event::Skipped {
@@ -224,13 +235,18 @@ impl Reporter {
             parts.push(format!("{} restored", s.restored));
         }
         parts.push(format!("{} failed", s.failed));
+        if s.interrupted > 0 {
+            parts.push(format!("{} interrupted", s.interrupted));
+        }
         if s.skipped > 0 {
             parts.push(format!("{} skipped", s.skipped));
         }
         if s.not_pulled > 0 {
             parts.push(format!("{} not pulled", s.not_pulled));
         }
-        if s.not_started > 0 {
+        if s.not_started > 0 && s.interrupted > 0 {
+            parts.push(format!("{} not started", s.not_started));
+        } else if s.not_started > 0 {
             parts.push(format!(
                 "{} not started (use --keep-going to run them)",
                 s.not_started
@@ -876,7 +892,7 @@ pub fn interrupted(signal: &str, stopped: usize) {
     };
     let _ = writeln!(
         std::io::stderr().lock(),
-        "\ninterrupted by {signal}{what}; stages that did not finish are recorded as stale and rerun next time"
+        "\ninterrupted by {signal}{what}; stages that did not finish are recorded as stale: the next run takes them up (a training from its last saved epoch)"
     );
 }
 

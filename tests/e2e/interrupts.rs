@@ -112,7 +112,7 @@ fn a_signal_to_the_orchestrator_alone_stops_its_commands() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 err.contains(&format!(
-                    "interrupted by SIG{sig}: stopped 1 running command; stages that did not finish are recorded as stale"
+                    "interrupted by SIG{sig}: stopped 1 running command; stages that did not finish are recorded as stale: the next run takes them up"
                 )),
                 "{err}"
             );

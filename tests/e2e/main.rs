@@ -9,6 +9,7 @@ mod byo;
 mod commands;
 mod data;
 mod devices;
+mod docs;
 mod environment;
 mod export;
 mod failures;

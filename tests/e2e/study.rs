@@ -574,3 +574,50 @@ fn a_damaged_saved_state_is_said_to_start_over_not_to_resume() {
         "{log}"
     );
 }
+
+/// Ctrl-C in the middle of a training: the run says the stage was
+/// interrupted (not failed) and after which epoch the next run resumes it,
+/// the summary counts it as interrupted, and the next run resumes there.
+#[test]
+fn ctrl_c_says_what_was_interrupted_and_where_it_resumes() {
+    let t = Project::new();
+    long_training(&t);
+    let child = t
+        .cmd(&["run", "train@main"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_saved_epoch(&t, 1);
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("stopped  train@main  (interrupted; the next run resumes it after epoch "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.ends_with("/150)"), "{line}");
+    assert!(!stdout.contains("FAILED") && !stdout.contains(" 1 failed"), "{stdout}");
+    assert!(stdout.contains("0 failed, 1 interrupted"), "{stdout}");
+    assert!(
+        stderr.contains("interrupted by SIGINT: stopped 1 running command; stages that did not finish are recorded as stale: the next run takes them up"),
+        "{stderr}"
+    );
+    let epoch = line
+        .trim_start_matches("stopped  train@main  (interrupted; the next run resumes it after epoch ")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, reason) = t.state_of("train@main");
+    assert_eq!(
+        reason.as_deref(),
+        Some(format!("last run was interrupted after epoch {epoch}/150; it resumes there").as_str())
+    );
+}

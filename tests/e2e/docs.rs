@@ -114,7 +114,10 @@ fn every_link_of_the_documentation_resolves() {
         let text = fs::read_to_string(&page).unwrap();
         let dir = page.parent().unwrap();
         for link in links(&text) {
-            if link.starts_with("http://") || link.starts_with("https://") || link.starts_with("mailto:") {
+            if link.starts_with("http://")
+                || link.starts_with("https://")
+                || link.starts_with("mailto:")
+            {
                 continue;
             }
             let (path, anchor) = link.split_once('#').unwrap_or((&link, ""));
@@ -147,14 +150,21 @@ fn every_link_of_the_documentation_resolves() {
         .filter(|p| !linked.contains(&p.canonicalize().unwrap()))
         .map(|p| p.display().to_string())
         .collect();
-    assert!(unlinked.is_empty(), "pages no other page links to:\n{}", unlinked.join("\n"));
+    assert!(
+        unlinked.is_empty(),
+        "pages no other page links to:\n{}",
+        unlinked.join("\n")
+    );
 }
 
 #[test]
 fn readme_is_a_short_guide_with_its_two_commands() {
     let readme = fs::read_to_string(root().join("README.md")).unwrap();
     let lines = readme.lines().count();
-    assert!(lines <= 300, "README.md has {lines} lines; the rest belongs in docs/");
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines; the rest belongs in docs/"
+    );
     assert!(readme.contains("cargo test --workspace --release"));
     assert!(readme.contains("cargo install --path ."));
 }
@@ -164,6 +174,8 @@ fn the_link_checker_finds_what_is_broken() {
     let text = "# A title (with `code`)\n## Same\n## Same\n[a](#a-title-with-code) [b](#same-1) `[no](x.md)`\n```\n[no](y.md)\n# not a heading\n```\n";
     assert_eq!(links(text), ["#a-title-with-code", "#same-1"]);
     let heads = anchors(text);
-    assert!(heads.contains("a-title-with-code") && heads.contains("same") && heads.contains("same-1"));
+    assert!(
+        heads.contains("a-title-with-code") && heads.contains("same") && heads.contains("same-1")
+    );
     assert!(!heads.contains("not-a-heading"));
 }

@@ -600,17 +600,24 @@ fn ctrl_c_says_what_was_interrupted_and_where_it_resumes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("stopped  train@main  (interrupted; the next run resumes it after epoch "))
+        .find(|l| {
+            l.starts_with("stopped  train@main  (interrupted; the next run resumes it after epoch ")
+        })
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(line.ends_with("/150)"), "{line}");
-    assert!(!stdout.contains("FAILED") && !stdout.contains(" 1 failed"), "{stdout}");
+    assert!(
+        !stdout.contains("FAILED") && !stdout.contains(" 1 failed"),
+        "{stdout}"
+    );
     assert!(stdout.contains("0 failed, 1 interrupted"), "{stdout}");
     assert!(
         stderr.contains("interrupted by SIGINT: stopped 1 running command; stages that did not finish are recorded as stale: the next run takes them up"),
         "{stderr}"
     );
     let epoch = line
-        .trim_start_matches("stopped  train@main  (interrupted; the next run resumes it after epoch ")
+        .trim_start_matches(
+            "stopped  train@main  (interrupted; the next run resumes it after epoch ",
+        )
         .split('/')
         .next()
         .unwrap()
@@ -618,6 +625,35 @@ fn ctrl_c_says_what_was_interrupted_and_where_it_resumes() {
     let (_, reason) = t.state_of("train@main");
     assert_eq!(
         reason.as_deref(),
-        Some(format!("last run was interrupted after epoch {epoch}/150; it resumes there").as_str())
+        Some(
+            format!("last run was interrupted after epoch {epoch}/150; it resumes there").as_str()
+        )
     );
+}
+
+/// The program's file replaced while a study runs (a `cargo build` or
+/// `cargo install` in another terminal): the stages started afterwards
+/// still run, as the program that started the run.
+#[test]
+fn a_run_survives_its_program_file_being_replaced() {
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
+    let copy = t.outside().join("fmnist-pipe-copy");
+    fs::copy(env!("CARGO_BIN_EXE_fmnist-pipe"), &copy).unwrap();
+    // A command deletes the program before the built-in stage after it starts.
+    t.pipeline(&format!(
+        "stages:\n  rebuild:\n    kind: cmd\n    cmd: rm {}\n    outs: []\n  download:\n    kind: download\n    needs: [rebuild]\n    params:\n      sources: [data]\n      files:\n{files}",
+        copy.display()
+    ));
+    let out = std::process::Command::new(&copy)
+        .arg("run")
+        .current_dir(t.dir())
+        .output()
+        .unwrap();
+    let out = crate::common::Run(out).ok().text();
+    assert!(!copy.exists());
+    assert!(out.contains("2 ran, 0 cached, 0 failed"), "{out}");
+    assert!(t
+        .path("outputs/download/train-images-idx3-ubyte.gz")
+        .exists());
 }

@@ -22,8 +22,17 @@ pub fn run_job(
 ) -> Result<(), StageFailure> {
     use std::io::BufRead;
     let env = StageFailure::Env;
-    let exe = std::env::current_exe()
-        .map_err(|e| env(Error::io("find this program", "/proc/self/exe", e)))?;
+    // The running program itself, even when its file was replaced since it
+    // started (a `cargo build` or `cargo install` during a long study):
+    // the child's /proc/self/exe is this image until it execs. Its path
+    // names it in messages.
+    let own = std::path::Path::new("/proc/self/exe");
+    let exe = if own.exists() {
+        own.to_path_buf()
+    } else {
+        std::env::current_exe()
+            .map_err(|e| env(Error::io("find this program", "/proc/self/exe", e)))?
+    };
     let log =
         fs::File::create(job.log).map_err(|e| env(Error::io("create the log", job.log, e)))?;
     let mut cmd = std::process::Command::new(&exe);

@@ -88,16 +88,22 @@ fn variant_changes(
         .find(|v| v.delta_vs_reference.is_none())?
         .variant
         .clone();
-    let params = |s: &spec::Stage| crate::state::fingerprint::as_written(s.params.clone());
-    let base = params(trains.get(&reference)?);
+    use crate::state::history::variant_origin;
+    let base = variant_origin(trains.get(&reference)?);
     let mut parts = Vec::new();
     for v in &table.variants {
         let Some(train) = trains.get(&v.variant).filter(|_| v.variant != reference) else {
             continue;
         };
-        let changes = stages::contract::changes_from(&base, &params(train));
-        if !changes.is_empty() {
-            parts.push(format!("{}: {}", v.variant, changes.join(", ")));
+        let mine = variant_origin(train);
+        if mine.stage != base.stage
+            || !stages::contract::changes_from(&base.params, &mine.params).is_empty()
+        {
+            parts.push(format!(
+                "{}: {}",
+                v.variant,
+                stages::contract::variant_change(&base, &mine)
+            ));
         }
     }
     (!parts.is_empty()).then(|| {

@@ -29,6 +29,9 @@ pub struct RawSettings {
     pub device: Option<String>,
     pub executor: Option<String>,
     pub slurm: Option<RawSlurm>,
+    /// Default resources per kind (`train: {cpus: 2, time: 2h}`): what a
+    /// stage of that kind asks for where its own `resources` say nothing.
+    pub resources: Option<std::collections::BTreeMap<stages::Kind, super::resources::RawResources>>,
     /// Where `push` and `pull` share results: name -> a directory, or
     /// `{url: s3://bucket/prefix, endpoint, region}`. Read as YAML and
     /// checked when resolved, so that each form's error names its key.
@@ -366,7 +369,11 @@ fn parse(path: &Path, text: &str) -> Result<RawPipeline> {
             d = d.at(text, line, col);
         }
         if message.contains("unknown variant") && message.contains("expected one of `cmd`") {
-            d = d.help("`kind` must be one of the kinds listed above");
+            d = d.help(if message.starts_with("settings.resources") {
+                "settings.resources is keyed by kind: one of the kinds listed above"
+            } else {
+                "`kind` must be one of the kinds listed above"
+            });
         } else if message.contains("unknown field `<<`") {
             d = d.help("`<<` merges work inside `params` and variant overrides; write this mapping's fields out");
         } else if message.contains("missing field `stages`") {

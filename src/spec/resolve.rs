@@ -29,6 +29,8 @@ pub struct Settings {
     pub device: String,
     pub executor: ExecutorKind,
     pub slurm: RawSlurm,
+    /// `settings.resources`: default resources per kind.
+    pub resources: BTreeMap<Kind, super::resources::RawResources>,
     /// `settings.remotes`, in declaration order.
     pub remotes: Vec<(String, RemoteSpec)>,
 }
@@ -328,6 +330,21 @@ fn resolve_settings(
     };
     let slurm = s.slurm.clone().unwrap_or_default();
     check_slurm(&slurm, &["settings"], loc)?;
+    let resources = s.resources.clone().unwrap_or_default();
+    for (kind, r) in &resources {
+        for (key, zero) in [("cpus", r.cpus == Some(0)), ("mem_mb", r.mem_mb == Some(0))] {
+            if zero {
+                return Err(err(
+                    &["settings", "resources", kind.name(), key],
+                    format!(
+                        "settings.resources.{}.{key} must be at least 1",
+                        kind.name()
+                    ),
+                )
+                .into());
+            }
+        }
+    }
     let mut remotes = Vec::new();
     for (name, v) in s.remotes.as_ref().map_or(&[][..], |r| &r.0[..]) {
         let at = |m: String| {
@@ -349,6 +366,7 @@ fn resolve_settings(
         device,
         executor,
         slurm,
+        resources,
         remotes,
     };
 
@@ -932,12 +950,18 @@ fn expand(
                 predictions,
                 needs: Vec::new(),
                 resources: {
+                    // The stage's own, else settings.resources of its kind.
                     let r = b.raw.resources.clone().unwrap_or_default();
+                    let d = settings
+                        .resources
+                        .get(&b.raw.kind)
+                        .cloned()
+                        .unwrap_or_default();
                     Resources {
-                        cpus: r.cpus.or(b.raw.threads),
-                        gpus: r.gpus.unwrap_or(0),
-                        mem_mb: r.mem_mb,
-                        time: r.time,
+                        cpus: r.cpus.or(b.raw.threads).or(d.cpus),
+                        gpus: r.gpus.or(d.gpus).unwrap_or(0),
+                        mem_mb: r.mem_mb.or(d.mem_mb),
+                        time: r.time.or(d.time),
                     }
                 },
                 device: b.raw.kind.uses_device().then(|| {

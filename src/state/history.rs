@@ -662,17 +662,25 @@ pub fn describe_run(
 
 /// The parameters behind each variant a comparison may show: a train
 /// stage's, or a command's with `predictions:` (the first replicate's).
-fn variant_params(pipeline: &Pipeline) -> BTreeMap<String, Value> {
+pub fn variant_params(pipeline: &Pipeline) -> BTreeMap<String, stages::contract::VariantOrigin> {
     let mut out = BTreeMap::new();
     for s in &pipeline.stages {
         let evaluable = s.kind == stages::Kind::Train || s.predictions.is_some();
         if let (true, Some(v)) = (evaluable, &s.variant) {
             let group = stages::contract::replicate_of(v).0.to_string();
-            out.entry(group)
-                .or_insert_with(|| crate::state::fingerprint::as_written(s.params.clone()));
+            out.entry(group).or_insert_with(|| variant_origin(s));
         }
     }
     out
+}
+
+/// A compared variant's stage, kind and parameters as written.
+pub fn variant_origin(s: &crate::spec::Stage) -> stages::contract::VariantOrigin {
+    stages::contract::VariantOrigin {
+        stage: s.base.clone(),
+        kind: s.kind.name().to_string(),
+        params: crate::state::fingerprint::as_written(s.params.clone()),
+    }
 }
 
 /// The record of a run that just ended: the state of every stage after

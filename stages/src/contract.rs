@@ -112,11 +112,42 @@ pub struct RunInfo {
     pub pipeline_file: String,
     pub pipeline_text: String,
     pub overrides: Vec<String>,
-    /// The parameters (as written) of the stage behind each variant a
-    /// comparison may show (a train stage's, or a command's with
-    /// `predictions:`; the first replicate's), by variant.
+    /// The stage behind each variant a comparison may show (a train
+    /// stage, or a command with `predictions:`; its first replicate), by
+    /// variant.
     #[serde(default)]
-    pub variant_params: std::collections::BTreeMap<String, serde_json::Value>,
+    pub variant_params: std::collections::BTreeMap<String, VariantOrigin>,
+}
+
+/// Where a compared variant comes from: its stage's declared name and
+/// kind, and its parameters as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantOrigin {
+    pub stage: String,
+    pub kind: String,
+    pub params: serde_json::Value,
+}
+
+/// What a variant changes from the reference, in words: its parameters
+/// that differ (`dropout 0`), or, for a variant of another stage, which
+/// stage it is and its parameters (`the cmd stage pytorch: epochs 5`).
+pub fn variant_change(reference: &VariantOrigin, mine: &VariantOrigin) -> String {
+    if mine.stage == reference.stage {
+        let changes = changes_from(&reference.params, &mine.params);
+        if changes.is_empty() {
+            "the same parameters".into()
+        } else {
+            changes.join(", ")
+        }
+    } else {
+        let own = changes_from(&serde_json::json!({}), &mine.params);
+        let what = format!("the {} stage {}", mine.kind, mine.stage);
+        if own.is_empty() {
+            what
+        } else {
+            format!("{what}: {}", own.join(", "))
+        }
+    }
 }
 
 /// What `mine` changes from `base`, parameter by parameter in key order
@@ -127,7 +158,8 @@ pub fn changes_from(base: &serde_json::Value, mine: &serde_json::Value) -> Vec<S
     use std::collections::BTreeMap;
     fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
         match v {
-            Value::Object(m) if !m.is_empty() => {
+            // An empty mapping is a value, except at the top (no parameters).
+            Value::Object(m) if !m.is_empty() || prefix.is_empty() => {
                 for (k, v) in m {
                     let key = if prefix.is_empty() {
                         k.clone()
@@ -482,6 +514,35 @@ mod tests {
             ["augment []", "dropout 0", "plateau.factor 0.1"]
         );
         assert!(changes_from(&base, &base).is_empty());
+        let origin = |stage: &str, kind: &str, params| VariantOrigin {
+            stage: stage.into(),
+            kind: kind.into(),
+            params,
+        };
+        let main = origin("train", "train", base.clone());
+        assert_eq!(
+            variant_change(&main, &origin("train", "train", mine)),
+            "augment [], dropout 0, plateau.factor 0.1"
+        );
+        assert_eq!(
+            variant_change(&main, &origin("train", "train", base.clone())),
+            "the same parameters"
+        );
+        assert_eq!(
+            variant_change(
+                &main,
+                &origin(
+                    "pytorch",
+                    "cmd",
+                    serde_json::json!({"epochs": 5, "seed": 1})
+                )
+            ),
+            "the cmd stage pytorch: epochs 5"
+        );
+        assert_eq!(
+            variant_change(&main, &origin("pytorch", "cmd", serde_json::json!({}))),
+            "the cmd stage pytorch"
+        );
     }
 
     #[test]

@@ -359,3 +359,45 @@ fn a_stage_has_its_own_partition_account_and_flags() {
         .has("pipeline.yaml:4:")
         .has("stages.fit.slurm.partition must be one word");
 }
+
+/// settings.resources gives each kind's stages their default resources;
+/// a stage's own `resources` (or `threads`) win, key by key; checked at load.
+#[test]
+fn settings_give_each_kind_default_resources() {
+    // No cluster needed: nothing is submitted.
+    let p = Project::with(
+        "settings:\n  resources:\n    cmd: {cpus: 2, time: 2h, mem_mb: 3000}\nstages:\n  prep:\n    kind: cmd\n    cmd: \"true\"\n    outs: [p]\n  fit:\n    kind: cmd\n    needs: [prep]\n    resources: {cpus: 4}\n    cmd: \"true\"\n    outs: [m]\n",
+    );
+    let out = p
+        .run(&["run", "--executor", "slurm", "--dry-run"])
+        .ok()
+        .stdout();
+    let line = |stage: &str| {
+        out.lines()
+            .skip_while(|l| !l.contains(&format!("  {stage}  ")))
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("prep").contains("--cpus-per-task=2 --mem=3000M --time=02:00:00"),
+        "{out}"
+    );
+    assert!(
+        line("fit").contains("--cpus-per-task=4 --mem=3000M --time=02:00:00"),
+        "{out}"
+    );
+    Project::with(
+        "settings:\n  resources:\n    trian: {cpus: 2}\nstages:\n  t:\n    kind: train\n",
+    )
+    .run(&["status"])
+    .exits(2)
+    .has("pipeline.yaml:3:5: settings.resources: unknown variant `trian`")
+    .has("settings.resources is keyed by kind");
+    Project::with(
+        "settings:\n  resources:\n    train: {cpus: 0}\nstages:\n  t:\n    kind: train\n",
+    )
+    .run(&["status"])
+    .exits(2)
+    .has("settings.resources.train.cpus must be at least 1");
+}

@@ -570,12 +570,7 @@ fn variant_changes_html(t: &Table, run: &RunInfo) -> String {
         let Some(mine) = run.variant_params.get(&v.variant) else {
             continue;
         };
-        let changes = crate::contract::changes_from(base, mine);
-        let text = if changes.is_empty() {
-            "the same parameters".to_string()
-        } else {
-            changes.join(", ")
-        };
+        let text = crate::contract::variant_change(base, mine);
         let _ = write!(
             items,
             "<li><b>{}</b>: {}</li>",

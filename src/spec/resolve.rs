@@ -217,6 +217,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     let bases = declare(&raw, &settings, &loc)?;
     let (mut stages, foreach_needs) = expand(&bases, &settings, &protected, &loc)?;
     link(&mut stages, &foreach_needs, &raw, &loc)?;
+    select_references(&mut stages, &bases, &loc)?;
     // What a kind can check of the stages it reads, before anything runs.
     for s in &stages {
         let inputs: Vec<stages::Upstream<'_>> = s
@@ -976,6 +977,141 @@ fn expand(
     }
 
     Ok((stages, foreach_needs))
+}
+
+/// A compare stage's `reference` given as parameters (`{lr: 0.001}`)
+/// becomes the name of the compared variant whose configuration is its
+/// stage's parameters with these set (seeds aside): exactly one must be.
+fn select_references(stages: &mut [Stage], bases: &[Base<'_>], loc: &Locator<'_>) -> Result<()> {
+    for i in 0..stages.len() {
+        if stages[i].kind != Kind::Compare {
+            continue;
+        }
+        let Some(Value::Object(given)) = stages[i].params.get("reference").cloned() else {
+            continue;
+        };
+        let at = |message: String| {
+            loc.at(
+                &["stages", &stages[i].base, "params", "reference"],
+                format!("stage `{}`: {message}", stages[i].name),
+            )
+        };
+        // Each compared variant (its first replicate): group, stage, params.
+        let mut groups: Vec<(String, &str, Value)> = Vec::new();
+        for &e in &stages[i].needs {
+            for &t in &stages[e].needs {
+                let s = &stages[t];
+                let evaluable = s.kind == Kind::Train || s.predictions.is_some();
+                if let (true, Some(v)) = (evaluable, &s.variant) {
+                    let group = replicate_of(v).0;
+                    if !groups.iter().any(|g| g.0 == group) {
+                        groups.push((group.to_string(), &s.base, without_seed(&s.params)));
+                    }
+                }
+            }
+        }
+        let over = nest_dotted(&given);
+        let mut matches: Vec<String> = Vec::new();
+        let mut bases_seen: Vec<&str> = Vec::new();
+        for (_, base, _) in &groups {
+            if bases_seen.contains(base) {
+                continue;
+            }
+            bases_seen.push(base);
+            let Some(b) = bases.iter().find(|b| b.name == *base) else {
+                continue;
+            };
+            let mut target = b.params.clone();
+            merge_override(&mut target, &over, "").map_err(|(key, _)| {
+                at(format!(
+                    "reference sets `{key}`, which is not a parameter of stage `{base}`"
+                ))
+            })?;
+            let target = b
+                .raw
+                .kind
+                .normalize_params(target)
+                .map_err(|m| at(format!("reference: {m}")))?;
+            let target = without_seed(&target);
+            matches.extend(
+                groups
+                    .iter()
+                    .filter(|(_, gb, p)| gb == base && *p == target)
+                    .map(|(g, _, _)| g.clone()),
+            );
+        }
+        let written = format!(
+            "{{{}}}",
+            given
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let names: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
+        match matches.as_slice() {
+            [one] => {
+                if let Value::Object(m) = &mut stages[i].params {
+                    m.insert("reference".into(), Value::String(one.clone()));
+                }
+            }
+            [] => {
+                return Err(at(format!(
+                    "no compared variant is its stage's parameters with {written} (compared: {})",
+                    names.join(", ")
+                ))
+                .help("a variant matches when its parameters are the stage's `params` with these set (every other parameter as in `params`); name the reference instead, or set the parameters that tell it apart")
+                .into())
+            }
+            several => {
+                return Err(at(format!(
+                    "{written} selects {} compared variants ({})",
+                    several.len(),
+                    several.join(", ")
+                ))
+                .help("set the parameters that tell them apart, or name the reference")
+                .into())
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parameters without the seed: replicates of one variant differ by it.
+fn without_seed(params: &Value) -> Value {
+    let mut p = params.clone();
+    if let Value::Object(m) = &mut p {
+        m.remove("seed");
+    }
+    p
+}
+
+/// `{"plateau.factor": 0.5}` as `{"plateau": {"factor": 0.5}}`.
+fn nest_dotted(given: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in given {
+        let mut parts: Vec<&str> = k.split('.').collect();
+        let last = parts.pop().unwrap_or_default();
+        let mut slot = &mut out;
+        for p in parts {
+            let next = slot
+                .entry(p.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !next.is_object() {
+                *next = Value::Object(Map::new());
+            }
+            match next {
+                Value::Object(m) => slot = m,
+                _ => return out,
+            }
+        }
+        let v = match v {
+            Value::Object(m) => Value::Object(nest_dotted(m)),
+            other => other.clone(),
+        };
+        slot.insert(last.to_string(), v);
+    }
+    out
 }
 
 /// A `cmd` stage's `predictions`, substituted: normalized, and one of the

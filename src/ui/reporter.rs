@@ -383,6 +383,9 @@ impl Reporter {
             text.push('\n');
         }
         self.line(text.trim_end());
+        for section in &t.sections {
+            self.table(section);
+        }
     }
 
     /// What `gc` removed (or would remove) and kept.
@@ -690,6 +693,7 @@ impl Reporter {
             rows,
             notes,
             variants: Vec::new(),
+            sections: Vec::new(),
         });
     }
 
@@ -756,6 +760,7 @@ impl Reporter {
                 Vec::new()
             },
             variants: Vec::new(),
+            sections: Vec::new(),
         };
         let metrics = stages::contract::Table {
             title: format!("Metrics, run {} → run {}", d.old_run, d.new_run),
@@ -786,6 +791,7 @@ impl Reporter {
                 notes
             },
             variants: Vec::new(),
+            sections: Vec::new(),
         };
         let stages_line = if stages_line.is_empty() {
             String::new()

@@ -206,6 +206,9 @@ pub struct Table {
     /// One summary per compared variant (compare's table.json).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<VariantSummary>,
+    /// Further tables printed after this one (a grid's main effects).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<Table>,
 }
 
 impl Table {
@@ -222,6 +225,10 @@ impl Table {
         }
         for n in &self.notes {
             s.push_str(&format!("\n{n}\n"));
+        }
+        for t in &self.sections {
+            s.push('\n');
+            s.push_str(&t.markdown());
         }
         s
     }

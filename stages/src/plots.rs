@@ -87,6 +87,7 @@ fn heatmap<DB: DrawingBackend>(
     rows: &[String],
     cols: &[String],
     fmt: &dyn Fn(f64) -> String,
+    from_zero: bool,
 ) -> DrawResult {
     root.fill(&WHITE).map_err(e)?;
     let (r, c) = (m.len() as i32, m.first().map_or(0, Vec::len) as i32);
@@ -96,12 +97,14 @@ fn heatmap<DB: DrawingBackend>(
         .copied()
         .fold(f64::MIN, f64::max)
         .max(1e-12);
-    let min = m
-        .iter()
-        .flatten()
-        .copied()
-        .fold(f64::MAX, f64::min)
-        .min(0.0);
+    let min = m.iter().flatten().copied().fold(f64::MAX, f64::min);
+    // Counts and scores shade from zero; close values (a pivot of
+    // accuracies) over their own range.
+    let min = if from_zero {
+        min.min(0.0)
+    } else {
+        min.min(max - 1e-9)
+    };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 22))
         .margin(10)
@@ -388,7 +391,8 @@ pub fn evaluation(
         &conf,
         &names,
         &names,
-        &|v| format!("{v:.0}")
+        &|v| format!("{v:.0}"),
+        true
     ));
     let series: Vec<Series> = roc
         .iter()
@@ -537,7 +541,8 @@ pub fn comparison(dir: &Path, variants: &[String], reports: &[EvalReport]) -> Dr
             &m,
             variants,
             &names,
-            &|v| format!("{v:.2}")
+            &|v| format!("{v:.2}"),
+            true
         )
     );
     let series: Vec<Series> = reports
@@ -568,6 +573,34 @@ pub fn comparison(dir: &Path, variants: &[String], reports: &[EvalReport]) -> Dr
         ("epoch", 1.0, epochs.max(2.0)),
         ("validation accuracy", (low - 0.02).max(0.0), 1.0),
         &series
+    ));
+    Ok(())
+}
+
+/// A grid's two first axes against each other: the mean test accuracy
+/// (percent) of each pair of values, over the other axes and the seeds.
+pub fn pivot(
+    dir: &Path,
+    (row_axis, rows): (&str, &[String]),
+    (col_axis, cols): (&str, &[String]),
+    m: &[Vec<f64>],
+) -> DrawResult {
+    if !font_ready() {
+        return Ok(());
+    }
+    let title = format!("Mean test accuracy (%): {row_axis} (rows) by {col_axis} (columns)");
+    let size = (
+        (300 + 90 * cols.len()).min(2000) as u32,
+        (200 + 50 * rows.len()).min(2000) as u32,
+    );
+    both!(dir, "pivot", size, |root| heatmap(
+        root,
+        &title,
+        m,
+        rows,
+        cols,
+        &|v| format!("{v:.2}"),
+        false
     ));
     Ok(())
 }

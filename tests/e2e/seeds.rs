@@ -169,3 +169,78 @@ fn evaluate_finds_its_dataset_through_the_model_it_evaluates() {
     });
     t.run(&["run"]).ok().has("7 ran, 0 cached, 0 failed");
 }
+
+/// A grid over two axes with seeds: the comparison adds each axis value's
+/// main effect and the pivot of the two axes; the reference is given by
+/// the parameters that select it, and survives a third axis.
+#[test]
+fn a_grid_gets_main_effects_a_pivot_and_a_reference_by_parameters() {
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
+    let text = tiny_study(&files, TWO, "REF")
+        .replace(
+            "    variants:\n      main: {}\n      slow: {lr: 0.0003}\n",
+            "    seeds: [1, 2]\n    matrix:\n      lr: [0.003, 0.001]\n      batch_size: [16, 32]\n",
+        )
+        .replace("reference: REF", "reference: {lr: 0.001}");
+    assert!(text.contains("matrix") && text.contains("{lr: 0.001}"));
+    fs::write(t.dir().join("pipeline.yaml"), &text).unwrap();
+    let out = t.run(&["run"]).ok().text();
+    // The stage's batch_size is 32: that is the reference's.
+    assert!(out.contains("lr=0.001+batch_size=32 (ref)"), "{out}");
+    assert!(out.contains("Main effects of the grid"), "{out}");
+    let table = json(&t, "outputs/compare/table.json");
+    let effects = &table["sections"][0];
+    let rows: Vec<Vec<String>> = serde_json::from_value(effects["rows"].clone()).unwrap();
+    let keys: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str(), r[2].as_str(), r[3].as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("lr", "0.003", "2", "4"),
+            ("lr", "0.001", "2", "4"),
+            ("batch_size", "16", "2", "4"),
+            ("batch_size", "32", "2", "4"),
+        ]
+    );
+    // Each mean is the mean of its four models' accuracies.
+    let acc = |v: &str, s: u64| {
+        json(&t, &format!("outputs/evaluate@{v}~seed{s}/metrics.json"))["metrics"]["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    let lr3: f64 = ["lr=0.003+batch_size=16", "lr=0.003+batch_size=32"]
+        .iter()
+        .flat_map(|v| [acc(v, 1), acc(v, 2)])
+        .sum::<f64>()
+        / 4.0;
+    assert_eq!(rows[0][4], format!("{:.2}%", lr3 * 100.0));
+    if std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
+        assert!(t.path("outputs/compare/pivot.svg").exists());
+        assert!(t.read("outputs/compare/index.html").contains("pivot"));
+    } else {
+        skip("no font for the charts: the pivot chart is not checked");
+    }
+    assert!(t
+        .read("outputs/compare/table.md")
+        .contains("Main effects of the grid"));
+    // A third axis: the reference still resolves (epochs at the stage's 1).
+    t.edit_pipeline(
+        "      batch_size: [16, 32]\n",
+        "      batch_size: [16, 32]\n      epochs: [1, 2]\n",
+    );
+    t.run(&["status"]).ok();
+    let out = t.run(&["run", "--dry-run"]).ok().text();
+    assert!(out.contains("compare"), "{out}");
+    // Parameters that select none, or several, are refused at load.
+    t.edit_pipeline("reference: {lr: 0.001}", "reference: {lr: 0.5}");
+    t.run(&["status"])
+        .exits(2)
+        .has("no compared variant is its stage's parameters with {lr: 0.5}");
+    t.edit_pipeline("reference: {lr: 0.5}", "reference: {lrr: 0.001}");
+    t.run(&["status"])
+        .exits(2)
+        .has("reference sets `lrr`, which is not a parameter of stage `train`");
+}

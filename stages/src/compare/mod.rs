@@ -3,6 +3,7 @@
 //! McNemar's exact test on the paired predictions, efficiency — as
 //! Markdown, CSV and JSON, charts, and a self-contained HTML report.
 
+mod grid;
 mod seeds;
 
 use crate::contract::{
@@ -20,17 +21,40 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompareParams {
-    /// The variant every other one is compared with.
+    /// The variant every other one is compared with: its name, or the
+    /// parameters that select it (resolved to a name when the pipeline
+    /// loads).
     #[serde(default = "default_reference")]
-    pub reference: String,
+    pub reference: Reference,
     /// Named groups of variants whose validation curves get a chart of
     /// their own (e.g. a learning-rate study).
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
 }
 
-fn default_reference() -> String {
-    "main".into()
+/// A comparison's reference variant: by name (`main`), or by the
+/// parameters that set it apart (`{lr: 0.001, dropout: 0.25}`: the
+/// variant whose configuration is its stage's parameters with these set,
+/// so a grid that gains an axis keeps its reference).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reference {
+    Name(String),
+    Params(serde_json::Map<String, serde_json::Value>),
+}
+
+impl Reference {
+    /// The variant's name; None before parameters were resolved to one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Reference::Name(n) => Some(n),
+            Reference::Params(_) => None,
+        }
+    }
+}
+
+fn default_reference() -> Reference {
+    Reference::Name("main".into())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,11 +118,13 @@ pub fn check_compared(p: &CompareParams, stages: &[&str]) -> Result<(Vec<String>
             variants.first().map(|s| format!(" ({s})")).unwrap_or_default()
         ));
     }
-    match variants.iter().position(|v| *v == p.reference) {
+    let Some(reference) = p.reference.name() else {
+        return Err("params.reference given by parameters was not resolved to a variant".into());
+    };
+    match variants.iter().position(|v| v == reference) {
         Some(i) => Ok((variants, i)),
         None => Err(format!(
-            "reference variant `{}` is not among the compared variants ({}); set params.reference of the compare stage to one of them",
-            p.reference,
+            "reference variant `{reference}` is not among the compared variants ({}); set params.reference of the compare stage to one of them",
             variants.join(", ")
         )),
     }
@@ -133,6 +159,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .collect();
     let stages: Vec<&str> = inputs.iter().map(|(s, _)| *s).collect();
     let (variants, ref_idx) = check_compared(&p, &stages).map_err(StageError::Params)?;
+    let ref_name = variants[ref_idx].clone();
     let mut members: Vec<Vec<Evaluated>> = variants.iter().map(|_| Vec::new()).collect();
     for (stage, dir) in &inputs {
         let (group, seed) = replicate_of(variant_of(stage));
@@ -180,7 +207,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             &serde_json::to_vec_pretty(&summaries).map_err(fail)?,
         )?;
         write("table.csv", seeds::csv(&summaries).as_bytes())?;
-        seeds::render(&summaries, &p.reference, reference.len())
+        seeds::render(&summaries, &ref_name, reference.len())
     } else {
         let rows: Vec<Row> = members
             .iter()
@@ -194,7 +221,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         write("table.csv", csv(&rows).as_bytes())?;
         // `seeds: [1]` replicates once: the advice is to list more seeds.
         let one_seed = members.iter().all(|m| m[0].seed.is_some());
-        let mut t = render_table(&rows, &p.reference, reference.len(), one_seed);
+        let mut t = render_table(&rows, &ref_name, reference.len(), one_seed);
         t.variants = single_summaries(&rows, &members, ref_idx);
         t
     };
@@ -206,6 +233,18 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .map(|(v, _)| v.clone())
         .collect();
     table.notes.extend(unknown_note(&from_commands));
+    // A grid: each axis value's main effect, and the first two axes together.
+    let accuracies: Vec<Vec<f64>> = members
+        .iter()
+        .map(|m| m.iter().map(|e| e.report.metrics.accuracy).collect())
+        .collect();
+    table
+        .sections
+        .extend(grid::main_effects(&variants, &accuracies));
+    if let Some((a, b, m)) = grid::pivot(&variants, &accuracies) {
+        crate::plots::pivot(ctx.out_dir, (&a.key, &a.values), (&b.key, &b.values), &m)
+            .map_err(fail)?;
+    }
     write(
         TABLE_FILE,
         &serde_json::to_vec_pretty(&table).map_err(fail)?,
@@ -224,7 +263,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         let forest: Vec<crate::plots::ForestRow> = table
             .variants
             .iter()
-            .filter(|s| s.variant != p.reference)
+            .filter(|s| s.variant != ref_name)
             .filter_map(|s| {
                 Some(crate::plots::ForestRow {
                     label: s.variant.clone(),
@@ -244,7 +283,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
                 })
             })
             .collect();
-        crate::plots::forest(ctx.out_dir, &p.reference, &forest).map_err(fail)?;
+        crate::plots::forest(ctx.out_dir, &ref_name, &forest).map_err(fail)?;
     }
     for (name, group) in &p.groups {
         let idx: Vec<usize> = group
@@ -426,6 +465,7 @@ fn render_table(rows: &[Row], reference: &str, n: usize, one_seed: bool) -> Tabl
             },
         ],
         variants: Vec::new(),
+        sections: Vec::new(),
     }
 }
 
@@ -557,6 +597,27 @@ const SORT_SCRIPT: &str = r#"<script>
 })();
 </script>"#;
 
+/// A further table (a grid's main effects), with its notes.
+fn simple_table(t: &Table) -> String {
+    let mut h = String::from("<table><thead><tr>");
+    for c in &t.columns {
+        let _ = write!(h, "<th>{}</th>", escape(c));
+    }
+    h.push_str("</tr></thead><tbody>");
+    for r in &t.rows {
+        h.push_str("<tr>");
+        for c in r {
+            let _ = write!(h, "<td>{}</td>", escape(c));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table>");
+    for n in &t.notes {
+        let _ = write!(h, "<p><small>{}</small></p>", escape(n));
+    }
+    h
+}
+
 /// What each compared variant changes from the reference's parameters.
 fn variant_changes_html(t: &Table, run: &RunInfo) -> String {
     let Some(reference) = t.variants.iter().find(|v| v.delta_vs_reference.is_none()) else {
@@ -669,8 +730,22 @@ fn report_html(
         h.push_str(&variant_changes_html(t, run));
         h.push_str(&run_panel(run));
     }
+    for section in &t.sections {
+        let _ = write!(
+            h,
+            "<h2>{}</h2>{}",
+            escape(&section.title),
+            simple_table(section)
+        );
+    }
     h.push_str("<h2>Comparison</h2>");
-    for name in ["forest", "accuracy_f1", "per_class_f1", "validation_curves"] {
+    for name in [
+        "forest",
+        "pivot",
+        "accuracy_f1",
+        "per_class_f1",
+        "validation_curves",
+    ] {
         h.push_str(&picture(out, name).unwrap_or_default());
     }
     for g in groups.keys() {
@@ -715,6 +790,7 @@ mod tests {
             rows: vec![vec!["1".into(), "2".into()]],
             notes: vec![],
             variants: vec![],
+            sections: Vec::new(),
         };
         assert_eq!(t.markdown(), "**T**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
     }

@@ -181,6 +181,7 @@ pub fn render(rows: &[VariantSummary], reference: &str, test_images: usize) -> T
             "Model selection used the validation split only; the test set was seen once per model, here.".into(),
         ],
         variants: rows.to_vec(),
+        sections: Vec::new(),
     }
 }
 

@@ -169,7 +169,9 @@ impl Kind {
             // 3: seed replicates aggregated; table.json's per-variant
             // summaries; curves' points marked; a sortable report table.
             // 4: inference rates with grouped digits (815,336).
-            Kind::Compare => 4,
+            // 5: curves over seeds as a mean with a band; a grid's main
+            // effects and pivot; the report's run panel.
+            Kind::Compare => 5,
         }
     }
 

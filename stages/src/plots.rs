@@ -176,6 +176,8 @@ struct Series {
     points: Vec<(f64, f64)>,
     color: RGBColor,
     dashed: bool,
+    /// A shaded band around the line: (x, low, high) per point.
+    band: Vec<(f64, f64, f64)>,
 }
 
 fn lines<DB: DrawingBackend>(
@@ -212,6 +214,21 @@ fn lines<DB: DrawingBackend>(
         .label_style((FONT, 13))
         .draw()
         .map_err(e)?;
+    // Bands first, under every line.
+    for s in series.iter().filter(|s| s.band.len() >= 2) {
+        let outline: Vec<(f64, f64)> = s
+            .band
+            .iter()
+            .map(|&(x, _, hi)| (x, hi))
+            .chain(s.band.iter().rev().map(|&(x, lo, _)| (x, lo)))
+            .collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(
+                outline,
+                s.color.mix(0.18).filled(),
+            )))
+            .map_err(e)?;
+    }
     for s in series {
         let color = s.color;
         let style = ShapeStyle::from(&color).stroke_width(2);
@@ -406,6 +423,7 @@ pub fn evaluation(
             points: pts.clone(),
             color: palette(c),
             dashed: false,
+            band: Vec::new(),
         })
         .collect();
     let title = format!(
@@ -434,12 +452,14 @@ pub fn evaluation(
                 points: pts(&|h| h.train_loss),
                 color: palette(0),
                 dashed: false,
+                band: Vec::new(),
             },
             Series {
                 name: "validation loss".into(),
                 points: pts(&|h| h.val_loss),
                 color: palette(1),
                 dashed: true,
+                band: Vec::new(),
             },
         ];
         let top = r
@@ -462,12 +482,14 @@ pub fn evaluation(
                 points: pts(&|h| h.train_acc),
                 color: palette(0),
                 dashed: false,
+                band: Vec::new(),
             },
             Series {
                 name: "validation accuracy".into(),
                 points: pts(&|h| h.val_acc),
                 color: palette(1),
                 dashed: true,
+                band: Vec::new(),
             },
         ];
         let low = r
@@ -508,7 +530,14 @@ pub fn evaluation(
 }
 
 /// A comparison's charts.
-pub fn comparison(dir: &Path, variants: &[String], reports: &[EvalReport]) -> DrawResult {
+/// The comparison's charts; `histories[i]` holds the training histories
+/// of `variants[i]`'s seeds.
+pub fn comparison(
+    dir: &Path,
+    variants: &[String],
+    reports: &[EvalReport],
+    histories: &[Vec<Vec<EpochRecord>>],
+) -> DrawResult {
     if !font_ready() {
         return Ok(());
     }
@@ -545,31 +574,63 @@ pub fn comparison(dir: &Path, variants: &[String], reports: &[EvalReport]) -> Dr
             true
         )
     );
-    let series: Vec<Series> = reports
+    // Each variant's validation accuracy per epoch: the mean over its
+    // seeds, and with several seeds a band from the lowest to the highest.
+    let series: Vec<Series> = histories
         .iter()
         .zip(variants)
         .enumerate()
-        .map(|(i, (r, v))| Series {
-            name: v.clone(),
-            points: r
-                .history
-                .iter()
-                .map(|h| (h.epoch as f64, h.val_acc))
-                .collect(),
-            color: palette(i),
-            dashed: false,
+        .map(|(i, (seeds, v))| {
+            let epochs = seeds.iter().map(Vec::len).max().unwrap_or(0);
+            let mut points = Vec::new();
+            let mut band = Vec::new();
+            for k in 0..epochs {
+                let at: Vec<f64> = seeds
+                    .iter()
+                    .filter_map(|h| h.get(k).map(|r| r.val_acc))
+                    .collect();
+                let x = seeds
+                    .iter()
+                    .find_map(|h| h.get(k).map(|r| r.epoch as f64))
+                    .unwrap_or(k as f64 + 1.0);
+                points.push((x, at.iter().sum::<f64>() / at.len() as f64));
+                if seeds.len() > 1 {
+                    let lo = at.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = at.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    band.push((x, lo, hi));
+                }
+            }
+            let name = if seeds.len() > 1 {
+                format!("{v} (mean of {} seeds)", seeds.len())
+            } else {
+                v.clone()
+            };
+            Series {
+                name,
+                points,
+                color: palette(i),
+                dashed: false,
+                band,
+            }
         })
         // A command's predictions come without a training history.
         .filter(|s| !s.points.is_empty())
         .collect();
-    let epochs = reports.iter().map(|r| r.history.len()).max().unwrap_or(1) as f64;
-    let low = reports
+    let epochs = histories.iter().flatten().map(Vec::len).max().unwrap_or(1) as f64;
+    let low = histories
         .iter()
-        .flat_map(|r| r.history.iter().map(|h| h.val_acc))
+        .flatten()
+        .flatten()
+        .map(|h| h.val_acc)
         .fold(1.0, f64::min);
+    let title = if histories.iter().any(|h| h.len() > 1) {
+        "Validation accuracy per epoch (mean over seeds; band: lowest to highest seed)"
+    } else {
+        "Validation accuracy per epoch"
+    };
     both!(dir, "validation_curves", (900, 550), |root| lines(
         root,
-        "Validation accuracy per epoch",
+        title,
         ("epoch", 1.0, epochs.max(2.0)),
         ("validation accuracy", (low - 0.02).max(0.0), 1.0),
         &series

@@ -182,8 +182,10 @@ fn a_grid_gets_main_effects_a_pivot_and_a_reference_by_parameters() {
             "    variants:\n      main: {}\n      slow: {lr: 0.0003}\n",
             "    seeds: [1, 2]\n    matrix:\n      lr: [0.003, 0.001]\n      batch_size: [16, 32]\n",
         )
-        .replace("reference: REF", "reference: {lr: 0.001}");
-    assert!(text.contains("matrix") && text.contains("{lr: 0.001}"));
+        .replace("reference: REF", "reference: {lr: 0.001}")
+        // Two epochs: a curve, and a band around it.
+        .replace("      epochs: 1\n", "      epochs: 2\n");
+    assert!(text.contains("matrix") && text.contains("{lr: 0.001}") && text.contains("epochs: 2"));
     fs::write(t.dir().join("pipeline.yaml"), &text).unwrap();
     let out = t.run(&["run"]).ok().text();
     // The stage's batch_size is 32: that is the reference's.
@@ -220,13 +222,17 @@ fn a_grid_gets_main_effects_a_pivot_and_a_reference_by_parameters() {
     if std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
         assert!(t.path("outputs/compare/pivot.svg").exists());
         assert!(t.read("outputs/compare/index.html").contains("pivot"));
+        // Curves over seeds: the mean, and a band from the lowest seed to the highest.
+        let curves = t.read("outputs/compare/validation_curves.svg");
+        assert!(curves.contains("(mean of 2 seeds)"), "{curves}");
+        assert!(curves.contains("<polygon"), "a band is drawn");
     } else {
         skip("no font for the charts: the pivot chart is not checked");
     }
     assert!(t
         .read("outputs/compare/table.md")
         .contains("Main effects of the grid"));
-    // A third axis: the reference still resolves (epochs at the stage's 1).
+    // A third axis: the reference still resolves (epochs at the stage's 2).
     t.edit_pipeline(
         "      batch_size: [16, 32]\n",
         "      batch_size: [16, 32]\n      epochs: [1, 2]\n",

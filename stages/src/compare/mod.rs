@@ -256,9 +256,14 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         notice: false,
         milestone: false,
     });
-    // Charts of each variant: its seeds' mean metrics, the first seed's curves.
+    // Charts of each variant: its seeds' mean metrics, and its curves as
+    // the mean over its seeds with a band.
     let reports: Vec<EvalReport> = members.iter().map(|m| mean_report(m)).collect();
-    crate::plots::comparison(ctx.out_dir, &variants, &reports).map_err(fail)?;
+    let histories: Vec<Vec<Vec<crate::contract::EpochRecord>>> = members
+        .iter()
+        .map(|m| m.iter().map(|e| e.report.history.clone()).collect())
+        .collect();
+    crate::plots::comparison(ctx.out_dir, &variants, &reports, &histories).map_err(fail)?;
     if replicated {
         let forest: Vec<crate::plots::ForestRow> = table
             .variants
@@ -299,9 +304,11 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             .collect::<Result<_, _>>()?;
         let sub_v: Vec<String> = idx.iter().map(|&i| variants[i].clone()).collect();
         let sub_r: Vec<EvalReport> = idx.iter().map(|&i| reports[i].clone()).collect();
+        let sub_h: Vec<Vec<Vec<crate::contract::EpochRecord>>> =
+            idx.iter().map(|&i| histories[i].clone()).collect();
         let dir = ctx.out_dir.join(format!("group-{name}"));
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io("create", &dir, e))?;
-        crate::plots::comparison(&dir, &sub_v, &sub_r).map_err(fail)?;
+        crate::plots::comparison(&dir, &sub_v, &sub_r, &sub_h).map_err(fail)?;
     }
     if let Some(info) = ctx.run {
         write(RUN_FILE, &serde_json::to_vec_pretty(info).map_err(fail)?)?;

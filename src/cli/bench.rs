@@ -6,6 +6,7 @@ use crate::cli::{BenchArgs, Cli};
 use crate::error::{exit, Error, Result};
 use crate::ui::reporter::Reporter;
 use learn::data::dataset::Dataset;
+use stages::format::group_digits;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -169,8 +170,9 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     for r in 0..args.repeat {
         let (rate, secs) = our_epoch(&prep_dir, args.threads, r as u64 + 1)?;
         reporter.text(&format!(
-            "run {}: fmnist-pipe {rate:.0} images/s ({secs:.1} s for the epoch)\n",
-            r + 1
+            "run {}: fmnist-pipe {} images/s ({secs:.1} s for the epoch)\n",
+            r + 1,
+            group_digits(rate.round() as usize)
         ));
         ours.push(rate);
         if args.no_torch || skipped.is_some() {
@@ -216,9 +218,10 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     let _ = std::fs::remove_dir_all(&tmp);
     let m = median(ours.clone());
     reporter.text(&format!(
-        "fmnist-pipe: one training epoch, {} images, batch 64, {} thread(s): {m:.0} images/s (median of {})\n",
-        train.len(),
+        "fmnist-pipe: one training epoch, {} images, batch 64, {} thread(s): {} images/s (median of {})\n",
+        group_digits(train.len()),
         args.threads,
+        group_digits(m.round() as usize),
         ours.len()
     ));
     match skipped {
@@ -231,7 +234,8 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
                 .and_then(|l| l.split_whitespace().find(|w| w.starts_with("torch=")))
                 .unwrap_or("");
             reporter.text(&format!(
-                "pytorch:     a plain training loop over the same images: {t:.0} images/s (median of {}, {version})\nratio (fmnist-pipe / pytorch): {:.2}x\n",
+                "pytorch:     a plain training loop over the same images: {} images/s (median of {}, {version})\nratio (fmnist-pipe / pytorch): {:.2}x\n",
+                group_digits(t.round() as usize),
                 theirs.len(),
                 m / t
             ));
@@ -264,6 +268,12 @@ pub fn run(
             }
         }
     };
+    // Speed figures mean little without the machine that made them.
+    reporter.text(&format!(
+        "cpu: {}, {} cores\n",
+        stages::runtime::cpu_description(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    ));
     if args.epoch {
         return epoch(cli, args, reporter);
     }

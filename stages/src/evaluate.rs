@@ -26,6 +26,33 @@ pub struct EvaluateParams {
     /// Images per inference batch (also the batch of the latency figure).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Test-time augmentation: `[hflip]` averages the softmax of each
+    /// image and of its mirror image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tta: Vec<Tta>,
+}
+
+/// One test-time augmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tta {
+    Hflip,
+}
+
+/// The split with every image mirrored left-right.
+fn mirrored(test: &Split, rows: usize, cols: usize) -> Split {
+    let mut pixels = test.pixels.clone();
+    for img in pixels.chunks_mut(rows * cols) {
+        for row in img.chunks_mut(cols) {
+            row.reverse();
+        }
+    }
+    Split {
+        name: test.name.clone(),
+        labels: test.labels.clone(),
+        indices: test.indices.clone(),
+        pixels,
+    }
 }
 
 fn default_batch() -> usize {
@@ -74,29 +101,51 @@ impl crate::kind::Params for EvaluateParams {
     }
 }
 
-/// On `dev`: the logits of every test image, the images per second of
-/// that pass, and the median latency of a full batch (ms).
+/// On `dev`: the probabilities of every test image (with `mirror`, the
+/// mean of the image's and its mirror's softmax), the images per second
+/// of the whole pass, and the median latency of a full batch (ms).
 fn measure<D: Backend>(
     dev: D,
-    (device, model, data, test, batch, threads): (&str, &mut Model, &Dataset, &Split, usize, usize),
+    (device, model, data, test, mirror, batch, threads): (
+        &str,
+        &mut Model,
+        &Dataset,
+        &Split,
+        Option<&Split>,
+        usize,
+        usize,
+    ),
 ) -> (Vec<f32>, f64, f64) {
     let tensors = Net::upload(model, &dev);
     let engine = Engine::new(device, model, &dev);
     let on = (&dev, &engine);
+    let k = model.classes;
+    let pass = |model: &mut Model, split: &Split| {
+        let mut p = predict(model, &tensors, data, split, batch, threads, on);
+        metrics::softmax(&mut p, k);
+        if let Some(m) = mirror.map(|_| mirrored(split, data.rows, data.cols)) {
+            let mut q = predict(model, &tensors, data, &m, batch, threads, on);
+            metrics::softmax(&mut q, k);
+            for (a, b) in p.iter_mut().zip(&q) {
+                *a = (*a + *b) / 2.0;
+            }
+        }
+        p
+    };
     let t = Instant::now();
-    let logits = predict(model, &tensors, data, test, batch, threads, on);
+    let probs = pass(model, test);
     let rate = test.len() as f64 / t.elapsed().as_secs_f64();
-    // Latency: the median of a few full batches.
+    // Latency: the median of a few full batches, as evaluated (with TTA).
     let first = test.head("latency", batch, data.pixels_per_image());
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
             let t = Instant::now();
-            predict(model, &tensors, data, &first, batch, threads, on);
+            pass(model, &first);
             t.elapsed().as_secs_f64() * 1000.0
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    (logits, rate, times[2])
+    (probs, rate, times[2])
 }
 
 /// What an evaluation measures.
@@ -155,9 +204,18 @@ fn run_model(
         .num_threads(ctx.threads)
         .build()
         .map_err(fail)?;
-    let (mut logits, img_per_s, latency) = pool
+    let mirror = p.tta.contains(&Tta::Hflip).then_some(test);
+    let (probs, img_per_s, latency) = pool
         .install(|| -> Result<_, String> {
-            let args = (device, &mut model, data, test, p.batch_size, ctx.threads);
+            let args = (
+                device,
+                &mut model,
+                data,
+                test,
+                mirror,
+                p.batch_size,
+                ctx.threads,
+            );
             if crate::runtime::is_cuda(device) {
                 #[cfg(feature = "cuda")]
                 return Ok(measure(crate::runtime::cuda(device, 0)?, args));
@@ -167,7 +225,6 @@ fn run_model(
             Ok(measure(Dev::seed_from_u64(0), args))
         })
         .map_err(fail)?;
-    metrics::softmax(&mut logits, model.classes);
     let efficiency = Efficiency {
         parameters: Some(model.parameter_count()),
         model_size_bytes: Some(summary.model_size_bytes),
@@ -179,7 +236,7 @@ fn run_model(
         batch_size: p.batch_size,
         threads: ctx.threads,
     };
-    Ok((logits, model.classes, efficiency, history))
+    Ok((probs, model.classes, efficiency, history))
 }
 
 /// A command's predictions, checked row by row against the test split.

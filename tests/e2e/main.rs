@@ -18,6 +18,7 @@ mod history;
 mod interrupts;
 mod load_errors;
 mod predict;
+mod recipe;
 mod records;
 mod remotes;
 mod report;

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 /// One augmentation step: `{rotate: 10}`, `{hflip: 0.5}`,
-/// `{crop: {size: 28, padding: 4}}`.
+/// `{crop: {size: 28, padding: 4}}`, `{translate: 2}`,
+/// `{erase: {p: 0.5, area: [0.02, 0.33], ratio: [0.3, 3.3], value: 0}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Augment {
@@ -15,6 +16,38 @@ pub enum Augment {
     Hflip(f32),
     /// Zero-pad by `padding` pixels, then crop `size`×`size` at a random offset.
     Crop { size: usize, padding: usize },
+    /// Shift by a whole number of pixels drawn uniformly from ±pixels on
+    /// each axis, zero fill.
+    Translate(usize),
+    /// Random Erasing (Zhong et al.; torchvision's RandomErasing): with
+    /// probability `p`, a rectangle of a fraction of the image drawn from
+    /// `area` and an aspect ratio drawn log-uniformly from `ratio` is set to
+    /// `value`, an intensity in [0, 1] as ToTensor gives it (0: black).
+    /// Applied after the other augmentations, wherever it is listed.
+    Erase(Erase),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erase {
+    #[serde(default = "half")]
+    pub p: f32,
+    #[serde(default = "area")]
+    pub area: [f32; 2],
+    #[serde(default = "ratio")]
+    pub ratio: [f32; 2],
+    #[serde(default)]
+    pub value: f32,
+}
+
+fn half() -> f32 {
+    0.5
+}
+fn area() -> [f32; 2] {
+    [0.02, 0.33]
+}
+fn ratio() -> [f32; 2] {
+    [0.3, 3.3]
 }
 
 /// Checks a list against the image size.
@@ -31,6 +64,35 @@ pub fn validate(augs: &[Augment], rows: usize, cols: usize) -> Result<(), String
                 return Err(format!(
                     "crop: size must equal the image size ({rows}x{cols}), got {size}"
                 ))
+            }
+            Augment::Translate(0) => return Err("translate: pixels must be at least 1".into()),
+            Augment::Translate(t) if t >= rows.min(cols) => {
+                return Err(format!(
+                    "translate: pixels must be below the image size ({rows}x{cols}), got {t}"
+                ))
+            }
+            Augment::Erase(ref e) => {
+                if !(0.0..=1.0).contains(&e.p) {
+                    return Err(format!("erase: p must be in [0, 1], got {}", e.p));
+                }
+                if !(e.area[0] > 0.0 && e.area[0] <= e.area[1] && e.area[1] <= 1.0) {
+                    return Err(format!(
+                        "erase: area must be [min, max] with 0 < min <= max <= 1, got {:?}",
+                        e.area
+                    ));
+                }
+                if !(e.ratio[0] > 0.0 && e.ratio[0] <= e.ratio[1] && e.ratio[1].is_finite()) {
+                    return Err(format!(
+                        "erase: ratio must be [min, max] with 0 < min <= max, got {:?}",
+                        e.ratio
+                    ));
+                }
+                if !(0.0..=1.0).contains(&e.value) {
+                    return Err(format!(
+                        "erase: value must be an intensity in [0, 1], got {}",
+                        e.value
+                    ));
+                }
             }
             _ => {}
         }
@@ -149,8 +211,37 @@ pub fn crop(
     }
 }
 
-/// Applies `augs` in order; `a` holds the image on entry and the result on
-/// return (`b` is scratch of the same size).
+/// Where Random Erasing erases, or None (torchvision's draw: up to ten
+/// tries of an area and a log-uniform aspect ratio that fit the image):
+/// (top, left, height, width).
+pub fn erase_box(
+    e: &Erase,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+) -> Option<(usize, usize, usize, usize)> {
+    if rng.unit() >= e.p {
+        return None;
+    }
+    let total = (rows * cols) as f32;
+    let (lo, hi) = (e.ratio[0].ln(), e.ratio[1].ln());
+    for _ in 0..10 {
+        let target = total * (e.area[0] + rng.unit() * (e.area[1] - e.area[0]));
+        let aspect = (lo + rng.unit() * (hi - lo)).exp();
+        let h = (target * aspect).sqrt().round() as usize;
+        let w = (target / aspect).sqrt().round() as usize;
+        if h == 0 || w == 0 || h >= rows || w >= cols {
+            continue;
+        }
+        let top = rng.upto(rows - h);
+        let left = rng.upto(cols - w);
+        return Some((top, left, h, w));
+    }
+    None
+}
+
+/// Applies `augs` in order, Random Erasing last; `a` holds the image on
+/// entry and the result on return (`b` is scratch of the same size).
 pub fn apply(
     augs: &[Augment],
     a: &mut Vec<f32>,
@@ -171,12 +262,24 @@ pub fn apply(
                 }
                 hflip(a, b, rows, cols);
             }
-            Augment::Crop { padding, .. } => {
+            Augment::Crop { padding, .. } | Augment::Translate(padding) => {
                 let (dx, dy) = (rng.upto(2 * padding), rng.upto(2 * padding));
                 crop(a, b, rows, cols, padding, dx, dy);
             }
+            Augment::Erase(_) => continue,
         }
         std::mem::swap(a, b);
+    }
+    for aug in augs {
+        if let Augment::Erase(e) = aug {
+            if let Some((top, left, h, w)) = erase_box(e, rows, cols, rng) {
+                // Intensities here are raw (0 to 255).
+                let v = e.value * 255.0;
+                for y in top..top + h {
+                    a[y * cols + left..y * cols + left + w].fill(v);
+                }
+            }
+        }
     }
 }
 
@@ -247,6 +350,60 @@ mod tests {
         // The centre offset is the identity.
         crop(&img(), &mut dst, 4, 5, 2, 2, 2);
         assert_eq!(dst, img());
+    }
+
+    /// Over many draws, erased boxes have the area and aspect ratio the
+    /// parameters say (torchvision's draw), and the probability.
+    #[test]
+    fn erasing_draws_area_ratio_and_probability() {
+        let e = Erase {
+            p: 0.5,
+            area: [0.05, 0.2],
+            ratio: [0.5, 2.0],
+            value: 0.0,
+        };
+        let (mut hits, mut draws) = (0, 0);
+        let (mut area_sum, mut log_ratio_sum) = (0.0f64, 0.0f64);
+        for i in 0..20_000u64 {
+            let mut rng = Rng::for_item(7, 0, i);
+            draws += 1;
+            if let Some((top, left, h, w)) = erase_box(&e, 28, 28, &mut rng) {
+                hits += 1;
+                assert!(top + h <= 28 && left + w <= 28);
+                let frac = (h * w) as f64 / 784.0;
+                // Rounding h and w moves the area a little past its bounds.
+                assert!((0.03..=0.25).contains(&frac), "{frac}");
+                let r = h as f64 / w as f64;
+                assert!((0.35..=2.9).contains(&r), "{r}");
+                area_sum += frac;
+                log_ratio_sum += r.ln();
+            }
+        }
+        let p = hits as f64 / draws as f64;
+        assert!((p - 0.5).abs() < 0.02, "{p}");
+        // Uniform area: mean 0.125; log-uniform ratio: mean log 0.
+        let mean_area = area_sum / hits as f64;
+        assert!((mean_area - 0.125).abs() < 0.01, "{mean_area}");
+        assert!((log_ratio_sum / hits as f64).abs() < 0.05);
+    }
+
+    #[test]
+    fn translate_shifts_within_its_range_and_erase_comes_last() {
+        let augs = vec![
+            Augment::Erase(Erase {
+                p: 1.0,
+                area: [0.2, 0.2],
+                ratio: [1.0, 1.0],
+                value: 1.0,
+            }),
+            Augment::Translate(1),
+        ];
+        let (mut a, mut b) = (vec![10.0f32; 20], vec![0.0; 20]);
+        apply(&augs, &mut a, &mut b, 4, 5, &mut Rng::new(3));
+        // The erased box holds 255 whatever the shift: erasing came last.
+        assert_eq!(a.iter().filter(|&&v| v == 255.0).count(), 4);
+        assert!(validate(&[Augment::Translate(0)], 28, 28).is_err());
+        assert!(validate(&[Augment::Translate(28)], 28, 28).is_err());
     }
 
     #[test]

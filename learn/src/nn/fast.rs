@@ -120,7 +120,27 @@ pub struct Trainer {
     ws: Workspace,
     /// The last step's gradient of each parameter.
     pub grads: Vec<Vec<f32>>,
+    /// CrossEntropyLoss's label_smoothing (0: none).
+    pub label_smoothing: f32,
     loss_dev: Cpu,
+}
+
+/// The mean cross-entropy of `logits` (N×classes) against labels `y`
+/// with label smoothing, and its gradient with respect to the logits: what
+/// a training step computes.
+pub fn cross_entropy(logits: &[f32], y: &[u8], classes: usize, smoothing: f32) -> (f64, Vec<f32>) {
+    Trainer::default().loss(logits, y, classes, smoothing)
+}
+
+/// Cross-entropy targets with label smoothing as PyTorch defines it:
+/// `(1 − ε)` on the true class plus `ε / classes` on every class.
+pub fn smoothed_targets(y: &[u8], classes: usize, eps: f32) -> Vec<f32> {
+    let base = eps / classes as f32;
+    let mut t = vec![base; y.len() * classes];
+    for (i, &c) in y.iter().enumerate() {
+        t[i * classes + c as usize] += 1.0 - eps;
+    }
+    t
 }
 
 impl Trainer {
@@ -147,7 +167,7 @@ impl Trainer {
             &mut self.ws,
             Some((&mut saved, draw)),
         );
-        let (loss, dlogits) = self.loss(&logits, y, model.classes);
+        let (loss, dlogits) = self.loss(&logits, y, model.classes, self.label_smoothing);
         self.grads.resize_with(params.len(), Vec::new);
         self.backward(model, params, &mut saved, dlogits, y.len(), threads);
         self.saved = saved;
@@ -156,15 +176,11 @@ impl Trainer {
 
     /// Cross-entropy and its gradient with respect to the logits, by
     /// dfdx's own ops (a few hundred values: exactness over speed).
-    fn loss(&self, logits: &[f32], y: &[u8], classes: usize) -> (f64, Vec<f32>) {
+    fn loss(&self, logits: &[f32], y: &[u8], classes: usize, smoothing: f32) -> (f64, Vec<f32>) {
         let n = y.len();
         let dev = &self.loss_dev;
-        let mut onehot = vec![0.0f32; n * classes];
-        for (i, &c) in y.iter().enumerate() {
-            onehot[i * classes + c as usize] = 1.0;
-        }
         let l = dev.tensor_from_vec(logits.to_vec(), (n, classes));
-        let target = dev.tensor_from_vec(onehot, (n, classes));
+        let target = dev.tensor_from_vec(smoothed_targets(y, classes, smoothing), (n, classes));
         let loss = cross_entropy_with_logits_loss(l.clone().leaky_traced(), target);
         let value = loss.as_vec()[0] as f64;
         let grads = loss.backward();
@@ -379,6 +395,37 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The label-smoothed loss and its gradient, against the definition
+    /// (CrossEntropyLoss(label_smoothing=ε): targets (1 − ε) on the class
+    /// plus ε/K everywhere; the gradient is softmax − targets, over N).
+    #[test]
+    fn label_smoothing_loss_and_gradient() {
+        let t = Trainer::default();
+        let logits = [1.0f32, 2.0, 3.0, 0.5, 0.0, -0.5];
+        let (loss, grad) = t.loss(&logits, &[2, 0], 3, 0.1);
+        let mut want_loss = 0.0f64;
+        let mut want_grad = Vec::new();
+        for (row, y) in logits.chunks(3).zip([2usize, 0]) {
+            let m = row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+            let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+            for (c, &v) in row.iter().enumerate() {
+                let logp = v as f64 - m - z.ln();
+                let target = 0.1 / 3.0 + if c == y { 0.9 } else { 0.0 };
+                want_loss -= target * logp / 2.0;
+                want_grad.push((logp.exp() - target) / 2.0);
+            }
+        }
+        assert!(
+            (loss - want_loss).abs() < 1e-6 * want_loss,
+            "{loss} {want_loss}"
+        );
+        for (g, w) in grad.iter().zip(&want_grad) {
+            assert!((*g as f64 - w).abs() < 1e-6, "{grad:?} {want_grad:?}");
+        }
+        // ε = 0 is plain cross-entropy: one-hot targets, bit for bit.
+        assert_eq!(smoothed_targets(&[1], 3, 0.0), vec![0.0, 1.0, 0.0]);
+    }
     use crate::nn::model::{Knobs, LayerSpec, ModelSpec};
     use crate::nn::ops::{Dev, Param};
 

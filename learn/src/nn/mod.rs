@@ -10,4 +10,5 @@ pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod schedule;
 mod winograd;

@@ -17,20 +17,44 @@ use learn::nn::generic::{Flat, Net};
 use learn::nn::infer::{predict, score, Backend, Engine, Logits};
 use learn::nn::model::{Knobs, Model, ModelSpec};
 use learn::nn::ops::Dev;
-use learn::nn::optim::Adam;
+use learn::nn::optim::{clip_global_norm, Optimizer, Rule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub mod resume;
 use std::time::Instant;
 
+/// ReduceLROnPlateau's settings (the older `plateau` key, and
+/// `schedule: {plateau: ...}`).
+pub type Plateau = learn::nn::schedule::PlateauSpec;
+
+/// `optimizer`: which update rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    #[default]
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+/// `ema: {decay}`: an exponential moving average of the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Plateau {
-    #[serde(default = "half")]
-    pub factor: f32,
-    #[serde(default = "two")]
-    pub patience: usize,
+pub struct EmaSpec {
+    pub decay: f32,
+}
+
+/// An optional field whose `null` means something (absent: None; null:
+/// Some(None)).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn is_default<T: Default + PartialEq>(x: &T) -> bool {
+    *x == T::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,9 +93,37 @@ pub struct TrainParams {
     pub eps: f32,
     #[serde(default)]
     pub weight_decay: f32,
-    /// ReduceLROnPlateau on validation accuracy; null for a constant rate.
-    #[serde(default = "plateau")]
-    pub plateau: Option<Plateau>,
+    /// `adam` (default), `adamw` or `sgd`. New fields are left out of the
+    /// canonical form at their defaults, so that adding them changed no
+    /// existing configuration's fingerprint beyond this release's.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub optimizer: OptimizerName,
+    /// SGD's momentum in [0, 1) (default 0) and Nesterov's variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nesterov: Option<bool>,
+    /// The learning-rate schedule (default: plateau, factor 0.5, patience 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<learn::nn::schedule::Schedule>,
+    /// The older spelling of `schedule: {plateau: ...}`; null for a
+    /// constant rate. Refused beside `schedule`.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub plateau: Option<Option<Plateau>>,
+    /// CrossEntropyLoss(label_smoothing), in [0, 1).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub label_smoothing: f32,
+    /// An exponential moving average of the weights, used for validation,
+    /// the best epoch and the saved model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaSpec>,
+    /// Clip the gradients' global norm to this before each step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f32>,
     /// Stop after this many epochs without a better validation accuracy; null never stops early.
     #[serde(default = "early")]
     pub early_stopping: Option<EarlyStopping>,
@@ -89,12 +141,6 @@ fn main_cnn() -> ModelSpec {
 }
 fn quarter() -> f32 {
     0.25
-}
-fn half() -> f32 {
-    0.5
-}
-fn two() -> usize {
-    2
 }
 fn five() -> usize {
     5
@@ -116,12 +162,6 @@ fn betas() -> [f32; 2] {
 }
 fn eps() -> f32 {
     1e-8
-}
-fn plateau() -> Option<Plateau> {
-    Some(Plateau {
-        factor: 0.5,
-        patience: 2,
-    })
 }
 fn early() -> Option<EarlyStopping> {
     Some(EarlyStopping { patience: 5 })
@@ -156,7 +196,7 @@ impl TrainParams {
         {
             return Err("lr must be positive and betas in [0, 1)".into());
         }
-        if let Some(p) = &self.plateau {
+        if let Some(Some(p)) = &self.plateau {
             if !(p.factor > 0.0 && p.factor < 1.0) {
                 return Err(format!(
                     "plateau.factor must be in (0, 1), got {}",
@@ -164,7 +204,71 @@ impl TrainParams {
                 ));
             }
         }
+        if self.schedule.is_some() && self.plateau.is_some() {
+            return Err("give `schedule` or the older `plateau`, not both (`schedule: {plateau: {factor: 0.5, patience: 2}}` is the same as `plateau: {factor: 0.5, patience: 2}`)".into());
+        }
+        self.schedule().check(self.epochs)?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(format!(
+                "weight_decay must be at least 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if self.optimizer != OptimizerName::Sgd
+            && (self.momentum.is_some() || self.nesterov.is_some())
+        {
+            return Err("momentum and nesterov are settings of `optimizer: sgd`".into());
+        }
+        if let Some(m) = self.momentum {
+            if !(0.0..1.0).contains(&m) {
+                return Err(format!("momentum must be in [0, 1), got {m}"));
+            }
+        }
+        if self.nesterov == Some(true) && self.momentum.unwrap_or(0.0) <= 0.0 {
+            return Err("nesterov needs a momentum above 0".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!(
+                "label_smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            ));
+        }
+        if let Some(e) = &self.ema {
+            if !(e.decay > 0.0 && e.decay < 1.0) {
+                return Err(format!("ema.decay must be in (0, 1), got {}", e.decay));
+            }
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(format!("grad_clip must be a positive max norm, got {c}"));
+            }
+        }
         Ok(())
+    }
+
+    /// The schedule in effect: `schedule`, else the older `plateau` key
+    /// (null: constant), else the reference study's plateau.
+    pub fn schedule(&self) -> learn::nn::schedule::Schedule {
+        use learn::nn::schedule::Schedule;
+        match (&self.schedule, &self.plateau) {
+            (Some(s), _) => s.clone(),
+            (None, Some(Some(p))) => Schedule::Plateau(p.clone()),
+            (None, Some(None)) => Schedule::Constant,
+            (None, None) => Schedule::reference(),
+        }
+    }
+
+    /// The update rule and its settings.
+    pub fn rule(&self) -> learn::nn::optim::Rule {
+        use learn::nn::optim::Rule;
+        match self.optimizer {
+            OptimizerName::Adam => Rule::Adam,
+            OptimizerName::Adamw => Rule::AdamW,
+            OptimizerName::Sgd => Rule::Sgd {
+                momentum: self.momentum.unwrap_or(0.0),
+                nesterov: self.nesterov.unwrap_or(false),
+            },
+        }
     }
 
     /// Builds the model (checking shapes) for images of `rows`×`cols`.
@@ -297,13 +401,87 @@ pub struct TrainReport {
     pub resumed_epochs: usize,
 }
 
-/// The optimizer's state: master weights, their dfdx tensors, Adam, and
-/// the device (whose generator drives dropout).
+/// How a learner updates the weights, beyond the gradients themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    pub rule: Rule,
+    pub lr: f32,
+    pub betas: (f32, f32),
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// CrossEntropyLoss's label_smoothing.
+    pub label_smoothing: f32,
+    /// Clip the gradients' global norm to this.
+    pub grad_clip: Option<f32>,
+    /// Average the weights with this decay.
+    pub ema: Option<f32>,
+}
+
+impl Recipe {
+    /// Adam with PyTorch's defaults and nothing else.
+    pub fn adam(lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32) -> Recipe {
+        Recipe {
+            rule: Rule::Adam,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            label_smoothing: 0.0,
+            grad_clip: None,
+            ema: None,
+        }
+    }
+
+    pub fn of(p: &TrainParams) -> Recipe {
+        Recipe {
+            rule: p.rule(),
+            lr: p.lr,
+            betas: (p.betas[0], p.betas[1]),
+            eps: p.eps,
+            weight_decay: p.weight_decay,
+            label_smoothing: p.label_smoothing,
+            grad_clip: p.grad_clip,
+            ema: p.ema.as_ref().map(|e| e.decay),
+        }
+    }
+}
+
+/// An exponential moving average of the weights and of the batch-norm
+/// statistics (as timm's ModelEma keeps every entry of the state), updated
+/// after every step: `avg = decay · avg + (1 − decay) · current`, starting
+/// from the initial weights.
+pub struct Ema<D: Backend> {
+    pub decay: f32,
+    pub params: Vec<Vec<f32>>,
+    pub buffers: Vec<Vec<f32>>,
+    /// The averaged weights on the device, for validation.
+    tensors: Vec<Flat<D>>,
+}
+
+fn blend(avg: &mut [Vec<f32>], now: &[Vec<f32>], decay: f32) {
+    use rayon::prelude::*;
+    for (a, n) in avg.iter_mut().zip(now) {
+        a.par_chunks_mut(1 << 14)
+            .zip(n.par_chunks(1 << 14))
+            .for_each(|(a, n)| {
+                for (x, y) in a.iter_mut().zip(n) {
+                    *x = decay * *x + (1.0 - decay) * *y;
+                }
+            });
+    }
+}
+
+/// The optimizer's state: master weights, their dfdx tensors, the
+/// optimizer, the averaged weights, and the device (whose generator
+/// drives dropout).
 pub struct Learner<D: Backend = Dev> {
     pub dev: D,
     pub master: Vec<Vec<f32>>,
     pub tensors: Vec<Flat<D>>,
-    pub adam: Adam,
+    pub opt: Optimizer,
+    pub ema: Option<Ema<D>>,
+    pub label_smoothing: f32,
+    pub grad_clip: Option<f32>,
     /// Values drawn from the device's generator so far (dropout).
     pub draws: u64,
     pub engine: Engine<D>,
@@ -312,7 +490,7 @@ pub struct Learner<D: Backend = Dev> {
 }
 
 impl Learner<Dev> {
-    /// On the CPU, its generator seeded with `seed`.
+    /// On the CPU, its generator seeded with `seed`, with Adam.
     pub fn new(
         model: &Model,
         seed: u64,
@@ -321,34 +499,100 @@ impl Learner<Dev> {
         eps: f32,
         weight_decay: f32,
     ) -> Learner<Dev> {
-        let hyper = (lr, betas, eps, weight_decay);
-        Learner::on(Dev::seed_from_u64(seed), "cpu", model, hyper)
+        let recipe = Recipe::adam(lr, betas, eps, weight_decay);
+        Learner::on(Dev::seed_from_u64(seed), "cpu", model, &recipe)
     }
 }
 
 impl<D: Backend> Learner<D> {
     /// On `dev` (seeded by whoever made it), computing as `device` says
     /// (`cpu`: the fast kernels where `dev` has them; else the generic
-    /// path). `hyper`: Adam's learning rate, betas, eps and weight decay.
-    pub fn on(
-        dev: D,
-        device: &str,
-        model: &Model,
-        (lr, betas, eps, weight_decay): (f32, (f32, f32), f32, f32),
-    ) -> Learner<D> {
+    /// path), updating as `recipe` says.
+    pub fn on(dev: D, device: &str, model: &Model, recipe: &Recipe) -> Learner<D> {
         let master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
         let tensors = Net::upload(model, &dev);
         let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
-        let adam = Adam::new(&sizes, lr, betas, eps, weight_decay);
+        let opt = Optimizer::with_rule(
+            recipe.rule,
+            &sizes,
+            recipe.lr,
+            recipe.betas,
+            recipe.eps,
+            recipe.weight_decay,
+        );
         let engine = Engine::new(device, model, &dev);
+        let ema = recipe.ema.map(|decay| Ema {
+            decay,
+            params: master.clone(),
+            buffers: model.buffers.iter().map(|b| b.data.clone()).collect(),
+            tensors: Net::upload(model, &dev),
+        });
         Learner {
             dev,
             master,
             tensors,
-            adam,
+            opt,
+            ema,
+            label_smoothing: recipe.label_smoothing,
+            grad_clip: recipe.grad_clip,
             draws: 0,
             fast: matches!(engine, Engine::Fast).then(Trainer::default),
             engine,
+        }
+    }
+
+    /// The weights validation and the best epoch use: the averaged ones
+    /// with `ema`, else the current ones. With `ema`, the model's
+    /// batch-norm buffers are swapped with the averaged ones until
+    /// [`Self::after_validation`] swaps them back.
+    fn for_validation(&mut self, model: &mut Model) {
+        if let Some(e) = self.ema.as_mut() {
+            for (t, m) in e.tensors.iter_mut().zip(&e.params) {
+                t.copy_from(m);
+            }
+            for (b, avg) in model.buffers.iter_mut().zip(e.buffers.iter_mut()) {
+                std::mem::swap(&mut b.data, avg);
+            }
+        }
+    }
+
+    /// The weights on the device that validation uses.
+    fn validation_weights(&self) -> &[Flat<D>] {
+        self.ema.as_ref().map_or(&self.tensors, |e| &e.tensors)
+    }
+
+    fn after_validation(&mut self, model: &mut Model) {
+        if let Some(e) = self.ema.as_mut() {
+            for (b, avg) in model.buffers.iter_mut().zip(e.buffers.iter_mut()) {
+                std::mem::swap(&mut b.data, avg);
+            }
+        }
+    }
+
+    /// The weights and buffers validation used, as the best epoch keeps
+    /// them; only between [`Self::for_validation`] and
+    /// [`Self::after_validation`] (the model holds the buffers it used).
+    fn snapshot(&self, model: &Model) -> Snapshot {
+        let weights = self.ema.as_ref().map_or(&self.master, |e| &e.params);
+        (
+            weights.clone(),
+            model.buffers.iter().map(|b| b.data.clone()).collect(),
+        )
+    }
+
+    /// After a step's gradients: clip, update, average.
+    fn apply(&mut self, model: &Model, grads: &mut [Vec<f32>]) {
+        if let Some(max) = self.grad_clip {
+            clip_global_norm(grads, max);
+        }
+        self.opt.step(&mut self.master, grads);
+        for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
+            t.copy_from(m);
+        }
+        if let Some(e) = self.ema.as_mut() {
+            blend(&mut e.params, &self.master, e.decay);
+            let now: Vec<Vec<f32>> = model.buffers.iter().map(|b| b.data.clone()).collect();
+            blend(&mut e.buffers, &now, e.decay);
         }
     }
 
@@ -362,9 +606,16 @@ impl<D: Backend> Learner<D> {
         if !fits(&saved.master, &self.master) || !fits(&saved.buffers, &buffers) {
             return Err("the saved state does not fit this model".into());
         }
-        self.adam
+        self.opt
             .restore(saved.adam_step, saved.adam_m.clone(), saved.adam_v.clone())?;
-        self.adam.lr = saved.lr;
+        self.opt.lr = saved.lr;
+        match (self.ema.as_mut(), &saved.ema) {
+            (Some(e), Some((p, b))) if fits(p, &e.params) && fits(b, &e.buffers) => {
+                (e.params, e.buffers) = (p.clone(), b.clone());
+            }
+            (None, None) => {}
+            _ => return Err("the saved averaged weights do not fit this training".into()),
+        }
         self.master = saved.master.clone();
         for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
             t.copy_from(m);
@@ -387,15 +638,16 @@ impl<D: Backend> Learner<D> {
         y: &[u8],
         threads: usize,
     ) -> (f64, usize) {
-        if let Some(fast) = self.fast.as_mut() {
+        if let Some(mut fast) = self.fast.take() {
             let dev = &self.dev;
+            fast.label_smoothing = self.label_smoothing;
             let (loss, logits) =
                 fast.step(model, &self.master, x, y, threads, &mut || dev.random_u64());
             self.draws += model.dropout_draws_per_step();
-            self.adam.step(&mut self.master, &fast.grads);
-            for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
-                t.copy_from(m);
-            }
+            let mut grads = std::mem::take(&mut fast.grads);
+            self.apply(model, &mut grads);
+            fast.grads = grads;
+            self.fast = Some(fast);
             return (loss, score(&logits, y).1);
         }
         let n = y.len();
@@ -404,20 +656,14 @@ impl<D: Backend> Learner<D> {
                 .forward(model, &self.dev, x, &self.tensors, true, threads);
         self.draws += model.dropout_draws_per_step();
         let lv = logits.as_vec();
-        let mut onehot = vec![0.0f32; n * model.classes];
-        for (i, &c) in y.iter().enumerate() {
-            onehot[i * model.classes + c as usize] = 1.0;
-        }
-        let target = self.dev.tensor_from_vec(onehot, (n, model.classes));
+        let target = learn::nn::fast::smoothed_targets(y, model.classes, self.label_smoothing);
+        let target = self.dev.tensor_from_vec(target, (n, model.classes));
         let loss = cross_entropy_with_logits_loss(logits, target);
         let loss_value = loss.as_vec()[0] as f64;
         let grads = loss.backward();
-        let g: Vec<Vec<f32>> = self.tensors.iter().map(|t| grads.get(t).as_vec()).collect();
+        let mut g: Vec<Vec<f32>> = self.tensors.iter().map(|t| grads.get(t).as_vec()).collect();
         drop(grads);
-        self.adam.step(&mut self.master, &g);
-        for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
-            t.copy_from(m);
-        }
+        self.apply(model, &mut g);
         let (_, correct) = score(&lv, y);
         (loss_value, correct)
     }
@@ -449,18 +695,18 @@ pub fn train_on(
     progress: &(dyn Fn(Progress) + Sync),
     resume: Option<&Path>,
 ) -> Result<TrainReport, String> {
-    let hyper = (p.lr, (p.betas[0], p.betas[1]), p.eps, p.weight_decay);
+    let recipe = Recipe::of(p);
     if crate::runtime::is_cuda(device) {
         #[cfg(feature = "cuda")]
         {
             let dev = crate::runtime::cuda(device, p.seed)?;
-            let learner = Learner::on(dev, device, model, hyper);
+            let learner = Learner::on(dev, device, model, &recipe);
             return fit(learner, model, data, p, threads, progress, resume);
         }
         #[cfg(not(feature = "cuda"))]
         return Err(format!("device {device}: this build has no CUDA support"));
     }
-    let learner = Learner::on(Dev::seed_from_u64(p.seed), device, model, hyper);
+    let learner = Learner::on(Dev::seed_from_u64(p.seed), device, model, &recipe);
     fit(learner, model, data, p, threads, progress, resume)
 }
 
@@ -528,7 +774,14 @@ fn epoch_steps<D: Backend>(
     let (mut x, mut y) = (Vec::new(), Vec::new());
     let order = batcher.order(epoch as u64);
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+    // The rate of each step where the schedule says it (all but plateau,
+    // whose rate the loop lowers between epochs).
+    let schedule = p.schedule();
+    let scheduled = !matches!(schedule, learn::nn::schedule::Schedule::Plateau(_));
     for k in 0..batches {
+        if scheduled {
+            learner.opt.lr = schedule.lr_at(p.lr, epoch * batches + k, p.epochs, batches);
+        }
         let n = batcher.fill(&order, epoch as u64, k, &mut x, &mut y);
         let (l, c) = learner.step(model, std::mem::take(&mut x), &y, threads);
         if !l.is_finite() {
@@ -642,9 +895,10 @@ fn fit<D: Backend>(
             (started, t, first_epoch * batches, total_steps),
         )?;
         let train_secs = t.elapsed().as_secs_f64();
+        learner.for_validation(model);
         let logits = predict(
             model,
-            &learner.tensors,
+            learner.validation_weights(),
             data,
             val,
             256,
@@ -659,7 +913,7 @@ fn fit<D: Backend>(
             train_acc: correct as f64 / seen as f64,
             val_loss,
             val_acc,
-            lr: learner.adam.lr,
+            lr: learner.opt.lr,
             seconds: t.elapsed().as_secs_f64(),
             img_per_s: seen as f64 / train_secs,
         });
@@ -674,7 +928,7 @@ fn fit<D: Backend>(
                 p.epochs,
                 loss_sum / seen as f64,
                 val_acc * 100.0,
-                learner.adam.lr,
+                learner.opt.lr,
                 t.elapsed().as_secs_f64(),
                 eta
             ),
@@ -686,22 +940,20 @@ fn fit<D: Backend>(
             best_acc = val_acc;
             best_epoch = epoch + 1;
             since_best = 0;
-            best = Some((
-                learner.master.clone(),
-                model.buffers.iter().map(|b| b.data.clone()).collect(),
-            ));
+            best = Some(learner.snapshot(model));
         } else {
             since_best += 1;
         }
+        learner.after_validation(model);
         // ReduceLROnPlateau, mode max, relative threshold 1e-4 (PyTorch's defaults).
-        if let Some(pl) = &p.plateau {
+        if let learn::nn::schedule::Schedule::Plateau(pl) = &p.schedule() {
             if val_acc > plateau_best * (1.0 + 1e-4) {
                 plateau_best = val_acc;
                 bad_epochs = 0;
             } else {
                 bad_epochs += 1;
                 if bad_epochs > pl.patience {
-                    learner.adam.lr *= pl.factor;
+                    learner.opt.lr *= pl.factor;
                     bad_epochs = 0;
                 }
             }
@@ -714,7 +966,7 @@ fn fit<D: Backend>(
             break;
         }
         if let Some(dir) = resume.filter(|_| epoch + 1 < p.epochs) {
-            let (adam_step, m, v) = learner.adam.moments();
+            let (adam_step, m, v) = learner.opt.moments();
             let state = resume::Saved {
                 epochs_done: epoch + 1,
                 master: learner.master.clone(),
@@ -722,7 +974,7 @@ fn fit<D: Backend>(
                 adam_step,
                 adam_m: m.to_vec(),
                 adam_v: v.to_vec(),
-                lr: learner.adam.lr,
+                lr: learner.opt.lr,
                 best: best.clone(),
                 best_acc,
                 best_epoch,
@@ -731,6 +983,10 @@ fn fit<D: Backend>(
                 since_best,
                 history: history.clone(),
                 draws: learner.draws,
+                ema: learner
+                    .ema
+                    .as_ref()
+                    .map(|e| (e.params.clone(), e.buffers.clone())),
             };
             state.save(dir)?;
             resume::write_progress(dir, epoch + 1, p.epochs)?;
@@ -761,9 +1017,10 @@ mod tests {
             (p.epochs, p.batch_size, p.lr, p.dropout),
             (10, 64, 0.001, 0.25)
         );
+        assert_eq!(p.plateau, None);
         assert_eq!(
-            p.plateau,
-            Some(Plateau {
+            p.schedule(),
+            learn::nn::schedule::Schedule::Plateau(Plateau {
                 factor: 0.5,
                 patience: 2
             })
@@ -773,7 +1030,95 @@ mod tests {
         let p: TrainParams =
             serde_json::from_value(serde_json::json!({"model": "logistic", "plateau": null}))
                 .unwrap();
-        assert_eq!(p.plateau, None);
+        assert_eq!(p.plateau, Some(None));
+        assert_eq!(p.schedule(), learn::nn::schedule::Schedule::Constant);
+        // `null` stays in the canonical form; an absent key stays absent.
+        assert_eq!(
+            serde_json::to_value(&p).unwrap()["plateau"],
+            serde_json::Value::Null
+        );
+        let p: TrainParams = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(serde_json::to_value(&p).unwrap().get("plateau").is_none());
+    }
+
+    /// Out-of-range values of the recipe are refused with the key named.
+    #[test]
+    fn bad_recipe_values_are_refused_with_the_key() {
+        use crate::kind::Params;
+        let bad = |v: serde_json::Value| {
+            serde_json::from_value::<TrainParams>(v)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.validate())
+                .unwrap_err()
+        };
+        for (v, key) in [
+            (
+                serde_json::json!({"optimizer": "rmsprop"}),
+                "unknown variant `rmsprop`",
+            ),
+            (
+                serde_json::json!({"momentum": 0.9}),
+                "momentum and nesterov are settings of `optimizer: sgd`",
+            ),
+            (
+                serde_json::json!({"optimizer": "sgd", "momentum": 1.0}),
+                "momentum must be in [0, 1)",
+            ),
+            (
+                serde_json::json!({"optimizer": "sgd", "nesterov": true}),
+                "nesterov needs a momentum above 0",
+            ),
+            (
+                serde_json::json!({"label_smoothing": 1.0}),
+                "label_smoothing must be in [0, 1)",
+            ),
+            (
+                serde_json::json!({"ema": {"decay": 1.0}}),
+                "ema.decay must be in (0, 1)",
+            ),
+            (
+                serde_json::json!({"grad_clip": 0}),
+                "grad_clip must be a positive max norm",
+            ),
+            (
+                serde_json::json!({"weight_decay": -0.1}),
+                "weight_decay must be at least 0",
+            ),
+            (
+                serde_json::json!({"schedule": "constant", "plateau": null}),
+                "give `schedule` or the older `plateau`, not both",
+            ),
+            (
+                serde_json::json!({"schedule": {"cosine": {"warmup_epochs": 10}}}),
+                "schedule.cosine.warmup_epochs must be below epochs (10)",
+            ),
+            (
+                serde_json::json!({"augment": [{"erase": {"p": 1.5}}]}),
+                "erase: p must be in [0, 1]",
+            ),
+            (
+                serde_json::json!({"augment": [{"translate": 0}]}),
+                "translate: pixels must be at least 1",
+            ),
+        ] {
+            let e = bad(v.clone());
+            assert!(e.contains(key), "{v}: {e}");
+        }
+        // Each new key at its default leaves the canonical form as it was.
+        let p: TrainParams =
+            serde_json::from_value(serde_json::json!({"optimizer": "adam", "label_smoothing": 0}))
+                .unwrap();
+        let canon = serde_json::to_value(&p).unwrap();
+        for k in [
+            "optimizer",
+            "label_smoothing",
+            "ema",
+            "grad_clip",
+            "schedule",
+            "momentum",
+        ] {
+            assert!(canon.get(k).is_none(), "{k} in {canon}");
+        }
     }
 
     /// Separable synthetic data: the class is drawn as a bright band, so a
@@ -941,16 +1286,40 @@ mod tests {
     /// where it stopped and ends bit-identical to an uninterrupted one.
     #[test]
     fn a_resumed_training_matches_an_uninterrupted_one_bit_for_bit() {
-        let data = small_data();
         let mut p = small_params();
         p.epochs = 3;
-        p.plateau = Some(Plateau {
+        p.plateau = Some(Some(Plateau {
             factor: 0.5,
             patience: 0,
-        });
+        }));
+        let r = resumes_bit_for_bit(&p);
+        assert_eq!(r.history[2].lr, 0.0015, "the plateau's state came along");
+    }
+
+    /// The modern recipe: AdamW, cosine with warmup, weight averaging,
+    /// label smoothing, clipping, translation and erasing.
+    fn recipe_params() -> TrainParams {
+        let mut p: TrainParams = serde_json::from_value(serde_json::json!({
+            "optimizer": "adamw", "weight_decay": 0.05,
+            "schedule": {"cosine": {"warmup_epochs": 1, "min_lr": 0.0001}},
+            "ema": {"decay": 0.9}, "label_smoothing": 0.1, "grad_clip": 1.0,
+            "augment": [{"hflip": 0.5}, {"translate": 2}, {"erase": {"p": 0.5}}]
+        }))
+        .unwrap();
+        let base = small_params();
+        (p.model, p.epochs, p.batch_size, p.lr, p.seed) =
+            (base.model, 3, base.batch_size, base.lr, base.seed);
+        p
+    }
+
+    /// Killed after its first epoch (by a panic in the progress callback)
+    /// and run again with the same directory, a training takes up where
+    /// it stopped and ends bit-identical to an uninterrupted one.
+    fn resumes_bit_for_bit(p: &TrainParams) -> TrainReport {
+        let data = small_data();
         let whole = {
             let mut m = p.model(28, 28).unwrap();
-            let r = train(&mut m, &data, &p, 1, &|_| {}, None).unwrap();
+            let r = train(&mut m, &data, p, 1, &|_| {}, None).unwrap();
             (m, r)
         };
         let dir = tempfile::tempdir().unwrap();
@@ -959,30 +1328,27 @@ mod tests {
             train(
                 &mut m,
                 &data,
-                &p,
+                p,
                 1,
                 &|pr| assert!(!pr.message.starts_with("epoch 2/"), "interrupted"),
                 Some(dir.path()),
             )
         }));
         assert!(interrupted.is_err());
-        assert_eq!(resume::saved_progress(dir.path()), Some((1, 3)));
+        assert_eq!(resume::saved_progress(dir.path()), Some((1, p.epochs)));
         let said = std::sync::Mutex::new(Vec::new());
         let mut m = p.model(28, 28).unwrap();
         let r = train(
             &mut m,
             &data,
-            &p,
+            p,
             1,
             &|pr| said.lock().unwrap().push(pr.message),
             Some(dir.path()),
         )
         .unwrap();
-        assert!(said
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|s| s == "resuming from epoch 1/3"));
+        let resumed = format!("resuming from epoch 1/{}", p.epochs);
+        assert!(said.lock().unwrap().iter().any(|s| *s == resumed));
         assert_eq!(m.params, whole.0.params, "bit-identical weights");
         assert_eq!(m.buffers, whole.0.buffers);
         // The same history, but for the clock.
@@ -996,8 +1362,44 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(untimed(&r.history), untimed(&whole.1.history));
-        assert_eq!(r.history[2].lr, 0.0015, "the plateau's state came along");
         assert_eq!(r.best_epoch, whole.1.best_epoch);
+        r
+    }
+
+    #[test]
+    fn the_modern_recipe_resumes_bit_for_bit() {
+        let r = resumes_bit_for_bit(&recipe_params());
+        // Cosine to 1e-4 over epochs 2 and 3: the last step's rate is near it.
+        assert!(r.history[2].lr < 0.0005, "{:?}", r.history);
+        assert!(r.history[0].lr > r.history[1].lr);
+    }
+
+    /// The recipe learns on both paths and, on the fast one, gives the
+    /// same bits on any thread count; SGD with Nesterov momentum learns.
+    #[test]
+    fn the_modern_recipe_learns_on_both_paths_and_any_thread_count() {
+        let data = small_data();
+        let p = recipe_params();
+        let (one, r1) = on_threads(&data, &p, 1);
+        assert!(r1.best_val_acc > 0.6, "{:?}", r1.history);
+        let (two, _) = on_threads(&data, &p, 2);
+        assert_eq!(one.params, two.params, "1 and 2 threads: the same bits");
+        assert_eq!(one.buffers, two.buffers);
+        let mut m = p.model(28, 28).unwrap();
+        let r = train_on("cpu-reference", &mut m, &data, &p, 1, &|_| {}, None).unwrap();
+        assert!(r.best_val_acc > 0.6, "{:?}", r.history);
+        let mut sgd = small_params();
+        sgd.optimizer = OptimizerName::Sgd;
+        (sgd.momentum, sgd.nesterov, sgd.lr) = (Some(0.9), Some(true), 0.02);
+        sgd.schedule = Some(learn::nn::schedule::Schedule::Step(
+            learn::nn::schedule::StepSpec {
+                milestones: vec![1],
+                gamma: 0.5,
+            },
+        ));
+        let (_, r) = on_threads(&data, &sgd, 1);
+        assert!(r.best_val_acc > 0.6, "{:?}", r.history);
+        assert_eq!((r.history[0].lr, r.history[1].lr), (0.02, 0.01));
     }
 
     /// A damaged state, or one that does not fit the model, is reported
@@ -1026,6 +1428,7 @@ mod tests {
             since_best: 0,
             history: vec![],
             draws: 0,
+            ema: None,
         };
         let damaged = misfit.to_bytes().unwrap()[..40].to_vec();
         for bytes in [misfit.to_bytes().unwrap(), damaged] {
@@ -1059,10 +1462,10 @@ mod tests {
         let mut p = small_params();
         p.epochs = 12;
         p.lr = 1e-9; // nothing improves
-        p.plateau = Some(Plateau {
+        p.plateau = Some(Some(Plateau {
             factor: 0.5,
             patience: 1,
-        });
+        }));
         p.early_stopping = Some(EarlyStopping { patience: 3 });
         p.max_batches = Some(1);
         let mut m = p.model(28, 28).unwrap();

@@ -1,6 +1,8 @@
 //! A training's state after a completed epoch, saved so that an
 //! interrupted run resumes after it and ends bit-identical to an
-//! uninterrupted one: weights, batch-norm buffers, Adam's moments and step,
+//! uninterrupted one: weights, batch-norm buffers, the optimizer's state
+//! (Adam's moments, or SGD's momentum buffers) and step, the averaged
+//! weights (`ema`),
 //! the learning rate, the best epoch's snapshot, the plateau and
 //! early-stopping counters, the history, and how many values dropout has
 //! drawn from the device's generator (replayed on resume).
@@ -38,6 +40,8 @@ pub struct Saved {
     pub history: Vec<EpochRecord>,
     /// Values drawn from the device's generator (one per dropout call).
     pub draws: u64,
+    /// The averaged weights and buffers (`ema`).
+    pub ema: Option<Snapshot>,
 }
 
 /// Scalars exactly (floats as bits: infinities included).
@@ -57,6 +61,12 @@ struct Header {
     master: Vec<usize>,
     buffers: Vec<usize>,
     has_best: bool,
+    /// Lengths of the optimizer's second state group (SGD has none);
+    /// absent in states saved before other optimizers: the weights'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    second: Option<Vec<usize>>,
+    #[serde(default)]
+    has_ema: bool,
 }
 
 impl Saved {
@@ -76,6 +86,8 @@ impl Saved {
             master: lens(&self.master),
             buffers: lens(&self.buffers),
             has_best: self.best.is_some(),
+            second: Some(lens(&self.adam_v)),
+            has_ema: self.ema.is_some(),
         };
         let h = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
         let mut b = MAGIC.to_vec();
@@ -84,6 +96,10 @@ impl Saved {
         let mut groups: Vec<&[Vec<f32>]> =
             vec![&self.master, &self.buffers, &self.adam_m, &self.adam_v];
         if let Some((p, bufs)) = &self.best {
+            groups.push(p);
+            groups.push(bufs);
+        }
+        if let Some((p, bufs)) = &self.ema {
             groups.push(p);
             groups.push(bufs);
         }
@@ -131,8 +147,13 @@ impl Saved {
         let master = group(&h.master)?;
         let buffers = group(&h.buffers)?;
         let adam_m = group(&h.master)?;
-        let adam_v = group(&h.master)?;
+        let adam_v = group(h.second.as_ref().unwrap_or(&h.master))?;
         let best = if h.has_best {
+            Some((group(&h.master)?, group(&h.buffers)?))
+        } else {
+            None
+        };
+        let ema = if h.has_ema {
             Some((group(&h.master)?, group(&h.buffers)?))
         } else {
             None
@@ -156,6 +177,7 @@ impl Saved {
             since_best: h.since_best,
             history: h.history,
             draws: h.draws,
+            ema,
         })
     }
 
@@ -230,9 +252,17 @@ mod tests {
             since_best: 1,
             history: vec![],
             draws: 123,
+            ema: None,
         };
         let b = s.to_bytes().unwrap();
         assert_eq!(Saved::from_bytes(&b).unwrap(), s);
+        // SGD's state (no second group) and averaged weights.
+        let sgd = Saved {
+            adam_v: vec![vec![], vec![]],
+            ema: Some((vec![vec![1.5, 2.5], vec![3.5]], vec![vec![4.5]])),
+            ..s.clone()
+        };
+        assert_eq!(Saved::from_bytes(&sgd.to_bytes().unwrap()).unwrap(), sgd);
         let mut bad = b.clone();
         bad[20] ^= 1;
         assert!(Saved::from_bytes(&bad).is_err());

@@ -1446,6 +1446,13 @@ fn merge_override(
         let key = format!("{prefix}{k}");
         match (map.get_mut(k), v) {
             (None, _) => return Err((key, map.keys().cloned().collect())),
+            // A one-key mapping is a choice (`schedule: {plateau: ...}`):
+            // another choice replaces it; the kind's types check the result.
+            (Some(Value::Object(old)), Value::Object(sub))
+                if old.len() == 1 && sub.len() == 1 && !old.contains_key(sub.keys().next().map_or("", String::as_str)) =>
+            {
+                map.insert(k.clone(), v.clone());
+            }
             (Some(slot @ Value::Object(_)), Value::Object(sub)) => {
                 merge_override(slot, sub, &format!("{key}."))?
             }

@@ -709,7 +709,7 @@ fn merge_variant(
     if let (Kind::Cmd, Some(_), Value::Object(m)) = (rs.kind, &rs.seeds, &mut merged) {
         m.entry("seed").or_insert(Value::Null);
     }
-    merge_override(&mut merged, &v.over, "").map_err(|(key, known)| {
+    merge_override(&mut merged, &v.over, "", rs.kind.optional_params()).map_err(|(key, known)| {
         let mut p = v.path.clone();
         let in_matrix = p.first().is_some_and(|f| f == "matrix");
         if in_matrix {
@@ -1022,7 +1022,7 @@ fn select_references(stages: &mut [Stage], bases: &[Base<'_>], loc: &Locator<'_>
                 continue;
             };
             let mut target = b.params.clone();
-            merge_override(&mut target, &over, "").map_err(|(key, _)| {
+            merge_override(&mut target, &over, "", b.raw.kind.optional_params()).map_err(|(key, _)| {
                 at(format!(
                     "reference sets `{key}`, which is not a parameter of stage `{base}`"
                 ))
@@ -1438,6 +1438,7 @@ fn merge_override(
     base: &mut Value,
     over: &Map<String, Value>,
     prefix: &str,
+    optional: &[&str],
 ) -> std::result::Result<(), (String, Vec<String>)> {
     let Value::Object(map) = base else {
         return Err((prefix.trim_end_matches('.').to_string(), Vec::new()));
@@ -1445,7 +1446,19 @@ fn merge_override(
     for (k, v) in over {
         let key = format!("{prefix}{k}");
         match (map.get_mut(k), v) {
-            (None, _) => return Err((key, map.keys().cloned().collect())),
+            // A parameter the kind leaves out of the canonical form at its
+            // default (`optimizer`, `ema`, ...): set it.
+            (None, _) if prefix.is_empty() && optional.contains(&k.as_str()) => {
+                map.insert(k.clone(), v.clone());
+            }
+            (None, _) => {
+                let mut known: Vec<String> = map.keys().cloned().collect();
+                if prefix.is_empty() {
+                    known.extend(optional.iter().map(|s| s.to_string()));
+                    known.sort();
+                }
+                return Err((key, known));
+            }
             // A one-key mapping is a choice (`schedule: {plateau: ...}`):
             // another choice replaces it; the kind's types check the result.
             (Some(Value::Object(old)), Value::Object(sub))
@@ -1454,7 +1467,7 @@ fn merge_override(
                 map.insert(k.clone(), v.clone());
             }
             (Some(slot @ Value::Object(_)), Value::Object(sub)) => {
-                merge_override(slot, sub, &format!("{key}."))?
+                merge_override(slot, sub, &format!("{key}."), &[])?
             }
             (Some(slot), v) => *slot = v.clone(),
         }

@@ -217,6 +217,27 @@ impl Kind {
         matches!(self, Kind::Compare)
     }
 
+    /// Parameters a kind leaves out of its canonical form at their
+    /// defaults (added after the form was fixed, so that existing
+    /// configurations kept their fingerprints): a variant, a matrix or a
+    /// reference may still set them.
+    pub fn optional_params(self) -> &'static [&'static str] {
+        match self {
+            Kind::Train => &[
+                "optimizer",
+                "momentum",
+                "nesterov",
+                "schedule",
+                "plateau",
+                "label_smoothing",
+                "ema",
+                "grad_clip",
+            ],
+            Kind::Evaluate => &["tta"],
+            _ => &[],
+        }
+    }
+
     /// Kinds whose work spreads over several threads; the others use one.
     pub fn parallel(self) -> bool {
         matches!(self, Kind::Train | Kind::Evaluate)

@@ -1022,11 +1022,13 @@ fn select_references(stages: &mut [Stage], bases: &[Base<'_>], loc: &Locator<'_>
                 continue;
             };
             let mut target = b.params.clone();
-            merge_override(&mut target, &over, "", b.raw.kind.optional_params()).map_err(|(key, _)| {
-                at(format!(
-                    "reference sets `{key}`, which is not a parameter of stage `{base}`"
-                ))
-            })?;
+            merge_override(&mut target, &over, "", b.raw.kind.optional_params()).map_err(
+                |(key, _)| {
+                    at(format!(
+                        "reference sets `{key}`, which is not a parameter of stage `{base}`"
+                    ))
+                },
+            )?;
             let target = b
                 .raw
                 .kind
@@ -1462,7 +1464,9 @@ fn merge_override(
             // A one-key mapping is a choice (`schedule: {plateau: ...}`):
             // another choice replaces it; the kind's types check the result.
             (Some(Value::Object(old)), Value::Object(sub))
-                if old.len() == 1 && sub.len() == 1 && !old.contains_key(sub.keys().next().map_or("", String::as_str)) =>
+                if old.len() == 1
+                    && sub.len() == 1
+                    && !old.contains_key(sub.keys().next().map_or("", String::as_str)) =>
             {
                 map.insert(k.clone(), v.clone());
             }

@@ -112,3 +112,49 @@ fn the_recipe_agrees_with_pytorch() {
         close(grad[i] as f64, *w, &format!("smoothed gradient {i}"));
     }
 }
+
+/// The whole recipe as a variant, evaluated with test-time flips, through
+/// the binary: it trains, learns, is recorded with its rate per epoch, and
+/// the flips change the probabilities the evaluation writes.
+#[test]
+fn a_recipe_variant_with_test_time_flips_runs_through_the_pipeline() {
+    let t = crate::common::tiny_project(|s| {
+        s.replace(
+            "      slow: {lr: 0.0003}\n",
+            "      recipe: {optimizer: adamw, weight_decay: 0.05, schedule: {cosine: {warmup_epochs: 1}}, ema: {decay: 0.9}, label_smoothing: 0.1, grad_clip: 1.0, augment: [{translate: 2}, {erase: {p: 0.5}}]}\n",
+        )
+        .replace("      epochs: 1\n", "      epochs: 3\n")
+    });
+    t.run(&["run"]).ok();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&t.read("outputs/evaluate@recipe/metrics.json")).unwrap();
+    let acc = metrics["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "the recipe learns: {acc}");
+    // Warmup over epoch 1, then cosine to 0 by the end of epoch 3.
+    let lr: Vec<f64> = metrics["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["lr"].as_f64().unwrap())
+        .collect();
+    assert!((lr[0] - 0.003).abs() < 1e-6 && lr[2] < 1e-4, "{lr:?}");
+    let plain = t.read("outputs/evaluate@recipe/predictions.csv");
+    // Test-time flips: every evaluation reruns, and its probabilities change.
+    t.run(&["status", "-S", "evaluate.tta=[hflip]"])
+        .ok()
+        .has("param tta added (= [\"hflip\"])");
+    t.run(&["run", "-S", "evaluate.tta=[hflip]"]).ok();
+    let flipped = t.read("outputs/evaluate@recipe/predictions.csv");
+    assert_ne!(plain, flipped);
+    assert_eq!(plain.lines().count(), flipped.lines().count());
+    // A bad value is refused at load, the key named.
+    t.edit_pipeline("ema: {decay: 0.9}", "ema: {decay: 1.5}");
+    t.run(&["status"])
+        .exits(2)
+        .has("pipeline.yaml:")
+        .has("ema.decay must be in (0, 1), got 1.5");
+    t.edit_pipeline("ema: {decay: 1.5}", "ema: {decay: 0.9}, momentum: 0.9");
+    t.run(&["status"])
+        .exits(2)
+        .has("momentum and nesterov are settings of `optimizer: sgd`");
+}

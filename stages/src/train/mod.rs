@@ -1348,7 +1348,7 @@ mod tests {
         )
         .unwrap();
         let resumed = format!("resuming from epoch 1/{}", p.epochs);
-        assert!(said.lock().unwrap().iter().any(|s| *s == resumed));
+        assert!(said.lock().unwrap().contains(&resumed));
         assert_eq!(m.params, whole.0.params, "bit-identical weights");
         assert_eq!(m.buffers, whole.0.buffers);
         // The same history, but for the clock.

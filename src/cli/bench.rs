@@ -269,8 +269,14 @@ pub fn run(
         }
     };
     // Speed figures mean little without the machine that made them.
+    // The kernels' vector width is fixed when the program is built.
+    let kernels = if cfg!(all(target_feature = "avx2", target_feature = "fma")) {
+        "AVX2+FMA"
+    } else {
+        "portable (no AVX2)"
+    };
     reporter.text(&format!(
-        "cpu: {}, {} cores\n",
+        "cpu: {}, {} cores; kernels: {kernels}\n",
         stages::runtime::cpu_description(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     ));

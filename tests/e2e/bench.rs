@@ -25,7 +25,10 @@ fn an_epoch_bench_trains_on_the_pipelines_dataset() {
     assert!(out.contains("run 2: fmnist-pipe "), "{out}");
     // The machine the figures come from, first.
     let cpu = out.lines().next().unwrap_or_default();
-    assert!(cpu.starts_with("cpu: ") && cpu.contains(" cores; kernels: "), "{out}");
+    assert!(
+        cpu.starts_with("cpu: ") && cpu.contains(" cores; kernels: "),
+        "{out}"
+    );
     assert!(
         out.contains("one training epoch, 600 images, batch 64, 1 thread(s)"),
         "{out}"

@@ -306,9 +306,17 @@ impl<'a> Board<'a> {
                 }
             })
             .collect();
+        // Ready stages start in dependency order, trainings after every
+        // other kind: an evaluation (seconds) takes the first free core
+        // ahead of a training not yet started (minutes), so results
+        // appear while the study runs.
         let mut pos = vec![0; n];
         for (k, &i) in dag.order().iter().enumerate() {
-            pos[i] = k;
+            pos[i] = k + if pipeline.stages[i].kind == stages::Kind::Train {
+                n
+            } else {
+                0
+            };
         }
         let ready = Ready::new(pipeline.stages.iter().map(demand).collect());
         let impossible = (0..n)

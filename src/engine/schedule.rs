@@ -14,7 +14,8 @@
 //!   driver's list); the stage sees only those.
 //! - `mem_mb` counts against the memory available when the run began; a
 //!   stage that does not fit waits, unless nothing else runs.
-//! - Stages are considered in dependency order; a later one may start
+//! - Stages are considered in dependency order, trainings after every
+//!   other kind (the run's board orders them so); a later one may start
 //!   while an earlier one waits for a bigger share.
 
 use std::collections::BTreeSet;

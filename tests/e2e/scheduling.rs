@@ -121,3 +121,29 @@ fn a_demand_the_machine_cannot_meet_fails_that_stage_by_name() {
         .has("FAILED   big: it cannot run on this machine: it asks for 900000000 MB of memory and this machine has ");
     assert!(!big.path("big").exists());
 }
+
+/// A finished training's evaluation takes the next free core ahead of a
+/// training not yet started: results appear while the study runs.
+#[test]
+fn evaluations_start_ahead_of_trainings_not_yet_started() {
+    let t = tiny_project(|s| s);
+    let out = t.run(&["run", "-j", "1"]).ok().stdout();
+    let started: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("running  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        started,
+        [
+            "download",
+            "preprocess",
+            "train@main",
+            "evaluate@main",
+            "train@slow",
+            "evaluate@slow",
+            "compare"
+        ],
+        "{out}"
+    );
+}

@@ -338,13 +338,7 @@ fn a_stage_has_its_own_partition_account_and_flags() {
         .run(&["run", "--executor", "slurm", "--dry-run"])
         .ok()
         .stdout();
-    let line = |stage: &str| {
-        out.lines()
-            .skip_while(|l| !l.contains(&format!("  {stage}  ")))
-            .nth(1)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let line = |stage: &str| sbatch_line(&out, stage);
     assert!(
         line("prep").contains("--partition=batch --account=lab --qos=normal  #"),
         "{out}"
@@ -372,13 +366,7 @@ fn settings_give_each_kind_default_resources() {
         .run(&["run", "--executor", "slurm", "--dry-run"])
         .ok()
         .stdout();
-    let line = |stage: &str| {
-        out.lines()
-            .skip_while(|l| !l.contains(&format!("  {stage}  ")))
-            .nth(1)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let line = |stage: &str| sbatch_line(&out, stage);
     assert!(
         line("prep").contains("--cpus-per-task=2 --mem=3000M --time=02:00:00"),
         "{out}"
@@ -400,4 +388,13 @@ fn settings_give_each_kind_default_resources() {
     .run(&["status"])
     .exits(2)
     .has("settings.resources.train.cpus must be at least 1");
+}
+
+/// The sbatch line `--dry-run` prints under a stage's line.
+fn sbatch_line(out: &str, stage: &str) -> String {
+    out.lines()
+        .skip_while(|l| !l.contains(&format!("  {stage}  ")))
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
 }

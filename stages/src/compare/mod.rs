@@ -604,11 +604,12 @@ const SORT_SCRIPT: &str = r#"<script>
 })();
 </script>"#;
 
-/// A further table (a grid's main effects), with its notes.
-fn simple_table(t: &Table) -> String {
-    let mut h = String::from("<table><thead><tr>");
+/// A table with its notes: `attrs` on the table, `th` on each header
+/// cell, `between` after the table (the sort script).
+fn table_html(t: &Table, attrs: &str, th: &str, between: &str) -> String {
+    let mut h = format!("<table{attrs}><thead><tr>");
     for c in &t.columns {
-        let _ = write!(h, "<th>{}</th>", escape(c));
+        let _ = write!(h, "<th{th}>{}</th>", escape(c));
     }
     h.push_str("</tr></thead><tbody>");
     for r in &t.rows {
@@ -619,6 +620,7 @@ fn simple_table(t: &Table) -> String {
         h.push_str("</tr>");
     }
     h.push_str("</tbody></table>");
+    h.push_str(between);
     for n in &t.notes {
         let _ = write!(h, "<p><small>{}</small></p>", escape(n));
     }
@@ -714,25 +716,15 @@ fn report_html(
     let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>fmnist-pipe report</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}img,svg{max-width:100%;height:auto}h2{margin-top:2em}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}table.run th,table.run td{text-align:left}pre{background:#f6f6f6;padding:8px;overflow:auto}</style></head><body>");
     let _ = write!(
         h,
-        "<h1>Ablation study report</h1><p>{}</p><table id=\"comparison\"><thead><tr>",
+        "<h1>Ablation study report</h1><p>{}</p>",
         escape(&t.title)
     );
-    for c in &t.columns {
-        let _ = write!(h, "<th title=\"sort by this column\">{}</th>", escape(c));
-    }
-    h.push_str("</tr></thead><tbody>");
-    for r in &t.rows {
-        h.push_str("<tr>");
-        for c in r {
-            let _ = write!(h, "<td>{}</td>", escape(c));
-        }
-        h.push_str("</tr>");
-    }
-    h.push_str("</tbody></table>");
-    h.push_str(SORT_SCRIPT);
-    for n in &t.notes {
-        let _ = write!(h, "<p><small>{}</small></p>", escape(n));
-    }
+    h.push_str(&table_html(
+        t,
+        " id=\"comparison\"",
+        " title=\"sort by this column\"",
+        SORT_SCRIPT,
+    ));
     if let Some(run) = run {
         h.push_str(&variant_changes_html(t, run));
         h.push_str(&run_panel(run));
@@ -742,7 +734,7 @@ fn report_html(
             h,
             "<h2>{}</h2>{}",
             escape(&section.title),
-            simple_table(section)
+            table_html(section, "", "", "")
         );
     }
     h.push_str("<h2>Comparison</h2>");

@@ -112,6 +112,7 @@ fn our_epoch(prep_dir: &Path, threads: usize, seed: u64) -> Result<(f64, f64)> {
         out_dir: &out,
         threads,
         resume: None,
+        stop_after: None,
         device: Some("cpu"),
         run: None,
         progress: &|_| {},

@@ -338,7 +338,9 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         Command::Status { stages, json, .. } => {
             status::run(&pipeline, &dag, reporter, stages, json)
         }
-        Command::Run(args) => run::run(&pipeline, &dag, reporter, args, running),
+        Command::Run(args) => run::run(&pipeline, &dag, reporter, args, running, &|| {
+            load(&cli.file, sets)
+        }),
         Command::Push { stages, remote } => {
             push::run(&pipeline, &dag, reporter, stages, remote.as_deref())
         }
@@ -350,7 +352,9 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
                 only_pull: true,
                 ..RunArgs::default()
             };
-            run::run(&pipeline, &dag, reporter, &args, running)
+            run::run(&pipeline, &dag, reporter, &args, running, &|| {
+                load(&cli.file, sets)
+            })
         }
     }
 }

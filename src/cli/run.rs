@@ -20,6 +20,7 @@ pub fn run(
     reporter: &mut Reporter,
     args: &RunArgs,
     running: &Running,
+    reload: &dyn Fn() -> Result<(Pipeline, Dag)>,
 ) -> Result<i32> {
     if args.jobs == Some(0) {
         return Err(Error::Usage("--jobs must be at least 1".into()));
@@ -76,11 +77,44 @@ pub fn run(
     let mut ran: Vec<history::RanStage> = Vec::new();
     let mut started: std::collections::HashMap<String, usize> = Default::default();
     let begun = history::start(pipeline);
-    let summary: Summary =
-        crate::engine::run::run(pipeline, dag, &store, &hashes, &opts, &mut |e| {
+    // A confirm stage's trainings are known once its search has finished:
+    // the searches run first, then the pipeline is loaded again with them.
+    let searches = searches_first(pipeline, dag, &opts.targets)?;
+    let mut first: Option<Summary> = None;
+    let reloaded;
+    let (pipeline, dag) = if searches.is_empty() || args.only_pull {
+        (pipeline, dag)
+    } else {
+        let opts1 = RunOptions {
+            targets: searches,
+            ..opts.clone()
+        };
+        let s1 = crate::engine::run::run(pipeline, dag, &store, &hashes, &opts1, &mut |e| {
             note_ran(&mut ran, &mut started, &e);
             reporter.event(e)
         })?;
+        let stop = s1.failed > 0 || s1.interrupted > 0 || running.stopping();
+        first = Some(s1);
+        if stop {
+            (pipeline, dag)
+        } else {
+            reloaded = reload()?;
+            (&reloaded.0, &reloaded.1)
+        }
+    };
+    let summary: Summary = match first {
+        Some(s1) if s1.failed > 0 || s1.interrupted > 0 || running.stopping() => s1,
+        first => {
+            let s2 = crate::engine::run::run(pipeline, dag, &store, &hashes, &opts, &mut |e| {
+                note_ran(&mut ran, &mut started, &e);
+                reporter.event(e)
+            })?;
+            match first {
+                Some(s1) => merge(s1, s2),
+                None => s2,
+            }
+        }
+    };
     reporter.summary(&summary);
     if !ran.is_empty() {
         let path = history::path(pipeline);
@@ -105,9 +139,11 @@ pub fn run(
             });
         }
     }
-    // The comparison tables of the compare stages this run covered and that are up to date.
+    // The comparison tables of the compare and confirm stages this run
+    // covered and that are up to date.
     for s in &pipeline.stages {
-        if s.kind == stages::Kind::Compare && summary.done.contains(&s.name) {
+        let tabled = matches!(s.kind, stages::Kind::Compare | stages::Kind::Confirm);
+        if tabled && summary.done.contains(&s.name) {
             if let Some((t, _)) = read_table(pipeline, &store, s) {
                 reporter.table(&t);
             }
@@ -120,6 +156,48 @@ pub fn run(
         (false, f, _) if f > 0 => exit::STAGE_FAILED,
         _ => exit::OK,
     })
+}
+
+/// The search report stages that the confirm stages of this run wait for
+/// (or may get new finalists from): run first. Empty when none.
+fn searches_first(pipeline: &Pipeline, dag: &Dag, targets: &[String]) -> Result<Vec<String>> {
+    let n = pipeline.stages.len();
+    let chosen = if targets.is_empty() {
+        (0..n).collect()
+    } else {
+        pipeline.select(targets)?
+    };
+    let mask = dag.closure(pipeline, &chosen);
+    let mut out: Vec<String> = Vec::new();
+    for (i, s) in pipeline.stages.iter().enumerate() {
+        if !mask[i] || s.kind != stages::Kind::Confirm {
+            continue;
+        }
+        for &j in &s.needs {
+            let r = &pipeline.stages[j];
+            if spec::confirm::is_search_report(r) && !out.contains(&r.name) {
+                out.push(r.name.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Two phases' summaries as one: what the first ran, the second finds fresh.
+fn merge(a: Summary, b: Summary) -> Summary {
+    let again = a.ran + a.restored;
+    Summary {
+        ran: a.ran + b.ran,
+        cached: b.cached.saturating_sub(again),
+        restored: a.restored + b.restored,
+        failed: a.failed + b.failed,
+        skipped: a.skipped + b.skipped,
+        not_pulled: a.not_pulled + b.not_pulled,
+        not_started: b.not_started,
+        interrupted: a.interrupted + b.interrupted,
+        wall: a.wall + b.wall,
+        done: a.done.into_iter().chain(b.done).collect(),
+    }
 }
 
 /// Keeps what the history records of a run: each stage that ran, why,

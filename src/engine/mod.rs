@@ -5,6 +5,7 @@
 pub mod executor;
 pub mod interrupt;
 pub mod plan;
+pub mod asha;
 pub mod run;
 pub mod schedule;
 pub mod txn;

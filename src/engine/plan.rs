@@ -223,6 +223,13 @@ impl Planner<'_> {
                     digest: None,
                 }
             };
+        if crate::spec::confirm::waits_for_search(stage) {
+            let search = stage
+                .needs
+                .first()
+                .map_or(String::new(), |&j| self.pipeline.stages[j].base.clone());
+            return Ok(dirty(DirtyReason::WaitsForSearch { search }, None, None));
+        }
         let record = match self.store.record(&stage.name) {
             Ok(r) => r,
             Err(_) => return Ok(dirty(DirtyReason::RecordUnreadable, None, None)),

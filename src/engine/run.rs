@@ -2,6 +2,7 @@
 
 use crate::engine::executor::{stage_env, Executor, JobFile, Shell, StageFailure};
 use crate::engine::plan::{Assessment, Fp, Planner, State};
+use crate::engine::asha::Asha;
 use crate::engine::schedule::{Demand, Grant, Pool, Ready};
 use crate::engine::txn::{Txn, Unproduced};
 use crate::error::{Error, Result};
@@ -74,6 +75,27 @@ struct Ctx<'a> {
 
 /// What the scheduler gave a stage, or why it cannot run here.
 type Assigned = std::result::Result<Grant, String>;
+
+/// How far a search's trial trains this time.
+#[derive(Debug, Clone)]
+struct Budget {
+    /// The epochs at which it pauses (the rungs, then the end).
+    levels: Vec<usize>,
+    /// Promoted from a rung (epochs done) to this epoch.
+    promote: Option<(usize, usize)>,
+}
+
+impl Budget {
+    /// Where a run that starts after `done` epochs pauses.
+    fn stop_for(&self, done: usize) -> usize {
+        let last = self.levels.last().copied().unwrap_or(0);
+        self.levels
+            .iter()
+            .copied()
+            .find(|&l| l >= done.max(1))
+            .unwrap_or(last)
+    }
+}
 
 fn demand(s: &Stage) -> Demand {
     Demand {
@@ -219,13 +241,14 @@ fn drive(
             }
             running += 1;
             let inputs = board.inputs(i);
+            let budget = board.budget(i);
             let tx = tx.clone();
             let force = forced[i];
             scope.spawn(move || {
                 let send = |e: Event| {
                     let _ = tx.send(Msg::Event(e));
                 };
-                let r = process(ctx, i, inputs, force, &assigned, &send);
+                let r = process(ctx, i, inputs, (force, budget), &assigned, &send);
                 let _ = tx.send(Msg::Done(i, r));
             });
         }
@@ -286,6 +309,11 @@ struct Board<'a> {
     ready: Ready,
     doomed: Vec<usize>,
     summary: Summary,
+    /// Each search's early stopping, and each trial stage's (search, trial).
+    searches: Vec<Asha>,
+    trial_of: Vec<Option<(usize, usize)>>,
+    /// A promoted trial's rung and the epoch it goes on to.
+    promoted: Vec<Option<(usize, usize)>>,
 }
 
 impl<'a> Board<'a> {
@@ -322,6 +350,12 @@ impl<'a> Board<'a> {
         let impossible = (0..n)
             .map(|i| mask[i].then(|| pool.impossible(ready.demand(i))).flatten())
             .collect();
+        let mut trial_of = vec![None; n];
+        for (s, plan) in pipeline.searches.iter().enumerate() {
+            for (t, &i) in plan.trials.iter().enumerate() {
+                trial_of[i] = Some((s, t));
+            }
+        }
         Board {
             pipeline,
             dag,
@@ -335,6 +369,9 @@ impl<'a> Board<'a> {
             ready,
             doomed: Vec::new(),
             summary: Summary::default(),
+            searches: pipeline.searches.iter().map(Asha::new).collect(),
+            trial_of,
+            promoted: vec![None; n],
         }
     }
 
@@ -365,7 +402,12 @@ impl<'a> Board<'a> {
                     self.summary.done.insert(stage.name.clone());
                     self.digests[i] = Some(d.clone());
                     self.done[i] = true;
-                    work.extend(self.free_dependents(i));
+                    if self.trial_of[i].is_some() {
+                        // A trial waits for the search to settle.
+                        work.extend(self.trial_known(i));
+                    } else {
+                        work.extend(self.free_dependents(i));
+                    }
                 }
                 _ if self.impossible[i].is_some() => self.doomed.push(i),
                 _ => self.ready.insert(self.pos[i], i),
@@ -439,6 +481,12 @@ impl<'a> Board<'a> {
             }
             Outcome::Failed => {
                 self.summary.failed += 1;
+                if let Some((s, t)) = self.trial_of[i] {
+                    let trial = &mut self.searches[s].trials[t];
+                    trial.busy = false;
+                    trial.finished = true;
+                    trial.val_acc.get_or_insert_with(Vec::new);
+                }
                 self.skip_downstream(i, report, true);
                 return false;
             }
@@ -457,9 +505,87 @@ impl<'a> Board<'a> {
         self.summary
             .done
             .insert(self.pipeline.stages[i].name.clone());
-        let freed = self.free_dependents(i);
+        let freed = if self.trial_of[i].is_some() {
+            self.trial_known(i)
+        } else {
+            self.free_dependents(i)
+        };
         self.settle(freed, report);
         true
+    }
+
+    /// What a trial's run (or record) says of it, taken in; the trials
+    /// that go on now are queued, and once the search has settled, its
+    /// dependents freed.
+    fn trial_known(&mut self, i: usize) -> Vec<usize> {
+        let Some((s, t)) = self.trial_of[i] else {
+            return Vec::new();
+        };
+        let dir = self
+            .pipeline
+            .settings
+            .project_dir
+            .join(&self.pipeline.stages[i].outs[0]);
+        let trial = &mut self.searches[s].trials[t];
+        trial.busy = false;
+        match stages::train::progress_of(&dir) {
+            Some((acc, finished)) => {
+                trial.val_acc = Some(acc);
+                trial.finished = finished;
+            }
+            // Unreadable: the report says so; the search does not wait.
+            None => {
+                trial.val_acc = Some(Vec::new());
+                trial.finished = true;
+            }
+        }
+        self.search_step(s)
+    }
+
+    /// Queues the trials of search `s` that go on now; the stages freed
+    /// once it has settled.
+    fn search_step(&mut self, s: usize) -> Vec<usize> {
+        let plan = &self.pipeline.searches[s];
+        if self.searches[s].settled {
+            return Vec::new();
+        }
+        // A trial not yet known (waiting for its inputs) keeps it open.
+        if self.searches[s].trials.iter().any(|t| t.val_acc.is_none()) {
+            return Vec::new();
+        }
+        let n = self.pipeline.stages.len();
+        for (t, stop) in self.searches[s].promotions() {
+            let i = plan.trials[t];
+            if !self.mask[i] {
+                continue;
+            }
+            let trial = &mut self.searches[s].trials[t];
+            trial.busy = true;
+            let done = trial.val_acc.as_ref().map_or(0, Vec::len);
+            self.promoted[i] = Some((done, stop));
+            self.done[i] = false;
+            // Ahead of trials not yet started: promotions first (ASHA).
+            if self.pos[i] >= n {
+                self.pos[i] -= n;
+            }
+            self.ready.insert(self.pos[i], i);
+        }
+        if !self.searches[s].is_settled() {
+            return Vec::new();
+        }
+        self.searches[s].settled = true;
+        let trials = plan.trials.clone();
+        trials.iter().flat_map(|&i| self.free_dependents(i)).collect()
+    }
+
+    /// How far a stage trains this time: for a trial, its levels and any
+    /// promotion.
+    fn budget(&self, i: usize) -> Option<Budget> {
+        let (s, _) = self.trial_of[i]?;
+        Some(Budget {
+            levels: self.searches[s].levels(),
+            promote: self.promoted[i],
+        })
     }
 
     fn skip_downstream(&mut self, i: usize, report: &mut dyn FnMut(Event), failed: bool) {
@@ -487,7 +613,7 @@ fn process(
     ctx: &Ctx<'_>,
     i: usize,
     inputs: BTreeMap<String, Digest>,
-    force: bool,
+    (force, budget): (bool, Option<Budget>),
     assigned: &Assigned,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
@@ -497,16 +623,33 @@ fn process(
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
     let a = ctx.planner.assess(i, &known, force)?;
-    let reason = match a.state {
-        State::Fresh => {
+    let promoted = budget.as_ref().and_then(|b| b.promote);
+    let reason = match (a.state, promoted) {
+        // A trial paused at a rung, promoted: it trains on from its state.
+        (State::Fresh, Some((from, to))) => DirtyReason::Promoted {
+            from,
+            to,
+            epochs: budget.as_ref().and_then(|b| b.levels.last().copied()).unwrap_or(to),
+        },
+        (State::Fresh, None) => {
             send(Event::Cached {
                 stage: stage.name.clone(),
             });
             return Ok(Outcome::Cached(a.digest.unwrap_or_default()));
         }
-        State::New => DirtyReason::NeverRun,
-        State::Dirty(r) => r,
+        (State::New, _) => DirtyReason::NeverRun,
+        (State::Dirty(r), _) => r,
     };
+    if let DirtyReason::WaitsForSearch { search } = &reason {
+        return failed(
+            send,
+            stage,
+            Failure::Error {
+                chain: format!("{} waits for the search {search}, which has not finished: run the whole pipeline (the search runs first, then its finalists)", stage.name),
+            },
+            None,
+        );
+    }
     let Assessment {
         record,
         fingerprint,
@@ -537,7 +680,10 @@ fn process(
     };
     // What neither the workspace nor the cache has, the remote may.
     let mut from = None;
-    if let Some(remote) = ctx.remote.filter(|_| entry.is_none() && fetchable(&reason)) {
+    if let Some(remote) = ctx
+        .remote
+        .filter(|_| entry.is_none() && fetchable(&reason) && promoted.is_none())
+    {
         match remote.fetch(ctx.store, &key)? {
             Fetched::Got(e) => {
                 entry = Some(*e);
@@ -610,7 +756,10 @@ fn process(
             holder: holder.to_string(),
         })
     })?;
-    if let Some(entry) = (!force).then(|| runs::find(ctx.store, &key)).flatten() {
+    if let Some(entry) = (!force && promoted.is_none())
+        .then(|| runs::find(ctx.store, &key))
+        .flatten()
+    {
         if let Restored::Done(outcome) = restore_run(
             ctx,
             stage,
@@ -622,6 +771,16 @@ fn process(
             return Ok(outcome);
         }
     }
+    // A trial pauses at its next level: a promotion's, or the first at
+    // or after where its saved state stands.
+    let stop_after = budget.map(|b| match b.promote {
+        Some((_, to)) => to,
+        None => b.stop_for(
+            ctx.planner
+                .resume_point(stage, &key)
+                .map_or(0, |r| r.epoch),
+        ),
+    });
     run_stage(
         ctx,
         stage,
@@ -629,7 +788,7 @@ fn process(
         (fp, key),
         record.as_ref(),
         grant,
-        force,
+        (force, stop_after),
         send,
     )
 }
@@ -820,7 +979,7 @@ fn run_stage(
     (fp, key): (Fingerprint, String),
     prev: Option<&Record>,
     grant: &Grant,
-    force: bool,
+    (force, stop_after): (bool, Option<usize>),
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
     // The tool only replaces what it can show it wrote.
@@ -835,11 +994,22 @@ fn run_stage(
     });
     let project = &ctx.pipeline.settings.project_dir;
     let resume_key = key.clone();
-    let txn = Txn::begin(ctx.store, ctx.planner.hashes, project, stage, fp, key, prev)?;
+    let mut txn = Txn::begin(ctx.store, ctx.planner.hashes, project, stage, fp, key, prev)?;
     // A saved training state is taken up only by a run with the same
     // fingerprint, and never when the stage is forced.
     let resume = txn.resume_dir(force)?;
-    if let Err(e) = execute_stage(ctx, stage, prev, grant, resume.as_deref(), send) {
+    let epochs = stage.params.get("epochs").and_then(serde_json::Value::as_u64);
+    if stop_after.is_some_and(|s| epochs.is_some_and(|e| (s as u64) < e)) {
+        txn.keep_progress();
+    }
+    if let Err(e) = execute_stage(
+        ctx,
+        stage,
+        prev,
+        grant,
+        (resume.as_deref(), stop_after),
+        send,
+    ) {
         if ctx.running.stopping() {
             // Stopped by a signal: left for the next run to take up; the
             // signal thread exits once this run has reported.
@@ -1111,7 +1281,7 @@ fn execute_stage(
     stage: &Stage,
     prev: Option<&Record>,
     grant: &Grant,
-    resume: Option<&Path>,
+    (resume, stop_after): (Option<&Path>, Option<usize>),
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<(), StageFailure> {
     let project = &ctx.pipeline.settings.project_dir;
@@ -1167,6 +1337,7 @@ fn execute_stage(
         out_dir: staging.clone(),
         threads: grant.cpus,
         resume: resume.map(Path::to_path_buf),
+        stop_after,
         device: stage.device.clone(),
         run: stage.kind.describes_run().then(|| {
             ctx.run_info

@@ -45,6 +45,9 @@ pub struct Txn<'a> {
     started: Record,
     t0: Instant,
     open: bool,
+    /// A training paused at a search's rung: its saved state stays, for a
+    /// promotion to go on from.
+    keep_progress: bool,
 }
 
 impl<'a> Txn<'a> {
@@ -78,6 +81,7 @@ impl<'a> Txn<'a> {
             started,
             t0: Instant::now(),
             open: true,
+            keep_progress: false,
         })
     }
 
@@ -93,6 +97,11 @@ impl<'a> Txn<'a> {
             self.store.clear_resume(&self.key)?;
         }
         Ok(Some(self.store.resume_dir(&self.key)))
+    }
+
+    /// Keeps the saved training state on commit (a paused trial).
+    pub fn keep_progress(&mut self) {
+        self.keep_progress = true;
     }
 
     /// Hashes each declared output once, stores its files and writes the
@@ -147,7 +156,7 @@ impl<'a> Txn<'a> {
         runs::write(self.store, &entry)?;
         self.store.write_record(&self.stage.name, &record)?;
         self.open = false;
-        if self.stage.kind.resumes() {
+        if self.stage.kind.resumes() && !self.keep_progress {
             self.store.clear_resume(&self.key)?;
         }
         Ok(Ok(Committed {

@@ -163,7 +163,7 @@ fn value_name(v: &Value) -> Option<String> {
 }
 
 /// `plateau.patience: 3` -> `{plateau: {patience: 3}}`, merged into `over`.
-fn insert_dotted(over: &mut Map<String, Value>, key: &str, value: Value) {
+pub(super) fn insert_dotted(over: &mut Map<String, Value>, key: &str, value: Value) {
     match key.split_once('.') {
         None => {
             over.insert(key.to_string(), value);

@@ -78,6 +78,9 @@ pub struct RawStage {
     /// A grid: one variant per combination of these parameter values.
     #[serde(default)]
     pub matrix: Option<OrderedMap<RawAxis>>,
+    /// A hyperparameter search: one trial per sampled configuration.
+    #[serde(default)]
+    pub search: Option<RawSearch>,
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default)]
@@ -88,6 +91,41 @@ pub struct RawStage {
     /// settings.slurm's, `extra` flags are added after its.
     #[serde(default)]
     pub slurm: Option<RawSlurm>,
+}
+
+/// `search:` on a train stage, as written; checked in `search`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSearch {
+    /// Each searched parameter (dotted for nested ones) and its range.
+    pub space: OrderedMap<RawDim>,
+    #[serde(default)]
+    pub sampler: Option<String>,
+    #[serde(default)]
+    pub trials: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub early_stop: Option<RawEarlyStop>,
+}
+
+/// One dimension of a search space: `{loguniform: [a, b]}`, `{choice: ...}`.
+#[derive(Debug, Clone)]
+pub struct RawDim(pub Value);
+
+impl<'de> Deserialize<'de> for RawDim {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(RawDim(ParamValue::deserialize(d)?.0))
+    }
+}
+
+/// Asynchronous successive halving: the epochs at which trials are
+/// compared, and the fraction that goes on from each.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEarlyStop {
+    pub rungs: Vec<usize>,
+    pub keep: f64,
 }
 
 /// A mapping that keeps declaration order and refuses duplicate keys (YAML

@@ -2,6 +2,8 @@
 
 pub mod graph;
 mod grid;
+mod search;
+pub mod confirm;
 mod load;
 mod locate;
 pub mod overrides;
@@ -11,7 +13,7 @@ pub mod resources;
 mod subst;
 
 pub use load::{load, RawPipeline, RawSlurm, RawStage};
-pub use resolve::{resolve, ExecutorKind, Pipeline, RemoteSpec, Settings, Stage};
+pub use resolve::{resolve, ExecutorKind, Pipeline, RemoteSpec, SearchPlan, Settings, Stage};
 pub use resources::{Resources, TimeLimit};
 
 pub use locate::locate as locate_key;

@@ -107,10 +107,24 @@ pub struct Stage {
     pub slurm: RawSlurm,
 }
 
+/// A search as the scheduler runs it: its trial stages (in order), the
+/// stage that reports it, and asynchronous successive halving's rungs.
+#[derive(Debug, Clone)]
+pub struct SearchPlan {
+    pub report: usize,
+    pub trials: Vec<usize>,
+    /// Epochs at which trials are compared, increasing, below `epochs`.
+    pub rungs: Vec<usize>,
+    pub epochs: usize,
+    pub keep: f64,
+}
+
 #[derive(Debug)]
 pub struct Pipeline {
     pub settings: Settings,
     pub stages: Vec<Stage>,
+    /// Each `search:`: its trials and early stopping, for the scheduler.
+    pub searches: Vec<SearchPlan>,
     pub text: String,
     /// `-S` overrides applied to the file's parameters, as given.
     pub overrides: Vec<String>,
@@ -156,21 +170,23 @@ impl Pipeline {
     }
 }
 
-struct Base<'a> {
-    name: &'a str,
-    raw: &'a RawStage,
-    params: Value,
+pub(super) struct Base<'a> {
+    pub(super) name: &'a str,
+    pub(super) raw: &'a RawStage,
+    pub(super) params: Value,
     variants: Option<Vec<(String, Value)>>,
+    /// `search:`: the checked search and each trial's values as shown.
+    search: Option<(super::search::Search, Vec<Map<String, Value>>)>,
 }
 
 /// Points a message at a key of the pipeline file.
-struct Locator<'a> {
+pub(super) struct Locator<'a> {
     file: &'a Path,
     text: &'a str,
 }
 
 impl Locator<'_> {
-    fn at(&self, path: &[&str], message: String) -> Diagnostic {
+    pub(super) fn at(&self, path: &[&str], message: String) -> Diagnostic {
         let d = Diagnostic::new(self.file, message);
         match locate(self.text, path) {
             Some((line, col)) => d.at(self.text, line, col),
@@ -218,6 +234,8 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     let (mut stages, foreach_needs) = expand(&bases, &settings, &protected, &loc)?;
     link(&mut stages, &foreach_needs, &raw, &loc)?;
     select_references(&mut stages, &bases, &loc)?;
+    let searches = super::confirm::link_searches(&mut stages);
+    super::confirm::expand(&mut stages, &searches, &bases, &settings, &loc)?;
     // What a kind can check of the stages it reads, before anything runs.
     for s in &stages {
         let inputs: Vec<stages::Upstream<'_>> = s
@@ -246,6 +264,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     Ok(Pipeline {
         settings,
         stages,
+        searches,
         text,
         overrides: Vec::new(),
     })
@@ -560,16 +579,112 @@ fn declare<'a>(
             }
             err(&path, format!("stage `{name}`: invalid params: {m}"))
         })?;
-        let variants = declared_variants(name, rs, &params, loc)?;
+        if rs.kind == Kind::Search {
+            return Err(err(
+                &at("kind"),
+                format!("stage `{name}`: kind search is made by `search:` on a train stage, not declared"),
+            )
+            .help("put `search: {space: ..., trials: N}` on the train stage to search")
+            .into());
+        }
+        let (variants, search) = match searched_variants(name, rs, &params, loc)? {
+            Some((v, s)) => (Some(v), Some(s)),
+            None => (declared_variants(name, rs, &params, loc)?, None),
+        };
         bases.push(Base {
             name,
             raw: rs,
             params,
             variants,
+            search,
         });
     }
 
     Ok(bases)
+}
+
+/// A train stage's `search:`: its trials as variants (`trial-07`), each
+/// with its parameters merged and checked; the search and the values as
+/// a report shows them.
+#[allow(clippy::type_complexity)]
+fn searched_variants(
+    name: &str,
+    rs: &RawStage,
+    params: &Value,
+    loc: &Locator<'_>,
+) -> Result<
+    Option<(
+        Vec<(String, Value)>,
+        (super::search::Search, Vec<Map<String, Value>>),
+    )>,
+> {
+    let Some(raw) = &rs.search else {
+        return Ok(None);
+    };
+    let at = |path: &[String], message: String, help: Option<String>| {
+        let mut p = vec!["stages", name];
+        p.extend(path.iter().map(String::as_str));
+        let d = loc.at(&p, message);
+        match help {
+            Some(h) => d.help(h),
+            None => d,
+        }
+    };
+    if rs.kind != Kind::Train {
+        return Err(at(
+            &["search".into()],
+            format!(
+                "stage `{name}` is of kind {}; only a train stage takes `search:`",
+                rs.kind.name()
+            ),
+            None,
+        )
+        .into());
+    }
+    for (field, given) in [
+        ("variants", rs.variants.is_some()),
+        ("matrix", rs.matrix.is_some()),
+        ("seeds", rs.seeds.is_some()),
+        ("foreach", rs.foreach.is_some()),
+    ] {
+        if given {
+            return Err(at(
+                &[field.into()],
+                format!("stage `{name}` has both `search` and `{field}`: a search's trials are its variants"),
+                Some("search in a stage of its own; confirm the winner on several seeds with a `confirm` stage".into()),
+            )
+            .into());
+        }
+    }
+    let epochs = params.get("epochs").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let search = super::search::parse(raw, epochs)
+        .map_err(|e| at(&e.path, format!("stage `{name}`: {}", e.message), e.help))?;
+    // Each searched key must be a parameter of the stage.
+    for (key, d) in &search.space {
+        let mut over = Map::new();
+        grid::insert_dotted(&mut over, key, super::search::probe(d));
+        let mut probe = params.clone();
+        if let Err((bad, known)) = merge_override(&mut probe, &over, "", rs.kind.optional_params()) {
+            return Err(at(
+                &["search".into(), "space".into(), key.clone()],
+                format!("the search space of stage `{name}` varies `{bad}`, which is not a parameter of the stage"),
+                Some(match suggest(&bad, known.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("known parameters here: {}", known.join(", ")),
+                }),
+            )
+            .into());
+        }
+    }
+    let trials = super::search::trials(&search);
+    let mut variants = Vec::with_capacity(trials.len());
+    let mut shown = Vec::with_capacity(trials.len());
+    for t in trials {
+        let merged = merge_variant(name, rs, params, &t.pending, &at)?;
+        variants.push((t.pending.name, merged));
+        shown.push(t.shown);
+    }
+    Ok(Some((variants, (search, shown))))
 }
 
 /// A stage's variants, named, declared and by rule (`matrix`, `seeds`),
@@ -974,10 +1089,75 @@ fn expand(
             });
             foreach_needs.push(need);
         }
+        if let Some((search, shown)) = &b.search {
+            stages.push(search_report(b, search, shown, settings, loc)?);
+            foreach_needs.push(None);
+        }
     }
 
     Ok((stages, foreach_needs))
 }
+
+/// The stage that reports a search (`train@search`): it needs every
+/// trial (added once stages are linked) and writes search.json.
+fn search_report(
+    b: &Base<'_>,
+    search: &super::search::Search,
+    shown: &[Map<String, Value>],
+    settings: &Settings,
+    loc: &Locator<'_>,
+) -> Result<Stage> {
+    let name = stage_name(b.name, Some(SEARCH_VARIANT));
+    let space: Map<String, Value> = b
+        .raw
+        .search
+        .iter()
+        .flat_map(|r| &r.space.0)
+        .map(|(k, d)| (k.clone(), d.0.clone()))
+        .collect();
+    let trials: Vec<Value> = b
+        .variants
+        .iter()
+        .flatten()
+        .zip(shown)
+        .map(|((trial, _), values)| serde_json::json!({"trial": trial, "values": values}))
+        .collect();
+    let params = serde_json::json!({
+        "sampler": search.sampler.name(),
+        "seed": search.seed,
+        "epochs": b.params.get("epochs").cloned().unwrap_or(Value::Null),
+        "rungs": search.rungs,
+        "keep": search.keep,
+        "space": space,
+        "trials": trials,
+    });
+    let params = Kind::Search.normalize_params(params).map_err(|m| {
+        loc.at(
+            &["stages", b.name, "search"],
+            format!("stage `{}`: {m}", b.name),
+        )
+    })?;
+    Ok(Stage {
+        outs: vec![format!("{}/{name}", settings.outputs)],
+        name,
+        base: b.name.to_string(),
+        variant: Some(SEARCH_VARIANT.into()),
+        group: None,
+        kind: Kind::Search,
+        desc: Some(format!("the report of the search of {}", b.name)),
+        params,
+        cmd: None,
+        deps: Vec::new(),
+        predictions: None,
+        needs: Vec::new(),
+        resources: Resources::default(),
+        device: None,
+        slurm: settings.slurm.clone(),
+    })
+}
+
+/// The variant name of a search's report stage (`train@search`).
+pub const SEARCH_VARIANT: &str = "search";
 
 /// A compare stage's `reference` given as parameters (`{lr: 0.001}`)
 /// becomes the name of the compared variant whose configuration is its
@@ -1089,7 +1269,7 @@ fn without_seed(params: &Value) -> Value {
 }
 
 /// `{"plateau.factor": 0.5}` as `{"plateau": {"factor": 0.5}}`.
-fn nest_dotted(given: &Map<String, Value>) -> Map<String, Value> {
+pub(super) fn nest_dotted(given: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in given {
         let mut parts: Vec<&str> = k.split('.').collect();
@@ -1231,6 +1411,19 @@ fn instances(
             }
             return Err(d.into());
         };
+        if t.search.is_some() {
+            return Err(err(
+                &path,
+                format!(
+                    "stage `{}` has `foreach: {target}`, but `{target}` is a search: its trials are chosen by validation accuracy, and the test set is not read during a search",
+                    b.name
+                ),
+            )
+            .help(format!(
+                "confirm the search's finalists on fresh seeds with a stage of `kind: confirm` and `needs: [{target}]`"
+            ))
+            .into());
+        }
         let Some(tv) = &t.variants else {
             return Err(err(
                 &path,
@@ -1436,7 +1629,7 @@ fn normalize(p: &str) -> std::result::Result<String, String> {
 /// Deep-merges a variant's overrides into the stage's params; every key of
 /// the override must already exist. On error: the dotted key and the keys
 /// known at that level.
-fn merge_override(
+pub(super) fn merge_override(
     base: &mut Value,
     over: &Map<String, Value>,
     prefix: &str,

@@ -54,12 +54,22 @@ pub enum Item {
 }
 
 /// Stages with a record that the pipeline no longer declares.
+/// A confirm stage waiting for its search keeps its trainings and
+/// evaluations of the last finalists: they are planned again once the
+/// search has finished, and are not orphans meanwhile.
 pub fn orphans(pipeline: &Pipeline, store: &Store) -> Vec<String> {
     let names: BTreeSet<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+    let waiting: Vec<String> = pipeline
+        .stages
+        .iter()
+        .filter(|s| crate::spec::confirm::waits_for_search(s))
+        .flat_map(|s| [format!("{}.train@", s.name), format!("{}.evaluate@", s.name)])
+        .collect();
     store
         .recorded_stages()
         .into_iter()
         .filter(|n| !names.contains(n.as_str()))
+        .filter(|n| !waiting.iter().any(|w| n.starts_with(w.as_str())))
         .collect()
 }
 

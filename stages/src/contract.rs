@@ -55,6 +55,10 @@ pub struct TrainSummary {
     pub best_epoch: usize,
     pub best_val_acc: f64,
     pub stopped_early: bool,
+    /// Paused short of `epochs` by a search's early stopping (a rung):
+    /// the saved state lets a promoted trial go on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
     pub threads: usize,
     pub device: String,
     pub seed: u64,

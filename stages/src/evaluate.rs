@@ -391,6 +391,7 @@ mod tests {
             out_dir: out,
             threads: 1,
             resume: None,
+            stop_after: None,
             device: None,
             run: None,
             progress: &|_| {},

@@ -21,6 +21,9 @@ pub struct Job {
     pub out_dir: PathBuf,
     pub threads: usize,
     pub resume: Option<PathBuf>,
+    /// For `train`: pause after this many epochs (a search's rung).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_after: Option<usize>,
     pub device: Option<String>,
     /// For kinds that describe the run ([`Kind::describes_run`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +157,7 @@ pub fn run(job: &Job, out: &mut (dyn Write + Send)) -> i32 {
         out_dir: &job.out_dir,
         threads: job.threads,
         resume: job.resume.as_deref(),
+        stop_after: job.stop_after,
         device: job.device.as_deref(),
         run: job.run.as_ref(),
         progress: &progress,
@@ -219,6 +223,7 @@ mod tests {
             out_dir: std::env::temp_dir(),
             threads: 1,
             resume: None,
+            stop_after: None,
             device: None,
             run: None,
         };

@@ -20,6 +20,10 @@ pub enum Kind {
     Evaluate,
     /// Compares evaluated variants: the table, significance tests, the report.
     Compare,
+    /// A search's report (made by `search:` on a train stage, not declared).
+    Search,
+    /// A search's finalists trained again on fresh seeds, against a reference.
+    Confirm,
 }
 
 /// One upstream stage's outputs, as a built-in kind sees them.
@@ -84,6 +88,8 @@ pub struct RunContext<'a> {
     /// Where a kind that can resume keeps its state between interrupted
     /// runs of the same stage with the same fingerprint (`train`).
     pub resume: Option<&'a Path>,
+    /// For `train`: pause after this many epochs (a search's rung).
+    pub stop_after: Option<usize>,
     /// `cpu` or `cuda`, for kinds that use a device.
     pub device: Option<&'a str>,
     /// What run this is, for the kinds that describe it ([`Kind::describes_run`]).
@@ -137,6 +143,8 @@ impl Kind {
         Kind::Train,
         Kind::Evaluate,
         Kind::Compare,
+        Kind::Search,
+        Kind::Confirm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -147,6 +155,8 @@ impl Kind {
             Kind::Train => "train",
             Kind::Evaluate => "evaluate",
             Kind::Compare => "compare",
+            Kind::Search => "search",
+            Kind::Confirm => "confirm",
         }
     }
 
@@ -172,6 +182,8 @@ impl Kind {
             // 5: curves over seeds as a mean with a band; a grid's main
             // effects and pivot; the report's run panel.
             Kind::Compare => 5,
+            Kind::Search => 1,
+            Kind::Confirm => 1,
         }
     }
 
@@ -208,7 +220,10 @@ impl Kind {
     /// name is not another's. The others' outputs are the same under any
     /// name.
     pub fn names_stages(self) -> bool {
-        matches!(self, Kind::Evaluate | Kind::Compare)
+        matches!(
+            self,
+            Kind::Evaluate | Kind::Compare | Kind::Search | Kind::Confirm
+        )
     }
 
     /// Kinds whose outputs describe the run that made them (the report's
@@ -278,6 +293,8 @@ impl Kind {
             Kind::Train => typed_params::<crate::train::TrainParams>(params),
             Kind::Evaluate => typed_params::<crate::evaluate::EvaluateParams>(params),
             Kind::Compare => typed_params::<crate::compare::CompareParams>(params),
+            Kind::Search => typed_params::<crate::search::SearchParams>(params),
+            Kind::Confirm => typed_params::<crate::confirm::ConfirmParams>(params),
         }
     }
 
@@ -329,6 +346,8 @@ impl Kind {
             Kind::Train => crate::train::run(ctx),
             Kind::Evaluate => crate::evaluate::run(ctx),
             Kind::Compare => crate::compare::run(ctx),
+            Kind::Search => crate::search::run(ctx),
+            Kind::Confirm => crate::confirm::run(ctx),
         }
     }
 }

@@ -9,10 +9,12 @@
 pub mod bench;
 pub mod cmd;
 pub mod compare;
+pub mod confirm;
 pub mod contract;
 pub mod download;
 pub mod evaluate;
 pub mod format;
+pub mod html;
 pub mod job;
 mod kind;
 pub mod metrics;
@@ -20,6 +22,7 @@ pub mod plots;
 pub mod preprocess;
 pub mod process;
 pub mod runtime;
+pub mod search;
 pub mod stats;
 pub mod train;
 

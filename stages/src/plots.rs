@@ -776,3 +776,154 @@ fn forest_chart<DB: DrawingBackend>(
     }
     root.present().map_err(e)
 }
+
+/// A parameter name as part of a file name (`plateau.patience` stays).
+pub fn file_part(key: &str) -> String {
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect()
+}
+
+/// A search's pictures: every trial's validation curve (the rungs as
+/// vertical lines), and the score against each searched parameter.
+pub fn search(dir: &Path, r: &crate::search::SearchResult, keys: &[String]) -> DrawResult {
+    if !font_ready() || r.trials.is_empty() {
+        return Ok(());
+    }
+    let series: Vec<Series> = r
+        .trials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Series {
+            name: t.trial.clone(),
+            points: t
+                .val_acc
+                .iter()
+                .enumerate()
+                .map(|(k, &a)| ((k + 1) as f64, a))
+                .collect(),
+            color: palette(i),
+            dashed: !t.complete,
+            band: Vec::new(),
+        })
+        .collect();
+    let all = r.trials.iter().flat_map(|t| t.val_acc.iter().copied());
+    let low = all.clone().fold(1.0, f64::min);
+    let high = all.fold(0.0, f64::max);
+    let title = format!(
+        "Validation accuracy per epoch, {} trials (dashed: stopped at a rung)",
+        r.trials.len()
+    );
+    let legend = series.len() <= 12;
+    let series: Vec<Series> = if legend {
+        series
+    } else {
+        series.into_iter().map(|s| Series { name: String::new(), ..s }).collect()
+    };
+    both!(dir, "search_curves", (900, 550), |root| lines(
+        root,
+        &title,
+        ("epoch", 1.0, (r.epochs as f64).max(2.0)),
+        ("validation accuracy", (low - 0.01).max(0.0), (high + 0.005).min(1.0)),
+        &series
+    ));
+    for key in keys {
+        let values: Vec<(&serde_json::Value, f64, bool)> = r
+            .trials
+            .iter()
+            .filter_map(|t| t.values.get(key).map(|v| (v, t.score, t.complete)))
+            .collect();
+        let numeric = values.iter().all(|(v, _, _)| v.is_number());
+        let mut labels: Vec<String> = Vec::new();
+        let points: Vec<(f64, f64, bool)> = values
+            .iter()
+            .map(|(v, s, c)| {
+                let x = if numeric {
+                    v.as_f64().unwrap_or_default()
+                } else {
+                    let text = v.as_str().map_or(v.to_string(), str::to_string);
+                    match labels.iter().position(|l| *l == text) {
+                        Some(k) => k as f64,
+                        None => {
+                            labels.push(text);
+                            (labels.len() - 1) as f64
+                        }
+                    }
+                };
+                (x, *s, *c)
+            })
+            .collect();
+        let name = format!("search_{}", file_part(key));
+        both!(dir, name, (550, 400), |root| scatter(
+            root,
+            key,
+            &points,
+            if numeric { None } else { Some(&labels[..]) },
+        ));
+    }
+    Ok(())
+}
+
+/// Scores against one parameter: filled dots for complete trials, rings
+/// for those stopped at a rung; categories spread along the x axis.
+fn scatter<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    key: &str,
+    points: &[(f64, f64, bool)],
+    labels: Option<&[String]>,
+) -> DrawResult {
+    root.fill(&WHITE).map_err(e)?;
+    let (mut x0, mut x1) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    if labels.is_some() {
+        (x0, x1) = (-0.5, x0.max(x1) + 0.5);
+    } else {
+        let pad = ((x1 - x0) * 0.05).max(1e-9);
+        (x0, x1) = (x0 - pad, x1 + pad);
+    }
+    let (y0, y1) = points
+        .iter()
+        .fold((1.0f64, 0.0f64), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("best validation accuracy by {key}"), (FONT, 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(x0..x1, (y0 - 0.005).max(0.0)..(y1 + 0.005).min(1.0))
+        .map_err(e)?;
+    let names = labels.map(|l| l.to_vec());
+    let fmt = move |v: &f64| match &names {
+        Some(l) => {
+            let k = v.round();
+            if (v - k).abs() < 1e-6 && k >= 0.0 {
+                l.get(k as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        }
+        None => format!("{v:.3}"),
+    };
+    let ticks = labels.map_or(6, |l| l.len() * 4 + 1);
+    chart
+        .configure_mesh()
+        .x_labels(ticks)
+        .x_label_formatter(&fmt)
+        .x_desc(key)
+        .y_desc("best validation accuracy")
+        .label_style((FONT, 12))
+        .draw()
+        .map_err(e)?;
+    let color = palette(0);
+    chart
+        .draw_series(points.iter().map(|&(x, y, complete)| {
+            let style = if complete {
+                color.filled()
+            } else {
+                color.stroke_width(1)
+            };
+            Circle::new((x, y), 4, style)
+        }))
+        .map_err(e)?;
+    Ok(())
+}

@@ -114,6 +114,17 @@ pub enum DirtyReason {
     Interrupted {
         resume: Option<ResumePoint>,
     },
+    /// A search's trial paused at a rung, promoted: it goes on.
+    Promoted {
+        from: usize,
+        to: usize,
+        epochs: usize,
+    },
+    /// A confirm stage whose search has not finished: its trainings on
+    /// fresh seeds are planned once it has.
+    WaitsForSearch {
+        search: String,
+    },
     /// A run is working on the stage now.
     Running {
         pid: u32,
@@ -282,6 +293,14 @@ impl fmt::Display for DirtyReason {
             InputChanged { stage: s } => write!(f, "input {s} changed"),
             UpstreamStale { stage: s } => write!(f, "input {s} is stale"),
             Interrupted { resume: None } => write!(f, "last run was interrupted or failed"),
+            Promoted { from, to, epochs } => write!(
+                f,
+                "promoted by the search at epoch {from}/{epochs}: trains on to epoch {to}"
+            ),
+            WaitsForSearch { search } => write!(
+                f,
+                "waits for the search {search} to finish: its finalists' trainings on fresh seeds are planned then"
+            ),
             Interrupted {
                 resume: Some(ResumePoint { epoch, epochs }),
             } => write!(

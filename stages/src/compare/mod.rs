@@ -11,6 +11,7 @@ use crate::contract::{
     VariantSummary, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE, RUN_FILE, TABLE_FILE,
 };
 use crate::format::group_digits;
+use crate::html::{escape, picture, table_html};
 use crate::metrics::{mcnemar_exact, wilson};
 use crate::{Kind, Progress, RunContext, StageError};
 use serde::{Deserialize, Serialize};
@@ -530,46 +531,8 @@ fn csv(rows: &[Row]) -> String {
     s
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
 
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for k in 0..4 {
-            if k <= c.len() {
-                out.push(A[(n >> (18 - 6 * k)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
-/// An inline picture: PNG as a data URI when there is one, else the SVG.
-fn picture(dir: &Path, name: &str) -> Option<String> {
-    if let Ok(png) = std::fs::read(dir.join(format!("{name}.png"))) {
-        return Some(format!(
-            "<img alt=\"{name}\" src=\"data:image/png;base64,{}\">",
-            base64(&png)
-        ));
-    }
-    std::fs::read_to_string(dir.join(format!("{name}.svg")))
-        .ok()
-        .map(|svg| {
-            // Drop the XML prolog so the SVG can sit inside HTML.
-            svg.find("<svg")
-                .map_or(svg.clone(), |i| svg[i..].to_string())
-        })
-}
 
 /// Click a column's header to sort the table by it (again: the other way).
 /// Cells are compared by the first number in them when both have one
@@ -604,28 +567,6 @@ const SORT_SCRIPT: &str = r#"<script>
 })();
 </script>"#;
 
-/// A table with its notes: `attrs` on the table, `th` on each header
-/// cell, `between` after the table (the sort script).
-fn table_html(t: &Table, attrs: &str, th: &str, between: &str) -> String {
-    let mut h = format!("<table{attrs}><thead><tr>");
-    for c in &t.columns {
-        let _ = write!(h, "<th{th}>{}</th>", escape(c));
-    }
-    h.push_str("</tr></thead><tbody>");
-    for r in &t.rows {
-        h.push_str("<tr>");
-        for c in r {
-            let _ = write!(h, "<td>{}</td>", escape(c));
-        }
-        h.push_str("</tr>");
-    }
-    h.push_str("</tbody></table>");
-    h.push_str(between);
-    for n in &t.notes {
-        let _ = write!(h, "<p><small>{}</small></p>", escape(n));
-    }
-    h
-}
 
 /// What each compared variant changes from the reference's parameters.
 fn variant_changes_html(t: &Table, run: &RunInfo) -> String {
@@ -777,6 +718,7 @@ fn report_html(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::html::base64;
 
     #[test]
     fn helpers() {

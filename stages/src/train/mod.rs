@@ -349,6 +349,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
                 ctx.threads,
                 ctx.progress,
                 ctx.resume,
+                ctx.stop_after,
             )
         })
         .map_err(StageError::Failed)?;
@@ -380,6 +381,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         best_epoch: report.best_epoch,
         best_val_acc: report.best_val_acc,
         stopped_early: report.stopped_early,
+        paused: report.paused,
         threads: ctx.threads,
         device: device.to_string(),
         seed: p.seed,
@@ -388,6 +390,17 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         TRAIN_SUMMARY_FILE,
         &serde_json::to_vec_pretty(&summary).map_err(|e| StageError::Failed(e.to_string()))?,
     )
+}
+
+/// What a trained (or paused) train stage's outputs say of it: the
+/// validation accuracy after each epoch, and whether it has finished
+/// (false: paused at a search's rung, its state saved to go on).
+pub fn progress_of(dir: &Path) -> Option<(Vec<f64>, bool)> {
+    let history: Vec<EpochRecord> =
+        serde_json::from_slice(&std::fs::read(dir.join(HISTORY_FILE)).ok()?).ok()?;
+    let summary: TrainSummary =
+        serde_json::from_slice(&std::fs::read(dir.join(TRAIN_SUMMARY_FILE)).ok()?).ok()?;
+    Some((history.iter().map(|h| h.val_acc).collect(), !summary.paused))
 }
 
 use resume::Snapshot;
@@ -399,6 +412,8 @@ pub struct TrainReport {
     pub stopped_early: bool,
     /// Epochs taken over from an interrupted run (0 when none).
     pub resumed_epochs: usize,
+    /// Stopped at `stop_after`, short of `epochs`: a later run goes on.
+    pub paused: bool,
 }
 
 /// How a learner updates the weights, beyond the gradients themselves.
@@ -682,10 +697,14 @@ pub fn train(
     progress: &(dyn Fn(Progress) + Sync),
     resume: Option<&Path>,
 ) -> Result<TrainReport, String> {
-    train_on("cpu", model, data, p, threads, progress, resume)
+    train_on("cpu", model, data, p, threads, progress, resume, None)
 }
 
 /// [`train`] on `device` (`cpu`, or `cpu-reference`: the generic path).
+/// `stop_after`: pause after this many epochs (a search's rung), the state
+/// saved in `resume` for a later run to go on from; the schedule is still
+/// that of `p.epochs`, so the epochs run are the same bits either way.
+#[allow(clippy::too_many_arguments)]
 pub fn train_on(
     device: &str,
     model: &mut Model,
@@ -694,6 +713,7 @@ pub fn train_on(
     threads: usize,
     progress: &(dyn Fn(Progress) + Sync),
     resume: Option<&Path>,
+    stop_after: Option<usize>,
 ) -> Result<TrainReport, String> {
     let recipe = Recipe::of(p);
     if crate::runtime::is_cuda(device) {
@@ -701,13 +721,13 @@ pub fn train_on(
         {
             let dev = crate::runtime::cuda(device, p.seed)?;
             let learner = Learner::on(dev, device, model, &recipe);
-            return fit(learner, model, data, p, threads, progress, resume);
+            return fit(learner, model, data, p, threads, progress, (resume, stop_after));
         }
         #[cfg(not(feature = "cuda"))]
         return Err(format!("device {device}: this build has no CUDA support"));
     }
     let learner = Learner::on(Dev::seed_from_u64(p.seed), device, model, &recipe);
-    fit(learner, model, data, p, threads, progress, resume)
+    fit(learner, model, data, p, threads, progress, (resume, stop_after))
 }
 
 /// The saved state a resumed training takes up: whole, for an epoch not
@@ -838,7 +858,7 @@ fn fit<D: Backend>(
     p: &TrainParams,
     threads: usize,
     progress: &(dyn Fn(Progress) + Sync),
-    resume: Option<&Path>,
+    (resume, stop_after): (Option<&Path>, Option<usize>),
 ) -> Result<TrainReport, String> {
     let train = data
         .split("train")
@@ -882,7 +902,8 @@ fn fit<D: Backend>(
         });
     }
     let started = Instant::now();
-    for epoch in first_epoch..p.epochs {
+    let last = stop_after.map_or(p.epochs, |s| s.min(p.epochs));
+    for epoch in first_epoch..last.max(first_epoch) {
         let t = Instant::now();
         let (loss_sum, correct, seen) = epoch_steps(
             &mut learner,
@@ -920,7 +941,7 @@ fn fit<D: Backend>(
         // A line per epoch for logs, pipes and CI; the live line's last
         // state on a terminal.
         let done = epoch + 1 - first_epoch;
-        let eta = started.elapsed().as_secs_f64() / done as f64 * (p.epochs - epoch - 1) as f64;
+        let eta = started.elapsed().as_secs_f64() / done as f64 * (last - epoch - 1) as f64;
         progress(Progress {
             message: format!(
                 "epoch {}/{}: train loss {:.4}, val acc {:.2}%, lr {}, {:.1} s, ETA {:.0} s",
@@ -995,12 +1016,14 @@ fn fit<D: Backend>(
     if let Some(snapshot) = best {
         keep_best(model, snapshot);
     }
+    let paused = !stopped_early && history.len() < p.epochs;
     Ok(TrainReport {
         history,
         best_epoch,
         best_val_acc: best_acc,
         stopped_early,
         resumed_epochs: first_epoch,
+        paused,
     })
 }
 
@@ -1241,7 +1264,7 @@ mod tests {
         p.max_batches = Some(6);
         let run = |device: &str| {
             let mut m = p.model(28, 28).unwrap();
-            train_on(device, &mut m, &data, &p, 1, &|_| {}, None).unwrap()
+            train_on(device, &mut m, &data, &p, 1, &|_| {}, None, None).unwrap()
         };
         let (fast, reference) = (run("cpu"), run("cpu-reference"));
         for (a, b) in fast.history.iter().zip(&reference.history) {
@@ -1294,6 +1317,32 @@ mod tests {
         }));
         let r = resumes_bit_for_bit(&p);
         assert_eq!(r.history[2].lr, 0.0015, "the plateau's state came along");
+    }
+
+    /// A search's rung: paused after one epoch of three (cosine over all
+    /// three), then promoted, a trial ends bit-identical to a training
+    /// never paused; the paused one's history and state stop at epoch 1.
+    #[test]
+    fn a_paused_training_goes_on_bit_for_bit() {
+        let mut p = recipe_params();
+        p.epochs = 3;
+        let data = small_data();
+        let mut whole = p.model(28, 28).unwrap();
+        let all = train(&mut whole, &data, &p, 1, &|_| {}, None).unwrap();
+        assert!(!all.paused);
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = p.model(28, 28).unwrap();
+        let first = train_on("cpu", &mut m, &data, &p, 1, &|_| {}, Some(dir.path()), Some(1)).unwrap();
+        assert!(first.paused);
+        assert_eq!(first.history.len(), 1);
+        assert_eq!(first.history[0].val_acc, all.history[0].val_acc);
+        assert_eq!(resume::saved_progress(dir.path()), Some((1, 3)));
+        let mut m = p.model(28, 28).unwrap();
+        let rest = train_on("cpu", &mut m, &data, &p, 2, &|_| {}, Some(dir.path()), None).unwrap();
+        assert!(!rest.paused);
+        assert_eq!(m.params, whole.params, "bit-identical weights");
+        let lrs = |h: &[EpochRecord]| h.iter().map(|e| (e.lr, e.val_acc)).collect::<Vec<_>>();
+        assert_eq!(lrs(&rest.history), lrs(&all.history));
     }
 
     /// The modern recipe: AdamW, cosine with warmup, weight averaging,
@@ -1386,7 +1435,7 @@ mod tests {
         assert_eq!(one.params, two.params, "1 and 2 threads: the same bits");
         assert_eq!(one.buffers, two.buffers);
         let mut m = p.model(28, 28).unwrap();
-        let r = train_on("cpu-reference", &mut m, &data, &p, 1, &|_| {}, None).unwrap();
+        let r = train_on("cpu-reference", &mut m, &data, &p, 1, &|_| {}, None, None).unwrap();
         assert!(r.best_val_acc > 0.6, "{:?}", r.history);
         let mut sgd = small_params();
         sgd.optimizer = OptimizerName::Sgd;

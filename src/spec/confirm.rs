@@ -1,0 +1,317 @@
+//! After stages are linked: each search's report stage needs its trials
+//! (a [`SearchPlan`] for the scheduler), and each `confirm` stage gets its
+//! trainings and evaluations on fresh seeds, once its search has finished.
+//!
+//! A confirm stage's finalists come from its search's `search.json`, and
+//! only when that file's identity is the search the pipeline declares
+//! now: before, the confirm stage waits (`run` runs the search first and
+//! loads the pipeline again, as Snakemake does after a checkpoint).
+
+use super::resolve::{
+    merge_override, nest_dotted, Base, Locator, SearchPlan, Settings, Stage, SEARCH_VARIANT,
+};
+use super::Resources;
+use crate::error::Result;
+use serde_json::{Map, Value};
+use stages::confirm::REFERENCE;
+use stages::contract::{replicate_name, stage_name};
+use stages::search::{identity, SearchResult, SEARCH_FILE};
+use stages::Kind;
+
+/// Each search's report stage needs its trials; the plans, in stage order.
+pub(super) fn link_searches(stages: &mut [Stage]) -> Vec<SearchPlan> {
+    let mut plans = Vec::new();
+    for r in 0..stages.len() {
+        if stages[r].kind != Kind::Search {
+            continue;
+        }
+        let base = stages[r].base.clone();
+        let trials: Vec<usize> = (0..stages.len())
+            .filter(|&i| stages[i].base == base && stages[i].kind == Kind::Train)
+            .collect();
+        let mut needs = stages[r].needs.clone();
+        needs.extend(&trials);
+        needs.sort_unstable();
+        needs.dedup();
+        stages[r].needs = needs;
+        let p = &stages[r].params;
+        let num = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+        plans.push(SearchPlan {
+            report: r,
+            trials,
+            rungs: p
+                .get("rungs")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect())
+                .unwrap_or_default(),
+            epochs: num("epochs"),
+            keep: p.get("keep").and_then(Value::as_f64).unwrap_or(1.0),
+        });
+    }
+    plans
+}
+
+/// The trainings and evaluations of each `confirm` stage, checked.
+pub(super) fn expand(
+    stages: &mut Vec<Stage>,
+    searches: &[SearchPlan],
+    bases: &[Base<'_>],
+    settings: &Settings,
+    loc: &Locator<'_>,
+) -> Result<()> {
+    let confirms: Vec<usize> = (0..stages.len())
+        .filter(|&i| stages[i].kind == Kind::Confirm)
+        .collect();
+    for c in confirms {
+        let cname = stages[c].name.clone();
+        let Some(b) = bases.iter().find(|b| b.name == stages[c].base) else {
+            continue;
+        };
+        let at = |path: &[&str], message: String| {
+            let mut p = vec!["stages", b.name];
+            p.extend(path);
+            loc.at(&p, format!("stage `{cname}`: {message}"))
+        };
+        for (field, given) in [
+            ("variants", b.raw.variants.is_some()),
+            ("matrix", b.raw.matrix.is_some()),
+            ("seeds", b.raw.seeds.is_some()),
+            ("foreach", b.raw.foreach.is_some()),
+            ("search", b.raw.search.is_some()),
+        ] {
+            if given {
+                return Err(at(
+                    &[field],
+                    format!("a confirm stage takes no `{field}`; its seeds are `params: {{seeds: [...]}}`"),
+                )
+                .into());
+            }
+        }
+        if b.raw.params.as_ref().is_some_and(|p| p.0.contains_key("finalists")) {
+            return Err(at(
+                &["params", "finalists"],
+                "`finalists` is not set by hand: they are the search's best trials".into(),
+            )
+            .help("set `top: N` to confirm the N best")
+            .into());
+        }
+        // The search it confirms.
+        let searched: Vec<(&str, usize)> = b
+            .raw
+            .needs
+            .iter()
+            .filter_map(|n| {
+                searches
+                    .iter()
+                    .position(|s| stages[s.report].base == *n)
+                    .map(|k| (n.as_str(), k))
+            })
+            .collect();
+        let plan = match searched.as_slice() {
+            [(_, k)] => &searches[*k],
+            [] => {
+                let named = if b.raw.needs.is_empty() {
+                    "it needs no stage".to_string()
+                } else {
+                    format!("`{}` is not a search", b.raw.needs.join("`, `"))
+                };
+                return Err(at(
+                    &["needs"],
+                    format!("a confirm stage needs the search it confirms, and {named}"),
+                )
+                .help("give a train stage `search:` and name it: `needs: [train]`")
+                .into());
+            }
+            several => {
+                let names: Vec<&str> = several.iter().map(|(n, _)| *n).collect();
+                return Err(at(
+                    &["needs"],
+                    format!("a confirm stage confirms one search, it needs {}", names.join(", ")),
+                )
+                .help("declare one confirm stage per search")
+                .into());
+            }
+        };
+        let p: stages::confirm::ConfirmParams =
+            serde_json::from_value(stages[c].params.clone())
+                .map_err(|e| at(&["params"], e.to_string()))?;
+        if p.top > plan.trials.len() {
+            return Err(at(
+                &["params", "top"],
+                format!(
+                    "`top: {}` is more than the search's {} trials",
+                    p.top,
+                    plan.trials.len()
+                ),
+            )
+            .into());
+        }
+        let used: Vec<u64> = plan
+            .trials
+            .iter()
+            .filter_map(|&t| stages[t].params.get("seed").and_then(Value::as_u64))
+            .collect();
+        let overlap: Vec<String> = p
+            .seeds
+            .iter()
+            .filter(|s| used.contains(s))
+            .map(u64::to_string)
+            .collect();
+        if !overlap.is_empty() {
+            return Err(at(
+                &["params", "seeds"],
+                format!(
+                    "seed {} was used by the search; a confirmation needs fresh seeds",
+                    overlap.join(", ")
+                ),
+            )
+            .help("pick seeds no trial trained with (the search's trials use `seed` of the train stage)")
+            .into());
+        }
+        // The reference configuration: the search stage's params, overridden.
+        let search_base = stages[plan.report].base.clone();
+        let Some(sb) = bases.iter().find(|x| x.name == search_base) else {
+            continue;
+        };
+        if p.reference.contains_key("seed") {
+            return Err(at(
+                &["params", "reference", "seed"],
+                "the reference sets `seed`, but `seeds` sets each training's seed".into(),
+            )
+            .into());
+        }
+        let mut reference = sb.params.clone();
+        merge_override(
+            &mut reference,
+            &nest_dotted(&p.reference),
+            "",
+            Kind::Train.optional_params(),
+        )
+        .map_err(|(key, _)| {
+            at(
+                &["params", "reference"],
+                format!("the reference sets `{key}`, which is not a parameter of stage `{search_base}`"),
+            )
+        })?;
+        let reference = Kind::Train
+            .normalize_params(reference)
+            .map_err(|m| at(&["params", "reference"], format!("reference: {m}")))?;
+        for suffix in ["train", "evaluate"] {
+            let taken = format!("{cname}.{suffix}");
+            if stages.iter().any(|s| s.base == taken) {
+                return Err(at(
+                    &[],
+                    format!("the stage name `{taken}` is taken; a confirm stage names its trainings so"),
+                )
+                .help("rename the confirm stage or the other one")
+                .into());
+            }
+        }
+        let report = &stages[plan.report];
+        let found: Option<SearchResult> =
+            std::fs::read(settings.project_dir.join(&report.outs[0]).join(SEARCH_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .filter(|r: &SearchResult| r.identity == identity(&report.params));
+        let report_idx = plan.report;
+        let Some(found) = found else {
+            // Waits for the search: it needs only its report for now.
+            stages[c].needs = vec![report_idx];
+            continue;
+        };
+        let mut configs: Vec<(String, Value)> = vec![(REFERENCE.to_string(), reference)];
+        let mut finalists = Vec::new();
+        for trial in found.ranking.iter().take(p.top) {
+            let Some(t) = plan
+                .trials
+                .iter()
+                .find(|&&t| stages[t].variant.as_deref() == Some(trial.as_str()))
+            else {
+                continue;
+            };
+            let Some(r) = found.trials.iter().find(|r| r.trial == *trial) else {
+                continue;
+            };
+            configs.push((trial.clone(), stages[*t].params.clone()));
+            finalists.push(serde_json::json!({
+                "trial": trial, "values": r.values, "search_score": r.score,
+            }));
+        }
+        let template = stages[plan.trials[0]].clone();
+        let data: Vec<usize> = template
+            .needs
+            .iter()
+            .copied()
+            .filter(|&j| stages[j].kind == Kind::Preprocess)
+            .collect();
+        let eval_defaults = settings.resources.get(&Kind::Evaluate).cloned().unwrap_or_default();
+        let mut needs = vec![report_idx];
+        for (config, params) in &configs {
+            for &seed in &p.seeds {
+                let variant = replicate_name(config, seed);
+                let tbase = format!("{cname}.train");
+                let tname = stage_name(&tbase, Some(&variant));
+                let mut tparams = params.clone();
+                if let Value::Object(m) = &mut tparams {
+                    m.insert("seed".into(), seed.into());
+                }
+                let t = stages.len();
+                stages.push(Stage {
+                    outs: vec![format!("{}/{tname}", settings.outputs)],
+                    name: tname,
+                    group: Some(stage_name(&tbase, Some(config))),
+                    base: tbase,
+                    variant: Some(variant.clone()),
+                    desc: Some(format!("{config} on the fresh seed {seed}")),
+                    params: tparams,
+                    ..template.clone()
+                });
+                let ebase = format!("{cname}.evaluate");
+                let ename = stage_name(&ebase, Some(&variant));
+                let mut eneeds = data.clone();
+                eneeds.push(t);
+                eneeds.sort_unstable();
+                needs.push(stages.len());
+                stages.push(Stage {
+                    outs: vec![format!("{}/{ename}", settings.outputs)],
+                    name: ename,
+                    group: Some(stage_name(&ebase, Some(config))),
+                    base: ebase,
+                    variant: Some(variant),
+                    kind: Kind::Evaluate,
+                    desc: None,
+                    params: Kind::Evaluate
+                        .normalize_params(Value::Null)
+                        .unwrap_or(Value::Object(Map::new())),
+                    cmd: None,
+                    deps: Vec::new(),
+                    predictions: None,
+                    needs: eneeds,
+                    resources: Resources {
+                        cpus: eval_defaults.cpus,
+                        gpus: eval_defaults.gpus.unwrap_or(0),
+                        mem_mb: eval_defaults.mem_mb,
+                        time: eval_defaults.time,
+                    },
+                    device: template.device.clone(),
+                    slurm: settings.slurm.clone(),
+                });
+            }
+        }
+        stages[c].needs = needs;
+        if let Value::Object(m) = &mut stages[c].params {
+            m.insert("finalists".into(), Value::Array(finalists));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a stage is a confirm stage still waiting for its search.
+pub fn waits_for_search(stage: &Stage) -> bool {
+    stage.kind == Kind::Confirm && stage.params.get("finalists").is_none()
+}
+
+/// The variant of a search's report stage.
+pub fn is_search_report(stage: &Stage) -> bool {
+    stage.kind == Kind::Search && stage.variant.as_deref() == Some(SEARCH_VARIANT)
+}

@@ -1,0 +1,320 @@
+//! The `search` kind: the report of a hyperparameter search, from its
+//! trials' training histories. Each trial's score is its best validation
+//! accuracy over the epochs it trained: the test set is never read.
+//!
+//! The pipeline makes one such stage per `search:` (`train@search`); it
+//! needs every trial, and runs once the search has settled.
+
+use crate::contract::{EpochRecord, TrainSummary, HISTORY_FILE, REPORT_FILE, TRAIN_SUMMARY_FILE};
+use crate::html::{escape, head, picture};
+use crate::{Kind, RunContext, StageError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+
+/// What the search's results are written as.
+pub const SEARCH_FILE: &str = "search.json";
+
+/// The parameters the pipeline gives a search's report stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub sampler: String,
+    pub seed: u64,
+    pub epochs: usize,
+    #[serde(default)]
+    pub rungs: Vec<usize>,
+    pub keep: f64,
+    /// Each searched parameter and its range, as written.
+    pub space: Map<String, Value>,
+    pub trials: Vec<TrialSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrialSpec {
+    /// `trial-07`; its stage is `<base>@trial-07`.
+    pub trial: String,
+    /// The sampled values (a named choice by its name).
+    pub values: Map<String, Value>,
+}
+
+impl crate::kind::Params for SearchParams {
+    fn validate(&self) -> Result<(), String> {
+        if self.trials.is_empty() {
+            return Err("a search has at least one trial".into());
+        }
+        Ok(())
+    }
+}
+
+/// One trial as the search left it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrialResult {
+    pub trial: String,
+    pub stage: String,
+    pub values: Map<String, Value>,
+    /// Epochs trained (the rung it stopped at, or all of them).
+    pub epochs: usize,
+    /// Trained to the end (or stopped by its own early stopping).
+    pub complete: bool,
+    /// Validation accuracy after each epoch.
+    pub val_acc: Vec<f64>,
+    /// The best of them: the search's score.
+    pub score: f64,
+    pub best_epoch: usize,
+    pub training_seconds: f64,
+}
+
+/// search.json.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SearchResult {
+    /// The search's parameters, hashed: a `confirm` stage takes its
+    /// finalists only from the search the pipeline declares now.
+    pub identity: String,
+    pub sampler: String,
+    pub seed: u64,
+    pub epochs: usize,
+    pub rungs: Vec<usize>,
+    pub keep: f64,
+    pub metric: String,
+    pub trials: Vec<TrialResult>,
+    /// Complete trials, best score first (ties: trial order).
+    pub ranking: Vec<String>,
+    /// Epochs trained over all trials, and what training every trial to
+    /// the end would have taken.
+    pub epochs_trained: usize,
+    pub epochs_without_early_stopping: usize,
+    /// Training time summed over the trials (one trial's threads at a time).
+    pub training_seconds: f64,
+}
+
+/// The identity of a search's parameters (their canonical JSON, hashed).
+pub fn identity(params: &Value) -> String {
+    let bytes = serde_json::to_vec(params).unwrap_or_default();
+    blake3::hash(&bytes).to_hex()[..16].to_string()
+}
+
+fn fail(e: impl std::fmt::Display) -> StageError {
+    StageError::Failed(e.to_string())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, StageError> {
+    let bytes = std::fs::read(path).map_err(|e| StageError::corrupt(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(path, e))
+}
+
+/// Ranks complete trials by score, best first; ties keep trial order.
+pub fn ranking(trials: &[TrialResult]) -> Vec<String> {
+    let mut done: Vec<&TrialResult> = trials.iter().filter(|t| t.complete).collect();
+    done.sort_by(|a, b| b.score.total_cmp(&a.score));
+    done.iter().map(|t| t.trial.clone()).collect()
+}
+
+pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
+    let p: SearchParams = crate::kind::parse_params(ctx.params)?;
+    let mut trials = Vec::with_capacity(p.trials.len());
+    for spec in &p.trials {
+        let input = ctx
+            .inputs
+            .iter()
+            .find(|i| i.kind == Kind::Train && crate::contract::variant_of(&i.stage) == spec.trial)
+            .ok_or_else(|| {
+                StageError::Params(format!("the search's trial {} is not among its inputs", spec.trial))
+            })?;
+        let dir = input.paths.first().cloned().unwrap_or_default();
+        let history: Vec<EpochRecord> = read_json(&dir.join(HISTORY_FILE))?;
+        let summary: TrainSummary = read_json(&dir.join(TRAIN_SUMMARY_FILE))?;
+        let val_acc: Vec<f64> = history.iter().map(|h| h.val_acc).collect();
+        let (best_epoch, score) = val_acc
+            .iter()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |b, (i, &a)| if a > b.1 { (i + 1, a) } else { b });
+        trials.push(TrialResult {
+            trial: spec.trial.clone(),
+            stage: input.stage.clone(),
+            values: spec.values.clone(),
+            epochs: history.len(),
+            complete: !summary.paused,
+            val_acc,
+            score,
+            best_epoch,
+            training_seconds: summary.training_seconds,
+        });
+    }
+    let result = SearchResult {
+        identity: identity(ctx.params),
+        sampler: p.sampler.clone(),
+        seed: p.seed,
+        epochs: p.epochs,
+        rungs: p.rungs.clone(),
+        keep: p.keep,
+        metric: "best validation accuracy".into(),
+        ranking: ranking(&trials),
+        epochs_trained: trials.iter().map(|t| t.epochs).sum(),
+        epochs_without_early_stopping: p.epochs * trials.len(),
+        training_seconds: trials.iter().map(|t| t.training_seconds).sum(),
+        trials,
+    };
+    let write = |name: &str, bytes: &[u8]| {
+        let path = ctx.out_dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| StageError::io("write", path, e))
+    };
+    write(SEARCH_FILE, &serde_json::to_vec_pretty(&result).map_err(fail)?)?;
+    write("search.md", markdown(&result, &p).as_bytes())?;
+    let keys: Vec<String> = p.space.keys().cloned().collect();
+    crate::plots::search(ctx.out_dir, &result, &keys).map_err(fail)?;
+    write(REPORT_FILE, report_html(ctx.out_dir, &result, &p).as_bytes())
+}
+
+/// Each trial's row: values, epochs, score; best first.
+fn rows(r: &SearchResult) -> (Vec<String>, Vec<Vec<String>>) {
+    let keys: Vec<String> = r
+        .trials
+        .first()
+        .map(|t| t.values.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut columns = vec!["trial".to_string()];
+    columns.extend(keys.iter().cloned());
+    columns.extend(["epochs".into(), "best val acc".into(), "rank".into()]);
+    let mut order: Vec<&TrialResult> = r.trials.iter().collect();
+    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let rows = order
+        .iter()
+        .map(|t| {
+            let mut row = vec![t.trial.clone()];
+            for k in &keys {
+                row.push(match t.values.get(k) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => String::new(),
+                });
+            }
+            let stopped = if t.complete {
+                format!("{}", t.epochs)
+            } else {
+                format!("{} (stopped)", t.epochs)
+            };
+            row.push(stopped);
+            row.push(format!("{:.2}%", t.score * 100.0));
+            row.push(
+                r.ranking
+                    .iter()
+                    .position(|n| *n == t.trial)
+                    .map_or("—".into(), |k| (k + 1).to_string()),
+            );
+            row
+        })
+        .collect();
+    (columns, rows)
+}
+
+fn summary_line(r: &SearchResult, p: &SearchParams) -> String {
+    let early = if r.rungs.is_empty() {
+        "no early stopping".to_string()
+    } else {
+        format!(
+            "asynchronous successive halving at epochs {:?}, keeping {} of the trials at each",
+            r.rungs, p.keep
+        )
+    };
+    format!(
+        "{} trials ({} sampler, seed {}), {} epochs each at most; {early}. {} epochs trained of {} without early stopping ({:.0}% saved); {:.1} min of training.",
+        r.trials.len(),
+        r.sampler,
+        r.seed,
+        r.epochs,
+        r.epochs_trained,
+        r.epochs_without_early_stopping,
+        100.0 * (1.0 - r.epochs_trained as f64 / r.epochs_without_early_stopping.max(1) as f64),
+        r.training_seconds / 60.0
+    )
+}
+
+fn markdown(r: &SearchResult, p: &SearchParams) -> String {
+    let (columns, rows) = rows(r);
+    let mut s = format!(
+        "**Search: {}**\n\n{}\n\n| {} |\n|{}\n",
+        r.metric,
+        summary_line(r, p),
+        columns.join(" | "),
+        "---|".repeat(columns.len())
+    );
+    for row in rows {
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+    s
+}
+
+fn report_html(out: &std::path::Path, r: &SearchResult, p: &SearchParams) -> String {
+    let mut h = head("fmnist-pipe search");
+    let _ = write!(
+        h,
+        "<h1>Hyperparameter search</h1><p>{}</p><p>Scores are validation accuracies: the test set is not read during a search. A score chosen as the best of many trials overstates what the configuration does on new data; a <code>confirm</code> stage trains the finalists again on fresh seeds.</p>",
+        escape(&summary_line(r, p))
+    );
+    let _ = write!(h, "<h2>Space</h2><ul>");
+    for (k, v) in &p.space {
+        let _ = write!(h, "<li><b>{}</b>: {}</li>", escape(k), escape(&v.to_string()));
+    }
+    h.push_str("</ul>");
+    let (columns, rows) = rows(r);
+    let t = crate::contract::Table {
+        title: String::new(),
+        columns,
+        rows,
+        notes: vec![],
+        variants: vec![],
+        sections: vec![],
+    };
+    h.push_str("<h2>Trials</h2>");
+    h.push_str(&crate::html::table_html(&t, "", "", ""));
+    h.push_str("<h2>Curves</h2>");
+    h.push_str(&picture(out, "search_curves").unwrap_or_default());
+    h.push_str("<h2>Score against each parameter</h2><div class=\"grid\">");
+    for k in p.space.keys() {
+        if let Some(pic) = picture(out, &format!("search_{}", crate::plots::file_part(k))) {
+            let _ = write!(h, "<div>{pic}</div>");
+        }
+    }
+    h.push_str("</div></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(name: &str, score: f64, complete: bool) -> TrialResult {
+        TrialResult {
+            trial: name.into(),
+            stage: format!("train@{name}"),
+            values: Map::new(),
+            epochs: if complete { 10 } else { 2 },
+            complete,
+            val_acc: vec![score],
+            score,
+            best_epoch: 1,
+            training_seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn only_complete_trials_are_ranked_best_first() {
+        let t = vec![
+            trial("trial-01", 0.90, true),
+            trial("trial-02", 0.95, false),
+            trial("trial-03", 0.92, true),
+            trial("trial-04", 0.92, true),
+        ];
+        assert_eq!(ranking(&t), ["trial-03", "trial-04", "trial-01"]);
+    }
+
+    #[test]
+    fn the_identity_follows_the_parameters() {
+        let a = serde_json::json!({"trials": [1]});
+        let b = serde_json::json!({"trials": [1, 2]});
+        assert_eq!(identity(&a), identity(&a.clone()));
+        assert_ne!(identity(&a), identity(&b));
+    }
+}

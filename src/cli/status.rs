@@ -47,6 +47,7 @@ pub(super) fn orphan_rows(pipeline: &Pipeline) -> Vec<StatusRow> {
                 state: RowState::Orphaned,
                 why: Some(DirtyReason::Orphaned { outputs: outs }),
                 kind,
+                values: None,
             }
         })
         .collect()
@@ -94,6 +95,12 @@ pub(super) fn status_rows(
                 state: a.state.row_state(),
                 why: a.state.why(),
                 kind: s.kind.name(),
+                values: pipeline
+                    .searches
+                    .iter()
+                    .any(|x| x.trials.contains(&i))
+                    .then(|| s.desc.clone())
+                    .flatten(),
             })
         })
         .collect())

@@ -51,10 +51,10 @@ pub struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
-    /// Invalidates `stage` before it runs, from its last record `prev`. A
-    /// `cmd` stage's outputs are claimed (cleared before it runs, so one it
-    /// fails to write is caught); a built-in kind's are replaced only once
-    /// the new ones are whole.
+    /// Invalidates `stage` before it runs, from its last record `prev`. Its
+    /// outputs are claimed: a `cmd` stage's are cleared before it runs (so
+    /// one it fails to write is caught); a built-in kind's are replaced
+    /// only once the new ones are whole.
     pub fn begin(
         store: &'a Store,
         hashes: &'a HashCache,
@@ -64,12 +64,10 @@ impl<'a> Txn<'a> {
         key: String,
         prev: Option<&Record>,
     ) -> Result<Txn<'a>> {
-        let claimed: &[String] = if stage.kind.is_builtin() {
-            &[]
-        } else {
-            &stage.outs
-        };
-        let started = Record::started(prev, &fp, claimed);
+        // A built-in kind's new output is moved into place before the
+        // record is written: claimed now, so that a run killed between the
+        // two leaves an output the next run may replace.
+        let started = Record::started(prev, &fp, &stage.outs);
         store.write_transient(&stage.name, &started)?;
         Ok(Txn {
             store,

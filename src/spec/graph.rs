@@ -161,6 +161,14 @@ pub fn render_tree(p: &Pipeline, dag: &Dag) -> String {
             Some(d) => out.push_str(&format!(" ({}, {d})", s.kind.name())),
             None => out.push_str(&format!(" ({})", s.kind.name())),
         }
+        // A search's trial: what the sampler drew.
+        if let Some(v) = s
+            .desc
+            .as_ref()
+            .filter(|_| p.searches.iter().any(|x| x.trials.contains(&i)))
+        {
+            out.push_str(&format!(" [{v}]"));
+        }
         if printed[i] {
             out.push_str(" (see above)\n");
             return;

@@ -675,6 +675,14 @@ fn searched_variants(
             )
             .into());
         }
+        if let Err(m) = rs.kind.normalize_params(probe) {
+            return Err(at(
+                &["search".into(), "space".into(), key.clone()],
+                format!("the search space of stage `{name}`: `{key}`: {m}"),
+                None,
+            )
+            .into());
+        }
     }
     let trials = super::search::trials(&search);
     let mut variants = Vec::with_capacity(trials.len());
@@ -979,7 +987,12 @@ fn expand(
     let mut foreach_needs: Vec<Option<String>> = Vec::new();
     for b in bases {
         let instances = instances(b, bases, &base_names, loc)?;
-        for (variant, params, need) in instances {
+        for (k, (variant, params, need)) in instances.into_iter().enumerate() {
+            // A trial says what the sampler drew (`dag`, `status`).
+            let desc = match &b.search {
+                Some((_, shown)) => shown.get(k).map(values_text),
+                None => b.raw.desc.clone(),
+            };
             let name = stage_name(b.name, variant.as_deref());
             let vars = Vars {
                 stage: &name,
@@ -1058,7 +1071,7 @@ fn expand(
                 variant,
                 group,
                 kind: b.raw.kind,
-                desc: b.raw.desc.clone(),
+                desc,
                 params,
                 cmd,
                 deps,
@@ -1154,6 +1167,17 @@ fn search_report(
         device: None,
         slurm: settings.slurm.clone(),
     })
+}
+
+/// A trial's values as a line: `lr 0.0012, schedule cosine`.
+fn values_text(m: &Map<String, Value>) -> String {
+    m.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k} {s}"),
+            other => format!("{k} {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The variant name of a search's report stage (`train@search`).

@@ -18,6 +18,8 @@ pub struct StatusRow {
     /// Why it is not fresh.
     pub why: Option<DirtyReason>,
     pub kind: &'static str,
+    /// A search trial's sampled values.
+    pub values: Option<String>,
 }
 
 impl StatusRow {
@@ -40,6 +42,8 @@ struct JsonRow<'a> {
     reason: Option<String>,
     why: Option<&'a DirtyReason>,
     kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values: Option<&'a str>,
 }
 
 pub struct Reporter {
@@ -266,6 +270,7 @@ impl Reporter {
                     reason: r.reason(),
                     why: r.why.as_ref(),
                     kind: r.kind,
+                    values: r.values.as_deref(),
                 })
                 .collect();
             let _ = serde_json::to_writer_pretty(&mut out, &rows);
@@ -282,10 +287,13 @@ impl Reporter {
         let mut text = String::new();
         for r in rows {
             let line = format!(
-                "{:<sw$}  {:<width$}  {}",
+                "{:<sw$}  {:<width$}  {}{}",
                 r.state.label(),
                 r.stage,
-                r.reason().unwrap_or_default()
+                r.reason().unwrap_or_default(),
+                r.values
+                    .as_ref()
+                    .map_or(String::new(), |v| format!("  [{v}]"))
             );
             text.push_str(line.trim_end());
             text.push('\n');
@@ -317,9 +325,12 @@ impl Reporter {
                 "would run"
             };
             text.push_str(&format!(
-                "{verb}  {}  ({})\n",
+                "{verb}  {}  ({}){}\n",
                 r.stage,
-                r.reason().unwrap_or_default()
+                r.reason().unwrap_or_default(),
+                r.values
+                    .as_ref()
+                    .map_or(String::new(), |v| format!("  [{v}]"))
             ));
             if let Some(l) = lines.get(&r.stage).filter(|_| !r.restore()) {
                 text.push_str(&format!("         {l}\n"));

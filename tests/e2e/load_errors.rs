@@ -31,9 +31,9 @@ refused! {
     syntax_error: b"stages:\n  a: [1, 2\n"
         => "error: pipeline.yaml:2:6: stages.a: invalid type: sequence, expected struct RawStage\n 2 |   a: [1, 2\n   |      ^\n";
     unknown_field: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    dpes: [x]\n"
-        => "error: pipeline.yaml:5:5: stages.a: unknown field `dpes`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `predictions`, `needs`, `params`, `variants`, `foreach`, `seeds`, `matrix`, `threads`, `resources`, `device`, `slurm`\n 5 |     dpes: [x]\n   |     ^\n";
+        => "error: pipeline.yaml:5:5: stages.a: unknown field `dpes`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `predictions`, `needs`, `params`, `variants`, `foreach`, `seeds`, `matrix`, `search`, `threads`, `resources`, `device`, `slurm`\n 5 |     dpes: [x]\n   |     ^\n";
     unknown_kind: b"stages:\n  a:\n    kind: shel\n"
-        => "error: pipeline.yaml:3:11: stages.a.kind: unknown variant `shel`, expected one of `cmd`, `download`, `preprocess`, `train`, `evaluate`, `compare`\n 3 |     kind: shel\n   |           ^\n  help: `kind` must be one of the kinds listed above\n";
+        => "error: pipeline.yaml:3:11: stages.a.kind: unknown variant `shel`, expected one of `cmd`, `download`, `preprocess`, `train`, `evaluate`, `compare`, `search`, `confirm`\n 3 |     kind: shel\n   |           ^\n  help: `kind` must be one of the kinds listed above\n";
     missing_cmd: b"stages:\n  a:\n    kind: cmd\n"
         => "error: pipeline.yaml:2:3: stage `a` is of kind cmd but has no `cmd`\n 2 |   a:\n   |   ^\n  help: add `cmd: \"<shell command>\"` to the stage\n";
     unknown_need: b"stages:\n  prep:\n    kind: cmd\n    cmd: x\n  b:\n    kind: cmd\n    cmd: y\n    needs: [prepp]\n"
@@ -49,7 +49,7 @@ refused! {
     duplicate_variant_override: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast:\n        lr: 2\n        lr: 3\n"
         => "error: pipeline.yaml:9:9: stages.t.variants.fast: duplicate key `lr` (lines 8 and 9): each key may appear once\n 9 |         lr: 3\n   |         ^\n";
     merge_into_a_stage: b"anchors:\n  c: &c {kind: cmd}\nstages:\n  a:\n    <<: *c\n    cmd: x\n"
-        => "error: pipeline.yaml:5:5: stages.a: unknown field `<<`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `predictions`, `needs`, `params`, `variants`, `foreach`, `seeds`, `matrix`, `threads`, `resources`, `device`, `slurm`\n 5 |     <<: *c\n   |     ^\n  help: `<<` merges work inside `params` and variant overrides; write this mapping's fields out\n";
+        => "error: pipeline.yaml:5:5: stages.a: unknown field `<<`, expected one of `kind`, `desc`, `cmd`, `deps`, `outs`, `predictions`, `needs`, `params`, `variants`, `foreach`, `seeds`, `matrix`, `search`, `threads`, `resources`, `device`, `slurm`\n 5 |     <<: *c\n   |     ^\n  help: `<<` merges work inside `params` and variant overrides; write this mapping's fields out\n";
     merge_of_a_scalar: b"stages:\n  a:\n    kind: cmd\n    cmd: x\n    params:\n      <<: 3\n"
         => "error: pipeline.yaml:6:7: stages.a.params: `<<` merges a mapping (`<<: *name`) or a list of them (`<<: [*a, *b]`)\n 6 |       <<: 3\n   |       ^\n";
     unknown_variant_param: b"stages:\n  t:\n    kind: cmd\n    cmd: x\n    params: {lr: 1}\n    variants:\n      fast: {lrr: 2}\n"

@@ -24,6 +24,7 @@ mod remotes;
 mod report;
 mod safety;
 mod scheduling;
+mod search;
 mod seeds;
 mod sharing;
 mod slurm;

@@ -104,10 +104,7 @@ impl Asha {
 
     /// Every trial known and idle, and nothing to promote.
     pub fn is_settled(&self) -> bool {
-        self.trials
-            .iter()
-            .all(|t| t.val_acc.is_some() && !t.busy)
-            && self.promotions().is_empty()
+        self.trials.iter().all(|t| t.val_acc.is_some() && !t.busy) && self.promotions().is_empty()
     }
 }
 

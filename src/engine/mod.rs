@@ -2,10 +2,10 @@
 //! ([`run`]), what starts when ([`schedule`]), where a stage runs
 //! ([`executor`]), and signals ([`interrupt`]).
 
+pub mod asha;
 pub mod executor;
 pub mod interrupt;
 pub mod plan;
-pub mod asha;
 pub mod run;
 pub mod schedule;
 pub mod txn;

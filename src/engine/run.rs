@@ -1,8 +1,8 @@
 //! Runs stale stages in dependency order, independent ones in parallel.
 
+use crate::engine::asha::Asha;
 use crate::engine::executor::{stage_env, Executor, JobFile, Shell, StageFailure};
 use crate::engine::plan::{Assessment, Fp, Planner, State};
-use crate::engine::asha::Asha;
 use crate::engine::schedule::{Demand, Grant, Pool, Ready};
 use crate::engine::txn::{Txn, Unproduced};
 use crate::error::{Error, Result};
@@ -575,7 +575,10 @@ impl<'a> Board<'a> {
         }
         self.searches[s].settled = true;
         let trials = plan.trials.clone();
-        trials.iter().flat_map(|&i| self.free_dependents(i)).collect()
+        trials
+            .iter()
+            .flat_map(|&i| self.free_dependents(i))
+            .collect()
     }
 
     /// How far a stage trains this time: for a trial, its levels and any
@@ -629,7 +632,10 @@ fn process(
         (State::Fresh, Some((from, to))) => DirtyReason::Promoted {
             from,
             to,
-            epochs: budget.as_ref().and_then(|b| b.levels.last().copied()).unwrap_or(to),
+            epochs: budget
+                .as_ref()
+                .and_then(|b| b.levels.last().copied())
+                .unwrap_or(to),
         },
         (State::Fresh, None) => {
             send(Event::Cached {
@@ -775,11 +781,7 @@ fn process(
     // or after where its saved state stands.
     let stop_after = budget.map(|b| match b.promote {
         Some((_, to)) => to,
-        None => b.stop_for(
-            ctx.planner
-                .resume_point(stage, &key)
-                .map_or(0, |r| r.epoch),
-        ),
+        None => b.stop_for(ctx.planner.resume_point(stage, &key).map_or(0, |r| r.epoch)),
     });
     run_stage(
         ctx,
@@ -998,7 +1000,10 @@ fn run_stage(
     // A saved training state is taken up only by a run with the same
     // fingerprint, and never when the stage is forced.
     let resume = txn.resume_dir(force)?;
-    let epochs = stage.params.get("epochs").and_then(serde_json::Value::as_u64);
+    let epochs = stage
+        .params
+        .get("epochs")
+        .and_then(serde_json::Value::as_u64);
     if stop_after.is_some_and(|s| epochs.is_some_and(|e| (s as u64) < e)) {
         txn.keep_progress();
     }

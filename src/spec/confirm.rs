@@ -42,7 +42,12 @@ pub(super) fn link_searches(stages: &mut [Stage]) -> Vec<SearchPlan> {
             rungs: p
                 .get("rungs")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_u64)
+                        .map(|x| x as usize)
+                        .collect()
+                })
                 .unwrap_or_default(),
             epochs: num("epochs"),
             keep: p.get("keep").and_then(Value::as_f64).unwrap_or(1.0),
@@ -87,7 +92,11 @@ pub(super) fn expand(
                 .into());
             }
         }
-        if b.raw.params.as_ref().is_some_and(|p| p.0.contains_key("finalists")) {
+        if b.raw
+            .params
+            .as_ref()
+            .is_some_and(|p| p.0.contains_key("finalists"))
+        {
             return Err(at(
                 &["params", "finalists"],
                 "`finalists` is not set by hand: they are the search's best trials".into(),
@@ -126,15 +135,17 @@ pub(super) fn expand(
                 let names: Vec<&str> = several.iter().map(|(n, _)| *n).collect();
                 return Err(at(
                     &["needs"],
-                    format!("a confirm stage confirms one search, it needs {}", names.join(", ")),
+                    format!(
+                        "a confirm stage confirms one search, it needs {}",
+                        names.join(", ")
+                    ),
                 )
                 .help("declare one confirm stage per search")
                 .into());
             }
         };
-        let p: stages::confirm::ConfirmParams =
-            serde_json::from_value(stages[c].params.clone())
-                .map_err(|e| at(&["params"], e.to_string()))?;
+        let p: stages::confirm::ConfirmParams = serde_json::from_value(stages[c].params.clone())
+            .map_err(|e| at(&["params"], e.to_string()))?;
         if p.top > plan.trials.len() {
             return Err(at(
                 &["params", "top"],
@@ -190,7 +201,9 @@ pub(super) fn expand(
         .map_err(|(key, _)| {
             at(
                 &["params", "reference"],
-                format!("the reference sets `{key}`, which is not a parameter of stage `{search_base}`"),
+                format!(
+                    "the reference sets `{key}`, which is not a parameter of stage `{search_base}`"
+                ),
             )
         })?;
         let reference = Kind::Train
@@ -201,7 +214,9 @@ pub(super) fn expand(
             if stages.iter().any(|s| s.base == taken) {
                 return Err(at(
                     &[],
-                    format!("the stage name `{taken}` is taken; a confirm stage names its trainings so"),
+                    format!(
+                        "the stage name `{taken}` is taken; a confirm stage names its trainings so"
+                    ),
                 )
                 .help("rename the confirm stage or the other one")
                 .into());
@@ -244,7 +259,11 @@ pub(super) fn expand(
             .copied()
             .filter(|&j| stages[j].kind == Kind::Preprocess)
             .collect();
-        let eval_defaults = settings.resources.get(&Kind::Evaluate).cloned().unwrap_or_default();
+        let eval_defaults = settings
+            .resources
+            .get(&Kind::Evaluate)
+            .cloned()
+            .unwrap_or_default();
         let mut needs = vec![report_idx];
         for (config, params) in &configs {
             for &seed in &p.seeds {

@@ -1,15 +1,15 @@
 //! pipeline.yaml: raw types ([`load`]) and concrete stages ([`resolve`]).
 
+pub mod confirm;
 pub mod graph;
 mod grid;
-mod search;
-pub mod confirm;
 mod load;
 mod locate;
 pub mod overrides;
 pub mod protect;
 mod resolve;
 pub mod resources;
+mod search;
 mod subst;
 
 pub use load::{load, RawPipeline, RawSlurm, RawStage};

@@ -664,7 +664,8 @@ fn searched_variants(
         let mut over = Map::new();
         grid::insert_dotted(&mut over, key, super::search::probe(d));
         let mut probe = params.clone();
-        if let Err((bad, known)) = merge_override(&mut probe, &over, "", rs.kind.optional_params()) {
+        if let Err((bad, known)) = merge_override(&mut probe, &over, "", rs.kind.optional_params())
+        {
             return Err(at(
                 &["search".into(), "space".into(), key.clone()],
                 format!("the search space of stage `{name}` varies `{bad}`, which is not a parameter of the stage"),

@@ -204,10 +204,7 @@ pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
                 if r == 0 || (i > 0 && r <= e.rungs[i - 1]) {
                     return Err(error(
                         &["search", "early_stop", "rungs"],
-                        format!(
-                            "rungs must be increasing epochs from 1: {:?}",
-                            e.rungs
-                        ),
+                        format!("rungs must be increasing epochs from 1: {:?}", e.rungs),
                         Some("list them in order, each at least 1: `rungs: [2, 5]`"),
                     ));
                 }
@@ -247,7 +244,10 @@ fn number(v: &Value) -> Option<f64> {
 fn dist(key: &str, v: &Value) -> Result<Dist, GridError> {
     let at = ["search", "space", key];
     let forms = "`{uniform: [a, b]}`, `{loguniform: [a, b]}`, `{int: [a, b]}` or `{choice: [...]}`";
-    let Some((form, arg)) = v.as_object().filter(|m| m.len() == 1).and_then(|m| m.iter().next())
+    let Some((form, arg)) = v
+        .as_object()
+        .filter(|m| m.len() == 1)
+        .and_then(|m| m.iter().next())
     else {
         return Err(error(
             &at,
@@ -258,7 +258,10 @@ fn dist(key: &str, v: &Value) -> Result<Dist, GridError> {
     let mut at_form = at.to_vec();
     at_form.push(form);
     let bounds = |what: &str| -> Result<(f64, f64), GridError> {
-        match arg.as_array().map(|a| a.iter().map(number).collect::<Option<Vec<_>>>()) {
+        match arg
+            .as_array()
+            .map(|a| a.iter().map(number).collect::<Option<Vec<_>>>())
+        {
             Some(Some(b)) if b.len() == 2 => Ok((b[0], b[1])),
             _ => Err(error(
                 &at_form,
@@ -313,7 +316,10 @@ fn dist(key: &str, v: &Value) -> Result<Dist, GridError> {
             if b[0] >= b[1] {
                 return Err(error(
                     &at_form,
-                    format!("`{key}`: the bounds [{}, {}] are reversed or equal", b[0], b[1]),
+                    format!(
+                        "`{key}`: the bounds [{}, {}] are reversed or equal",
+                        b[0], b[1]
+                    ),
                     Some("give them low first: `[low, high]`, low < high"),
                 ));
             }
@@ -360,7 +366,11 @@ fn dist(key: &str, v: &Value) -> Result<Dist, GridError> {
             }
             for (i, (n, _)) in pairs.iter().enumerate() {
                 if pairs[..i].iter().any(|(m, _)| m == n) {
-                    return Err(error(&at_form, format!("`{key}`: the choice lists `{n}` twice"), None));
+                    return Err(error(
+                        &at_form,
+                        format!("`{key}`: the choice lists `{n}` twice"),
+                        None,
+                    ));
                 }
             }
             Ok(Dist::Choice(pairs))
@@ -615,14 +625,20 @@ mod tests {
                 assert!((0.0..=0.05).contains(&wd));
             }
             // The choices are all drawn in 32 trials.
-            let mut seen: Vec<String> = t32.iter().map(|t| t.shown["label_smoothing"].to_string()).collect();
+            let mut seen: Vec<String> = t32
+                .iter()
+                .map(|t| t.shown["label_smoothing"].to_string())
+                .collect();
             seen.sort();
             seen.dedup();
             assert_eq!(seen.len(), 3, "{sampler}: {seen:?}");
             // Another seed, other trials.
             let mut r = raw(space(), sampler, Some(24));
             r.seed = Some(8);
-            assert_ne!(trials(&parse(&r, 10).unwrap())[0].pending.over, t24[0].pending.over);
+            assert_ne!(
+                trials(&parse(&r, 10).unwrap())[0].pending.over,
+                t24[0].pending.over
+            );
         }
     }
 
@@ -630,7 +646,9 @@ mod tests {
     fn sobol_points_spread_evenly() {
         // The first 2^k points of a dimension fall one in each of 2^k cells.
         for d in 0..SOBOL_DIMS {
-            let mut cells: Vec<usize> = (1..=16).map(|i| (sobol(i, d + 1)[d] * 16.0) as usize).collect();
+            let mut cells: Vec<usize> = (1..=16)
+                .map(|i| (sobol(i, d + 1)[d] * 16.0) as usize)
+                .collect();
             cells.push((sobol(0, d + 1)[d] * 16.0) as usize);
             cells.sort();
             cells.dedup();
@@ -641,12 +659,19 @@ mod tests {
     #[test]
     fn a_grid_enumerates_choices_and_integers() {
         let s = parse(
-            &raw(json!({"a": {"choice": [1, 2]}, "b": {"int": [0, 2]}}), "grid", None),
+            &raw(
+                json!({"a": {"choice": [1, 2]}, "b": {"int": [0, 2]}}),
+                "grid",
+                None,
+            ),
             10,
         )
         .unwrap();
         let t = trials(&s);
-        let points: Vec<Value> = t.iter().map(|t| Value::Object(t.pending.over.clone())).collect();
+        let points: Vec<Value> = t
+            .iter()
+            .map(|t| Value::Object(t.pending.over.clone()))
+            .collect();
         assert_eq!(points.len(), 6);
         assert_eq!(points[0], json!({"a": 1, "b": 0}));
         assert_eq!(points[5], json!({"a": 2, "b": 2}));
@@ -698,14 +723,26 @@ mod tests {
         let e = bad(json!({"epochs": {"int": [3, 9]}}), "random", Some(2));
         assert!(e.message.contains("early stopping"), "{}", e.message);
         let mut r = raw(json!({"lr": {"uniform": [0.001, 0.01]}}), "random", Some(2));
-        r.early_stop = Some(RawEarlyStop { rungs: vec![5, 2], keep: 0.5 });
+        r.early_stop = Some(RawEarlyStop {
+            rungs: vec![5, 2],
+            keep: 0.5,
+        });
         assert!(parse(&r, 10).unwrap_err().message.contains("increasing"));
-        r.early_stop = Some(RawEarlyStop { rungs: vec![2, 10], keep: 0.5 });
+        r.early_stop = Some(RawEarlyStop {
+            rungs: vec![2, 10],
+            keep: 0.5,
+        });
         assert!(parse(&r, 10).unwrap_err().message.contains("not below"));
-        r.early_stop = Some(RawEarlyStop { rungs: vec![2], keep: 1.0 });
+        r.early_stop = Some(RawEarlyStop {
+            rungs: vec![2],
+            keep: 1.0,
+        });
         assert!(parse(&r, 10).unwrap_err().message.contains("not in (0, 1)"));
         r.sampler = Some("bayes".into());
-        assert!(parse(&r, 10).unwrap_err().message.contains("unknown sampler"));
+        assert!(parse(&r, 10)
+            .unwrap_err()
+            .message
+            .contains("unknown sampler"));
     }
 
     #[test]

@@ -63,7 +63,12 @@ pub fn orphans(pipeline: &Pipeline, store: &Store) -> Vec<String> {
         .stages
         .iter()
         .filter(|s| crate::spec::confirm::waits_for_search(s))
-        .flat_map(|s| [format!("{}.train@", s.name), format!("{}.evaluate@", s.name)])
+        .flat_map(|s| {
+            [
+                format!("{}.train@", s.name),
+                format!("{}.evaluate@", s.name),
+            ]
+        })
         .collect();
     store
         .recorded_stages()

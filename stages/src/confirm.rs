@@ -59,7 +59,10 @@ impl crate::kind::Params for ConfirmParams {
             return Err("`top` must be at least 1".into());
         }
         if self.seeds.is_empty() {
-            return Err("`seeds` is empty: list the fresh seeds, e.g. `seeds: [101, 102, 103, 104, 105]`".into());
+            return Err(
+                "`seeds` is empty: list the fresh seeds, e.g. `seeds: [101, 102, 103, 104, 105]`"
+                    .into(),
+            );
         }
         for (i, s) in self.seeds.iter().enumerate() {
             if self.seeds[..i].contains(s) {
@@ -121,7 +124,8 @@ fn results(
                 .inputs
                 .iter()
                 .find(|i| {
-                    i.kind == Kind::Evaluate && replicate_of(variant_of(&i.stage)) == (config, Some(s))
+                    i.kind == Kind::Evaluate
+                        && replicate_of(variant_of(&i.stage)) == (config, Some(s))
                 })
                 .ok_or_else(|| {
                     StageError::Params(format!(
@@ -129,7 +133,12 @@ fn results(
                         ctx.stage
                     ))
                 })?;
-            let path = input.paths.first().cloned().unwrap_or_default().join(METRICS_FILE);
+            let path = input
+                .paths
+                .first()
+                .cloned()
+                .unwrap_or_default()
+                .join(METRICS_FILE);
             let bytes = std::fs::read(&path).map_err(|e| StageError::corrupt(&path, e))?;
             let r: EvalReport =
                 serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(&path, e))?;
@@ -162,7 +171,10 @@ fn summary(
         accuracy_ci95: t_interval95(&acc).map(|(a, b)| [a, b]),
         per_seed: seeds.iter().copied().zip(acc.iter().copied()).collect(),
         delta_vs_reference: deltas.as_ref().map(|d| mean_sd(d).0),
-        delta_ci95: deltas.as_ref().and_then(|d| t_interval95(d)).map(|(a, b)| [a, b]),
+        delta_ci95: deltas
+            .as_ref()
+            .and_then(|d| t_interval95(d))
+            .map(|(a, b)| [a, b]),
         p_value: deltas.as_ref().and_then(|d| paired_t_p(d)),
         p_adjusted: None,
         verdict: String::new(),
@@ -174,7 +186,10 @@ pub fn judge(finalists: &mut [Confirmed]) -> Option<String> {
     let tested: Vec<usize> = (0..finalists.len())
         .filter(|&i| finalists[i].p_value.is_some())
         .collect();
-    let ps: Vec<f64> = tested.iter().filter_map(|&i| finalists[i].p_value).collect();
+    let ps: Vec<f64> = tested
+        .iter()
+        .filter_map(|&i| finalists[i].p_value)
+        .collect();
     for (&i, q) in tested.iter().zip(holm(&ps)) {
         finalists[i].p_adjusted = Some(q);
     }
@@ -360,7 +375,14 @@ mod tests {
         let got: Vec<(f64, f64)> = acc.iter().map(|&a| (a, a)).collect();
         let base: Option<Vec<(f64, f64)>> = base.map(|b| b.iter().map(|&a| (a, a)).collect());
         let seeds: Vec<u64> = (0..acc.len() as u64).collect();
-        summary(trial, &Map::new(), Some(0.95), &seeds, &got, base.as_deref())
+        summary(
+            trial,
+            &Map::new(),
+            Some(0.95),
+            &seeds,
+            &got,
+            base.as_deref(),
+        )
     }
 
     #[test]
@@ -376,7 +398,11 @@ mod tests {
         assert_eq!(f[1].verdict, "not confirmed");
         assert!(f[0].p_adjusted.unwrap() >= f[0].p_value.unwrap());
         assert!((f[0].delta_vs_reference.unwrap() - 0.0106).abs() < 1e-9);
-        let mut none = vec![conf("trial-02", &[0.921, 0.919, 0.922, 0.918, 0.921], Some(&r))];
+        let mut none = vec![conf(
+            "trial-02",
+            &[0.921, 0.919, 0.922, 0.918, 0.921],
+            Some(&r),
+        )];
         assert_eq!(judge(&mut none), None);
         let t = ConfirmTable {
             table: render_empty(),
@@ -394,8 +420,17 @@ mod tests {
             assert!(json.get(key).is_some(), "{key}");
         }
         for key in [
-            "trial", "params", "search_score", "accuracy_mean", "accuracy_sd", "accuracy_ci95",
-            "delta_vs_reference", "delta_ci95", "p_value", "p_adjusted", "verdict",
+            "trial",
+            "params",
+            "search_score",
+            "accuracy_mean",
+            "accuracy_sd",
+            "accuracy_ci95",
+            "delta_vs_reference",
+            "delta_ci95",
+            "p_value",
+            "p_adjusted",
+            "verdict",
         ] {
             assert!(json["finalists"][0].get(key).is_some(), "{key}");
         }

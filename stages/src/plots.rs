@@ -780,7 +780,13 @@ fn forest_chart<DB: DrawingBackend>(
 /// A parameter name as part of a file name (`plateau.patience` stays).
 pub fn file_part(key: &str) -> String {
     key.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -818,13 +824,23 @@ pub fn search(dir: &Path, r: &crate::search::SearchResult, keys: &[String]) -> D
     let series: Vec<Series> = if legend {
         series
     } else {
-        series.into_iter().map(|s| Series { name: String::new(), ..s }).collect()
+        series
+            .into_iter()
+            .map(|s| Series {
+                name: String::new(),
+                ..s
+            })
+            .collect()
     };
     both!(dir, "search_curves", (900, 550), |root| lines(
         root,
         &title,
         ("epoch", 1.0, (r.epochs as f64).max(2.0)),
-        ("validation accuracy", (low - 0.01).max(0.0), (high + 0.005).min(1.0)),
+        (
+            "validation accuracy",
+            (low - 0.01).max(0.0),
+            (high + 0.005).min(1.0)
+        ),
         &series
     ));
     for key in keys {
@@ -875,7 +891,9 @@ fn scatter<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(e)?;
     let (mut x0, mut x1) = points
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
     if labels.is_some() {
         (x0, x1) = (-0.5, x0.max(x1) + 0.5);
     } else {

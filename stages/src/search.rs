@@ -120,16 +120,23 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             .iter()
             .find(|i| i.kind == Kind::Train && crate::contract::variant_of(&i.stage) == spec.trial)
             .ok_or_else(|| {
-                StageError::Params(format!("the search's trial {} is not among its inputs", spec.trial))
+                StageError::Params(format!(
+                    "the search's trial {} is not among its inputs",
+                    spec.trial
+                ))
             })?;
         let dir = input.paths.first().cloned().unwrap_or_default();
         let history: Vec<EpochRecord> = read_json(&dir.join(HISTORY_FILE))?;
         let summary: TrainSummary = read_json(&dir.join(TRAIN_SUMMARY_FILE))?;
         let val_acc: Vec<f64> = history.iter().map(|h| h.val_acc).collect();
-        let (best_epoch, score) = val_acc
-            .iter()
-            .enumerate()
-            .fold((0, f64::NEG_INFINITY), |b, (i, &a)| if a > b.1 { (i + 1, a) } else { b });
+        let (best_epoch, score) =
+            val_acc
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f64::NEG_INFINITY),
+                    |b, (i, &a)| if a > b.1 { (i + 1, a) } else { b },
+                );
         trials.push(TrialResult {
             trial: spec.trial.clone(),
             stage: input.stage.clone(),
@@ -160,11 +167,17 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         let path = ctx.out_dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| StageError::io("write", path, e))
     };
-    write(SEARCH_FILE, &serde_json::to_vec_pretty(&result).map_err(fail)?)?;
+    write(
+        SEARCH_FILE,
+        &serde_json::to_vec_pretty(&result).map_err(fail)?,
+    )?;
     write("search.md", markdown(&result, &p).as_bytes())?;
     let keys: Vec<String> = p.space.keys().cloned().collect();
     crate::plots::search(ctx.out_dir, &result, &keys).map_err(fail)?;
-    write(REPORT_FILE, report_html(ctx.out_dir, &result, &p).as_bytes())
+    write(
+        REPORT_FILE,
+        report_html(ctx.out_dir, &result, &p).as_bytes(),
+    )
 }
 
 /// Each trial's row: values, epochs, score; best first.
@@ -255,7 +268,12 @@ fn report_html(out: &std::path::Path, r: &SearchResult, p: &SearchParams) -> Str
     );
     let _ = write!(h, "<h2>Space</h2><ul>");
     for (k, v) in &p.space {
-        let _ = write!(h, "<li><b>{}</b>: {}</li>", escape(k), escape(&v.to_string()));
+        let _ = write!(
+            h,
+            "<li><b>{}</b>: {}</li>",
+            escape(k),
+            escape(&v.to_string())
+        );
     }
     h.push_str("</ul>");
     let (columns, rows) = rows(r);

@@ -10,7 +10,12 @@ use std::path::Path;
 /// A search of the shallow CNN on 1,000 real training images: `trials`
 /// trials of `epochs` epochs, early stopping at epoch 1, and a confirm
 /// stage with `confirm` (its params) when given.
-fn searching(data: &Path, trials: usize, epochs: usize, confirm: Option<&str>) -> String {
+pub(crate) fn searching(
+    data: &Path,
+    trials: usize,
+    epochs: usize,
+    confirm: Option<&str>,
+) -> String {
     let mut y = format!(
         r#"settings:
   jobs: 2
@@ -51,7 +56,7 @@ fn json(t: &Project, rel: &str) -> Value {
 }
 
 /// Each trial's validation accuracies, by trial.
-fn curves(t: &Project) -> Vec<(String, Vec<f64>, bool)> {
+pub(crate) fn curves(t: &Project) -> Vec<(String, Vec<f64>, bool)> {
     json(t, "outputs/train@search/search.json")["trials"]
         .as_array()
         .unwrap()
@@ -85,7 +90,7 @@ fn started(out: &str) -> Vec<(String, String)> {
 
 /// The shorter of two runs of one trial is the start of the longer, bit
 /// for bit: a trial's first epochs do not depend on where it paused.
-fn same_prefix(a: &[f64], b: &[f64]) -> bool {
+pub(crate) fn same_prefix(a: &[f64], b: &[f64]) -> bool {
     a.iter().zip(b).all(|(x, y)| x == y)
 }
 
@@ -105,29 +110,37 @@ fn a_search_pauses_at_its_rung_promotes_the_best_and_reports_every_trial() {
         .lines()
         .find(|l| l.trim_start().starts_with("train@trial-03 "))
         .unwrap_or_else(|| panic!("{tree}"));
-    assert!(line.contains("[label_smoothing ") && line.contains(", lr 0.") && line.contains(", schedule "), "{line}");
+    assert!(
+        line.contains("[label_smoothing ")
+            && line.contains(", lr 0.")
+            && line.contains(", schedule "),
+        "{line}"
+    );
     let (_, reason) = t.state_of("train@trial-03");
     assert_eq!(reason.as_deref(), Some("never run"));
     let out = t.run(&["run"]).ok().stdout();
     let runs = started(&out);
-    // 8 trials to epoch 1; half of them (4) promoted to epoch 2.
-    let promoted: Vec<&(String, String)> =
-        runs.iter().filter(|(_, r)| r.starts_with("promoted")).collect();
-    assert_eq!(promoted.len(), 4, "{out}");
+    // 8 trials to epoch 1; the best half (4) at least promoted to epoch 2
+    // (asynchronously, one promoted early may fall out of the top later).
+    let promoted: Vec<&(String, String)> = runs
+        .iter()
+        .filter(|(_, r)| r.starts_with("promoted"))
+        .collect();
+    assert!((4..8).contains(&promoted.len()), "{out}");
     assert!(promoted
         .iter()
         .all(|(_, r)| r == "promoted by the search at epoch 1/2: trains on to epoch 2"));
     let c = curves(&t);
     assert_eq!(c.len(), 8);
-    assert_eq!(c.iter().filter(|x| x.2).count(), 4, "{c:?}");
-    // The complete ones are the best four at the rung.
+    assert_eq!(c.iter().filter(|x| x.2).count(), promoted.len(), "{c:?}");
+    // The best four at the rung are among them.
     let mut at_rung: Vec<(f64, bool)> = c.iter().map(|x| (x.1[0], x.2)).collect();
     at_rung.sort_by(|a, b| b.0.total_cmp(&a.0));
     assert!(at_rung[..4].iter().all(|x| x.1), "{at_rung:?}");
     let r = json(&t, "outputs/train@search/search.json");
-    assert_eq!(r["epochs_trained"], 12);
+    assert_eq!(r["epochs_trained"], 8 + promoted.len());
     assert_eq!(r["epochs_without_early_stopping"], 16);
-    assert_eq!(r["ranking"].as_array().unwrap().len(), 4);
+    assert_eq!(r["ranking"].as_array().unwrap().len(), promoted.len());
     assert!(t.path("outputs/train@search/index.html").is_file());
     // Nothing to do again; status says each trial is fresh.
     let again = t.run(&["run"]).ok().stdout();
@@ -143,7 +156,10 @@ fn a_search_pauses_at_its_rung_promotes_the_best_and_reports_every_trial() {
     let out = t.run(&["run"]).ok().stdout();
     for (stage, reason) in started(&out) {
         if reason == "never run" {
-            let k: usize = stage.trim_start_matches("train@trial-").parse().unwrap_or(0);
+            let k: usize = stage
+                .trim_start_matches("train@trial-")
+                .parse()
+                .unwrap_or(0);
             assert!(
                 k > 8 || stage == "train@search",
                 "{stage} trained from scratch:\n{out}"
@@ -156,7 +172,7 @@ fn a_search_pauses_at_its_rung_promotes_the_best_and_reports_every_trial() {
         assert_eq!(a.0, b.0);
         assert!(same_prefix(&a.1, &b.1), "{a:?} vs {b:?}");
     }
-    assert_eq!(after.iter().filter(|x| x.2).count(), 6, "{after:?}");
+    assert!(after.iter().filter(|x| x.2).count() >= 6, "{after:?}");
 }
 
 /// Killed in the middle, the search resumes: the trials that were done
@@ -177,7 +193,10 @@ fn a_killed_search_resumes_with_what_is_missing() {
     // recorded yet).
     for _ in 0..3000 {
         let done = (1..=8)
-            .filter(|k| t.path(&format!("outputs/train@trial-0{k}/history.json")).is_file())
+            .filter(|k| {
+                t.path(&format!("outputs/train@trial-0{k}/history.json"))
+                    .is_file()
+            })
             .count();
         if done >= 4 {
             break;
@@ -226,8 +245,15 @@ fn a_promoted_trial_ends_as_a_training_never_paused() {
     );
     t.run(&["run"]).ok();
     let c = curves(&t);
-    let (winner, _, _) = c.iter().find(|x| x.2).expect("one trial trained to the end");
-    let lr = if winner == "trial-01" { "0.002" } else { "0.0005" };
+    let (winner, _, _) = c
+        .iter()
+        .find(|x| x.2)
+        .expect("one trial trained to the end");
+    let lr = if winner == "trial-01" {
+        "0.002"
+    } else {
+        "0.0005"
+    };
     let plain = Project::new();
     plain.pipeline(&format!(
         r#"stages:
@@ -267,7 +293,10 @@ fn confirm_trains_the_finalists_and_the_reference_on_fresh_seeds() {
     let (state, reason) = t.state_of("confirm");
     assert_eq!(state, "dirty");
     assert!(
-        reason.as_deref().unwrap_or("").starts_with("waits for the search train to finish"),
+        reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("waits for the search train to finish"),
         "{reason:?}"
     );
     let out = t.run(&["run"]).ok().stdout();
@@ -277,17 +306,23 @@ fn confirm_trains_the_finalists_and_the_reference_on_fresh_seeds() {
         for s in [101, 102, 103] {
             assert!(
                 runs.iter()
-                    .any(|(st, _)| st.starts_with(&format!("confirm.train@{config}")) && st.ends_with(&format!("~seed{s}"))),
+                    .any(|(st, _)| st.starts_with(&format!("confirm.train@{config}"))
+                        && st.ends_with(&format!("~seed{s}"))),
                 "{config} {s}:\n{out}"
             );
         }
     }
     assert_eq!(
-        runs.iter().filter(|(s, _)| s.starts_with("confirm.evaluate@")).count(),
+        runs.iter()
+            .filter(|(s, _)| s.starts_with("confirm.evaluate@"))
+            .count(),
         9,
         "{out}"
     );
-    assert!(out.contains("Confirmed on fresh seeds: test accuracy"), "{out}");
+    assert!(
+        out.contains("Confirmed on fresh seeds: test accuracy"),
+        "{out}"
+    );
     let table = json(&t, "outputs/confirm/table.json");
     let finalists = table["finalists"].as_array().unwrap();
     assert_eq!(finalists.len(), 2);
@@ -311,8 +346,10 @@ fn confirm_trains_the_finalists_and_the_reference_on_fresh_seeds() {
         }
         // Every figure again from the evaluations' own metrics.
         let acc = |c: &str, s: u64| {
-            json(&t, &format!("outputs/confirm.evaluate@{c}~seed{s}/metrics.json"))["metrics"]
-                ["accuracy"]
+            json(
+                &t,
+                &format!("outputs/confirm.evaluate@{c}~seed{s}/metrics.json"),
+            )["metrics"]["accuracy"]
                 .as_f64()
                 .unwrap()
         };
@@ -370,7 +407,8 @@ fn bad_searches_are_refused_at_their_line() {
 
 #[test]
 fn bad_confirms_are_refused_at_their_line() {
-    let search = format!("{BASE}      space: {{lr: {{uniform: [0.001, 0.002]}}}}\n      trials: 3\n");
+    let search =
+        format!("{BASE}      space: {{lr: {{uniform: [0.001, 0.002]}}}}\n      trials: 3\n");
     let confirm = |body: &str| format!("{search}  confirm:\n    kind: confirm\n{body}");
     refused_at(
         &confirm("    needs: [train]\n    params: {seeds: [1, 42]}\n"),

@@ -398,3 +398,33 @@ fn sbatch_line(out: &str, stage: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// A search and its confirmation as Slurm jobs: trials pause and are
+/// promoted as jobs, and every trial's curve is as on the local executor.
+#[test]
+fn a_search_and_its_confirmation_run_on_slurm() {
+    use crate::search::{curves, same_prefix, searching};
+    let Some(_c) = cluster() else { return };
+    let Some(data) = real_data() else { return };
+    let confirm = Some("{top: 1, seeds: [101, 102]}");
+    let local = Project::new();
+    local.pipeline(&searching(data, 4, 2, confirm));
+    local.run(&["run"]).ok();
+    let slurm = Project::new();
+    slurm.pipeline(&searching(data, 4, 2, confirm));
+    let out = slurm
+        .run(&["run", "--executor", "slurm"])
+        .ok()
+        .has("train@trial-01: submitted as Slurm job ")
+        .has("promoted by the search at epoch 1/2")
+        .has("Confirmed on fresh seeds")
+        .stdout();
+    assert!(out.contains("confirm.train@reference~seed102"), "{out}");
+    for (a, b) in curves(&local).iter().zip(curves(&slurm)) {
+        assert!(same_prefix(&a.1, &b.1), "{a:?} vs {b:?}");
+    }
+    slurm
+        .run(&["run", "--executor", "slurm"])
+        .ok()
+        .lacks("running ");
+}

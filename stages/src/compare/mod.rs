@@ -531,9 +531,6 @@ fn csv(rows: &[Row]) -> String {
     s
 }
 
-
-
-
 /// Click a column's header to sort the table by it (again: the other way).
 /// Cells are compared by the first number in them when both have one
 /// (`89.94% [..]`, `+2.71 pp`, `4.0e-22`, `1,701,578`), else (and the
@@ -566,7 +563,6 @@ const SORT_SCRIPT: &str = r#"<script>
   });
 })();
 </script>"#;
-
 
 /// What each compared variant changes from the reference's parameters.
 fn variant_changes_html(t: &Table, run: &RunInfo) -> String {

@@ -721,13 +721,29 @@ pub fn train_on(
         {
             let dev = crate::runtime::cuda(device, p.seed)?;
             let learner = Learner::on(dev, device, model, &recipe);
-            return fit(learner, model, data, p, threads, progress, (resume, stop_after));
+            return fit(
+                learner,
+                model,
+                data,
+                p,
+                threads,
+                progress,
+                (resume, stop_after),
+            );
         }
         #[cfg(not(feature = "cuda"))]
         return Err(format!("device {device}: this build has no CUDA support"));
     }
     let learner = Learner::on(Dev::seed_from_u64(p.seed), device, model, &recipe);
-    fit(learner, model, data, p, threads, progress, (resume, stop_after))
+    fit(
+        learner,
+        model,
+        data,
+        p,
+        threads,
+        progress,
+        (resume, stop_after),
+    )
 }
 
 /// The saved state a resumed training takes up: whole, for an epoch not
@@ -1332,7 +1348,17 @@ mod tests {
         assert!(!all.paused);
         let dir = tempfile::tempdir().unwrap();
         let mut m = p.model(28, 28).unwrap();
-        let first = train_on("cpu", &mut m, &data, &p, 1, &|_| {}, Some(dir.path()), Some(1)).unwrap();
+        let first = train_on(
+            "cpu",
+            &mut m,
+            &data,
+            &p,
+            1,
+            &|_| {},
+            Some(dir.path()),
+            Some(1),
+        )
+        .unwrap();
         assert!(first.paused);
         assert_eq!(first.history.len(), 1);
         assert_eq!(first.history[0].val_acc, all.history[0].val_acc);

@@ -314,6 +314,9 @@ struct Board<'a> {
     trial_of: Vec<Option<(usize, usize)>>,
     /// A promoted trial's rung and the epoch it goes on to.
     promoted: Vec<Option<(usize, usize)>>,
+    /// A trial assessed fresh and not yet found otherwise: its record is
+    /// about to be taken in.
+    expected: Vec<bool>,
 }
 
 impl<'a> Board<'a> {
@@ -356,6 +359,9 @@ impl<'a> Board<'a> {
                 trial_of[i] = Some((s, t));
             }
         }
+        let expected = (0..n)
+            .map(|i| trial_of[i].is_some() && planned[i].1)
+            .collect();
         Board {
             pipeline,
             dag,
@@ -370,6 +376,7 @@ impl<'a> Board<'a> {
             doomed: Vec::new(),
             summary: Summary::default(),
             searches: pipeline.searches.iter().map(Asha::new).collect(),
+            expected,
             trial_of,
             promoted: vec![None; n],
         }
@@ -410,7 +417,16 @@ impl<'a> Board<'a> {
                     }
                 }
                 _ if self.impossible[i].is_some() => self.doomed.push(i),
-                _ => self.ready.insert(self.pos[i], i),
+                _ => {
+                    // A trial to run after all: the search does not wait for it.
+                    if self.expected[i] {
+                        self.expected[i] = false;
+                        if let Some((s, _)) = self.trial_of[i] {
+                            work.extend(self.search_step(s));
+                        }
+                    }
+                    self.ready.insert(self.pos[i], i)
+                }
             }
         }
     }
@@ -549,8 +565,15 @@ impl<'a> Board<'a> {
         if self.searches[s].settled {
             return Vec::new();
         }
-        // A trial not yet known (waiting for its inputs) keeps it open.
-        if self.searches[s].trials.iter().any(|t| t.val_acc.is_none()) {
+        // A trial that is fresh but not yet taken in (its inputs are
+        // settling) would change the rungs' ranks: decide once it is in.
+        // Trials still to train do not hold anything up.
+        let waiting = plan
+            .trials
+            .iter()
+            .enumerate()
+            .any(|(t, &i)| self.expected[i] && self.searches[s].trials[t].val_acc.is_none());
+        if waiting {
             return Vec::new();
         }
         let n = self.pipeline.stages.len();

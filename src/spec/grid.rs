@@ -152,7 +152,7 @@ fn axis_values(key: &str, axis: &RawAxis) -> Result<Vec<(String, Value)>, GridEr
 }
 
 /// A scalar's own text as a name part; None for what has no short name.
-fn value_name(v: &Value) -> Option<String> {
+pub(super) fn value_name(v: &Value) -> Option<String> {
     let text = match v {
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),

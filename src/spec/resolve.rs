@@ -621,15 +621,7 @@ fn searched_variants(
     let Some(raw) = &rs.search else {
         return Ok(None);
     };
-    let at = |path: &[String], message: String, help: Option<String>| {
-        let mut p = vec!["stages", name];
-        p.extend(path.iter().map(String::as_str));
-        let d = loc.at(&p, message);
-        match help {
-            Some(h) => d.help(h),
-            None => d,
-        }
-    };
+    let at = under_stage(loc, name);
     if rs.kind != Kind::Train {
         return Err(at(
             &["search".into()],
@@ -704,15 +696,7 @@ fn declared_variants(
     params: &Value,
     loc: &Locator<'_>,
 ) -> Result<Option<Vec<(String, Value)>>> {
-    let at = |path: &[String], message: String, help: Option<String>| {
-        let mut p = vec!["stages", name];
-        p.extend(path.iter().map(String::as_str));
-        let d = loc.at(&p, message);
-        match help {
-            Some(h) => d.help(h),
-            None => d,
-        }
-    };
+    let at = under_stage(loc, name);
     let grid_err =
         |e: grid::GridError| at(&e.path, format!("stage `{name}`: {}", e.message), e.help);
     let named = named_variants(name, rs, &at)?;
@@ -784,6 +768,22 @@ fn declared_variants(
 
 /// Points a message, with its help if any, at a path under the stage.
 type At<'a> = dyn Fn(&[String], String, Option<String>) -> Diagnostic + 'a;
+
+/// [`At`] for stage `name`.
+fn under_stage<'a>(
+    loc: &'a Locator<'_>,
+    name: &'a str,
+) -> impl Fn(&[String], String, Option<String>) -> Diagnostic + 'a {
+    move |path, message, help| {
+        let mut p = vec!["stages", name];
+        p.extend(path.iter().map(String::as_str));
+        let d = loc.at(&p, message);
+        match help {
+            Some(h) => d.help(h),
+            None => d,
+        }
+    }
+}
 
 /// One concrete stage of a declared one: its variant, its params, and the
 /// stage it needs through `foreach`.
@@ -991,7 +991,7 @@ fn expand(
         for (k, (variant, params, need)) in instances.into_iter().enumerate() {
             // A trial says what the sampler drew (`dag`, `status`).
             let desc = match &b.search {
-                Some((_, shown)) => shown.get(k).map(values_text),
+                Some((_, shown)) => shown.get(k).map(stages::confirm::values_text),
                 None => b.raw.desc.clone(),
             };
             let name = stage_name(b.name, variant.as_deref());
@@ -1168,17 +1168,6 @@ fn search_report(
         device: None,
         slurm: settings.slurm.clone(),
     })
-}
-
-/// A trial's values as a line: `lr 0.0012, schedule cosine`.
-fn values_text(m: &Map<String, Value>) -> String {
-    m.iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => format!("{k} {s}"),
-            other => format!("{k} {other}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The variant name of a search's report stage (`train@search`).

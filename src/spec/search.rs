@@ -4,7 +4,7 @@
 //! The samplers are prefix-stable: trial k's values depend on the seed
 //! and k only, so raising `trials` keeps every trial drawn before.
 
-use super::grid::{GridError, Pending};
+use super::grid::{value_name, GridError, Pending};
 use super::load::{RawDim, RawSearch};
 use serde_json::{Map, Value};
 use stages::contract::check_name;
@@ -381,17 +381,6 @@ fn dist(key: &str, v: &Value) -> Result<Dist, GridError> {
             Some(&format!("use one of {forms}")),
         )),
     }
-}
-
-/// A scalar's own text as a name; None for what has no short name.
-fn value_name(v: &Value) -> Option<String> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return None,
-    };
-    check_name(&text).is_ok().then_some(text)
 }
 
 /// A trial's name: `trial-07` (three digits from 100 trials on).

@@ -187,11 +187,21 @@ pub fn run(
         forgotten: forget_runs,
     });
     if forget_runs {
+        // Saved progress goes, but for a result a record holds: a search's
+        // trial paused at a rung keeps what a promotion goes on from.
         let resume = store.root().join("resume");
-        let (_, bytes) = tree_size(&resume);
-        let count = std::fs::read_dir(&resume).map_or(0, |d| d.count());
-        if !dry_run {
-            remove_any(&resume).map_err(|e| crate::error::Error::io("remove", &resume, e))?;
+        let (mut count, mut bytes) = (0, 0);
+        for entry in std::fs::read_dir(&resume).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if in_use.contains(&name) {
+                continue;
+            }
+            count += 1;
+            bytes += tree_size(&entry.path()).1;
+            if !dry_run {
+                remove_any(&entry.path())
+                    .map_err(|e| crate::error::Error::io("remove", entry.path(), e))?;
+            }
         }
         items.push(Item::Progress { count, bytes });
     }

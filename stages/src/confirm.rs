@@ -229,7 +229,9 @@ fn p_text(p: Option<f64>) -> String {
     }
 }
 
-fn values_text(m: &Map<String, Value>) -> String {
+/// Parameter values as a line: `lr 0.0012, schedule cosine` (a named
+/// choice by its name).
+pub fn values_text(m: &Map<String, Value>) -> String {
     if m.is_empty() {
         return "the stage's params".into();
     }
@@ -340,14 +342,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .collect::<Result<Vec<_>, StageError>>()?;
     let best = judge(&mut finalists);
     let mut t = ConfirmTable {
-        table: Table {
-            title: String::new(),
-            columns: vec![],
-            rows: vec![],
-            notes: vec![],
-            variants: vec![],
-            sections: vec![],
-        },
+        table: Table::default(),
         seeds: p.seeds.clone(),
         reference,
         finalists,
@@ -405,7 +400,7 @@ mod tests {
         )];
         assert_eq!(judge(&mut none), None);
         let t = ConfirmTable {
-            table: render_empty(),
+            table: Table::default(),
             seeds: vec![1, 2, 3, 4, 5],
             reference: conf(REFERENCE, &r, None),
             finalists: f,
@@ -433,17 +428,6 @@ mod tests {
             "verdict",
         ] {
             assert!(json["finalists"][0].get(key).is_some(), "{key}");
-        }
-    }
-
-    fn render_empty() -> Table {
-        Table {
-            title: String::new(),
-            columns: vec![],
-            rows: vec![],
-            notes: vec![],
-            variants: vec![],
-            sections: vec![],
         }
     }
 }

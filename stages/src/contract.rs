@@ -201,7 +201,7 @@ pub fn changes_from(base: &serde_json::Value, mine: &serde_json::Value) -> Vec<S
 pub const RUN_FILE: &str = "run.json";
 
 /// A table any tool can print: what `fmnist-pipe run` and `show` render.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Table {
     pub title: String,
     pub columns: Vec<String>,

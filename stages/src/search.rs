@@ -278,12 +278,9 @@ fn report_html(out: &std::path::Path, r: &SearchResult, p: &SearchParams) -> Str
     h.push_str("</ul>");
     let (columns, rows) = rows(r);
     let t = crate::contract::Table {
-        title: String::new(),
         columns,
         rows,
-        notes: vec![],
-        variants: vec![],
-        sections: vec![],
+        ..Default::default()
     };
     h.push_str("<h2>Trials</h2>");
     h.push_str(&crate::html::table_html(&t, "", "", ""));

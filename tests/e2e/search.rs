@@ -437,3 +437,27 @@ fn bad_confirms_are_refused_at_their_line() {
         "`train` is a search",
     );
 }
+
+/// Asynchronous: a trial is promoted as soon as it is among the best at
+/// its rung so far, before the last trials have started.
+#[test]
+fn a_promotion_does_not_wait_for_the_rung_to_fill() {
+    let Some(data) = real_data() else { return };
+    let t = Project::new();
+    t.pipeline(&searching(data, 8, 2, None));
+    let out = t.run(&["run", "--jobs", "1"]).ok().stdout();
+    let runs = started(&out);
+    let first_promotion = runs
+        .iter()
+        .position(|(_, r)| r.starts_with("promoted"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let last_start = runs
+        .iter()
+        .position(|(s, _)| s == "train@trial-08")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(first_promotion < last_start, "{out}");
+    // Rerun: the records are taken in before anything is decided; nothing
+    // is promoted that the whole search did not promote.
+    let again = t.run(&["run", "--jobs", "1"]).ok().stdout();
+    assert!(started(&again).is_empty(), "{again}");
+}

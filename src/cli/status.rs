@@ -53,6 +53,22 @@ pub(super) fn orphan_rows(pipeline: &Pipeline) -> Vec<StatusRow> {
         .collect()
 }
 
+/// A search trial's values, and where a fresh one stopped short.
+fn trial_values(pipeline: &Pipeline, i: usize, state: RowState) -> Option<String> {
+    let plan = pipeline.searches.iter().find(|x| x.trials.contains(&i))?;
+    let s = &pipeline.stages[i];
+    let values = s.desc.clone().unwrap_or_default();
+    let dir = pipeline.settings.project_dir.join(s.outs.first()?);
+    match stages::train::progress_of(&dir).filter(|_| state == RowState::Fresh) {
+        Some((acc, false)) => Some(format!(
+            "stopped by the search at epoch {}/{}; {values}",
+            acc.len(),
+            plan.epochs
+        )),
+        _ => Some(values),
+    }
+}
+
 /// The plan as rows, in dependency order. Read-only: takes no lock and
 /// creates nothing (records are replaced atomically, so reading while a run
 /// writes is safe).
@@ -95,12 +111,7 @@ pub(super) fn status_rows(
                 state: a.state.row_state(),
                 why: a.state.why(),
                 kind: s.kind.name(),
-                values: pipeline
-                    .searches
-                    .iter()
-                    .any(|x| x.trials.contains(&i))
-                    .then(|| s.desc.clone())
-                    .flatten(),
+                values: trial_values(pipeline, i, a.state.row_state()),
             })
         })
         .collect())

@@ -2,7 +2,6 @@
 //! ([`run`]), what starts when ([`schedule`]), where a stage runs
 //! ([`executor`]), and signals ([`interrupt`]).
 
-pub mod asha;
 pub mod executor;
 pub mod interrupt;
 pub mod plan;

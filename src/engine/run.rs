@@ -1,6 +1,5 @@
 //! Runs stale stages in dependency order, independent ones in parallel.
 
-use crate::engine::asha::Asha;
 use crate::engine::executor::{stage_env, Executor, JobFile, Shell, StageFailure};
 use crate::engine::plan::{Assessment, Fp, Planner, State};
 use crate::engine::schedule::{Demand, Grant, Pool, Ready};
@@ -17,6 +16,7 @@ use crate::state::remote::Fetched;
 use crate::state::runs::{self, RunEntry};
 use crate::state::store::{move_into_place, remove_any, Digest, Record, RestoreError, Store};
 use crate::ui::events::{Event, Failure, Remedy, Summary};
+use stages::asha::{Asha, Known};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -288,6 +288,30 @@ fn drive(
     env_error
 }
 
+/// A search as the run drives it: the jobs' sequence, what is known of
+/// each trial, which are queued or running, and whether it has settled.
+struct Search {
+    asha: Asha,
+    known: Vec<Option<Known>>,
+    busy: Vec<bool>,
+    settled: bool,
+}
+
+impl Search {
+    fn new(plan: &crate::spec::SearchPlan) -> Search {
+        Search {
+            asha: Asha {
+                rungs: plan.rungs.clone(),
+                epochs: plan.epochs,
+                keep: plan.keep,
+            },
+            known: vec![None; plan.trials.len()],
+            busy: vec![false; plan.trials.len()],
+            settled: false,
+        }
+    }
+}
+
 /// The run's bookkeeping: what waits for what, what is ready, what is
 /// done, and the tally.
 struct Board<'a> {
@@ -310,7 +334,7 @@ struct Board<'a> {
     doomed: Vec<usize>,
     summary: Summary,
     /// Each search's early stopping, and each trial stage's (search, trial).
-    searches: Vec<Asha>,
+    searches: Vec<Search>,
     trial_of: Vec<Option<(usize, usize)>>,
     /// A promoted trial's rung and the epoch it goes on to.
     promoted: Vec<Option<(usize, usize)>>,
@@ -375,7 +399,7 @@ impl<'a> Board<'a> {
             ready,
             doomed: Vec::new(),
             summary: Summary::default(),
-            searches: pipeline.searches.iter().map(Asha::new).collect(),
+            searches: pipeline.searches.iter().map(Search::new).collect(),
             expected,
             trial_of,
             promoted: vec![None; n],
@@ -460,6 +484,9 @@ impl<'a> Board<'a> {
         }
         for (i, _) in &start {
             self.ready.remove(self.pos[*i], *i);
+            if let Some((s, t)) = self.trial_of[*i] {
+                self.searches[s].busy[t] = true;
+            }
         }
         start
     }
@@ -498,10 +525,10 @@ impl<'a> Board<'a> {
             Outcome::Failed => {
                 self.summary.failed += 1;
                 if let Some((s, t)) = self.trial_of[i] {
-                    let trial = &mut self.searches[s].trials[t];
-                    trial.busy = false;
-                    trial.finished = true;
-                    trial.val_acc.get_or_insert_with(Vec::new);
+                    let search = &mut self.searches[s];
+                    search.busy[t] = false;
+                    let k = search.known[t].get_or_insert_with(Known::default);
+                    k.finished = true;
                 }
                 self.skip_downstream(i, report, true);
                 return false;
@@ -530,9 +557,9 @@ impl<'a> Board<'a> {
         true
     }
 
-    /// What a trial's run (or record) says of it, taken in; the trials
-    /// that go on now are queued, and once the search has settled, its
-    /// dependents freed.
+    /// What a trial's run (or record) says of it, taken in; the job the
+    /// search waits for queued, and once it has settled, its dependents
+    /// freed.
     fn trial_known(&mut self, i: usize) -> Vec<usize> {
         let Some((s, t)) = self.trial_of[i] else {
             return Vec::new();
@@ -542,66 +569,73 @@ impl<'a> Board<'a> {
             .settings
             .project_dir
             .join(&self.pipeline.stages[i].outs[0]);
-        let trial = &mut self.searches[s].trials[t];
-        trial.busy = false;
-        match stages::train::progress_of(&dir) {
-            Some((acc, finished)) => {
-                trial.val_acc = Some(acc);
-                trial.finished = finished;
-            }
-            // Unreadable: the report says so; the search does not wait.
-            None => {
-                trial.val_acc = Some(Vec::new());
-                trial.finished = true;
-            }
-        }
+        // Unreadable outputs: the report says so; the search goes on.
+        let known = match stages::train::progress_of(&dir) {
+            Some((val_acc, finished)) => Known { val_acc, finished },
+            None => Known {
+                val_acc: Vec::new(),
+                finished: true,
+            },
+        };
+        let search = &mut self.searches[s];
+        search.known[t] = Some(known);
+        search.busy[t] = false;
         self.search_step(s)
     }
 
-    /// Queues the trials of search `s` that go on now; the stages freed
-    /// once it has settled.
+    /// Queues the job search `s` waits for, ahead of trials not yet
+    /// started; the stages freed once it has settled.
     fn search_step(&mut self, s: usize) -> Vec<usize> {
         let plan = &self.pipeline.searches[s];
         if self.searches[s].settled {
             return Vec::new();
         }
         // A trial that is fresh but not yet taken in (its inputs are
-        // settling) would change the rungs' ranks: decide once it is in.
-        // Trials still to train do not hold anything up.
+        // settling) decides jobs: wait for it. Trials still to train hold
+        // nothing up: free cores start them ahead.
         let waiting = plan
             .trials
             .iter()
             .enumerate()
-            .any(|(t, &i)| self.expected[i] && self.searches[s].trials[t].val_acc.is_none());
+            .any(|(t, &i)| self.expected[i] && self.searches[s].known[t].is_none());
         if waiting {
             return Vec::new();
         }
-        let n = self.pipeline.stages.len();
-        for (t, stop) in self.searches[s].promotions() {
-            let i = plan.trials[t];
-            if !self.mask[i] {
-                continue;
-            }
-            let trial = &mut self.searches[s].trials[t];
-            trial.busy = true;
-            let done = trial.val_acc.as_ref().map_or(0, Vec::len);
-            self.promoted[i] = Some((done, stop));
-            self.done[i] = false;
-            // Ahead of trials not yet started: promotions first (ASHA).
-            if self.pos[i] >= n {
-                self.pos[i] -= n;
-            }
-            self.ready.insert(self.pos[i], i);
-        }
-        if !self.searches[s].is_settled() {
+        let search = &self.searches[s];
+        let sequence = search.asha.simulate(&search.known);
+        let Some((t, to)) = sequence.next else {
+            self.searches[s].settled = true;
+            let trials = plan.trials.clone();
+            return trials
+                .iter()
+                .flat_map(|&i| self.free_dependents(i))
+                .collect();
+        };
+        let i = plan.trials[t];
+        if self.searches[s].busy[t] || !self.mask[i] {
             return Vec::new();
         }
-        self.searches[s].settled = true;
-        let trials = plan.trials.clone();
-        trials
-            .iter()
-            .flat_map(|&i| self.free_dependents(i))
-            .collect()
+        let n = self.pipeline.stages.len();
+        let was = self.pos[i];
+        // Ahead of trials not yet started: promotions first (ASHA).
+        let ahead = if was >= n { was - n } else { was };
+        match &self.searches[s].known[t] {
+            Some(k) => {
+                self.promoted[i] = Some((k.val_acc.len(), to));
+                self.searches[s].busy[t] = true;
+                self.done[i] = false;
+                self.pos[i] = ahead;
+                self.ready.insert(ahead, i);
+            }
+            // Not run yet: already queued as a new trial; it goes first.
+            None if self.ready.contains(was, i) => {
+                self.ready.remove(was, i);
+                self.pos[i] = ahead;
+                self.ready.insert(ahead, i);
+            }
+            None => {}
+        }
+        Vec::new()
     }
 
     /// How far a stage trains this time: for a trial, its levels and any
@@ -609,7 +643,7 @@ impl<'a> Board<'a> {
     fn budget(&self, i: usize) -> Option<Budget> {
         let (s, _) = self.trial_of[i]?;
         Some(Budget {
-            levels: self.searches[s].levels(),
+            levels: self.searches[s].asha.levels(),
             promote: self.promoted[i],
         })
     }

@@ -294,6 +294,10 @@ impl Ready {
         }
     }
 
+    pub fn contains(&self, pos: usize, i: usize) -> bool {
+        self.all.contains(&(pos, i))
+    }
+
     pub fn remove(&mut self, pos: usize, i: usize) {
         self.all.remove(&(pos, i));
         self.fixed.remove(&(pos, i));

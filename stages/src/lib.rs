@@ -6,6 +6,7 @@
 //! fingerprints or the cache, and nothing here prints: progress goes through
 //! the callback in [`RunContext`].
 
+pub mod asha;
 pub mod bench;
 pub mod cmd;
 pub mod compare;

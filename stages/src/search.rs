@@ -113,7 +113,7 @@ pub fn ranking(trials: &[TrialResult]) -> Vec<String> {
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let p: SearchParams = crate::kind::parse_params(ctx.params)?;
-    let mut trials = Vec::with_capacity(p.trials.len());
+    let mut read = Vec::with_capacity(p.trials.len());
     for spec in &p.trials {
         let input = ctx
             .inputs
@@ -128,7 +128,35 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         let dir = input.paths.first().cloned().unwrap_or_default();
         let history: Vec<EpochRecord> = read_json(&dir.join(HISTORY_FILE))?;
         let summary: TrainSummary = read_json(&dir.join(TRAIN_SUMMARY_FILE))?;
-        let val_acc: Vec<f64> = history.iter().map(|h| h.val_acc).collect();
+        read.push((input.stage.clone(), history, summary));
+    }
+    // The trials as the search's sequence of jobs trained them: epochs a
+    // trial trained beyond it (an earlier search's) do not count.
+    let asha = crate::asha::Asha {
+        rungs: p.rungs.clone(),
+        epochs: p.epochs,
+        keep: p.keep,
+    };
+    let known: Vec<Option<crate::asha::Known>> = read
+        .iter()
+        .map(|(_, h, summary)| {
+            Some(crate::asha::Known {
+                val_acc: h.iter().map(|e| e.val_acc).collect(),
+                finished: !summary.paused,
+            })
+        })
+        .collect();
+    let sequence = asha.simulate(&known);
+    if let Some((t, to)) = sequence.next {
+        return Err(StageError::Failed(format!(
+            "the search has not finished: {} is still to train to epoch {to}; run the pipeline again",
+            p.trials[t].trial
+        )));
+    }
+    let mut trials = Vec::with_capacity(p.trials.len());
+    for (k, (spec, (stage, history, _))) in p.trials.iter().zip(&read).enumerate() {
+        let reached = sequence.reached[k];
+        let val_acc: Vec<f64> = history.iter().take(reached).map(|h| h.val_acc).collect();
         let (best_epoch, score) =
             val_acc
                 .iter()
@@ -139,14 +167,14 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
                 );
         trials.push(TrialResult {
             trial: spec.trial.clone(),
-            stage: input.stage.clone(),
+            stage: stage.clone(),
             values: spec.values.clone(),
-            epochs: history.len(),
-            complete: !summary.paused,
+            epochs: reached,
+            complete: reached >= p.epochs || sequence.stopped[k],
             val_acc,
             score,
             best_epoch,
-            training_seconds: summary.training_seconds,
+            training_seconds: history.iter().take(reached).map(|h| h.seconds).sum(),
         });
     }
     let result = SearchResult {

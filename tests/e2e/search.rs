@@ -219,12 +219,31 @@ fn a_killed_search_resumes_with_what_is_missing() {
             "{stage} ran again from scratch:\n{out}"
         );
     }
+    // The same search as one never killed: the same trials promoted, the
+    // same curves, the same ranking.
     let whole = Project::new();
     whole.pipeline(&searching(data, 8, 2, None));
     whole.run(&["run"]).ok();
-    for (a, b) in curves(&t).iter().zip(curves(&whole)) {
-        assert!(same_prefix(&a.1, &b.1), "{a:?} vs {b:?}");
-    }
+    assert_eq!(curves(&t), curves(&whole));
+    let ranking = |p: &Project| json(p, "outputs/train@search/search.json")["ranking"].clone();
+    assert_eq!(ranking(&t), ranking(&whole));
+}
+
+/// Which trials go on depends on their results only: on one core or two
+/// (where trials finish in another order), the same search.
+#[test]
+fn the_same_search_promotes_the_same_trials_on_one_core_or_two() {
+    let Some(data) = real_data() else { return };
+    let one = Project::new();
+    one.pipeline(&searching(data, 8, 2, None));
+    one.run(&["run", "--jobs", "1"]).ok();
+    let two = Project::new();
+    two.pipeline(&searching(data, 8, 2, None));
+    let out = two.run(&["run", "--jobs", "2"]).ok().stdout();
+    assert_eq!(curves(&one), curves(&two), "{out}");
+    let r = |p: &Project| json(p, "outputs/train@search/search.json");
+    assert_eq!(r(&one)["ranking"], r(&two)["ranking"]);
+    assert_eq!(r(&one)["epochs_trained"], r(&two)["epochs_trained"]);
 }
 
 /// A promoted trial's model is the model of the same configuration trained

@@ -10,11 +10,8 @@ use crate::ui::reporter::{Reporter, RowState};
 pub fn run(pipeline: &Pipeline, dag: &Dag, reporter: &mut Reporter) -> Result<i32> {
     let rows = status_rows(pipeline, dag, &[], &[], false)?;
     let store = Store::open(&pipeline.settings);
-    for s in pipeline
-        .stages
-        .iter()
-        .filter(|s| s.kind == stages::Kind::Compare)
-    {
+    let tabled = |s: &&spec::Stage| matches!(s.kind, stages::Kind::Compare | stages::Kind::Confirm);
+    for s in pipeline.stages.iter().filter(tabled) {
         let row = rows.iter().find(|r| r.stage == s.name);
         match read_table(pipeline, &store, s) {
             Some((t, from_cache)) => {
@@ -38,12 +35,8 @@ pub fn run(pipeline: &Pipeline, dag: &Dag, reporter: &mut Reporter) -> Result<i3
             )),
         }
     }
-    if pipeline
-        .stages
-        .iter()
-        .all(|s| s.kind != stages::Kind::Compare)
-    {
-        reporter.text("the pipeline has no compare stage\n");
+    if !pipeline.stages.iter().any(|s| tabled(&s)) {
+        reporter.text("the pipeline has no compare or confirm stage\n");
     }
     Ok(exit::OK)
 }

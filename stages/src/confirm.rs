@@ -355,9 +355,47 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     };
     write(TABLE_FILE, &serde_json::to_vec_pretty(&t).map_err(fail)?)?;
     write("table.md", t.table.markdown().as_bytes())?;
+    // Each finalist's difference to the reference, seed by seed.
+    let forest: Vec<crate::plots::ForestRow> = t
+        .finalists
+        .iter()
+        .filter_map(|f| {
+            Some(crate::plots::ForestRow {
+                label: f.trial.clone(),
+                mean: f.delta_vs_reference?,
+                ci: f.delta_ci95.map(|[a, b]| (a, b)),
+                points: f
+                    .per_seed
+                    .iter()
+                    .zip(&t.reference.per_seed)
+                    .map(|(a, b)| a.1 - b.1)
+                    .collect(),
+            })
+        })
+        .collect();
+    crate::plots::forest(ctx.out_dir, REFERENCE, &forest).map_err(fail)?;
     let mut h = head("fmnist-pipe confirm");
     let _ = write!(h, "<h1>{}</h1>", escape(&t.table.title));
     h.push_str(&table_html(&t.table, "", "", ""));
+    h.push_str(&crate::html::picture(ctx.out_dir, "forest").unwrap_or_default());
+    // The search it confirms: its summary and every trial's curve.
+    if let Some(dir) = ctx
+        .inputs
+        .iter()
+        .find(|i| i.kind == Kind::Search)
+        .and_then(|i| i.paths.first())
+    {
+        if let Ok(md) = std::fs::read_to_string(dir.join("search.md")) {
+            let summary = md.lines().nth(2).unwrap_or_default();
+            let _ = write!(h, "<h2>The search</h2><p>{}</p>", escape(summary));
+        }
+        h.push_str(&crate::html::picture(dir, "search_curves").unwrap_or_default());
+        let _ = write!(
+            h,
+            "<p>Every trial, its values and its curve: <code>{}</code>.</p>",
+            escape(&dir.join(REPORT_FILE).display().to_string())
+        );
+    }
     h.push_str("</body></html>\n");
     write(REPORT_FILE, h.as_bytes())
 }

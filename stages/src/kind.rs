@@ -183,7 +183,8 @@ impl Kind {
             // effects and pivot; the report's run panel.
             Kind::Compare => 5,
             Kind::Search => 1,
-            Kind::Confirm => 1,
+            // 2: the forest chart and the search's summary in the report.
+            Kind::Confirm => 2,
         }
     }
 

@@ -74,7 +74,8 @@ fn show_and_bench_explain_what_is_missing() {
     let p = example();
     let r = p.run(&["show"]).ok();
     assert!(
-        r.stdout().contains("the pipeline has no compare stage"),
+        r.stdout()
+            .contains("the pipeline has no compare or confirm stage"),
         "{}",
         r.stdout()
     );

@@ -113,6 +113,7 @@ fn our_epoch(prep_dir: &Path, threads: usize, seed: u64) -> Result<(f64, f64)> {
         threads,
         resume: None,
         stop_after: None,
+        grow: None,
         device: Some("cpu"),
         run: None,
         progress: &|_| {},

@@ -242,15 +242,35 @@ fn drive(
             running += 1;
             let inputs = board.inputs(i);
             let budget = board.budget(i);
+            let grow = growable(ctx, i).then(|| grow_path(ctx, i));
             let tx = tx.clone();
             let force = forced[i];
             scope.spawn(move || {
                 let send = |e: Event| {
                     let _ = tx.send(Msg::Event(e));
                 };
-                let r = process(ctx, i, inputs, (force, budget), &assigned, &send);
+                let r = process(ctx, i, inputs, (force, budget, grow), &assigned, &send);
                 let _ = tx.send(Msg::Done(i, r));
             });
+        }
+        // No idle core: what nothing ready can use goes to the running
+        // training with the fewest threads, from its next epoch.
+        if !stop {
+            while pool.free_cores() > 0 {
+                let Some((&i, g)) = grants
+                    .iter_mut()
+                    .filter(|(&i, _)| growable(ctx, i))
+                    .min_by_key(|(_, g)| g.cpus)
+                else {
+                    break;
+                };
+                let extra = pool.free_cores();
+                pool.grow(g, extra);
+                let path = grow_path(ctx, i);
+                // Best effort: a training that misses it keeps its threads.
+                let _ =
+                    crate::state::store::write_atomic(&path, format!("{}\n", g.cpus).as_bytes());
+            }
         }
         if running == 0 {
             break;
@@ -673,7 +693,7 @@ fn process(
     ctx: &Ctx<'_>,
     i: usize,
     inputs: BTreeMap<String, Digest>,
-    (force, budget): (bool, Option<Budget>),
+    (force, budget, grow): (bool, Option<Budget>, Option<PathBuf>),
     assigned: &Assigned,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
@@ -847,7 +867,7 @@ fn process(
         (fp, key),
         record.as_ref(),
         grant,
-        (force, stop_after),
+        (force, stop_after, grow),
         send,
     )
 }
@@ -1038,7 +1058,7 @@ fn run_stage(
     (fp, key): (Fingerprint, String),
     prev: Option<&Record>,
     grant: &Grant,
-    (force, stop_after): (bool, Option<usize>),
+    (force, stop_after, grow): (bool, Option<usize>, Option<PathBuf>),
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
     // The tool only replaces what it can show it wrote.
@@ -1064,14 +1084,18 @@ fn run_stage(
     if stop_after.is_some_and(|s| epochs.is_some_and(|e| (s as u64) < e)) {
         txn.keep_progress();
     }
-    if let Err(e) = execute_stage(
+    let result = execute_stage(
         ctx,
         stage,
         prev,
         grant,
-        (resume.as_deref(), stop_after),
+        (resume.as_deref(), stop_after, grow.as_deref()),
         send,
-    ) {
+    );
+    if let Some(g) = &grow {
+        let _ = fs::remove_file(g);
+    }
+    if let Err(e) = result {
         if ctx.running.stopping() {
             // Stopped by a signal: left for the next run to take up; the
             // signal thread exits once this run has reported.
@@ -1343,7 +1367,7 @@ fn execute_stage(
     stage: &Stage,
     prev: Option<&Record>,
     grant: &Grant,
-    (resume, stop_after): (Option<&Path>, Option<usize>),
+    (resume, stop_after, grow): (Option<&Path>, Option<usize>, Option<&Path>),
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<(), StageFailure> {
     let project = &ctx.pipeline.settings.project_dir;
@@ -1400,6 +1424,7 @@ fn execute_stage(
         threads: grant.cpus,
         resume: resume.map(Path::to_path_buf),
         stop_after,
+        grow: grow.map(Path::to_path_buf),
         device: stage.device.clone(),
         run: stage.kind.describes_run().then(|| {
             ctx.run_info
@@ -1445,6 +1470,26 @@ fn execute_stage(
     }
     move_into_place(&staging, &dest)
         .map_err(|e| StageFailure::Env(Error::io("move the output into place", &dest, e)))
+}
+
+/// Trainings on this machine whose threads the scheduler chooses: they
+/// take more when a core comes free.
+fn growable(ctx: &Ctx<'_>, i: usize) -> bool {
+    let s = &ctx.pipeline.stages[i];
+    matches!(ctx.executor, Executor::Local(_))
+        && s.kind == stages::Kind::Train
+        && s.resources.cpus.is_none()
+        && !s.device.as_deref().is_some_and(stages::runtime::is_cuda)
+}
+
+/// Where a training is offered more threads: this run's own file, so
+/// that one a killed run left is never read.
+fn grow_path(ctx: &Ctx<'_>, i: usize) -> PathBuf {
+    ctx.store.tmp_dir().join(format!(
+        "grow-{}-{}",
+        std::process::id(),
+        ctx.pipeline.stages[i].name
+    ))
 }
 
 /// Where a built-in stage's job description is written (one run at a time

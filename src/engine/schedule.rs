@@ -212,6 +212,22 @@ impl Pool {
         self.free_cpus > 0
     }
 
+    /// Cores free on this machine (none for a pool of jobs: a job's
+    /// cores are its scheduler's).
+    pub fn free_cores(&self) -> usize {
+        match self.kind {
+            PoolKind::Local { .. } => self.free_cpus,
+            PoolKind::Jobs => 0,
+        }
+    }
+
+    /// Gives a running stage's grant `extra` more of the free cores.
+    pub fn grow(&mut self, g: &mut Grant, extra: usize) {
+        let extra = extra.min(self.free_cores());
+        self.free_cpus -= extra;
+        g.cpus += extra;
+    }
+
     pub fn release(&mut self, g: Grant) {
         self.running -= 1;
         self.free_cpus += if g.slot { 1 } else { g.cpus };

@@ -392,6 +392,7 @@ mod tests {
             threads: 1,
             resume: None,
             stop_after: None,
+            grow: None,
             device: None,
             run: None,
             progress: &|_| {},

@@ -24,6 +24,9 @@ pub struct Job {
     /// For `train`: pause after this many epochs (a search's rung).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_after: Option<usize>,
+    /// For `train`: where more threads are offered (see [`crate::RunContext`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grow: Option<PathBuf>,
     pub device: Option<String>,
     /// For kinds that describe the run ([`Kind::describes_run`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +161,7 @@ pub fn run(job: &Job, out: &mut (dyn Write + Send)) -> i32 {
         threads: job.threads,
         resume: job.resume.as_deref(),
         stop_after: job.stop_after,
+        grow: job.grow.as_deref(),
         device: job.device.as_deref(),
         run: job.run.as_ref(),
         progress: &progress,
@@ -224,6 +228,7 @@ mod tests {
             threads: 1,
             resume: None,
             stop_after: None,
+            grow: None,
             device: None,
             run: None,
         };

@@ -90,6 +90,9 @@ pub struct RunContext<'a> {
     pub resume: Option<&'a Path>,
     /// For `train`: pause after this many epochs (a search's rung).
     pub stop_after: Option<usize>,
+    /// For `train`: where the orchestrator writes a larger thread count
+    /// when a core comes free (read between epochs).
+    pub grow: Option<&'a Path>,
     /// `cpu` or `cuda`, for kinds that use a device.
     pub device: Option<&'a str>,
     /// What run this is, for the kinds that describe it ([`Kind::describes_run`]).

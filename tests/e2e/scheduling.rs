@@ -147,3 +147,44 @@ fn evaluations_start_ahead_of_trainings_not_yet_started() {
         "{out}"
     );
 }
+
+/// No idle core: when the short training ends and nothing else is ready,
+/// the long one takes the free core from its next epoch, and its model is
+/// the model it trains on one thread alone.
+#[test]
+fn a_training_takes_the_core_that_comes_free() {
+    let study = |t: &Project| {
+        let files = write_data(&t.dir().join("data"));
+        let y = tiny_study(
+            &files,
+            "      short: {}\n      long: {epochs: 40}\n",
+            "short",
+        )
+        .replace(
+            "    threads: 1\n    params:\n      model:",
+            "    params:\n      model:",
+        );
+        assert!(!y.contains("  train:\n    kind: train\n    needs: [preprocess]\n    threads: 1"));
+        t.pipeline(&y);
+    };
+    let t = Project::new();
+    study(&t);
+    let out = t.run(&["run", "train"]).ok().stdout();
+    assert!(
+        out.contains("train@long: now on 2 threads (a core came free)"),
+        "{out}"
+    );
+    assert!(!out.contains("train@short: now on"), "{out}");
+    let alone = Project::new();
+    study(&alone);
+    let out = alone
+        .run(&["run", "train@long", "--jobs", "1"])
+        .ok()
+        .stdout();
+    assert!(!out.contains("now on"), "{out}");
+    assert_eq!(
+        fs::read(t.path("outputs/train@long/model.safetensors")).unwrap(),
+        fs::read(alone.path("outputs/train@long/model.safetensors")).unwrap(),
+        "the same bits on one thread and on two"
+    );
+}

@@ -350,6 +350,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
                 ctx.progress,
                 ctx.resume,
                 ctx.stop_after,
+                ctx.grow,
             )
         })
         .map_err(StageError::Failed)?;
@@ -697,13 +698,16 @@ pub fn train(
     progress: &(dyn Fn(Progress) + Sync),
     resume: Option<&Path>,
 ) -> Result<TrainReport, String> {
-    train_on("cpu", model, data, p, threads, progress, resume, None)
+    train_on("cpu", model, data, p, threads, progress, resume, None, None)
 }
 
 /// [`train`] on `device` (`cpu`, or `cpu-reference`: the generic path).
 /// `stop_after`: pause after this many epochs (a search's rung), the state
 /// saved in `resume` for a later run to go on from; the schedule is still
 /// that of `p.epochs`, so the epochs run are the same bits either way.
+/// `grow`: a file where the orchestrator writes a larger thread count
+/// when a core comes free, taken up between epochs (the results do not
+/// depend on the thread count).
 #[allow(clippy::too_many_arguments)]
 pub fn train_on(
     device: &str,
@@ -714,13 +718,25 @@ pub fn train_on(
     progress: &(dyn Fn(Progress) + Sync),
     resume: Option<&Path>,
     stop_after: Option<usize>,
+    grow: Option<&Path>,
 ) -> Result<TrainReport, String> {
+    let threads = Threads {
+        now: threads,
+        grow,
+        pool: None,
+    };
     let recipe = Recipe::of(p);
     if crate::runtime::is_cuda(device) {
         #[cfg(feature = "cuda")]
         {
             let dev = crate::runtime::cuda(device, p.seed)?;
             let learner = Learner::on(dev, device, model, &recipe);
+            // A GPU's training keeps its thread: its device does not move
+            // between threads (see `Threads::install`).
+            let threads = Threads {
+                grow: None,
+                ..threads
+            };
             return fit(
                 learner,
                 model,
@@ -744,6 +760,59 @@ pub fn train_on(
         progress,
         (resume, stop_after),
     )
+}
+
+/// The threads a training runs on: its caller's pool, until the
+/// orchestrator gives it more (a core that came free): then a pool of
+/// that many, for the epochs after.
+struct Threads<'a> {
+    now: usize,
+    grow: Option<&'a Path>,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl Threads<'_> {
+    /// The larger count the orchestrator wrote, once, as a new pool.
+    fn grown(&mut self) -> Option<usize> {
+        let n: usize = std::fs::read_to_string(self.grow?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if n <= self.now {
+            return None;
+        }
+        self.pool = Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .ok()?,
+        );
+        self.now = n;
+        Some(n)
+    }
+
+    /// Runs `f` on the grown pool, if there is one, else right here.
+    fn install<R>(&self, f: impl FnOnce() -> R) -> R {
+        /// Carries a training's epoch to the grown pool's thread and back.
+        struct Carried<T>(T);
+        // SAFETY: a pool exists only after `grown`, which needs `grow`,
+        // which `train_on` clears for a CUDA device: what is carried is a
+        // CPU training's state (plain vectors and dfdx's CPU device, which
+        // are Send), and `install` blocks until `f` has returned.
+        unsafe impl<T> Send for Carried<T> {}
+        match &self.pool {
+            Some(pool) => {
+                let f = Carried(f);
+                let out = pool.install(move || {
+                    let f = f;
+                    Carried((f.0)())
+                });
+                out.0
+            }
+            None => f(),
+        }
+    }
 }
 
 /// The saved state a resumed training takes up: whole, for an epoch not
@@ -872,7 +941,7 @@ fn fit<D: Backend>(
     model: &mut Model,
     data: &Dataset,
     p: &TrainParams,
-    threads: usize,
+    mut threads: Threads<'_>,
     progress: &(dyn Fn(Progress) + Sync),
     (resume, stop_after): (Option<&Path>, Option<usize>),
 ) -> Result<TrainReport, String> {
@@ -920,28 +989,42 @@ fn fit<D: Backend>(
     let started = Instant::now();
     let last = stop_after.map_or(p.epochs, |s| s.min(p.epochs));
     for epoch in first_epoch..last.max(first_epoch) {
+        if let Some(n) = threads.grown() {
+            progress(Progress {
+                message: format!("now on {n} threads (a core came free)"),
+                fraction: None,
+                notice: false,
+                milestone: true,
+            });
+        }
         let t = Instant::now();
-        let (loss_sum, correct, seen) = epoch_steps(
-            &mut learner,
-            model,
-            &batcher,
-            (epoch, batches, history.last().map(|h| h.val_acc)),
-            p,
-            threads,
-            progress,
-            (started, t, first_epoch * batches, total_steps),
-        )?;
+        let last_acc = history.last().map(|h| h.val_acc);
+        let n = threads.now;
+        let (loss_sum, correct, seen) = threads.install(|| {
+            epoch_steps(
+                &mut learner,
+                model,
+                &batcher,
+                (epoch, batches, last_acc),
+                p,
+                n,
+                progress,
+                (started, t, first_epoch * batches, total_steps),
+            )
+        })?;
         let train_secs = t.elapsed().as_secs_f64();
         learner.for_validation(model);
-        let logits = predict(
-            model,
-            learner.validation_weights(),
-            data,
-            val,
-            256,
-            threads,
-            (&learner.dev, &learner.engine),
-        );
+        let logits = threads.install(|| {
+            predict(
+                model,
+                learner.validation_weights(),
+                data,
+                val,
+                256,
+                n,
+                (&learner.dev, &learner.engine),
+            )
+        });
         let (val_loss, val_correct) = score(&logits, &val.labels);
         let val_acc = val_correct as f64 / val.len() as f64;
         history.push(EpochRecord {
@@ -1280,7 +1363,7 @@ mod tests {
         p.max_batches = Some(6);
         let run = |device: &str| {
             let mut m = p.model(28, 28).unwrap();
-            train_on(device, &mut m, &data, &p, 1, &|_| {}, None, None).unwrap()
+            train_on(device, &mut m, &data, &p, 1, &|_| {}, None, None, None).unwrap()
         };
         let (fast, reference) = (run("cpu"), run("cpu-reference"));
         for (a, b) in fast.history.iter().zip(&reference.history) {
@@ -1336,8 +1419,9 @@ mod tests {
     }
 
     /// A search's rung: paused after one epoch of three (cosine over all
-    /// three), then promoted, a trial ends bit-identical to a training
-    /// never paused; the paused one's history and state stop at epoch 1.
+    /// three), then promoted (and given a second thread), a trial ends
+    /// bit-identical to a training never paused; the paused one's history
+    /// and state stop at epoch 1.
     #[test]
     fn a_paused_training_goes_on_bit_for_bit() {
         let mut p = recipe_params();
@@ -1357,14 +1441,35 @@ mod tests {
             &|_| {},
             Some(dir.path()),
             Some(1),
+            None,
         )
         .unwrap();
         assert!(first.paused);
         assert_eq!(first.history.len(), 1);
         assert_eq!(first.history[0].val_acc, all.history[0].val_acc);
         assert_eq!(resume::saved_progress(dir.path()), Some((1, 3)));
+        // Promoted, on one thread, and offered a second from its next
+        // epoch: the same bits.
         let mut m = p.model(28, 28).unwrap();
-        let rest = train_on("cpu", &mut m, &data, &p, 2, &|_| {}, Some(dir.path()), None).unwrap();
+        let offer = dir.path().join("grow");
+        std::fs::write(&offer, "2\n").unwrap();
+        let said = std::sync::Mutex::new(Vec::new());
+        let rest = train_on(
+            "cpu",
+            &mut m,
+            &data,
+            &p,
+            1,
+            &|pr| said.lock().unwrap().push(pr.message),
+            Some(dir.path()),
+            None,
+            Some(&offer),
+        )
+        .unwrap();
+        assert!(said
+            .lock()
+            .unwrap()
+            .contains(&"now on 2 threads (a core came free)".to_string()));
         assert!(!rest.paused);
         assert_eq!(m.params, whole.params, "bit-identical weights");
         let lrs = |h: &[EpochRecord]| h.iter().map(|e| (e.lr, e.val_acc)).collect::<Vec<_>>();
@@ -1461,7 +1566,18 @@ mod tests {
         assert_eq!(one.params, two.params, "1 and 2 threads: the same bits");
         assert_eq!(one.buffers, two.buffers);
         let mut m = p.model(28, 28).unwrap();
-        let r = train_on("cpu-reference", &mut m, &data, &p, 1, &|_| {}, None, None).unwrap();
+        let r = train_on(
+            "cpu-reference",
+            &mut m,
+            &data,
+            &p,
+            1,
+            &|_| {},
+            None,
+            None,
+            None,
+        )
+        .unwrap();
         assert!(r.best_val_acc > 0.6, "{:?}", r.history);
         let mut sgd = small_params();
         sgd.optimizer = OptimizerName::Sgd;

@@ -270,12 +270,17 @@ pub fn run(
             }
         }
     };
-    // Speed figures mean little without the machine that made them.
-    // The kernels' vector width is fixed when the program is built.
-    let kernels = if cfg!(all(target_feature = "avx2", target_feature = "fma")) {
-        "AVX2+FMA"
+    // Speed figures mean little without the machine that made them: the
+    // kernels are AVX2+FMA (what the build targets), with the Winograd
+    // products in AVX-512 where the core has it (chosen when the program
+    // runs; `FMNIST_PIPE_KERNELS=avx2` keeps AVX2).
+    let kernels = if !cfg!(all(target_feature = "avx2", target_feature = "fma")) {
+        "portable (no AVX2)".to_string()
     } else {
-        "portable (no AVX2)"
+        match learn::nn::simd::family() {
+            learn::nn::simd::Family::Avx512 => "AVX2+FMA, Winograd products in AVX-512".to_string(),
+            learn::nn::simd::Family::Avx2 => "AVX2+FMA".to_string(),
+        }
     };
     reporter.text(&format!(
         "cpu: {}, {} cores; kernels: {kernels}\n",

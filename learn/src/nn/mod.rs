@@ -11,4 +11,5 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod schedule;
+pub mod simd;
 mod winograd;

@@ -231,21 +231,124 @@ fn product<const ACC: bool>(
     ldx: usize,
 ) {
     debug_assert_eq!(t % L, 0);
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::family() == super::simd::Family::Avx512 {
+        // SAFETY: the family is AVX-512 only where the core has it.
+        unsafe { product_avx512::<ACC>(m, t, k, out, ldo, u, us, x, ldx) };
+        return;
+    }
     let mut t0 = 0;
     while t0 + 3 * L <= t {
-        rows::<3, ACC>(m, t0, k, out, ldo, u, us, x, ldx);
+        rows::<3, ACC>(0, m, t0, k, out, ldo, u, us, x, ldx);
         t0 += 3 * L;
     }
     while t0 < t {
-        rows::<1, ACC>(m, t0, k, out, ldo, u, us, x, ldx);
+        rows::<1, ACC>(0, m, t0, k, out, ldo, u, us, x, ldx);
         t0 += L;
     }
 }
 
-/// `product` for the columns t0 .. t0 + NV·L, four rows at a time.
+/// `product` with eight rows of 24 columns at a time in AVX-512
+/// registers (16 sums of one zmm and one ymm each); the rows left, and
+/// the last columns, as in AVX2. Every output is the same ∑ₖ in order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_avx512<const ACC: bool>(
+    m: usize,
+    t: usize,
+    k: usize,
+    out: &mut [f32],
+    ldo: usize,
+    u: &[f32],
+    (u_rs, u_cs): (usize, usize),
+    x: &[f32],
+    ldx: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut t0 = 0;
+    while t0 + 3 * L <= t {
+        let mut r0 = 0;
+        while r0 + 8 <= m {
+            assert!(k == 0 || x.len() >= (k - 1) * ldx + t0 + 3 * L);
+            assert!(k == 0 || u.len() > (r0 + 7) * u_rs + (k - 1) * u_cs);
+            assert!(out.len() >= (r0 + 7) * ldo + t0 + 3 * L);
+            // SAFETY: the asserts keep every access inside the slices.
+            unsafe {
+                let o = out.as_mut_ptr().add(r0 * ldo + t0);
+                // Named, so that the sixteen sums stay in registers.
+                let init = |r: usize| {
+                    if ACC {
+                        (
+                            _mm512_loadu_ps(o.add(r * ldo)),
+                            _mm256_loadu_ps(o.add(r * ldo + 2 * L)),
+                        )
+                    } else {
+                        (_mm512_setzero_ps(), _mm256_setzero_ps())
+                    }
+                };
+                let ((mut a0, mut b0), (mut a1, mut b1)) = (init(0), init(1));
+                let ((mut a2, mut b2), (mut a3, mut b3)) = (init(2), init(3));
+                let ((mut a4, mut b4), (mut a5, mut b5)) = (init(4), init(5));
+                let ((mut a6, mut b6), (mut a7, mut b7)) = (init(6), init(7));
+                let mut xr = x.as_ptr().add(t0);
+                let mut ur = u.as_ptr().add(r0 * u_rs);
+                for _ in 0..k {
+                    let x0 = _mm512_loadu_ps(xr);
+                    let x1 = _mm256_loadu_ps(xr.add(2 * L));
+                    macro_rules! row {
+                        ($r:expr, $a:ident, $b:ident) => {
+                            // One broadcast; its lower half for the ymm.
+                            let w = _mm512_set1_ps(*ur.add($r * u_rs));
+                            $a = _mm512_fmadd_ps(w, x0, $a);
+                            $b = _mm256_fmadd_ps(_mm512_castps512_ps256(w), x1, $b);
+                        };
+                    }
+                    row!(0, a0, b0);
+                    row!(1, a1, b1);
+                    row!(2, a2, b2);
+                    row!(3, a3, b3);
+                    row!(4, a4, b4);
+                    row!(5, a5, b5);
+                    row!(6, a6, b6);
+                    row!(7, a7, b7);
+                    xr = xr.add(ldx);
+                    ur = ur.add(u_cs);
+                }
+                for (r, (a, b)) in [
+                    (a0, b0),
+                    (a1, b1),
+                    (a2, b2),
+                    (a3, b3),
+                    (a4, b4),
+                    (a5, b5),
+                    (a6, b6),
+                    (a7, b7),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    _mm512_storeu_ps(o.add(r * ldo), a);
+                    _mm256_storeu_ps(o.add(r * ldo + 2 * L), b);
+                }
+            }
+            r0 += 8;
+        }
+        rows::<3, ACC>(r0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+        t0 += 3 * L;
+    }
+    while t0 < t {
+        rows::<1, ACC>(0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+        t0 += L;
+    }
+}
+
+/// `product` for the rows `first` .. m and the columns t0 .. t0 + NV·L,
+/// four rows at a time.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn rows<const NV: usize, const ACC: bool>(
+    first: usize,
     m: usize,
     t0: usize,
     k: usize,
@@ -256,7 +359,7 @@ fn rows<const NV: usize, const ACC: bool>(
     x: &[f32],
     ldx: usize,
 ) {
-    let mut r0 = 0;
+    let mut r0 = first;
     while r0 + 4 <= m {
         if NV == 3 {
             block43::<ACC>(r0, t0, k, out, ldo, u, us, x, ldx);
@@ -902,6 +1005,51 @@ mod tests {
             .zip(b)
             .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
             / scale
+    }
+
+    /// The per-ξ products give the same bits on AVX2 and on AVX-512, for
+    /// every shape of block and remainder, accumulating or not.
+    #[test]
+    fn products_are_the_same_bits_on_avx2_and_avx512() {
+        use crate::nn::simd::{avx512_available, choose, family, Family};
+        if !avx512_available() {
+            eprintln!(
+                "SKIPPED products_are_the_same_bits_on_avx2_and_avx512: this CPU has no AVX-512"
+            );
+            return;
+        }
+        let before = family();
+        for (m, t, k) in [
+            (8, 24, 32),
+            (13, 48, 40),
+            (17, 56, 64),
+            (3, 24, 32),
+            (16, 8, 33),
+            (9, 72, 0),
+        ] {
+            let u = rand_vec(m * k + 1, 1);
+            let x = rand_vec(k * t + 1, 2);
+            let start = rand_vec(m * t, 3);
+            let run = |f: Family, acc: bool| {
+                choose(f);
+                let mut out = start.clone();
+                if acc {
+                    product::<true>(m, t, k, &mut out, t, &u, (k, 1), &x, t);
+                } else {
+                    product::<false>(m, t, k, &mut out, t, &u, (k, 1), &x, t);
+                }
+                out
+            };
+            for acc in [false, true] {
+                let a = run(Family::Avx2, acc);
+                let b = run(Family::Avx512, acc);
+                assert!(
+                    a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "m {m}, t {t}, k {k}, acc {acc}"
+                );
+            }
+        }
+        choose(before);
     }
 
     fn conv(c: usize, h: usize, w: usize, o: usize, pad: usize) -> Conv {

@@ -1352,6 +1352,32 @@ mod tests {
         }
     }
 
+    /// A few training steps of the main CNN (its Winograd layers, conv1
+    /// and the linear layers) give the same bits with the AVX2 kernels and
+    /// the AVX-512 ones, where the core has AVX-512.
+    #[test]
+    fn the_main_cnn_trains_the_same_bits_on_avx2_and_avx512() {
+        use learn::nn::simd::{choose, family, Family};
+        if !learn::nn::simd::avx512_available() {
+            eprintln!("SKIPPED the_main_cnn_trains_the_same_bits_on_avx2_and_avx512: this CPU has no AVX-512");
+            return;
+        }
+        let data = small_data();
+        let mut p = small_params();
+        p.model = ModelSpec::MainCnn;
+        p.max_batches = Some(3);
+        p.epochs = 1;
+        let before = family();
+        choose(Family::Avx2);
+        let (avx2, r2) = on_threads(&data, &p, 2);
+        choose(Family::Avx512);
+        let (avx512, r5) = on_threads(&data, &p, 2);
+        choose(before);
+        assert_eq!(avx2.params, avx512.params, "bit-identical weights");
+        assert_eq!(avx2.buffers, avx512.buffers);
+        assert_eq!(r2.history[0].val_loss, r5.history[0].val_loss);
+    }
+
     /// The generic path (`cpu-reference`) trains like the fast kernels: the
     /// same batches, dropout draws and Adam, gradients equal within
     /// rounding, so two epochs end with training losses within 1e-3

@@ -167,16 +167,28 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     std::fs::write(&script, TORCH_EPOCH).map_err(|e| Error::io("write", &script, e))?;
     let model = tmp.join("torch_model.py");
     std::fs::write(&model, TORCH_MODEL).map_err(|e| Error::io("write", &model, e))?;
-    let (mut ours, mut theirs, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    use learn::nn::simd::{choose, family, Family};
+    let auto = family();
+    let families: Vec<Family> = match args.kernels.as_str() {
+        "avx2" => vec![Family::Avx2],
+        "both" => vec![Family::Avx2, auto],
+        _ => vec![auto],
+    };
+    let (mut ours, mut theirs, mut lines) =
+        (vec![Vec::new(); families.len()], Vec::new(), Vec::new());
     let mut skipped = None;
     for r in 0..args.repeat {
-        let (rate, secs) = our_epoch(&prep_dir, args.threads, r as u64 + 1)?;
-        reporter.text(&format!(
-            "run {}: fmnist-pipe {} images/s ({secs:.1} s for the epoch)\n",
-            r + 1,
-            group_digits(rate.round() as usize)
-        ));
-        ours.push(rate);
+        for (k, &f) in families.iter().enumerate() {
+            choose(f);
+            let (rate, secs) = our_epoch(&prep_dir, args.threads, r as u64 + 1)?;
+            reporter.text(&format!(
+                "run {}: fmnist-pipe ({}) {} images/s ({secs:.1} s for the epoch)\n",
+                r + 1,
+                f.name(),
+                group_digits(rate.round() as usize)
+            ));
+            ours[k].push(rate);
+        }
         if args.no_torch || skipped.is_some() {
             continue;
         }
@@ -218,14 +230,18 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    let m = median(ours.clone());
-    reporter.text(&format!(
-        "fmnist-pipe: one training epoch, {} images, batch 64, {} thread(s): {} images/s (median of {})\n",
-        group_digits(train.len()),
-        args.threads,
-        group_digits(m.round() as usize),
-        ours.len()
-    ));
+    choose(auto);
+    let medians: Vec<f64> = ours.iter().map(|o| median(o.clone())).collect();
+    for (f, (m, o)) in families.iter().zip(medians.iter().zip(&ours)) {
+        reporter.text(&format!(
+            "fmnist-pipe ({}): one training epoch, {} images, batch 64, {} thread(s): {} images/s (median of {})\n",
+            f.name(),
+            group_digits(train.len()),
+            args.threads,
+            group_digits(m.round() as usize),
+            o.len()
+        ));
+    }
     match skipped {
         _ if args.no_torch => {}
         Some(why) => reporter.text(&format!("pytorch: skipped: {why}\n")),
@@ -236,11 +252,17 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
                 .and_then(|l| l.split_whitespace().find(|w| w.starts_with("torch=")))
                 .unwrap_or("");
             reporter.text(&format!(
-                "pytorch:     a plain training loop over the same images: {} images/s (median of {}, {version})\nratio (fmnist-pipe / pytorch): {:.2}x\n",
+                "pytorch:     a plain training loop over the same images: {} images/s (median of {}, {version})\n",
                 group_digits(t.round() as usize),
                 theirs.len(),
-                m / t
             ));
+            for (f, m) in families.iter().zip(&medians) {
+                reporter.text(&format!(
+                    "ratio (fmnist-pipe {} / pytorch): {:.2}x\n",
+                    f.name(),
+                    m / t
+                ));
+            }
         }
     }
     Ok(exit::OK)

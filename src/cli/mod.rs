@@ -173,6 +173,10 @@ pub struct BenchArgs {
     /// (bench/torch_epoch.py); needs the preprocessed dataset.
     #[arg(long)]
     pub epoch: bool,
+    /// With --epoch: `auto` (AVX-512 where the core has it), `avx2`, or
+    /// `both`, alternated in each round.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "avx2", "both"])]
+    pub kernels: String,
 }
 
 #[derive(Debug, Args)]

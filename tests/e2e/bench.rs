@@ -33,4 +33,19 @@ fn an_epoch_bench_trains_on_the_pipelines_dataset() {
         out.contains("one training epoch, 600 images, batch 64, 1 thread(s)"),
         "{out}"
     );
+    // AVX2 and the automatic choice, alternated in each round.
+    let out = t
+        .run(&[
+            "bench",
+            "--epoch",
+            "--no-torch",
+            "--repeat",
+            "1",
+            "--kernels",
+            "both",
+        ])
+        .ok()
+        .stdout();
+    assert!(out.contains("run 1: fmnist-pipe (AVX2+FMA) "), "{out}");
+    assert_eq!(out.matches("run 1: fmnist-pipe (").count(), 2, "{out}");
 }

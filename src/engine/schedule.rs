@@ -129,11 +129,7 @@ impl Pool {
                     q.all.iter().take(self.free_cpus).map(with).collect();
                 self.admit(&first)
             }
-            PoolKind::Local { .. } => self.admit_split(
-                q.fixed.iter().map(with),
-                q.flexible.iter().map(with),
-                q.flexible.len(),
-            ),
+            PoolKind::Local { .. } => self.admit_in_order(q.all.iter().map(with), q.all.len()),
         }
     }
 
@@ -160,54 +156,47 @@ impl Pool {
             }
             return out;
         }
-        let fixed = ready.iter().filter(|(_, d)| !flexible(d)).cloned();
-        let shares: Vec<(usize, Demand)> =
-            ready.iter().filter(|(_, d)| flexible(d)).cloned().collect();
-        let n = shares.len();
-        out.extend(self.admit_split(fixed, shares.into_iter(), n));
+        out.extend(self.admit_in_order(ready.iter().cloned(), ready.len()));
         out
     }
 
-    /// Fixed demands first, then the shares of what is left among the
-    /// `flexible_count` flexible ones; each list in priority order.
-    fn admit_split(
+    /// Whether anything could start now: every stage takes a core (a
+    /// slot, for a job pool), so with none free `admit` starts nothing.
+    /// The ready stages in their order (a finished training's evaluation
+    /// before a training not yet started, whatever their demands): each
+    /// with its fixed cores, or an even share of the free ones among the
+    /// `ready` stages that can start.
+    fn admit_in_order(
         &mut self,
-        fixed: impl Iterator<Item = (usize, Demand)>,
-        flexible: impl Iterator<Item = (usize, Demand)>,
-        flexible_count: usize,
+        ready: impl Iterator<Item = (usize, Demand)>,
+        count: usize,
     ) -> Vec<(usize, Grant)> {
         let total = match self.kind {
             PoolKind::Local { cpus, .. } => cpus,
             PoolKind::Jobs => self.free_cpus,
         };
         let mut out = Vec::new();
-        for (i, d) in fixed {
-            // Every stage takes a core: with none free, none of the rest fits.
-            if self.free_cpus == 0 {
-                break;
-            }
-            let cpus = d.cpus.unwrap_or(1).min(total);
-            if cpus <= self.free_cpus && self.fits(&d) {
-                out.push((i, self.take(cpus, &d)));
-            }
-        }
-        let mut n = flexible_count.min(self.free_cpus);
-        for (i, d) in flexible {
-            if n == 0 {
+        let mut n = count.min(self.free_cpus);
+        for (i, d) in ready {
+            if self.free_cpus == 0 || n == 0 {
                 break;
             }
             if !self.fits(&d) {
                 continue;
             }
-            let cpus = self.free_cpus.div_ceil(n);
-            out.push((i, self.take(cpus, &d)));
-            n -= 1;
+            let cpus = if flexible(&d) {
+                self.free_cpus.div_ceil(n)
+            } else {
+                d.cpus.unwrap_or(1).min(total)
+            };
+            if cpus <= self.free_cpus {
+                out.push((i, self.take(cpus, &d)));
+                n -= 1;
+            }
         }
         out
     }
 
-    /// Whether anything could start now: every stage takes a core (a
-    /// slot, for a job pool), so with none free `admit` starts nothing.
     pub fn has_room(&self) -> bool {
         self.free_cpus > 0
     }
@@ -277,13 +266,10 @@ fn flexible(d: &Demand) -> bool {
 }
 
 /// The stages ready to start, by priority (their place in dependency
-/// order), kept also apart by kind of demand so that admitting reads only
-/// what it can use.
+/// order); admitting reads them in that order until the cores are out.
 pub struct Ready {
     demands: Vec<Demand>,
     all: BTreeSet<(usize, usize)>,
-    fixed: BTreeSet<(usize, usize)>,
-    flexible: BTreeSet<(usize, usize)>,
 }
 
 impl Ready {
@@ -292,8 +278,6 @@ impl Ready {
         Ready {
             demands,
             all: BTreeSet::new(),
-            fixed: BTreeSet::new(),
-            flexible: BTreeSet::new(),
         }
     }
 
@@ -303,11 +287,6 @@ impl Ready {
 
     pub fn insert(&mut self, pos: usize, i: usize) {
         self.all.insert((pos, i));
-        if flexible(&self.demands[i]) {
-            self.flexible.insert((pos, i));
-        } else {
-            self.fixed.insert((pos, i));
-        }
     }
 
     pub fn contains(&self, pos: usize, i: usize) -> bool {
@@ -316,8 +295,6 @@ impl Ready {
 
     pub fn remove(&mut self, pos: usize, i: usize) {
         self.all.remove(&(pos, i));
-        self.fixed.remove(&(pos, i));
-        self.flexible.remove(&(pos, i));
     }
 }
 
@@ -419,12 +396,12 @@ mod tests {
             cpus: Some(c),
             ..share()
         };
+        // In order: the share takes its part of the four cores, the stage
+        // that needs three waits for them, the one-core stage starts.
         let g = p.admit(&[(0, share()), (1, fixed(3)), (2, one())]);
-        assert_eq!(
-            cpus(&g),
-            [(1, 3), (2, 1)],
-            "the share waits for a free core"
-        );
+        assert_eq!(cpus(&g), [(0, 2), (2, 1)]);
+        let g = p.admit(&[(1, fixed(3))]);
+        assert!(g.is_empty(), "one core is free");
         let mut p = Pool::local(2, vec![], None);
         assert_eq!(cpus(&p.admit(&[(0, fixed(16))])), [(0, 2)]);
     }

@@ -188,3 +188,37 @@ fn a_training_takes_the_core_that_comes_free() {
         "the same bits on one thread and on two"
     );
 }
+
+/// The same with trainings that declare their cores and evaluations that
+/// take a share: the order holds whatever the demands.
+#[test]
+fn an_evaluation_that_takes_a_share_starts_ahead_of_a_fixed_training() {
+    let t = tiny_project(|s| {
+        s.replace(
+            "    foreach: train\n    needs: [preprocess]\n    threads: 1\n",
+            "    foreach: train\n    needs: [preprocess]\n",
+        )
+    });
+    assert!(!t
+        .read("pipeline.yaml")
+        .contains("needs: [preprocess]\n    threads: 1\n  compare"));
+    let out = t.run(&["run", "-j", "1"]).ok().stdout();
+    let started: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("running  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        started,
+        [
+            "download",
+            "preprocess",
+            "train@main",
+            "evaluate@main",
+            "train@slow",
+            "evaluate@slow",
+            "compare"
+        ],
+        "{out}"
+    );
+}

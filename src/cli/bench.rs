@@ -171,7 +171,15 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     let auto = family();
     let families: Vec<Family> = match args.kernels.as_str() {
         "avx2" => vec![Family::Avx2],
-        "both" => vec![Family::Avx2, auto],
+        "avx512" => vec![choose(Family::Avx512)],
+        "both" => {
+            let wide = choose(Family::Avx512);
+            if wide == Family::Avx2 {
+                vec![Family::Avx2]
+            } else {
+                vec![Family::Avx2, wide]
+            }
+        }
         _ => vec![auto],
     };
     let (mut ours, mut theirs, mut lines) =
@@ -294,8 +302,8 @@ pub fn run(
     };
     // Speed figures mean little without the machine that made them: the
     // kernels are AVX2+FMA (what the build targets), with the Winograd
-    // products in AVX-512 where the core has it (chosen when the program
-    // runs; `FMNIST_PIPE_KERNELS=avx2` keeps AVX2).
+    // products in AVX-512 where the core has it and
+    // `FMNIST_PIPE_KERNELS=avx512` asks for it.
     let kernels = if !cfg!(all(target_feature = "avx2", target_feature = "fma")) {
         "portable (no AVX2)".to_string()
     } else {

@@ -13,7 +13,7 @@
 //! transposed.
 //!
 //! Both passes work on a group of `L` images (one per vector lane) at a
-//! time, and within it on blocks of `BLOCK` tile positions: a block is
+//! time, and within it on blocks of `block_len()` tile positions: a block is
 //! transformed, multiplied and transformed back while its 36 × (c + o) ×
 //! 24 floats are in L2 (whole-batch transformed buffers are 2.25 times
 //! the activations and ran from L3, which cost more than the saved
@@ -29,8 +29,18 @@ use std::ops::{Add, Mul, Sub};
 const L: usize = 8;
 /// Points of a transformed tile (6×6).
 const XI: usize = 36;
-/// Tile positions per block: 3 × `L` columns, the width of `block43`.
-const BLOCK: usize = 3;
+/// Tile positions per block: 3 × `L` columns, the width of `block43`, or
+/// with AVX-512 4 × `L`, two zmm (and the main CNN's 16 and 4 tiles per
+/// image in whole blocks). The bits do not depend on it: every product's
+/// output is its own ∑ in order, the weight gradient's sum over tiles runs
+/// on from block to block, and tiles are added into the input gradient in
+/// their order.
+fn block_len() -> usize {
+    match super::simd::family() {
+        super::simd::Family::Avx512 => 4,
+        super::simd::Family::Avx2 => 3,
+    }
+}
 
 /// Whether a convolution is done this way: 3×3, stride 1, enough input
 /// channels for the per-ξ products to be real matrix products (in whole
@@ -267,6 +277,30 @@ unsafe fn product_avx512<const ACC: bool>(
 ) {
     use std::arch::x86_64::*;
     let mut t0 = 0;
+    while t0 + 4 * L <= t {
+        let mut r0 = 0;
+        while r0 + 8 <= m {
+            assert!(k == 0 || x.len() >= (k - 1) * ldx + t0 + 4 * L);
+            assert!(k == 0 || u.len() > (r0 + 7) * u_rs + (k - 1) * u_cs);
+            assert!(out.len() >= (r0 + 7) * ldo + t0 + 4 * L);
+            // SAFETY: the asserts keep every access inside the slices.
+            unsafe {
+                block8x32::<ACC>(
+                    k,
+                    out.as_mut_ptr().add(r0 * ldo + t0),
+                    ldo,
+                    u.as_ptr().add(r0 * u_rs),
+                    (u_rs, u_cs),
+                    x.as_ptr().add(t0),
+                    ldx,
+                )
+            };
+            r0 += 8;
+        }
+        rows::<3, ACC>(r0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+        rows::<1, ACC>(r0, m, t0 + 3 * L, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+        t0 += 4 * L;
+    }
     while t0 + 3 * L <= t {
         let mut r0 = 0;
         while r0 + 8 <= m {
@@ -340,6 +374,84 @@ unsafe fn product_avx512<const ACC: bool>(
     while t0 < t {
         rows::<1, ACC>(0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
         t0 += L;
+    }
+}
+
+/// Eight rows of 32 columns of `product`, two zmm sums per row, each the
+/// same ∑ₖ in order with fused multiply-adds as in AVX2.
+///
+/// # Safety
+/// The core has AVX-512F; `o` holds 8 rows `ldo` apart of 32 floats, `u`
+/// 8 rows `u_rs` apart of k values `u_cs` apart, `x` k rows `ldx` apart
+/// of 32 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn block8x32<const ACC: bool>(
+    k: usize,
+    o: *mut f32,
+    ldo: usize,
+    u: *const f32,
+    (u_rs, u_cs): (usize, usize),
+    x: *const f32,
+    ldx: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract covers every access below.
+    unsafe {
+        let init = |r: usize| {
+            if ACC {
+                (
+                    _mm512_loadu_ps(o.add(r * ldo)),
+                    _mm512_loadu_ps(o.add(r * ldo + 2 * L)),
+                )
+            } else {
+                (_mm512_setzero_ps(), _mm512_setzero_ps())
+            }
+        };
+        // Named, so that the sixteen sums stay in registers.
+        let ((mut a0, mut b0), (mut a1, mut b1)) = (init(0), init(1));
+        let ((mut a2, mut b2), (mut a3, mut b3)) = (init(2), init(3));
+        let ((mut a4, mut b4), (mut a5, mut b5)) = (init(4), init(5));
+        let ((mut a6, mut b6), (mut a7, mut b7)) = (init(6), init(7));
+        let (mut xr, mut ur) = (x, u);
+        for _ in 0..k {
+            let x0 = _mm512_loadu_ps(xr);
+            let x1 = _mm512_loadu_ps(xr.add(2 * L));
+            macro_rules! row {
+                ($r:expr, $a:ident, $b:ident) => {
+                    let w = _mm512_set1_ps(*ur.add($r * u_rs));
+                    $a = _mm512_fmadd_ps(w, x0, $a);
+                    $b = _mm512_fmadd_ps(w, x1, $b);
+                };
+            }
+            row!(0, a0, b0);
+            row!(1, a1, b1);
+            row!(2, a2, b2);
+            row!(3, a3, b3);
+            row!(4, a4, b4);
+            row!(5, a5, b5);
+            row!(6, a6, b6);
+            row!(7, a7, b7);
+            xr = xr.add(ldx);
+            ur = ur.add(u_cs);
+        }
+        for (r, (a, b)) in [
+            (a0, b0),
+            (a1, b1),
+            (a2, b2),
+            (a3, b3),
+            (a4, b4),
+            (a5, b5),
+            (a6, b6),
+            (a7, b7),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            _mm512_storeu_ps(o.add(r * ldo), a);
+            _mm512_storeu_ps(o.add(r * ldo + 2 * L), b);
+        }
     }
 }
 
@@ -749,14 +861,15 @@ pub fn forward(g: &Conv, x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, y
         .par_chunks_mut(L * o * ohw)
         .zip(x[..n * c * hw].par_chunks(L * c * hw))
         .for_each(|(yc, xc)| {
-            let lens = [c * plane, XI * c * BLOCK * L, XI * o * BLOCK * L];
+            let block = block_len();
+            let lens = [c * plane, XI * c * block * L, XI * o * block * L];
             with_buffer(&SCRATCH, lens.iter().sum(), |buf| {
                 let (planes, rest) = buf.split_at_mut(lens[0]);
                 let (vb, mb) = rest.split_at_mut(lens[1]);
                 let imgs = xc.len() / (c * hw);
                 tl.interleave(xc, imgs, planes);
-                for r0 in (0..tl.per_img).step_by(BLOCK) {
-                    let nb = BLOCK.min(tl.per_img - r0);
+                for r0 in (0..tl.per_img).step_by(block) {
+                    let nb = block.min(tl.per_img - r0);
                     let cols = nb * L;
                     // V[ξ] (c × cols)
                     for (ci, pl) in planes.chunks(plane).enumerate() {
@@ -874,12 +987,13 @@ fn group_grads(
             let xc = &x[k * L * c * hw..][..imgs * c * hw];
             let dyc = &dy[k * L * o * ohw..][..imgs * o * ohw];
             let need_dx = dxc.is_some();
+            let block = block_len();
             let lens = [
                 c * plane,
                 if need_dx { c * plane } else { 0 },
-                XI * BLOCK * L * c,
-                XI * o * BLOCK * L,
-                XI * c * BLOCK * L,
+                XI * block * L * c,
+                XI * o * block * L,
+                XI * c * block * L,
             ];
             with_buffer(&SCRATCH, lens.iter().sum(), |buf| {
                 let (xpl, rest) = buf.split_at_mut(lens[0]);
@@ -889,8 +1003,8 @@ fn group_grads(
                 du.fill(0.0);
                 dpl.fill(0.0);
                 tl.interleave(xc, imgs, xpl);
-                for r0 in (0..tl.per_img).step_by(BLOCK) {
-                    let nb = BLOCK.min(tl.per_img - r0);
+                for r0 in (0..tl.per_img).step_by(block) {
+                    let nb = block.min(tl.per_img - r0);
                     let cols = nb * L;
                     // Vᵀ[ξ] (cols × c)
                     for (ci, pl) in xpl.chunks(plane).enumerate() {
@@ -1011,17 +1125,10 @@ mod tests {
     /// every shape of block and remainder, accumulating or not.
     #[test]
     fn products_are_the_same_bits_on_avx2_and_avx512() {
-        use crate::nn::simd::{avx512_available, choose, family, Family};
-        if !avx512_available() {
-            // Straight to stderr: libtest captures `eprintln!` of a passing
-            // test, and a skip must never read as a pass.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "SKIPPED products_are_the_same_bits_on_avx2_and_avx512: this CPU has no AVX-512"
-            );
+        use crate::nn::simd::{choose, family, Family};
+        let Some(_only) = families("products_are_the_same_bits_on_avx2_and_avx512") else {
             return;
-        }
+        };
         let before = family();
         for (m, t, k) in [
             (8, 24, 32),
@@ -1030,6 +1137,11 @@ mod tests {
             (3, 24, 32),
             (16, 8, 33),
             (9, 72, 0),
+            (8, 32, 24),
+            (64, 32, 32),
+            (128, 64, 32),
+            (13, 40, 9),
+            (20, 96, 5),
         ] {
             let u = rand_vec(m * k + 1, 1);
             let x = rand_vec(k * t + 1, 2);
@@ -1051,6 +1163,57 @@ mod tests {
                     a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
                     "m {m}, t {t}, k {k}, acc {acc}"
                 );
+            }
+        }
+        choose(before);
+    }
+
+    /// The right to switch kernel families in this test binary (a switch
+    /// in another test between choosing and running would compare AVX2
+    /// with itself), or None, said on the real stderr, without AVX-512.
+    fn families(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        if !crate::nn::simd::avx512_available() {
+            // Straight to stderr: libtest captures `eprintln!` of a passing
+            // test, and a skip must never read as a pass.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED {test}: this CPU has no AVX-512"
+            );
+            return None;
+        }
+        Some(ONE.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whole convolutions, forward and backward, give the same bits on
+    /// AVX2 and on AVX-512, whose blocks of tiles and products differ:
+    /// every geometry of `geoms` and the main CNN's two at a full batch.
+    #[test]
+    fn layers_are_the_same_bits_on_avx2_and_avx512() {
+        use crate::nn::simd::{choose, family, Family};
+        let Some(_only) = families("layers_are_the_same_bits_on_avx2_and_avx512") else {
+            return;
+        };
+        let before = family();
+        let main_cnn = [(conv(32, 14, 14, 64, 1), 64), (conv(64, 7, 7, 128, 1), 61)];
+        for (t, (g, n)) in geoms().into_iter().chain(main_cnn).enumerate() {
+            let t = t as u64;
+            let x = rand_vec(n * g.c * g.h * g.w, t);
+            let w = rand_vec(g.o * g.c * 9, 10 + t);
+            let bias = rand_vec(g.o, 20 + t);
+            let dy = rand_vec(n * g.o * g.oh() * g.ow(), 30 + t);
+            let run = |f: Family| {
+                assert_eq!(choose(f), f);
+                let mut y = vec![0.0f32; n * g.o * g.oh() * g.ow()];
+                forward(&g, &x, n, &w, Some(&bias), &mut y);
+                let (dx, dw, db) = backward(&g, &x, n, &w, &dy, true);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                [bits(&y), bits(&dx.unwrap()), bits(&dw), bits(&db)]
+            };
+            let (a, b) = (run(Family::Avx2), run(Family::Avx512));
+            for (what, (a, b)) in ["y", "dx", "dW", "db"].iter().zip(a.iter().zip(&b)) {
+                assert!(a == b, "{g:?}, {n} images: {what} differs");
             }
         }
         choose(before);

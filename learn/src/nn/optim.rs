@@ -144,13 +144,14 @@ impl Optimizer {
                 .zip(g.par_chunks(CH))
                 .zip(b.par_chunks_mut(CH))
                 .for_each(|((p, g), b)| {
-                    for i in 0..p.len() {
-                        let gi = g[i] + wd * p[i];
+                    // Zipped, not indexed, so that it runs in vectors (as Adam).
+                    for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
+                        let gi = g + wd * *p;
                         // The first step's buffer is the gradient itself:
                         // mu · 0 + g.
-                        b[i] = mu * b[i] + gi;
-                        let d = if nesterov { gi + mu * b[i] } else { b[i] };
-                        p[i] -= lr * d;
+                        *b = mu * *b + gi;
+                        let d = if nesterov { gi + mu * *b } else { *b };
+                        *p -= lr * d;
                     }
                 });
         }

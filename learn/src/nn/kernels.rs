@@ -41,6 +41,32 @@ fn mm(
             "gemm: rhs too small"
         );
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::family() == super::simd::Family::Avx512 && super::gemm512::applies(m, n, k) {
+        let threads = match par {
+            Parallelism::Rayon(0) => rayon::current_num_threads(),
+            Parallelism::Rayon(t) => t,
+            _ => 1,
+        };
+        // SAFETY: the family is AVX-512 only where the core has it, and
+        // the asserts above keep every access inside the slices.
+        unsafe {
+            super::gemm512::mm(
+                m,
+                n,
+                k,
+                c,
+                ldc,
+                acc,
+                a,
+                (a_rs, a_cs),
+                b,
+                (b_rs, b_cs),
+                threads,
+            )
+        };
+        return;
+    }
     // SAFETY: the asserts above keep every access inside the slices.
     unsafe {
         gemm::gemm(

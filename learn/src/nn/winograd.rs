@@ -285,16 +285,18 @@ unsafe fn product_avx512<const ACC: bool>(
             assert!(out.len() >= (r0 + 7) * ldo + t0 + 4 * L);
             // SAFETY: the asserts keep every access inside the slices.
             unsafe {
-                block8x32::<ACC>(
-                    k,
+                use super::avx512::{rows8, CONTINUE, SET};
+                let (o, a, b) = (
                     out.as_mut_ptr().add(r0 * ldo + t0),
-                    ldo,
                     u.as_ptr().add(r0 * u_rs),
-                    (u_rs, u_cs),
                     x.as_ptr().add(t0),
-                    ldx,
-                )
-            };
+                );
+                if ACC {
+                    rows8::<CONTINUE>(k, o, ldo, a, (u_rs, u_cs), b, ldx);
+                } else {
+                    rows8::<SET>(k, o, ldo, a, (u_rs, u_cs), b, ldx);
+                }
+            }
             r0 += 8;
         }
         rows::<3, ACC>(r0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
@@ -374,84 +376,6 @@ unsafe fn product_avx512<const ACC: bool>(
     while t0 < t {
         rows::<1, ACC>(0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
         t0 += L;
-    }
-}
-
-/// Eight rows of 32 columns of `product`, two zmm sums per row, each the
-/// same ∑ₖ in order with fused multiply-adds as in AVX2.
-///
-/// # Safety
-/// The core has AVX-512F; `o` holds 8 rows `ldo` apart of 32 floats, `u`
-/// 8 rows `u_rs` apart of k values `u_cs` apart, `x` k rows `ldx` apart
-/// of 32 floats.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
-unsafe fn block8x32<const ACC: bool>(
-    k: usize,
-    o: *mut f32,
-    ldo: usize,
-    u: *const f32,
-    (u_rs, u_cs): (usize, usize),
-    x: *const f32,
-    ldx: usize,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller's contract covers every access below.
-    unsafe {
-        let init = |r: usize| {
-            if ACC {
-                (
-                    _mm512_loadu_ps(o.add(r * ldo)),
-                    _mm512_loadu_ps(o.add(r * ldo + 2 * L)),
-                )
-            } else {
-                (_mm512_setzero_ps(), _mm512_setzero_ps())
-            }
-        };
-        // Named, so that the sixteen sums stay in registers.
-        let ((mut a0, mut b0), (mut a1, mut b1)) = (init(0), init(1));
-        let ((mut a2, mut b2), (mut a3, mut b3)) = (init(2), init(3));
-        let ((mut a4, mut b4), (mut a5, mut b5)) = (init(4), init(5));
-        let ((mut a6, mut b6), (mut a7, mut b7)) = (init(6), init(7));
-        let (mut xr, mut ur) = (x, u);
-        for _ in 0..k {
-            let x0 = _mm512_loadu_ps(xr);
-            let x1 = _mm512_loadu_ps(xr.add(2 * L));
-            macro_rules! row {
-                ($r:expr, $a:ident, $b:ident) => {
-                    let w = _mm512_set1_ps(*ur.add($r * u_rs));
-                    $a = _mm512_fmadd_ps(w, x0, $a);
-                    $b = _mm512_fmadd_ps(w, x1, $b);
-                };
-            }
-            row!(0, a0, b0);
-            row!(1, a1, b1);
-            row!(2, a2, b2);
-            row!(3, a3, b3);
-            row!(4, a4, b4);
-            row!(5, a5, b5);
-            row!(6, a6, b6);
-            row!(7, a7, b7);
-            xr = xr.add(ldx);
-            ur = ur.add(u_cs);
-        }
-        for (r, (a, b)) in [
-            (a0, b0),
-            (a1, b1),
-            (a2, b2),
-            (a3, b3),
-            (a4, b4),
-            (a5, b5),
-            (a6, b6),
-            (a7, b7),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            _mm512_storeu_ps(o.add(r * ldo), a);
-            _mm512_storeu_ps(o.add(r * ldo + 2 * L), b);
-        }
     }
 }
 

@@ -1,0 +1,354 @@
+//! The `gemm` crate's products (the linear layers, conv1's im2col) in
+//! AVX-512, with the crate's bits. gemm 0.15 on a core with FMA (which
+//! the build requires) splits k into depth blocks of `kc`; for each block
+//! an output gets a chain of fused multiply-adds over k in order from
+//! zero, which is then added to the output (or written, for the first
+//! block of an output not read). Its `kc` is `min(k, 512)` when both sides
+//! of the output are at most 64, else `kernel_params`'s (at most 512 on
+//! common caches, spread evenly: the main CNN's 6,272 inputs are 13 blocks
+//! of 483 and one of 476). These kernels make the same chains and sums,
+//! 32 outputs side by side instead of the crate's 24; the tests compare
+//! them with the crate bit for bit, and `kernel_params` is the crate's
+//! own, so its cache-dependent choice is followed on every machine.
+
+use super::avx512::{row1, rows8, ADD, SET};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// The crate's f32 FMA micro-kernel: 3 × 8 rows by 4 columns.
+const MR: usize = 24;
+const NR: usize = 4;
+/// Columns per panel: two zmm.
+const W: usize = 32;
+
+/// gemm 0.15's depth block for an m × n output (it computes a row-major
+/// output transposed, so its m and n are these n and m).
+fn depth(m: usize, n: usize, k: usize) -> usize {
+    if m <= 64 && n <= 64 {
+        k.min(512)
+    } else {
+        gemm_common::cache::kernel_params(n, m, k, MR, NR, std::mem::size_of::<f32>()).kc
+    }
+}
+
+/// Whether the crate takes its blocked path for this shape (below, it
+/// runs other kernels: `gevv` for k ≤ 2, `gemv` for one row or column).
+pub fn applies(m: usize, n: usize, k: usize) -> bool {
+    k > 2 && m > 1 && n > 1
+}
+
+thread_local! {
+    /// A's columns packed as rows, and the transposed output, kept
+    /// between calls (fresh buffers of a megabyte came from `mmap`).
+    static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// C (m × n, rows `ldc` apart) = [C +] A·B, with A and B given by their
+/// row and column strides, on up to `threads` threads of the current
+/// pool. B with contiguous rows is read in place; otherwise the product
+/// runs transposed, Cᵀ = Bᵀ·Aᵀ, with A's columns packed as rows.
+///
+/// # Safety
+/// The core has AVX-512F; `applies(m, n, k)`; the slices hold every
+/// element the strides reach (as `kernels::mm` checks).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    acc: bool,
+    a: &[f32],
+    a_s: (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    threads: usize,
+) {
+    let kc = depth(m, n, k);
+    if b_cs == 1 {
+        // SAFETY: passed on from the caller.
+        unsafe { direct(m, n, k, kc, c, ldc, acc, a, a_s, b, b_rs, threads) };
+        return;
+    }
+    let (a_rs, a_cs) = a_s;
+    let mut work = |packed: &mut Vec<f32>, t: &mut Vec<f32>| {
+        // Aᵀ (k × m) with contiguous rows: A itself where its columns
+        // are, else packed.
+        // Neither buffer is zeroed: every element is written before it
+        // is read (the first depth block of an output not read is written).
+        let (at, ldat): (&[f32], usize) = if a_rs == 1 {
+            (a, a_cs)
+        } else {
+            if packed.len() < k * m {
+                packed.resize(k * m, 0.0);
+            }
+            transpose_into(a, a_s, m, k, &mut packed[..k * m]);
+            (&packed[..k * m], m)
+        };
+        if t.len() < n * m {
+            t.resize(n * m, 0.0);
+        }
+        let t = &mut t[..n * m];
+        if acc {
+            for (i, row) in c.chunks(ldc).take(m).enumerate() {
+                for (j, &v) in row[..n].iter().enumerate() {
+                    t[j * m + i] = v;
+                }
+            }
+        }
+        // SAFETY: Bᵀ's rows are B's columns and Aᵀ's rows are contiguous;
+        // the caller's contract covers the rest.
+        unsafe { direct(n, m, k, kc, t, m, acc, b, (b_cs, b_rs), at, ldat, threads) };
+        for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
+            for (j, v) in row[..n].iter_mut().enumerate() {
+                *v = t[j * m + i];
+            }
+        }
+    };
+    PACKED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (p, t) = &mut *bufs;
+            work(p, t)
+        }
+        Err(_) => work(&mut Vec::new(), &mut Vec::new()),
+    });
+}
+
+/// A (m × k, strides `a_s`) into `out` as k rows of m, in tiles of 16
+/// that stay in L1 on both sides.
+fn transpose_into(a: &[f32], (a_rs, a_cs): (usize, usize), m: usize, k: usize, out: &mut [f32]) {
+    const T: usize = 16;
+    assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs && out.len() >= k * m);
+    let (src, dst) = (a.as_ptr(), out.as_mut_ptr());
+    for i0 in (0..m).step_by(T) {
+        for k0 in (0..k).step_by(T) {
+            for kk in k0..(k0 + T).min(k) {
+                for i in i0..(i0 + T).min(m) {
+                    // SAFETY: i < m and kk < k, inside both (asserted).
+                    unsafe { *dst.add(kk * m + i) = *src.add(i * a_rs + kk * a_cs) };
+                }
+            }
+        }
+    }
+}
+
+/// `mm` for B's rows contiguous (`ldb` apart), in depth blocks of `kc`,
+/// the rows split among the threads.
+///
+/// # Safety
+/// The core has AVX-512F; the slices hold every element the strides reach.
+#[allow(clippy::too_many_arguments)]
+unsafe fn direct(
+    m: usize,
+    n: usize,
+    k: usize,
+    kc: usize,
+    c: &mut [f32],
+    ldc: usize,
+    acc: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    threads: usize,
+) {
+    assert!(c.len() >= (m - 1) * ldc + n);
+    assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(b.len() >= (k - 1) * ldb + n);
+    // Rows per task: whole blocks of eight, one task per thread.
+    let blocks = m.div_ceil(8);
+    let per = blocks.div_ceil(threads.max(1)) * 8;
+    let task = |(t, c): (usize, &mut [f32])| {
+        let r0 = t * per;
+        let rows = per.min(m - r0);
+        for d0 in (0..k).step_by(kc) {
+            let kb = kc.min(k - d0);
+            let first = d0 == 0 && !acc;
+            // SAFETY: rows r0 .. r0 + rows of C are this chunk's, and the
+            // asserts above keep every read of A and B inside them.
+            unsafe {
+                panels(
+                    rows,
+                    n,
+                    kb,
+                    first,
+                    c.as_mut_ptr(),
+                    ldc,
+                    a.as_ptr().add(r0 * a_rs + d0 * a_cs),
+                    (a_rs, a_cs),
+                    b.as_ptr().add(d0 * ldb),
+                    ldb,
+                )
+            };
+        }
+    };
+    // Only the rows of C that exist, so that every chunk starts at a row.
+    let chunks = c[..(m - 1) * ldc + n].chunks_mut(per * ldc).enumerate();
+    if threads > 1 && blocks > 1 {
+        chunks.collect::<Vec<_>>().into_par_iter().for_each(task);
+    } else {
+        chunks.for_each(task);
+    }
+}
+
+/// One depth block (k values) for `rows` rows of C: 32-column panels in
+/// AVX-512, the columns left over one chain at a time.
+///
+/// # Safety
+/// The core has AVX-512F; C holds `rows` rows `ldc` apart of n floats, A
+/// `rows` rows of k values, B k rows `ldb` apart of n floats.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panels(
+    rows: usize,
+    n: usize,
+    k: usize,
+    first: bool,
+    c: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    ldb: usize,
+) {
+    // SAFETY: the caller's contract covers every access below.
+    unsafe {
+        for j0 in (0..n - n % W).step_by(W) {
+            let mut r = 0;
+            while r + 8 <= rows {
+                let (cp, ap, bp) = (c.add(r * ldc + j0), a.add(r * a_rs), b.add(j0));
+                if first {
+                    rows8::<SET>(k, cp, ldc, ap, (a_rs, a_cs), bp, ldb);
+                } else {
+                    rows8::<ADD>(k, cp, ldc, ap, (a_rs, a_cs), bp, ldb);
+                }
+                r += 8;
+            }
+            for r in r..rows {
+                let (cp, ap, bp) = (c.add(r * ldc + j0), a.add(r * a_rs), b.add(j0));
+                if first {
+                    row1::<SET>(k, cp, ap, a_cs, bp, ldb);
+                } else {
+                    row1::<ADD>(k, cp, ap, a_cs, bp, ldb);
+                }
+            }
+        }
+        for r in 0..rows {
+            for j in n - n % W..n {
+                let mut s = 0.0f32;
+                for kk in 0..k {
+                    s = (*a.add(r * a_rs + kk * a_cs)).mul_add(*b.add(kk * ldb + j), s);
+                }
+                let o = c.add(r * ldc + j);
+                *o = if first { s } else { *o + s };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = crate::data::augment::Rng::new(seed);
+        (0..n).map(|_| r.unit() * 2.0 - 1.0).collect()
+    }
+
+    /// The crate's product, as `kernels::mm` calls it.
+    #[allow(clippy::too_many_arguments)]
+    fn crate_mm(
+        m: usize,
+        n: usize,
+        k: usize,
+        c: &mut [f32],
+        ldc: usize,
+        acc: bool,
+        a: &[f32],
+        (a_rs, a_cs): (usize, usize),
+        b: &[f32],
+        (b_rs, b_cs): (usize, usize),
+        threads: usize,
+    ) {
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the shapes below fit their slices.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                ldc as isize,
+                acc,
+                a.as_ptr(),
+                a_cs as isize,
+                a_rs as isize,
+                b.as_ptr(),
+                b_cs as isize,
+                b_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        }
+    }
+
+    /// Bit for bit the crate's results: the main CNN's linear layers
+    /// (forward with the bias in C, weight and input gradients), conv1's
+    /// products, a small output with k over 512 (blocks not spread), a
+    /// large one with k spread over blocks, leftover rows and columns,
+    /// on one thread and on two.
+    #[test]
+    fn products_are_the_gemm_crates_bits() {
+        if !crate::nn::simd::avx512_available() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED products_are_the_gemm_crates_bits: this CPU has no AVX-512"
+            );
+            return;
+        }
+        type Case = (usize, usize, usize, bool, (usize, usize), (usize, usize));
+        let (i, o) = (6272, 256);
+        let cases: [Case; 10] = [
+            (64, o, i, true, (i, 1), (1, i)),
+            (o, i, 64, false, (1, o), (i, 1)),
+            (64, i, o, false, (o, 1), (i, 1)),
+            (24, o, i, true, (i, 1), (1, i)),
+            (64, 10, 256, true, (256, 1), (1, 256)),
+            (10, 256, 64, false, (1, 10), (256, 1)),
+            (32, 784 * 8, 9, false, (9, 1), (784 * 8, 1)),
+            (32, 9, 784, true, (784, 1), (1, 784 * 8)),
+            (3, 40, 1300, true, (1300, 1), (40, 1)),
+            (100, 70, 1500, false, (1, 100), (70, 1)),
+        ];
+        for (t, &(m, n, k, acc, a_s, b_s)) in cases.iter().enumerate() {
+            assert!(applies(m, n, k));
+            let t = t as u64;
+            let a = rand_vec((m - 1) * a_s.0 + (k - 1) * a_s.1 + 1, t);
+            let b = rand_vec((k - 1) * b_s.0 + (n - 1) * b_s.1 + 1, 10 + t);
+            let start = rand_vec(m * n, 20 + t);
+            for threads in [1, 2] {
+                let mut want = start.clone();
+                crate_mm(m, n, k, &mut want, n, acc, &a, a_s, &b, b_s, threads);
+                let mut got = start.clone();
+                // SAFETY: this core has AVX-512; the shapes fit.
+                unsafe { mm(m, n, k, &mut got, n, acc, &a, a_s, &b, b_s, threads) };
+                let same = want
+                    .iter()
+                    .zip(&got)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "m {m}, n {n}, k {k}, acc {acc}, {threads} thread(s)");
+            }
+        }
+    }
+}

@@ -302,8 +302,8 @@ pub fn run(
     };
     // Speed figures mean little without the machine that made them: the
     // kernels are AVX2+FMA (what the build targets), with the Winograd
-    // products in AVX-512 where the core has it and
-    // `FMNIST_PIPE_KERNELS=avx512` asks for it.
+    // products in AVX-512 where the core has it (unless
+    // `FMNIST_PIPE_KERNELS=avx2` forces AVX2).
     let kernels = if !cfg!(all(target_feature = "avx2", target_feature = "fma")) {
         "portable (no AVX2)".to_string()
     } else {

@@ -173,9 +173,9 @@ pub struct BenchArgs {
     /// (bench/torch_epoch.py); needs the preprocessed dataset.
     #[arg(long)]
     pub epoch: bool,
-    /// With --epoch: `auto` (as FMNIST_PIPE_KERNELS says; AVX2 by
-    /// default), `avx2`, `avx512` (where the core has it), or `both`,
-    /// alternated in each round.
+    /// With --epoch: `auto` (AVX-512 where the core has it, unless
+    /// FMNIST_PIPE_KERNELS=avx2), `avx2`, `avx512` (where the core has it),
+    /// or `both`, alternated in each round.
     #[arg(long, default_value = "auto", value_parser = ["auto", "avx2", "avx512", "both"])]
     pub kernels: String,
 }

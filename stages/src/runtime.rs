@@ -100,7 +100,14 @@ fn describe_cpu(cpuinfo: &str) -> String {
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
     };
-    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let mut model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    // A virtual machine may show only "AMD EPYC": the family and model
+    // numbers then say which generation of cores ran it.
+    if !model.chars().any(|c| c.is_ascii_digit()) {
+        if let (Some(f), Some(m)) = (field("cpu family"), field("model")) {
+            model = format!("{model}, family {f} model {m}");
+        }
+    }
     let flags: Vec<String> = field("flags")
         .unwrap_or_default()
         .split_whitespace()
@@ -146,5 +153,11 @@ mod tests {
             "Intel(R) Xeon(R) CPU E5-2680 v3 (AVX2, FMA)"
         );
         assert_eq!(super::describe_cpu(""), std::env::consts::ARCH);
+        let vm =
+            "cpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: avx2 fma avx512f\n";
+        assert_eq!(
+            super::describe_cpu(vm),
+            "AMD EPYC, family 26 model 2 (AVX-512 F)"
+        );
     }
 }

@@ -706,7 +706,22 @@ impl Tiles {
     /// zero around them and in lanes without an image.
     fn interleave(&self, src: &[f32], imgs: usize, planes: &mut [f32]) {
         let (hw, plane) = (self.h * self.w, self.plane());
-        planes.fill(0.0);
+        if imgs == L {
+            // Every lane of the inside is written below: zero the border.
+            let (row, inside) = (self.pw * L, (self.pad, self.pad + self.w));
+            for pl in planes.chunks_mut(plane) {
+                for (r, line) in pl.chunks_mut(row).enumerate() {
+                    if r < self.pad || r >= self.pad + self.h {
+                        line.fill(0.0);
+                    } else {
+                        line[..inside.0 * L].fill(0.0);
+                        line[inside.1 * L..].fill(0.0);
+                    }
+                }
+            }
+        } else {
+            planes.fill(0.0);
+        }
         for (ci, pl) in planes.chunks_mut(plane).enumerate() {
             for l in 0..imgs {
                 let img = &src[(l * self.c + ci) * hw..][..hw];
@@ -795,12 +810,14 @@ pub fn forward(g: &Conv, x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, y
                 for r0 in (0..tl.per_img).step_by(block) {
                     let nb = block.min(tl.per_img - r0);
                     let cols = nb * L;
-                    // V[ξ] (c × cols)
+                    // V[ξ] (c × cols), its rows XI·cols apart: a tile's 36
+                    // points are side by side (36 rows of a whole plane
+                    // apart fell into one set of L1 and evicted each other).
                     for (ci, pl) in planes.chunks(plane).enumerate() {
                         for bi in 0..nb {
                             let t = tl.input_tile(pl, r0 + bi);
                             for (xi, v) in t.iter().flatten().enumerate() {
-                                store(&mut vb[(xi * c + ci) * cols + bi * L..], v, L);
+                                store(&mut vb[(ci * XI + xi) * cols + bi * L..], v, L);
                             }
                         }
                     }
@@ -810,12 +827,12 @@ pub fn forward(g: &Conv, x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, y
                             o,
                             cols,
                             c,
-                            &mut mb[xi * o * cols..],
-                            cols,
+                            &mut mb[xi * cols..],
+                            XI * cols,
                             &u[xi * o * c..],
                             (c, 1),
-                            &vb[xi * c * cols..],
-                            cols,
+                            &vb[xi * cols..],
+                            XI * cols,
                         );
                     }
                     // y = Aᵀ·M·A per tile, cut at the output's edges.
@@ -824,7 +841,7 @@ pub fn forward(g: &Conv, x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, y
                         for bi in 0..nb {
                             let mut mt = [[V::ZERO; 6]; 6];
                             for (xi, v) in mt.iter_mut().flatten().enumerate() {
-                                *v = load(&mb[(xi * o + oc) * cols + bi * L..], L);
+                                *v = load(&mb[(oc * XI + xi) * cols + bi * L..], L);
                             }
                             let mut out = [[V::ZERO; 4]; 4];
                             two_d(&mt, &mut out, at);
@@ -941,12 +958,13 @@ fn group_grads(
                             }
                         }
                     }
-                    // dM[ξ] (o × cols)
+                    // dM[ξ] (o × cols), its rows XI·cols apart (as V's in
+                    // `forward`).
                     for oc in 0..o {
                         for bi in 0..nb {
                             let t = tl.grad_tile(dyc, imgs, oc, r0 + bi);
                             for (xi, v) in t.iter().flatten().enumerate() {
-                                store(&mut mb[(xi * o + oc) * cols + bi * L..], v, L);
+                                store(&mut mb[(oc * XI + xi) * cols + bi * L..], v, L);
                             }
                         }
                     }
@@ -958,8 +976,8 @@ fn group_grads(
                             cols,
                             &mut du[xi * o * c..],
                             c,
-                            &mb[xi * o * cols..],
-                            (cols, 1),
+                            &mb[xi * cols..],
+                            (XI * cols, 1),
                             &vt[xi * cols * c..],
                             c,
                         );
@@ -969,12 +987,12 @@ fn group_grads(
                                 c,
                                 cols,
                                 o,
-                                &mut vb[xi * c * cols..],
-                                cols,
+                                &mut vb[xi * cols..],
+                                XI * cols,
                                 &u[xi * o * c..],
                                 (1, c),
-                                &mb[xi * o * cols..],
-                                cols,
+                                &mb[xi * cols..],
+                                XI * cols,
                             );
                         }
                     }
@@ -984,7 +1002,7 @@ fn group_grads(
                             for bi in 0..nb {
                                 let mut m = [[V::ZERO; 6]; 6];
                                 for (xi, v) in m.iter_mut().flatten().enumerate() {
-                                    *v = load(&vb[(xi * c + ci) * cols + bi * L..], L);
+                                    *v = load(&vb[(ci * XI + xi) * cols + bi * L..], L);
                                 }
                                 let mut d = [[V::ZERO; 6]; 6];
                                 two_d(&m, &mut d, b);

@@ -301,14 +301,17 @@ pub fn run(
         }
     };
     // Speed figures mean little without the machine that made them: the
-    // kernels are AVX2+FMA (what the build targets), with the Winograd
+    // kernels are AVX2+FMA (what the build targets), with the matrix
     // products in AVX-512 where the core has it (unless
     // `FMNIST_PIPE_KERNELS=avx2` forces AVX2).
     let kernels = if !cfg!(all(target_feature = "avx2", target_feature = "fma")) {
         "portable (no AVX2)".to_string()
     } else {
         match learn::nn::simd::family() {
-            learn::nn::simd::Family::Avx512 => "AVX2+FMA, Winograd products in AVX-512".to_string(),
+            learn::nn::simd::Family::Avx512 => {
+                "AVX-512 for the matrix products (Winograd, linear, conv1), AVX2+FMA elsewhere"
+                    .to_string()
+            }
             learn::nn::simd::Family::Avx2 => "AVX2+FMA".to_string(),
         }
     };

@@ -947,13 +947,19 @@ fn group_grads(
                 for r0 in (0..tl.per_img).step_by(block) {
                     let nb = block.min(tl.per_img - r0);
                     let cols = nb * L;
-                    // Vᵀ[ξ] (cols × c)
-                    for (ci, pl) in xpl.chunks(plane).enumerate() {
+                    // Vᵀ[ξ] (cols × c): eight channels' tiles at a time,
+                    // each point's 8 × 8 (channels × images) transposed in
+                    // registers and stored as eight rows of eight channels.
+                    for c0 in (0..c).step_by(L) {
                         for bi in 0..nb {
-                            let t = tl.input_tile(pl, r0 + bi);
-                            for (xi, v) in t.iter().flatten().enumerate() {
-                                for l in 0..L {
-                                    vt[(xi * cols + bi * L + l) * c + ci] = v.0[l];
+                            let mut eight = [[[V::ZERO; 6]; 6]; L];
+                            for (j, t) in eight.iter_mut().enumerate() {
+                                *t = tl.input_tile(&xpl[(c0 + j) * plane..][..plane], r0 + bi);
+                            }
+                            for xi in 0..XI {
+                                let rows = std::array::from_fn(|j| eight[j][xi / 6][xi % 6]);
+                                for (l, v) in transpose8(rows).iter().enumerate() {
+                                    store(&mut vt[(xi * cols + bi * L + l) * c + c0..], v, L);
                                 }
                             }
                         }
@@ -1023,6 +1029,50 @@ fn group_grads(
                 }
             })
         });
+}
+
+/// The 8 × 8 transpose: lane l of row j becomes lane j of row l.
+#[inline(always)]
+fn transpose8(r: [V; L]) -> [V; L] {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    // SAFETY: the target has AVX2; every load and store is of one whole V.
+    unsafe {
+        use std::arch::x86_64::*;
+        let v: [__m256; L] = std::array::from_fn(|j| _mm256_loadu_ps(r[j].0.as_ptr()));
+        let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+        let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+        let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+        let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+        let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+        let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let out = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        let mut rows = [V::ZERO; L];
+        for (row, o) in rows.iter_mut().zip(out) {
+            _mm256_storeu_ps(row.0.as_mut_ptr(), o);
+        }
+        rows
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    std::array::from_fn(|l| V(std::array::from_fn(|j| r[j].0[l])))
 }
 
 /// The sum of several planes, eight running sums side by side (in a fixed
@@ -1126,6 +1176,17 @@ mod tests {
             return None;
         }
         Some(ONE.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    #[test]
+    fn transpose8_transposes() {
+        let rows: [V; L] = std::array::from_fn(|j| V(std::array::from_fn(|l| (j * 10 + l) as f32)));
+        let t = transpose8(rows);
+        for (j, row) in rows.iter().enumerate() {
+            for (l, col) in t.iter().enumerate() {
+                assert_eq!(col.0[j], row.0[l], "row {j}, lane {l}");
+            }
+        }
     }
 
     /// Whole convolutions, forward and backward, give the same bits on

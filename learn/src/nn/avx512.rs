@@ -126,6 +126,105 @@ pub unsafe fn row1<const MODE: u8>(
     }
 }
 
+/// Eight rows of up to 16 columns, the lanes of `mask` (the columns left
+/// after the 32-column panels): the same chains, in one zmm per row;
+/// masked-off lanes are neither read nor written.
+///
+/// # Safety
+/// As `rows8`, for the columns of `mask` only.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn rows8_masked<const MODE: u8>(
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    ldb: usize,
+    mask: __mmask16,
+) {
+    // SAFETY: the caller's contract covers every access below; masked-off
+    // lanes are not accessed.
+    unsafe {
+        let init = |r: usize| {
+            if MODE == CONTINUE {
+                _mm512_maskz_loadu_ps(mask, c.add(r * ldc))
+            } else {
+                _mm512_setzero_ps()
+            }
+        };
+        let (mut s0, mut s1, mut s2, mut s3) = (init(0), init(1), init(2), init(3));
+        let (mut s4, mut s5, mut s6, mut s7) = (init(4), init(5), init(6), init(7));
+        let (mut br, mut ar) = (b, a);
+        for _ in 0..k {
+            let x = _mm512_maskz_loadu_ps(mask, br);
+            s0 = _mm512_fmadd_ps(_mm512_set1_ps(*ar), x, s0);
+            s1 = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(a_rs)), x, s1);
+            s2 = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(2 * a_rs)), x, s2);
+            s3 = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(3 * a_rs)), x, s3);
+            s4 = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(4 * a_rs)), x, s4);
+            s5 = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(5 * a_rs)), x, s5);
+            s6 = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(6 * a_rs)), x, s6);
+            s7 = _mm512_fmadd_ps(_mm512_set1_ps(*ar.add(7 * a_rs)), x, s7);
+            br = br.add(ldb);
+            ar = ar.add(a_cs);
+        }
+        for (r, s) in [s0, s1, s2, s3, s4, s5, s6, s7].into_iter().enumerate() {
+            store_masked::<MODE>(c.add(r * ldc), s, mask);
+        }
+    }
+}
+
+/// One row of the columns of `mask`.
+///
+/// # Safety
+/// As `row1`, for the columns of `mask` only.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub unsafe fn row1_masked<const MODE: u8>(
+    k: usize,
+    c: *mut f32,
+    a: *const f32,
+    a_cs: usize,
+    b: *const f32,
+    ldb: usize,
+    mask: __mmask16,
+) {
+    // SAFETY: the caller's contract covers every access below.
+    unsafe {
+        let mut s = if MODE == CONTINUE {
+            _mm512_maskz_loadu_ps(mask, c)
+        } else {
+            _mm512_setzero_ps()
+        };
+        let (mut br, mut ar) = (b, a);
+        for _ in 0..k {
+            let x = _mm512_maskz_loadu_ps(mask, br);
+            s = _mm512_fmadd_ps(_mm512_set1_ps(*ar), x, s);
+            br = br.add(ldb);
+            ar = ar.add(a_cs);
+        }
+        store_masked::<MODE>(c, s, mask);
+    }
+}
+
+/// `store` for the lanes of `mask`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_masked<const MODE: u8>(c: *mut f32, s: __m512, mask: __mmask16) {
+    // SAFETY: the caller's contract covers the lanes of `mask` at `c`.
+    unsafe {
+        let v = if MODE == ADD {
+            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, c), s)
+        } else {
+            s
+        };
+        _mm512_mask_storeu_ps(c, mask, v);
+    }
+}
+
 /// A finished chain into C: written, or added to what C holds.
 #[target_feature(enable = "avx512f")]
 #[inline]

@@ -265,57 +265,12 @@ unsafe fn panels(
 
 #[cfg(test)]
 mod tests {
+    use super::super::kernels::crate_mm;
     use super::*;
 
     fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         let mut r = crate::data::augment::Rng::new(seed);
         (0..n).map(|_| r.unit() * 2.0 - 1.0).collect()
-    }
-
-    /// The crate's product, as `kernels::mm` calls it.
-    #[allow(clippy::too_many_arguments)]
-    fn crate_mm(
-        m: usize,
-        n: usize,
-        k: usize,
-        c: &mut [f32],
-        ldc: usize,
-        acc: bool,
-        a: &[f32],
-        (a_rs, a_cs): (usize, usize),
-        b: &[f32],
-        (b_rs, b_cs): (usize, usize),
-        threads: usize,
-    ) {
-        let par = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: the shapes below fit their slices.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                ldc as isize,
-                acc,
-                a.as_ptr(),
-                a_cs as isize,
-                a_rs as isize,
-                b.as_ptr(),
-                b_cs as isize,
-                b_rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            )
-        }
     }
 
     /// Bit for bit the crate's results: the main CNN's linear layers
@@ -359,7 +314,13 @@ mod tests {
             let start = rand_vec(m * n, 20 + t);
             for threads in [1, 2] {
                 let mut want = start.clone();
-                crate_mm(m, n, k, &mut want, n, acc, &a, a_s, &b, b_s, threads);
+                let par = if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                };
+                // SAFETY: the shapes fit their slices.
+                unsafe { crate_mm(m, n, k, &mut want, n, acc, &a, a_s, &b, b_s, par) };
                 let mut got = start.clone();
                 // SAFETY: this core has AVX-512; the shapes fit.
                 unsafe { mm(m, n, k, &mut got, n, acc, &a, a_s, &b, b_s, threads) };

@@ -68,6 +68,29 @@ fn mm(
         return;
     }
     // SAFETY: the asserts above keep every access inside the slices.
+    unsafe { crate_mm(m, n, k, c, ldc, acc, a, (a_rs, a_cs), b, (b_rs, b_cs), par) }
+}
+
+/// `mm` by the `gemm` crate: what AVX2 runs, and what the AVX-512
+/// products reproduce bit for bit.
+///
+/// # Safety
+/// The slices hold every element the strides reach.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn crate_mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    acc: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    par: Parallelism,
+) {
+    // SAFETY: passed on from the caller.
     unsafe {
         gemm::gemm(
             m,

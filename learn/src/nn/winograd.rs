@@ -258,9 +258,9 @@ fn product<const ACC: bool>(
     }
 }
 
-/// `product` with eight rows of 24 columns at a time in AVX-512
-/// registers (16 sums of one zmm and one ymm each); the rows left, and
-/// the last columns, as in AVX2. Every output is the same ∑ₖ in order.
+/// `product` with eight rows at a time in AVX-512: 32 columns in two zmm,
+/// the columns left (8, 16 or 24) 16 at a time under a mask; the rows
+/// left as in AVX2. Every output is the same ∑ₖ in order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -275,107 +275,58 @@ unsafe fn product_avx512<const ACC: bool>(
     x: &[f32],
     ldx: usize,
 ) {
-    use std::arch::x86_64::*;
+    use super::avx512::{rows8, rows8_masked, CONTINUE, SET};
     let mut t0 = 0;
-    while t0 + 4 * L <= t {
+    while t0 < t {
+        let w = (t - t0).min(4 * L);
         let mut r0 = 0;
         while r0 + 8 <= m {
-            assert!(k == 0 || x.len() >= (k - 1) * ldx + t0 + 4 * L);
+            assert!(k == 0 || x.len() >= (k - 1) * ldx + t0 + w);
             assert!(k == 0 || u.len() > (r0 + 7) * u_rs + (k - 1) * u_cs);
-            assert!(out.len() >= (r0 + 7) * ldo + t0 + 4 * L);
-            // SAFETY: the asserts keep every access inside the slices.
+            assert!(out.len() >= (r0 + 7) * ldo + t0 + w);
+            // SAFETY: the asserts keep every access inside the slices
+            // (a mask covers the columns below w only).
             unsafe {
-                use super::avx512::{rows8, CONTINUE, SET};
                 let (o, a, b) = (
                     out.as_mut_ptr().add(r0 * ldo + t0),
                     u.as_ptr().add(r0 * u_rs),
                     x.as_ptr().add(t0),
                 );
-                if ACC {
-                    rows8::<CONTINUE>(k, o, ldo, a, (u_rs, u_cs), b, ldx);
-                } else {
-                    rows8::<SET>(k, o, ldo, a, (u_rs, u_cs), b, ldx);
-                }
-            }
-            r0 += 8;
-        }
-        rows::<3, ACC>(r0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
-        rows::<1, ACC>(r0, m, t0 + 3 * L, k, out, ldo, u, (u_rs, u_cs), x, ldx);
-        t0 += 4 * L;
-    }
-    while t0 + 3 * L <= t {
-        let mut r0 = 0;
-        while r0 + 8 <= m {
-            assert!(k == 0 || x.len() >= (k - 1) * ldx + t0 + 3 * L);
-            assert!(k == 0 || u.len() > (r0 + 7) * u_rs + (k - 1) * u_cs);
-            assert!(out.len() >= (r0 + 7) * ldo + t0 + 3 * L);
-            // SAFETY: the asserts keep every access inside the slices.
-            unsafe {
-                let o = out.as_mut_ptr().add(r0 * ldo + t0);
-                // Named, so that the sixteen sums stay in registers.
-                let init = |r: usize| {
+                let us = (u_rs, u_cs);
+                if w == 4 * L {
                     if ACC {
-                        (
-                            _mm512_loadu_ps(o.add(r * ldo)),
-                            _mm256_loadu_ps(o.add(r * ldo + 2 * L)),
-                        )
+                        rows8::<CONTINUE>(k, o, ldo, a, us, b, ldx);
                     } else {
-                        (_mm512_setzero_ps(), _mm256_setzero_ps())
+                        rows8::<SET>(k, o, ldo, a, us, b, ldx);
                     }
-                };
-                let ((mut a0, mut b0), (mut a1, mut b1)) = (init(0), init(1));
-                let ((mut a2, mut b2), (mut a3, mut b3)) = (init(2), init(3));
-                let ((mut a4, mut b4), (mut a5, mut b5)) = (init(4), init(5));
-                let ((mut a6, mut b6), (mut a7, mut b7)) = (init(6), init(7));
-                let mut xr = x.as_ptr().add(t0);
-                let mut ur = u.as_ptr().add(r0 * u_rs);
-                for _ in 0..k {
-                    let x0 = _mm512_loadu_ps(xr);
-                    let x1 = _mm256_loadu_ps(xr.add(2 * L));
-                    macro_rules! row {
-                        ($r:expr, $a:ident, $b:ident) => {
-                            // One broadcast; its lower half for the ymm.
-                            let w = _mm512_set1_ps(*ur.add($r * u_rs));
-                            $a = _mm512_fmadd_ps(w, x0, $a);
-                            $b = _mm256_fmadd_ps(_mm512_castps512_ps256(w), x1, $b);
+                } else {
+                    for j in (0..w).step_by(16) {
+                        let mask = if w - j >= 16 {
+                            u16::MAX
+                        } else {
+                            (1u16 << (w - j)) - 1
                         };
+                        let (o, b) = (o.add(j), b.add(j));
+                        if ACC {
+                            rows8_masked::<CONTINUE>(k, o, ldo, a, us, b, ldx, mask);
+                        } else {
+                            rows8_masked::<SET>(k, o, ldo, a, us, b, ldx, mask);
+                        }
                     }
-                    row!(0, a0, b0);
-                    row!(1, a1, b1);
-                    row!(2, a2, b2);
-                    row!(3, a3, b3);
-                    row!(4, a4, b4);
-                    row!(5, a5, b5);
-                    row!(6, a6, b6);
-                    row!(7, a7, b7);
-                    xr = xr.add(ldx);
-                    ur = ur.add(u_cs);
-                }
-                for (r, (a, b)) in [
-                    (a0, b0),
-                    (a1, b1),
-                    (a2, b2),
-                    (a3, b3),
-                    (a4, b4),
-                    (a5, b5),
-                    (a6, b6),
-                    (a7, b7),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    _mm512_storeu_ps(o.add(r * ldo), a);
-                    _mm256_storeu_ps(o.add(r * ldo + 2 * L), b);
                 }
             }
             r0 += 8;
         }
-        rows::<3, ACC>(r0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
-        t0 += 3 * L;
-    }
-    while t0 < t {
-        rows::<1, ACC>(0, m, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
-        t0 += L;
+        let mut tt = t0;
+        while tt + 3 * L <= t0 + w {
+            rows::<3, ACC>(r0, m, tt, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+            tt += 3 * L;
+        }
+        while tt < t0 + w {
+            rows::<1, ACC>(r0, m, tt, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+            tt += L;
+        }
+        t0 += w;
     }
 }
 

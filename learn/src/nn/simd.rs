@@ -3,9 +3,9 @@
 //! the same bits: each output keeps its order of summation and its fused
 //! multiply-adds; AVX-512 only computes more outputs side by side.
 //! AVX-512 is the default where the core has it: on the development
-//! machine (AMD EPYC, Zen 5) its Winograd products, eight rows of 32
-//! columns on blocks of four tiles, made a training epoch 5% faster than
-//! AVX2 at two threads (`bench --epoch --kernels both`).
+//! machine (AMD EPYC, Zen 5) its matrix products made a training epoch
+//! 1.30 times as fast as AVX2 at two threads and 1.36 at one (`bench
+//! --epoch --kernels both`, medians of 3; docs/benchmarks.md).
 //! `FMNIST_PIPE_KERNELS=avx2` forces AVX2.
 
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -12,6 +12,7 @@
 //! own, so its cache-dependent choice is followed on every machine.
 
 use super::avx512::{row1, row1_masked, rows8, rows8_masked, ADD, SET};
+use super::winograd::with_buffer;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -40,7 +41,8 @@ pub fn applies(m: usize, n: usize, k: usize) -> bool {
 thread_local! {
     /// A's columns packed as rows, and the transposed output, kept
     /// between calls (fresh buffers of a megabyte came from `mmap`).
-    static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static TRANSPOSED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// C (m × n, rows `ldc` apart) = [C +] A·B, with A and B given by their
@@ -72,46 +74,35 @@ pub unsafe fn mm(
         return;
     }
     let (a_rs, a_cs) = a_s;
-    let mut work = |packed: &mut Vec<f32>, t: &mut Vec<f32>| {
-        // Aᵀ (k × m) with contiguous rows: A itself where its columns
-        // are, else packed.
-        // Neither buffer is zeroed: every element is written before it
-        // is read (the first depth block of an output not read is written).
-        let (at, ldat): (&[f32], usize) = if a_rs == 1 {
-            (a, a_cs)
-        } else {
-            if packed.len() < k * m {
-                packed.resize(k * m, 0.0);
-            }
-            transpose_into(a, a_s, m, k, &mut packed[..k * m]);
-            (&packed[..k * m], m)
-        };
-        if t.len() < n * m {
-            t.resize(n * m, 0.0);
-        }
-        let t = &mut t[..n * m];
-        if acc {
-            for (i, row) in c.chunks(ldc).take(m).enumerate() {
-                for (j, &v) in row[..n].iter().enumerate() {
-                    t[j * m + i] = v;
+    // Neither buffer is zeroed: every element is written before it is
+    // read (the first depth block of an output not read is written).
+    let packed_len = if a_rs == 1 { 0 } else { k * m };
+    with_buffer(&PACKED, packed_len, |packed| {
+        with_buffer(&TRANSPOSED, n * m, |t| {
+            // Aᵀ (k × m) with contiguous rows: A itself where its columns
+            // are, else packed.
+            let (at, ldat): (&[f32], usize) = if a_rs == 1 {
+                (a, a_cs)
+            } else {
+                transpose_into(a, a_s, m, k, packed);
+                (packed, m)
+            };
+            if acc {
+                for (i, row) in c.chunks(ldc).take(m).enumerate() {
+                    for (j, &v) in row[..n].iter().enumerate() {
+                        t[j * m + i] = v;
+                    }
                 }
             }
-        }
-        // SAFETY: Bᵀ's rows are B's columns and Aᵀ's rows are contiguous;
-        // the caller's contract covers the rest.
-        unsafe { direct(n, m, k, kc, t, m, acc, b, (b_cs, b_rs), at, ldat, threads) };
-        for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
-            for (j, v) in row[..n].iter_mut().enumerate() {
-                *v = t[j * m + i];
+            // SAFETY: Bᵀ's rows are B's columns and Aᵀ's rows are
+            // contiguous; the caller's contract covers the rest.
+            unsafe { direct(n, m, k, kc, t, m, acc, b, (b_cs, b_rs), at, ldat, threads) };
+            for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
+                for (j, v) in row[..n].iter_mut().enumerate() {
+                    *v = t[j * m + i];
+                }
             }
-        }
-    };
-    PACKED.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut bufs) => {
-            let (p, t) = &mut *bufs;
-            work(p, t)
-        }
-        Err(_) => work(&mut Vec::new(), &mut Vec::new()),
+        })
     });
 }
 
@@ -184,11 +175,11 @@ unsafe fn direct(
         }
     };
     // Only the rows of C that exist, so that every chunk starts at a row.
-    let chunks = c[..(m - 1) * ldc + n].chunks_mut(per * ldc).enumerate();
+    let c = &mut c[..(m - 1) * ldc + n];
     if threads > 1 && blocks > 1 {
-        chunks.collect::<Vec<_>>().into_par_iter().for_each(task);
+        c.par_chunks_mut(per * ldc).enumerate().for_each(task);
     } else {
-        chunks.for_each(task);
+        c.chunks_mut(per * ldc).enumerate().for_each(task);
     }
 }
 

@@ -536,7 +536,7 @@ thread_local! {
 /// whatever the last user left. A nested use on the same thread (a rayon
 /// worker that picked up another convolution while waiting) gets a fresh
 /// buffer instead.
-fn with_buffer<R>(
+pub(super) fn with_buffer<R>(
     key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
     len: usize,
     f: impl FnOnce(&mut [f32]) -> R,

@@ -40,7 +40,8 @@ pub fn run(
         let stage = &pipeline.stages[i];
         match (&a.state, &a.record, &a.key) {
             (State::Fresh, Some(r), Some(key)) => {
-                entries.push(runs::read(&store, key).unwrap_or_else(|| {
+                // A damaged entry is made again from the record.
+                entries.push(runs::read(&store, key).ok().flatten().unwrap_or_else(|| {
                     RunEntry::new(
                         key.clone(),
                         &stage.name,

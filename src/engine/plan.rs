@@ -348,10 +348,18 @@ impl Planner<'_> {
         record: Option<Record>,
         keyed: Option<(Fingerprint, String)>,
     ) -> Assessment {
-        let entry = keyed
-            .as_ref()
-            .and_then(|(_, k)| runs::find(self.store, k))
-            .and_then(|e| e.outputs_for(stage).map(|o| (e, o)));
+        let found = match keyed.as_ref().map(|(_, k)| (k, runs::find(self.store, k))) {
+            Some((_, Ok(e))) => Ok(e),
+            Some((k, Err(damage))) => Err(DirtyReason::InCacheDamaged {
+                key: k.clone(),
+                why: damage.to_string(),
+            }),
+            None => Ok(None),
+        };
+        let (entry, reason) = match found {
+            Ok(e) => (e.and_then(|e| e.outputs_for(stage).map(|o| (e, o))), reason),
+            Err(damaged) => (None, damaged),
+        };
         let (fingerprint, key) = keyed.map_or((None, None), |(f, k)| (Some(f), Some(k)));
         let Some((entry, outputs)) = entry else {
             return Assessment {

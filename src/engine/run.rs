@@ -249,7 +249,12 @@ fn drive(
                 let send = |e: Event| {
                     let _ = tx.send(Msg::Event(e));
                 };
-                let r = process(ctx, i, inputs, (force, budget, grow), &assigned, &send);
+                // A panic is a fault of the tool: the run still hears of
+                // it and ends (it waited for ever for this stage before).
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    process(ctx, i, inputs, (force, budget, grow), &assigned, &send)
+                }))
+                .unwrap_or_else(|panic| Err(panicked(&ctx.pipeline.stages[i].name, &*panic)));
                 let _ = tx.send(Msg::Done(i, r));
             });
         }
@@ -306,6 +311,18 @@ fn drive(
         }
     });
     env_error
+}
+
+/// The error for a stage whose thread panicked.
+fn panicked(stage: &str, panic: &(dyn std::any::Any + Send)) -> Error {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    Error::Internal(format!(
+        "{stage}: {what} (a bug in fmnist-pipe; the run stopped, the cache is consistent: run again)"
+    ))
 }
 
 /// A search as the run drives it: the jobs' sequence, what is known of
@@ -773,10 +790,10 @@ fn process(
                 from = Some(remote.name.clone());
             }
             Fetched::Absent => {}
-            Fetched::Damaged(objects) => {
+            Fetched::Damaged(damage) => {
                 let failure = Failure::RemoteDamaged {
                     remote: remote.name.clone(),
-                    objects,
+                    damage,
                 };
                 if ctx.only_pull {
                     return failed(send, stage, failure, None);
@@ -840,7 +857,7 @@ fn process(
         })
     })?;
     if let Some(entry) = (!force && promoted.is_none())
-        .then(|| runs::find(ctx.store, &key))
+        .then(|| runs::find(ctx.store, &key).ok().flatten())
         .flatten()
     {
         if let Restored::Done(outcome) = restore_run(
@@ -916,7 +933,7 @@ fn try_restore(
     let Some(record) = record.filter(|_| reason.restorable()) else {
         return Ok(Restored::No(reason));
     };
-    match restore(ctx, &stage.name, record) {
+    match restore(ctx, stage, record) {
         Ok(paths) => {
             send(Event::Restored {
                 stage: stage.name.clone(),
@@ -1036,7 +1053,7 @@ fn place(
         let p = if f.rel.is_empty() {
             staging.to_path_buf()
         } else {
-            staging.join(&f.rel)
+            crate::state::store::join_inside(staging, &f.rel).ok_or(RestoreError::Missing)?
         };
         ctx.store.restore_file(&f.hash, &p, f.exec)?;
     }
@@ -1503,11 +1520,17 @@ pub fn job_path(store: &Store, stage: &str) -> PathBuf {
 /// is refused, never overwritten.
 fn restore(
     ctx: &Ctx<'_>,
-    stage: &str,
+    stage: &Stage,
     record: &Record,
 ) -> std::result::Result<Vec<String>, RestoreError> {
     let mut restored = Vec::new();
     for o in &record.outputs {
+        // Only where the stage declares an output: the record is a file
+        // in the cache, and the cache may be shared.
+        if !stage.outs.contains(&o.path) {
+            return Err(RestoreError::Missing);
+        }
+        let stage = stage.name.as_str();
         let root = ctx.planner.path(&o.path);
         let refuse = |why| {
             RestoreError::Refused(Refusal {
@@ -1546,7 +1569,9 @@ fn restore(
             let p = if f.rel.is_empty() {
                 root.clone()
             } else {
-                root.join(&f.rel)
+                crate::state::store::join_inside(&root, &f.rel).ok_or_else(|| {
+                    refuse(ownership::Why::Modified(format!("{}/{}", o.path, f.rel)))
+                })?
             };
             ctx.store.restore_file(&f.hash, &p, f.exec)?;
         }

@@ -238,6 +238,9 @@ mod tests {
         hashes: HashCache,
     }
 
+    /// A run-cache key (a hash, as every key is).
+    const K: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
     fn world() -> World {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path().join("cache"));
@@ -255,16 +258,7 @@ mod tests {
     fn begin_invalidates_and_commit_records_what_was_produced() {
         let w = world();
         let s = stage(&["out.txt"]);
-        let t = Txn::begin(
-            &w.store,
-            &w.hashes,
-            w.dir.path(),
-            &s,
-            fp(),
-            "k".into(),
-            None,
-        )
-        .unwrap();
+        let t = Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), K.into(), None).unwrap();
         let r = w.store.record("s").unwrap().unwrap();
         assert!(!r.complete && r.running.is_some());
         assert_eq!(r.claimed, ["out.txt"]);
@@ -275,7 +269,7 @@ mod tests {
         assert_eq!(done.digest, r.digest());
         assert!(w.store.has_object(&r.outputs[0].tree.files[0].hash));
         // Remembered by its key, for any stage that computes the same.
-        let entry = runs::find(&w.store, "k").unwrap();
+        let entry = runs::find(&w.store, K).unwrap().unwrap();
         assert_eq!(entry.stage, "s");
         assert_eq!(Digest::of(&entry.outputs), r.digest());
         // The next run starts from the complete record: it is kept whole
@@ -286,7 +280,7 @@ mod tests {
             w.dir.path(),
             &s,
             fp(),
-            "k".into(),
+            K.into(),
             Some(&r),
         )
         .unwrap();
@@ -300,31 +294,15 @@ mod tests {
     fn abort_and_drop_leave_an_incomplete_record_without_a_runner() {
         let w = world();
         let s = stage(&["out.txt"]);
-        Txn::begin(
-            &w.store,
-            &w.hashes,
-            w.dir.path(),
-            &s,
-            fp(),
-            "k".into(),
-            None,
-        )
-        .unwrap()
-        .abort()
-        .unwrap();
+        Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), K.into(), None)
+            .unwrap()
+            .abort()
+            .unwrap();
         let r = w.store.record("s").unwrap().unwrap();
         assert!(!r.complete && r.running.is_none());
         // A failure between two steps: the transaction is dropped.
         let failing = || -> Result<()> {
-            let _t = Txn::begin(
-                &w.store,
-                &w.hashes,
-                w.dir.path(),
-                &s,
-                fp(),
-                "k".into(),
-                None,
-            )?;
+            let _t = Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), K.into(), None)?;
             Err(crate::error::Error::Internal("between two steps".into()))
         };
         assert!(failing().is_err());
@@ -332,16 +310,8 @@ mod tests {
         assert!(!r.complete && r.running.is_none());
         // A panic (a crash of this thread) likewise.
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _t = Txn::begin(
-                &w.store,
-                &w.hashes,
-                w.dir.path(),
-                &s,
-                fp(),
-                "k".into(),
-                None,
-            )
-            .unwrap();
+            let _t =
+                Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), K.into(), None).unwrap();
             panic!("crash");
         }));
         assert!(caught.is_err());
@@ -353,17 +323,9 @@ mod tests {
     fn leaving_keeps_the_runner_for_the_next_run_to_find_gone() {
         let w = world();
         let s = stage(&["out.txt"]);
-        Txn::begin(
-            &w.store,
-            &w.hashes,
-            w.dir.path(),
-            &s,
-            fp(),
-            "k".into(),
-            None,
-        )
-        .unwrap()
-        .leave();
+        Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), K.into(), None)
+            .unwrap()
+            .leave();
         let r = w.store.record("s").unwrap().unwrap();
         assert!(!r.complete && r.running.is_some());
     }
@@ -372,16 +334,7 @@ mod tests {
     fn an_output_not_produced_aborts_the_commit() {
         let w = world();
         let s = stage(&["out.txt"]);
-        let t = Txn::begin(
-            &w.store,
-            &w.hashes,
-            w.dir.path(),
-            &s,
-            fp(),
-            "k".into(),
-            None,
-        )
-        .unwrap();
+        let t = Txn::begin(&w.store, &w.hashes, w.dir.path(), &s, fp(), K.into(), None).unwrap();
         assert_eq!(
             t.commit().unwrap(),
             Err(Unproduced::Missing("out.txt".into()))

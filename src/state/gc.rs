@@ -170,15 +170,18 @@ pub fn run(
     let mut forgotten = 0;
     let keys = runs::keys(store);
     for key in &keys {
-        let Some(entry) = runs::read(store, key) else {
-            continue;
+        // A damaged entry refers to nothing; --runs forgets it too.
+        let entry = match runs::read(store, key) {
+            Ok(Some(e)) => Some(e),
+            Ok(None) => continue,
+            Err(_) => None,
         };
         if forget_runs && !in_use.contains(key) {
             if !dry_run {
                 runs::forget(store, key)?;
             }
             forgotten += 1;
-        } else {
+        } else if let Some(entry) = entry {
             referenced.extend(entry.objects().map(str::to_string));
         }
     }

@@ -202,16 +202,8 @@ impl HashCache {
         if meta.is_dir() {
             let mut files = Vec::new();
             self.walk(path, "", &mut files)?;
-            let mut h = blake3::Hasher::new();
-            h.update(b"dir\0");
-            for f in &files {
-                h.update(f.rel.as_bytes());
-                h.update(b"\0");
-                h.update(f.hash.as_bytes());
-                h.update(if f.exec { b"\0x\n" } else { b"\0-\n" });
-            }
             Ok(Some(Tree {
-                hash: h.finalize().to_hex().to_string(),
+                hash: dir_hash(&files),
                 is_dir: true,
                 files,
             }))
@@ -260,6 +252,88 @@ impl HashCache {
     }
 }
 
+/// A directory's hash: its files' paths, contents and modes, in order.
+fn dir_hash(files: &[FileEntry]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"dir\0");
+    for f in files {
+        h.update(f.rel.as_bytes());
+        h.update(b"\0");
+        h.update(f.hash.as_bytes());
+        h.update(if f.exec { b"\0x\n" } else { b"\0-\n" });
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Whether `s` is a hash as the cache names objects: 64 lower-case hex
+/// digits (anything else could name a path outside the objects).
+pub fn is_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `rel`, joined to a directory, stays inside it: relative, its
+/// components neither empty nor `.` nor `..`, no NUL.
+pub fn is_inner_path(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.contains('\0')
+        && rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+impl Tree {
+    /// Why this tree, read from a record that another process wrote (a
+    /// remote, a shared cache), cannot be used; `None` when it can. Every
+    /// file's path stays inside the output, every hash names an object,
+    /// and the files add up to the tree's hash.
+    pub fn damage(&self) -> Option<String> {
+        if !is_hash(&self.hash) {
+            return Some(format!(
+                "`{}` is not a content hash",
+                self.hash.escape_debug()
+            ));
+        }
+        if let Some(f) = self.files.iter().find(|f| !is_hash(&f.hash)) {
+            return Some(format!("`{}` is not a content hash", f.hash.escape_debug()));
+        }
+        if !self.is_dir {
+            return match self.files.as_slice() {
+                [f] if f.rel.is_empty() && f.hash == self.hash => None,
+                _ => Some("a file output that is not one file of its hash".into()),
+            };
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.files {
+            if !is_inner_path(&f.rel) {
+                return Some(format!(
+                    "the file path `{}` leaves its output",
+                    f.rel.escape_debug()
+                ));
+            }
+            if !seen.insert(f.rel.as_str()) {
+                return Some(format!(
+                    "the file `{}` is listed twice",
+                    f.rel.escape_debug()
+                ));
+            }
+        }
+        // A file cannot also be a directory of others.
+        if let Some(f) = self.files.iter().find(|f| {
+            let dir = format!("{}/", f.rel);
+            seen.range(dir.as_str()..)
+                .next()
+                .is_some_and(|r| r.starts_with(&dir))
+        }) {
+            return Some(format!(
+                "`{}` is listed as a file and as a directory",
+                f.rel.escape_debug()
+            ));
+        }
+        (dir_hash(&self.files) != self.hash)
+            .then(|| "its files do not add up to its hash".to_string())
+    }
+}
+
 /// The blake3 hash of everything `r` yields.
 pub fn hash_reader(r: impl io::Read) -> io::Result<String> {
     copy_hashing(r, io::sink())
@@ -289,6 +363,72 @@ pub fn hash_bytes(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_from_elsewhere_is_checked_before_use() {
+        let d = tempfile::tempdir().unwrap();
+        let c = HashCache::disabled();
+        fs::create_dir_all(d.path().join("o/sub")).unwrap();
+        fs::write(d.path().join("o/sub/a"), "x").unwrap();
+        fs::write(d.path().join("o/b"), "y").unwrap();
+        let good = c.hash_path(&d.path().join("o")).unwrap().unwrap();
+        assert_eq!(good.damage(), None);
+        let file = c.hash_path(&d.path().join("o/b")).unwrap().unwrap();
+        assert_eq!(file.damage(), None);
+
+        let with = |f: &dyn Fn(&mut Tree)| {
+            let mut t = good.clone();
+            f(&mut t);
+            t.damage()
+        };
+        // Paths that would leave the output, even with the hash made to fit.
+        for rel in [
+            "../x",
+            "/etc/passwd",
+            "a/../../x",
+            "./a",
+            "a//b",
+            "",
+            "a\0b",
+            "sub/..",
+        ] {
+            let why = with(&|t| {
+                t.files[0].rel = rel.into();
+                t.hash = dir_hash(&t.files);
+            });
+            assert!(
+                why.is_some_and(|w| w.contains("leaves its output")),
+                "{rel}"
+            );
+        }
+        for hash in ["../../etc/passwd", "ABCD", &"a".repeat(63), &"é".repeat(32)] {
+            assert!(
+                with(&|t| t.files[0].hash = hash.to_string()).is_some(),
+                "{hash}"
+            );
+            assert!(with(&|t| t.hash = hash.to_string()).is_some(), "{hash}");
+        }
+        assert!(
+            with(&|t| t.files[1].size = 7).is_none(),
+            "sizes are not trusted for anything"
+        );
+        assert!(with(&|t| t.files[0].hash = hash_bytes(b"z")).is_some());
+        assert!(with(&|t| {
+            let f = t.files[0].clone();
+            t.files.push(f);
+            t.hash = dir_hash(&t.files);
+        })
+        .is_some());
+        assert!(with(&|t| {
+            t.files[0].rel = "sub".into();
+            t.hash = dir_hash(&t.files);
+        })
+        .is_some_and(|w| w.contains("as a file and as a directory")));
+        let mut f = file.clone();
+        f.files[0].rel = "../x".into();
+        assert!(f.damage().is_some());
+        assert!(is_hash(&hash_bytes(b"")));
+    }
 
     #[test]
     fn file_and_dir_hashes_follow_content() {

@@ -16,6 +16,7 @@
 use crate::error::{Error, Result};
 use crate::spec::Stage;
 use crate::state::fingerprint::Fingerprint;
+use crate::state::hash::is_hash;
 use crate::state::store::{write_whole_unsynced, Digest, Output, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,11 +77,62 @@ impl RunEntry {
         )
     }
 
+    /// Why this entry, as read from a cache or a remote under `key`,
+    /// cannot be used; `None` when it can. Nothing in it is trusted before
+    /// this: its paths and hashes become file names.
+    pub fn damage(&self, key: &str) -> Option<Damage> {
+        if self.key != key || !is_hash(key) {
+            return Some(Damage::Invalid(format!(
+                "it is filed under {key} but names the run `{}`",
+                self.key.escape_debug()
+            )));
+        }
+        self.outputs.iter().find_map(|o| {
+            o.tree
+                .damage()
+                .map(|why| Damage::Invalid(format!("output {}: {why}", o.path.escape_debug())))
+        })
+    }
+
     /// Every object the entry's outputs are made of.
     pub fn objects(&self) -> impl Iterator<Item = &str> {
         self.outputs
             .iter()
             .flat_map(|o| o.tree.files.iter().map(|f| f.hash.as_str()))
+    }
+}
+
+/// Why a run record written elsewhere (a remote, a cache shared with
+/// other projects) is not used. Nothing is written or removed for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// Not a run record: not JSON of its shape.
+    Unreadable,
+    /// A field that does not hold what it must; what, in words.
+    Invalid(String),
+    /// Objects it names that are not there.
+    Missing(Vec<String>),
+    /// Objects whose content does not hash to their name.
+    Mismatched(Vec<String>),
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| {
+            let shown: Vec<&str> = v.iter().take(3).map(String::as_str).collect();
+            match v.len() {
+                n if n > 3 => format!("{} and {} more", shown.join(", "), n - 3),
+                _ => shown.join(", "),
+            }
+        };
+        match self {
+            Damage::Unreadable => write!(f, "it is not a run record"),
+            Damage::Invalid(why) => write!(f, "{why}"),
+            Damage::Missing(v) => write!(f, "it lacks {}", list(v)),
+            Damage::Mismatched(v) => {
+                write!(f, "content that does not match its name: {}", list(v))
+            }
+        }
     }
 }
 
@@ -144,23 +196,44 @@ pub fn key(stage: &Stage, fp: &Fingerprint, inputs: &BTreeMap<String, Digest>) -
     crate::state::hash::hash_bytes(&bytes)
 }
 
+/// Where the cache files the run `key` (a hash: checked by the callers
+/// that take keys from outside).
 fn path(store: &Store, key: &str) -> PathBuf {
     store.root().join("runs").join(format!("{key}.json"))
 }
 
 /// The completed run `key`, if the cache remembers one it can restore:
-/// its entry is whole and every object it names is there.
-pub fn find(store: &Store, key: &str) -> Option<RunEntry> {
-    let entry = read(store, key)?;
+/// its entry is sound and every object it names is there. `Err`: an entry
+/// is there and must not be used.
+pub fn find(store: &Store, key: &str) -> std::result::Result<Option<RunEntry>, Damage> {
+    let Some(entry) = read(store, key)? else {
+        return Ok(None);
+    };
     let whole = entry.objects().all(|h| store.has_object(h));
-    whole.then_some(entry)
+    Ok(whole.then_some(entry))
 }
 
-/// The entry `key` as stored (its objects may be missing).
-pub fn read(store: &Store, key: &str) -> Option<RunEntry> {
-    let bytes = fs::read(path(store, key)).ok()?;
-    let entry: RunEntry = serde_json::from_slice(&bytes).ok()?;
-    (entry.key == key).then_some(entry)
+/// The entry `key` as stored (its objects may be missing), checked: the
+/// cache may be shared, and whoever shares it may have written it.
+pub fn read(store: &Store, key: &str) -> std::result::Result<Option<RunEntry>, Damage> {
+    if !is_hash(key) {
+        return Ok(None);
+    }
+    let bytes = match fs::read(path(store, key)) {
+        Ok(b) => b,
+        // Absent, or unreadable: a shortcut the stage does without.
+        Err(_) => return Ok(None),
+    };
+    parse(&bytes, key).map(Some)
+}
+
+/// A run record's text, as a checked entry filed under `key`.
+pub fn parse(bytes: &[u8], key: &str) -> std::result::Result<RunEntry, Damage> {
+    let entry: RunEntry = serde_json::from_slice(bytes).map_err(|_| Damage::Unreadable)?;
+    match entry.damage(key) {
+        Some(d) => Err(d),
+        None => Ok(entry),
+    }
 }
 
 /// Remembers a completed run; its objects are stored (and synced)
@@ -177,6 +250,9 @@ pub fn write(store: &Store, entry: &RunEntry) -> Result<()> {
 
 /// Forgets the run `key` (its result was found corrupt).
 pub fn forget(store: &Store, key: &str) -> Result<()> {
+    if !is_hash(key) {
+        return Ok(());
+    }
     let p = path(store, key);
     match fs::remove_file(&p) {
         Ok(()) => Ok(()),

@@ -19,7 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::state::fingerprint::Fingerprint;
-use crate::state::hash::Tree;
+use crate::state::hash::{is_hash, Tree};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Read, Write};
@@ -297,7 +297,15 @@ impl Store {
     /// cannot be read (treated as stale, never as fresh).
     pub fn record(&self, stage: &str) -> std::result::Result<Option<Record>, Unreadable> {
         match fs::read(self.record_path(stage)) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|_| Unreadable),
+            Ok(b) => {
+                let r: Record = serde_json::from_slice(&b).map_err(|_| Unreadable)?;
+                // The home may lie in a shared cache: its paths and hashes
+                // are checked as a remote's are.
+                match r.outputs.iter().any(|o| o.tree.damage().is_some()) {
+                    true => Err(Unreadable),
+                    false => Ok(Some(r)),
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(_) => Err(Unreadable),
         }
@@ -387,7 +395,12 @@ impl Store {
         out
     }
 
+    /// Removes the object `hash`; a name that is not a hash names no
+    /// object, and nothing is removed for it.
     pub fn remove_object(&self, hash: &str) -> Result<()> {
+        if !is_hash(hash) {
+            return Ok(());
+        }
         let p = self.object_path(hash);
         match fs::remove_file(&p) {
             Ok(()) => {
@@ -401,19 +414,25 @@ impl Store {
         }
     }
 
+    /// Where the object `hash` lies. Only for a name checked by
+    /// [`is_hash`]: the methods that take a hash from a record check it.
     pub fn object_path(&self, hash: &str) -> PathBuf {
-        let (a, b) = hash.split_at(2.min(hash.len()));
+        let split = if hash.is_char_boundary(2) { 2 } else { 0 };
+        let (a, b) = hash.split_at(split.min(hash.len()));
         self.root.join("objects").join(a).join(b)
     }
 
     /// The content of object `hash`, if the cache holds it intact.
     pub fn read_object(&self, hash: &str) -> Option<Vec<u8>> {
+        if !is_hash(hash) {
+            return None;
+        }
         let bytes = fs::read(self.object_path(hash)).ok()?;
         (crate::state::hash::hash_bytes(&bytes) == hash).then_some(bytes)
     }
 
     pub fn has_object(&self, hash: &str) -> bool {
-        self.object_path(hash).is_file()
+        is_hash(hash) && self.object_path(hash).is_file()
     }
 
     /// Stores a workspace file as the object `hash`, checking that its
@@ -448,6 +467,12 @@ impl Store {
     /// staging file: read-only, renamed into place whole; nothing when the
     /// cache holds it already, nothing left behind when `fill` fails.
     fn put_object(&self, hash: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        if !is_hash(hash) {
+            return Err(Error::Internal(format!(
+                "`{}` is not a content hash",
+                hash.escape_debug()
+            )));
+        }
         let dest = self.object_path(hash);
         if dest.is_file() {
             return Ok(());
@@ -475,6 +500,9 @@ impl Store {
         dest: &Path,
         exec: bool,
     ) -> std::result::Result<(), RestoreError> {
+        if !is_hash(hash) {
+            return Err(RestoreError::Missing);
+        }
         let obj = self.object_path(hash);
         if !obj.is_file() {
             return Err(RestoreError::Missing);
@@ -618,8 +646,11 @@ pub fn records_in(home: &Path) -> Vec<(String, Record)> {
         .into_iter()
         .filter_map(|name| {
             let path = home.join("stages").join(format!("{name}.json"));
-            let r = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
-            Some((name, r))
+            let r: Record = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+            r.outputs
+                .iter()
+                .all(|o| o.tree.damage().is_none())
+                .then_some((name, r))
         })
         .collect()
 }
@@ -742,6 +773,26 @@ fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
         fs::copy(src, dest)?;
         fs::File::open(dest)?.sync_all()
     }
+}
+
+/// `root/rel`, where `rel` comes from a record: `None` when it would lie
+/// outside `root`, by its own components or through a symbolic link
+/// already in place below `root`.
+pub fn join_inside(root: &Path, rel: &str) -> Option<PathBuf> {
+    if !crate::state::hash::is_inner_path(rel) {
+        return None;
+    }
+    let mut p = root.to_path_buf();
+    for c in rel.split('/') {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => return None,
+            Ok(_) => {}
+            // Nothing further down exists yet.
+            Err(_) => break,
+        }
+    }
+    Some(root.join(rel))
 }
 
 /// Removes a file, a symlink (not its target) or a directory tree.
@@ -910,6 +961,39 @@ mod tests {
         );
         me.host = "elsewhere".into();
         assert_eq!(me.alive(), None);
+    }
+
+    #[test]
+    fn a_path_from_a_record_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("out");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(d.path(), root.join("link")).unwrap();
+        assert_eq!(join_inside(&root, "sub/a"), Some(root.join("sub/a")));
+        assert_eq!(join_inside(&root, "new/a"), Some(root.join("new/a")));
+        for rel in ["../a", "/etc/passwd", "link/a", "link", "sub/../../a", ""] {
+            assert_eq!(join_inside(&root, rel), None, "{rel}");
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_hashes_touch_no_file() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::new(d.path().join("cache"));
+        store.prepare().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "mine").unwrap();
+        let name = format!("../../{}", victim.display());
+        assert!(!store.has_object(&name));
+        assert!(store.read_object(&name).is_none());
+        assert!(matches!(
+            store.restore_file(&name, &d.path().join("x"), false),
+            Err(RestoreError::Missing)
+        ));
+        store.remove_object(&name).unwrap();
+        assert!(store.store_bytes(&name, b"x").is_err());
+        assert!(!store.has_object("é"), "no panic on a multi-byte name");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "mine");
     }
 
     #[test]

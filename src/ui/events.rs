@@ -161,12 +161,13 @@ pub enum Failure {
     Job {
         what: String,
     },
-    /// The cache or workspace failed the run.
-    /// A remote's objects for the stage did not hash to their names.
+    /// A remote's record of the stage's result cannot be used: it is
+    /// malformed, or its objects are missing or do not hash to their names.
     RemoteDamaged {
         remote: String,
-        objects: Vec<String>,
+        damage: crate::state::runs::Damage,
     },
+    /// The cache or workspace failed the run.
     Environment {
         error: String,
     },

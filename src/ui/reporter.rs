@@ -1046,15 +1046,18 @@ fn failure_text(f: &crate::ui::events::Failure) -> String {
         Failure::Crashed { how } => format!("the stage's process {how}"),
         Failure::Job { what } => what.clone(),
         Failure::Environment { error } => error.clone(),
-        Failure::RemoteDamaged { remote, objects } => {
-            let shown: Vec<&str> = objects.iter().take(3).map(String::as_str).collect();
-            let more = match objects.len() {
-                n if n > 3 => format!(" and {} more", n - 3),
-                _ => String::new(),
-            };
+        Failure::RemoteDamaged { remote, damage } => {
+            use crate::state::runs::Damage;
+            let what = match damage {
+                Damage::Missing(_) => "remote `{remote}` holds an incomplete result for it",
+                Damage::Mismatched(_) => "remote `{remote}` holds damaged files for it",
+                Damage::Unreadable | Damage::Invalid(_) => {
+                    "remote `{remote}` holds a damaged record of its result"
+                }
+            }
+            .replace("{remote}", remote);
             format!(
-                "remote `{remote}` holds damaged files for it ({}{more}: their content does not match their name); none of them was used\nhelp: push the stage again from a machine where it is fresh (`fmnist-pipe push`)",
-                shown.join(", ")
+                "{what} ({damage}); nothing of it was used\nhelp: push the stage again from a machine where it is fresh (`fmnist-pipe push`): a push replaces what is missing or damaged"
             )
         }
     }

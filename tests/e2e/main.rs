@@ -15,6 +15,7 @@ mod export;
 mod failures;
 mod freshness;
 mod history;
+mod hostile;
 mod interrupts;
 mod load_errors;
 mod predict;

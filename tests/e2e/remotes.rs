@@ -103,7 +103,7 @@ fn damaged_remote_objects_are_named_and_never_used() {
     let r = b.run(&["pull"]).exits(3);
     assert!(
         r.stdout()
-            .contains("FAILED   make: remote `origin` holds damaged files for it (objects/"),
+            .contains("FAILED   make: remote `origin` holds damaged files for it (content that does not match its name: objects/"),
         "{}",
         r.stdout()
     );

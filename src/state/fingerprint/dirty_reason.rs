@@ -168,6 +168,12 @@ pub enum DirtyReason {
         finished: u64,
         duration_s: f64,
     },
+    /// The run cache holds a record of this result that cannot be used
+    /// (the cache may be shared, and another may have written it).
+    InCacheDamaged {
+        key: String,
+        why: String,
+    },
     /// A record of a stage the pipeline no longer declares.
     Orphaned {
         outputs: Vec<String>,
@@ -355,6 +361,10 @@ impl fmt::Display for DirtyReason {
                     duration(*duration_s)
                 )
             }
+            InCacheDamaged { key, why } => write!(
+                f,
+                "the run cache's record of this result (runs/{key}.json) is damaged ({why}): not used; the stage runs and replaces it"
+            ),
             Orphaned { outputs } if outputs.is_empty() => write!(
                 f,
                 "no longer in the pipeline; its record remains; `fmnist-pipe gc` removes it"

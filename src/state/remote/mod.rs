@@ -14,7 +14,7 @@ mod s3;
 
 use crate::error::{Error, Result};
 use crate::spec::{RemoteSpec, Settings};
-use crate::state::runs::{self, RunEntry};
+use crate::state::runs::{self, Damage, RunEntry};
 use crate::state::store::Store;
 
 /// What a backend failed at, for [`Error::Remote`].
@@ -55,9 +55,9 @@ pub enum Fetched {
     Absent,
     /// Fetched and remembered locally.
     Got(Box<RunEntry>),
-    /// Objects whose content is not what their name says (or that are
-    /// missing): none of the run was used.
-    Damaged(Vec<String>),
+    /// A record that cannot be used, or objects missing or not what
+    /// their name says: none of the run was used.
+    Damaged(Damage),
 }
 
 /// What pushing one stage's result did.
@@ -149,7 +149,10 @@ impl Remote {
             objects += 1;
             bytes += data.len() as u64;
         }
-        if objects == 0 && self.backend.has(&run_key).map_err(|t| self.err(t))? {
+        // The remote's record counts only when it is sound and names
+        // these outputs (whose objects were just checked); a damaged one
+        // is replaced.
+        if objects == 0 && self.holds_run(entry)? {
             return Ok(Pushed::There);
         }
         let text = serde_json::to_vec_pretty(entry).map_err(|source| Error::Record {
@@ -160,23 +163,45 @@ impl Remote {
         Ok(Pushed::Sent { objects, bytes })
     }
 
-    /// Fetches the completed run `key` into the local cache: each object
-    /// the cache lacks, checked against its name, then the run itself.
+    /// Whether the remote's record of `entry`'s run is sound and names
+    /// the same outputs.
+    fn holds_run(&self, entry: &RunEntry) -> Result<bool> {
+        let text = self
+            .backend
+            .get(&run_path(&entry.key))
+            .map_err(|t| self.err(t))?;
+        Ok(text.is_some_and(|t| {
+            runs::parse(&t, &entry.key).is_ok_and(|there| {
+                there.outputs.len() == entry.outputs.len()
+                    && there
+                        .outputs
+                        .iter()
+                        .zip(&entry.outputs)
+                        .all(|(a, b)| a.tree == b.tree)
+            })
+        }))
+    }
+
+    /// Fetches the completed run `key` into the local cache: the record,
+    /// checked before anything in it is used (its paths and hashes become
+    /// file names), then each object the cache lacks, checked against its
+    /// name, then the run itself.
     pub fn fetch(&self, store: &Store, key: &str) -> Result<Fetched> {
+        if !crate::state::hash::is_hash(key) {
+            return Err(Error::Internal(format!("`{key}` is not a run key")));
+        }
         let Some(text) = self.backend.get(&run_path(key)).map_err(|t| self.err(t))? else {
             return Ok(Fetched::Absent);
         };
-        let entry: RunEntry = match serde_json::from_slice(&text) {
+        let entry = match runs::parse(&text, key) {
             Ok(e) => e,
-            Err(_) => return Ok(Fetched::Damaged(vec![run_path(key)])),
+            Err(d) => return Ok(Fetched::Damaged(d)),
         };
-        if entry.key != key {
-            return Ok(Fetched::Damaged(vec![run_path(key)]));
-        }
         // Each whole object goes into the cache as it comes (unreferenced
         // until the run is written); the run only when all are whole.
-        let mut damaged = Vec::new();
-        for h in entry.objects() {
+        let (mut missing, mut mismatched) = (Vec::new(), Vec::new());
+        let hashes: std::collections::BTreeSet<&str> = entry.objects().collect();
+        for h in hashes {
             if store.has_object(h) {
                 continue;
             }
@@ -184,13 +209,15 @@ impl Remote {
                 Some(data) if crate::state::hash::hash_bytes(&data) == h => {
                     store.store_bytes(h, &data)?
                 }
-                _ => damaged.push(object_path(h)),
+                Some(_) => mismatched.push(object_path(h)),
+                None => missing.push(object_path(h)),
             }
         }
-        if !damaged.is_empty() {
-            damaged.sort();
-            damaged.dedup();
-            return Ok(Fetched::Damaged(damaged));
+        if !mismatched.is_empty() {
+            return Ok(Fetched::Damaged(Damage::Mismatched(mismatched)));
+        }
+        if !missing.is_empty() {
+            return Ok(Fetched::Damaged(Damage::Missing(missing)));
         }
         runs::write(store, &entry)?;
         Ok(Fetched::Got(Box::new(entry)))
@@ -205,8 +232,12 @@ fn remote_error(name: &str, t: Trouble) -> Error {
     }
 }
 
+/// The remote's name of object `hash` (checked by [`is_hash`] first).
+///
+/// [`is_hash`]: crate::state::hash::is_hash
 fn object_path(hash: &str) -> String {
-    let (a, b) = hash.split_at(2.min(hash.len()));
+    let split = if hash.is_char_boundary(2) { 2 } else { 0 };
+    let (a, b) = hash.split_at(split.min(hash.len()));
     format!("objects/{a}/{b}")
 }
 

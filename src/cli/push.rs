@@ -40,15 +40,22 @@ pub fn run(
         let stage = &pipeline.stages[i];
         match (&a.state, &a.record, &a.key) {
             (State::Fresh, Some(r), Some(key)) => {
+                // A paused trial goes under its own key.
+                let key = match r.paused {
+                    Some(n) => runs::paused_key(key, n),
+                    None => key.clone(),
+                };
                 // A damaged entry is made again from the record.
-                entries.push(runs::read(&store, key).ok().flatten().unwrap_or_else(|| {
-                    RunEntry::new(
+                entries.push(runs::read(&store, &key).ok().flatten().unwrap_or_else(|| {
+                    let mut e = RunEntry::new(
                         key.clone(),
                         &stage.name,
                         r.fingerprint.clone(),
                         r.outputs.clone(),
                         r.duration_s,
-                    )
+                    );
+                    e.paused = r.paused;
+                    e
                 }))
             }
             (state, _, _) => stale.push((stage.name.clone(), state.why())),

@@ -348,7 +348,7 @@ impl Planner<'_> {
         record: Option<Record>,
         keyed: Option<(Fingerprint, String)>,
     ) -> Assessment {
-        let found = match keyed.as_ref().map(|(_, k)| (k, runs::find(self.store, k))) {
+        let found = match keyed.as_ref().map(|(_, k)| (k, self.remembered(stage, k))) {
             Some((_, Ok(e))) => Ok(e),
             Some((k, Err(damage))) => Err(DirtyReason::InCacheDamaged {
                 key: k.clone(),
@@ -383,6 +383,66 @@ impl Planner<'_> {
             digest: Some(Digest::of(&outputs)),
             entry: Some(entry),
         }
+    }
+
+    /// The keys under which a result for `stage` (whose key is `key`) may
+    /// be remembered: its own, then, for a search's trial, those of the
+    /// training paused at each rung, furthest first (with the epochs).
+    pub fn run_keys(&self, stage: &Stage, key: &str) -> Vec<(String, Option<usize>)> {
+        let mut keys = vec![(key.to_string(), None)];
+        let i = self.pipeline.index_of(&stage.name);
+        if let Some(plan) = self
+            .pipeline
+            .searches
+            .iter()
+            .find(|s| i.is_some_and(|i| s.trials.contains(&i)))
+        {
+            for &r in plan.rungs.iter().rev() {
+                keys.push((runs::paused_key(key, r), Some(r)));
+            }
+        }
+        keys
+    }
+
+    /// The completed run the run cache remembers for `stage`: a whole
+    /// training for a stage that asks for one, never a paused trial's
+    /// (a trial also takes its own paused run up). `Err`: the entry under
+    /// the stage's key is damaged.
+    pub fn remembered(
+        &self,
+        stage: &Stage,
+        key: &str,
+    ) -> std::result::Result<Option<RunEntry>, runs::Damage> {
+        for (k, paused) in self.run_keys(stage, key) {
+            let found = match runs::find(self.store, &k) {
+                Ok(found) => found,
+                Err(d) if paused.is_none() => return Err(d),
+                Err(_) => None,
+            };
+            if let Some(e) = found.filter(|e| e.paused == paused && !self.paused_unmarked(stage, e))
+            {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A paused trial that a version before paused keys filed as a whole
+    /// training: its train.json says it paused.
+    fn paused_unmarked(&self, stage: &Stage, e: &RunEntry) -> bool {
+        if stage.kind != stages::Kind::Train || e.paused.is_some() {
+            return false;
+        }
+        let summary = e.outputs.first().and_then(|o| {
+            o.tree
+                .files
+                .iter()
+                .find(|f| f.rel == stages::contract::TRAIN_SUMMARY_FILE)
+        });
+        summary
+            .and_then(|f| self.store.read_object(&f.hash))
+            .and_then(|b| serde_json::from_slice::<stages::contract::TrainSummary>(&b).ok())
+            .is_some_and(|s| s.paused)
     }
 
     /// The first recorded output that is no longer as the stage wrote it.

@@ -784,7 +784,16 @@ fn process(
         .remote
         .filter(|_| entry.is_none() && fetchable(&reason) && promoted.is_none())
     {
-        match remote.fetch(ctx.store, &key)? {
+        // A trial's paused runs too, once its whole training is not there.
+        let mut fetched = Fetched::Absent;
+        for (k, paused) in ctx.planner.run_keys(stage, &key) {
+            fetched = match remote.fetch(ctx.store, &k, paused)? {
+                Fetched::Absent => continue,
+                other => other,
+            };
+            break;
+        }
+        match fetched {
             Fetched::Got(e) => {
                 entry = Some(*e);
                 from = Some(remote.name.clone());
@@ -810,7 +819,7 @@ fn process(
             ctx,
             stage,
             &entry,
-            (Some(fp.clone()), from),
+            (Some(fp.clone()), &key, from),
             record.as_ref(),
             send,
         )? {
@@ -857,14 +866,14 @@ fn process(
         })
     })?;
     if let Some(entry) = (!force && promoted.is_none())
-        .then(|| runs::find(ctx.store, &key).ok().flatten())
+        .then(|| ctx.planner.remembered(stage, &key).ok().flatten())
         .flatten()
     {
         if let Restored::Done(outcome) = restore_run(
             ctx,
             stage,
             &entry,
-            (Some(fp.clone()), None),
+            (Some(fp.clone()), &key, None),
             record.as_ref(),
             send,
         )? {
@@ -970,7 +979,7 @@ fn restore_run(
     ctx: &Ctx<'_>,
     stage: &Stage,
     entry: &RunEntry,
-    (fp, from): (Option<Fingerprint>, Option<String>),
+    (fp, key, from): (Option<Fingerprint>, &str, Option<String>),
     prev: Option<&Record>,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Restored> {
@@ -1020,7 +1029,10 @@ fn restore_run(
             }
         }
     }
-    let record = Record::completed(fp, entry.key.clone(), outputs, entry.duration_s);
+    // Recorded under the stage's own key (its saved progress, its claims);
+    // a paused training stays one.
+    let mut record = Record::completed(fp, key.to_string(), outputs, entry.duration_s);
+    record.paused = entry.paused;
     ctx.store.write_record(&stage.name, &record)?;
     send(Event::Restored {
         stage: stage.name.clone(),
@@ -1125,6 +1137,14 @@ fn run_stage(
         }
         txn.abort()?;
         return stage_failed(ctx, stage, e, send);
+    }
+    // What the training did, not what it was asked: a trial that stopped
+    // early before its rung has finished.
+    if stop_after.is_some() {
+        let dir = ctx.planner.path(&stage.outs[0]);
+        if let Some((accs, false)) = stages::train::progress_of(&dir) {
+            txn.paused_after(accs.len());
+        }
     }
     match txn.commit()? {
         Ok(done) => {

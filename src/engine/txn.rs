@@ -48,6 +48,8 @@ pub struct Txn<'a> {
     /// A training paused at a search's rung: its saved state stays, for a
     /// promotion to go on from.
     keep_progress: bool,
+    /// Epochs a paused training ran.
+    paused: Option<usize>,
 }
 
 impl<'a> Txn<'a> {
@@ -80,6 +82,7 @@ impl<'a> Txn<'a> {
             t0: Instant::now(),
             open: true,
             keep_progress: false,
+            paused: None,
         })
     }
 
@@ -100,6 +103,13 @@ impl<'a> Txn<'a> {
     /// Keeps the saved training state on commit (a paused trial).
     pub fn keep_progress(&mut self) {
         self.keep_progress = true;
+    }
+
+    /// The training paused after `epochs`, short of its parameters' end:
+    /// remembered as what it is, under a key of its own (see
+    /// [`runs::paused_key`]), never as the whole training.
+    pub fn paused_after(&mut self, epochs: usize) {
+        self.paused = Some(epochs);
     }
 
     /// Hashes each declared output once, stores its files and writes the
@@ -141,16 +151,18 @@ impl<'a> Txn<'a> {
         }
         let elapsed = self.t0.elapsed();
         let secs = elapsed.as_secs_f64();
-        let record = Record::completed(self.fp.clone(), self.key.clone(), outputs, secs);
+        let mut record = Record::completed(self.fp.clone(), self.key.clone(), outputs, secs);
+        record.paused = self.paused;
         // Remembered first: a crash between the two leaves the stage
         // restorable rather than a result recorded nowhere.
-        let entry = RunEntry::new(
-            self.key.clone(),
+        let mut entry = RunEntry::new(
+            record.run_key().unwrap_or_else(|| self.key.clone()),
             &self.stage.name,
             self.fp.clone(),
             record.outputs.clone(),
             secs,
         );
+        entry.paused = self.paused;
         runs::write(self.store, &entry)?;
         self.store.write_record(&self.stage.name, &record)?;
         self.open = false;

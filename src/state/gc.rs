@@ -164,7 +164,10 @@ pub fn run(
                     .iter()
                     .flat_map(|o| o.tree.files.iter().map(|f| f.hash.clone())),
             );
+            // Its saved progress is under its key; a paused trial's run
+            // under a key of its own.
             in_use.extend(r.key.clone());
+            in_use.extend(r.run_key());
         }
     }
     let mut forgotten = 0;

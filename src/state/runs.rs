@@ -36,6 +36,10 @@ pub struct RunEntry {
     pub duration_s: f64,
     /// When it finished, in seconds since the Unix epoch.
     pub finished: u64,
+    /// A training paused at a search's rung after this many epochs: not
+    /// the result of its parameters, and filed under [`paused_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<usize>,
 }
 
 impl RunEntry {
@@ -56,6 +60,7 @@ impl RunEntry {
             outputs,
             duration_s,
             finished,
+            paused: None,
         }
     }
 
@@ -194,6 +199,13 @@ pub fn key(stage: &Stage, fp: &Fingerprint, inputs: &BTreeMap<String, Digest>) -
     };
     let bytes = serde_json::to_vec(&form).expect("a key form always serializes");
     crate::state::hash::hash_bytes(&bytes)
+}
+
+/// The key of a training with the key `key` paused after `epochs`: a
+/// result of its own, never found by a stage that asks for the whole
+/// training (a search's trial asks for it by name).
+pub fn paused_key(key: &str, epochs: usize) -> String {
+    crate::state::hash::hash_bytes(format!("paused\0{key}\0{epochs}").as_bytes())
 }
 
 /// Where the cache files the run `key` (a hash: checked by the callers

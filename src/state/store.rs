@@ -56,6 +56,10 @@ pub struct Record {
     /// [`crate::state::runs`]); absent in records made before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A training paused at a search's rung after this many epochs: the
+    /// run cache holds it under [`crate::state::runs::paused_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<usize>,
 }
 
 impl Record {
@@ -76,6 +80,7 @@ impl Record {
             running: None,
             invalidated: None,
             key: None,
+            paused: None,
         });
         r.complete = false;
         r.invalidated = None;
@@ -107,7 +112,17 @@ impl Record {
             running: None,
             invalidated: None,
             key: Some(key),
+            paused: None,
         }
+    }
+
+    /// The key the run cache holds this run under.
+    pub fn run_key(&self) -> Option<String> {
+        let key = self.key.as_ref()?;
+        Some(match self.paused {
+            Some(n) => crate::state::runs::paused_key(key, n),
+            None => key.clone(),
+        })
     }
 }
 
@@ -924,6 +939,7 @@ mod tests {
             running: None,
             invalidated: None,
             key: None,
+            paused: None,
         };
         store.write_record("a@b", &r).unwrap();
         let prev = store.record("a@b").unwrap();

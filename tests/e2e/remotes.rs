@@ -433,3 +433,42 @@ fn a_missing_bucket_and_an_unreachable_server_are_named() {
         r.stderr()
     );
 }
+
+/// A server that accepts every connection and drops it at once (after
+/// reading the request): the transport error must not print the signed
+/// URL, whose query holds the key ID and a signature.
+#[test]
+fn a_dropped_connection_prints_no_credential() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            drop(s);
+        }
+    });
+    let a = s3_project(port, "results");
+    a.run(&["run"]).ok();
+    let b = copy_of(&a);
+    for (p, cmd) in [
+        (&a, &["push"][..]),
+        (&b, &["pull"]),
+        (&b, &["run", "--pull"]),
+    ] {
+        let out = with_keys(p.cmd(cmd)).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(3), "{cmd:?}: {text}");
+        assert!(
+            text.contains("remote `s3`: cannot be reached"),
+            "{cmd:?}: {text}"
+        );
+        for secret in ["testing-key", "Signature", "X-Amz", "testing-secret"] {
+            assert!(!text.contains(secret), "{cmd:?} prints {secret}: {text}");
+        }
+    }
+}

@@ -480,3 +480,110 @@ fn a_promotion_does_not_wait_for_the_rung_to_fill() {
     let again = t.run(&["run", "--jobs", "1"]).ok().stdout();
     assert!(started(&again).is_empty(), "{again}");
 }
+
+/// A search of two trials (a grid over the learning rate, 2 epochs,
+/// stopping one at epoch 1) beside plain trainings of both points, with a
+/// directory remote.
+fn search_beside_plain(files: &str, remote: &Path) -> String {
+    format!(
+        r#"settings: {{jobs: 2, remotes: {{origin: {}}}}}
+stages:
+  download:
+    kind: download
+    params:
+      sources: [data]
+      files:
+{files}  preprocess:
+    kind: preprocess
+    needs: [download]
+    params: {{validation: 100}}
+  train:
+    kind: train
+    needs: [preprocess]
+    threads: 1
+    params: &p
+      model: {{layers: [{{conv: {{out: 4, kernel: 3, padding: 1}}}}, batchnorm, relu, {{maxpool: 2}}, flatten, {{linear: 10}}]}}
+      epochs: 2
+      batch_size: 32
+      augment: []
+    search:
+      space:
+        lr: {{choice: [0.003, 0.00001]}}
+      sampler: grid
+      trials: 2
+      early_stop: {{rungs: [1], keep: 0.5}}
+  plain:
+    kind: train
+    needs: [preprocess]
+    threads: 1
+    params: *p
+    variants:
+      fast: {{lr: 0.003}}
+      slow: {{lr: 0.00001}}
+"#,
+        remote.display()
+    )
+}
+
+fn train_json(t: &Project, stage: &str) -> Value {
+    json(t, &format!("outputs/{stage}/train.json"))
+}
+
+/// A trial paused at a rung is its own result: a plain training of the
+/// same parameters never restores it as the whole training, here or
+/// through a remote; the trial itself still restores it.
+#[test]
+fn a_paused_trial_is_never_handed_out_as_a_whole_training() {
+    let a = Project::new();
+    let files = write_data(&a.dir().join("data"));
+    let remote = a.outside().join("remote");
+    fs::create_dir(&remote).unwrap();
+    a.pipeline(&search_beside_plain(&files, &remote));
+    a.run(&["run", "train"]).ok();
+    let paused: Vec<String> = ["train@trial-01", "train@trial-02"]
+        .into_iter()
+        .filter(|t| train_json(&a, t)["paused"] == Value::Bool(true))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(paused.len(), 1, "one trial stops at the rung");
+    let (slow, fast) = if paused[0] == "train@trial-02" {
+        ("plain@slow", "plain@fast")
+    } else {
+        ("plain@fast", "plain@slow")
+    };
+    // The finished trial is a whole training; the paused one is not.
+    let (_, why) = a.state_of(fast);
+    assert!(why.is_some_and(|w| w.starts_with("fresh in the cache")));
+    // (It may take up the trial's saved state: the same bits as training
+    // from scratch, tested in the trainer.)
+    let (_, why) = a.state_of(slow);
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| !w.starts_with("fresh in the cache")),
+        "{why:?}"
+    );
+    a.run(&["push"]).ok();
+    // A copy pulls the search whole (the paused trial by its own key) and
+    // the plain training that finished; the other is not on the remote.
+    let b = Project::with(&a.read("pipeline.yaml"));
+    fs::create_dir_all(b.dir().join("data")).unwrap();
+    for e in fs::read_dir(a.dir().join("data")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), b.dir().join("data").join(e.file_name())).unwrap();
+    }
+    b.run(&["pull", "train"])
+        .ok()
+        .has("0 ran, 0 cached, 5 restored");
+    assert_eq!(train_json(&b, &paused[0])["paused"], Value::Bool(true));
+    b.run(&["pull", fast]).ok();
+    b.run(&["pull", slow])
+        .exits(4)
+        .has(&format!("not pulled  {slow}"));
+    // Run here, the plain training trains its two epochs.
+    a.run(&["run", slow]).ok().has(&format!("done     {slow}"));
+    let s = train_json(&a, slow);
+    assert_eq!((s["epochs_run"].as_u64(), s.get("paused")), (Some(2), None));
+    // And the search stays as it was: the paused trial fresh, paused.
+    a.run(&["run", "train"]).ok().has("0 ran");
+    assert_eq!(train_json(&a, &paused[0])["paused"], Value::Bool(true));
+}

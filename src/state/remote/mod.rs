@@ -186,7 +186,11 @@ impl Remote {
     /// checked before anything in it is used (its paths and hashes become
     /// file names), then each object the cache lacks, checked against its
     /// name, then the run itself.
-    pub fn fetch(&self, store: &Store, key: &str) -> Result<Fetched> {
+    ///
+    /// `paused`: the run asked for is a training paused after that many
+    /// epochs (`None`: a whole one); a record that says otherwise is
+    /// damaged.
+    pub fn fetch(&self, store: &Store, key: &str, paused: Option<usize>) -> Result<Fetched> {
         if !crate::state::hash::is_hash(key) {
             return Err(Error::Internal(format!("`{key}` is not a run key")));
         }
@@ -194,6 +198,17 @@ impl Remote {
             return Ok(Fetched::Absent);
         };
         let entry = match runs::parse(&text, key) {
+            Ok(e) if e.paused != paused => {
+                let what = |p: Option<usize>| match p {
+                    Some(n) => format!("a training paused after {n} epochs"),
+                    None => "a whole training".into(),
+                };
+                return Ok(Fetched::Damaged(Damage::Invalid(format!(
+                    "it is filed as {} but says it is {}",
+                    what(paused),
+                    what(e.paused)
+                ))));
+            }
             Ok(e) => e,
             Err(d) => return Ok(Fetched::Damaged(d)),
         };

@@ -106,8 +106,15 @@ impl S3Remote {
                     },
                 }
             }
+            // Not the transport error's own text: it holds the request's
+            // URL, whose query carries the key ID and a signature.
             ureq::Error::Transport(t) => Trouble {
-                problem: format!("cannot be reached ({}; {what}: {t})", self.place),
+                problem: redact(&format!(
+                    "cannot be reached ({}; {what}: {}{})",
+                    self.place,
+                    t.kind(),
+                    t.message().map(|m| format!(": {m}")).unwrap_or_default()
+                )),
                 help:
                     "check `endpoint` in settings.remotes, the network, and that the server is up"
                         .into(),
@@ -181,7 +188,10 @@ impl Backend for S3Remote {
                 resp.into_reader()
                     .read_to_end(&mut bytes)
                     .map_err(|e| Trouble {
-                        problem: format!("reading {obj} from {} broke off: {e}", self.place),
+                        problem: redact(&format!(
+                            "reading {obj} from {} broke off: {e}",
+                            self.place
+                        )),
                         help: "try again".into(),
                     })?;
                 Ok(Some(bytes))
@@ -206,6 +216,34 @@ impl Backend for S3Remote {
             .map(|_| ())
             .map_err(|e| self.trouble(&format!("writing {obj}"), e))
     }
+}
+
+/// `text` with the query of every URL in it cut off: a presigned URL's
+/// query is a credential (the key ID and a signature anyone may use).
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        let url_end = rest[at..]
+            .find(|c: char| c.is_whitespace() || c == ')' || c == '"' || c == '\'')
+            .map_or(rest.len(), |e| at + e);
+        let url = &rest[at..url_end];
+        match url.split_once('?') {
+            Some((base, _)) => {
+                out.push_str(base);
+                out.push_str("?(query hidden)");
+            }
+            None => out.push_str(url),
+        }
+        rest = &rest[url_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The credentials AWS's tools would use, if any.
@@ -254,6 +292,17 @@ fn profile_credentials(text: &str, profile: &str) -> Option<Credentials> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_query_never_reaches_a_message() {
+        let t = "http://127.0.0.1:9/b/runs/x.json?X-Amz-Credential=AKIA%2F20261207&X-Amz-Signature=abc: Connection reset (see https://h/p?q=1)";
+        let r = redact(t);
+        assert_eq!(
+            r,
+            "http://127.0.0.1:9/b/runs/x.json?(query hidden) Connection reset (see https://h/p?(query hidden))"
+        );
+        assert!(!r.contains("AKIA") && !r.contains("Signature"));
+    }
 
     #[test]
     fn a_profile_is_read_from_its_section_only() {

@@ -857,7 +857,8 @@ fn process(
         std::process::id(),
         crate::state::store::hostname(),
         stage.name,
-        ctx.pipeline.settings.project_dir.display()
+        // Absolute: the waiting project may lie anywhere.
+        crate::spec::protect::physical(&ctx.pipeline.settings.project_dir).display()
     );
     let _computing = ctx.store.claim(&key, &who, &mut |holder| {
         send(Event::Waiting {

@@ -283,9 +283,13 @@ fn resolve_settings(
     };
     let s = &raw.settings;
     let cache = s.cache.as_deref().unwrap_or("cache");
-    // An absolute cache may sit on another disk, or be shared.
-    let cache = if Path::new(cache).is_absolute() {
-        super::protect::physical(Path::new(cache))
+    // An absolute cache may sit on another disk, or be shared; so may a
+    // relative one that leads out of the project (`../shared-cache`),
+    // which is taken as the absolute path it names.
+    let outside =
+        !Path::new(cache).is_absolute() && normalize(cache).is_err_and(|m| m.contains("outside"));
+    let cache = if Path::new(cache).is_absolute() || outside {
+        super::protect::physical(&project_dir.join(cache))
             .to_str()
             .map(str::to_string)
             .ok_or_else(|| err(&["settings", "cache"], "settings.cache is not UTF-8".into()))?

@@ -684,10 +684,13 @@ fn recorded_in(home: &Path) -> Vec<String> {
     names
 }
 
-/// A project's home in the cache `root`: the cache's top when the project's
-/// directory holds the cache (the default, and caches made before caches
-/// were shared), else `projects/<dir>-<hash of its absolute path>`, so two
-/// projects with a stage of one name never read each other's records.
+/// A project's home in the cache `root`: the cache's top when the cache
+/// lies directly in the project's directory (the default `cache`, and
+/// caches made before caches were shared), else `projects/<dir>-<hash of
+/// its absolute path>`, so two projects with a stage of one name never
+/// read each other's records. Directly: a project that holds another
+/// project holding its cache (`inner/cache`) must not take the inner
+/// one's home.
 fn home_dir(project: &Path, root: &Path) -> PathBuf {
     let abs = |p: &Path| {
         fs::canonicalize(p).unwrap_or_else(|_| std::env::current_dir().unwrap_or_default().join(p))
@@ -698,7 +701,7 @@ fn home_dir(project: &Path, root: &Path) -> PathBuf {
         Some(parent) => abs(parent).join(root.file_name().unwrap_or_default()),
         None => abs(root),
     };
-    if cache.starts_with(&project) {
+    if cache.parent() == Some(project.as_path()) {
         return root.to_path_buf();
     }
     let name: String = project

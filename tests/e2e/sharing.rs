@@ -134,6 +134,50 @@ fn two_projects_with_a_stage_of_one_name_do_not_collide() {
     assert_eq!(b.read("out.txt"), "2\n");
 }
 
+/// A project inside another, the cache inside the inner one: each has a
+/// home of its own (they shared the cache's top, and the inner gc removed
+/// the outer's records). The outer names the cache relatively, through
+/// `..` for a third project beside them (it was refused).
+#[test]
+fn nested_projects_have_homes_of_their_own() {
+    let outer = Project::new();
+    let runs = outer.outside().join("runs.log");
+    let inner_dir = outer.path("inner");
+    fs::create_dir_all(&inner_dir).unwrap();
+    fs::write(inner_dir.join("pipeline.yaml"), sleeper("s", 2, &runs, 0.0)).unwrap();
+    outer.pipeline(&format!(
+        "settings: {{cache: inner/cache}}\n{}",
+        sleeper("s", 1, &runs, 0.0)
+    ));
+    let inner = |args: &[&str]| Run(outer.cmd(args).current_dir(&inner_dir).output().unwrap());
+    outer.run(&["run"]).ok().has("1 ran");
+    inner(&["run"]).ok().has("1 ran");
+    inner(&["gc", "--runs"]).ok();
+    outer.run(&["run"]).ok().has("0 ran, 1 cached");
+    outer.run(&["gc", "--runs"]).ok();
+    inner(&["run"]).ok().has("0 ran, 1 cached");
+    assert_eq!(outer.read("out.txt"), "1\n");
+    assert_eq!(
+        fs::read_to_string(inner_dir.join("out.txt")).unwrap(),
+        "2\n"
+    );
+    // A third project beside the outer one, on the same cache by `..`.
+    let beside = outer.outside().join("beside");
+    fs::create_dir_all(&beside).unwrap();
+    fs::write(
+        beside.join("pipeline.yaml"),
+        format!(
+            "settings: {{cache: ../proj/inner/cache}}\n{}",
+            sleeper("s", 1, &runs, 0.0)
+        ),
+    )
+    .unwrap();
+    let r = Run(outer.cmd(&["run"]).current_dir(&beside).output().unwrap());
+    // The outer project's result, restored from the shared cache.
+    r.ok().has("restored s").has("0 ran");
+    assert_eq!(fs::read_to_string(beside.join("out.txt")).unwrap(), "1\n");
+}
+
 fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
     p.cmd(args)
         .stdout(std::process::Stdio::piped())
@@ -187,6 +231,14 @@ fn two_projects_at_once_go_side_by_side_and_compute_a_shared_result_once() {
     assert_eq!(lines(&counter), 1, "`same` computed once");
     let both = format!("{}{}", ra.stdout(), rb.stdout());
     assert!(both.contains("restored same"), "{both}");
+    // The one that waited names the other project's directory, absolute.
+    let dirs =
+        [a.dir(), b.dir()].map(|d| format!("(same in {})", d.canonicalize().unwrap().display()));
+    assert!(
+        both.contains("is computing the same result")
+            && dirs.iter().any(|d| both.contains(d.as_str())),
+        "{both}"
+    );
     assert_eq!(a.read("same.txt"), b.read("same.txt"));
 }
 

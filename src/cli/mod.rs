@@ -287,10 +287,40 @@ pub fn main() -> i32 {
     }
 }
 
+/// A pipeline that fails to resolve with `-S` options: when the file alone
+/// resolves, the error is the first option's that makes it fail, and it
+/// names that option, not a line of the file.
+fn blame_override(file: &Path, sets: &[String], e: Error) -> Error {
+    let resolves = |n: usize| -> Option<Result<()>> {
+        let (mut raw, text) = spec::load(file).ok()?;
+        spec::overrides::apply(&mut raw, &sets[..n]).ok()?;
+        Some(spec::resolve(raw, text, file).map(|_| ()))
+    };
+    if !matches!(resolves(0), Some(Ok(()))) {
+        return e;
+    }
+    for n in 1..=sets.len() {
+        if let Some(Err(Error::Pipeline(d))) = resolves(n) {
+            let help = d
+                .help
+                .as_ref()
+                .map_or(String::new(), |h| format!("\n  help: {h}"));
+            return Error::Usage(format!("-S {}: {}{help}", sets[n - 1], d.message));
+        }
+    }
+    e
+}
+
 fn load(file: &Path, sets: &[String]) -> Result<(Pipeline, Dag)> {
     let (mut raw, text) = spec::load(file)?;
     spec::overrides::apply(&mut raw, sets)?;
-    let mut pipeline = spec::resolve(raw, text, file)?;
+    let mut pipeline = match spec::resolve(raw, text, file) {
+        Ok(p) => p,
+        Err(e @ Error::Pipeline(_)) if !sets.is_empty() => {
+            return Err(blame_override(file, sets, e))
+        }
+        Err(e) => return Err(e),
+    };
     pipeline.overrides = sets.to_vec();
     let dag = Dag::build(&pipeline)?;
     Ok((pipeline, dag))

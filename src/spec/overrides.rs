@@ -32,6 +32,12 @@ fn apply_one(raw: &mut RawPipeline, text: &str) -> std::result::Result<(), Strin
     }
     let yaml: serde_yaml::Value =
         serde_yaml::from_str(value).map_err(|e| format!("the value is not YAML: {e}"))?;
+    // JSON has no infinity or NaN: they would become null.
+    if let Some(x) = non_finite(&yaml) {
+        return Err(format!(
+            "`{x}` is not a finite number; a parameter is a finite number, as in the pipeline file"
+        ));
+    }
     let value: Value =
         serde_json::to_value(yaml).map_err(|e| format!("the value cannot be a parameter: {e}"))?;
     // The stage whose name starts the key, the longest such (names may
@@ -95,6 +101,19 @@ fn apply_one(raw: &mut RawPipeline, text: &str) -> std::result::Result<(), Strin
         }
     };
     set(params, path, value)
+}
+
+/// The first number in `v` that is infinite or NaN, as YAML writes it.
+fn non_finite(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::Number(n) => {
+            n.as_f64().filter(|x| !x.is_finite()).map(|_| n.to_string())
+        }
+        serde_yaml::Value::Sequence(s) => s.iter().find_map(non_finite),
+        serde_yaml::Value::Mapping(m) => m.values().find_map(non_finite),
+        serde_yaml::Value::Tagged(t) => non_finite(&t.value),
+        _ => None,
+    }
 }
 
 /// Sets the dotted `path` in `params`, creating mappings on the way.

@@ -223,6 +223,30 @@ pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
                     Some("the fraction of trials at a rung that go on, e.g. `keep: 0.34`"),
                 ));
             }
+            // The best floor(n × keep) of the n trials at a rung go on: a
+            // search in which none reaches its last epoch has no result.
+            let reaching = |t: usize| {
+                e.rungs
+                    .iter()
+                    .try_fold(t, |n, &r| match (n as f64 * e.keep).floor() as usize {
+                        0 => Err(r),
+                        m => Ok(m),
+                    })
+            };
+            if let Err(r) = reaching(trials) {
+                let enough = (trials..=9999).find(|&t| reaching(t).is_ok());
+                return Err(error(
+                    &["search", "early_stop", "keep"],
+                    format!(
+                        "with {trials} trials and `keep: {}`, no trial goes on past rung {r} (the best floor(n × keep) of the n trials at a rung go on), so none trains its {epochs} epochs",
+                        e.keep
+                    ),
+                    Some(&match enough {
+                        Some(t) => format!("raise `trials` to at least {t}, or `keep`"),
+                        None => "raise `keep`".to_string(),
+                    }),
+                ));
+            }
             (e.rungs.clone(), e.keep)
         }
     };

@@ -324,6 +324,12 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             ctx.stage
         )));
     };
+    if finals.is_empty() {
+        return Err(StageError::Params(format!(
+            "{}: the search has no finalist to confirm (no trial trained its last epoch: each stopped at a rung or failed); see the search's report, and give it more trials or a larger `keep`",
+            ctx.stage
+        )));
+    }
     let base = results(ctx, REFERENCE, &p.seeds)?;
     let reference = summary(REFERENCE, &p.reference, None, &p.seeds, &base, None);
     let mut finalists = finals

@@ -316,6 +316,8 @@ const SUM_TOLERANCE: f64 = 1e-3;
 /// names the line and says what to write instead.
 pub fn read_external_predictions(text: &str, n: usize, classes: usize) -> Result<Vec<f32>, String> {
     let header = external_predictions_header(classes);
+    // A UTF-8 byte-order mark (pandas' `utf-8-sig`, Excel) is not text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text
         .lines()
         .enumerate()
@@ -566,6 +568,16 @@ mod tests {
         // Windows line ends and spaces after commas are fine.
         read_external_predictions("index, prob_0, prob_1\r\n0, 0.5, 0.5\r\n1,0,1\r\n", 2, 2)
             .unwrap();
+        // So is a byte-order mark (pandas' `utf-8-sig`, Excel's CSV).
+        assert_eq!(
+            read_external_predictions(
+                "\u{feff}index,prob_0,prob_1\r\n1,0.25,0.75\r\n0,1,0\r\n",
+                2,
+                2
+            )
+            .unwrap(),
+            vec![1.0, 0.0, 0.25, 0.75]
+        );
         let bad = |text: &str| read_external_predictions(text, 2, 2).unwrap_err();
         assert!(bad("").contains("is empty"));
         assert!(bad("idx,p0,p1\n")

@@ -580,9 +580,39 @@ fn a_parameter_set_on_the_command_line_runs_and_is_recorded() {
             "stage `train` declares no variant that starts `nope.lr`",
         ),
         ("train.lr=", "no value after `=`"),
+        // Not null: the file refuses them too.
+        (
+            "train.lr=.inf",
+            "-S train.lr=.inf: `.inf` is not a finite number",
+        ),
+        (
+            "train.lr=.nan",
+            "-S train.lr=.nan: `.nan` is not a finite number",
+        ),
+        ("train.lr=[1, -.inf]", "is not a finite number"),
     ] {
-        p.run(&["run", "-S", bad]).exits(2).has(why);
+        p.run(&["run", "-S", bad])
+            .exits(2)
+            .has(why)
+            .lacks("pipeline.yaml:");
     }
+}
+
+/// A built-in stage's parameter refused because of `-S` names the
+/// option, not a line of the file; one the file sets wrong still names
+/// its line.
+#[test]
+fn an_override_that_is_refused_names_the_option() {
+    let t = crate::common::tiny_project(|s| s);
+    t.run(&["status", "-S", "train.epochs=2", "-S", "train.eps=-1"])
+        .exits(2)
+        .stderr_is("error: -S train.eps=-1: stage `train`: invalid params: eps must be a positive number (Adam divides by the root of its second moment plus eps), got -1\n")
+        .lacks("pipeline.yaml");
+    t.edit_pipeline("      lr: 0.003\n", "      lr: 0.003\n      eps: 0\n");
+    t.run(&["status", "-S", "train.epochs=2"])
+        .exits(2)
+        .has("pipeline.yaml:")
+        .has("eps must be a positive number");
 }
 
 /// The printed table says what each variant changes from the reference.

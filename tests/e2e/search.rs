@@ -416,6 +416,7 @@ fn bad_searches_are_refused_at_their_line() {
         (s("      space: {lr: {uniform: [0.1, 0.2]}}\n      trials: 2\n      early_stop: {rungs: [1, 4], keep: 0.5}\n"), 11, "rung 4 is not below the trials' 4 epochs"),
         (s("      space: {lr: {uniform: [0.1, 0.2]}}\n      trials: 2\n      early_stop:\n        rungs: [1]\n        keep: 1.5\n"), 13, "`keep: 1.5` is not in (0, 1)"),
         (s("      space: {lr: {uniform: [0.1, 0.2]}}\n      trials: 0\n"), 10, "`trials` is 0"),
+        (s("      space: {lr: {uniform: [0.1, 0.2]}}\n      trials: 2\n      early_stop:\n        rungs: [1]\n        keep: 0.34\n"), 13, "with 2 trials and `keep: 0.34`, no trial goes on past rung 1"),
         (s("      space:\n        lr: {uniform: [0.1, 0.2]}\n      sampler: grid\n"), 10, "the grid sampler cannot enumerate `lr`"),
         (s("      space:\n        plateau.patiense: {int: [1, 3]}\n      trials: 2\n"), 10, "`plateau.patiense`: unknown field `patiense`"),
     ];

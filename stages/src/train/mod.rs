@@ -189,7 +189,13 @@ impl TrainParams {
                 "max_batches must be at least 1 (or null: every batch of each epoch)".into(),
             );
         }
-        if self.lr.is_nan()
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(format!(
+                "eps must be a positive number (Adam divides by the root of its second moment plus eps), got {}",
+                self.eps
+            ));
+        }
+        if !self.lr.is_finite()
             || self.lr <= 0.0
             || !(0.0..1.0).contains(&self.betas[0])
             || !(0.0..1.0).contains(&self.betas[1])

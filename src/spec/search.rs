@@ -603,7 +603,7 @@ mod tests {
             seed: Some(7),
             early_stop: Some(RawEarlyStop {
                 rungs: vec![2, 5],
-                keep: 0.34,
+                keep: 0.5,
             }),
         }
     }

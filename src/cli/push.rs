@@ -41,10 +41,7 @@ pub fn run(
         match (&a.state, &a.record, &a.key) {
             (State::Fresh, Some(r), Some(key)) => {
                 // A paused trial goes under its own key.
-                let key = match r.paused {
-                    Some(n) => runs::paused_key(key, n),
-                    None => key.clone(),
-                };
+                let key = r.run_key().unwrap_or_else(|| key.clone());
                 // A damaged entry is made again from the record.
                 entries.push(runs::read(&store, &key).ok().flatten().unwrap_or_else(|| {
                     let mut e = RunEntry::new(

@@ -286,8 +286,7 @@ fn resolve_settings(
     // An absolute cache may sit on another disk, or be shared; so may a
     // relative one that leads out of the project (`../shared-cache`),
     // which is taken as the absolute path it names.
-    let outside =
-        !Path::new(cache).is_absolute() && normalize(cache).is_err_and(|m| m.contains("outside"));
+    let outside = normalize(cache) == Err(NotInside::ClimbsOut);
     let cache = if Path::new(cache).is_absolute() || outside {
         super::protect::physical(&project_dir.join(cache))
             .to_str()
@@ -1620,28 +1619,49 @@ fn inherit_inputs(stages: &[Stage], needs: &mut [Vec<usize>]) {
 
 /// Lexically normalizes a relative path; refuses absolute paths and paths
 /// that climb out of the project directory.
-fn normalize(p: &str) -> std::result::Result<String, String> {
+fn normalize(p: &str) -> std::result::Result<String, NotInside> {
     let path = Path::new(p);
     if path.is_absolute() {
-        return Err("is absolute, outside the project directory".into());
+        return Err(NotInside::Absolute);
     }
     let mut parts: Vec<&str> = Vec::new();
     for c in path.components() {
         match c {
-            Component::Normal(s) => parts.push(s.to_str().ok_or("is not UTF-8")?),
+            Component::Normal(s) => parts.push(s.to_str().ok_or(NotInside::NotUtf8)?),
             Component::CurDir => {}
             Component::ParentDir => {
                 if parts.pop().is_none() {
-                    return Err("is outside the project directory".into());
+                    return Err(NotInside::ClimbsOut);
                 }
             }
-            Component::RootDir | Component::Prefix(_) => return Err("is absolute".into()),
+            Component::RootDir | Component::Prefix(_) => return Err(NotInside::Absolute),
         }
     }
     if parts.is_empty() {
-        return Err("is the project directory itself".into());
+        return Err(NotInside::ProjectItself);
     }
     Ok(parts.join("/"))
+}
+
+/// Why a path is not one inside the project directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotInside {
+    Absolute,
+    /// Its `..` lead out of the project directory.
+    ClimbsOut,
+    ProjectItself,
+    NotUtf8,
+}
+
+impl std::fmt::Display for NotInside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotInside::Absolute => "is absolute, outside the project directory",
+            NotInside::ClimbsOut => "is outside the project directory",
+            NotInside::ProjectItself => "is the project directory itself",
+            NotInside::NotUtf8 => "is not UTF-8",
+        })
+    }
 }
 
 /// Deep-merges a variant's overrides into the stage's params; every key of

@@ -401,16 +401,7 @@ pub fn tiny_study(files: &str, variants: &str, reference: &str) -> String {
     format!(
         r#"settings: {{jobs: 2}}
 stages:
-  download:
-    kind: download
-    params:
-      sources: [data]
-      files:
-{files}  preprocess:
-    kind: preprocess
-    needs: [download]
-    params: {{validation: 100}}
-  train:
+{}  train:
     kind: train
     needs: [preprocess]
     threads: 1
@@ -429,6 +420,24 @@ stages:
     kind: compare
     needs: [evaluate]
     params: {{reference: {reference}}}
+"#,
+        tiny_data(files)
+    )
+}
+
+/// The stages that download [`write_data`]'s `files` from `data/` and
+/// preprocess them (100 validation images), as YAML under `stages:`.
+pub fn tiny_data(files: &str) -> String {
+    format!(
+        r#"  download:
+    kind: download
+    params:
+      sources: [data]
+      files:
+{files}  preprocess:
+    kind: preprocess
+    needs: [download]
+    params: {{validation: 100}}
 "#
     )
 }

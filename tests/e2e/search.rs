@@ -489,16 +489,7 @@ fn search_beside_plain(files: &str, remote: &Path) -> String {
     format!(
         r#"settings: {{jobs: 2, remotes: {{origin: {}}}}}
 stages:
-  download:
-    kind: download
-    params:
-      sources: [data]
-      files:
-{files}  preprocess:
-    kind: preprocess
-    needs: [download]
-    params: {{validation: 100}}
-  train:
+{}  train:
     kind: train
     needs: [preprocess]
     threads: 1
@@ -522,7 +513,8 @@ stages:
       fast: {{lr: 0.003}}
       slow: {{lr: 0.00001}}
 "#,
-        remote.display()
+        remote.display(),
+        tiny_data(files)
     )
 }
 

@@ -103,6 +103,7 @@ fn our_epoch(prep_dir: &Path, threads: usize, seed: u64) -> Result<(f64, f64)> {
         kind: stages::Kind::Preprocess,
         paths: vec![prep_dir.to_path_buf()],
         predictions: None,
+        failed: false,
     }];
     let ctx = stages::RunContext {
         stage: "bench",

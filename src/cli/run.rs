@@ -73,6 +73,7 @@ pub fn run(
         running: running.clone(),
         remote,
         only_pull: args.only_pull,
+        failed_before: Default::default(),
     };
     let mut ran: Vec<history::RanStage> = Vec::new();
     let mut started: std::collections::HashMap<String, usize> = Default::default();
@@ -93,7 +94,9 @@ pub fn run(
             note_ran(&mut ran, &mut started, &e);
             reporter.event(e)
         })?;
-        let stop = s1.failed > 0 || s1.interrupted > 0 || running.stopping();
+        // With --keep-going a search with a failed trial goes on to its
+        // confirm (the trial is not run twice).
+        let stop = (s1.failed > 0 && !opts.keep_going) || s1.interrupted > 0 || running.stopping();
         first = Some(s1);
         if stop {
             (pipeline, dag)
@@ -103,9 +106,20 @@ pub fn run(
         }
     };
     let summary: Summary = match first {
-        Some(s1) if s1.failed > 0 || s1.interrupted > 0 || running.stopping() => s1,
+        Some(s1)
+            if (s1.failed > 0 && !opts.keep_going) || s1.interrupted > 0 || running.stopping() =>
+        {
+            s1
+        }
         first => {
-            let s2 = crate::engine::run::run(pipeline, dag, &store, &hashes, &opts, &mut |e| {
+            let opts2 = RunOptions {
+                failed_before: first
+                    .as_ref()
+                    .map(|s| s.failed_stages.clone())
+                    .unwrap_or_default(),
+                ..opts.clone()
+            };
+            let s2 = crate::engine::run::run(pipeline, dag, &store, &hashes, &opts2, &mut |e| {
                 note_ran(&mut ran, &mut started, &e);
                 reporter.event(e)
             })?;
@@ -197,6 +211,7 @@ fn merge(a: Summary, b: Summary) -> Summary {
         interrupted: a.interrupted + b.interrupted,
         wall: a.wall + b.wall,
         done: a.done.into_iter().chain(b.done).collect(),
+        failed_stages: a.failed_stages.into_iter().chain(b.failed_stages).collect(),
     }
 }
 

@@ -37,6 +37,9 @@ pub struct RunOptions {
     pub remote: Option<std::sync::Arc<crate::state::remote::Remote>>,
     /// Fetch and restore only: a stage that would have to run does not.
     pub only_pull: bool,
+    /// Stages that failed earlier in this command (a search's trial, before
+    /// the confirm that follows it): taken as failed, not run again.
+    pub failed_before: std::collections::BTreeSet<String>,
 }
 
 /// Jobs submitted at once to Slurm when `--jobs` does not say.
@@ -47,6 +50,8 @@ enum Outcome {
     Restored(Digest),
     Ran(Digest),
     Failed,
+    /// Failed earlier in this command (said then, counted then).
+    FailedBefore,
     /// Cut short by a stop signal.
     Interrupted,
     /// `pull`: neither here nor on the remote; not run.
@@ -62,6 +67,8 @@ struct Ctx<'a> {
     running: &'a crate::engine::interrupt::Running,
     remote: Option<&'a crate::state::remote::Remote>,
     only_pull: bool,
+    /// See [`RunOptions::failed_before`].
+    failed_before: &'a std::collections::BTreeSet<String>,
     planner: Planner<'a>,
     pipeline: &'a Pipeline,
     store: &'a Store,
@@ -145,6 +152,7 @@ pub fn run(
         running: &opts.running,
         remote: opts.remote.as_deref(),
         only_pull: opts.only_pull,
+        failed_before: &opts.failed_before,
         planner: Planner {
             pipeline,
             store,
@@ -240,6 +248,10 @@ fn drive(
                 grants.insert(i, g.clone());
             }
             running += 1;
+            if ctx.failed_before.contains(&board.pipeline.stages[i].name) {
+                let _ = tx.send(Msg::Done(i, Ok(Outcome::FailedBefore)));
+                continue;
+            }
             let inputs = board.inputs(i);
             let budget = board.budget(i);
             let grow = growable(ctx, i).then(|| grow_path(ctx, i));
@@ -559,13 +571,24 @@ impl<'a> Board<'a> {
                 self.summary.ran += 1;
                 d
             }
-            Outcome::Failed => {
-                self.summary.failed += 1;
+            Outcome::Failed | Outcome::FailedBefore => {
+                let name = &self.pipeline.stages[i].name;
+                if matches!(outcome, Outcome::Failed) {
+                    self.summary.failed += 1;
+                    self.summary.failed_stages.insert(name.clone());
+                }
+                // A failed trial is a trial without a score: the search
+                // goes on with the others, and its report says so.
                 if let Some((s, t)) = self.trial_of[i] {
                     let search = &mut self.searches[s];
                     search.busy[t] = false;
-                    let k = search.known[t].get_or_insert_with(Known::default);
-                    k.finished = true;
+                    search.known[t] = Some(Known {
+                        val_acc: Vec::new(),
+                        finished: true,
+                    });
+                    let freed = self.search_step(s);
+                    self.settle(freed, report);
+                    return false;
                 }
                 self.skip_downstream(i, report, true);
                 return false;
@@ -887,13 +910,19 @@ fn process(
         Some((_, to)) => to,
         None => b.stop_for(ctx.planner.resume_point(stage, &key).map_or(0, |r| r.epoch)),
     });
+    // Inputs with no result: a search's report runs after a failed trial.
+    let no_result: Vec<String> = inputs
+        .iter()
+        .filter(|(_, d)| d.named.is_empty())
+        .map(|(n, _)| n.clone())
+        .collect();
     run_stage(
         ctx,
         stage,
         reason,
         (fp, key),
         record.as_ref(),
-        grant,
+        (grant, &no_result),
         (force, stop_after, grow),
         send,
     )
@@ -1087,7 +1116,7 @@ fn run_stage(
     reason: DirtyReason,
     (fp, key): (Fingerprint, String),
     prev: Option<&Record>,
-    grant: &Grant,
+    (grant, no_result): (&Grant, &[String]),
     (force, stop_after, grow): (bool, Option<usize>, Option<PathBuf>),
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
@@ -1118,7 +1147,7 @@ fn run_stage(
         ctx,
         stage,
         prev,
-        grant,
+        (grant, no_result),
         (resume.as_deref(), stop_after, grow.as_deref()),
         send,
     );
@@ -1404,7 +1433,7 @@ fn execute_stage(
     ctx: &Ctx<'_>,
     stage: &Stage,
     prev: Option<&Record>,
-    grant: &Grant,
+    (grant, no_result): (&Grant, &[String]),
     (resume, stop_after, grow): (Option<&Path>, Option<usize>, Option<&Path>),
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<(), StageFailure> {
@@ -1449,6 +1478,7 @@ fn execute_stage(
                 kind: s.kind,
                 paths: s.outs.iter().map(|o| project.join(o)).collect(),
                 predictions: s.predictions.as_ref().map(|p| project.join(p)),
+                failed: no_result.contains(&s.name),
             }
         })
         .collect();

@@ -112,6 +112,8 @@ pub struct Summary {
     pub wall: Duration,
     /// Stages that are up to date after the run (ran, cached or restored).
     pub done: std::collections::BTreeSet<String>,
+    /// Stages that failed.
+    pub failed_stages: std::collections::BTreeSet<String>,
 }
 
 /// Why a stage failed, as data: the reporter words it.

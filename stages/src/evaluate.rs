@@ -374,12 +374,14 @@ mod tests {
                 kind: Kind::Train,
                 paths: vec![train_dir.to_path_buf()],
                 predictions: None,
+                failed: false,
             },
             crate::Input {
                 stage: "preprocess".into(),
                 kind: Kind::Preprocess,
                 paths: vec![prep_dir.to_path_buf()],
                 predictions: None,
+                failed: false,
             },
         ];
         let params = serde_json::json!({});

@@ -39,6 +39,11 @@ pub struct Input {
     /// what `evaluate` measures in place of a trained model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictions: Option<PathBuf>,
+    /// The upstream stage failed in this run: it has no result, and what
+    /// its paths hold (if anything) is not one. Only a search's report
+    /// runs after a failed input (a failed trial).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
 }
 
 /// A stage another one reads, as the pipeline declares it (checked at load).

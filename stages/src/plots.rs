@@ -847,7 +847,7 @@ pub fn search(dir: &Path, r: &crate::search::SearchResult, keys: &[String]) -> D
         let values: Vec<(&serde_json::Value, f64, bool)> = r
             .trials
             .iter()
-            .filter_map(|t| t.values.get(key).map(|v| (v, t.score, t.complete)))
+            .filter_map(|t| Some((t.values.get(key)?, t.score?, t.complete)))
             .collect();
         let numeric = values.iter().all(|(v, _, _)| v.is_number());
         let mut labels: Vec<String> = Vec::new();

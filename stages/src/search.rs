@@ -60,8 +60,11 @@ pub struct TrialResult {
     pub complete: bool,
     /// Validation accuracy after each epoch.
     pub val_acc: Vec<f64>,
-    /// The best of them: the search's score.
-    pub score: f64,
+    /// The best of them: the search's score; none for a failed trial.
+    pub score: Option<f64>,
+    /// The trial's training failed: it has no score and is never ranked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
     pub best_epoch: usize,
     pub training_seconds: f64,
 }
@@ -104,10 +107,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T
     serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(path, e))
 }
 
+/// A trial's score for ordering: a failed one's comes last.
+fn score_of(t: &TrialResult) -> f64 {
+    t.score.unwrap_or(f64::NEG_INFINITY)
+}
+
 /// Ranks complete trials by score, best first; ties keep trial order.
 pub fn ranking(trials: &[TrialResult]) -> Vec<String> {
     let mut done: Vec<&TrialResult> = trials.iter().filter(|t| t.complete).collect();
-    done.sort_by(|a, b| b.score.total_cmp(&a.score));
+    done.sort_by(|a, b| score_of(b).total_cmp(&score_of(a)));
     done.iter().map(|t| t.trial.clone()).collect()
 }
 
@@ -125,10 +133,16 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
                     spec.trial
                 ))
             })?;
+        // A failed trial has no result (what its directory holds, if
+        // anything, is an older run's): no epochs, no score.
+        if input.failed {
+            read.push((input.stage.clone(), None));
+            continue;
+        }
         let dir = input.paths.first().cloned().unwrap_or_default();
         let history: Vec<EpochRecord> = read_json(&dir.join(HISTORY_FILE))?;
         let summary: TrainSummary = read_json(&dir.join(TRAIN_SUMMARY_FILE))?;
-        read.push((input.stage.clone(), history, summary));
+        read.push((input.stage.clone(), Some((history, summary))));
     }
     // The trials as the search's sequence of jobs trained them: epochs a
     // trial trained beyond it (an earlier search's) do not count.
@@ -137,12 +151,19 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         epochs: p.epochs,
         keep: p.keep,
     };
+    // As the run took them in: a failed trial has finished, with no score.
     let known: Vec<Option<crate::asha::Known>> = read
         .iter()
-        .map(|(_, h, summary)| {
-            Some(crate::asha::Known {
-                val_acc: h.iter().map(|e| e.val_acc).collect(),
-                finished: !summary.paused,
+        .map(|(_, r)| {
+            Some(match r {
+                Some((h, summary)) => crate::asha::Known {
+                    val_acc: h.iter().map(|e| e.val_acc).collect(),
+                    finished: !summary.paused,
+                },
+                None => crate::asha::Known {
+                    val_acc: Vec::new(),
+                    finished: true,
+                },
             })
         })
         .collect();
@@ -154,7 +175,22 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         )));
     }
     let mut trials = Vec::with_capacity(p.trials.len());
-    for (k, (spec, (stage, history, _))) in p.trials.iter().zip(&read).enumerate() {
+    for (k, (spec, (stage, r))) in p.trials.iter().zip(&read).enumerate() {
+        let Some((history, _)) = r else {
+            trials.push(TrialResult {
+                trial: spec.trial.clone(),
+                stage: stage.clone(),
+                values: spec.values.clone(),
+                epochs: 0,
+                complete: false,
+                val_acc: Vec::new(),
+                score: None,
+                failed: true,
+                best_epoch: 0,
+                training_seconds: 0.0,
+            });
+            continue;
+        };
         let reached = sequence.reached[k];
         let val_acc: Vec<f64> = history.iter().take(reached).map(|h| h.val_acc).collect();
         let (best_epoch, score) =
@@ -172,7 +208,8 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             epochs: reached,
             complete: reached >= p.epochs || sequence.stopped[k],
             val_acc,
-            score,
+            score: score.is_finite().then_some(score),
+            failed: false,
             best_epoch,
             training_seconds: history.iter().take(reached).map(|h| h.seconds).sum(),
         });
@@ -219,7 +256,7 @@ fn rows(r: &SearchResult) -> (Vec<String>, Vec<Vec<String>>) {
     columns.extend(keys.iter().cloned());
     columns.extend(["epochs".into(), "best val acc".into(), "rank".into()]);
     let mut order: Vec<&TrialResult> = r.trials.iter().collect();
-    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    order.sort_by(|a, b| score_of(b).total_cmp(&score_of(a)));
     let rows = order
         .iter()
         .map(|t| {
@@ -231,13 +268,15 @@ fn rows(r: &SearchResult) -> (Vec<String>, Vec<Vec<String>>) {
                     None => String::new(),
                 });
             }
-            let stopped = if t.complete {
+            let stopped = if t.failed {
+                "failed".to_string()
+            } else if t.complete {
                 format!("{}", t.epochs)
             } else {
                 format!("{} (stopped)", t.epochs)
             };
             row.push(stopped);
-            row.push(format!("{:.2}%", t.score * 100.0));
+            row.push(t.score.map_or("—".into(), |s| format!("{:.2}%", s * 100.0)));
             row.push(
                 r.ranking
                     .iter()
@@ -336,7 +375,8 @@ mod tests {
             epochs: if complete { 10 } else { 2 },
             complete,
             val_acc: vec![score],
-            score,
+            score: Some(score),
+            failed: false,
             best_epoch: 1,
             training_seconds: 1.0,
         }
@@ -351,6 +391,33 @@ mod tests {
             trial("trial-04", 0.92, true),
         ];
         assert_eq!(ranking(&t), ["trial-03", "trial-04", "trial-01"]);
+    }
+
+    #[test]
+    fn a_failed_trial_is_shown_and_never_ranked() {
+        let mut failed = trial("trial-05", 0.0, true);
+        (failed.failed, failed.score, failed.complete) = (true, None, false);
+        let t = vec![trial("trial-01", 0.90, true), failed];
+        assert_eq!(ranking(&t), ["trial-01"]);
+        let r = SearchResult {
+            identity: String::new(),
+            sampler: "grid".into(),
+            seed: 0,
+            epochs: 10,
+            rungs: vec![],
+            keep: 1.0,
+            metric: "best validation accuracy".into(),
+            ranking: ranking(&t),
+            epochs_trained: 10,
+            epochs_without_early_stopping: 20,
+            training_seconds: 1.0,
+            trials: t,
+        };
+        let (_, rows) = rows(&r);
+        assert_eq!(rows[1][1..], ["failed", "—", "—"]);
+        // Read back as written (a missing score is null, not a number).
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<SearchResult>(&text).unwrap(), r);
     }
 
     #[test]

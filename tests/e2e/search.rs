@@ -580,3 +580,84 @@ fn a_paused_trial_is_never_handed_out_as_a_whole_training() {
     a.run(&["run", "train"]).ok().has("0 ran");
     assert_eq!(train_json(&a, &paused[0])["paused"], Value::Bool(true));
 }
+
+/// A search of three trials of which one diverges (its loss becomes NaN,
+/// and the training fails), and a confirm of the best.
+fn diverging(files: &str) -> String {
+    format!(
+        r#"settings: {{jobs: 2}}
+stages:
+{}  train:
+    kind: train
+    needs: [preprocess]
+    threads: 1
+    params:
+      model: {{layers: [{{conv: {{out: 4, kernel: 3, padding: 1}}}}, batchnorm, relu, {{maxpool: 2}}, flatten, {{linear: 10}}]}}
+      epochs: 2
+      batch_size: 32
+      augment: []
+    search:
+      space:
+        lr: {{choice: {{huge: 1.0e30, ok: 0.003, slow: 0.001}}}}
+      sampler: grid
+      trials: 3
+      early_stop: {{rungs: [1], keep: 0.5}}
+  confirm:
+    kind: confirm
+    needs: [train]
+    params: {{seeds: [101, 102], top: 1}}
+"#,
+        tiny_data(files)
+    )
+}
+
+/// A failed trial is a trial without a score: under --keep-going the
+/// search completes with the others, its report says the trial failed,
+/// and the confirm runs on the finalists; without it the run stops, and
+/// the report is not run on a missing result.
+#[test]
+fn a_failed_trial_leaves_the_search_to_finish_with_the_others() {
+    let t = Project::new();
+    let files = write_data(&t.dir().join("data"));
+    t.pipeline(&diverging(&files));
+    t.run(&["run"])
+        .exits(1)
+        .has("FAILED   train@trial-01: the loss became NaN")
+        .lacks("train@search  (")
+        .lacks("is corrupt");
+    let r = t.run(&["run", "--keep-going"]).exits(1);
+    let r = r
+        .has("FAILED   train@trial-01: the loss became NaN")
+        .has("done     train@search")
+        .has("done     confirm  ")
+        .lacks("skipped")
+        .lacks("is corrupt");
+    // The trial ran once in the command, though the command ran twice.
+    assert_eq!(r.stdout().matches("running  train@trial-01").count(), 1);
+    let search = json(&t, "outputs/train@search/search.json");
+    let failed = &search["trials"][0];
+    assert_eq!(
+        (
+            &failed["trial"],
+            &failed["failed"],
+            &failed["score"],
+            &failed["epochs"]
+        ),
+        (
+            &Value::from("trial-01"),
+            &Value::Bool(true),
+            &Value::Null,
+            &Value::from(0)
+        )
+    );
+    assert!(!search["ranking"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("trial-01")));
+    assert!(t
+        .read("outputs/train@search/search.md")
+        .contains("| trial-01 | huge | failed | — | — |"));
+    // The confirm compares the one finalist with the reference.
+    let confirm = json(&t, "outputs/confirm/table.json");
+    assert_eq!(confirm["rows"].as_array().unwrap().len(), 2, "{confirm}");
+}

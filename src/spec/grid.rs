@@ -182,6 +182,18 @@ pub(super) fn insert_dotted(over: &mut Map<String, Value>, key: &str, value: Val
     }
 }
 
+/// The variants of named ones and a grid: either alone, or crossed.
+pub fn combine(
+    named: Option<Vec<Pending>>,
+    grid: Option<Vec<Pending>>,
+) -> Result<Option<Vec<Pending>>, GridError> {
+    Ok(match (named, grid) {
+        (None, None) => None,
+        (Some(v), None) | (None, Some(v)) => Some(v),
+        (Some(n), Some(g)) => Some(cross(&n, &g)?),
+    })
+}
+
 /// Named variants crossed with grid points (`no-aug+lr=0.01`); a key set
 /// by both is refused, since one of them would be silently ignored.
 pub fn cross(named: &[Pending], grid: &[Pending]) -> Result<Vec<Pending>, GridError> {

@@ -91,6 +91,11 @@ pub struct RawStage {
     /// settings.slurm's, `extra` flags are added after its.
     #[serde(default)]
     pub slurm: Option<RawSlurm>,
+    /// `-S` overrides of variants made by rule (a grid point, a seed
+    /// replicate), which have no place in the file: (variant, dotted key,
+    /// value).
+    #[serde(skip)]
+    pub point_overrides: Vec<(String, String, serde_json::Value)>,
 }
 
 /// `search:` on a train stage, as written; checked in `search`.

@@ -707,11 +707,7 @@ fn declared_variants(
         None => None,
         Some(m) => Some(grid::points(&m.0).map_err(grid_err)?),
     };
-    let mut variants = match (named, grid) {
-        (None, None) => None,
-        (Some(v), None) | (None, Some(v)) => Some(v),
-        (Some(n), Some(g)) => Some(grid::cross(&n, &g).map_err(grid_err)?),
-    };
+    let mut variants = grid::combine(named, grid).map_err(grid_err)?;
     if variants.is_some() && rs.foreach.is_some() {
         let what = if rs.variants.is_some() {
             "variants"
@@ -758,8 +754,12 @@ fn declared_variants(
         return Ok(None);
     };
     let mut out = Vec::with_capacity(variants.len());
-    for v in variants {
+    for mut v in variants {
         grid::check_length(&v).map_err(grid_err)?;
+        // `-S STAGE@POINT.KEY=VALUE` on a variant made by rule.
+        for (_, key, value) in rs.point_overrides.iter().filter(|(n, _, _)| *n == v.name) {
+            grid::insert_dotted(&mut v.over, key, value.clone());
+        }
         let merged = merge_variant(name, rs, params, &v, &at)?;
         out.push((v.name, merged));
     }
@@ -770,7 +770,7 @@ fn declared_variants(
 }
 
 /// Points a message, with its help if any, at a path under the stage.
-type At<'a> = dyn Fn(&[String], String, Option<String>) -> Diagnostic + 'a;
+pub(super) type At<'a> = dyn Fn(&[String], String, Option<String>) -> Diagnostic + 'a;
 
 /// [`At`] for stage `name`.
 fn under_stage<'a>(
@@ -793,7 +793,11 @@ fn under_stage<'a>(
 type Instance = (Option<String>, Value, Option<String>);
 
 /// The variants a stage names under `variants`, checked.
-fn named_variants(name: &str, rs: &RawStage, at: &At) -> Result<Option<Vec<grid::Pending>>> {
+pub(super) fn named_variants(
+    name: &str,
+    rs: &RawStage,
+    at: &At,
+) -> Result<Option<Vec<grid::Pending>>> {
     Ok(match &rs.variants {
         None => None,
         Some(vs) if vs.0.is_empty() => {
@@ -1454,15 +1458,28 @@ fn instances(
             ))
             .into());
         };
-        tv.iter()
-            .map(|(v, _)| {
-                (
-                    Some(v.clone()),
-                    b.params.clone(),
-                    Some(stage_name(target, Some(v))),
-                )
-            })
-            .collect()
+        let at = under_stage(loc, b.name);
+        let mut out = Vec::with_capacity(tv.len());
+        for (v, _) in tv {
+            // `-S STAGE@VARIANT.KEY=VALUE` on one of its instances.
+            let mut over = Map::new();
+            for (_, key, value) in b.raw.point_overrides.iter().filter(|(n, _, _)| n == v) {
+                grid::insert_dotted(&mut over, key, value.clone());
+            }
+            let params = match over.is_empty() {
+                true => b.params.clone(),
+                false => {
+                    let pending = grid::Pending {
+                        name: v.clone(),
+                        path: vec!["params".into()],
+                        over,
+                    };
+                    merge_variant(b.name, b.raw, &b.params, &pending, &at)?
+                }
+            };
+            out.push((Some(v.clone()), params, Some(stage_name(target, Some(v)))));
+        }
+        out
     } else {
         vec![(None, b.params.clone(), None)]
     })

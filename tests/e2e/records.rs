@@ -598,6 +598,57 @@ fn a_parameter_set_on_the_command_line_runs_and_is_recorded() {
     }
 }
 
+/// `-S` addresses one grid point, one seed replicate and one instance of
+/// a `foreach` stage; an override every variant would ignore is refused.
+#[test]
+fn an_override_reaches_one_grid_point_and_is_never_ignored() {
+    let p = crate::common::Project::with(
+        "stages:\n  s:\n    kind: cmd\n    params: {lr: 0.1, epochs: 1}\n    matrix: {lr: [0.01, 0.001]}\n    seeds: [1, 2]\n    cmd: \"echo ${params.lr} ${params.epochs} > out-${variant}.txt\"\n    outs: [\"out-${variant}.txt\"]\n  e:\n    kind: cmd\n    foreach: s\n    params: {k: 1}\n    cmd: \"echo ${params.k} > e-${variant}.txt\"\n    outs: [\"e-${variant}.txt\"]\n",
+    );
+    p.run(&[
+        "run",
+        "-S",
+        "s@lr=0.01~seed1.epochs=2",
+        "-S",
+        "e@lr=0.001~seed2.k=7",
+    ])
+    .ok()
+    .has("8 ran");
+    assert_eq!(p.read("out-lr=0.01~seed1.txt"), "0.01 2\n");
+    assert_eq!(p.read("out-lr=0.01~seed2.txt"), "0.01 1\n");
+    assert_eq!(p.read("e-lr=0.001~seed2.txt"), "7\n");
+    assert_eq!(p.read("e-lr=0.001~seed1.txt"), "1\n");
+    // The history lists what ran with them.
+    p.run(&["log"]).ok().has("-S s@lr=0.01~seed1.epochs=2");
+    for (bad, why) in [
+        (
+            "s.lr=0.5",
+            "-S s.lr=0.5: the matrix of `s` varies `lr`, so every grid point sets it and this would change nothing",
+        ),
+        (
+            "s@lr=0.01~seed1.lr=0.5",
+            "`s@lr=0.01~seed1` is named by its value of `lr`, which the matrix varies",
+        ),
+        (
+            "s@lr=0.02~seed1.epochs=3",
+            "stage `s` declares no variant that starts `lr=0.02~seed1.epochs` (its variants: lr=0.01~seed1,",
+        ),
+        ("s.seed=3", "-S s.seed=3: stage `s` sets `seed` in params and `seeds` too"),
+    ] {
+        p.run(&["run", "-S", bad]).exits(2).has(why).lacks("pipeline.yaml:");
+    }
+    // Every declared variant sets it: refused too.
+    let q = crate::common::example();
+    q.edit_pipeline("      slow: {}\n", "      slow: {lr: 0.001}\n");
+    q.run(&["run", "-S", "train.lr=0.5"])
+        .exits(2)
+        .has("every variant of `train` sets `lr` itself, so this would change nothing; set one variant's instead: -S train@VARIANT.lr=VALUE");
+    // An instance of a `foreach` stage changes what its stage declares.
+    q.run(&["run", "-S", "evaluate@fast.x=1"])
+        .exits(2)
+        .has("-S evaluate@fast.x=1: variant `fast` of stage `evaluate` overrides `x`, which is not a parameter of the stage");
+}
+
 /// A built-in stage's parameter refused because of `-S` names the
 /// option, not a line of the file; one the file sets wrong still names
 /// its line.

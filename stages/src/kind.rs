@@ -369,6 +369,12 @@ pub(crate) trait Params: serde::de::DeserializeOwned + Serialize {
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Checks of the values as written, before they are read into their
+    /// types (a value that rounding to f32 would carry out of its range).
+    fn validate_written(_params: &Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Deserializes `params` into a kind's typed parameters and back, so that the
@@ -380,6 +386,7 @@ pub(crate) fn typed_params<T: Params>(params: Value) -> Result<Value, String> {
     } else {
         params
     };
+    T::validate_written(&params)?;
     let typed: T = serde_json::from_value(params).map_err(|e| e.to_string())?;
     typed.validate()?;
     serde_json::to_value(typed).map_err(|e| e.to_string())

@@ -153,7 +153,16 @@ fn a_recipe_variant_with_test_time_flips_runs_through_the_pipeline() {
         .exits(2)
         .has("pipeline.yaml:")
         .has("ema.decay must be in (0, 1), got 1.5");
-    t.edit_pipeline("ema: {decay: 1.5}", "ema: {decay: 0.9}, momentum: 0.9");
+    // Checked as written, not as f32 rounds it.
+    t.edit_pipeline("ema: {decay: 1.5}", "ema: {decay: 0.99999999}");
+    t.run(&["status"])
+        .exits(2)
+        .has("pipeline.yaml:")
+        .has("ema.decay is 0.99999999, below 1 as written but 1 in single precision (f32)");
+    t.edit_pipeline(
+        "ema: {decay: 0.99999999}",
+        "ema: {decay: 0.9}, momentum: 0.9",
+    );
     t.run(&["status"])
         .exits(2)
         .has("momentum and nesterov are settings of `optimizer: sgd`");

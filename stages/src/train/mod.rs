@@ -324,6 +324,50 @@ impl crate::kind::Params for TrainParams {
         self.check_values()?;
         self.check_model(28, 28).map(|_| ())
     }
+
+    /// Training computes in f32: a value inside its range as written that
+    /// f32 rounds onto the range's edge is refused as written (it was
+    /// refused as "got 1").
+    fn validate_written(params: &serde_json::Value) -> Result<(), String> {
+        // Below 1 (and 1 excluded), and above 0 (0 excluded).
+        const BELOW_ONE: [&str; 6] = [
+            "/ema/decay",
+            "/betas/0",
+            "/betas/1",
+            "/momentum",
+            "/label_smoothing",
+            "/plateau/factor",
+        ];
+        const ABOVE_ZERO: [&str; 5] =
+            ["/lr", "/eps", "/ema/decay", "/plateau/factor", "/grad_clip"];
+        let shown = |p: &str| {
+            let mut s = p[1..].replace('/', ".");
+            if let Some(i) = s.strip_prefix("betas.") {
+                s = format!("betas[{i}]");
+            }
+            s
+        };
+        let at = |p: &str| params.pointer(p).and_then(serde_json::Value::as_f64);
+        for p in BELOW_ONE {
+            if let Some(x) = at(p).filter(|&x| x < 1.0 && x as f32 >= 1.0) {
+                return Err(format!(
+                    "{} is {x}, below 1 as written but 1 in single precision (f32), which training computes in; the largest f32 below 1 is {}",
+                    shown(p),
+                    1.0f32 - f32::EPSILON / 2.0
+                ));
+            }
+        }
+        for p in ABOVE_ZERO {
+            if let Some(x) = at(p).filter(|&x| x > 0.0 && x as f32 == 0.0) {
+                return Err(format!(
+                    "{} is {x:e}, above 0 as written but 0 in single precision (f32), which training computes in; the smallest normal f32 is {:e}",
+                    shown(p),
+                    f32::MIN_POSITIVE
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
@@ -1232,6 +1276,30 @@ mod tests {
             let e = bad(v.clone());
             assert!(e.contains(key), "{v}: {e}");
         }
+        // As written, not as f32 rounds them; and eps above 0.
+        let written =
+            |v: serde_json::Value| crate::kind::typed_params::<TrainParams>(v).unwrap_err();
+        for (v, key) in [
+            (
+                serde_json::json!({"ema": {"decay": 0.99999999}}),
+                "ema.decay is 0.99999999, below 1 as written but 1 in single precision (f32), which training computes in; the largest f32 below 1 is 0.99999994",
+            ),
+            (
+                serde_json::json!({"betas": [0.9, 0.999999999]}),
+                "betas[1] is 0.999999999, below 1 as written",
+            ),
+            (
+                serde_json::json!({"lr": 1e-50}),
+                "lr is 1e-50, above 0 as written but 0 in single precision",
+            ),
+            (serde_json::json!({"eps": -1}), "eps must be a positive number"),
+            (serde_json::json!({"eps": 0}), "eps must be a positive number"),
+        ] {
+            let e = written(v.clone());
+            assert!(e.contains(key), "{v}: {e}");
+        }
+        crate::kind::typed_params::<TrainParams>(serde_json::json!({"ema": {"decay": 0.9999999}}))
+            .unwrap();
         // Each new key at its default leaves the canonical form as it was.
         let p: TrainParams =
             serde_json::from_value(serde_json::json!({"optimizer": "adam", "label_smoothing": 0}))

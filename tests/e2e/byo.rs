@@ -35,7 +35,8 @@ for r in rows:
     for k in range(d):
         s[k] += timg[r * d + k]
 means = [[v / max(counts[c], 1) for v in sums[c]] for c in range(10)]
-with open(out, "w") as f:
+# pandas' `utf-8-sig` and Excel start the file with a byte-order mark.
+with open(out, "w", encoding="utf-8-sig" if mode == "bom" else "utf-8") as f:
     f.write("index," + ",".join("prob_%d" % c for c in range(10)) + "\n")
     for i in range(n):
         if mode == "short" and i == n - 1:
@@ -205,6 +206,18 @@ fn bad_predictions_fail_the_evaluation_naming_the_line_and_the_fix() {
     // Fixed, it is evaluated.
     t.edit_pipeline("out/${variant}.csv short", "out/${variant}.csv ok");
     t.run(&["run", "evaluate-classify"]).ok();
+    // With a byte-order mark: the same metrics.
+    let metrics = "outputs/evaluate-classify@nearest-mean~seed1/metrics.json";
+    let metrics_of = |t: &Project| {
+        let m: serde_json::Value = serde_json::from_str(&t.read(metrics)).unwrap();
+        m["metrics"].clone()
+    };
+    let plain = metrics_of(&t);
+    assert!(plain["accuracy"].is_number(), "{plain}");
+    t.edit_pipeline("out/${variant}.csv ok", "out/${variant}.csv bom");
+    t.run(&["run", "evaluate-classify"]).ok();
+    assert!(t.read("out/nearest-mean~seed1.csv").starts_with('\u{feff}'));
+    assert_eq!(metrics_of(&t), plain);
 }
 
 #[test]

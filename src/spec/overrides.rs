@@ -104,6 +104,11 @@ fn target(raw: &RawPipeline, left: &str) -> std::result::Result<Target, (Depth, 
         .ok_or_else(|| (Depth::NoStage, format!("no stage `{base}`")))?
         .1;
     let key = |k: &str, depth| -> std::result::Result<String, (Depth, String)> {
+        // No `=` in a key: a reading that puts one there took part of
+        // the value for the key, and loses to any other.
+        if k.contains('=') {
+            return Err((Depth::NoStage, format!("`{k}` is not a parameter key")));
+        }
         match k.split('.').any(str::is_empty) {
             true => Err((depth, format!("`{k}` is not a parameter key"))),
             false => Ok(k.to_string()),

@@ -634,6 +634,8 @@ fn an_override_reaches_one_grid_point_and_is_never_ignored() {
             "stage `s` declares no variant that starts `lr=0.02~seed1.epochs` (its variants: lr=0.01~seed1,",
         ),
         ("s.seed=3", "-S s.seed=3: stage `s` sets `seed` in params and `seeds` too"),
+        // The value's `=` is not taken into the key.
+        ("s.lr=a.b=c", "-S s.lr=a.b=c: the matrix of `s` varies `lr`"),
     ] {
         p.run(&["run", "-S", bad]).exits(2).has(why).lacks("pipeline.yaml:");
     }

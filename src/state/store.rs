@@ -611,8 +611,7 @@ fn lock_file(
         if err.kind() != io::ErrorKind::WouldBlock {
             return Err(Error::io("lock", path, err));
         }
-        let mut text = String::new();
-        let _ = (&file).read_to_string(&mut text);
+        let text = holder_text(&file, holder.is_some());
         let text = match text.trim() {
             "" if holder.is_none() => "another run using this cache".to_string(),
             "" => "holder unknown".to_string(),
@@ -638,6 +637,24 @@ fn lock_file(
         file,
         clear: holder.is_some(),
     })
+}
+
+/// What the lock file says of its holder. The holder writes its name just
+/// after it takes the lock, so an empty file read in between is read again
+/// for a moment before the holder is called unknown.
+fn holder_text(mut file: &fs::File, named: bool) -> String {
+    use std::io::Seek;
+    let mut text = String::new();
+    for _ in 0..20 {
+        text.clear();
+        let _ = file.rewind();
+        let _ = file.read_to_string(&mut text);
+        if !named || !text.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    text
 }
 
 /// Holds a lock until dropped.
@@ -913,6 +930,31 @@ mod tests {
         }
         drop(guard);
         store.lock(false, &mut |_| {}).unwrap();
+    }
+
+    #[test]
+    fn a_waiter_reads_the_name_a_new_holder_has_not_yet_written() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("locks").join("k");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = fs::File::create(&path).unwrap();
+        // Locked, but its holder's name not written yet.
+        assert_eq!(
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                fs::write(path, "run 7 (same in /p)").unwrap();
+            })
+        };
+        match lock_file(&path, libc::LOCK_EX, Some("me"), false, &mut |_| {}) {
+            Err(Error::Locked { holder, .. }) => assert_eq!(holder, "run 7 (same in /p)"),
+            _ => panic!("the lock was taken twice"),
+        }
+        writer.join().unwrap();
     }
 
     #[test]

@@ -753,6 +753,11 @@ fn declared_variants(
     let Some(variants) = variants else {
         return Ok(None);
     };
+    if rs.kind != Kind::Cmd {
+        if let Some(named) = named_variants(name, rs, &at)? {
+            check_changes(name, rs, params, &named, &at)?;
+        }
+    }
     let mut out = Vec::with_capacity(variants.len());
     for mut v in variants {
         grid::check_length(&v).map_err(grid_err)?;
@@ -763,10 +768,63 @@ fn declared_variants(
         let merged = merge_variant(name, rs, params, &v, &at)?;
         out.push((v.name, merged));
     }
-    if let Some(m) = &rs.matrix {
-        check_distinct(name, &out, m.0.iter().map(|(k, _)| k.as_str()), loc)?;
-    }
+    let axes = rs.matrix.iter().flat_map(|m| &m.0).map(|(k, _)| k.as_str());
+    check_distinct(name, rs, &out, axes, loc)?;
     Ok(Some(out))
+}
+
+/// Refuses a declared variant of a built-in kind whose overrides leave
+/// the stage's params as they are (`no-aug: {augment: []}` where `augment`
+/// is already `[]`): its name would claim a change the training never
+/// made. A command may read its variant's name, so its variants are its own.
+fn check_changes(
+    name: &str,
+    rs: &RawStage,
+    params: &Value,
+    named: &[grid::Pending],
+    at: &At<'_>,
+) -> Result<()> {
+    let plain = |v: &grid::Pending| grid::Pending {
+        name: v.name.clone(),
+        path: v.path.clone(),
+        over: Map::new(),
+    };
+    for v in named.iter().filter(|v| !v.over.is_empty()) {
+        let base = merge_variant(name, rs, params, &plain(v), at)?;
+        let changed = merge_variant(name, rs, params, v, at)?;
+        let (mut a, mut b) = (String::new(), String::new());
+        canonical_text(&base, &mut a);
+        canonical_text(&changed, &mut b);
+        if a == b {
+            return Err(at(
+                &v.path,
+                format!(
+                    "variant `{}` of stage `{name}` changes nothing: the stage's params already give {}",
+                    v.name,
+                    shown_overrides(&v.over, rs)
+                ),
+                Some(
+                    "give it a value the stage does not have, or remove it (docs/pipeline.md lists each kind's defaults)"
+                        .into(),
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A variant's overrides as a reader wrote them, each one the stage's
+/// params leave out marked as the default: `augment: [] (the default)`.
+fn shown_overrides(over: &Map<String, Value>, rs: &RawStage) -> String {
+    let stated = |k: &str| rs.params.as_ref().is_some_and(|p| p.0.contains_key(k));
+    over.iter()
+        .map(|(k, v)| {
+            let default = if stated(k) { "" } else { " (the default)" };
+            format!("{k}: {v}{default}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Points a message, with its help if any, at a path under the stage.
@@ -885,16 +943,25 @@ fn merge_variant(
     Ok(merged)
 }
 
-/// Refuses two grid points whose parameters are equal as the stage's kind
-/// reads them (`[-0.0, 0.0, 0]`, `[1, 1.0]`): one configuration would be
-/// trained under several names.
+/// Refuses two variants whose parameters are equal as the stage's kind
+/// reads them: grid points (`[-0.0, 0.0, 0]`, `[1, 1.0]`), or declared
+/// variants of a built-in kind (after `-S`, or with a parameter at its
+/// default): one configuration would be trained, and compared with
+/// itself, under several names.
 fn check_distinct<'k>(
     name: &str,
+    rs: &RawStage,
     variants: &'k [(String, Value)],
     axes: impl Iterator<Item = &'k str>,
     loc: &Locator<'_>,
 ) -> Result<()> {
     let axes: Vec<&str> = axes.collect();
+    // The declared variant a generated name starts with (`no-aug` of
+    // `no-aug+lr=0.01~seed1`).
+    let declared = |n: &'k str| -> Option<&'k str> {
+        rs.variants.as_ref()?;
+        replicate_of(n).0.split('+').next()
+    };
     let mut seen: HashMap<String, &'k str> = HashMap::with_capacity(variants.len());
     for (vname, params) in variants {
         let mut key = String::new();
@@ -902,6 +969,23 @@ fn check_distinct<'k>(
         let Some(first) = seen.insert(key, vname) else {
             continue;
         };
+        if let (Some(a), Some(b)) = (declared(first), declared(vname)) {
+            if a != b {
+                if rs.kind == Kind::Cmd {
+                    // A command may read its variant's name.
+                    continue;
+                }
+                return Err(loc
+                    .at(
+                        &["stages", name, "variants", b],
+                        format!("stage `{name}`: variants `{a}` and `{b}` have the same parameters"),
+                    )
+                    .help(format!(
+                        "make `{b}` differ from `{a}` or remove one; a `-S` override of the stage's params can make them equal too"
+                    ))
+                    .into());
+            }
+        }
         // The axes whose value names differ between the two points.
         let parts = |n: &'k str| -> Vec<(&'k str, &'k str)> {
             replicate_of(n)

@@ -85,6 +85,49 @@ fn equal_values_spelled_differently_are_refused() {
     t.run(&["status"]).ok().has("train@weight_decay=0.01");
 }
 
+/// Two variants of a training that come out the same, or a variant whose
+/// overrides change nothing, would compare a configuration with itself:
+/// refused at the variant's line, saying which value is the default; the
+/// same, naming the `-S`, when one makes a variant equal to another. A command's variants may be
+/// equal (it can read its variant's name).
+#[test]
+fn variants_that_train_the_same_configuration_are_refused() {
+    let t = tiny_with("    variants:\n      main: {}\n      no-aug: {augment: []}\n");
+    let line = t
+        .read("pipeline.yaml")
+        .lines()
+        .position(|l| l.contains("no-aug:"))
+        .unwrap()
+        + 1;
+    t.run(&["status"])
+        .exits(2)
+        .has(&format!("pipeline.yaml:{line}:7: variant `no-aug` of stage `train` changes nothing: the stage's params already give augment: [] (the default)"));
+    let t = tiny_with(
+        "    variants:\n      main: {}\n      a: {lr: 0.01}\n      b: {lr: 0.01, augment: []}\n",
+    );
+    t.run(&["status"])
+        .exits(2)
+        .has("stage `train`: variants `a` and `b` have the same parameters");
+    // With seeds, named by the variants, not their replicates.
+    let t = tiny_with(
+        "    seeds: [1, 2]\n    variants:\n      a: {lr: 0.01}\n      b: {lr: 0.01, augment: []}\n",
+    );
+    t.edit_pipeline("reference: main", "reference: a");
+    t.run(&["status"])
+        .exits(2)
+        .has("stage `train`: variants `a` and `b` have the same parameters");
+    // Distinct variants load; `-S` that makes two equal is refused.
+    let t = tiny_with("    variants:\n      main: {}\n      fast: {lr: 0.01}\n");
+    t.run(&["status"]).ok();
+    t.run(&["status", "-S", "train.lr=0.01"])
+        .exits(2)
+        .has("-S train.lr=0.01: variant `fast` of stage `train` changes nothing");
+    let p = Project::with(
+        "stages:\n  s:\n    kind: cmd\n    params: {x: 1}\n    variants: {a: {}, b: {x: 1}}\n    cmd: \"echo $FMNIST_PIPE_VARIANT > o-${variant}\"\n    outs: [\"o-${variant}\"]\n",
+    );
+    p.run(&["status"]).ok();
+}
+
 /// The history pairs parameters only with metrics measured under them; a
 /// model that is not fresh answers `predict` with a warning; exports and
 /// gc keep to what the tool owns; `log -n 0` says the truth.

@@ -534,6 +534,25 @@ fn declare<'a>(
             )
             .into());
         }
+        if rs.kind == Kind::Search {
+            return Err(err(
+                &at("kind"),
+                format!("stage `{name}`: kind search is made by `search:` on a train stage, not declared"),
+            )
+            .help("put `search: {space: ..., trials: N}` on the train stage to search")
+            .into());
+        }
+        if rs.device.is_some() && !rs.kind.uses_device() {
+            return Err(err(
+                &at("device"),
+                format!(
+                    "stage `{name}` is of kind {}, which runs on no device",
+                    rs.kind.name()
+                ),
+            )
+            .help("`device` is for train and evaluate stages; remove it here")
+            .into());
+        }
         if let Some(Err((message, help))) = rs.device.as_deref().map(check_device) {
             return Err(err(&at("device"), format!("stage `{name}`: {message}"))
                 .help(help)
@@ -582,14 +601,6 @@ fn declare<'a>(
             }
             err(&path, format!("stage `{name}`: invalid params: {m}"))
         })?;
-        if rs.kind == Kind::Search {
-            return Err(err(
-                &at("kind"),
-                format!("stage `{name}`: kind search is made by `search:` on a train stage, not declared"),
-            )
-            .help("put `search: {space: ..., trials: N}` on the train stage to search")
-            .into());
-        }
         let (variants, search) = match searched_variants(name, rs, &params, loc)? {
             Some((v, s)) => (Some(v), Some(s)),
             None => (declared_variants(name, rs, &params, loc)?, None),

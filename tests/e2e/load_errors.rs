@@ -139,3 +139,18 @@ refused! {
     evaluate_without_a_model: b"stages:\n  e:\n    kind: evaluate\n"
         => "error: pipeline.yaml:2:3: stage `e`: evaluate needs the stage whose model it evaluates: a train stage, or a cmd stage that declares `predictions:`; add it to `needs`, or use `foreach: <that stage>`\n 2 |   e:\n   |   ^\n";
 }
+
+/// `device` on a kind that runs on none, and a declared `kind: search`
+/// (which `search:` makes), are refused at their line with the fix.
+#[test]
+fn a_device_where_none_is_used_and_a_declared_search_are_refused() {
+    let p = Project::with("stages:\n  a:\n    kind: cmd\n    cmd: x\n    device: cuda\n");
+    p.run(&["status"])
+        .exits(2)
+        .has("pipeline.yaml:5:5: stage `a` is of kind cmd, which runs on no device")
+        .has("help: `device` is for train and evaluate stages");
+    let p = Project::with("stages:\n  s:\n    kind: search\n");
+    p.run(&["status"])
+        .exits(2)
+        .has("pipeline.yaml:3:5: stage `s`: kind search is made by `search:` on a train stage, not declared");
+}

@@ -113,6 +113,8 @@ pub enum Command {
     Export {
         /// The train stage whose model to export (`train@no-aug`).
         stage: String,
+        /// `torch`: a safetensors state_dict that loads into the
+        /// equivalent nn.Sequential; `onnx`: an ONNX model (opset 13).
         #[arg(long, value_enum)]
         format: ExportFormat,
         /// Where to write it (refused if it exists).
@@ -122,6 +124,8 @@ pub enum Command {
     /// Send the results of fresh stages (all, or these and what they
     /// need) to a remote of settings.remotes: their files, then their records.
     Push {
+        /// Stages to push, with what they need (each must be fresh). All
+        /// fresh stages when none are given.
         stages: Vec<String>,
         /// Which remote (needed when the pipeline declares several).
         #[arg(long, value_name = "NAME")]
@@ -130,6 +134,8 @@ pub enum Command {
     /// Fetch from a remote the results of stages that are stale here (all,
     /// or these and what they need) and restore their outputs; runs nothing.
     Pull {
+        /// Stages to fetch, with what they need. Every stale stage when
+        /// none are given.
         stages: Vec<String>,
         /// Which remote (needed when the pipeline declares several).
         #[arg(long, value_name = "NAME")]
@@ -401,4 +407,33 @@ fn run_job(path: &Path) -> Result<i32> {
     let job: stages::job::Job = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Internal(format!("{}: not a job description: {e}", path.display())))?;
     Ok(stages::job::run(&job, &mut std::io::stdout()))
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// `--help` explains every argument of every command.
+    #[test]
+    fn every_argument_has_help() {
+        let mut missing = Vec::new();
+        let root = Cli::command();
+        let commands = std::iter::once(&root).chain(root.get_subcommands());
+        for cmd in commands {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{} {id}", cmd.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
 }

@@ -377,3 +377,175 @@ impl fmt::Display for DirtyReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variant's place; a new variant fails to compile here until it
+    /// is given one, and then the test below until it has an example.
+    fn place(r: &DirtyReason) -> usize {
+        use DirtyReason::*;
+        match r {
+            NeverRun => 0,
+            KindChanged { .. } => 1,
+            KindVersionChanged { .. } => 2,
+            CmdChanged => 3,
+            DeviceChanged { .. } => 4,
+            ParamsChanged { .. } => 5,
+            OutsChanged => 6,
+            PredictionsChanged { .. } => 7,
+            DepAdded { .. } => 8,
+            DepRemoved { .. } => 9,
+            DepChanged { .. } => 10,
+            DepMissing { .. } => 11,
+            DepUnreadable { .. } => 12,
+            InputAdded { .. } => 13,
+            InputRemoved { .. } => 14,
+            InputChanged { .. } => 15,
+            UpstreamStale { .. } => 16,
+            Interrupted { .. } => 17,
+            Promoted { .. } => 18,
+            WaitsForSearch { .. } => 19,
+            Running { .. } => 20,
+            Invalidated { .. } => 21,
+            RecordUnreadable => 22,
+            OutputMissing { .. } => 23,
+            OutputModified { .. } => 24,
+            OutputUnreadable { .. } => 25,
+            CacheCorrupt { .. } => 26,
+            Forced => 27,
+            InCache { .. } => 28,
+            InCacheDamaged { .. } => 29,
+            Orphaned { .. } => 30,
+        }
+    }
+
+    fn one_of_each() -> Vec<DirtyReason> {
+        use DirtyReason::*;
+        let (s, p) = (String::new, || "x".to_string());
+        vec![
+            NeverRun,
+            KindChanged { old: s(), new: s() },
+            KindVersionChanged {
+                kind: s(),
+                old: 1,
+                new: 2,
+            },
+            CmdChanged,
+            DeviceChanged { old: s(), new: s() },
+            ParamsChanged { changes: vec![] },
+            OutsChanged,
+            PredictionsChanged {
+                old: None,
+                new: None,
+            },
+            DepAdded { path: p() },
+            DepRemoved { path: p() },
+            DepChanged { path: p() },
+            DepMissing { path: p() },
+            DepUnreadable {
+                path: p(),
+                error: s(),
+            },
+            InputAdded { stages: vec![] },
+            InputRemoved { stages: vec![] },
+            InputChanged { stage: s() },
+            UpstreamStale { stage: s() },
+            Interrupted { resume: None },
+            Promoted {
+                from: 2,
+                to: 5,
+                epochs: 10,
+            },
+            WaitsForSearch { search: s() },
+            Running {
+                pid: 1,
+                host: s(),
+                elsewhere: false,
+            },
+            Invalidated { why: s() },
+            RecordUnreadable,
+            OutputMissing {
+                path: p(),
+                restorable: true,
+            },
+            OutputModified {
+                path: p(),
+                restorable: true,
+            },
+            OutputUnreadable {
+                path: p(),
+                error: s(),
+            },
+            CacheCorrupt { path: p() },
+            Forced,
+            InCache {
+                stage: s(),
+                finished: 0,
+                duration_s: 1.0,
+            },
+            InCacheDamaged { key: s(), why: s() },
+            Orphaned { outputs: vec![] },
+        ]
+    }
+
+    /// docs/cli.md's table of `status --json` reasons: one row per kind,
+    /// `| `kind` | `field`, ... | meaning |`, fields as serialized.
+    fn documented() -> Vec<(String, Vec<String>)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md");
+        let text = std::fs::read_to_string(path).expect("docs/cli.md");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        text.lines()
+            .map(str::trim_start)
+            .skip_while(|l| !l.starts_with("| reason kind |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let kind = ticked(cells.get(1)?).into_iter().next()?;
+                Some((kind, ticked(cells.get(2)?)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_reason_kind_is_documented_with_its_fields() {
+        let all = one_of_each();
+        let mut places: Vec<usize> = all.iter().map(place).collect();
+        places.sort_unstable();
+        let count = place(&DirtyReason::Orphaned { outputs: vec![] }) + 1;
+        assert_eq!(
+            places,
+            (0..count).collect::<Vec<_>>(),
+            "one example of each"
+        );
+        let docs = documented();
+        for r in &all {
+            let Value::Object(m) = serde_json::to_value(r).unwrap() else {
+                panic!("{r:?} is not an object")
+            };
+            let kind = m["kind"].as_str().unwrap().to_string();
+            let mut fields: Vec<String> = m.keys().filter(|k| *k != "kind").cloned().collect();
+            fields.sort();
+            let row = docs.iter().find(|(k, _)| *k == kind);
+            let Some((_, doc_fields)) = row else {
+                panic!("docs/cli.md's table of reason kinds lacks `{kind}`")
+            };
+            let mut doc_fields = doc_fields.clone();
+            doc_fields.sort();
+            assert_eq!(doc_fields, fields, "the fields of `{kind}` in docs/cli.md");
+        }
+        assert_eq!(
+            docs.len(),
+            all.len(),
+            "docs/cli.md lists kinds that do not exist"
+        );
+    }
+}

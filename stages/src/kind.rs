@@ -399,3 +399,138 @@ pub(crate) fn parse_params<T: Params>(params: &Value) -> Result<T, StageError> {
     typed.validate().map_err(StageError::Params)?;
     Ok(typed)
 }
+
+#[cfg(test)]
+mod documented_defaults {
+    use super::Kind;
+    use serde_json::{Map, Value};
+
+    /// docs/pipeline.md's table after `<!-- defaults of KIND -->`: each
+    /// row's parameters (backticked in the first cell) and its default
+    /// (the first backticked text of the second cell; `required`; or `—`
+    /// for a default the table describes in words).
+    fn table(kind: &str) -> Vec<(Vec<String>, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/pipeline.md");
+        let text = std::fs::read_to_string(path).expect("docs/pipeline.md");
+        let marker = format!("<!-- defaults of {kind} -->");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let rows: Vec<_> = text
+            .lines()
+            .skip_while(|l| l.trim() != marker)
+            .skip(3)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let names = ticked(cells[1]);
+                let default = match cells[2] {
+                    "required" => "required".to_string(),
+                    c if c.starts_with('—') => "—".to_string(),
+                    c => ticked(c).join(", "),
+                };
+                (names, default)
+            })
+            .collect();
+        assert!(!rows.is_empty(), "docs/pipeline.md has no `{marker}` table");
+        rows
+    }
+
+    /// Every field the kind accepts, from its refusal of an unknown one.
+    fn fields(kind: Kind) -> Vec<String> {
+        let mut probe = Map::new();
+        probe.insert("no-such-parameter".into(), Value::Null);
+        let err = kind.normalize_params(Value::Object(probe)).unwrap_err();
+        let list = err.split("expected one of").nth(1).unwrap_or_else(|| {
+            err.split("expected")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{err}"))
+        });
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn check(kind: Kind, name: &str, required: Value, internal: &[&str]) {
+        let rows = table(name);
+        let base = kind
+            .normalize_params(required.clone())
+            .expect("the required parameters");
+        let mut documented = Vec::new();
+        for (names, default) in &rows {
+            // `betas`, `eps` with `[0.9, 0.999]`, `1.0e-8`: one default each;
+            // `mean`, `std` with `0.5`: one for both.
+            let defaults: Vec<String> = if default.contains(", ") && names.len() > 1 {
+                let yaml = format!("[{default}]");
+                let v: Vec<serde_yaml::Value> = serde_yaml::from_str(&yaml).expect(&yaml);
+                v.iter()
+                    .map(|x| serde_yaml::to_string(x).unwrap())
+                    .collect()
+            } else {
+                vec![default.clone(); names.len()]
+            };
+            for (key, default) in names.iter().zip(defaults) {
+                documented.push(key.clone());
+                match default.as_str() {
+                    "—" => {}
+                    "required" => {
+                        let mut without = required.as_object().unwrap().clone();
+                        without.remove(key);
+                        assert!(
+                            kind.normalize_params(Value::Object(without)).is_err(),
+                            "{name}: `{key}` is documented as required"
+                        );
+                    }
+                    text => {
+                        let v: Value = serde_yaml::from_str(text)
+                            .unwrap_or_else(|e| panic!("{name}.{key}: `{text}`: {e}"));
+                        let mut with = required.as_object().unwrap().clone();
+                        with.insert(key.clone(), v);
+                        let got = kind
+                            .normalize_params(Value::Object(with))
+                            .unwrap_or_else(|e| panic!("{name}.{key}: `{text}`: {e}"));
+                        assert_eq!(
+                            got, base,
+                            "{name}.{key}: docs/pipeline.md says the default is `{text}`"
+                        );
+                    }
+                }
+            }
+        }
+        let mut missing: Vec<String> = fields(kind)
+            .into_iter()
+            .filter(|f| !documented.contains(f) && !internal.contains(&f.as_str()))
+            .collect();
+        missing.sort();
+        assert!(
+            missing.is_empty(),
+            "{name}: docs/pipeline.md does not list {missing:?}"
+        );
+        for d in &documented {
+            assert!(fields(kind).contains(d), "{name}: `{d}` is not a parameter");
+        }
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_code_s() {
+        let none = serde_json::json!({});
+        check(Kind::Download, "download", none.clone(), &[]);
+        check(Kind::Preprocess, "preprocess", none.clone(), &[]);
+        check(Kind::Train, "train", none.clone(), &[]);
+        check(Kind::Evaluate, "evaluate", none.clone(), &[]);
+        check(Kind::Compare, "compare", none, &[]);
+        // `finalists` is written by the tool once the search has finished.
+        check(
+            Kind::Confirm,
+            "confirm",
+            serde_json::json!({"seeds": [101, 102]}),
+            &["finalists"],
+        );
+    }
+}

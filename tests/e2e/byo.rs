@@ -52,6 +52,63 @@ with open(out, "w", encoding="utf-8-sig" if mode == "bom" else "utf-8") as f:
         f.write(str(i) + "," + ",".join("%.6f" % v for v in p) + "\n")
 "#;
 
+/// The bring-your-own-code guide's `train.py` options around
+/// [`CLASSIFY`] (which reads preprocess's splits where `--data` says).
+const TRAIN_PY: &str = r#"import argparse, os, sys
+a = argparse.ArgumentParser()
+a.add_argument("--seed", type=int, required=True)
+a.add_argument("--epochs", type=int, default=5)
+a.add_argument("--data", required=True)
+a.add_argument("--out", required=True)
+o = a.parse_args()
+assert o.data == "outputs/preprocess", o.data
+os.makedirs(os.path.dirname(o.out), exist_ok=True)
+sys.argv = ["classify.py", str(o.seed), o.out, "ok"]
+exec(open("classify.py").read())
+"#;
+
+/// The guide's example, as written, in the tiny study: its command stage
+/// (run through `FMNIST_PIPE_PYTHON`), one evaluation per seed and the
+/// comparison with the trained variants.
+#[test]
+fn the_guide_s_example_runs_as_written() {
+    if byo_project("ok").is_none() {
+        return;
+    }
+    let guide = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/guides/bring-your-own-code.md"
+    ))
+    .unwrap();
+    let block = guide
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("evaluate-pytorch"))
+        .expect("the guide's example");
+    let t = tiny_project(|s| {
+        s.replace(
+            "  compare:\n    kind: compare\n    needs: [evaluate]\n",
+            block,
+        )
+    });
+    t.file("train.py", TRAIN_PY).file("classify.py", CLASSIFY);
+    let run = Run(t
+        .cmd(&["run"])
+        .env("FMNIST_PIPE_PYTHON", "python3")
+        .output()
+        .unwrap())
+    .ok();
+    for seed in 1..=3 {
+        assert!(t
+            .path(&format!(
+                "outputs/evaluate-pytorch@pytorch~seed{seed}/metrics.json"
+            ))
+            .exists());
+    }
+    assert!(run.stdout().contains("pytorch"), "{}", run.stdout());
+}
+
 /// The tiny study, a nearest-mean `cmd` stage with two seeds beside its
 /// trained `main` and `slow`, and one comparison of all three.
 fn byo_project(mode: &str) -> Option<Project> {

@@ -38,12 +38,25 @@ fn appears(path: &std::path::Path) {
     }
 }
 
+/// The job's state as squeue lists it. A query that fails or lists
+/// nothing (slurmctld busy while the whole suite runs) is asked again for
+/// a few seconds before the empty answer is believed.
 fn job_state(id: &str) -> String {
-    let out = Command::new("squeue")
-        .args(["-h", "-t", "all", "-o", "%T", "-j", id])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let mut last = String::new();
+    for _ in 0..25 {
+        let out = Command::new("squeue")
+            .args(["-h", "-t", "all", "-o", "%T", "-j", id])
+            .output()
+            .unwrap();
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !state.is_empty() {
+            return state;
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!("squeue -j {id} listed nothing for 5 s: {last}");
+    String::new()
 }
 
 /// The comparison table without its columns of times and speeds.

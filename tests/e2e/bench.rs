@@ -54,6 +54,9 @@ fn an_epoch_bench_trains_on_the_pipelines_dataset() {
         "{out}"
     );
     if !wide {
-        crate::common::skip("this CPU has no AVX-512: --kernels both measured AVX2 alone");
+        crate::common::skip(
+            crate::common::Lacks::Avx512,
+            "this CPU has no AVX-512: --kernels both measured AVX2 alone",
+        );
     }
 }

@@ -117,7 +117,10 @@ fn byo_project(mode: &str) -> Option<Project> {
         .output()
         .is_err()
     {
-        skip("python3 is not installed: the command stage under test is a Python script");
+        skip(
+            Lacks::Python,
+            "python3 is not installed: the command stage under test is a Python script",
+        );
         return None;
     }
     let t = tiny_project(|s| {
@@ -348,9 +351,12 @@ fn python_with_torch() -> Option<String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        skip(&format!(
-            "{python} has no torch and numpy (FMNIST_PIPE_PYTHON names a Python that has them)"
-        ));
+        skip(
+            Lacks::Torch,
+            &format!(
+                "{python} has no torch and numpy (FMNIST_PIPE_PYTHON names a Python that has them)"
+            ),
+        );
     }
     ok.then_some(python)
 }

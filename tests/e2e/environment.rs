@@ -19,7 +19,10 @@ fn assert_disk_full(r: &Run, action: &str, path: &str) {
 fn full_disk_while_caching_is_reported_and_leaves_the_cache_consistent() {
     let p = Project::with("stages:\n  big:\n    kind: cmd\n    cmd: \"head -c 400000 /dev/zero > big.bin\"\n    outs: [big.bin]\n");
     let Some(mount) = Mount::tmpfs(&p.path("cache"), "256k") else {
-        crate::common::skip("cannot mount a tmpfs here (needs root)");
+        crate::common::skip(
+            crate::common::Lacks::Root,
+            "cannot mount a tmpfs here (needs root)",
+        );
         return;
     };
     assert_disk_full(&p.run(&["run"]), "could not copy into the cache", "big.bin");
@@ -52,7 +55,10 @@ fn download_pipeline(cache: &str, size: usize) -> (String, Vec<u8>) {
 fn cache_and_outputs_on_other_file_systems() {
     let elsewhere = tempfile::tempdir().unwrap();
     let Some(cache_mount) = Mount::tmpfs(&elsewhere.path().join("cache"), "8m") else {
-        crate::common::skip("cannot mount a tmpfs here (needs root)");
+        crate::common::skip(
+            crate::common::Lacks::Root,
+            "cannot mount a tmpfs here (needs root)",
+        );
         return;
     };
     let cache = elsewhere.path().join("cache").display().to_string();
@@ -109,7 +115,10 @@ fn a_full_disk_while_a_stage_writes_exits_3_with_the_path_and_the_fix() {
     fs::create_dir_all(p.path("src")).unwrap();
     fs::write(p.path("src/a.gz"), &body).unwrap();
     let Some(mount) = Mount::tmpfs(&p.path("cache"), "256k") else {
-        crate::common::skip("cannot mount a tmpfs here (needs root)");
+        crate::common::skip(
+            crate::common::Lacks::Root,
+            "cannot mount a tmpfs here (needs root)",
+        );
         return;
     };
     let r = p.run(&["run"]);

@@ -57,8 +57,11 @@ fn run_python(kind: &str, model: &Path, x: &[f32], dir: &Path) -> Option<Vec<f32
             output.as_os_str(),
         ])
         .output();
-    let required =
-        std::env::var("FMNIST_PIPE_REQUIRE_ONNXRUNTIME").is_ok_and(|v| v == "1") && kind == "onnx";
+    let framework = if kind == "onnx" {
+        crate::common::Lacks::OnnxRuntime
+    } else {
+        crate::common::Lacks::Torch
+    };
     match o {
         Ok(o) if o.status.success() => Some(
             fs::read(&output)
@@ -67,17 +70,23 @@ fn run_python(kind: &str, model: &Path, x: &[f32], dir: &Path) -> Option<Vec<f32
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
         ),
-        Ok(o) if o.status.code() == Some(3) && !required => {
-            crate::common::skip(&format!(
-                "the {kind} check: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .trim()
-                    .trim_start_matches("skipped: ")
-            ));
+        Ok(o) if o.status.code() == Some(3) => {
+            crate::common::skip(
+                framework,
+                &format!(
+                    "the {kind} check: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                        .trim()
+                        .trim_start_matches("skipped: ")
+                ),
+            );
             None
         }
-        Err(e) if !required => {
-            crate::common::skip(&format!("the {kind} check: cannot run {python}: {e}"));
+        Err(e) => {
+            crate::common::skip(
+                crate::common::Lacks::Python,
+                &format!("the {kind} check: cannot run {python}: {e}"),
+            );
             None
         }
         other => panic!("{python} failed on the {kind} model: {other:?}"),

@@ -8,7 +8,7 @@
 use learn::nn::optim::{Optimizer, Rule};
 use learn::nn::schedule::{CosineSpec, OneCycleSpec, Schedule, StepSpec};
 
-use crate::common::skip;
+use crate::common::{skip, Lacks};
 
 fn close(ours: f64, theirs: f64, what: &str) {
     let tol = 1e-6 * theirs.abs().max(1e-9);
@@ -29,14 +29,14 @@ fn torch_values() -> Option<serde_json::Value> {
         Ok(o) if o.status.success() => Some(serde_json::from_slice(&o.stdout).unwrap()),
         Ok(o) => {
             let err = String::from_utf8_lossy(&o.stderr);
-            skip(&format!(
+            skip(Lacks::Torch, &format!(
                 "{python} cannot compute the torch reference ({}); FMNIST_PIPE_PYTHON names a Python with torch",
                 err.lines().last().unwrap_or_default()
             ));
             None
         }
         Err(e) => {
-            skip(&format!("cannot run {python}: {e}"));
+            skip(Lacks::Python, &format!("cannot run {python}: {e}"));
             None
         }
     }

@@ -303,7 +303,7 @@ fn the_history_records_the_commit_a_run_started_from() {
         .output()
         .is_err()
     {
-        crate::common::skip("git is not installed");
+        crate::common::skip(crate::common::Lacks::Git, "git is not installed");
         return;
     }
     let p = Project::with(

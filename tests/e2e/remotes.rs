@@ -1,8 +1,8 @@
 //! Remotes carry results between copies of a project: a directory (a
 //! shared file system) and S3 (moto's standalone server on localhost,
-//! where installed; CI sets FMNIST_PIPE_REQUIRE_S3 so it never skips).
+//! where installed; CI sets FMNIST_PIPE_NO_SKIPS so it never skips).
 
-use crate::common::{skip, Project};
+use crate::common::{skip, Lacks, Project};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -160,29 +160,54 @@ fn a_result_whose_objects_are_not_all_here_is_not_pushed() {
     );
 }
 
+/// A push killed in the middle of a run's files leaves no run visible,
+/// and the next push finishes the job. The remote holds a FIFO where one
+/// of the files goes: the push blocks there (reading what the remote
+/// holds), so it is always killed midway, never after it finished.
 #[test]
 fn a_push_killed_midway_shows_nothing_and_the_next_one_finishes() {
     let a = Project::new();
     let remote = a.outside().join("remote");
     fs::create_dir(&remote).unwrap();
-    a.pipeline(&pipeline(&format!("origin: {}", remote.display()), 3000));
+    a.pipeline(&pipeline(&format!("origin: {}", remote.display()), 300));
     a.run(&["run"]).ok();
+    // make's objects, in the order a push sends them (sorted by hash).
+    let sum = fs::read(a.path("sum.txt")).unwrap();
+    let mut hashes: Vec<String> = crate::common::objects(&a)
+        .into_iter()
+        .filter(|o| fs::read(o).unwrap() != sum)
+        .map(|o| {
+            let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+            format!("{}{}", name(o.parent().unwrap()), name(&o))
+        })
+        .collect();
+    hashes.sort();
+    assert_eq!(hashes.len(), 300);
+    let on_remote = |h: &str| remote.join("objects").join(&h[..2]).join(&h[2..]);
+    let stop = hashes.len() / 2;
+    let fifo = on_remote(&hashes[stop]);
+    fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+
     let mut push = a.cmd(&["push"]).stdout(Stdio::null()).spawn().unwrap();
     let until = Instant::now() + Duration::from_secs(60);
-    while all_files(&remote.join("objects")).len() < 10 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(2));
+    while !hashes[..stop].iter().all(|h| on_remote(h).is_file()) {
+        assert!(Instant::now() < until, "the push sent nothing in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
     }
+    assert!(
+        push.try_wait().unwrap().is_none(),
+        "the push waits at the FIFO"
+    );
     push.kill().unwrap();
     push.wait().unwrap();
-    let sent = all_files(&remote.join("objects")).len();
-    if sent >= 3001 {
-        skip("the push finished before it could be killed");
-        return;
-    }
     assert!(
         fs::read_dir(remote.join("runs")).map_or(0, |d| d.count()) == 0,
         "no run is visible before all its objects are"
     );
+    fs::remove_file(&fifo).unwrap();
     // A copy pulling now finds nothing to restore, and nothing broken.
     let b = copy_of(&a);
     b.run(&["pull"]).exits(4).has("not pulled  make");
@@ -274,11 +299,10 @@ fn moto() -> Option<Moto> {
         .stderr(Stdio::null())
         .spawn();
     let Ok(child) = child else {
-        assert!(
-            std::env::var_os("FMNIST_PIPE_REQUIRE_S3").is_none(),
-            "{program} does not start, and FMNIST_PIPE_REQUIRE_S3 is set"
+        skip(
+            Lacks::S3Server,
+            "no S3 server: `pip install 'moto[server]'` provides moto_server",
         );
-        skip("no S3 server: `pip install 'moto[server]'` provides moto_server");
         return None;
     };
     let m = Moto { child, port };

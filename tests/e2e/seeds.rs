@@ -227,7 +227,10 @@ fn a_grid_gets_main_effects_a_pivot_and_a_reference_by_parameters() {
         assert!(curves.contains("(mean of 2 seeds)"), "{curves}");
         assert!(curves.contains("<polygon"), "a band is drawn");
     } else {
-        skip("no font for the charts: the pivot chart is not checked");
+        skip(
+            Lacks::Font,
+            "no font for the charts: the pivot chart is not checked",
+        );
     }
     assert!(t
         .read("outputs/compare/table.md")

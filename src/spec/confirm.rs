@@ -7,9 +7,9 @@
 //! now: before, the confirm stage waits (`run` runs the search first and
 //! loads the pipeline again, as Snakemake does after a checkpoint).
 
-use super::resolve::{
-    merge_override, nest_dotted, Base, Locator, SearchPlan, Settings, Stage, SEARCH_VARIANT,
-};
+use super::locate::Locator;
+use super::pipeline::{Base, SearchPlan, Settings, Stage, SEARCH_VARIANT};
+use super::variants::{merge_override, nest_dotted};
 use super::Resources;
 use crate::error::Result;
 use serde_json::{Map, Value};

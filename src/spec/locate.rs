@@ -4,6 +4,41 @@
 //! serde_yaml keeps no spans once a value is deserialized; block-style YAML
 //! is regular enough that indentation finds the key. Flow-style mappings are
 //! not descended into: the deepest block key found is returned instead.
+//! [`Locator`] turns a key path into a diagnostic at its line; [`suggest`]
+//! finds the name a typo meant.
+
+use crate::error::Diagnostic;
+use std::path::Path;
+
+/// Points a message at a key of the pipeline file.
+pub(super) struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl<'a> Locator<'a> {
+    pub(super) fn new(file: &'a Path, text: &'a str) -> Self {
+        Locator { file, text }
+    }
+
+    pub(super) fn at(&self, path: &[&str], message: String) -> Diagnostic {
+        let d = Diagnostic::new(self.file, message);
+        match locate(self.text, path) {
+            Some((line, col)) => d.at(self.text, line, col),
+            None => d,
+        }
+    }
+}
+
+/// The closest candidate to `name`, if any is close enough to be a typo.
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::osa_distance(name, c), c))
+        .filter(|(d, c)| *d > 0 && *d <= (c.len().max(name.len()) / 3).max(1))
+        .min()
+        .map(|(_, c)| c.to_string())
+}
 
 /// 1-based (line, column) of the deepest key of `path` that could be found.
 pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {

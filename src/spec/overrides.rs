@@ -211,8 +211,8 @@ fn made_names(base: &str, stage: &RawStage) -> Vec<String> {
     if stage.matrix.is_none() && stage.seeds.is_none() {
         return Vec::new();
     }
-    let at: &super::resolve::At<'_> = &|_, message, _| crate::error::Diagnostic::new("", message);
-    let named = super::resolve::named_variants(base, stage, at)
+    let at: &super::variants::At<'_> = &|_, message, _| crate::error::Diagnostic::new("", message);
+    let named = super::variants::named_variants(base, stage, at)
         .ok()
         .flatten();
     let grid = stage

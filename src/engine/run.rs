@@ -8,13 +8,14 @@ use crate::error::{Error, Result};
 use crate::spec::graph::Dag;
 use crate::spec::ExecutorKind;
 use crate::spec::{Pipeline, Stage};
+use crate::state::files::remove_any;
 use crate::state::fingerprint::DirtyReason;
 use crate::state::fingerprint::Fingerprint;
 use crate::state::hash::HashCache;
 use crate::state::ownership::{self, Refusal};
 use crate::state::remote::Fetched;
 use crate::state::runs::{self, RunEntry};
-use crate::state::store::{move_into_place, remove_any, Digest, Record, RestoreError, Store};
+use crate::state::store::{move_into_place, Digest, Record, RestoreError, Store};
 use crate::ui::events::{Event, Failure, Remedy, Summary};
 use stages::asha::{Asha, Known};
 use std::collections::BTreeMap;
@@ -286,7 +287,7 @@ fn drive(
                 let path = grow_path(ctx, i);
                 // Best effort: a training that misses it keeps its threads.
                 let _ =
-                    crate::state::store::write_atomic(&path, format!("{}\n", g.cpus).as_bytes());
+                    crate::state::files::write_atomic(&path, format!("{}\n", g.cpus).as_bytes());
             }
         }
         if running == 0 {
@@ -878,7 +879,7 @@ fn process(
     let who = format!(
         "pid {} on {} ({} in {})",
         std::process::id(),
-        crate::state::store::hostname(),
+        crate::state::record::hostname(),
         stage.name,
         // Absolute: the waiting project may lie anywhere.
         crate::spec::protect::physical(&ctx.pipeline.settings.project_dir).display()
@@ -1515,7 +1516,7 @@ fn execute_stage(
     let bytes = serde_json::to_vec(&job).map_err(|e| {
         StageFailure::Env(Error::Internal(format!("the job of {}: {e}", stage.name)))
     })?;
-    crate::state::store::write_atomic(&job_path, &bytes)
+    crate::state::files::write_atomic(&job_path, &bytes)
         .map_err(|e| StageFailure::Env(Error::io("write the job description", &job_path, e)))?;
     let file = JobFile {
         job: &job,

@@ -9,10 +9,11 @@
 
 use crate::error::Result;
 use crate::spec::Pipeline;
+use crate::state::files::remove_any;
 use crate::state::hash::HashCache;
 use crate::state::ownership;
 use crate::state::runs;
-use crate::state::store::{remove_any, Store};
+use crate::state::store::Store;
 use std::collections::BTreeSet;
 
 /// One thing gc removes or keeps.

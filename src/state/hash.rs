@@ -132,7 +132,7 @@ impl HashCache {
             return;
         };
         if let Ok(bytes) = serde_json::to_vec(&*entries) {
-            let _ = crate::state::store::write_atomic(&self.path, &bytes);
+            let _ = crate::state::files::write_atomic(&self.path, &bytes);
         }
     }
 

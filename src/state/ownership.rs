@@ -4,7 +4,7 @@
 //! when the stage's last (unfinished) run started.
 
 use crate::state::hash::{HashCache, Tree};
-use crate::state::store::Record;
+use crate::state::record::Record;
 use std::fmt;
 use std::path::Path;
 

@@ -15,9 +15,12 @@
 
 use crate::error::{Error, Result};
 use crate::spec::Stage;
+use crate::state::files::write_whole_unsynced;
 use crate::state::fingerprint::Fingerprint;
 use crate::state::hash::is_hash;
-use crate::state::store::{write_whole_unsynced, Digest, Output, Store};
+pub use crate::state::record::paused_key;
+use crate::state::record::{Digest, Output};
+use crate::state::store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -199,13 +202,6 @@ pub fn key(stage: &Stage, fp: &Fingerprint, inputs: &BTreeMap<String, Digest>) -
     };
     let bytes = serde_json::to_vec(&form).expect("a key form always serializes");
     crate::state::hash::hash_bytes(&bytes)
-}
-
-/// The key of a training with the key `key` paused after `epochs`: a
-/// result of its own, never found by a stage that asks for the whole
-/// training (a search's trial asks for it by name).
-pub fn paused_key(key: &str, epochs: usize) -> String {
-    crate::state::hash::hash_bytes(format!("paused\0{key}\0{epochs}").as_bytes())
 }
 
 /// Where the cache files the run `key` (a hash: checked by the callers

@@ -352,7 +352,7 @@ impl fmt::Display for DirtyReason {
                 finished,
                 duration_s,
             } => {
-                let when = crate::state::history::rfc3339(*finished);
+                let when = crate::state::time::rfc3339(*finished);
                 // `2026-12-04 14:02 UTC`
                 let when = format!("{} {} UTC", &when[..10], &when[11..16]);
                 write!(

@@ -1512,7 +1512,7 @@ fn execute_stage(
                 .clone()
         }),
     };
-    let job_path = job_path(ctx.store, &stage.name);
+    let job_path = ctx.store.job_path(&stage.name);
     let bytes = serde_json::to_vec(&job).map_err(|e| {
         StageFailure::Env(Error::Internal(format!("the job of {}: {e}", stage.name)))
     })?;
@@ -1559,12 +1559,6 @@ fn grow_path(ctx: &Ctx<'_>, i: usize) -> PathBuf {
         std::process::id(),
         ctx.pipeline.stages[i].name
     ))
-}
-
-/// Where a built-in stage's job description is written (one run at a time
-/// holds the cache, so the stage's name is enough).
-pub fn job_path(store: &Store, stage: &str) -> PathBuf {
-    store.tmp_dir().join(format!("job-{stage}.json"))
 }
 
 /// Restores a stage's recorded outputs from the cache. Only what is

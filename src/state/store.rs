@@ -99,6 +99,12 @@ impl Store {
         self.home.join("tmp")
     }
 
+    /// Where a built-in stage's job description is written (one run at a
+    /// time holds the project, so the stage's name is enough).
+    pub fn job_path(&self, stage: &str) -> PathBuf {
+        self.tmp_dir().join(format!("job-{stage}.json"))
+    }
+
     /// Where a resumable stage keeps its progress towards the result
     /// `key` (any project, any stage name computing it takes it up).
     pub fn resume_dir(&self, key: &str) -> PathBuf {

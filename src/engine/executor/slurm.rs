@@ -686,7 +686,7 @@ fn sacct(id: &str) -> Option<Seen> {
 pub fn describe(stage: &crate::spec::Stage, store: &crate::state::store::Store) -> String {
     let workdir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let log = store.log_path(&stage.name);
-    let job = crate::engine::run::job_path(store, &stage.name);
+    let job = store.job_path(&stage.name);
     let out = if stage.kind.is_builtin() {
         job.with_extension("out")
     } else {

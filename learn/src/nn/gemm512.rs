@@ -12,7 +12,7 @@
 //! own, so its cache-dependent choice is followed on every machine.
 
 use super::avx512::{row1, row1_masked, rows8, rows8_masked, ADD, SET};
-use super::winograd::with_buffer;
+use super::scratch::with_buffer;
 use rayon::prelude::*;
 use std::cell::RefCell;
 

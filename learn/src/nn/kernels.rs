@@ -5,6 +5,8 @@
 //! Reductions over the batch use fixed chunks summed in order, so results
 //! are bit-identical whatever the thread count.
 
+pub use super::geometry::Conv;
+pub use super::vector::add;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -116,35 +118,7 @@ pub(super) unsafe fn crate_mm(
     }
 }
 
-/// Convolution geometry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
-
 impl Conv {
-    pub fn oh(&self) -> usize {
-        (self.h + 2 * self.pad - self.k) / self.stride + 1
-    }
-    pub fn ow(&self) -> usize {
-        (self.w + 2 * self.pad - self.k) / self.stride + 1
-    }
-    fn ckk(&self) -> usize {
-        self.c * self.k * self.k
-    }
-    fn ohw(&self) -> usize {
-        self.oh() * self.ow()
-    }
-    fn chw(&self) -> usize {
-        self.c * self.h * self.w
-    }
-
     /// cols[((c·k + ki)·k + kj)·ld + oy·ow + ox] = x[c][oy·s + ki − p][ox·s + kj − p]:
     /// one image's columns, its rows `ld` apart (several images side by side).
     fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize) {
@@ -520,12 +494,6 @@ fn sums<const SQ: bool>(x: &[f32], starts: &[usize], len: usize) -> Vec<(f32, f3
         out.extend((0..group.len()).map(|j| (s[j], q[j])));
     }
     out
-}
-
-pub fn add(dst: &mut [f32], src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += s;
-    }
 }
 
 /// Max pooling with a k×k window and stride k (floor).

@@ -9,11 +9,14 @@ pub mod fast;
 #[cfg(target_arch = "x86_64")]
 mod gemm512;
 pub mod generic;
+mod geometry;
 pub mod infer;
 pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod schedule;
+mod scratch;
 pub mod simd;
+pub mod vector;
 mod winograd;

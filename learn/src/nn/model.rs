@@ -3,6 +3,7 @@
 
 use super::kernels::Conv;
 use super::ops::{self, Dev, Param, T2, T4};
+pub use super::vector::Tensor1;
 use dfdx::prelude::*;
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -178,13 +179,6 @@ pub enum Step {
         w: usize,
         b: usize,
     },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor1 {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
 }
 
 /// A model: its layers, its parameters (trainable) and buffers (batch-norm

@@ -22,7 +22,7 @@ pub fn host<S: Shape, T>(t: &Tensor<S, f32, Dev, T>) -> Vec<f32> {
 macro_rules! accumulate {
     ($grads:expr, $ghost:expr, $src:expr) => {{
         let g = $grads.get_or_alloc_mut(&$ghost)?;
-        super::kernels::add(&mut g[..], &$src);
+        super::vector::add(&mut g[..], &$src);
     }};
 }
 
@@ -220,7 +220,7 @@ pub fn conv_block<T: Tape<f32, Dev>>(
     w: usize,
     b: usize,
     blk: Block,
-    buffers: &mut [super::model::Tensor1],
+    buffers: &mut [super::vector::Tensor1],
     train: bool,
 ) -> T4<T> {
     let (x, mut tape) = x.split_tape();

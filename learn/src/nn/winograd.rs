@@ -20,7 +20,8 @@
 //! multiplies). Every sum has a fixed order and each group runs on one
 //! thread, so the results are bit-identical whatever the thread count.
 
-use super::kernels::Conv;
+use super::geometry::Conv;
+use super::scratch::with_buffer;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::{Add, Mul, Sub};
@@ -532,26 +533,6 @@ thread_local! {
     static PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on `len` floats of a per-thread buffer, whose contents are
-/// whatever the last user left. A nested use on the same thread (a rayon
-/// worker that picked up another convolution while waiting) gets a fresh
-/// buffer instead.
-pub(super) fn with_buffer<R>(
-    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
-}
-
 /// The tiling of one convolution over a batch. Images go through in
 /// groups of `L`, one per vector lane, so every transform works on whole
 /// vectors; the zero-bordered planes are held interleaved
@@ -849,7 +830,7 @@ pub fn backward(
     with_buffer(&PARTIALS, tl.groups * per, |partial| {
         group_grads(tl, u, &x[..n * c * hw], dy, groups, partial);
         for p in partial.chunks(per) {
-            super::kernels::add(&mut du, p);
+            super::vector::add(&mut du, p);
         }
     });
     let dw = tl.filter_grads(&du);

@@ -53,7 +53,7 @@ pub struct Finalist {
     pub search_score: f64,
 }
 
-impl crate::kind::Params for ConfirmParams {
+impl crate::context::Params for ConfirmParams {
     fn validate(&self) -> Result<(), String> {
         if self.top == 0 {
             return Err("`top` must be at least 1".into());
@@ -317,7 +317,7 @@ fn render(t: &ConfirmTable) -> Table {
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: ConfirmParams = crate::kind::parse_params(ctx.params)?;
+    let p: ConfirmParams = crate::context::parse_params(ctx.params)?;
     let Some(finals) = &p.finalists else {
         return Err(StageError::Params(format!(
             "{} waits for its search to finish: run the pipeline (the search runs first)",

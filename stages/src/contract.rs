@@ -7,6 +7,7 @@
 
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Fashion-MNIST's classes, by label (the network library's own).
@@ -605,4 +606,51 @@ mod tests {
             "index,source_index,label,predicted,p0,p1,p2"
         );
     }
+}
+
+/// What the search's results are written as.
+pub const SEARCH_FILE: &str = "search.json";
+
+/// One trial as the search left it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrialResult {
+    pub trial: String,
+    pub stage: String,
+    pub values: Map<String, Value>,
+    /// Epochs trained (the rung it stopped at, or all of them).
+    pub epochs: usize,
+    /// Trained to the end (or stopped by its own early stopping).
+    pub complete: bool,
+    /// Validation accuracy after each epoch.
+    pub val_acc: Vec<f64>,
+    /// The best of them: the search's score; none for a failed trial.
+    pub score: Option<f64>,
+    /// The trial's training failed: it has no score and is never ranked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
+    pub best_epoch: usize,
+    pub training_seconds: f64,
+}
+
+/// search.json.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SearchResult {
+    /// The search's parameters, hashed: a `confirm` stage takes its
+    /// finalists only from the search the pipeline declares now.
+    pub identity: String,
+    pub sampler: String,
+    pub seed: u64,
+    pub epochs: usize,
+    pub rungs: Vec<usize>,
+    pub keep: f64,
+    pub metric: String,
+    pub trials: Vec<TrialResult>,
+    /// Complete trials, best score first (ties: trial order).
+    pub ranking: Vec<String>,
+    /// Epochs trained over all trials, and what training every trial to
+    /// the end would have taken.
+    pub epochs_trained: usize,
+    pub epochs_without_early_stopping: usize,
+    /// Training time summed over the trials (one trial's threads at a time).
+    pub training_seconds: f64,
 }

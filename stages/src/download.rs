@@ -110,7 +110,7 @@ fn render(file: &str, attempts: &[Attempt]) -> String {
     s
 }
 
-impl crate::kind::Params for DownloadParams {
+impl crate::context::Params for DownloadParams {
     fn validate(&self) -> Result<(), String> {
         if self.sources.is_empty() {
             return Err("sources is empty: list at least one directory or URL".into());
@@ -132,7 +132,7 @@ impl crate::kind::Params for DownloadParams {
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let params: DownloadParams = crate::kind::parse_params(ctx.params)?;
+    let params: DownloadParams = crate::context::parse_params(ctx.params)?;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(params.timeout_s))
         .timeout_read(Duration::from_secs(params.timeout_s))

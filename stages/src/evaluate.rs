@@ -92,7 +92,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageErro
     serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(path, e))
 }
 
-impl crate::kind::Params for EvaluateParams {
+impl crate::context::Params for EvaluateParams {
     fn validate(&self) -> Result<(), String> {
         if self.batch_size == 0 {
             return Err("batch_size must be at least 1".into());
@@ -279,7 +279,7 @@ fn read_predictions_of(
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: EvaluateParams = crate::kind::parse_params(ctx.params)?;
+    let p: EvaluateParams = crate::context::parse_params(ctx.params)?;
     let device = ctx.device.unwrap_or("cpu");
     check_device(device)?;
     let what = measured(ctx)?;

@@ -3,7 +3,7 @@
 //! its stdout, one JSON object per line. Only the orchestrator writes
 //! records; the process only writes into its staging directory.
 
-use crate::kind::{Input, Kind, Progress, RunContext, StageError};
+use crate::context::{Input, Kind, Progress, RunContext, StageError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cmd;
 pub mod compare;
 pub mod confirm;
+mod context;
 pub mod contract;
 pub mod download;
 pub mod evaluate;
@@ -27,4 +28,4 @@ pub mod search;
 pub mod stats;
 pub mod train;
 
-pub use kind::{Input, Kind, Progress, RunContext, StageError, Upstream};
+pub use context::{Input, Kind, Progress, RunContext, StageError, Upstream};

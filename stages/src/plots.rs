@@ -792,7 +792,7 @@ pub fn file_part(key: &str) -> String {
 
 /// A search's pictures: every trial's validation curve (the rungs as
 /// vertical lines), and the score against each searched parameter.
-pub fn search(dir: &Path, r: &crate::search::SearchResult, keys: &[String]) -> DrawResult {
+pub fn search(dir: &Path, r: &crate::contract::SearchResult, keys: &[String]) -> DrawResult {
     if !font_ready() || r.trials.is_empty() {
         return Ok(());
     }

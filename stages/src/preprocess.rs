@@ -90,7 +90,7 @@ fn find_input(ctx: &RunContext<'_>, name: &str) -> Result<PathBuf, StageError> {
         .unwrap_or_default())
 }
 
-impl crate::kind::Params for PreprocessParams {
+impl crate::context::Params for PreprocessParams {
     fn validate(&self) -> Result<(), String> {
         if !self.mean.is_finite() {
             return Err(format!("mean must be a number, got {}", self.mean));
@@ -118,7 +118,7 @@ impl crate::kind::Params for PreprocessParams {
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let params: PreprocessParams = crate::kind::parse_params(ctx.params)?;
+    let params: PreprocessParams = crate::context::parse_params(ctx.params)?;
     let path = |n: &str| find_input(ctx, n);
     let progress = |m: &str, f: f64| {
         (ctx.progress)(crate::Progress {

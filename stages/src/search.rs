@@ -6,14 +6,12 @@
 //! needs every trial, and runs once the search has settled.
 
 use crate::contract::{EpochRecord, TrainSummary, HISTORY_FILE, REPORT_FILE, TRAIN_SUMMARY_FILE};
+pub use crate::contract::{SearchResult, TrialResult, SEARCH_FILE};
 use crate::html::{escape, head, picture};
 use crate::{Kind, RunContext, StageError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
-
-/// What the search's results are written as.
-pub const SEARCH_FILE: &str = "search.json";
 
 /// The parameters the pipeline gives a search's report stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,57 +37,13 @@ pub struct TrialSpec {
     pub values: Map<String, Value>,
 }
 
-impl crate::kind::Params for SearchParams {
+impl crate::context::Params for SearchParams {
     fn validate(&self) -> Result<(), String> {
         if self.trials.is_empty() {
             return Err("a search has at least one trial".into());
         }
         Ok(())
     }
-}
-
-/// One trial as the search left it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TrialResult {
-    pub trial: String,
-    pub stage: String,
-    pub values: Map<String, Value>,
-    /// Epochs trained (the rung it stopped at, or all of them).
-    pub epochs: usize,
-    /// Trained to the end (or stopped by its own early stopping).
-    pub complete: bool,
-    /// Validation accuracy after each epoch.
-    pub val_acc: Vec<f64>,
-    /// The best of them: the search's score; none for a failed trial.
-    pub score: Option<f64>,
-    /// The trial's training failed: it has no score and is never ranked.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub failed: bool,
-    pub best_epoch: usize,
-    pub training_seconds: f64,
-}
-
-/// search.json.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SearchResult {
-    /// The search's parameters, hashed: a `confirm` stage takes its
-    /// finalists only from the search the pipeline declares now.
-    pub identity: String,
-    pub sampler: String,
-    pub seed: u64,
-    pub epochs: usize,
-    pub rungs: Vec<usize>,
-    pub keep: f64,
-    pub metric: String,
-    pub trials: Vec<TrialResult>,
-    /// Complete trials, best score first (ties: trial order).
-    pub ranking: Vec<String>,
-    /// Epochs trained over all trials, and what training every trial to
-    /// the end would have taken.
-    pub epochs_trained: usize,
-    pub epochs_without_early_stopping: usize,
-    /// Training time summed over the trials (one trial's threads at a time).
-    pub training_seconds: f64,
 }
 
 /// The identity of a search's parameters (their canonical JSON, hashed).
@@ -120,7 +74,7 @@ pub fn ranking(trials: &[TrialResult]) -> Vec<String> {
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: SearchParams = crate::kind::parse_params(ctx.params)?;
+    let p: SearchParams = crate::context::parse_params(ctx.params)?;
     let mut read = Vec::with_capacity(p.trials.len());
     for spec in &p.trials {
         let input = ctx

@@ -98,7 +98,7 @@ fn fail(e: impl ToString) -> StageError {
     StageError::Failed(e.to_string())
 }
 
-impl crate::kind::Params for CompareParams {}
+impl crate::context::Params for CompareParams {}
 
 /// The compared variants (of the evaluate stages `stages`, in order; seed
 /// replicates of one variant count once) and the reference's place among
@@ -151,7 +151,7 @@ struct Evaluated {
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: CompareParams = crate::kind::parse_params(ctx.params)?;
+    let p: CompareParams = crate::context::parse_params(ctx.params)?;
     let inputs: Vec<(&str, &PathBuf)> = ctx
         .inputs
         .iter()

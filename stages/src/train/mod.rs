@@ -317,7 +317,7 @@ pub fn dataset_path(ctx: &RunContext<'_>) -> Result<PathBuf, StageError> {
         })
 }
 
-impl crate::kind::Params for TrainParams {
+impl crate::context::Params for TrainParams {
     /// Values, and the model's shapes for 28x28 Fashion-MNIST images, so a
     /// layer that does not fit is refused before anything runs.
     fn validate(&self) -> Result<(), String> {
@@ -371,7 +371,7 @@ impl crate::kind::Params for TrainParams {
 }
 
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: TrainParams = crate::kind::parse_params(ctx.params)?;
+    let p: TrainParams = crate::context::parse_params(ctx.params)?;
     let device = ctx.device.unwrap_or("cpu");
     check_device(device)?;
     let data =
@@ -1216,7 +1216,7 @@ mod tests {
     /// Out-of-range values of the recipe are refused with the key named.
     #[test]
     fn bad_recipe_values_are_refused_with_the_key() {
-        use crate::kind::Params;
+        use crate::context::Params;
         let bad = |v: serde_json::Value| {
             serde_json::from_value::<TrainParams>(v)
                 .map_err(|e| e.to_string())
@@ -1278,7 +1278,7 @@ mod tests {
         }
         // As written, not as f32 rounds them; and eps above 0.
         let written =
-            |v: serde_json::Value| crate::kind::typed_params::<TrainParams>(v).unwrap_err();
+            |v: serde_json::Value| crate::context::typed_params::<TrainParams>(v).unwrap_err();
         for (v, key) in [
             (
                 serde_json::json!({"ema": {"decay": 0.99999999}}),
@@ -1298,8 +1298,10 @@ mod tests {
             let e = written(v.clone());
             assert!(e.contains(key), "{v}: {e}");
         }
-        crate::kind::typed_params::<TrainParams>(serde_json::json!({"ema": {"decay": 0.9999999}}))
-            .unwrap();
+        crate::context::typed_params::<TrainParams>(
+            serde_json::json!({"ema": {"decay": 0.9999999}}),
+        )
+        .unwrap();
         // Each new key at its default leaves the canonical form as it was.
         let p: TrainParams =
             serde_json::from_value(serde_json::json!({"optimizer": "adam", "label_smoothing": 0}))

@@ -16,7 +16,7 @@ const LATE: &str = r#"
 stages:
   late:
     kind: cmd
-    cmd: "touch started; sleep 1; echo late > late.txt"
+    cmd: "echo $$ > shell.pid; touch started; sleep 1; echo late > late.txt"
     outs: [late.txt]
 "#;
 
@@ -117,8 +117,8 @@ fn a_signal_to_the_orchestrator_alone_stops_its_commands() {
                 "{err}"
             );
         }
-        // Past the moment the command would have written its output.
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // The shell that would write late.txt has ended, so it never will.
+        wait_ended(p.read("shell.pid").trim().parse().unwrap());
         assert!(
             !p.path("late.txt").exists(),
             "SIG{sig}: the command kept running"
@@ -126,6 +126,29 @@ fn a_signal_to_the_orchestrator_alone_stops_its_commands() {
         assert_eq!(p.state_of("late").0, "new", "SIG{sig}");
         p.run(&["run"]).ok();
         assert_eq!(p.read("late.txt"), "late\n");
+    }
+}
+
+/// Waits (at most 10 s) until process `pid` has ended: gone, or a zombie,
+/// which runs nothing more.
+fn wait_ended(pid: u32) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(s)
+                if s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z')) =>
+            {
+                return
+            }
+            Ok(_) => {}
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "process {pid} still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

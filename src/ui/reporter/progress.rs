@@ -1,0 +1,188 @@
+//! Live progress: each stage's line or bar while a run goes, and the
+//! run's summary.
+
+use super::*;
+
+impl Reporter {
+    pub fn event(&mut self, e: Event) {
+        match e {
+            Event::Planned { .. } => {}
+            Event::Started {
+                stage,
+                reason,
+                threads,
+                gpus,
+            } => {
+                // What it was given, where that varies: threads, GPUs.
+                let mut on = Vec::new();
+                if let Some(t) = threads {
+                    on.push(format!("{t} thread{}", if t == 1 { "" } else { "s" }));
+                }
+                if !gpus.is_empty() {
+                    on.push(format!("GPU {}", gpus.join(",")));
+                }
+                let on = if on.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", on.join(", "))
+                };
+                match &reason {
+                    DirtyReason::Interrupted {
+                        resume: Some(crate::state::fingerprint::ResumePoint { epoch, epochs }),
+                    } => self.line(&format!("resuming {stage} from epoch {epoch}/{epochs}{on}")),
+                    _ => self.line(&format!("running  {stage}  ({reason}){on}")),
+                }
+                if let Some((mp, bars)) = &mut self.bars {
+                    let bar = mp.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(stage.clone());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bars.insert(stage, bar);
+                }
+            }
+            Event::Progress {
+                stage,
+                message,
+                fraction,
+                milestone,
+            } => match &self.bars {
+                Some((_, bars)) => {
+                    if let Some(bar) = bars.get(&stage) {
+                        let pct = fraction
+                            .map(|f| format!(" {:>3.0}%", f * 100.0))
+                            .unwrap_or_default();
+                        bar.set_message(format!("{message}{pct}"));
+                    }
+                }
+                None if self.verbose || milestone => {
+                    self.line(&format!("         {stage}: {message}"))
+                }
+                None => {}
+            },
+            Event::Submitted { stage, job } => {
+                self.line(&format!("         {stage}: submitted as Slurm job {job}"));
+            }
+            Event::Cached { stage } => {
+                if self.verbose {
+                    self.line(&format!("fresh    {stage}"));
+                }
+            }
+            Event::Restored { stage, paths, from } => {
+                self.finish_bar(&stage);
+                let from = from.map_or("cache".to_string(), |r| format!("remote `{r}`"));
+                self.line(&format!("restored {stage}  ({} from {from})", paths.join(", ")));
+            }
+            Event::Waiting { stage, holder } => self.line(&format!(
+                "waiting  {stage}  ({holder} is computing the same result; it is restored when done)"
+            )),
+            Event::CacheCorrupt { stage, path } => {
+                self.line(&format!("warning: the cache object for {path} (stage {stage}) is corrupt or missing; it was removed and the stage reruns"));
+            }
+            Event::Finished { stage, elapsed } => {
+                self.finish_bar(&stage);
+                self.line(&format!("done     {stage}  in {}", fmt_duration(elapsed)));
+            }
+            Event::Failed {
+                stage,
+                failure,
+                tail,
+                log,
+            } => {
+                self.finish_bar(&stage);
+                // Continuation lines of the message line up under it.
+                let error = failure_text(&failure);
+                let error = error
+                    .lines()
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n         ");
+                let mut text = format!("FAILED   {stage}: {error}");
+                if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+                    text.push_str("\n         last lines of output:");
+                    for l in tail.lines() {
+                        text.push_str(&format!("\n         | {l}"));
+                    }
+                }
+                if let Some(log) = log {
+                    text.push_str(&format!("\n         full log: {}", log.display()));
+                }
+                self.line(&text);
+            }
+            Event::Interrupted { stage, resume } => {
+                self.finish_bar(&stage);
+                let next = match resume {
+                    Some(r) => format!(
+                        "the next run resumes it after epoch {}/{}",
+                        r.epoch, r.epochs
+                    ),
+                    None => "the next run starts it again".into(),
+                };
+                self.line(&format!("stopped  {stage}  (interrupted; {next})"));
+            }
+            Event::Warning { text } => self.line(&format!("warning: {text}")),
+            Event::Notice { stage, message } => self.line(&format!("         {stage}: {message}")),
+            Event::Skipped {
+                stage,
+                because,
+                failed,
+            } => {
+                let what = if failed { "failed" } else { "was not pulled" };
+                self.line(&format!("skipped  {stage}  (needs {because}, which {what})"));
+            }
+            Event::NotFetched { stage, failure } => {
+                let text = failure_text(&failure).replace('\n', "\n         ");
+                self.line(&format!(
+                    "warning: {stage}: {text}\n         {stage} runs here instead"
+                ));
+            }
+            Event::NotPulled {
+                stage,
+                remote,
+                reason,
+            } => {
+                self.finish_bar(&stage);
+                self.line(&format!(
+                    "not pulled  {stage}  (stale here: {reason}; remote `{remote}` has no result for it)"
+                ));
+            }
+        }
+    }
+
+    fn finish_bar(&mut self, stage: &str) {
+        if let Some((mp, bars)) = &mut self.bars {
+            if let Some(bar) = bars.remove(stage) {
+                bar.finish_and_clear();
+                mp.remove(&bar);
+            }
+        }
+    }
+
+    pub fn summary(&mut self, s: &Summary) {
+        let mut parts = vec![format!("{} ran", s.ran), format!("{} cached", s.cached)];
+        if s.restored > 0 {
+            parts.push(format!("{} restored", s.restored));
+        }
+        parts.push(format!("{} failed", s.failed));
+        if s.interrupted > 0 {
+            parts.push(format!("{} interrupted", s.interrupted));
+        }
+        if s.skipped > 0 {
+            parts.push(format!("{} skipped", s.skipped));
+        }
+        if s.not_pulled > 0 {
+            parts.push(format!("{} not pulled", s.not_pulled));
+        }
+        if s.not_started > 0 && s.interrupted > 0 {
+            parts.push(format!("{} not started", s.not_started));
+        } else if s.not_started > 0 {
+            parts.push(format!(
+                "{} not started (use --keep-going to run them)",
+                s.not_started
+            ));
+        }
+        self.line(&format!("{} in {}", parts.join(", "), fmt_duration(s.wall)));
+    }
+}

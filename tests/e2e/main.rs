@@ -17,6 +17,7 @@ mod freshness;
 mod history;
 mod hostile;
 mod interrupts;
+mod layout;
 mod load_errors;
 mod predict;
 mod recipe;

@@ -31,8 +31,13 @@ fn modules(dir: &Path) -> BTreeMap<Module, String> {
                     m.pop();
                 }
                 let text = fs::read_to_string(&p).unwrap();
-                // What tests use is not part of the layout.
-                let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+                // What test modules use is not part of the layout (a
+                // `#[cfg(test)]` item elsewhere in the file is).
+                let code = text
+                    .split("#[cfg(test)]\nmod ")
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 out.insert(m, code);
             }
         }
@@ -237,7 +242,14 @@ fn the_circle_finder_finds_circles_through_every_kind_of_path() {
         ("", "mod a;"),
         ("a", "mod k; use self::k::Z;"),
         ("a/k", "use super::super::a::W;\n// use crate::b::X;\n"),
-        ("b", "#[cfg(test)]\nuse crate::a::Y;"),
+        ("b", "#[cfg(test)]\nmod tests {\n    use crate::a::Y;\n}\n"),
     ]);
     assert!(circles(&edges(&g)).is_empty());
+    // A test-only item before the code does not hide the code after it.
+    let g = m(&[
+        ("", "mod a; mod b;"),
+        ("a", "use crate::b::X;"),
+        ("b", "#[cfg(test)]\nfn only() {}\nuse crate::a::Y;"),
+    ]);
+    assert_eq!(circles(&edges(&g)).len(), 1);
 }

@@ -107,6 +107,8 @@ pub(super) fn declared_variants(
     let grid_err =
         |e: grid::GridError| at(&e.path, format!("stage `{name}`: {}", e.message), e.help);
     let named = named_variants(name, rs, &at)?;
+    // Checked below, once the stage's shape errors are out of the way.
+    let declared = named.clone().filter(|_| rs.kind != Kind::Cmd);
     let grid = match &rs.matrix {
         None => None,
         Some(m) => Some(grid::points(&m.0).map_err(grid_err)?),
@@ -157,10 +159,8 @@ pub(super) fn declared_variants(
     let Some(variants) = variants else {
         return Ok(None);
     };
-    if rs.kind != Kind::Cmd {
-        if let Some(named) = named_variants(name, rs, &at)? {
-            check_changes(name, rs, params, &named, &at)?;
-        }
+    if let Some(declared) = &declared {
+        check_changes(name, rs, params, declared, &at)?;
     }
     let mut out = Vec::with_capacity(variants.len());
     for mut v in variants {
@@ -188,18 +188,20 @@ pub(super) fn check_changes(
     named: &[grid::Pending],
     at: &At<'_>,
 ) -> Result<()> {
-    let plain = |v: &grid::Pending| grid::Pending {
-        name: v.name.clone(),
-        path: v.path.clone(),
-        over: Map::new(),
+    let Some(first) = named.first() else {
+        return Ok(());
     };
+    // The stage's params as a variant without overrides reads them.
+    let plain = grid::Pending {
+        over: Map::new(),
+        ..first.clone()
+    };
+    let mut base = String::new();
+    canonical_text(&merge_variant(name, rs, params, &plain, at)?, &mut base);
     for v in named.iter().filter(|v| !v.over.is_empty()) {
-        let base = merge_variant(name, rs, params, &plain(v), at)?;
-        let changed = merge_variant(name, rs, params, v, at)?;
-        let (mut a, mut b) = (String::new(), String::new());
-        canonical_text(&base, &mut a);
-        canonical_text(&changed, &mut b);
-        if a == b {
+        let mut changed = String::new();
+        canonical_text(&merge_variant(name, rs, params, v, at)?, &mut changed);
+        if changed == base {
             return Err(at(
                 &v.path,
                 format!(

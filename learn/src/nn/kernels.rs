@@ -6,7 +6,7 @@
 //! are bit-identical whatever the thread count.
 
 pub use super::geometry::Conv;
-pub use super::vector::add;
+use super::vector::add;
 use gemm::Parallelism;
 use rayon::prelude::*;
 

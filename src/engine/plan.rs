@@ -115,6 +115,14 @@ impl Planner<'_> {
         self.pipeline.settings.project_dir.join(rel)
     }
 
+    /// What a search trial's outputs say of its training: the validation
+    /// accuracy of each epoch, and whether it finished (None: unreadable).
+    pub fn trial_progress(&self, stage: &Stage) -> Option<stages::asha::Known> {
+        let dir = self.path(stage.outs.first()?);
+        stages::train::progress_of(&dir)
+            .map(|(val_acc, finished)| stages::asha::Known { val_acc, finished })
+    }
+
     /// Where a resumable stage computing `key` would take up again.
     pub fn resume_point(&self, stage: &Stage, key: &str) -> Option<ResumePoint> {
         if !stage.kind.resumes() {

@@ -127,6 +127,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Whether stage `i` is one of a search's trials.
+    pub fn is_trial(&self, i: usize) -> bool {
+        self.searches.iter().any(|s| s.trials.contains(&i))
+    }
+
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.name == name)
     }

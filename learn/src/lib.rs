@@ -9,6 +9,7 @@ pub mod data;
 pub mod export;
 pub mod nn;
 pub mod predict;
+pub mod train;
 
 /// Fashion-MNIST's classes, in label order.
 pub const CLASSES: usize = 10;

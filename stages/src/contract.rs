@@ -34,17 +34,7 @@ pub const TABLE_FILE: &str = "table.json";
 pub const REPORT_FILE: &str = "index.html";
 
 /// One epoch of the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub lr: f32,
-    pub seconds: f64,
-    pub img_per_s: f64,
-}
+pub use learn::train::EpochRecord;
 
 /// train.json.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 //! Adam with L2, and the label-smoothed loss with its gradient, each
 //! within 1e-6 relative.
 
-use learn::nn::optim::{Optimizer, Rule};
+use learn::nn::optim::Rule;
 use learn::nn::schedule::{CosineSpec, OneCycleSpec, Schedule, StepSpec};
 
 use crate::common::{skip, Lacks};
@@ -94,7 +94,7 @@ fn the_recipe_agrees_with_pytorch() {
             0.01,
         ),
     ] {
-        let mut o = Optimizer::with_rule(rule, &[2], 0.1, (0.9, 0.999), 1e-8, wd);
+        let mut o = learn::nn::optim::build(rule, &[2], 0.1, (0.9, 0.999), 1e-8, wd);
         let mut p = vec![vec![1.0f32, -2.0]];
         for g in &grads {
             o.step(&mut p, g);

@@ -20,126 +20,183 @@ pub enum Rule {
     Sgd { momentum: f32, nesterov: bool },
 }
 
-#[derive(Debug, Clone)]
-pub struct Optimizer {
-    pub lr: f32,
-    pub rule: Rule,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    step: i32,
-    /// Adam's first moments, or SGD's momentum buffers.
-    m: Vec<Vec<f32>>,
-    /// Adam's second moments (empty for SGD).
-    v: Vec<Vec<f32>>,
+/// An update rule over the weights, layer by layer. What a training
+/// saves to resume is its [`State`].
+pub trait Optimizer: Send {
+    /// The learning rate of the next step.
+    fn lr(&self) -> f32;
+    /// Sets the learning rate (a schedule, a plateau).
+    fn set_lr(&mut self, lr: f32);
+    /// One update of `params` by `grads`.
+    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]);
+    /// The step count and the state vectors, to save them.
+    fn state(&self) -> State;
+    /// Puts back saved state; refuses state of other shapes.
+    fn restore(&mut self, state: State) -> Result<(), String>;
 }
 
-/// The former name of the optimizer: Adam is one rule of it.
-pub type Adam = Optimizer;
+/// An optimizer's state between steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub step: i32,
+    /// Adam's first moments, or SGD's momentum buffers.
+    pub first: Vec<Vec<f32>>,
+    /// Adam's second moments (empty for SGD).
+    pub second: Vec<Vec<f32>>,
+}
+
+impl State {
+    fn zeros(sizes: &[usize], second: bool) -> State {
+        let zeros = || sizes.iter().map(|&n| vec![0.0; n]).collect::<Vec<_>>();
+        State {
+            step: 0,
+            first: zeros(),
+            second: if second {
+                zeros()
+            } else {
+                sizes.iter().map(|_| Vec::new()).collect()
+            },
+        }
+    }
+
+    /// `saved`, where its vectors have the shapes of this state's.
+    fn replace(&mut self, saved: State) -> Result<(), String> {
+        let shapes = |x: &[Vec<f32>]| x.iter().map(Vec::len).collect::<Vec<_>>();
+        if shapes(&saved.first) != shapes(&self.first)
+            || shapes(&saved.second) != shapes(&self.second)
+        {
+            return Err("the saved optimizer state does not fit this model".into());
+        }
+        *self = saved;
+        Ok(())
+    }
+}
+
+/// The optimizer `rule` names, over layers of `sizes`.
+pub fn build(
+    rule: Rule,
+    sizes: &[usize],
+    lr: f32,
+    betas: (f32, f32),
+    eps: f32,
+    weight_decay: f32,
+) -> Box<dyn Optimizer> {
+    let settings = AdamSettings {
+        lr,
+        beta1: betas.0,
+        beta2: betas.1,
+        eps,
+        weight_decay,
+    };
+    match rule {
+        Rule::Adam => Box::new(Adam {
+            settings,
+            state: State::zeros(sizes, true),
+        }),
+        Rule::AdamW => Box::new(AdamW {
+            settings,
+            state: State::zeros(sizes, true),
+        }),
+        Rule::Sgd { momentum, nesterov } => Box::new(Sgd {
+            lr,
+            momentum,
+            nesterov,
+            weight_decay,
+            state: State::zeros(sizes, false),
+        }),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AdamSettings {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+}
+
+/// torch.optim.Adam: `weight_decay` is L2, added to the gradient.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    settings: AdamSettings,
+    state: State,
+}
+
+/// torch.optim.AdamW: the weights shrink by `lr · weight_decay` first.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    settings: AdamSettings,
+    state: State,
+}
+
+/// torch.optim.SGD(momentum, nesterov, dampening=0): `weight_decay` is L2.
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    lr: f32,
+    momentum: f32,
+    nesterov: bool,
+    weight_decay: f32,
+    state: State,
+}
 
 const CH: usize = 1 << 14;
 
-impl Optimizer {
-    /// Adam, as before the other rules existed.
-    pub fn new(sizes: &[usize], lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32) -> Self {
-        Self::with_rule(Rule::Adam, sizes, lr, betas, eps, weight_decay)
-    }
-
-    pub fn with_rule(
-        rule: Rule,
-        sizes: &[usize],
-        lr: f32,
-        betas: (f32, f32),
-        eps: f32,
-        weight_decay: f32,
-    ) -> Self {
-        let zeros = || sizes.iter().map(|&n| vec![0.0; n]).collect::<Vec<_>>();
-        let v = match rule {
-            Rule::Sgd { .. } => sizes.iter().map(|_| Vec::new()).collect(),
-            _ => zeros(),
-        };
-        Optimizer {
-            lr,
-            rule,
-            beta1: betas.0,
-            beta2: betas.1,
-            eps,
-            weight_decay,
-            step: 0,
-            m: zeros(),
-            v,
+impl Adam {
+    pub fn new(sizes: &[usize], lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32) -> Adam {
+        Adam {
+            settings: AdamSettings {
+                lr,
+                beta1: betas.0,
+                beta2: betas.1,
+                eps,
+                weight_decay,
+            },
+            state: State::zeros(sizes, true),
         }
     }
+}
 
-    /// The step count and the state vectors (to save them).
-    pub fn moments(&self) -> (i32, &[Vec<f32>], &[Vec<f32>]) {
-        (self.step, &self.m, &self.v)
-    }
-
-    /// Puts back saved state; refuses state of other shapes.
-    pub fn restore(&mut self, step: i32, m: Vec<Vec<f32>>, v: Vec<Vec<f32>>) -> Result<(), String> {
-        let shapes = |x: &[Vec<f32>]| x.iter().map(Vec::len).collect::<Vec<_>>();
-        if shapes(&m) != shapes(&self.m) || shapes(&v) != shapes(&self.v) {
-            return Err("the saved optimizer state does not fit this model".into());
+/// The optimizer's lr and state, where each type keeps them.
+macro_rules! common {
+    ($lr:ident $(. $f:ident)*) => {
+        fn lr(&self) -> f32 {
+            self.$lr$(.$f)*
         }
-        (self.step, self.m, self.v) = (step, m, v);
-        Ok(())
-    }
-
-    pub fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
-        self.step += 1;
-        match self.rule {
-            Rule::Adam | Rule::AdamW => self.adam_step(params, grads),
-            Rule::Sgd { momentum, nesterov } => self.sgd_step(params, grads, momentum, nesterov),
+        fn set_lr(&mut self, lr: f32) {
+            self.$lr$(.$f)* = lr;
         }
-    }
-
-    fn adam_step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let decoupled = self.rule == Rule::AdamW;
-        // L2 enters the gradient; AdamW's decay shrinks the weights instead.
-        let (l2, shrink) = if decoupled {
-            (0.0, 1.0 - self.lr * self.weight_decay)
-        } else {
-            (self.weight_decay, 1.0)
-        };
-        let c1 = 1.0 - b1.powi(self.step);
-        let c2 = 1.0 - b2.powi(self.step);
-        let lr = self.lr / c1;
-        let inv_c2 = 1.0 / c2;
-        for (((p, g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            p.par_chunks_mut(CH)
-                .zip(g.par_chunks(CH))
-                .zip(m.par_chunks_mut(CH))
-                .zip(v.par_chunks_mut(CH))
-                .for_each(|(((p, g), m), v)| {
-                    let k = AdamChunk {
-                        b1,
-                        b2,
-                        eps,
-                        l2,
-                        shrink,
-                        lr,
-                        inv_c2,
-                    };
-                    if decoupled {
-                        k.apply::<true>(p, g, m, v);
-                    } else {
-                        k.apply::<false>(p, g, m, v);
-                    }
-                });
+        fn state(&self) -> State {
+            self.state.clone()
         }
-    }
+        fn restore(&mut self, state: State) -> Result<(), String> {
+            self.state.replace(state)
+        }
+    };
+}
 
-    fn sgd_step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>], mu: f32, nesterov: bool) {
-        let (lr, wd) = (self.lr, self.weight_decay);
-        for ((p, g), b) in params.iter_mut().zip(grads).zip(&mut self.m) {
+impl Optimizer for Adam {
+    common!(settings.lr);
+    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
+        self.state.step += 1;
+        adam_step::<false>(self.settings, &mut self.state, params, grads);
+    }
+}
+
+impl Optimizer for AdamW {
+    common!(settings.lr);
+    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
+        self.state.step += 1;
+        adam_step::<true>(self.settings, &mut self.state, params, grads);
+    }
+}
+
+impl Optimizer for Sgd {
+    common!(lr);
+    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
+        self.state.step += 1;
+        let (lr, wd, mu, nesterov) = (self.lr, self.weight_decay, self.momentum, self.nesterov);
+        for ((p, g), b) in params.iter_mut().zip(grads).zip(&mut self.state.first) {
             p.par_chunks_mut(CH)
                 .zip(g.par_chunks(CH))
                 .zip(b.par_chunks_mut(CH))
@@ -155,6 +212,49 @@ impl Optimizer {
                     }
                 });
         }
+    }
+}
+
+/// Adam's update (AdamW's when `DECOUPLED`), the step already counted.
+fn adam_step<const DECOUPLED: bool>(
+    s: AdamSettings,
+    state: &mut State,
+    params: &mut [Vec<f32>],
+    grads: &[Vec<f32>],
+) {
+    let (b1, b2, eps) = (s.beta1, s.beta2, s.eps);
+    // L2 enters the gradient; AdamW's decay shrinks the weights instead.
+    let (l2, shrink) = if DECOUPLED {
+        (0.0, 1.0 - s.lr * s.weight_decay)
+    } else {
+        (s.weight_decay, 1.0)
+    };
+    let c1 = 1.0 - b1.powi(state.step);
+    let c2 = 1.0 - b2.powi(state.step);
+    let lr = s.lr / c1;
+    let inv_c2 = 1.0 / c2;
+    for (((p, g), m), v) in params
+        .iter_mut()
+        .zip(grads)
+        .zip(&mut state.first)
+        .zip(&mut state.second)
+    {
+        p.par_chunks_mut(CH)
+            .zip(g.par_chunks(CH))
+            .zip(m.par_chunks_mut(CH))
+            .zip(v.par_chunks_mut(CH))
+            .for_each(|(((p, g), m), v)| {
+                let k = AdamChunk {
+                    b1,
+                    b2,
+                    eps,
+                    l2,
+                    shrink,
+                    lr,
+                    inv_c2,
+                };
+                k.apply::<DECOUPLED>(p, g, m, v);
+            });
     }
 }
 
@@ -319,7 +419,7 @@ mod tests {
     fn adamw_and_sgd_nesterov_match_their_definitions() {
         let grads = [vec![vec![0.5f32, -1.0]], vec![vec![0.25f32, 2.0]]];
         // AdamW, lr 0.1, wd 0.1: p ← p(1 − 0.01), then Adam without L2.
-        let mut w = Optimizer::with_rule(Rule::AdamW, &[2], 0.1, (0.9, 0.999), 1e-8, 0.1);
+        let mut w = build(Rule::AdamW, &[2], 0.1, (0.9, 0.999), 1e-8, 0.1);
         let mut p = vec![vec![1.0f32, -2.0]];
         w.step(&mut p, &grads[0]);
         // Step 1: shrink to (0.99, −1.98), then −0.1·sign(g).
@@ -350,7 +450,7 @@ mod tests {
             momentum: 0.9,
             nesterov: true,
         };
-        let mut s = Optimizer::with_rule(rule, &[2], 0.1, (0.9, 0.999), 1e-8, 0.01);
+        let mut s = build(rule, &[2], 0.1, (0.9, 0.999), 1e-8, 0.01);
         let mut p = vec![vec![1.0f32, -2.0]];
         s.step(&mut p, &grads[0]);
         // g = (0.51, −1.02); b = g; d = g + 0.9 b = 1.9 g.

@@ -7,21 +7,16 @@ use crate::contract::{
 };
 use crate::runtime::{check_device, tune_allocator};
 use crate::{Kind, Progress, RunContext, StageError};
-use dfdx::prelude::*;
 use learn::data::augment::{self, Augment};
-use learn::data::batch::Batcher;
 use learn::data::dataset::Dataset;
 use learn::nn::checkpoint;
-use learn::nn::fast::Trainer;
-use learn::nn::generic::{Flat, Net};
-use learn::nn::infer::{predict, score, Backend, Engine, Logits};
 use learn::nn::model::{Knobs, Model, ModelSpec};
 use learn::nn::ops::Dev;
-use learn::nn::optim::{clip_global_norm, Optimizer, Rule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub mod resume;
+pub use learn::train::state as resume;
+pub use learn::train::{fit, Event, Learner, Plan, Recipe, StartOver, Threads, TrainReport};
 use std::time::Instant;
 
 /// ReduceLROnPlateau's settings (the older `plateau` key, and
@@ -392,15 +387,17 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let report = pool
         .install(|| {
             train_on(
-                device,
                 &mut model,
                 &data,
                 &p,
-                ctx.threads,
                 ctx.progress,
-                ctx.resume,
-                ctx.stop_after,
-                ctx.grow,
+                &TrainOn {
+                    device,
+                    threads: ctx.threads,
+                    resume: ctx.resume,
+                    stop_after: ctx.stop_after,
+                    grow: ctx.grow,
+                },
             )
         })
         .map_err(StageError::Failed)?;
@@ -454,285 +451,107 @@ pub fn progress_of(dir: &Path) -> Option<(Vec<f64>, bool)> {
     Some((history.iter().map(|h| h.val_acc).collect(), !summary.paused))
 }
 
-use resume::Snapshot;
-
-pub struct TrainReport {
-    pub history: Vec<EpochRecord>,
-    pub best_epoch: usize,
-    pub best_val_acc: f64,
-    pub stopped_early: bool,
-    /// Epochs taken over from an interrupted run (0 when none).
-    pub resumed_epochs: usize,
-    /// Stopped at `stop_after`, short of `epochs`: a later run goes on.
-    pub paused: bool,
-}
-
-/// How a learner updates the weights, beyond the gradients themselves.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recipe {
-    pub rule: Rule,
-    pub lr: f32,
-    pub betas: (f32, f32),
-    pub eps: f32,
-    pub weight_decay: f32,
-    /// CrossEntropyLoss's label_smoothing.
-    pub label_smoothing: f32,
-    /// Clip the gradients' global norm to this.
-    pub grad_clip: Option<f32>,
-    /// Average the weights with this decay.
-    pub ema: Option<f32>,
-}
-
-impl Recipe {
-    /// Adam with PyTorch's defaults and nothing else.
-    pub fn adam(lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32) -> Recipe {
-        Recipe {
-            rule: Rule::Adam,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            label_smoothing: 0.0,
-            grad_clip: None,
-            ema: None,
-        }
-    }
-
-    pub fn of(p: &TrainParams) -> Recipe {
-        Recipe {
-            rule: p.rule(),
-            lr: p.lr,
-            betas: (p.betas[0], p.betas[1]),
-            eps: p.eps,
-            weight_decay: p.weight_decay,
-            label_smoothing: p.label_smoothing,
-            grad_clip: p.grad_clip,
-            ema: p.ema.as_ref().map(|e| e.decay),
-        }
+/// How the training updates the weights.
+pub fn recipe(p: &TrainParams) -> Recipe {
+    Recipe {
+        rule: p.rule(),
+        lr: p.lr,
+        betas: (p.betas[0], p.betas[1]),
+        eps: p.eps,
+        weight_decay: p.weight_decay,
+        label_smoothing: p.label_smoothing,
+        grad_clip: p.grad_clip,
+        ema: p.ema.as_ref().map(|e| e.decay),
     }
 }
 
-/// An exponential moving average of the weights and of the batch-norm
-/// statistics (as timm's ModelEma keeps every entry of the state), updated
-/// after every step: `avg = decay · avg + (1 − decay) · current`, starting
-/// from the initial weights.
-pub struct Ema<D: Backend> {
-    pub decay: f32,
-    pub params: Vec<Vec<f32>>,
-    pub buffers: Vec<Vec<f32>>,
-    /// The averaged weights on the device, for validation.
-    tensors: Vec<Flat<D>>,
-}
-
-fn blend(avg: &mut [Vec<f32>], now: &[Vec<f32>], decay: f32) {
-    use rayon::prelude::*;
-    for (a, n) in avg.iter_mut().zip(now) {
-        a.par_chunks_mut(1 << 14)
-            .zip(n.par_chunks(1 << 14))
-            .for_each(|(a, n)| {
-                for (x, y) in a.iter_mut().zip(n) {
-                    *x = decay * *x + (1.0 - decay) * *y;
-                }
-            });
+/// What the loop is asked to do.
+pub fn plan(p: &TrainParams) -> Plan<'_> {
+    Plan {
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        max_batches: p.max_batches,
+        seed: p.seed,
+        augment: &p.augment,
+        lr: p.lr,
+        schedule: p.schedule(),
+        patience: p.early_stopping.as_ref().map(|e| e.patience),
     }
 }
 
-/// The optimizer's state: master weights, their dfdx tensors, the
-/// optimizer, the averaged weights, and the device (whose generator
-/// drives dropout).
-pub struct Learner<D: Backend = Dev> {
-    pub dev: D,
-    pub master: Vec<Vec<f32>>,
-    pub tensors: Vec<Flat<D>>,
-    pub opt: Optimizer,
-    pub ema: Option<Ema<D>>,
-    pub label_smoothing: f32,
-    pub grad_clip: Option<f32>,
-    /// Values drawn from the device's generator so far (dropout).
-    pub draws: u64,
-    pub engine: Engine<D>,
-    /// The fast kernels' step state (`cpu` only).
-    fast: Option<Trainer>,
-}
-
-impl Learner<Dev> {
-    /// On the CPU, its generator seeded with `seed`, with Adam.
-    pub fn new(
-        model: &Model,
-        seed: u64,
-        lr: f32,
-        betas: (f32, f32),
-        eps: f32,
-        weight_decay: f32,
-    ) -> Learner<Dev> {
-        let recipe = Recipe::adam(lr, betas, eps, weight_decay);
-        Learner::on(Dev::seed_from_u64(seed), "cpu", model, &recipe)
-    }
-}
-
-impl<D: Backend> Learner<D> {
-    /// On `dev` (seeded by whoever made it), computing as `device` says
-    /// (`cpu`: the fast kernels where `dev` has them; else the generic
-    /// path), updating as `recipe` says.
-    pub fn on(dev: D, device: &str, model: &Model, recipe: &Recipe) -> Learner<D> {
-        let master: Vec<Vec<f32>> = model.params.iter().map(|t| t.data.clone()).collect();
-        let tensors = Net::upload(model, &dev);
-        let sizes: Vec<usize> = master.iter().map(Vec::len).collect();
-        let opt = Optimizer::with_rule(
-            recipe.rule,
-            &sizes,
-            recipe.lr,
-            recipe.betas,
-            recipe.eps,
-            recipe.weight_decay,
-        );
-        let engine = Engine::new(device, model, &dev);
-        let ema = recipe.ema.map(|decay| Ema {
-            decay,
-            params: master.clone(),
-            buffers: model.buffers.iter().map(|b| b.data.clone()).collect(),
-            tensors: Net::upload(model, &dev),
-        });
-        Learner {
-            dev,
-            master,
-            tensors,
-            opt,
-            ema,
-            label_smoothing: recipe.label_smoothing,
-            grad_clip: recipe.grad_clip,
-            draws: 0,
-            fast: matches!(engine, Engine::Fast).then(Trainer::default),
-            engine,
+/// The loop's events, worded as the stage's progress.
+fn told(progress: &(dyn Fn(Progress) + Sync), event: Event) {
+    let (message, fraction, notice, milestone) = match event {
+        Event::StartsOver(StartOver::Damaged(why)) => (
+            format!("the saved training state is damaged ({why}); training starts over from epoch 1"),
+            None,
+            true,
+            false,
+        ),
+        Event::StartsOver(StartOver::DoesNotFit(why)) => (
+            format!("the saved training state does not fit this training ({why}); training starts over from epoch 1"),
+            None,
+            true,
+            false,
+        ),
+        Event::Resumed { done, epochs } => (
+            format!("resuming from epoch {done}/{epochs}"),
+            Some(done as f64 / epochs as f64),
+            false,
+            false,
+        ),
+        Event::Grown { threads } => (
+            format!("now on {threads} threads (a core came free)"),
+            None,
+            false,
+            true,
+        ),
+        Event::Batch {
+            epoch,
+            epochs,
+            batch,
+            batches,
+            last_val_acc,
+            loss,
+            img_per_s,
+            eta_s,
+            fraction,
+        } => {
+            // The last epoch's validation accuracy stays in the live line.
+            let val = last_val_acc.map_or(String::new(), |v| format!(" (val acc {:.2}%)", v * 100.0));
+            (
+                format!("epoch {epoch}/{epochs}{val} batch {batch}/{batches} loss {loss:.4} {img_per_s:.0} img/s ETA {eta_s:.0}s"),
+                Some(fraction),
+                false,
+                false,
+            )
         }
-    }
-
-    /// The weights validation and the best epoch use: the averaged ones
-    /// with `ema`, else the current ones. With `ema`, the model's
-    /// batch-norm buffers are swapped with the averaged ones until
-    /// [`Self::after_validation`] swaps them back.
-    fn for_validation(&mut self, model: &mut Model) {
-        if let Some(e) = self.ema.as_mut() {
-            for (t, m) in e.tensors.iter_mut().zip(&e.params) {
-                t.copy_from(m);
-            }
-            for (b, avg) in model.buffers.iter_mut().zip(e.buffers.iter_mut()) {
-                std::mem::swap(&mut b.data, avg);
-            }
-        }
-    }
-
-    /// The weights on the device that validation uses.
-    fn validation_weights(&self) -> &[Flat<D>] {
-        self.ema.as_ref().map_or(&self.tensors, |e| &e.tensors)
-    }
-
-    fn after_validation(&mut self, model: &mut Model) {
-        if let Some(e) = self.ema.as_mut() {
-            for (b, avg) in model.buffers.iter_mut().zip(e.buffers.iter_mut()) {
-                std::mem::swap(&mut b.data, avg);
-            }
-        }
-    }
-
-    /// The weights and buffers validation used, as the best epoch keeps
-    /// them; only between [`Self::for_validation`] and
-    /// [`Self::after_validation`] (the model holds the buffers it used).
-    fn snapshot(&self, model: &Model) -> Snapshot {
-        let weights = self.ema.as_ref().map_or(&self.master, |e| &e.params);
-        (
-            weights.clone(),
-            model.buffers.iter().map(|b| b.data.clone()).collect(),
-        )
-    }
-
-    /// After a step's gradients: clip, update, average.
-    fn apply(&mut self, model: &Model, grads: &mut [Vec<f32>]) {
-        if let Some(max) = self.grad_clip {
-            clip_global_norm(grads, max);
-        }
-        self.opt.step(&mut self.master, grads);
-        for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
-            t.copy_from(m);
-        }
-        if let Some(e) = self.ema.as_mut() {
-            blend(&mut e.params, &self.master, e.decay);
-            let now: Vec<Vec<f32>> = model.buffers.iter().map(|b| b.data.clone()).collect();
-            blend(&mut e.buffers, &now, e.decay);
-        }
-    }
-
-    /// Takes up a saved state: weights, buffers, optimizer, and the
-    /// generator advanced past the values already drawn.
-    fn restore(&mut self, model: &mut Model, saved: &resume::Saved) -> Result<(), String> {
-        let fits = |a: &[Vec<f32>], b: &[Vec<f32>]| {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len())
-        };
-        let buffers: Vec<Vec<f32>> = model.buffers.iter().map(|b| b.data.clone()).collect();
-        if !fits(&saved.master, &self.master) || !fits(&saved.buffers, &buffers) {
-            return Err("the saved state does not fit this model".into());
-        }
-        self.opt
-            .restore(saved.adam_step, saved.adam_m.clone(), saved.adam_v.clone())?;
-        self.opt.lr = saved.lr;
-        match (self.ema.as_mut(), &saved.ema) {
-            (Some(e), Some((p, b))) if fits(p, &e.params) && fits(b, &e.buffers) => {
-                (e.params, e.buffers) = (p.clone(), b.clone());
-            }
-            (None, None) => {}
-            _ => return Err("the saved averaged weights do not fit this training".into()),
-        }
-        self.master = saved.master.clone();
-        for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {
-            t.copy_from(m);
-        }
-        for (b, d) in model.buffers.iter_mut().zip(&saved.buffers) {
-            b.data = d.clone();
-        }
-        for _ in 0..saved.draws {
-            self.dev.random_u64();
-        }
-        self.draws = saved.draws;
-        Ok(())
-    }
-
-    /// One optimization step on a batch; returns (mean loss, correct).
-    pub fn step(
-        &mut self,
-        model: &mut Model,
-        x: Vec<f32>,
-        y: &[u8],
-        threads: usize,
-    ) -> (f64, usize) {
-        if let Some(mut fast) = self.fast.take() {
-            let dev = &self.dev;
-            fast.label_smoothing = self.label_smoothing;
-            let (loss, logits) =
-                fast.step(model, &self.master, x, y, threads, &mut || dev.random_u64());
-            self.draws += model.dropout_draws_per_step();
-            let mut grads = std::mem::take(&mut fast.grads);
-            self.apply(model, &mut grads);
-            fast.grads = grads;
-            self.fast = Some(fast);
-            return (loss, score(&logits, y).1);
-        }
-        let n = y.len();
-        let logits: Logits<D, OwnedTape<f32, D>> =
-            self.engine
-                .forward(model, &self.dev, x, &self.tensors, true, threads);
-        self.draws += model.dropout_draws_per_step();
-        let lv = logits.as_vec();
-        let target = learn::nn::fast::smoothed_targets(y, model.classes, self.label_smoothing);
-        let target = self.dev.tensor_from_vec(target, (n, model.classes));
-        let loss = cross_entropy_with_logits_loss(logits, target);
-        let loss_value = loss.as_vec()[0] as f64;
-        let grads = loss.backward();
-        let mut g: Vec<Vec<f32>> = self.tensors.iter().map(|t| grads.get(t).as_vec()).collect();
-        drop(grads);
-        self.apply(model, &mut g);
-        let (_, correct) = score(&lv, y);
-        (loss_value, correct)
-    }
+        // A line per epoch for logs, pipes and CI; the live line's last
+        // state on a terminal.
+        Event::Epoch {
+            record,
+            epochs,
+            seconds,
+            eta_s,
+        } => (
+            format!(
+                "epoch {}/{epochs}: train loss {:.4}, val acc {:.2}%, lr {}, {seconds:.1} s, ETA {eta_s:.0} s",
+                record.epoch,
+                record.train_loss,
+                record.val_acc * 100.0,
+                record.lr,
+            ),
+            Some(record.epoch as f64 / epochs as f64),
+            false,
+            true,
+        ),
+    };
+    progress(Progress {
+        message,
+        fraction,
+        notice,
+        milestone,
+    });
 }
 
 /// Trains `model` in place; on return it holds the best weights by
@@ -748,34 +567,58 @@ pub fn train(
     progress: &(dyn Fn(Progress) + Sync),
     resume: Option<&Path>,
 ) -> Result<TrainReport, String> {
-    train_on("cpu", model, data, p, threads, progress, resume, None, None)
+    train_on(
+        model,
+        data,
+        p,
+        progress,
+        &TrainOn {
+            device: "cpu",
+            threads,
+            resume,
+            stop_after: None,
+            grow: None,
+        },
+    )
 }
 
-/// [`train`] on `device` (`cpu`, or `cpu-reference`: the generic path).
-/// `stop_after`: pause after this many epochs (a search's rung), the state
-/// saved in `resume` for a later run to go on from; the schedule is still
-/// that of `p.epochs`, so the epochs run are the same bits either way.
-/// `grow`: a file where the orchestrator writes a larger thread count
-/// when a core comes free, taken up between epochs (the results do not
-/// depend on the thread count).
-#[allow(clippy::too_many_arguments)]
+/// Where and how far a training runs.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainOn<'a> {
+    /// `cpu`, `cpu-reference` (the generic path), or a GPU.
+    pub device: &'a str,
+    pub threads: usize,
+    /// Where the state after each epoch is saved and taken up from.
+    pub resume: Option<&'a Path>,
+    /// Pause after this many epochs (a search's rung), the state saved in
+    /// `resume` for a later run to go on from; the schedule is still that
+    /// of `p.epochs`, so the epochs run are the same bits either way.
+    pub stop_after: Option<usize>,
+    /// A file where the orchestrator writes a larger thread count when a
+    /// core comes free, taken up between epochs (the results do not
+    /// depend on the thread count).
+    pub grow: Option<&'a Path>,
+}
+
+/// [`train`] as `on` says.
 pub fn train_on(
-    device: &str,
     model: &mut Model,
     data: &Dataset,
     p: &TrainParams,
-    threads: usize,
     progress: &(dyn Fn(Progress) + Sync),
-    resume: Option<&Path>,
-    stop_after: Option<usize>,
-    grow: Option<&Path>,
+    on: &TrainOn<'_>,
 ) -> Result<TrainReport, String> {
-    let threads = Threads {
-        now: threads,
+    let TrainOn {
+        device,
+        threads,
+        resume,
+        stop_after,
         grow,
-        pool: None,
-    };
-    let recipe = Recipe::of(p);
+    } = *on;
+    let threads = Threads::new(threads, grow);
+    let recipe = recipe(p);
+    let plan = plan(p);
+    let observe = |e: Event| told(progress, e);
     if crate::runtime::is_cuda(device) {
         #[cfg(feature = "cuda")]
         {
@@ -783,19 +626,17 @@ pub fn train_on(
             let learner = Learner::on(dev, device, model, &recipe);
             // A GPU's training keeps its thread: its device does not move
             // between threads (see `Threads::install`).
-            let threads = Threads {
-                grow: None,
-                ..threads
-            };
+            let threads = Threads::new(threads.now, None);
             return fit(
                 learner,
                 model,
                 data,
-                p,
+                &plan,
                 threads,
-                progress,
+                &observe,
                 (resume, stop_after),
-            );
+            )
+            .map_err(|e| e.to_string());
         }
         #[cfg(not(feature = "cuda"))]
         return Err(format!("device {device}: this build has no CUDA support"));
@@ -805,375 +646,12 @@ pub fn train_on(
         learner,
         model,
         data,
-        p,
+        &plan,
         threads,
-        progress,
+        &observe,
         (resume, stop_after),
     )
-}
-
-/// The threads a training runs on: its caller's pool, until the
-/// orchestrator gives it more (a core that came free): then a pool of
-/// that many, for the epochs after.
-struct Threads<'a> {
-    now: usize,
-    grow: Option<&'a Path>,
-    pool: Option<rayon::ThreadPool>,
-}
-
-impl Threads<'_> {
-    /// The larger count the orchestrator wrote, once, as a new pool.
-    fn grown(&mut self) -> Option<usize> {
-        let n: usize = std::fs::read_to_string(self.grow?)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        if n <= self.now {
-            return None;
-        }
-        self.pool = Some(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .ok()?,
-        );
-        self.now = n;
-        Some(n)
-    }
-
-    /// Runs `f` on the grown pool, if there is one, else right here.
-    fn install<R>(&self, f: impl FnOnce() -> R) -> R {
-        /// Carries a training's epoch to the grown pool's thread and back.
-        struct Carried<T>(T);
-        // SAFETY: a pool exists only after `grown`, which needs `grow`,
-        // which `train_on` clears for a CUDA device: what is carried is a
-        // CPU training's state (plain vectors and dfdx's CPU device, which
-        // are Send), and `install` blocks until `f` has returned.
-        unsafe impl<T> Send for Carried<T> {}
-        match &self.pool {
-            Some(pool) => {
-                let f = Carried(f);
-                let out = pool.install(move || {
-                    let f = f;
-                    Carried((f.0)())
-                });
-                out.0
-            }
-            None => f(),
-        }
-    }
-}
-
-/// The saved state a resumed training takes up: whole, for an epoch not
-/// yet reached, and fitting the model; otherwise a notice says why it is
-/// thrown away (the training starts over).
-fn take_up<D: Backend>(
-    learner: &mut Learner<D>,
-    model: &mut Model,
-    p: &TrainParams,
-    progress: &(dyn Fn(Progress) + Sync),
-    resume: Option<&Path>,
-) -> Option<resume::Saved> {
-    let saved = match resume {
-        Some(dir) => resume::Saved::load(dir).unwrap_or_else(|why| {
-            progress(Progress {
-                message: format!(
-                    "the saved training state is damaged ({why}); training starts over from epoch 1"
-                ),
-                fraction: None,
-                notice: true,
-                milestone: false,
-            });
-            None
-        }),
-        None => None,
-    };
-    // A state that does not fit is left alone: restore changes nothing then.
-    let saved =
-        saved
-            .filter(|s| s.epochs_done < p.epochs)
-            .and_then(|s| match learner.restore(model, &s) {
-                Ok(()) => Some(s),
-                Err(why) => {
-                    progress(Progress {
-                        message: format!(
-                            "the saved training state does not fit this training ({why}); training starts over from epoch 1"
-                        ),
-                        fraction: None,
-                        notice: true,
-                        milestone: false,
-                    });
-                    None
-                }
-            });
-    saved
-}
-
-/// One epoch's steps, with progress every ten batches: (summed loss,
-/// correct, images seen). `clock`: when this run started, when the epoch
-/// started, the steps done before this run, and the steps in all.
-#[allow(clippy::too_many_arguments)]
-fn epoch_steps<D: Backend>(
-    learner: &mut Learner<D>,
-    model: &mut Model,
-    batcher: &Batcher<'_>,
-    (epoch, batches, last_val): (usize, usize, Option<f64>),
-    p: &TrainParams,
-    threads: usize,
-    progress: &(dyn Fn(Progress) + Sync),
-    (started, t, before, total_steps): (Instant, Instant, usize, usize),
-) -> Result<(f64, usize, usize), String> {
-    // The last epoch's validation accuracy stays in the live line.
-    let val = last_val.map_or(String::new(), |v| format!(" (val acc {:.2}%)", v * 100.0));
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    let order = batcher.order(epoch as u64);
-    let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-    // The rate of each step where the schedule says it (all but plateau,
-    // whose rate the loop lowers between epochs).
-    let schedule = p.schedule();
-    let scheduled = !matches!(schedule, learn::nn::schedule::Schedule::Plateau(_));
-    for k in 0..batches {
-        if scheduled {
-            learner.opt.lr = schedule.lr_at(p.lr, epoch * batches + k, p.epochs, batches);
-        }
-        let n = batcher.fill(&order, epoch as u64, k, &mut x, &mut y);
-        let (l, c) = learner.step(model, std::mem::take(&mut x), &y, threads);
-        if !l.is_finite() {
-            return Err(format!(
-                "the loss became {l} at epoch {} batch {}: lower lr",
-                epoch + 1,
-                k + 1
-            ));
-        }
-        loss_sum += l * n as f64;
-        correct += c;
-        seen += n;
-        if k % 10 == 9 || k + 1 == batches {
-            let done = epoch * batches + k + 1;
-            let rate = seen as f64 / t.elapsed().as_secs_f64();
-            let this_run = done - before;
-            let eta =
-                started.elapsed().as_secs_f64() / this_run as f64 * (total_steps - done) as f64;
-            progress(Progress {
-                message: format!(
-                    "epoch {}/{}{val} batch {}/{} loss {:.4} {:.0} img/s ETA {:.0}s",
-                    epoch + 1,
-                    p.epochs,
-                    k + 1,
-                    batches,
-                    loss_sum / seen as f64,
-                    rate,
-                    eta
-                ),
-                fraction: Some(done as f64 / total_steps as f64),
-                notice: false,
-                milestone: false,
-            });
-        }
-    }
-    Ok((loss_sum, correct, seen))
-}
-
-/// The best epoch's parameters and batch-norm buffers become the model's.
-fn keep_best(model: &mut Model, (params, buffers): Snapshot) {
-    for (t, d) in model.params.iter_mut().zip(params) {
-        t.data = d;
-    }
-    for (t, d) in model.buffers.iter_mut().zip(buffers) {
-        t.data = d;
-    }
-}
-
-/// The training loop, on whichever device `learner` holds.
-fn fit<D: Backend>(
-    mut learner: Learner<D>,
-    model: &mut Model,
-    data: &Dataset,
-    p: &TrainParams,
-    mut threads: Threads<'_>,
-    progress: &(dyn Fn(Progress) + Sync),
-    (resume, stop_after): (Option<&Path>, Option<usize>),
-) -> Result<TrainReport, String> {
-    let train = data
-        .split("train")
-        .ok_or("the dataset has no train split")?;
-    let val = data
-        .split("validation")
-        .ok_or("the dataset has no validation split")?;
-    if train.is_empty() || val.is_empty() {
-        return Err("the train and validation splits must not be empty".into());
-    }
-    let batcher = Batcher {
-        dataset: data,
-        split: train,
-        augment: &p.augment,
-        batch_size: p.batch_size,
-        seed: p.seed,
-        shuffle: true,
-    };
-    let batches = p
-        .max_batches
-        .map_or(batcher.batches(), |m| m.min(batcher.batches()));
-    let total_steps = batches * p.epochs;
-    let mut history: Vec<EpochRecord> = Vec::new();
-    let (mut best_acc, mut best_epoch) = (f64::NEG_INFINITY, 0);
-    // The best epoch's parameters and batch-norm buffers.
-    let mut best: Option<Snapshot> = None;
-    let (mut plateau_best, mut bad_epochs, mut since_best) = (f64::NEG_INFINITY, 0usize, 0usize);
-    let mut stopped_early = false;
-    let mut first_epoch = 0;
-    let saved = take_up(&mut learner, model, p, progress, resume);
-    if let Some(s) = saved {
-        history = s.history;
-        (best_acc, best_epoch, best) = (s.best_acc, s.best_epoch, s.best);
-        (plateau_best, bad_epochs, since_best) = (s.plateau_best, s.bad_epochs, s.since_best);
-        first_epoch = s.epochs_done;
-        progress(Progress {
-            message: format!("resuming from epoch {first_epoch}/{}", p.epochs),
-            fraction: Some(first_epoch as f64 / p.epochs as f64),
-            notice: false,
-            milestone: false,
-        });
-    }
-    let started = Instant::now();
-    let last = stop_after.map_or(p.epochs, |s| s.min(p.epochs));
-    for epoch in first_epoch..last.max(first_epoch) {
-        if let Some(n) = threads.grown() {
-            progress(Progress {
-                message: format!("now on {n} threads (a core came free)"),
-                fraction: None,
-                notice: false,
-                milestone: true,
-            });
-        }
-        let t = Instant::now();
-        let last_acc = history.last().map(|h| h.val_acc);
-        let n = threads.now;
-        let (loss_sum, correct, seen) = threads.install(|| {
-            epoch_steps(
-                &mut learner,
-                model,
-                &batcher,
-                (epoch, batches, last_acc),
-                p,
-                n,
-                progress,
-                (started, t, first_epoch * batches, total_steps),
-            )
-        })?;
-        let train_secs = t.elapsed().as_secs_f64();
-        learner.for_validation(model);
-        let logits = threads.install(|| {
-            predict(
-                model,
-                learner.validation_weights(),
-                data,
-                val,
-                256,
-                n,
-                (&learner.dev, &learner.engine),
-            )
-        });
-        let (val_loss, val_correct) = score(&logits, &val.labels);
-        let val_acc = val_correct as f64 / val.len() as f64;
-        history.push(EpochRecord {
-            epoch: epoch + 1,
-            train_loss: loss_sum / seen as f64,
-            train_acc: correct as f64 / seen as f64,
-            val_loss,
-            val_acc,
-            lr: learner.opt.lr,
-            seconds: t.elapsed().as_secs_f64(),
-            img_per_s: seen as f64 / train_secs,
-        });
-        // A line per epoch for logs, pipes and CI; the live line's last
-        // state on a terminal.
-        let done = epoch + 1 - first_epoch;
-        let eta = started.elapsed().as_secs_f64() / done as f64 * (last - epoch - 1) as f64;
-        progress(Progress {
-            message: format!(
-                "epoch {}/{}: train loss {:.4}, val acc {:.2}%, lr {}, {:.1} s, ETA {:.0} s",
-                epoch + 1,
-                p.epochs,
-                loss_sum / seen as f64,
-                val_acc * 100.0,
-                learner.opt.lr,
-                t.elapsed().as_secs_f64(),
-                eta
-            ),
-            fraction: Some((epoch + 1) as f64 / p.epochs as f64),
-            notice: false,
-            milestone: true,
-        });
-        if val_acc > best_acc {
-            best_acc = val_acc;
-            best_epoch = epoch + 1;
-            since_best = 0;
-            best = Some(learner.snapshot(model));
-        } else {
-            since_best += 1;
-        }
-        learner.after_validation(model);
-        // ReduceLROnPlateau, mode max, relative threshold 1e-4 (PyTorch's defaults).
-        if let learn::nn::schedule::Schedule::Plateau(pl) = &p.schedule() {
-            if val_acc > plateau_best * (1.0 + 1e-4) {
-                plateau_best = val_acc;
-                bad_epochs = 0;
-            } else {
-                bad_epochs += 1;
-                if bad_epochs > pl.patience {
-                    learner.opt.lr *= pl.factor;
-                    bad_epochs = 0;
-                }
-            }
-        }
-        if p.early_stopping
-            .as_ref()
-            .is_some_and(|e| since_best >= e.patience)
-        {
-            stopped_early = epoch + 1 < p.epochs;
-            break;
-        }
-        if let Some(dir) = resume.filter(|_| epoch + 1 < p.epochs) {
-            let (adam_step, m, v) = learner.opt.moments();
-            let state = resume::Saved {
-                epochs_done: epoch + 1,
-                master: learner.master.clone(),
-                buffers: model.buffers.iter().map(|b| b.data.clone()).collect(),
-                adam_step,
-                adam_m: m.to_vec(),
-                adam_v: v.to_vec(),
-                lr: learner.opt.lr,
-                best: best.clone(),
-                best_acc,
-                best_epoch,
-                plateau_best,
-                bad_epochs,
-                since_best,
-                history: history.clone(),
-                draws: learner.draws,
-                ema: learner
-                    .ema
-                    .as_ref()
-                    .map(|e| (e.params.clone(), e.buffers.clone())),
-            };
-            state.save(dir)?;
-            resume::write_progress(dir, epoch + 1, p.epochs)?;
-        }
-    }
-    if let Some(snapshot) = best {
-        keep_best(model, snapshot);
-    }
-    let paused = !stopped_early && history.len() < p.epochs;
-    Ok(TrainReport {
-        history,
-        best_epoch,
-        best_val_acc: best_acc,
-        stopped_early,
-        resumed_epochs: first_epoch,
-        paused,
-    })
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -1468,7 +946,20 @@ mod tests {
         p.max_batches = Some(6);
         let run = |device: &str| {
             let mut m = p.model(28, 28).unwrap();
-            train_on(device, &mut m, &data, &p, 1, &|_| {}, None, None, None).unwrap()
+            train_on(
+                &mut m,
+                &data,
+                &p,
+                &|_| {},
+                &TrainOn {
+                    device,
+                    threads: 1,
+                    resume: None,
+                    stop_after: None,
+                    grow: None,
+                },
+            )
+            .unwrap()
         };
         let (fast, reference) = (run("cpu"), run("cpu-reference"));
         for (a, b) in fast.history.iter().zip(&reference.history) {
@@ -1538,15 +1029,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut m = p.model(28, 28).unwrap();
         let first = train_on(
-            "cpu",
             &mut m,
             &data,
             &p,
-            1,
             &|_| {},
-            Some(dir.path()),
-            Some(1),
-            None,
+            &TrainOn {
+                device: "cpu",
+                threads: 1,
+                resume: Some(dir.path()),
+                stop_after: Some(1),
+                grow: None,
+            },
         )
         .unwrap();
         assert!(first.paused);
@@ -1560,15 +1053,17 @@ mod tests {
         std::fs::write(&offer, "2\n").unwrap();
         let said = std::sync::Mutex::new(Vec::new());
         let rest = train_on(
-            "cpu",
             &mut m,
             &data,
             &p,
-            1,
             &|pr| said.lock().unwrap().push(pr.message),
-            Some(dir.path()),
-            None,
-            Some(&offer),
+            &TrainOn {
+                device: "cpu",
+                threads: 1,
+                resume: Some(dir.path()),
+                stop_after: None,
+                grow: Some(&offer),
+            },
         )
         .unwrap();
         assert!(said
@@ -1672,15 +1167,17 @@ mod tests {
         assert_eq!(one.buffers, two.buffers);
         let mut m = p.model(28, 28).unwrap();
         let r = train_on(
-            "cpu-reference",
             &mut m,
             &data,
             &p,
-            1,
             &|_| {},
-            None,
-            None,
-            None,
+            &TrainOn {
+                device: "cpu-reference",
+                threads: 1,
+                resume: None,
+                stop_after: None,
+                grow: None,
+            },
         )
         .unwrap();
         assert!(r.best_val_acc > 0.6, "{:?}", r.history);

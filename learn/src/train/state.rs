@@ -10,7 +10,7 @@
 //! Layout: magic | header length (u64) | header (JSON) | f32 vectors,
 //! little-endian, in the header's order | blake3 of everything before.
 
-use crate::contract::EpochRecord;
+use super::EpochRecord;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

@@ -406,7 +406,11 @@ fn run_job(path: &Path) -> Result<i32> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("read the job", path, e))?;
     let job: stages::job::Job = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Internal(format!("{}: not a job description: {e}", path.display())))?;
-    Ok(stages::job::run(&job, &mut std::io::stdout()))
+    Ok(stages::job::run(
+        &job,
+        &mut std::io::stdout(),
+        &crate::ui::words::step,
+    ))
 }
 
 #[cfg(test)]

@@ -21,13 +21,18 @@ pub enum Event {
         stage: String,
         job: String,
     },
+    /// What a running stage is doing: a milestone (an epoch done) is a
+    /// line where there is no live line (a log, a pipe, CI), even without
+    /// `-v`; a notice (a saved state thrown away) is a line everywhere.
     Progress {
         stage: String,
-        message: String,
+        step: stages::Step,
         fraction: Option<f64>,
-        /// A step done (an epoch): printed as a line where there is no
-        /// live line (a log, a pipe, CI), even without `-v`.
-        milestone: bool,
+    },
+    /// Slurm put the stage's job back in the queue: it starts again.
+    Requeued {
+        stage: String,
+        job: String,
     },
     Cached {
         stage: String,
@@ -87,12 +92,6 @@ pub enum Event {
     /// Something the user should know that is not about one stage's outcome.
     Warning {
         text: String,
-    },
-    /// What a running stage says the user must hear (a saved state
-    /// thrown away), shown without `-v`.
-    Notice {
-        stage: String,
-        message: String,
     },
 }
 

@@ -66,20 +66,86 @@ impl Upstream<'_> {
     }
 }
 
-/// A progress report from a running stage.
-#[derive(Debug, Clone, PartialEq)]
+/// A progress report from a running stage: what it is doing, as data
+/// (the reporter words it), and how far it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    /// What is being done (`epoch 3/10`, `train-images-idx3-ubyte.gz`).
-    pub message: String,
+    pub step: Step,
     /// Fraction done in [0, 1], when known.
     pub fraction: Option<f64>,
+}
+
+/// What a running stage is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// download: a file being fetched, then where it came from.
+    Fetching {
+        file: String,
+    },
+    Fetched {
+        file: String,
+        source: String,
+    },
+    /// preprocess: decoding, splitting, writing.
+    Phase {
+        phase: Phase,
+    },
+    /// train: the model's size, then the loop's events.
+    Parameters {
+        count: usize,
+    },
+    Training {
+        event: learn::train::Event,
+    },
+    /// evaluate: the test set's size, then the accuracy measured.
+    TestImages {
+        count: usize,
+    },
+    Accuracy {
+        accuracy: f64,
+    },
+    /// compare: the variants compared, then its charts.
+    Variants {
+        count: usize,
+    },
+    Charts,
+    /// No TrueType font was found: no pictures are drawn.
+    NoFont,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Decoding,
+    Splitting,
+    Writing,
+}
+
+impl Step {
     /// Something the user must hear of even without `-v` (and that the
     /// stage's log keeps): a saved state thrown away, say.
-    pub notice: bool,
-    /// A step worth a line of its own in a log or off a terminal (an
-    /// epoch done, with its validation accuracy); on a terminal it is the
-    /// live line like any progress.
-    pub milestone: bool,
+    pub fn notice(&self) -> bool {
+        matches!(
+            self,
+            Step::Training {
+                event: learn::train::Event::StartsOver(_)
+            }
+        )
+    }
+
+    /// A step worth a line of its own in a log or off a terminal (an epoch
+    /// done, with its validation accuracy); on a terminal it is the live
+    /// line like any progress.
+    pub fn milestone(&self) -> bool {
+        use learn::train::Event;
+        matches!(
+            self,
+            Step::Training {
+                event: Event::Epoch { .. } | Event::Grown { .. }
+            }
+        )
+    }
 }
 
 /// Everything a built-in kind needs to run one stage.

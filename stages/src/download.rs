@@ -140,10 +140,8 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let total = params.files.len();
     for (k, (name, sha)) in params.files.iter().enumerate() {
         (ctx.progress)(crate::Progress {
-            message: format!("fetching {name}"),
+            step: crate::Step::Fetching { file: name.clone() },
             fraction: Some(k as f64 / total as f64),
-            notice: false,
-            milestone: false,
         });
         let source = fetch(
             &agent,
@@ -158,10 +156,11 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             FetchFailure::Write { path, source } => StageError::io("write", path, source),
         })?;
         (ctx.progress)(crate::Progress {
-            message: format!("{name} from {source}"),
+            step: crate::Step::Fetched {
+                file: name.clone(),
+                source: source.to_string(),
+            },
             fraction: Some((k + 1) as f64 / total as f64),
-            notice: false,
-            milestone: false,
         });
     }
     Ok(())

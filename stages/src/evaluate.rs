@@ -290,10 +290,8 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .split("test")
         .ok_or_else(|| fail("the dataset has no test split"))?;
     (ctx.progress)(Progress {
-        message: format!("{} test images", test.len()),
+        step: crate::Step::TestImages { count: test.len() },
         fraction: Some(0.0),
-        notice: false,
-        milestone: false,
     });
     let (train_stage, (probs, classes, efficiency, history)) = match what {
         Measured::Model { stage, dir } => {
@@ -308,10 +306,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let names: Vec<&str> = CLASS_NAMES.iter().take(classes).copied().collect();
     let m = metrics::compute(&probs, &test.labels, &names);
     (ctx.progress)(Progress {
-        message: format!("accuracy {:.4}", m.accuracy),
+        step: crate::Step::Accuracy {
+            accuracy: m.accuracy,
+        },
         fraction: Some(0.8),
-        notice: false,
-        milestone: false,
     });
     let report = EvalReport {
         stage: ctx.stage.to_string(),
@@ -350,12 +348,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         })
         .collect();
     write(ROC_FILE, &serde_json::to_vec(&roc).map_err(fail)?)?;
-    if let Some(why) = crate::plots::font_missing() {
+    if !crate::plots::font_ready() {
         (ctx.progress)(Progress {
-            message: why,
+            step: crate::Step::NoFont,
             fraction: None,
-            notice: false,
-            milestone: false,
         });
     }
     crate::plots::evaluation(ctx.out_dir, &report, &roc, &probs, &data, test).map_err(fail)?;

@@ -3,7 +3,7 @@
 //! its stdout, one JSON object per line. Only the orchestrator writes
 //! records; the process only writes into its staging directory.
 
-use crate::context::{Input, Kind, Progress, RunContext, StageError};
+use crate::context::{Input, Kind, Progress, RunContext, StageError, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;
@@ -37,23 +37,9 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    Progress {
-        message: String,
-        fraction: Option<f64>,
-    },
-    /// A progress line the user must see, and the log keep.
-    Notice {
-        message: String,
-    },
-    /// A step done (an epoch): a line of its own off a terminal.
-    Milestone {
-        message: String,
-        fraction: Option<f64>,
-    },
+    Progress(Progress),
     Done,
-    Failed {
-        error: JobError,
-    },
+    Failed { error: JobError },
 }
 
 /// A [`StageError`] that crosses the process boundary.
@@ -125,8 +111,13 @@ impl From<JobError> for StageError {
 }
 
 /// Runs `job` in this process, reporting on `out`; the exit status for
-/// the process (0: done, 1: the stage failed).
-pub fn run(job: &Job, out: &mut (dyn Write + Send)) -> i32 {
+/// the process (0: done, 1: the stage failed). A notice or a milestone
+/// also goes to the stage's log (this process's stderr) as `words` puts it.
+pub fn run(
+    job: &Job,
+    out: &mut (dyn Write + Send),
+    words: &(dyn Fn(&Step) -> String + Sync),
+) -> i32 {
     let out = std::sync::Mutex::new(out);
     let send = |m: &Message| {
         if let (Ok(line), Ok(mut out)) = (serde_json::to_string(m), out.lock()) {
@@ -135,22 +126,11 @@ pub fn run(job: &Job, out: &mut (dyn Write + Send)) -> i32 {
         }
     };
     let progress = |p: Progress| {
-        if p.notice {
+        if p.step.notice() || p.step.milestone() {
             // The log is this process's stderr.
-            eprintln!("{}: {}", job.stage, p.message);
-            send(&Message::Notice { message: p.message })
-        } else if p.milestone {
-            eprintln!("{}: {}", job.stage, p.message);
-            send(&Message::Milestone {
-                message: p.message,
-                fraction: p.fraction,
-            })
-        } else {
-            send(&Message::Progress {
-                message: p.message,
-                fraction: p.fraction,
-            })
+            eprintln!("{}: {}", job.stage, words(&p.step));
         }
+        send(&Message::Progress(p))
     };
     let ctx = RunContext {
         stage: &job.stage,
@@ -233,7 +213,7 @@ mod tests {
             run: None,
         };
         let mut out = Vec::new();
-        assert_eq!(run(&job, &mut out), 1);
+        assert_eq!(run(&job, &mut out, &|_| String::new()), 1);
         let text = String::from_utf8(out).unwrap();
         let last: Message = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert!(

@@ -28,4 +28,4 @@ pub mod search;
 pub mod stats;
 pub mod train;
 
-pub use context::{Input, Kind, Progress, RunContext, StageError, Upstream};
+pub use context::{Input, Kind, Phase, Progress, RunContext, StageError, Step, Upstream};

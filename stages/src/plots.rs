@@ -3,7 +3,7 @@
 //!
 //! Text needs a TrueType font: DejaVu Sans (Debian's fonts-dejavu-core) or
 //! the file named by FMNIST_PIPE_FONT. Without one, no pictures are drawn
-//! and [`font_missing`] says why.
+//! ([`font_ready`] is false) and the kinds say so ([`crate::Step::NoFont`]).
 
 use crate::contract::{EpochRecord, EvalReport, CLASS_NAMES};
 use crate::metrics::argmax;
@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 const FONT: &str = "sans-serif";
 
 /// Registers a font once; false when none is found.
-fn font_ready() -> bool {
+pub fn font_ready() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         let candidates = [
@@ -37,13 +37,6 @@ fn font_ready() -> bool {
 }
 
 type DrawResult = Result<(), String>;
-
-/// Why pictures cannot be drawn here, if they cannot.
-pub fn font_missing() -> Option<String> {
-    (!font_ready()).then(|| {
-        "no TrueType font found, so no pictures were drawn: apt-get install fonts-dejavu-core, or point FMNIST_PIPE_FONT at a .ttf file".to_string()
-    })
-}
 
 /// Draws `f` to `<name>.svg` and `<name>.png` in `dir`.
 macro_rules! both {

@@ -3,7 +3,7 @@
 use crate::contract::{
     CLASSES, DATASET_FILE, DATA_SUMMARY_FILE, NPY_IMAGES_SUFFIX, NPY_LABELS_SUFFIX,
 };
-use crate::{Kind, RunContext, StageError};
+use crate::{Kind, Phase, RunContext, StageError};
 use learn::data::dataset::{Dataset, Split};
 use learn::data::idx::{self, Images};
 use learn::data::npy;
@@ -120,15 +120,13 @@ impl crate::context::Params for PreprocessParams {
 pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let params: PreprocessParams = crate::context::parse_params(ctx.params)?;
     let path = |n: &str| find_input(ctx, n);
-    let progress = |m: &str, f: f64| {
+    let progress = |phase, f: f64| {
         (ctx.progress)(crate::Progress {
-            message: m.to_string(),
+            step: crate::Step::Phase { phase },
             fraction: Some(f),
-            notice: false,
-            milestone: false,
         })
     };
-    progress("decoding", 0.0);
+    progress(Phase::Decoding, 0.0);
     let (train, test) = rayon::join(
         || {
             load_pair(
@@ -151,7 +149,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             train_images.rows, train_images.cols, test_images.rows, test_images.cols
         )));
     }
-    progress("splitting", 0.6);
+    progress(Phase::Splitting, 0.6);
     let dataset = build(
         &params,
         &train_images,
@@ -160,7 +158,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         &test_labels,
     )
     .map_err(StageError::Failed)?;
-    progress("writing", 0.8);
+    progress(Phase::Writing, 0.8);
     let file = ctx.out_dir.join(DATASET_FILE);
     std::fs::write(&file, dataset.to_bytes()).map_err(|e| StageError::io("write", &file, e))?;
     write_npy(ctx.out_dir, &dataset)?;

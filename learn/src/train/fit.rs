@@ -33,7 +33,8 @@ pub struct Plan<'a> {
 }
 
 /// What the loop tells its observer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A saved state was not taken up: the training starts over.
     StartsOver(StartOver),
@@ -67,7 +68,8 @@ pub enum Event {
 }
 
 /// Why a saved state was thrown away.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StartOver {
     Damaged(String),
     DoesNotFit(String),

@@ -73,28 +73,11 @@ pub(super) fn relay(
     send: &(dyn Fn(Event) + Sync),
 ) -> Option<stages::job::Message> {
     match serde_json::from_str::<stages::job::Message>(line) {
-        Ok(stages::job::Message::Progress { message, fraction }) => {
+        Ok(stages::job::Message::Progress(p)) => {
             send(Event::Progress {
                 stage: stage.to_string(),
-                message,
-                fraction,
-                milestone: false,
-            });
-            None
-        }
-        Ok(stages::job::Message::Milestone { message, fraction }) => {
-            send(Event::Progress {
-                stage: stage.to_string(),
-                message,
-                fraction,
-                milestone: true,
-            });
-            None
-        }
-        Ok(stages::job::Message::Notice { message }) => {
-            send(Event::Notice {
-                stage: stage.to_string(),
-                message,
+                step: p.step,
+                fraction: p.fraction,
             });
             None
         }

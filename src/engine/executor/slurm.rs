@@ -379,11 +379,9 @@ impl Slurm {
             if seen.state != last_state {
                 // Preempted or requeued by hand: back in the queue.
                 if ran && seen.state == JobState::Pending {
-                    send(Event::Progress {
+                    send(Event::Requeued {
                         stage: stage.to_string(),
-                        message: format!("Slurm requeued job {id}; it starts again"),
-                        fraction: None,
-                        milestone: true,
+                        job: id.to_string(),
                     });
                     ran = false;
                 }

@@ -43,25 +43,32 @@ impl Reporter {
                     bars.insert(stage, bar);
                 }
             }
+            Event::Progress { stage, step, .. } if step.notice() => self.line(&format!(
+                "         {stage}: {}",
+                crate::ui::words::step(&step)
+            )),
             Event::Progress {
                 stage,
-                message,
+                step,
                 fraction,
-                milestone,
             } => match &self.bars {
                 Some((_, bars)) => {
                     if let Some(bar) = bars.get(&stage) {
                         let pct = fraction
                             .map(|f| format!(" {:>3.0}%", f * 100.0))
                             .unwrap_or_default();
-                        bar.set_message(format!("{message}{pct}"));
+                        bar.set_message(format!("{}{pct}", crate::ui::words::step(&step)));
                     }
                 }
-                None if self.verbose || milestone => {
-                    self.line(&format!("         {stage}: {message}"))
-                }
+                None if self.verbose || step.milestone() => self.line(&format!(
+                    "         {stage}: {}",
+                    crate::ui::words::step(&step)
+                )),
                 None => {}
             },
+            Event::Requeued { stage, job } => self.line(&format!(
+                "         {stage}: Slurm requeued job {job}; it starts again"
+            )),
             Event::Submitted { stage, job } => {
                 self.line(&format!("         {stage}: submitted as Slurm job {job}"));
             }
@@ -123,7 +130,6 @@ impl Reporter {
                 self.line(&format!("stopped  {stage}  (interrupted; {next})"));
             }
             Event::Warning { text } => self.line(&format!("warning: {text}")),
-            Event::Notice { stage, message } => self.line(&format!("         {stage}: {message}")),
             Event::Skipped {
                 stage,
                 because,

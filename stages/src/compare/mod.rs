@@ -179,10 +179,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         });
     }
     (ctx.progress)(Progress {
-        message: format!("{} variants", variants.len()),
+        step: crate::Step::Variants {
+            count: variants.len(),
+        },
         fraction: Some(0.3),
-        notice: false,
-        milestone: false,
     });
     let reference = &members[ref_idx][0].preds;
     for e in members.iter().flatten() {
@@ -252,10 +252,12 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     )?;
     write("table.md", table.markdown().as_bytes())?;
     (ctx.progress)(Progress {
-        message: crate::plots::font_missing().unwrap_or_else(|| "charts".into()),
+        step: if crate::plots::font_ready() {
+            crate::Step::Charts
+        } else {
+            crate::Step::NoFont
+        },
         fraction: Some(0.6),
-        notice: false,
-        milestone: false,
     });
     // Charts of each variant: its seeds' mean metrics, and its curves as
     // the mean over its seeds with a band.

@@ -6,7 +6,7 @@ use crate::contract::{
     WEIGHTS_FILE,
 };
 use crate::runtime::{check_device, tune_allocator};
-use crate::{Kind, Progress, RunContext, StageError};
+use crate::{Kind, Progress, RunContext, StageError, Step};
 use learn::data::augment::{self, Augment};
 use learn::data::dataset::Dataset;
 use learn::nn::checkpoint;
@@ -373,10 +373,10 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         Dataset::read(&dataset_path(ctx)?).map_err(|e| StageError::corrupt(e.path, e.problem))?;
     let mut model = p.model(data.rows, data.cols).map_err(StageError::Params)?;
     (ctx.progress)(Progress {
-        message: format!("{} parameters", model.parameter_count()),
+        step: Step::Parameters {
+            count: model.parameter_count(),
+        },
         fraction: Some(0.0),
-        notice: false,
-        milestone: false,
     });
     tune_allocator();
     let t0 = Instant::now();
@@ -479,78 +479,17 @@ pub fn plan(p: &TrainParams) -> Plan<'_> {
     }
 }
 
-/// The loop's events, worded as the stage's progress.
+/// The loop's event as the stage's progress, with how far it is.
 fn told(progress: &(dyn Fn(Progress) + Sync), event: Event) {
-    let (message, fraction, notice, milestone) = match event {
-        Event::StartsOver(StartOver::Damaged(why)) => (
-            format!("the saved training state is damaged ({why}); training starts over from epoch 1"),
-            None,
-            true,
-            false,
-        ),
-        Event::StartsOver(StartOver::DoesNotFit(why)) => (
-            format!("the saved training state does not fit this training ({why}); training starts over from epoch 1"),
-            None,
-            true,
-            false,
-        ),
-        Event::Resumed { done, epochs } => (
-            format!("resuming from epoch {done}/{epochs}"),
-            Some(done as f64 / epochs as f64),
-            false,
-            false,
-        ),
-        Event::Grown { threads } => (
-            format!("now on {threads} threads (a core came free)"),
-            None,
-            false,
-            true,
-        ),
-        Event::Batch {
-            epoch,
-            epochs,
-            batch,
-            batches,
-            last_val_acc,
-            loss,
-            img_per_s,
-            eta_s,
-            fraction,
-        } => {
-            // The last epoch's validation accuracy stays in the live line.
-            let val = last_val_acc.map_or(String::new(), |v| format!(" (val acc {:.2}%)", v * 100.0));
-            (
-                format!("epoch {epoch}/{epochs}{val} batch {batch}/{batches} loss {loss:.4} {img_per_s:.0} img/s ETA {eta_s:.0}s"),
-                Some(fraction),
-                false,
-                false,
-            )
-        }
-        // A line per epoch for logs, pipes and CI; the live line's last
-        // state on a terminal.
-        Event::Epoch {
-            record,
-            epochs,
-            seconds,
-            eta_s,
-        } => (
-            format!(
-                "epoch {}/{epochs}: train loss {:.4}, val acc {:.2}%, lr {}, {seconds:.1} s, ETA {eta_s:.0} s",
-                record.epoch,
-                record.train_loss,
-                record.val_acc * 100.0,
-                record.lr,
-            ),
-            Some(record.epoch as f64 / epochs as f64),
-            false,
-            true,
-        ),
+    let fraction = match &event {
+        Event::Batch { fraction, .. } => Some(*fraction),
+        Event::Epoch { record, epochs, .. } => Some(record.epoch as f64 / *epochs as f64),
+        Event::Resumed { done, epochs } => Some(*done as f64 / *epochs as f64),
+        Event::StartsOver(_) | Event::Grown { .. } => None,
     };
     progress(Progress {
-        message,
+        step: Step::Training { event },
         fraction,
-        notice,
-        milestone,
     });
 }
 
@@ -1056,7 +995,7 @@ mod tests {
             &mut m,
             &data,
             &p,
-            &|pr| said.lock().unwrap().push(pr.message),
+            &|pr| said.lock().unwrap().push(pr.step),
             &TrainOn {
                 device: "cpu",
                 threads: 1,
@@ -1066,10 +1005,9 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(said
-            .lock()
-            .unwrap()
-            .contains(&"now on 2 threads (a core came free)".to_string()));
+        assert!(said.lock().unwrap().contains(&Step::Training {
+            event: Event::Grown { threads: 2 }
+        }));
         assert!(!rest.paused);
         assert_eq!(m.params, whole.params, "bit-identical weights");
         let lrs = |h: &[EpochRecord]| h.iter().map(|e| (e.lr, e.val_acc)).collect::<Vec<_>>();
@@ -1110,7 +1048,15 @@ mod tests {
                 &data,
                 p,
                 1,
-                &|pr| assert!(!pr.message.starts_with("epoch 2/"), "interrupted"),
+                &|pr| {
+                    let second = matches!(
+                        pr.step,
+                        Step::Training {
+                            event: Event::Batch { epoch: 2, .. }
+                        }
+                    );
+                    assert!(!second, "interrupted")
+                },
                 Some(dir.path()),
             )
         }));
@@ -1123,11 +1069,16 @@ mod tests {
             &data,
             p,
             1,
-            &|pr| said.lock().unwrap().push(pr.message),
+            &|pr| said.lock().unwrap().push(pr.step),
             Some(dir.path()),
         )
         .unwrap();
-        let resumed = format!("resuming from epoch 1/{}", p.epochs);
+        let resumed = Step::Training {
+            event: Event::Resumed {
+                done: 1,
+                epochs: p.epochs,
+            },
+        };
         assert!(said.lock().unwrap().contains(&resumed));
         assert_eq!(m.params, whole.0.params, "bit-identical weights");
         assert_eq!(m.buffers, whole.0.buffers);
@@ -1233,15 +1184,17 @@ mod tests {
                 &data,
                 &p,
                 1,
-                &|pr| said.lock().unwrap().push(pr.message),
+                &|pr| said.lock().unwrap().push(pr.step),
                 Some(dir.path()),
             )
             .unwrap();
             assert!(
-                said.lock()
-                    .unwrap()
-                    .iter()
-                    .any(|s| s.contains("starts over from epoch 1")),
+                said.lock().unwrap().iter().any(|s| matches!(
+                    s,
+                    Step::Training {
+                        event: Event::StartsOver(_)
+                    }
+                )),
                 "{:?}",
                 said.lock().unwrap()
             );

@@ -11,9 +11,10 @@ use crate::engine::schedule::{Grant, Pool};
 use crate::error::{Error, Result};
 use crate::spec::graph::Dag;
 use crate::spec::ExecutorKind;
-use crate::spec::Pipeline;
+use crate::spec::{Pipeline, Stage};
 use crate::state::hash::HashCache;
 use crate::state::remote::Fetched;
+use crate::state::runs::RunEntry;
 use crate::state::store::{Digest, Store};
 use crate::ui::events::{Event, Failure, Summary};
 use stages::asha::Known;
@@ -325,35 +326,13 @@ fn process(
         recheck,
     } = s;
     let mut from = None;
-    if let Some(remote) = ctx.remote.filter(|_| !fetch.is_empty()) {
-        let mut fetched = Fetched::Absent;
-        for (k, paused) in fetch {
-            fetched = match remote.fetch(ctx.store, &k, paused)? {
-                Fetched::Absent => continue,
-                other => other,
-            };
-            break;
+    match fetch_remote(ctx, stage, fetch, send)? {
+        Fetch::Got(e, remote) => {
+            entry = Some(*e);
+            from = Some(remote);
         }
-        match fetched {
-            Fetched::Got(e) => {
-                entry = Some(*e);
-                from = Some(remote.name.clone());
-            }
-            Fetched::Absent => {}
-            Fetched::Damaged(damage) => {
-                let failure = Failure::RemoteDamaged {
-                    remote: remote.name.clone(),
-                    damage,
-                };
-                if ctx.only_pull {
-                    return failed(send, stage, failure, None);
-                }
-                send(Event::NotFetched {
-                    stage: stage.name.clone(),
-                    failure,
-                });
-            }
-        }
+        Fetch::Nothing => {}
+        Fetch::Failed(failure) => return failed(send, stage, failure, None),
     }
     let restored = match (&entry, &record, own) {
         (Some(entry), _, _) => restore_run(
@@ -390,22 +369,7 @@ fn process(
             )
         }
     };
-    // One computation of a result at a time, across runs and projects: a
-    // run that finds it being computed waits, then restores it.
-    let who = format!(
-        "pid {} on {} ({} in {})",
-        std::process::id(),
-        crate::state::record::hostname(),
-        stage.name,
-        // Absolute: the waiting project may lie anywhere.
-        crate::spec::protect::physical(&ctx.pipeline.settings.project_dir).display()
-    );
-    let _computing = ctx.store.claim(&key, &who, &mut |holder| {
-        send(Event::Waiting {
-            stage: stage.name.clone(),
-            holder: holder.to_string(),
-        })
-    })?;
+    let _computing = claim(ctx, stage, &key, send)?;
     if let Some(entry) = recheck
         .then(|| ctx.planner.remembered(stage, &key).ok().flatten())
         .flatten()
@@ -441,6 +405,80 @@ fn process(
         (force, stop_after, grow),
         send,
     )
+}
+
+/// What a remote gave for a stage.
+enum Fetch {
+    /// A completed run, and the remote's name.
+    Got(Box<RunEntry>, String),
+    Nothing,
+    /// `pull` only: the remote's result is damaged.
+    Failed(Failure),
+}
+
+/// Asks the run's remote for each of `keys` in turn: what neither the
+/// workspace nor the cache has, a remote may. A damaged result is said,
+/// and the stage runs here instead (`pull` fails it).
+fn fetch_remote(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    keys: Vec<(String, Option<usize>)>,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<Fetch> {
+    let Some(remote) = ctx.remote.filter(|_| !keys.is_empty()) else {
+        return Ok(Fetch::Nothing);
+    };
+    let mut fetched = Fetched::Absent;
+    for (k, paused) in keys {
+        fetched = match remote.fetch(ctx.store, &k, paused)? {
+            Fetched::Absent => continue,
+            other => other,
+        };
+        break;
+    }
+    Ok(match fetched {
+        Fetched::Got(e) => Fetch::Got(e, remote.name.clone()),
+        Fetched::Absent => Fetch::Nothing,
+        Fetched::Damaged(damage) => {
+            let failure = Failure::RemoteDamaged {
+                remote: remote.name.clone(),
+                damage,
+            };
+            if ctx.only_pull {
+                return Ok(Fetch::Failed(failure));
+            }
+            send(Event::NotFetched {
+                stage: stage.name.clone(),
+                failure,
+            });
+            Fetch::Nothing
+        }
+    })
+}
+
+/// One computation of a result at a time, across runs and projects: a
+/// run that finds it being computed waits (and says whose run it waits
+/// for), then holds it until the returned claim is dropped.
+fn claim(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    key: &str,
+    send: &(dyn Fn(Event) + Sync),
+) -> Result<crate::state::store::LockGuard> {
+    let who = format!(
+        "pid {} on {} ({} in {})",
+        std::process::id(),
+        crate::state::record::hostname(),
+        stage.name,
+        // Absolute: the waiting project may lie anywhere.
+        crate::spec::protect::physical(&ctx.pipeline.settings.project_dir).display()
+    );
+    ctx.store.claim(key, &who, &mut |holder| {
+        send(Event::Waiting {
+            stage: stage.name.clone(),
+            holder: holder.to_string(),
+        })
+    })
 }
 
 /// Trainings on this machine whose threads the scheduler chooses: they

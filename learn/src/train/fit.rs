@@ -244,6 +244,40 @@ impl Carried {
         }
     }
 
+    /// Takes in epoch `epoch`'s validation accuracy: the best epoch (its
+    /// weights as validated, before the learner puts its own back), then
+    /// the plateau's rate.
+    fn judge<D: Backend>(
+        &mut self,
+        learner: &mut Learner<D>,
+        model: &mut Model,
+        plan: &Plan<'_>,
+        (epoch, val_acc): (usize, f64),
+    ) {
+        if val_acc > self.best_acc {
+            self.best_acc = val_acc;
+            self.best_epoch = epoch + 1;
+            self.since_best = 0;
+            self.best = Some(learner.snapshot(model));
+        } else {
+            self.since_best += 1;
+        }
+        learner.after_validation(model);
+        // ReduceLROnPlateau, mode max, relative threshold 1e-4 (PyTorch's defaults).
+        if let Schedule::Plateau(pl) = &plan.schedule {
+            if val_acc > self.plateau_best * (1.0 + 1e-4) {
+                self.plateau_best = val_acc;
+                self.bad_epochs = 0;
+            } else {
+                self.bad_epochs += 1;
+                if self.bad_epochs > pl.patience {
+                    learner.opt.set_lr(learner.opt.lr() * pl.factor);
+                    self.bad_epochs = 0;
+                }
+            }
+        }
+    }
+
     /// The state saved after `epochs_done` epochs.
     fn saved<D: Backend>(&self, learner: &Learner<D>, model: &Model, epochs_done: usize) -> Saved {
         let opt = learner.opt.state();
@@ -369,28 +403,7 @@ pub fn fit<D: Backend>(
             seconds: t.elapsed().as_secs_f64(),
             eta_s: started.elapsed().as_secs_f64() / done as f64 * (last - epoch - 1) as f64,
         });
-        if val_acc > c.best_acc {
-            c.best_acc = val_acc;
-            c.best_epoch = epoch + 1;
-            c.since_best = 0;
-            c.best = Some(learner.snapshot(model));
-        } else {
-            c.since_best += 1;
-        }
-        learner.after_validation(model);
-        // ReduceLROnPlateau, mode max, relative threshold 1e-4 (PyTorch's defaults).
-        if let Schedule::Plateau(pl) = &plan.schedule {
-            if val_acc > c.plateau_best * (1.0 + 1e-4) {
-                c.plateau_best = val_acc;
-                c.bad_epochs = 0;
-            } else {
-                c.bad_epochs += 1;
-                if c.bad_epochs > pl.patience {
-                    learner.opt.set_lr(learner.opt.lr() * pl.factor);
-                    c.bad_epochs = 0;
-                }
-            }
-        }
+        c.judge(&mut learner, model, plan, (epoch, val_acc));
         if plan.patience.is_some_and(|p| c.since_best >= p) {
             stopped_early = epoch + 1 < plan.epochs;
             break;

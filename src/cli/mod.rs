@@ -317,7 +317,9 @@ fn blame_override(file: &Path, sets: &[String], e: Error) -> Error {
     e
 }
 
-fn load(file: &Path, sets: &[String]) -> Result<(Pipeline, Dag)> {
+/// The pipeline as resolved (its confirm stages waiting for their
+/// searches), then with the finalists the searches' results give.
+fn load(file: &Path, sets: &[String]) -> Result<(Pipeline, Pipeline, Dag)> {
     let (mut raw, text) = spec::load(file)?;
     spec::overrides::apply(&mut raw, sets)?;
     let mut pipeline = match spec::resolve(raw, text, file) {
@@ -328,8 +330,8 @@ fn load(file: &Path, sets: &[String]) -> Result<(Pipeline, Dag)> {
         Err(e) => return Err(e),
     };
     pipeline.overrides = sets.to_vec();
-    let dag = Dag::build(&pipeline)?;
-    Ok((pipeline, dag))
+    let (expanded, dag) = crate::engine::finalists::expand(&pipeline)?;
+    Ok((pipeline, expanded, dag))
 }
 
 fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32> {
@@ -348,7 +350,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         Command::Status { set, .. } => set,
         _ => &[],
     };
-    let (pipeline, dag) = load(&cli.file, sets)?;
+    let (resolved, pipeline, dag) = load(&cli.file, sets)?;
     if matches!(cli.command, Command::Run(_) | Command::Pull { .. }) {
         // A study outlives a dropped SSH session: on SIGHUP its output
         // goes on in the project's run log.
@@ -379,9 +381,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         Command::Status { stages, json, .. } => {
             status::run(&pipeline, &dag, reporter, stages, json)
         }
-        Command::Run(args) => run::run(&pipeline, &dag, reporter, args, running, &|| {
-            load(&cli.file, sets)
-        }),
+        Command::Run(args) => run::run(&resolved, (&pipeline, &dag), reporter, args, running),
         Command::Push { stages, remote } => {
             push::run(&pipeline, &dag, reporter, stages, remote.as_deref())
         }
@@ -393,9 +393,7 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
                 only_pull: true,
                 ..RunArgs::default()
             };
-            run::run(&pipeline, &dag, reporter, &args, running, &|| {
-                load(&cli.file, sets)
-            })
+            run::run(&resolved, (&pipeline, &dag), reporter, &args, running)
         }
     }
 }

@@ -11,16 +11,17 @@ use crate::spec::{self, Pipeline};
 use crate::state::hash::HashCache;
 use crate::state::history;
 use crate::state::store::Store;
-use crate::ui::events::Summary;
 use crate::ui::reporter::{Reporter, RowState};
 
+/// `resolved`: the pipeline as resolved, before its confirm stages are
+/// given finalists (`pipeline` and `dag`, as the searches' results on
+/// disk give them now).
 pub fn run(
-    pipeline: &Pipeline,
-    dag: &Dag,
+    resolved: &Pipeline,
+    (pipeline, dag): (&Pipeline, &Dag),
     reporter: &mut Reporter,
     args: &RunArgs,
     running: &Running,
-    reload: &dyn Fn() -> Result<(Pipeline, Dag)>,
 ) -> Result<i32> {
     if args.jobs == Some(0) {
         return Err(Error::Usage("--jobs must be at least 1".into()));
@@ -78,56 +79,21 @@ pub fn run(
     let mut ran: Vec<history::RanStage> = Vec::new();
     let mut started: std::collections::HashMap<String, usize> = Default::default();
     let begun = history::start(pipeline);
-    // A confirm stage's trainings are known once its search has finished:
-    // the searches run first, then the pipeline is loaded again with them.
-    let searches = searches_first(pipeline, dag, &opts.targets)?;
-    let mut first: Option<Summary> = None;
-    let reloaded;
-    let (pipeline, dag) = if searches.is_empty() || args.only_pull {
-        (pipeline, dag)
-    } else {
-        let opts1 = RunOptions {
-            targets: searches,
-            ..opts.clone()
-        };
-        let s1 = crate::engine::run::run(pipeline, dag, &store, &hashes, &opts1, &mut |e| {
+    let study = crate::engine::study::run(
+        resolved,
+        (pipeline, dag),
+        &store,
+        &hashes,
+        &opts,
+        &mut |e| {
             note_ran(&mut ran, &mut started, &e);
             reporter.event(e)
-        })?;
-        // With --keep-going a search with a failed trial goes on to its
-        // confirm (the trial is not run twice).
-        let stop = (s1.failed > 0 && !opts.keep_going) || s1.interrupted > 0 || running.stopping();
-        first = Some(s1);
-        if stop {
-            (pipeline, dag)
-        } else {
-            reloaded = reload()?;
-            (&reloaded.0, &reloaded.1)
-        }
-    };
-    let summary: Summary = match first {
-        Some(s1)
-            if (s1.failed > 0 && !opts.keep_going) || s1.interrupted > 0 || running.stopping() =>
-        {
-            s1
-        }
-        first => {
-            let opts2 = RunOptions {
-                failed_before: first
-                    .as_ref()
-                    .map(|s| s.failed_stages.clone())
-                    .unwrap_or_default(),
-                ..opts.clone()
-            };
-            let s2 = crate::engine::run::run(pipeline, dag, &store, &hashes, &opts2, &mut |e| {
-                note_ran(&mut ran, &mut started, &e);
-                reporter.event(e)
-            })?;
-            match first {
-                Some(s1) => merge(s1, s2),
-                None => s2,
-            }
-        }
+        },
+    )?;
+    let summary = study.summary;
+    let (pipeline, dag) = match &study.expanded {
+        Some((p, d)) => (p, d),
+        None => (pipeline, dag),
     };
     reporter.summary(&summary);
     if !ran.is_empty() {
@@ -170,49 +136,6 @@ pub fn run(
         (false, f, _) if f > 0 => exit::STAGE_FAILED,
         _ => exit::OK,
     })
-}
-
-/// The search report stages that the confirm stages of this run wait for
-/// (or may get new finalists from): run first. Empty when none.
-fn searches_first(pipeline: &Pipeline, dag: &Dag, targets: &[String]) -> Result<Vec<String>> {
-    let n = pipeline.stages.len();
-    let chosen = if targets.is_empty() {
-        (0..n).collect()
-    } else {
-        pipeline.select(targets)?
-    };
-    let mask = dag.closure(pipeline, &chosen);
-    let mut out: Vec<String> = Vec::new();
-    for (i, s) in pipeline.stages.iter().enumerate() {
-        if !mask[i] || s.kind != stages::Kind::Confirm {
-            continue;
-        }
-        for &j in &s.needs {
-            let r = &pipeline.stages[j];
-            if spec::confirm::is_search_report(r) && !out.contains(&r.name) {
-                out.push(r.name.clone());
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Two phases' summaries as one: what the first ran, the second finds fresh.
-fn merge(a: Summary, b: Summary) -> Summary {
-    let again = a.ran + a.restored;
-    Summary {
-        ran: a.ran + b.ran,
-        cached: b.cached.saturating_sub(again),
-        restored: a.restored + b.restored,
-        failed: a.failed + b.failed,
-        skipped: a.skipped + b.skipped,
-        not_pulled: a.not_pulled + b.not_pulled,
-        not_started: b.not_started,
-        interrupted: a.interrupted + b.interrupted,
-        wall: a.wall + b.wall,
-        done: a.done.into_iter().chain(b.done).collect(),
-        failed_stages: a.failed_stages.into_iter().chain(b.failed_stages).collect(),
-    }
 }
 
 /// Keeps what the history records of a run: each stage that ran, why,

@@ -1,21 +1,21 @@
 //! After stages are linked: each search's report stage needs its trials
-//! (a [`SearchPlan`] for the scheduler), and each `confirm` stage gets its
-//! trainings and evaluations on fresh seeds, once its search has finished.
+//! (a [`SearchPlan`] for the scheduler), and each `confirm` stage is
+//! checked and planned ([`ConfirmPlan`]); it waits for its search.
 //!
-//! A confirm stage's finalists come from its search's `search.json`, and
-//! only when that file's identity is the search the pipeline declares
-//! now: before, the confirm stage waits (`run` runs the search first and
-//! loads the pipeline again, as Snakemake does after a checkpoint).
+//! Resolving reads no outputs. Once its search has finished, the engine
+//! reads the search's result and [`finalize`] gives the confirm stage its
+//! trainings and evaluations on fresh seeds (`run` runs the search first,
+//! as Snakemake does before a checkpoint's dependents).
 
 use super::locate::Locator;
-use super::pipeline::{Base, SearchPlan, Settings, Stage, SEARCH_VARIANT};
+use super::pipeline::{Base, ConfirmPlan, Pipeline, SearchPlan, Settings, Stage, SEARCH_VARIANT};
 use super::variants::{merge_override, nest_dotted};
 use super::Resources;
 use crate::error::Result;
 use serde_json::{Map, Value};
 use stages::confirm::REFERENCE;
 use stages::contract::{replicate_name, stage_name};
-use stages::search::{identity, SearchResult, SEARCH_FILE};
+use stages::search::SearchResult;
 use stages::Kind;
 
 /// Each search's report stage needs its trials; the plans, in stage order.
@@ -56,14 +56,15 @@ pub(super) fn link_searches(stages: &mut [Stage]) -> Vec<SearchPlan> {
     plans
 }
 
-/// The trainings and evaluations of each `confirm` stage, checked.
-pub(super) fn expand(
-    stages: &mut Vec<Stage>,
+/// Each `confirm` stage checked and planned; it needs only its search's
+/// report until [`finalize`] is given the search's result.
+pub(super) fn prepare(
+    stages: &mut [Stage],
     searches: &[SearchPlan],
     bases: &[Base<'_>],
-    settings: &Settings,
     loc: &Locator<'_>,
-) -> Result<()> {
+) -> Result<Vec<ConfirmPlan>> {
+    let mut plans = Vec::new();
     let confirms: Vec<usize> = (0..stages.len())
         .filter(|&i| stages[i].kind == Kind::Confirm)
         .collect();
@@ -222,107 +223,118 @@ pub(super) fn expand(
                 .into());
             }
         }
-        let report = &stages[plan.report];
-        let found: Option<SearchResult> =
-            std::fs::read(settings.project_dir.join(&report.outs[0]).join(SEARCH_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .filter(|r: &SearchResult| r.identity == identity(&report.params));
-        let report_idx = plan.report;
-        let Some(found) = found else {
-            // Waits for the search: it needs only its report for now.
-            stages[c].needs = vec![report_idx];
+        // Waits for the search: it needs only its report for now.
+        stages[c].needs = vec![plan.report];
+        plans.push(ConfirmPlan {
+            confirm: c,
+            search: searches
+                .iter()
+                .position(|s| s.report == plan.report)
+                .unwrap_or_default(),
+            top: p.top,
+            seeds: p.seeds.clone(),
+            reference,
+        });
+    }
+    Ok(plans)
+}
+
+/// Gives confirm stage `plan.confirm` its trainings and evaluations: the
+/// reference and the `top` best trials of `found` (the search's result,
+/// whose identity the caller checked), each on every fresh seed.
+pub fn finalize(pipeline: &mut Pipeline, plan: &ConfirmPlan, found: &SearchResult) {
+    let search = &pipeline.searches[plan.search];
+    let (report_idx, trials) = (search.report, search.trials.clone());
+    let settings: &Settings = &pipeline.settings;
+    let stages = &mut pipeline.stages;
+    let c = plan.confirm;
+    let cname = stages[c].name.clone();
+    let mut configs: Vec<(String, Value)> = vec![(REFERENCE.to_string(), plan.reference.clone())];
+    let mut finalists = Vec::new();
+    for trial in found.ranking.iter().take(plan.top) {
+        let Some(t) = trials
+            .iter()
+            .find(|&&t| stages[t].variant.as_deref() == Some(trial.as_str()))
+        else {
             continue;
         };
-        let mut configs: Vec<(String, Value)> = vec![(REFERENCE.to_string(), reference)];
-        let mut finalists = Vec::new();
-        for trial in found.ranking.iter().take(p.top) {
-            let Some(t) = plan
-                .trials
-                .iter()
-                .find(|&&t| stages[t].variant.as_deref() == Some(trial.as_str()))
-            else {
-                continue;
-            };
-            let Some(r) = found.trials.iter().find(|r| r.trial == *trial) else {
-                continue;
-            };
-            configs.push((trial.clone(), stages[*t].params.clone()));
-            finalists.push(serde_json::json!({
-                "trial": trial, "values": r.values, "search_score": r.score,
-            }));
-        }
-        let template = stages[plan.trials[0]].clone();
-        let data: Vec<usize> = template
-            .needs
-            .iter()
-            .copied()
-            .filter(|&j| stages[j].kind == Kind::Preprocess)
-            .collect();
-        let eval_defaults = settings
-            .resources
-            .get(&Kind::Evaluate)
-            .cloned()
-            .unwrap_or_default();
-        let mut needs = vec![report_idx];
-        for (config, params) in &configs {
-            for &seed in &p.seeds {
-                let variant = replicate_name(config, seed);
-                let tbase = format!("{cname}.train");
-                let tname = stage_name(&tbase, Some(&variant));
-                let mut tparams = params.clone();
-                if let Value::Object(m) = &mut tparams {
-                    m.insert("seed".into(), seed.into());
-                }
-                let t = stages.len();
-                stages.push(Stage {
-                    outs: vec![format!("{}/{tname}", settings.outputs)],
-                    name: tname,
-                    group: Some(stage_name(&tbase, Some(config))),
-                    base: tbase,
-                    variant: Some(variant.clone()),
-                    desc: Some(format!("{config} on the fresh seed {seed}")),
-                    params: tparams,
-                    ..template.clone()
-                });
-                let ebase = format!("{cname}.evaluate");
-                let ename = stage_name(&ebase, Some(&variant));
-                let mut eneeds = data.clone();
-                eneeds.push(t);
-                eneeds.sort_unstable();
-                needs.push(stages.len());
-                stages.push(Stage {
-                    outs: vec![format!("{}/{ename}", settings.outputs)],
-                    name: ename,
-                    group: Some(stage_name(&ebase, Some(config))),
-                    base: ebase,
-                    variant: Some(variant),
-                    kind: Kind::Evaluate,
-                    desc: None,
-                    params: Kind::Evaluate
-                        .normalize_params(Value::Null)
-                        .unwrap_or(Value::Object(Map::new())),
-                    cmd: None,
-                    deps: Vec::new(),
-                    predictions: None,
-                    needs: eneeds,
-                    resources: Resources {
-                        cpus: eval_defaults.cpus,
-                        gpus: eval_defaults.gpus.unwrap_or(0),
-                        mem_mb: eval_defaults.mem_mb,
-                        time: eval_defaults.time,
-                    },
-                    device: template.device.clone(),
-                    slurm: settings.slurm.clone(),
-                });
+        let Some(r) = found.trials.iter().find(|r| r.trial == *trial) else {
+            continue;
+        };
+        configs.push((trial.clone(), stages[*t].params.clone()));
+        finalists.push(serde_json::json!({
+            "trial": trial, "values": r.values, "search_score": r.score,
+        }));
+    }
+    let template = stages[trials[0]].clone();
+    let data: Vec<usize> = template
+        .needs
+        .iter()
+        .copied()
+        .filter(|&j| stages[j].kind == Kind::Preprocess)
+        .collect();
+    let eval_defaults = settings
+        .resources
+        .get(&Kind::Evaluate)
+        .cloned()
+        .unwrap_or_default();
+    let mut needs = vec![report_idx];
+    for (config, params) in &configs {
+        for &seed in &plan.seeds {
+            let variant = replicate_name(config, seed);
+            let tbase = format!("{cname}.train");
+            let tname = stage_name(&tbase, Some(&variant));
+            let mut tparams = params.clone();
+            if let Value::Object(m) = &mut tparams {
+                m.insert("seed".into(), seed.into());
             }
-        }
-        stages[c].needs = needs;
-        if let Value::Object(m) = &mut stages[c].params {
-            m.insert("finalists".into(), Value::Array(finalists));
+            let t = stages.len();
+            stages.push(Stage {
+                outs: vec![format!("{}/{tname}", settings.outputs)],
+                name: tname,
+                group: Some(stage_name(&tbase, Some(config))),
+                base: tbase,
+                variant: Some(variant.clone()),
+                desc: Some(format!("{config} on the fresh seed {seed}")),
+                params: tparams,
+                ..template.clone()
+            });
+            let ebase = format!("{cname}.evaluate");
+            let ename = stage_name(&ebase, Some(&variant));
+            let mut eneeds = data.clone();
+            eneeds.push(t);
+            eneeds.sort_unstable();
+            needs.push(stages.len());
+            stages.push(Stage {
+                outs: vec![format!("{}/{ename}", settings.outputs)],
+                name: ename,
+                group: Some(stage_name(&ebase, Some(config))),
+                base: ebase,
+                variant: Some(variant),
+                kind: Kind::Evaluate,
+                desc: None,
+                params: Kind::Evaluate
+                    .normalize_params(Value::Null)
+                    .unwrap_or(Value::Object(Map::new())),
+                cmd: None,
+                deps: Vec::new(),
+                predictions: None,
+                needs: eneeds,
+                resources: Resources {
+                    cpus: eval_defaults.cpus,
+                    gpus: eval_defaults.gpus.unwrap_or(0),
+                    mem_mb: eval_defaults.mem_mb,
+                    time: eval_defaults.time,
+                },
+                device: template.device.clone(),
+                slurm: settings.slurm.clone(),
+            });
         }
     }
-    Ok(())
+    stages[c].needs = needs;
+    if let Value::Object(m) = &mut stages[c].params {
+        m.insert("finalists".into(), Value::Array(finalists));
+    }
 }
 
 /// Whether a stage is a confirm stage still waiting for its search.

@@ -115,12 +115,30 @@ pub struct SearchPlan {
     pub keep: f64,
 }
 
-#[derive(Debug)]
+/// A confirm stage as resolved: what it confirms and how.
+#[derive(Debug, Clone)]
+pub struct ConfirmPlan {
+    /// The confirm stage.
+    pub confirm: usize,
+    /// The search it confirms (an index into `Pipeline::searches`).
+    pub search: usize,
+    /// How many of the best trials it confirms.
+    pub top: usize,
+    /// The fresh seeds each configuration trains on.
+    pub seeds: Vec<u64>,
+    /// The reference configuration's training parameters.
+    pub reference: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
 pub struct Pipeline {
     pub settings: Settings,
     pub stages: Vec<Stage>,
     /// Each `search:`: its trials and early stopping, for the scheduler.
     pub searches: Vec<SearchPlan>,
+    /// Each `confirm` stage, to be given its trainings once its search
+    /// has a result ([`super::confirm::finalize`]).
+    pub confirms: Vec<ConfirmPlan>,
     pub text: String,
     /// `-S` overrides applied to the file's parameters, as given.
     pub overrides: Vec<String>,

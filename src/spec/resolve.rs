@@ -35,7 +35,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
     link(&mut stages, &foreach_needs, &raw, &loc)?;
     select_references(&mut stages, &bases, &loc)?;
     let searches = super::confirm::link_searches(&mut stages);
-    super::confirm::expand(&mut stages, &searches, &bases, &settings, &loc)?;
+    let confirms = super::confirm::prepare(&mut stages, &searches, &bases, &loc)?;
     // What a kind can check of the stages it reads, before anything runs.
     for s in &stages {
         let inputs: Vec<stages::Upstream<'_>> = s
@@ -65,6 +65,7 @@ pub fn resolve(raw: RawPipeline, text: String, file: &Path) -> Result<Pipeline> 
         settings,
         stages,
         searches,
+        confirms,
         text,
         overrides: Vec::new(),
     })

@@ -11,7 +11,7 @@ use super::locate::Locator;
 use super::pipeline::{Base, ConfirmPlan, Pipeline, SearchPlan, Settings, Stage, SEARCH_VARIANT};
 use super::variants::{merge_override, nest_dotted};
 use super::Resources;
-use crate::error::Result;
+use crate::error::{Diagnostic, Result};
 use serde_json::{Map, Value};
 use stages::confirm::REFERENCE;
 use stages::contract::{replicate_name, stage_name};
@@ -78,138 +78,18 @@ pub(super) fn prepare(
             p.extend(path);
             loc.at(&p, format!("stage `{cname}`: {message}"))
         };
-        for (field, given) in [
-            ("variants", b.raw.variants.is_some()),
-            ("matrix", b.raw.matrix.is_some()),
-            ("seeds", b.raw.seeds.is_some()),
-            ("foreach", b.raw.foreach.is_some()),
-            ("search", b.raw.search.is_some()),
-        ] {
-            if given {
-                return Err(at(
-                    &[field],
-                    format!("a confirm stage takes no `{field}`; its seeds are `params: {{seeds: [...]}}`"),
-                )
-                .into());
-            }
-        }
-        if b.raw
-            .params
-            .as_ref()
-            .is_some_and(|p| p.0.contains_key("finalists"))
-        {
-            return Err(at(
-                &["params", "finalists"],
-                "`finalists` is not set by hand: they are the search's best trials".into(),
-            )
-            .help("set `top: N` to confirm the N best")
-            .into());
-        }
-        // The search it confirms.
-        let searched: Vec<(&str, usize)> = b
-            .raw
-            .needs
-            .iter()
-            .filter_map(|n| {
-                searches
-                    .iter()
-                    .position(|s| stages[s.report].base == *n)
-                    .map(|k| (n.as_str(), k))
-            })
-            .collect();
-        let plan = match searched.as_slice() {
-            [(_, k)] => &searches[*k],
-            [] => {
-                let named = if b.raw.needs.is_empty() {
-                    "it needs no stage".to_string()
-                } else {
-                    format!("`{}` is not a search", b.raw.needs.join("`, `"))
-                };
-                return Err(at(
-                    &["needs"],
-                    format!("a confirm stage needs the search it confirms, and {named}"),
-                )
-                .help("give a train stage `search:` and name it: `needs: [train]`")
-                .into());
-            }
-            several => {
-                let names: Vec<&str> = several.iter().map(|(n, _)| *n).collect();
-                return Err(at(
-                    &["needs"],
-                    format!(
-                        "a confirm stage confirms one search, it needs {}",
-                        names.join(", ")
-                    ),
-                )
-                .help("declare one confirm stage per search")
-                .into());
-            }
-        };
+        check_declaration(b, &at)?;
+        let search = searched(stages, searches, b, &at)?;
+        let plan = &searches[search];
         let p: stages::confirm::ConfirmParams = serde_json::from_value(stages[c].params.clone())
             .map_err(|e| at(&["params"], e.to_string()))?;
-        if p.top > plan.trials.len() {
-            return Err(at(
-                &["params", "top"],
-                format!(
-                    "`top: {}` is more than the search's {} trials",
-                    p.top,
-                    plan.trials.len()
-                ),
-            )
-            .into());
-        }
-        let used: Vec<u64> = plan
-            .trials
-            .iter()
-            .filter_map(|&t| stages[t].params.get("seed").and_then(Value::as_u64))
-            .collect();
-        let overlap: Vec<String> = p
-            .seeds
-            .iter()
-            .filter(|s| used.contains(s))
-            .map(u64::to_string)
-            .collect();
-        if !overlap.is_empty() {
-            return Err(at(
-                &["params", "seeds"],
-                format!(
-                    "seed {} was used by the search; a confirmation needs fresh seeds",
-                    overlap.join(", ")
-                ),
-            )
-            .help("pick seeds no trial trained with (the search's trials use `seed` of the train stage)")
-            .into());
-        }
+        check_top_and_seeds(stages, plan, &p, &at)?;
         // The reference configuration: the search stage's params, overridden.
         let search_base = stages[plan.report].base.clone();
         let Some(sb) = bases.iter().find(|x| x.name == search_base) else {
             continue;
         };
-        if p.reference.contains_key("seed") {
-            return Err(at(
-                &["params", "reference", "seed"],
-                "the reference sets `seed`, but `seeds` sets each training's seed".into(),
-            )
-            .into());
-        }
-        let mut reference = sb.params.clone();
-        merge_override(
-            &mut reference,
-            &nest_dotted(&p.reference),
-            "",
-            Kind::Train.optional_params(),
-        )
-        .map_err(|(key, _)| {
-            at(
-                &["params", "reference"],
-                format!(
-                    "the reference sets `{key}`, which is not a parameter of stage `{search_base}`"
-                ),
-            )
-        })?;
-        let reference = Kind::Train
-            .normalize_params(reference)
-            .map_err(|m| at(&["params", "reference"], format!("reference: {m}")))?;
+        let reference = reference(sb, &p, &at)?;
         for suffix in ["train", "evaluate"] {
             let taken = format!("{cname}.{suffix}");
             if stages.iter().any(|s| s.base == taken) {
@@ -227,16 +107,169 @@ pub(super) fn prepare(
         stages[c].needs = vec![plan.report];
         plans.push(ConfirmPlan {
             confirm: c,
-            search: searches
-                .iter()
-                .position(|s| s.report == plan.report)
-                .unwrap_or_default(),
+            search,
             top: p.top,
             seeds: p.seeds.clone(),
             reference,
         });
     }
     Ok(plans)
+}
+
+/// Where in a confirm stage's declaration something is wrong, and what.
+type At<'a> = dyn Fn(&[&str], String) -> Diagnostic + 'a;
+
+/// A confirm stage declares no variants of its own, nor its finalists.
+fn check_declaration(b: &Base<'_>, at: &At<'_>) -> Result<()> {
+    for (field, given) in [
+        ("variants", b.raw.variants.is_some()),
+        ("matrix", b.raw.matrix.is_some()),
+        ("seeds", b.raw.seeds.is_some()),
+        ("foreach", b.raw.foreach.is_some()),
+        ("search", b.raw.search.is_some()),
+    ] {
+        if given {
+            return Err(at(
+                &[field],
+                format!(
+                    "a confirm stage takes no `{field}`; its seeds are `params: {{seeds: [...]}}`"
+                ),
+            )
+            .into());
+        }
+    }
+    if b.raw
+        .params
+        .as_ref()
+        .is_some_and(|p| p.0.contains_key("finalists"))
+    {
+        return Err(at(
+            &["params", "finalists"],
+            "`finalists` is not set by hand: they are the search's best trials".into(),
+        )
+        .help("set `top: N` to confirm the N best")
+        .into());
+    }
+    Ok(())
+}
+
+/// The search a confirm stage confirms: the one search it needs.
+fn searched(stages: &[Stage], searches: &[SearchPlan], b: &Base<'_>, at: &At<'_>) -> Result<usize> {
+    let searched: Vec<(&str, usize)> = b
+        .raw
+        .needs
+        .iter()
+        .filter_map(|n| {
+            searches
+                .iter()
+                .position(|s| stages[s.report].base == *n)
+                .map(|k| (n.as_str(), k))
+        })
+        .collect();
+    match searched.as_slice() {
+        [(_, k)] => Ok(*k),
+        [] => {
+            let named = if b.raw.needs.is_empty() {
+                "it needs no stage".to_string()
+            } else {
+                format!("`{}` is not a search", b.raw.needs.join("`, `"))
+            };
+            Err(at(
+                &["needs"],
+                format!("a confirm stage needs the search it confirms, and {named}"),
+            )
+            .help("give a train stage `search:` and name it: `needs: [train]`")
+            .into())
+        }
+        several => {
+            let names: Vec<&str> = several.iter().map(|(n, _)| *n).collect();
+            Err(at(
+                &["needs"],
+                format!(
+                    "a confirm stage confirms one search, it needs {}",
+                    names.join(", ")
+                ),
+            )
+            .help("declare one confirm stage per search")
+            .into())
+        }
+    }
+}
+
+/// `top` is within the search's trials, and every seed is fresh.
+fn check_top_and_seeds(
+    stages: &[Stage],
+    plan: &SearchPlan,
+    p: &stages::confirm::ConfirmParams,
+    at: &At<'_>,
+) -> Result<()> {
+    if p.top > plan.trials.len() {
+        return Err(at(
+            &["params", "top"],
+            format!(
+                "`top: {}` is more than the search's {} trials",
+                p.top,
+                plan.trials.len()
+            ),
+        )
+        .into());
+    }
+    let used: Vec<u64> = plan
+        .trials
+        .iter()
+        .filter_map(|&t| stages[t].params.get("seed").and_then(Value::as_u64))
+        .collect();
+    let overlap: Vec<String> = p
+        .seeds
+        .iter()
+        .filter(|s| used.contains(s))
+        .map(u64::to_string)
+        .collect();
+    if !overlap.is_empty() {
+        return Err(at(
+            &["params", "seeds"],
+            format!(
+                "seed {} was used by the search; a confirmation needs fresh seeds",
+                overlap.join(", ")
+            ),
+        )
+        .help(
+            "pick seeds no trial trained with (the search's trials use `seed` of the train stage)",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The reference configuration: the search stage's params with the
+/// confirm stage's `reference` over them.
+fn reference(sb: &Base<'_>, p: &stages::confirm::ConfirmParams, at: &At<'_>) -> Result<Value> {
+    let search_base = sb.name;
+    if p.reference.contains_key("seed") {
+        return Err(at(
+            &["params", "reference", "seed"],
+            "the reference sets `seed`, but `seeds` sets each training's seed".into(),
+        )
+        .into());
+    }
+    let mut reference = sb.params.clone();
+    merge_override(
+        &mut reference,
+        &nest_dotted(&p.reference),
+        "",
+        Kind::Train.optional_params(),
+    )
+    .map_err(|(key, _)| {
+        at(
+            &["params", "reference"],
+            format!(
+                "the reference sets `{key}`, which is not a parameter of stage `{search_base}`"
+            ),
+        )
+    })?;
+    Ok(Kind::Train
+        .normalize_params(reference)
+        .map_err(|m| at(&["params", "reference"], format!("reference: {m}")))?)
 }
 
 /// Gives confirm stage `plan.confirm` its trainings and evaluations: the

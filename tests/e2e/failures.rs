@@ -19,7 +19,7 @@ stages:
     outs: [a.txt]
   independent:
     kind: cmd
-    cmd: "sleep 0.3; touch i.txt"
+    cmd: "touch i.txt"
     outs: [i.txt]
 "#,
     );

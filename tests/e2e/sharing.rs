@@ -6,7 +6,7 @@
 
 use crate::common::{Project, Run};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A stage that sleeps, then writes its parameter; every run of it is
 /// appended to `runs` (outside the project, shared by projects).
@@ -186,15 +186,39 @@ fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
         .expect("the binary starts")
 }
 
-fn finish(c: std::process::Child) -> Run {
-    Run(c.wait_with_output().unwrap())
+/// A shell loop that waits up to 20 s for `path`, then goes on only if
+/// it is there: the order of events held by files, not by sleeping.
+fn await_file(path: &Path) -> String {
+    let f = path.display();
+    format!(
+        "i=0; while [ ! -e {f} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; test -e {f}"
+    )
 }
 
-/// Seconds since the epoch, as written by `date +%s.%N`.
-fn times(path: &Path) -> (f64, f64) {
-    let t = fs::read_to_string(path).unwrap();
-    let v: Vec<f64> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    (v[0], v[1])
+/// Starts `p` with `args`, its output read as it comes: once a line
+/// contains `seen`, `then` is created.
+fn watch(
+    p: &Project,
+    args: &[&str],
+    seen: &'static str,
+    then: PathBuf,
+) -> std::thread::JoinHandle<Run> {
+    use std::io::BufRead;
+    let mut child = spawn(p, args);
+    let out = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+            if line.contains(seen) {
+                fs::write(&then, "").unwrap();
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let mut output = child.wait_with_output().unwrap();
+        output.stdout = text.into_bytes();
+        Run(output)
+    })
 }
 
 /// Two projects on one cache, started together: their different stages
@@ -206,27 +230,33 @@ fn two_projects_at_once_go_side_by_side_and_compute_a_shared_result_once() {
     let shared = tempfile::tempdir().unwrap();
     let cache = shared.path().join("cache");
     let counter = shared.path().join("computed.log");
-    let pipeline = |own: &str| {
+    // Each `own` goes on only once the other project's has begun; the
+    // `same` being computed, only once the other project waits for it.
+    let here = |p: &str| shared.path().join(format!("{p}.here"));
+    let waited = shared.path().join("waited");
+    let pipeline = |own: &str, other: &str| {
         with_cache(
             &format!(
-                "stages:\n  own:\n    kind: cmd\n    cmd: \"date +%s.%N > span.txt; sleep 1; echo {own} > own.txt; date +%s.%N >> span.txt\"\n    outs: [own.txt, span.txt]\n  same:\n    kind: cmd\n    cmd: \"sleep 1; echo once >> {}; echo same > same.txt\"\n    outs: [same.txt]\n",
+                "stages:\n  own:\n    kind: cmd\n    cmd: \"touch {}; {} && echo {own} > own.txt\"\n    outs: [own.txt]\n  same:\n    kind: cmd\n    cmd: \"{} && echo once >> {} && echo same > same.txt\"\n    outs: [same.txt]\n",
+                here(own).display(),
+                await_file(&here(other)),
+                await_file(&waited),
                 counter.display()
             ),
             &cache,
         )
     };
-    let a = Project::with(&pipeline("a"));
-    let b = Project::with(&pipeline("b"));
+    let a = Project::with(&pipeline("a", "b"));
+    let b = Project::with(&pipeline("b", "a"));
     let (ca, cb) = (
-        spawn(&a, &["run", "--jobs", "2"]),
-        spawn(&b, &["run", "--jobs", "2"]),
+        watch(&a, &["run", "--jobs", "2"], "waiting  same", waited.clone()),
+        watch(&b, &["run", "--jobs", "2"], "waiting  same", waited.clone()),
     );
-    let (ra, rb) = (finish(ca).ok(), finish(cb).ok());
-    let (a0, a1) = times(&a.path("span.txt"));
-    let (b0, b1) = times(&b.path("span.txt"));
-    assert!(
-        a0 < b1 && b0 < a1,
-        "the two `own` stages overlapped: a {a0}..{a1}, b {b0}..{b1}"
+    let (ra, rb) = (ca.join().unwrap().ok(), cb.join().unwrap().ok());
+    // Each `own` saw the other's begin: they ran side by side.
+    assert_eq!(
+        (a.read("own.txt"), b.read("own.txt")),
+        ("a\n".into(), "b\n".into())
     );
     assert_eq!(lines(&counter), 1, "`same` computed once");
     let both = format!("{}{}", ra.stdout(), rb.stdout());
@@ -280,8 +310,13 @@ fn a_renamed_variant_and_a_matching_seed_restore_the_training() {
 fn gc_refuses_while_another_project_runs_on_the_cache() {
     let shared = tempfile::tempdir().unwrap();
     let cache = shared.path().join("cache");
-    let slow = "stages:\n  s:\n    kind: cmd\n    cmd: \"touch started; sleep 1; echo s > out.txt\"\n    outs: [out.txt]\n";
-    let a = Project::with(&with_cache(slow, &cache));
+    // The run goes on only once gc has been refused.
+    let go = shared.path().join("go");
+    let slow = format!(
+        "stages:\n  s:\n    kind: cmd\n    cmd: \"touch started; {} && echo s > out.txt\"\n    outs: [out.txt]\n",
+        await_file(&go)
+    );
+    let a = Project::with(&with_cache(&slow, &cache));
     let b = Project::with(&with_cache(
         &sleeper("t", 1, &shared.path().join("runs.log"), 0.0),
         &cache,
@@ -295,6 +330,7 @@ fn gc_refuses_while_another_project_runs_on_the_cache() {
         "{}",
         r.stderr()
     );
+    fs::write(&go, "").unwrap();
     Run(running.wait_with_output().unwrap()).ok().has("1 ran");
     b.run(&["gc", "--runs"]).ok();
     assert!(

@@ -1,0 +1,99 @@
+//! Fully connected layers through the GEMM crate.
+
+use super::super::vector::add;
+use super::*;
+
+/// Fully connected: y (n×o) = x (n×i) · Wᵀ + b, W stored o×i.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linear {
+    pub i: usize,
+    pub o: usize,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &[f32], n: usize, w: &[f32], b: &[f32], threads: usize) -> Vec<f32> {
+        let mut y = vec![0.0f32; n * self.o];
+        for row in y.chunks_mut(self.o) {
+            row.copy_from_slice(b);
+        }
+        mm(
+            n,
+            self.o,
+            self.i,
+            &mut y,
+            self.o,
+            true,
+            x,
+            (self.i, 1),
+            w,
+            (1, self.i),
+            par(threads),
+        );
+        y
+    }
+
+    /// (dx if asked, dW, db).
+    pub fn backward(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &[f32],
+        dy: &[f32],
+        need_dx: bool,
+        threads: usize,
+    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+        let bufs = (Vec::new(), need_dx.then(Vec::new));
+        self.backward_into(x, n, w, dy, threads, bufs)
+    }
+
+    /// `backward` into given buffers (dW's, and dx's if asked), of any
+    /// length and contents: both are overwritten in full, so a training
+    /// step can hand back the last step's instead of zeroing fresh ones
+    /// (dW is most of the model's parameters).
+    pub fn backward_into(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &[f32],
+        dy: &[f32],
+        threads: usize,
+        (mut dw, dx): (Vec<f32>, Option<Vec<f32>>),
+    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+        dw.resize(self.o * self.i, 0.0);
+        mm(
+            self.o,
+            self.i,
+            n,
+            &mut dw,
+            self.i,
+            false,
+            dy,
+            (1, self.o),
+            x,
+            (self.i, 1),
+            par(threads),
+        );
+        let mut db = vec![0.0f32; self.o];
+        for row in dy.chunks(self.o) {
+            add(&mut db, row);
+        }
+        let dx = dx.map(|mut dx| {
+            dx.resize(n * self.i, 0.0);
+            mm(
+                n,
+                self.i,
+                self.o,
+                &mut dx,
+                self.i,
+                false,
+                dy,
+                (self.o, 1),
+                w,
+                (self.i, 1),
+                par(threads),
+            );
+            dx
+        });
+        (dx, dw, db)
+    }
+}

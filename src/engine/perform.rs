@@ -17,19 +17,46 @@ use crate::ui::events::{Event, Failure, Remedy};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// A stage that must run, as the planner and the scheduler left it.
+pub(crate) struct Work<'a> {
+    /// Why it runs.
+    pub reason: DirtyReason,
+    pub fp: Fingerprint,
+    /// Its run-cache key.
+    pub key: String,
+    /// Its record as assessed.
+    pub prev: Option<&'a Record>,
+    /// What the scheduler gave it.
+    pub grant: &'a Grant,
+    /// Inputs with no result (a search's failed trial).
+    pub no_result: &'a [String],
+    /// Run whatever its saved state says.
+    pub force: bool,
+    /// Pause after this many epochs (a search's trial).
+    pub stop_after: Option<usize>,
+    /// Where it is offered more threads.
+    pub grow: Option<PathBuf>,
+}
+
 /// Runs a stage in a transaction: begun once its outputs may be replaced,
 /// committed once its work succeeded, aborted otherwise.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_stage(
     ctx: &Ctx<'_>,
     stage: &Stage,
-    reason: DirtyReason,
-    (fp, key): (Fingerprint, String),
-    prev: Option<&Record>,
-    (grant, no_result): (&Grant, &[String]),
-    (force, stop_after, grow): (bool, Option<usize>, Option<PathBuf>),
+    work: Work<'_>,
     send: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome> {
+    let Work {
+        reason,
+        fp,
+        key,
+        prev,
+        grant,
+        no_result,
+        force,
+        stop_after,
+        grow,
+    } = work;
     // The tool only replaces what it can show it wrote.
     if let Err(refusal) = check_outputs(ctx, stage, prev) {
         return failed(send, stage, Failure::Refused(refusal), None);

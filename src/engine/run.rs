@@ -4,7 +4,7 @@ use crate::engine::board::{Assigned, Board, Budget, Outcome, Planned};
 use crate::engine::context::{failed, Ctx};
 use crate::engine::decide::{decide, Decision, Stale};
 use crate::engine::executor::Executor;
-use crate::engine::perform::run_stage;
+use crate::engine::perform::{run_stage, Work};
 use crate::engine::plan::{Planner, State};
 use crate::engine::restore::{restore_run, try_restore, Restored};
 use crate::engine::schedule::{Grant, Pool};
@@ -395,16 +395,18 @@ fn process(
         .filter(|(_, d)| d.named.is_empty())
         .map(|(n, _)| n.clone())
         .collect();
-    run_stage(
-        ctx,
-        stage,
+    let work = Work {
         reason,
-        (fp, key),
-        record.as_ref(),
-        (grant, &no_result),
-        (force, stop_after, grow),
-        send,
-    )
+        fp,
+        key,
+        prev: record.as_ref(),
+        grant,
+        no_result: &no_result,
+        force,
+        stop_after,
+        grow,
+    };
+    run_stage(ctx, stage, work, send)
 }
 
 /// What a remote gave for a stage.

@@ -32,8 +32,13 @@ pub trait Optimizer: Send {
     /// The step count and the state vectors, to save them.
     fn state(&self) -> State;
     /// Puts back saved state; refuses state of other shapes.
-    fn restore(&mut self, state: State) -> Result<(), String>;
+    fn restore(&mut self, state: State) -> Result<(), Misfit>;
 }
+
+/// Saved state of other shapes than the optimizer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the saved optimizer state does not fit this model")]
+pub struct Misfit;
 
 /// An optimizer's state between steps.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,12 +65,12 @@ impl State {
     }
 
     /// `saved`, where its vectors have the shapes of this state's.
-    fn replace(&mut self, saved: State) -> Result<(), String> {
+    fn replace(&mut self, saved: State) -> Result<(), Misfit> {
         let shapes = |x: &[Vec<f32>]| x.iter().map(Vec::len).collect::<Vec<_>>();
         if shapes(&saved.first) != shapes(&self.first)
             || shapes(&saved.second) != shapes(&self.second)
         {
-            return Err("the saved optimizer state does not fit this model".into());
+            return Err(Misfit);
         }
         *self = saved;
         Ok(())
@@ -169,7 +174,7 @@ macro_rules! common {
         fn state(&self) -> State {
             self.state.clone()
         }
-        fn restore(&mut self, state: State) -> Result<(), String> {
+        fn restore(&mut self, state: State) -> Result<(), Misfit> {
             self.state.replace(state)
         }
     };

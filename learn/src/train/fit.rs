@@ -88,8 +88,8 @@ pub enum TrainError {
         batch: usize,
     },
     /// The state after an epoch could not be saved.
-    #[error("{0}")]
-    Save(String),
+    #[error(transparent)]
+    Save(#[from] state::StateError),
 }
 
 /// The saved state a resumed training takes up: whole, for an epoch not
@@ -104,7 +104,7 @@ fn take_up<D: Backend>(
 ) -> Option<Saved> {
     let saved = match resume {
         Some(dir) => Saved::load(dir).unwrap_or_else(|why| {
-            observe(Event::StartsOver(StartOver::Damaged(why)));
+            observe(Event::StartsOver(StartOver::Damaged(why.to_string())));
             None
         }),
         None => None,
@@ -115,7 +115,7 @@ fn take_up<D: Backend>(
         .and_then(|s| match learner.restore(model, &s) {
             Ok(()) => Some(s),
             Err(why) => {
-                observe(Event::StartsOver(StartOver::DoesNotFit(why)));
+                observe(Event::StartsOver(StartOver::DoesNotFit(why.to_string())));
                 None
             }
         })
@@ -409,10 +409,8 @@ pub fn fit<D: Backend>(
             break;
         }
         if let Some(dir) = resume.filter(|_| epoch + 1 < plan.epochs) {
-            c.saved(&learner, model, epoch + 1)
-                .save(dir)
-                .map_err(TrainError::Save)?;
-            state::write_progress(dir, epoch + 1, plan.epochs).map_err(TrainError::Save)?;
+            c.saved(&learner, model, epoch + 1).save(dir)?;
+            state::write_progress(dir, epoch + 1, plan.epochs)?;
         }
     }
     if let Some(snapshot) = c.best {

@@ -12,6 +12,17 @@ use crate::nn::ops::Dev;
 use crate::nn::optim::{build, clip_global_norm, Optimizer};
 use dfdx::prelude::*;
 
+/// Why a saved state does not fit this training.
+#[derive(Debug, thiserror::Error)]
+pub enum Unfit {
+    #[error("the saved state does not fit this model")]
+    Model,
+    #[error(transparent)]
+    Optimizer(#[from] crate::nn::optim::Misfit),
+    #[error("the saved averaged weights do not fit this training")]
+    Averages,
+}
+
 /// The optimizer's state: master weights, their dfdx tensors, the
 /// optimizer, the averaged weights, and the device (whose generator
 /// drives dropout).
@@ -139,13 +150,13 @@ impl<D: Backend> Learner<D> {
 
     /// Takes up a saved state: weights, buffers, optimizer, and the
     /// generator advanced past the values already drawn.
-    pub(crate) fn restore(&mut self, model: &mut Model, saved: &Saved) -> Result<(), String> {
+    pub(crate) fn restore(&mut self, model: &mut Model, saved: &Saved) -> Result<(), Unfit> {
         let fits = |a: &[Vec<f32>], b: &[Vec<f32>]| {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len())
         };
         let buffers: Vec<Vec<f32>> = model.buffers.iter().map(|b| b.data.clone()).collect();
         if !fits(&saved.master, &self.master) || !fits(&saved.buffers, &buffers) {
-            return Err("the saved state does not fit this model".into());
+            return Err(Unfit::Model);
         }
         self.opt.restore(crate::nn::optim::State {
             step: saved.adam_step,
@@ -158,7 +169,7 @@ impl<D: Backend> Learner<D> {
                 (e.params, e.buffers) = (p.clone(), b.clone());
             }
             (None, None) => {}
-            _ => return Err("the saved averaged weights do not fit this training".into()),
+            _ => return Err(Unfit::Averages),
         }
         self.master = saved.master.clone();
         for (t, m) in self.tensors.iter_mut().zip(self.master.iter()) {

@@ -17,6 +17,31 @@ use std::path::Path;
 const MAGIC: &[u8; 8] = b"FMNPRS1\0";
 pub const STATE_FILE: &str = "state.fmnr";
 
+/// Why a saved state cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("not a saved training state")]
+    NotAState,
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("truncated")]
+    Truncated,
+    #[error("truncated header")]
+    TruncatedHeader,
+    #[error("trailing data")]
+    Trailing,
+    #[error("{0}")]
+    Header(serde_json::Error),
+    /// Reading the state failed (other than its not being there).
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Parameters and batch-norm buffers, layer by layer.
 pub type Snapshot = (Vec<Vec<f32>>, Vec<Vec<f32>>);
 
@@ -70,7 +95,7 @@ struct Header {
 }
 
 impl Saved {
-    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, StateError> {
         let lens = |v: &[Vec<f32>]| v.iter().map(Vec::len).collect::<Vec<_>>();
         let header = Header {
             epochs_done: self.epochs_done,
@@ -89,7 +114,7 @@ impl Saved {
             second: Some(lens(&self.adam_v)),
             has_ema: self.ema.is_some(),
         };
-        let h = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+        let h = serde_json::to_vec(&header).map_err(StateError::Header)?;
         let mut b = MAGIC.to_vec();
         b.extend_from_slice(&(h.len() as u64).to_le_bytes());
         b.extend_from_slice(&h);
@@ -114,33 +139,33 @@ impl Saved {
     }
 
     /// Whether `b` is a whole saved state: its magic and its checksum.
-    pub fn check(b: &[u8]) -> Result<(), String> {
+    pub fn check(b: &[u8]) -> Result<(), StateError> {
         if b.len() < 16 + 32 || &b[..8] != MAGIC {
-            return Err("not a saved training state".into());
+            return Err(StateError::NotAState);
         }
         let (body, sum) = b.split_at(b.len() - 32);
         if blake3::hash(body).as_bytes() != sum {
-            return Err("checksum mismatch".into());
+            return Err(StateError::Checksum);
         }
         Ok(())
     }
 
-    pub fn from_bytes(b: &[u8]) -> Result<Saved, String> {
+    pub fn from_bytes(b: &[u8]) -> Result<Saved, StateError> {
         Saved::check(b)?;
         let body = &b[..b.len() - 32];
-        let n = u64::from_le_bytes(body[8..16].try_into().map_err(|_| "truncated")?) as usize;
-        let h: Header = serde_json::from_slice(body.get(16..16 + n).ok_or("truncated header")?)
-            .map_err(|e| e.to_string())?;
+        let n =
+            u64::from_le_bytes(body[8..16].try_into().map_err(|_| StateError::Truncated)?) as usize;
+        let h: Header =
+            serde_json::from_slice(body.get(16..16 + n).ok_or(StateError::TruncatedHeader)?)
+                .map_err(StateError::Header)?;
         let mut floats = body[16 + n..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-        let mut group = |lens: &[usize]| -> Result<Vec<Vec<f32>>, String> {
+        let mut group = |lens: &[usize]| -> Result<Vec<Vec<f32>>, StateError> {
             lens.iter()
                 .map(|&l| {
                     let v: Vec<f32> = floats.by_ref().take(l).collect();
-                    (v.len() == l)
-                        .then_some(v)
-                        .ok_or_else(|| "truncated".to_string())
+                    (v.len() == l).then_some(v).ok_or(StateError::Truncated)
                 })
                 .collect()
         };
@@ -159,7 +184,7 @@ impl Saved {
             None
         };
         if floats.next().is_some() {
-            return Err("trailing data".into());
+            return Err(StateError::Trailing);
         }
         Ok(Saved {
             epochs_done: h.epochs_done,
@@ -182,21 +207,24 @@ impl Saved {
     }
 
     /// Writes the state whole or not at all.
-    pub fn save(&self, dir: &Path) -> Result<(), String> {
+    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let bytes = self.to_bytes()?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
         std::fs::write(&tmp, &bytes)
             .and_then(|()| std::fs::rename(&tmp, dir.join(STATE_FILE)))
-            .map_err(|e| format!("{}: {e}", tmp.display()))
+            .map_err(|source| StateError::Write { path: tmp, source })
     }
 
     /// The saved state in `dir`, if there is one; a damaged one is an error.
-    pub fn load(dir: &Path) -> Result<Option<Saved>, String> {
+    pub fn load(dir: &Path) -> Result<Option<Saved>, StateError> {
         match std::fs::read(dir.join(STATE_FILE)) {
             Ok(b) => Saved::from_bytes(&b).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(StateError::Read(e)),
         }
     }
 }
@@ -211,12 +239,12 @@ pub struct SavedProgress {
     pub epochs: usize,
 }
 
-pub fn write_progress(dir: &Path, epoch: usize, epochs: usize) -> Result<(), String> {
-    let bytes = serde_json::to_vec(&SavedProgress { epoch, epochs }).map_err(|e| e.to_string())?;
+pub fn write_progress(dir: &Path, epoch: usize, epochs: usize) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec(&SavedProgress { epoch, epochs }).map_err(StateError::Header)?;
     let tmp = dir.join(format!("{PROGRESS_FILE}.tmp"));
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, dir.join(PROGRESS_FILE)))
-        .map_err(|e| format!("{}: {e}", tmp.display()))
+        .map_err(|source| StateError::Write { path: tmp, source })
 }
 
 /// Where a run with a saved state in `dir` resumes: (epochs done,

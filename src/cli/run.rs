@@ -111,11 +111,9 @@ pub fn run(
             let cause = std::error::Error::source(&e)
                 .map(|c| format!(" ({c})"))
                 .unwrap_or_default();
-            reporter.event(crate::ui::events::Event::Warning {
-                text: format!(
-                    "this run is not in the history: {e}{cause}; make {} a writable file (or move it away) for later runs to be recorded",
-                    path.display()
-                ),
+            reporter.event(crate::ui::events::Event::NotInHistory {
+                error: format!("{e}{cause}"),
+                path,
             });
         }
     }

@@ -78,9 +78,7 @@ pub fn run(
     store.prepare()?;
     if let Executor::Slurm(s) = &executor {
         for (stage, job) in s.cancel_leftovers() {
-            report(Event::Warning {
-                text: format!("cancelled Slurm job {job} ({stage}), left queued or running by a run that was killed; {stage} runs again if it is stale"),
-            });
+            report(Event::LeftoverCancelled { stage, job });
         }
     }
     report(Event::Planned {

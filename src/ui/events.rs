@@ -89,9 +89,16 @@ pub enum Event {
         remote: String,
         reason: crate::state::fingerprint::DirtyReason,
     },
-    /// Something the user should know that is not about one stage's outcome.
-    Warning {
-        text: String,
+    /// A Slurm job a killed run left queued or running, cancelled.
+    LeftoverCancelled {
+        stage: String,
+        job: String,
+    },
+    /// The run could not be added to the history: the error, its cause,
+    /// and the history's file.
+    NotInHistory {
+        error: String,
+        path: std::path::PathBuf,
     },
 }
 

@@ -129,7 +129,13 @@ impl Reporter {
                 };
                 self.line(&format!("stopped  {stage}  (interrupted; {next})"));
             }
-            Event::Warning { text } => self.line(&format!("warning: {text}")),
+            Event::LeftoverCancelled { stage, job } => self.line(&format!(
+                "warning: cancelled Slurm job {job} ({stage}), left queued or running by a run that was killed; {stage} runs again if it is stale"
+            )),
+            Event::NotInHistory { error, path } => self.line(&format!(
+                "warning: this run is not in the history: {error}; make {} a writable file (or move it away) for later runs to be recorded",
+                path.display()
+            )),
             Event::Skipped {
                 stage,
                 because,

@@ -86,6 +86,38 @@ pub struct Assessment {
     pub digest: Option<Digest>,
 }
 
+/// A stage assessed dirty for `r`, with its fingerprint and key if known.
+fn dirty(
+    r: DirtyReason,
+    record: Option<Record>,
+    keyed: Option<(Fingerprint, String)>,
+) -> Assessment {
+    let (fingerprint, key) = keyed.map_or((None, None), |(f, k)| (Some(f), Some(k)));
+    Assessment {
+        state: State::Dirty(r),
+        record,
+        fingerprint,
+        key,
+        entry: None,
+        digest: None,
+    }
+}
+
+/// A run of the stage going on (here or on another machine): a dead
+/// local runner is an interrupted run instead, and None.
+fn running(record: Option<&Record>) -> Option<DirtyReason> {
+    let runner = record?.running.as_ref()?;
+    let elsewhere = match runner.alive() {
+        Some(alive) => !alive,
+        None => true,
+    };
+    (runner.alive() != Some(false)).then(|| DirtyReason::Running {
+        pid: runner.pid,
+        host: runner.host.clone(),
+        elsewhere,
+    })
+}
+
 pub struct Planner<'a> {
     pub pipeline: &'a Pipeline,
     pub store: &'a Store,
@@ -219,18 +251,6 @@ impl Planner<'_> {
 
     fn assess_unforced(&self, i: usize, inputs: &[(String, Option<Digest>)]) -> Result<Assessment> {
         let stage = &self.pipeline.stages[i];
-        let dirty =
-            |r: DirtyReason, record: Option<Record>, keyed: Option<(Fingerprint, String)>| {
-                let (fingerprint, key) = keyed.map_or((None, None), |(f, k)| (Some(f), Some(k)));
-                Assessment {
-                    state: State::Dirty(r),
-                    record,
-                    fingerprint,
-                    key,
-                    entry: None,
-                    digest: None,
-                }
-            };
         if crate::spec::confirm::waits_for_search(stage) {
             let search = stage
                 .needs
@@ -242,20 +262,8 @@ impl Planner<'_> {
             Ok(r) => r,
             Err(_) => return Ok(dirty(DirtyReason::RecordUnreadable, None, None)),
         };
-        if let Some(runner) = record.as_ref().and_then(|r| r.running.as_ref()) {
-            let elsewhere = match runner.alive() {
-                Some(alive) => !alive,
-                None => true,
-            };
-            // A dead local runner is an interrupted run, handled below.
-            if runner.alive() != Some(false) {
-                let r = DirtyReason::Running {
-                    pid: runner.pid,
-                    host: runner.host.clone(),
-                    elsewhere,
-                };
-                return Ok(dirty(r, record, None));
-            }
+        if let Some(r) = running(record.as_ref()) {
+            return Ok(dirty(r, record, None));
         }
         let known: Option<BTreeMap<String, Digest>> = inputs
             .iter()
@@ -268,23 +276,7 @@ impl Planner<'_> {
             other => (None, other),
         };
         let Some(record) = record else {
-            let keyed = match &known {
-                Some(k) => self.keyed(stage, k)?,
-                None => None,
-            };
-            // A first run that was interrupted but saved its progress.
-            let resume = keyed
-                .as_ref()
-                .and_then(|(_, k)| self.resume_point(stage, k));
-            let reason = match resume {
-                Some(r) => DirtyReason::Interrupted { resume: Some(r) },
-                None => DirtyReason::NeverRun,
-            };
-            let mut a = self.or_remembered(stage, reason, started_only, keyed);
-            if a.state == State::Dirty(DirtyReason::NeverRun) {
-                a.state = State::New;
-            }
-            return Ok(a);
+            return self.never_completed(stage, known.as_ref(), started_only);
         };
         let Some(known) = known else {
             let stale = inputs
@@ -344,6 +336,33 @@ impl Planner<'_> {
             entry: None,
             digest,
         })
+    }
+
+    /// A stage that has never completed a run: new, or a first run that
+    /// was interrupted with its progress saved, unless the run cache
+    /// remembers its result.
+    fn never_completed(
+        &self,
+        stage: &Stage,
+        known: Option<&BTreeMap<String, Digest>>,
+        started_only: Option<Record>,
+    ) -> Result<Assessment> {
+        let keyed = match known {
+            Some(k) => self.keyed(stage, k)?,
+            None => None,
+        };
+        let resume = keyed
+            .as_ref()
+            .and_then(|(_, k)| self.resume_point(stage, k));
+        let reason = match resume {
+            Some(r) => DirtyReason::Interrupted { resume: Some(r) },
+            None => DirtyReason::NeverRun,
+        };
+        let mut a = self.or_remembered(stage, reason, started_only, keyed);
+        if a.state == State::Dirty(DirtyReason::NeverRun) {
+            a.state = State::New;
+        }
+        Ok(a)
     }
 
     /// A stage that is not fresh by its own record: restored from the run

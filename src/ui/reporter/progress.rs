@@ -4,6 +4,93 @@
 use super::*;
 
 impl Reporter {
+    /// A stage started: what it was given, where that varies (threads,
+    /// GPUs), and its live line.
+    fn started(
+        &mut self,
+        stage: String,
+        reason: &DirtyReason,
+        threads: Option<usize>,
+        gpus: &[String],
+    ) {
+        let mut on = Vec::new();
+        if let Some(t) = threads {
+            on.push(format!("{t} thread{}", if t == 1 { "" } else { "s" }));
+        }
+        if !gpus.is_empty() {
+            on.push(format!("GPU {}", gpus.join(",")));
+        }
+        let on = if on.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", on.join(", "))
+        };
+        match &reason {
+            DirtyReason::Interrupted {
+                resume: Some(crate::state::fingerprint::ResumePoint { epoch, epochs }),
+            } => self.line(&format!("resuming {stage} from epoch {epoch}/{epochs}{on}")),
+            _ => self.line(&format!("running  {stage}  ({reason}){on}")),
+        }
+        if let Some((mp, bars)) = &mut self.bars {
+            let bar = mp.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(stage.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bars.insert(stage, bar);
+        }
+    }
+
+    /// A running stage's step: its live line, or a line of its own.
+    fn progress(&mut self, stage: &str, step: &stages::Step, fraction: Option<f64>) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some(bar) = bars.get(stage) {
+                    let pct = fraction
+                        .map(|f| format!(" {:>3.0}%", f * 100.0))
+                        .unwrap_or_default();
+                    bar.set_message(format!("{}{pct}", crate::ui::words::step(step)));
+                }
+            }
+            None if self.verbose || step.milestone() => self.line(&format!(
+                "         {stage}: {}",
+                crate::ui::words::step(step)
+            )),
+            None => {}
+        }
+    }
+
+    /// A stage failed: why, its output's last lines and its log.
+    fn failed(
+        &mut self,
+        stage: &str,
+        failure: &crate::ui::events::Failure,
+        tail: Option<String>,
+        log: Option<std::path::PathBuf>,
+    ) {
+        self.finish_bar(stage);
+        // Continuation lines of the message line up under it.
+        let error = failure_text(failure);
+        let error = error
+            .lines()
+            .map(str::trim_start)
+            .collect::<Vec<_>>()
+            .join("\n         ");
+        let mut text = format!("FAILED   {stage}: {error}");
+        if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+            text.push_str("\n         last lines of output:");
+            for l in tail.lines() {
+                text.push_str(&format!("\n         | {l}"));
+            }
+        }
+        if let Some(log) = log {
+            text.push_str(&format!("\n         full log: {}", log.display()));
+        }
+        self.line(&text);
+    }
+
     pub fn event(&mut self, e: Event) {
         match e {
             Event::Planned { .. } => {}
@@ -12,37 +99,7 @@ impl Reporter {
                 reason,
                 threads,
                 gpus,
-            } => {
-                // What it was given, where that varies: threads, GPUs.
-                let mut on = Vec::new();
-                if let Some(t) = threads {
-                    on.push(format!("{t} thread{}", if t == 1 { "" } else { "s" }));
-                }
-                if !gpus.is_empty() {
-                    on.push(format!("GPU {}", gpus.join(",")));
-                }
-                let on = if on.is_empty() {
-                    String::new()
-                } else {
-                    format!(" on {}", on.join(", "))
-                };
-                match &reason {
-                    DirtyReason::Interrupted {
-                        resume: Some(crate::state::fingerprint::ResumePoint { epoch, epochs }),
-                    } => self.line(&format!("resuming {stage} from epoch {epoch}/{epochs}{on}")),
-                    _ => self.line(&format!("running  {stage}  ({reason}){on}")),
-                }
-                if let Some((mp, bars)) = &mut self.bars {
-                    let bar = mp.add(ProgressBar::new_spinner());
-                    bar.set_style(
-                        ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    bar.set_prefix(stage.clone());
-                    bar.enable_steady_tick(Duration::from_millis(120));
-                    bars.insert(stage, bar);
-                }
-            }
+            } => self.started(stage, &reason, threads, &gpus),
             Event::Progress { stage, step, .. } if step.notice() => self.line(&format!(
                 "         {stage}: {}",
                 crate::ui::words::step(&step)
@@ -51,21 +108,7 @@ impl Reporter {
                 stage,
                 step,
                 fraction,
-            } => match &self.bars {
-                Some((_, bars)) => {
-                    if let Some(bar) = bars.get(&stage) {
-                        let pct = fraction
-                            .map(|f| format!(" {:>3.0}%", f * 100.0))
-                            .unwrap_or_default();
-                        bar.set_message(format!("{}{pct}", crate::ui::words::step(&step)));
-                    }
-                }
-                None if self.verbose || step.milestone() => self.line(&format!(
-                    "         {stage}: {}",
-                    crate::ui::words::step(&step)
-                )),
-                None => {}
-            },
+            } => self.progress(&stage, &step, fraction),
             Event::Requeued { stage, job } => self.line(&format!(
                 "         {stage}: Slurm requeued job {job}; it starts again"
             )),
@@ -97,27 +140,7 @@ impl Reporter {
                 failure,
                 tail,
                 log,
-            } => {
-                self.finish_bar(&stage);
-                // Continuation lines of the message line up under it.
-                let error = failure_text(&failure);
-                let error = error
-                    .lines()
-                    .map(str::trim_start)
-                    .collect::<Vec<_>>()
-                    .join("\n         ");
-                let mut text = format!("FAILED   {stage}: {error}");
-                if let Some(tail) = tail.filter(|t| !t.is_empty()) {
-                    text.push_str("\n         last lines of output:");
-                    for l in tail.lines() {
-                        text.push_str(&format!("\n         | {l}"));
-                    }
-                }
-                if let Some(log) = log {
-                    text.push_str(&format!("\n         full log: {}", log.display()));
-                }
-                self.line(&text);
-            }
+            } => self.failed(&stage, &failure, tail, log),
             Event::Interrupted { stage, resume } => {
                 self.finish_bar(&stage);
                 let next = match resume {

@@ -12,6 +12,7 @@
 //! own, so its cache-dependent choice is followed on every machine.
 
 use super::avx512::{row1, row1_masked, rows8, rows8_masked, ADD, SET};
+use super::geometry::{Operands, Out};
 use super::scratch::with_buffer;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -53,20 +54,17 @@ thread_local! {
 /// # Safety
 /// The core has AVX-512F; `applies(m, n, k)`; the slices hold every
 /// element the strides reach (as `kernels::mm` checks).
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: &mut [f32],
-    ldc: usize,
-    acc: bool,
-    a: &[f32],
-    a_s: (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
-    threads: usize,
-) {
+pub unsafe fn mm(ops: Operands<'_>, out: Out<'_>, threads: usize) {
+    let Operands {
+        m,
+        n,
+        k,
+        a,
+        a_s,
+        b,
+        b_s: (b_rs, b_cs),
+    } = ops;
+    let Out { c, ldc, acc } = out;
     let kc = depth(m, n, k);
     if b_cs == 1 {
         // SAFETY: passed on from the caller.
@@ -311,10 +309,46 @@ mod tests {
                     gemm::Parallelism::None
                 };
                 // SAFETY: the shapes fit their slices.
-                unsafe { crate_mm(m, n, k, &mut want, n, acc, &a, a_s, &b, b_s, par) };
+                unsafe {
+                    crate_mm(
+                        Operands {
+                            m,
+                            n,
+                            k,
+                            a: &a,
+                            a_s,
+                            b: &b,
+                            b_s,
+                        },
+                        Out {
+                            c: &mut want,
+                            ldc: n,
+                            acc,
+                        },
+                        par,
+                    )
+                };
                 let mut got = start.clone();
                 // SAFETY: this core has AVX-512; the shapes fit.
-                unsafe { mm(m, n, k, &mut got, n, acc, &a, a_s, &b, b_s, threads) };
+                unsafe {
+                    mm(
+                        Operands {
+                            m,
+                            n,
+                            k,
+                            a: &a,
+                            a_s,
+                            b: &b,
+                            b_s,
+                        },
+                        Out {
+                            c: &mut got,
+                            ldc: n,
+                            acc,
+                        },
+                        threads,
+                    )
+                };
                 let same = want
                     .iter()
                     .zip(&got)

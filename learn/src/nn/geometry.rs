@@ -30,3 +30,25 @@ impl Conv {
         self.c * self.h * self.w
     }
 }
+
+/// A matrix product's operands: C (m × n) = A (m × k) · B (k × n), A and
+/// B given with their (row, column) strides.
+#[derive(Debug, Clone, Copy)]
+pub struct Operands<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: &'a [f32],
+    pub a_s: (usize, usize),
+    pub b: &'a [f32],
+    pub b_s: (usize, usize),
+}
+
+/// Where a product goes: C's rows `ldc` apart, added to what C holds when
+/// `acc`, else written over it.
+#[derive(Debug)]
+pub struct Out<'a> {
+    pub c: &'a mut [f32],
+    pub ldc: usize,
+    pub acc: bool,
+}

@@ -17,16 +17,20 @@ impl Linear {
             row.copy_from_slice(b);
         }
         mm(
-            n,
-            self.o,
-            self.i,
-            &mut y,
-            self.o,
-            true,
-            x,
-            (self.i, 1),
-            w,
-            (1, self.i),
+            Operands {
+                m: n,
+                n: self.o,
+                k: self.i,
+                a: x,
+                a_s: (self.i, 1),
+                b: w,
+                b_s: (1, self.i),
+            },
+            Out {
+                c: &mut y,
+                ldc: self.o,
+                acc: true,
+            },
             par(threads),
         );
         y
@@ -61,16 +65,20 @@ impl Linear {
     ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
         dw.resize(self.o * self.i, 0.0);
         mm(
-            self.o,
-            self.i,
-            n,
-            &mut dw,
-            self.i,
-            false,
-            dy,
-            (1, self.o),
-            x,
-            (self.i, 1),
+            Operands {
+                m: self.o,
+                n: self.i,
+                k: n,
+                a: dy,
+                a_s: (1, self.o),
+                b: x,
+                b_s: (self.i, 1),
+            },
+            Out {
+                c: &mut dw,
+                ldc: self.i,
+                acc: false,
+            },
             par(threads),
         );
         let mut db = vec![0.0f32; self.o];
@@ -80,16 +88,20 @@ impl Linear {
         let dx = dx.map(|mut dx| {
             dx.resize(n * self.i, 0.0);
             mm(
-                n,
-                self.i,
-                self.o,
-                &mut dx,
-                self.i,
-                false,
-                dy,
-                (self.o, 1),
-                w,
-                (self.i, 1),
+                Operands {
+                    m: n,
+                    n: self.i,
+                    k: self.o,
+                    a: dy,
+                    a_s: (self.o, 1),
+                    b: w,
+                    b_s: (self.i, 1),
+                },
+                Out {
+                    c: &mut dx,
+                    ldc: self.i,
+                    acc: false,
+                },
                 par(threads),
             );
             dx

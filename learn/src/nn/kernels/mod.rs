@@ -6,6 +6,7 @@
 //! are bit-identical whatever the thread count.
 
 pub use super::geometry::Conv;
+pub(super) use super::geometry::{Operands, Out};
 use super::vector::add;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -24,20 +25,17 @@ pub(super) const CHUNK: usize = 8;
 
 /// C (m×n, row stride ldc) = [C +] A·B, A and B given with their row and
 /// column strides.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: &mut [f32],
-    ldc: usize,
-    acc: bool,
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
-    par: Parallelism,
-) {
+pub(super) fn mm(ops: Operands<'_>, out: Out<'_>, par: Parallelism) {
+    let Operands {
+        m,
+        n,
+        k,
+        a,
+        a_s: (a_rs, a_cs),
+        b,
+        b_s: (b_rs, b_cs),
+    } = ops;
+    let Out { c, ldc, acc } = out;
     if m == 0 || n == 0 {
         return;
     }
@@ -63,23 +61,37 @@ pub(super) fn mm(
         // the asserts above keep every access inside the slices.
         unsafe {
             super::gemm512::mm(
-                m,
-                n,
-                k,
-                c,
-                ldc,
-                acc,
-                a,
-                (a_rs, a_cs),
-                b,
-                (b_rs, b_cs),
+                Operands {
+                    m,
+                    n,
+                    k,
+                    a,
+                    a_s: (a_rs, a_cs),
+                    b,
+                    b_s: (b_rs, b_cs),
+                },
+                Out { c, ldc, acc },
                 threads,
             )
         };
         return;
     }
     // SAFETY: the asserts above keep every access inside the slices.
-    unsafe { crate_mm(m, n, k, c, ldc, acc, a, (a_rs, a_cs), b, (b_rs, b_cs), par) }
+    unsafe {
+        crate_mm(
+            Operands {
+                m,
+                n,
+                k,
+                a,
+                a_s: (a_rs, a_cs),
+                b,
+                b_s: (b_rs, b_cs),
+            },
+            Out { c, ldc, acc },
+            par,
+        )
+    }
 }
 
 /// `mm` by the `gemm` crate: what AVX2 runs, and what the AVX-512
@@ -87,20 +99,17 @@ pub(super) fn mm(
 ///
 /// # Safety
 /// The slices hold every element the strides reach.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn crate_mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: &mut [f32],
-    ldc: usize,
-    acc: bool,
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
-    par: Parallelism,
-) {
+pub(super) unsafe fn crate_mm(ops: Operands<'_>, out: Out<'_>, par: Parallelism) {
+    let Operands {
+        m,
+        n,
+        k,
+        a,
+        a_s: (a_rs, a_cs),
+        b,
+        b_s: (b_rs, b_cs),
+    } = ops;
+    let Out { c, ldc, acc } = out;
     // SAFETY: passed on from the caller.
     unsafe {
         gemm::gemm(
@@ -277,16 +286,20 @@ impl Conv {
                     if imgs == 1 {
                         // One image's product is already in y's layout.
                         mm(
-                            o,
-                            ohw,
-                            ckk,
-                            yg,
-                            ohw,
-                            false,
-                            w,
-                            (ckk, 1),
-                            cols,
-                            (ohw, 1),
+                            Operands {
+                                m: o,
+                                n: ohw,
+                                k: ckk,
+                                a: w,
+                                a_s: (ckk, 1),
+                                b: cols,
+                                b_s: (ohw, 1),
+                            },
+                            Out {
+                                c: yg,
+                                ldc: ohw,
+                                acc: false,
+                            },
                             Parallelism::None,
                         );
                         if let Some(b) = b {
@@ -299,16 +312,20 @@ impl Conv {
                         return;
                     }
                     mm(
-                        o,
-                        ld,
-                        ckk,
-                        prod,
-                        ld,
-                        false,
-                        w,
-                        (ckk, 1),
-                        cols,
-                        (ld, 1),
+                        Operands {
+                            m: o,
+                            n: ld,
+                            k: ckk,
+                            a: w,
+                            a_s: (ckk, 1),
+                            b: cols,
+                            b_s: (ld, 1),
+                        },
+                        Out {
+                            c: prod,
+                            ldc: ld,
+                            acc: false,
+                        },
                         Parallelism::None,
                     );
                     // prod holds channel-major rows; y is image-major.
@@ -396,16 +413,20 @@ impl Conv {
                         // by image: the sums' order does not depend on
                         // the grouping.
                         mm(
-                            o,
-                            ckk,
-                            ohw,
-                            &mut dw,
-                            ckk,
-                            true,
-                            dyn_,
-                            (ohw, 1),
-                            &cols[i * ohw..],
-                            (1, ld),
+                            Operands {
+                                m: o,
+                                n: ckk,
+                                k: ohw,
+                                a: dyn_,
+                                a_s: (ohw, 1),
+                                b: &cols[i * ohw..],
+                                b_s: (1, ld),
+                            },
+                            Out {
+                                c: &mut dw,
+                                ldc: ckk,
+                                acc: true,
+                            },
                             Parallelism::None,
                         );
                         for (d, (sum, _)) in db.iter_mut().zip(sums::<false>(dyn_, &rows, ohw)) {
@@ -420,16 +441,20 @@ impl Conv {
                     if let Some(dxc) = dxc.as_mut() {
                         // dcols = W^T (ckk×o) · dY (o×ld), then scatter back.
                         mm(
-                            ckk,
-                            ld,
-                            o,
-                            &mut dcols,
-                            ld,
-                            false,
-                            w,
-                            (1, ckk),
-                            &dyg,
-                            (ld, 1),
+                            Operands {
+                                m: ckk,
+                                n: ld,
+                                k: o,
+                                a: w,
+                                a_s: (1, ckk),
+                                b: &dyg,
+                                b_s: (ld, 1),
+                            },
+                            Out {
+                                c: &mut dcols,
+                                ldc: ld,
+                                acc: false,
+                            },
                             Parallelism::None,
                         );
                         for i in 0..imgs {

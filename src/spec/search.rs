@@ -80,7 +80,33 @@ pub const SOBOL_DIMS: usize = SOBOL.len() + 1;
 
 /// Checks `search:` of a stage that trains for `epochs` epochs.
 pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
-    let sampler = match raw.sampler.as_deref() {
+    let sampler = sampler(raw)?;
+    let space = space(raw)?;
+    if sampler == Sampler::Sobol && space.len() > SOBOL_DIMS {
+        return Err(error(
+            &["search", "sampler"],
+            format!(
+                "the sobol sampler covers at most {SOBOL_DIMS} parameters; this space has {}",
+                space.len()
+            ),
+            Some("use `sampler: random`, or search fewer parameters"),
+        ));
+    }
+    let trials = trial_count(raw, sampler, &space)?;
+    let (rungs, keep) = early_stop(raw, epochs, trials)?;
+    Ok(Search {
+        space,
+        sampler,
+        trials,
+        seed: raw.seed.unwrap_or(0),
+        rungs,
+        keep,
+    })
+}
+
+/// The sampler named, random by default.
+fn sampler(raw: &RawSearch) -> Result<Sampler, GridError> {
+    Ok(match raw.sampler.as_deref() {
         None | Some("random") => Sampler::Random,
         Some("sobol") => Sampler::Sobol,
         Some("grid") => Sampler::Grid,
@@ -91,7 +117,11 @@ pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
                 Some("use `random`, `sobol` or `grid`"),
             ))
         }
-    };
+    })
+}
+
+/// Each searched parameter and its distribution, checked.
+fn space(raw: &RawSearch) -> Result<Vec<(String, Dist)>, GridError> {
     if raw.space.0.is_empty() {
         return Err(error(
             &["search", "space"],
@@ -99,7 +129,7 @@ pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
             Some("name each parameter to search and its range: `lr: {loguniform: [0.0003, 0.01]}`"),
         ));
     }
-    let mut space = Vec::new();
+    let mut space: Vec<(String, Dist)> = Vec::new();
     for (key, RawDim(v)) in &raw.space.0 {
         if key.split('.').any(|k| check_name(k).is_err()) {
             return Err(error(
@@ -115,9 +145,7 @@ pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
                 Some("search `epochs` without `early_stop`, or fix `epochs` in params"),
             ));
         }
-        for (i, (k, _)) in space.iter().enumerate() {
-            let k: &String = k;
-            let _ = i;
+        for (k, _) in &space {
             if key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}.")) {
                 return Err(error(
                     &["search", "space", key],
@@ -128,19 +156,18 @@ pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
         }
         space.push((key.clone(), dist(key, v)?));
     }
-    if sampler == Sampler::Sobol && space.len() > SOBOL_DIMS {
-        return Err(error(
-            &["search", "sampler"],
-            format!(
-                "the sobol sampler covers at most {SOBOL_DIMS} parameters; this space has {}",
-                space.len()
-            ),
-            Some("use `sampler: random`, or search fewer parameters"),
-        ));
-    }
+    Ok(space)
+}
+
+/// How many trials: as given, or every point of a grid.
+fn trial_count(
+    raw: &RawSearch,
+    sampler: Sampler,
+    space: &[(String, Dist)],
+) -> Result<usize, GridError> {
     let grid_size = if sampler == Sampler::Grid {
         let mut n: usize = 1;
-        for (key, d) in &space {
+        for (key, d) in space {
             let k = match d {
                 Dist::Choice(c) => c.len(),
                 Dist::Int(lo, hi) => (hi - lo + 1) as usize,
@@ -190,7 +217,17 @@ pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
             None,
         ));
     }
-    let (rungs, keep) = match &raw.early_stop {
+    Ok(trials)
+}
+
+/// The rungs and the fraction kept at each, checked against the trials'
+/// epochs and their number: some trial must reach the end.
+fn early_stop(
+    raw: &RawSearch,
+    epochs: usize,
+    trials: usize,
+) -> Result<(Vec<usize>, f64), GridError> {
+    Ok(match &raw.early_stop {
         None => (Vec::new(), 1.0),
         Some(e) => {
             if e.rungs.is_empty() {
@@ -249,14 +286,6 @@ pub fn parse(raw: &RawSearch, epochs: usize) -> Result<Search, GridError> {
             }
             (e.rungs.clone(), e.keep)
         }
-    };
-    Ok(Search {
-        space,
-        sampler,
-        trials,
-        seed: raw.seed.unwrap_or(0),
-        rungs,
-        keep,
     })
 }
 

@@ -71,8 +71,8 @@ pub(crate) fn decide(
         (State::Dirty(r), _) => r,
     };
     if let DirtyReason::WaitsForSearch { search } = &reason {
-        return Ok(Decision::Fail(Failure::Error {
-            chain: format!("{} waits for the search {search}, which has not finished: run the whole pipeline (the search runs first, then its finalists)", stage.name),
+        return Ok(Decision::Fail(Failure::WaitsForSearch {
+            search: search.clone(),
         }));
     }
     let Assessment {

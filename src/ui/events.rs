@@ -133,6 +133,10 @@ pub enum Failure {
         path: String,
         error: String,
     },
+    /// A confirm stage asked for before its search has finished.
+    WaitsForSearch {
+        search: String,
+    },
     /// This machine can never give what the stage asks for.
     CannotRunHere {
         why: String,

@@ -424,6 +424,41 @@ mod tests {
         )
     }
 
+    /// A search in which no trial trained its last epoch leaves nothing to
+    /// confirm: the stage fails and says why, before it reads anything.
+    #[test]
+    fn no_finalist_is_a_failure_that_says_why() {
+        let out = std::env::temp_dir();
+        let run_with = |params: Value| {
+            let ctx = RunContext {
+                stage: "confirm",
+                project_dir: std::path::Path::new("."),
+                params: &params,
+                inputs: &[],
+                out_dir: &out,
+                threads: 1,
+                resume: None,
+                stop_after: None,
+                grow: None,
+                device: None,
+                run: None,
+                progress: &|_| {},
+            };
+            run(&ctx)
+        };
+        match run_with(serde_json::json!({"seeds": [7], "finalists": []})) {
+            Err(StageError::Params(m)) => assert!(
+                m.contains("the search has no finalist to confirm") && m.contains("larger `keep`"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match run_with(serde_json::json!({"seeds": [7]})) {
+            Err(StageError::Params(m)) => assert!(m.contains("waits for its search"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_finalist_is_called_best_only_when_confirmed() {
         let r = [0.920, 0.921, 0.919, 0.922, 0.920];

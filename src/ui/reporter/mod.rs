@@ -133,6 +133,9 @@ fn failure_text(f: &crate::ui::events::Failure) -> String {
         Failure::DepUnreadable { path, error } => format!(
             "dep {path} cannot be read: {error}; fix its permissions or links, or remove it from the stage's deps"
         ),
+        Failure::WaitsForSearch { search } => format!(
+            "it waits for the search {search}, which has not finished: run the whole pipeline (the search runs first, then its finalists)"
+        ),
         Failure::CannotRunHere { why } => format!(
             "it cannot run on this machine: {why}; lower its resources, or run it where they are (`--executor slurm`)"
         ),

@@ -89,6 +89,63 @@ pub fn run(
     dry_run: bool,
     forget_runs: bool,
 ) -> Result<Vec<Item>> {
+    let mut items = clear_orphans(pipeline, store, hashes, dry_run)?;
+    let (mut referenced, in_use) = referenced(pipeline, store, dry_run);
+    items.push(sweep_runs(
+        store,
+        &in_use,
+        &mut referenced,
+        forget_runs,
+        dry_run,
+    )?);
+    if forget_runs {
+        items.push(sweep_progress(store, &in_use, dry_run)?);
+    }
+    if !dry_run {
+        // No run holds one now (the caller has the cache to itself).
+        let locks = store.root().join("locks");
+        remove_any(&locks).map_err(|e| crate::error::Error::io("remove", &locks, e))?;
+    }
+    let (mut count, mut bytes) = (0, 0);
+    for (hash, size) in store.objects() {
+        if !referenced.contains(&hash) {
+            if !dry_run {
+                store.remove_object(&hash)?;
+            }
+            count += 1;
+            bytes += size;
+        }
+    }
+    items.push(Item::Objects { count, bytes });
+    let compacted =
+        crate::state::history::compact(&crate::state::history::path(pipeline), dry_run)?;
+    if compacted.runs + compacted.dropped > 0 {
+        items.push(Item::History(compacted));
+    }
+    let quarantine = store.home().join("quarantine");
+    let (files, bytes) = tree_size(&quarantine);
+    if files > 0 {
+        items.push(Item::Quarantine {
+            path: quarantine.display().to_string(),
+            files,
+            bytes,
+        });
+    }
+    if !dry_run {
+        hashes.prune();
+        hashes.save();
+    }
+    Ok(items)
+}
+
+/// The outputs and records of stages the pipeline no longer declares:
+/// removed where the tool can show it wrote them, else kept and said why.
+fn clear_orphans(
+    pipeline: &Pipeline,
+    store: &Store,
+    hashes: &HashCache,
+    dry_run: bool,
+) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     let declared: BTreeSet<&str> = pipeline
         .stages
@@ -145,6 +202,16 @@ pub fn run(
         }
         items.push(Item::Record(stage));
     }
+    Ok(items)
+}
+
+/// The objects the records of every project on the cache refer to, and
+/// the run keys they use (their saved progress, a paused trial's run).
+fn referenced(
+    pipeline: &Pipeline,
+    store: &Store,
+    dry_run: bool,
+) -> (BTreeSet<String>, BTreeSet<String>) {
     // Objects no remaining record, of any project, refers to; nor a
     // remembered run that stays.
     let mut referenced = BTreeSet::new();
@@ -171,6 +238,18 @@ pub fn run(
             in_use.extend(r.run_key());
         }
     }
+    (referenced, in_use)
+}
+
+/// The run cache's entries: with `forget_runs`, those no record uses are
+/// forgotten; the objects of those that stay are referenced.
+fn sweep_runs(
+    store: &Store,
+    in_use: &BTreeSet<String>,
+    referenced: &mut BTreeSet<String>,
+    forget_runs: bool,
+    dry_run: bool,
+) -> Result<Item> {
     let mut forgotten = 0;
     let keys = runs::keys(store);
     for key in &keys {
@@ -189,64 +268,30 @@ pub fn run(
             referenced.extend(entry.objects().map(str::to_string));
         }
     }
-    items.push(Item::Runs {
+    Ok(Item::Runs {
         count: if forget_runs { forgotten } else { keys.len() },
         forgotten: forget_runs,
-    });
-    if forget_runs {
-        // Saved progress goes, but for a result a record holds: a search's
-        // trial paused at a rung keeps what a promotion goes on from.
-        let resume = store.root().join("resume");
-        let (mut count, mut bytes) = (0, 0);
-        for entry in std::fs::read_dir(&resume).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if in_use.contains(&name) {
-                continue;
-            }
-            count += 1;
-            bytes += tree_size(&entry.path()).1;
-            if !dry_run {
-                remove_any(&entry.path())
-                    .map_err(|e| crate::error::Error::io("remove", entry.path(), e))?;
-            }
-        }
-        items.push(Item::Progress { count, bytes });
-    }
-    if !dry_run {
-        // No run holds one now (the caller has the cache to itself).
-        let locks = store.root().join("locks");
-        remove_any(&locks).map_err(|e| crate::error::Error::io("remove", &locks, e))?;
-    }
+    })
+}
+
+/// Saved progress goes, but for a result a record holds: a search's trial
+/// paused at a rung keeps what a promotion goes on from.
+fn sweep_progress(store: &Store, in_use: &BTreeSet<String>, dry_run: bool) -> Result<Item> {
+    let resume = store.root().join("resume");
     let (mut count, mut bytes) = (0, 0);
-    for (hash, size) in store.objects() {
-        if !referenced.contains(&hash) {
-            if !dry_run {
-                store.remove_object(&hash)?;
-            }
-            count += 1;
-            bytes += size;
+    for entry in std::fs::read_dir(&resume).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if in_use.contains(&name) {
+            continue;
+        }
+        count += 1;
+        bytes += tree_size(&entry.path()).1;
+        if !dry_run {
+            remove_any(&entry.path())
+                .map_err(|e| crate::error::Error::io("remove", entry.path(), e))?;
         }
     }
-    items.push(Item::Objects { count, bytes });
-    let compacted =
-        crate::state::history::compact(&crate::state::history::path(pipeline), dry_run)?;
-    if compacted.runs + compacted.dropped > 0 {
-        items.push(Item::History(compacted));
-    }
-    let quarantine = store.home().join("quarantine");
-    let (files, bytes) = tree_size(&quarantine);
-    if files > 0 {
-        items.push(Item::Quarantine {
-            path: quarantine.display().to_string(),
-            files,
-            bytes,
-        });
-    }
-    if !dry_run {
-        hashes.prune();
-        hashes.save();
-    }
-    Ok(items)
+    Ok(Item::Progress { count, bytes })
 }
 
 /// Files and bytes under `dir` (0 when it does not exist).

@@ -160,23 +160,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let stages: Vec<&str> = inputs.iter().map(|(s, _)| *s).collect();
     let (variants, ref_idx) = check_compared(&p, &stages).map_err(StageError::Params)?;
     let ref_name = variants[ref_idx].clone();
-    let mut members: Vec<Vec<Evaluated>> = variants.iter().map(|_| Vec::new()).collect();
-    for (stage, dir) in &inputs {
-        let (group, seed) = replicate_of(variant_of(stage));
-        let path = dir.join(METRICS_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| StageError::corrupt(&path, e))?;
-        let report: EvalReport =
-            serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(&path, e))?;
-        let pred_path = dir.join(PREDICTIONS_FILE);
-        let preds = read_predictions(&pred_path).map_err(|e| StageError::corrupt(&pred_path, e))?;
-        let g = variants.iter().position(|v| v == group).unwrap_or(0);
-        members[g].push(Evaluated {
-            stage: stage.to_string(),
-            seed,
-            report,
-            preds,
-        });
-    }
+    let members = read_members(&inputs, &variants)?;
     (ctx.progress)(Progress {
         step: crate::Step::Variants {
             count: variants.len(),
@@ -267,31 +251,82 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         .collect();
     crate::plots::comparison(ctx.out_dir, &variants, &reports, &histories).map_err(fail)?;
     if replicated {
-        let forest: Vec<crate::plots::ForestRow> = table
-            .variants
-            .iter()
-            .filter(|s| s.variant != ref_name)
-            .filter_map(|s| {
-                Some(crate::plots::ForestRow {
-                    label: s.variant.clone(),
-                    mean: s.delta_vs_reference?,
-                    ci: s.delta_ci95.map(|c| (c[0], c[1])),
-                    points: s
-                        .per_seed
-                        .iter()
-                        .filter_map(|r| {
-                            let base = table.variants[ref_idx]
-                                .per_seed
-                                .iter()
-                                .find(|b| b.seed == r.seed)?;
-                            Some(r.accuracy - base.accuracy)
-                        })
-                        .collect(),
-                })
-            })
-            .collect();
+        let forest = forest_rows(&table, &ref_name, ref_idx);
         crate::plots::forest(ctx.out_dir, &ref_name, &forest).map_err(fail)?;
     }
+    group_charts(ctx.out_dir, &p, &variants, &reports, &histories)?;
+    if let Some(info) = ctx.run {
+        write(RUN_FILE, &serde_json::to_vec_pretty(info).map_err(fail)?)?;
+    }
+    let html = report_html(ctx.out_dir, &table, &inputs, &p.groups, ctx.run)?;
+    write(REPORT_FILE, html.as_bytes())
+}
+
+/// Each compared variant's evaluations (its seeds'), read.
+fn read_members(
+    inputs: &[(&str, &PathBuf)],
+    variants: &[String],
+) -> Result<Vec<Vec<Evaluated>>, StageError> {
+    let mut members: Vec<Vec<Evaluated>> = variants.iter().map(|_| Vec::new()).collect();
+    for (stage, dir) in inputs {
+        let (group, seed) = replicate_of(variant_of(stage));
+        let path = dir.join(METRICS_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| StageError::corrupt(&path, e))?;
+        let report: EvalReport =
+            serde_json::from_slice(&bytes).map_err(|e| StageError::corrupt(&path, e))?;
+        let pred_path = dir.join(PREDICTIONS_FILE);
+        let preds = read_predictions(&pred_path).map_err(|e| StageError::corrupt(&pred_path, e))?;
+        let g = variants.iter().position(|v| v == group).unwrap_or(0);
+        members[g].push(Evaluated {
+            stage: stage.to_string(),
+            seed,
+            report,
+            preds,
+        });
+    }
+    Ok(members)
+}
+
+/// Each variant's difference to the reference, its interval and its
+/// per-seed differences, for the forest chart.
+fn forest_rows(
+    table: &crate::contract::Table,
+    ref_name: &str,
+    ref_idx: usize,
+) -> Vec<crate::plots::ForestRow> {
+    table
+        .variants
+        .iter()
+        .filter(|s| s.variant != ref_name)
+        .filter_map(|s| {
+            Some(crate::plots::ForestRow {
+                label: s.variant.clone(),
+                mean: s.delta_vs_reference?,
+                ci: s.delta_ci95.map(|c| (c[0], c[1])),
+                points: s
+                    .per_seed
+                    .iter()
+                    .filter_map(|r| {
+                        let base = table.variants[ref_idx]
+                            .per_seed
+                            .iter()
+                            .find(|b| b.seed == r.seed)?;
+                        Some(r.accuracy - base.accuracy)
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// The charts of each `groups:` entry, in `group-<name>/`.
+fn group_charts(
+    out_dir: &std::path::Path,
+    p: &CompareParams,
+    variants: &[String],
+    reports: &[EvalReport],
+    histories: &[Vec<Vec<crate::contract::EpochRecord>>],
+) -> Result<(), StageError> {
     for (name, group) in &p.groups {
         let idx: Vec<usize> = group
             .iter()
@@ -308,15 +343,11 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         let sub_r: Vec<EvalReport> = idx.iter().map(|&i| reports[i].clone()).collect();
         let sub_h: Vec<Vec<Vec<crate::contract::EpochRecord>>> =
             idx.iter().map(|&i| histories[i].clone()).collect();
-        let dir = ctx.out_dir.join(format!("group-{name}"));
+        let dir = out_dir.join(format!("group-{name}"));
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io("create", &dir, e))?;
         crate::plots::comparison(&dir, &sub_v, &sub_r, &sub_h).map_err(fail)?;
     }
-    if let Some(info) = ctx.run {
-        write(RUN_FILE, &serde_json::to_vec_pretty(info).map_err(fail)?)?;
-    }
-    let html = report_html(ctx.out_dir, &table, &inputs, &p.groups, ctx.run)?;
-    write(REPORT_FILE, html.as_bytes())
+    Ok(())
 }
 
 fn replicate(e: &Evaluated) -> seeds::Replicate {

@@ -237,7 +237,15 @@ fn adam_step<const DECOUPLED: bool>(
     let c1 = 1.0 - b1.powi(state.step);
     let c2 = 1.0 - b2.powi(state.step);
     let lr = s.lr / c1;
-    let inv_c2 = 1.0 / c2;
+    let k = AdamChunk {
+        b1,
+        b2,
+        eps,
+        l2,
+        shrink,
+        lr,
+        inv_c2: 1.0 / c2,
+    };
     for (((p, g), m), v) in params
         .iter_mut()
         .zip(grads)
@@ -248,18 +256,7 @@ fn adam_step<const DECOUPLED: bool>(
             .zip(g.par_chunks(CH))
             .zip(m.par_chunks_mut(CH))
             .zip(v.par_chunks_mut(CH))
-            .for_each(|(((p, g), m), v)| {
-                let k = AdamChunk {
-                    b1,
-                    b2,
-                    eps,
-                    l2,
-                    shrink,
-                    lr,
-                    inv_c2,
-                };
-                k.apply::<DECOUPLED>(p, g, m, v);
-            });
+            .for_each(|(((p, g), m), v)| k.apply::<DECOUPLED>(p, g, m, v));
     }
 }
 

@@ -322,6 +322,11 @@ pub fn fit<D: Backend>(
     observe: &(dyn Fn(Event) + Sync),
     (resume, stop_after): (Option<&Path>, Option<usize>),
 ) -> Result<TrainReport, TrainError> {
+    // Only a CPU training moves to a grown pool's threads (see
+    // `Threads::install`): a GPU's device stays on its thread.
+    if !D::FAST {
+        threads.fixed();
+    }
     let train = data.split("train").ok_or(TrainError::NoSplit("train"))?;
     let val = data
         .split("validation")

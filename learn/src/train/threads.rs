@@ -24,6 +24,11 @@ impl<'a> Threads<'a> {
     }
 
     /// The larger count the orchestrator wrote, once, as a new pool.
+    /// Never grows: a device that must stay on its thread (a GPU's).
+    pub(crate) fn fixed(&mut self) {
+        self.grow = None;
+    }
+
     pub fn grown(&mut self) -> Option<usize> {
         let n: usize = std::fs::read_to_string(self.grow?)
             .ok()?
@@ -48,9 +53,10 @@ impl<'a> Threads<'a> {
         /// Carries a training's epoch to the grown pool's thread and back.
         struct Carried<T>(T);
         // SAFETY: a pool exists only after `grown`, which needs `grow`,
-        // which `train_on` clears for a CUDA device: what is carried is a
-        // CPU training's state (plain vectors and dfdx's CPU device, which
-        // are Send), and `install` blocks until `f` has returned.
+        // which `fit` clears for any device but the CPU (`Backend::FAST`):
+        // what is carried is a CPU training's state (plain vectors and
+        // dfdx's CPU device, which are Send), and `install` blocks until
+        // `f` has returned.
         unsafe impl<T> Send for Carried<T> {}
         match &self.pool {
             Some(pool) => {

@@ -189,3 +189,23 @@ fn failure_text(f: &crate::ui::events::Failure) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::failure_text;
+    use crate::ui::events::Failure;
+
+    /// A confirm stage asked for before its search has finished says
+    /// which search, and what to run.
+    #[test]
+    fn a_confirm_waiting_for_its_search_says_what_to_run() {
+        let text = failure_text(&Failure::WaitsForSearch {
+            search: "train".into(),
+        });
+        assert!(
+            text.contains("waits for the search train, which has not finished")
+                && text.contains("run the whole pipeline"),
+            "{text}"
+        );
+    }
+}

@@ -563,9 +563,7 @@ pub fn train_on(
         {
             let dev = crate::runtime::cuda(device, p.seed)?;
             let learner = Learner::on(dev, device, model, &recipe);
-            // A GPU's training keeps its thread: its device does not move
-            // between threads (see `Threads::install`).
-            let threads = Threads::new(threads.now, None);
+            // `fit` keeps a GPU's training on its thread.
             return fit(
                 learner,
                 model,

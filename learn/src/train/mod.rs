@@ -11,6 +11,9 @@ pub mod recipe;
 pub mod state;
 mod threads;
 
+#[cfg(test)]
+mod tests;
+
 pub use fit::{fit, Event, Plan, StartOver, TrainError};
 pub use learner::Learner;
 pub use recipe::Recipe;

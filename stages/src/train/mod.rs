@@ -493,34 +493,6 @@ fn told(progress: &(dyn Fn(Progress) + Sync), event: Event) {
     });
 }
 
-/// Trains `model` in place; on return it holds the best weights by
-/// validation accuracy.
-/// `resume`: a directory where the state after each epoch is saved, and
-/// from which a saved state is taken up (the orchestrator keys it by the
-/// stage's fingerprint, so a saved state always belongs to this training).
-pub fn train(
-    model: &mut Model,
-    data: &Dataset,
-    p: &TrainParams,
-    threads: usize,
-    progress: &(dyn Fn(Progress) + Sync),
-    resume: Option<&Path>,
-) -> Result<TrainReport, String> {
-    train_on(
-        model,
-        data,
-        p,
-        progress,
-        &TrainOn {
-            device: "cpu",
-            threads,
-            resume,
-            stop_after: None,
-            grow: None,
-        },
-    )
-}
-
 /// Where and how far a training runs.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainOn<'a> {
@@ -539,7 +511,10 @@ pub struct TrainOn<'a> {
     pub grow: Option<&'a Path>,
 }
 
-/// [`train`] as `on` says.
+/// Trains `model` in place as `on` says; on return it holds the best
+/// weights by validation accuracy. The orchestrator keys `on.resume` by
+/// the stage's fingerprint, so a saved state always belongs to this
+/// training.
 pub fn train_on(
     model: &mut Model,
     data: &Dataset,
@@ -594,7 +569,6 @@ pub fn train_on(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use learn::data::dataset::Split;
 
     #[test]
     fn defaults_are_the_reference_main_run() {
@@ -734,492 +708,72 @@ mod tests {
         }
     }
 
-    /// Separable synthetic data: the class is drawn as a bright band, so a
-    /// few batches must take the model far above chance.
-    fn bands(n: usize, seed: u64) -> Split {
-        let mut r = learn::data::augment::Rng::new(seed);
-        let mut pixels = vec![0u8; n * 784];
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        for (i, &c) in labels.iter().enumerate() {
-            for y in 0..28 {
-                for x in 0..28 {
-                    let band = (y / 3) == c as usize;
-                    let noise = (r.next_u64() % 60) as u8;
-                    pixels[i * 784 + y * 28 + x] = if band { 200 + noise / 2 } else { noise };
-                }
-            }
-        }
-        Split {
-            name: String::new(),
-            labels,
-            indices: (0..n as u32).collect(),
-            pixels,
-        }
-    }
-
-    fn small_data() -> Dataset {
-        let mut train = bands(400, 1);
-        train.name = "train".into();
-        let mut val = bands(100, 2);
-        val.name = "validation".into();
-        Dataset {
-            rows: 28,
-            cols: 28,
-            mean: 0.5,
-            std: 0.5,
-            splits: vec![train, val],
-        }
-    }
-
-    fn small_params() -> TrainParams {
-        serde_json::from_value(serde_json::json!({
-            "model": {"layers": [{"conv": {"out": 4, "kernel": 3, "padding": 1}}, "batchnorm", "relu", {"maxpool": 2},
-                                  "flatten", {"linear": 16}, "relu", {"dropout": 0.1}, {"linear": 10}]},
-            "epochs": 2, "batch_size": 32, "lr": 0.003, "seed": 5,
-            "augment": [{"hflip": 0.5}]
-        }))
-        .unwrap()
-    }
-
-    /// A fresh model trained in a pool of `threads` threads.
-    fn on_threads(data: &Dataset, p: &TrainParams, threads: usize) -> (Model, TrainReport) {
-        let mut m = p.model(28, 28).unwrap();
-        let r = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| train(&mut m, data, p, threads, &|_| {}, None).unwrap());
-        (m, r)
-    }
-
+    /// The kind hands the loop what its parameters say: the recipe, the
+    /// plan, and the older `plateau` key as the schedule.
     #[test]
-    fn learns_and_is_deterministic() {
-        let data = small_data();
-        let p = small_params();
-        let run = |threads| on_threads(&data, &p, threads);
-        let (m1, r1) = run(2);
-        assert_eq!(r1.history.len(), 2);
-        assert!(
-            r1.history[1].train_loss < r1.history[0].train_loss || r1.history[0].train_loss < 1.0,
-            "{:?}",
-            r1.history
-        );
-        assert!(
-            r1.best_val_acc > 0.6,
-            "validation accuracy {} is not far above chance (0.1)",
-            r1.best_val_acc
-        );
-        // The scheduler gives a training however many threads are free:
-        // the weights must not depend on it.
-        for threads in [2, 1, 3] {
-            let (m2, r2) = run(threads);
-            assert_eq!(
-                m1.params, m2.params,
-                "same seed, {threads} threads: bit-identical weights"
-            );
-            assert_eq!(m1.buffers, m2.buffers);
-            assert_eq!(
-                r1.history.iter().map(|h| h.val_acc).collect::<Vec<_>>(),
-                r2.history.iter().map(|h| h.val_acc).collect::<Vec<_>>()
-            );
-        }
-    }
-
-    /// The main CNN's GEMMs are big enough to be split across threads: its
-    /// weights must not depend on how many there are.
-    #[test]
-    fn the_main_cnn_trains_the_same_on_any_thread_count() {
-        let data = small_data();
-        let mut p = small_params();
-        p.model = ModelSpec::MainCnn;
-        p.max_batches = Some(3);
-        p.epochs = 1;
-        let run = |threads| on_threads(&data, &p, threads).0;
-        let one = run(1);
-        for threads in [2, 3] {
-            let m = run(threads);
-            assert_eq!(one.params, m.params, "{threads} threads");
-            assert_eq!(one.buffers, m.buffers, "{threads} threads");
-        }
-    }
-
-    /// A few training steps of the main CNN (its Winograd layers, conv1
-    /// and the linear layers) give the same bits with the AVX2 kernels and
-    /// the AVX-512 ones, where the core has AVX-512.
-    #[test]
-    fn the_main_cnn_trains_the_same_bits_on_avx2_and_avx512() {
-        use learn::nn::simd::{choose, family, Family};
-        if !learn::nn::simd::avx512_available() {
-            // Straight to stderr: libtest captures `eprintln!` of a passing
-            // test, and a skip must never read as a pass.
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr().lock(), "SKIPPED the_main_cnn_trains_the_same_bits_on_avx2_and_avx512: this CPU has no AVX-512");
-            return;
-        }
-        let data = small_data();
-        let mut p = small_params();
-        p.model = ModelSpec::MainCnn;
-        p.max_batches = Some(3);
-        p.epochs = 1;
-        let before = family();
-        choose(Family::Avx2);
-        let (avx2, r2) = on_threads(&data, &p, 2);
-        choose(Family::Avx512);
-        let (avx512, r5) = on_threads(&data, &p, 2);
-        choose(before);
-        assert_eq!(avx2.params, avx512.params, "bit-identical weights");
-        assert_eq!(avx2.buffers, avx512.buffers);
-        assert_eq!(r2.history[0].val_loss, r5.history[0].val_loss);
-    }
-
-    /// The generic path (`cpu-reference`) trains like the fast kernels: the
-    /// same batches, dropout draws and Adam, gradients equal within
-    /// rounding, so two epochs end with training losses within 1e-3
-    /// (relative) and validation accuracies within 3 points.
-    #[test]
-    fn the_reference_path_trains_like_the_fast_path() {
-        let data = small_data();
-        let mut p = small_params();
-        p.max_batches = Some(6);
-        let run = |device: &str| {
-            let mut m = p.model(28, 28).unwrap();
-            train_on(
-                &mut m,
-                &data,
-                &p,
-                &|_| {},
-                &TrainOn {
-                    device,
-                    threads: 1,
-                    resume: None,
-                    stop_after: None,
-                    grow: None,
-                },
-            )
-            .unwrap()
-        };
-        let (fast, reference) = (run("cpu"), run("cpu-reference"));
-        for (a, b) in fast.history.iter().zip(&reference.history) {
-            let rel = (a.train_loss - b.train_loss).abs() / a.train_loss;
-            assert!(
-                rel < 1e-3,
-                "epoch {}: {} vs {}",
-                a.epoch,
-                a.train_loss,
-                b.train_loss
-            );
-            assert!(
-                (a.val_acc - b.val_acc).abs() <= 0.03,
-                "{} vs {}",
-                a.val_acc,
-                b.val_acc
-            );
-        }
-    }
-
-    /// Fused convolution blocks compute exactly what the separate ops do.
-    #[test]
-    fn fused_blocks_are_bit_identical() {
-        let data = small_data();
-        let mut p = small_params();
-        p.model = ModelSpec::MainCnn;
-        p.max_batches = Some(2);
-        p.epochs = 1;
-        let run = |fused: bool| {
-            let mut m = p.model(28, 28).unwrap();
-            m.set_fused(fused);
-            train(&mut m, &data, &p, 2, &|_| {}, None).unwrap();
-            m
-        };
-        let (a, b) = (run(true), run(false));
-        assert_eq!(a.params, b.params);
-        assert_eq!(a.buffers, b.buffers);
-    }
-
-    /// Interrupted after an epoch (here by a panic in the progress
-    /// callback) and run again with the same directory, a training takes up
-    /// where it stopped and ends bit-identical to an uninterrupted one.
-    #[test]
-    fn a_resumed_training_matches_an_uninterrupted_one_bit_for_bit() {
-        let mut p = small_params();
-        p.epochs = 3;
-        p.plateau = Some(Some(Plateau {
-            factor: 0.5,
-            patience: 0,
-        }));
-        let r = resumes_bit_for_bit(&p);
-        assert_eq!(r.history[2].lr, 0.0015, "the plateau's state came along");
-    }
-
-    /// A search's rung: paused after one epoch of three (cosine over all
-    /// three), then promoted (and given a second thread), a trial ends
-    /// bit-identical to a training never paused; the paused one's history
-    /// and state stop at epoch 1.
-    #[test]
-    fn a_paused_training_goes_on_bit_for_bit() {
-        let mut p = recipe_params();
-        p.epochs = 3;
-        let data = small_data();
-        let mut whole = p.model(28, 28).unwrap();
-        let all = train(&mut whole, &data, &p, 1, &|_| {}, None).unwrap();
-        assert!(!all.paused);
-        let dir = tempfile::tempdir().unwrap();
-        let mut m = p.model(28, 28).unwrap();
-        let first = train_on(
-            &mut m,
-            &data,
-            &p,
-            &|_| {},
-            &TrainOn {
-                device: "cpu",
-                threads: 1,
-                resume: Some(dir.path()),
-                stop_after: Some(1),
-                grow: None,
-            },
-        )
-        .unwrap();
-        assert!(first.paused);
-        assert_eq!(first.history.len(), 1);
-        assert_eq!(first.history[0].val_acc, all.history[0].val_acc);
-        assert_eq!(resume::saved_progress(dir.path()), Some((1, 3)));
-        // Promoted, on one thread, and offered a second from its next
-        // epoch: the same bits.
-        let mut m = p.model(28, 28).unwrap();
-        let offer = dir.path().join("grow");
-        std::fs::write(&offer, "2\n").unwrap();
-        let said = std::sync::Mutex::new(Vec::new());
-        let rest = train_on(
-            &mut m,
-            &data,
-            &p,
-            &|pr| said.lock().unwrap().push(pr.step),
-            &TrainOn {
-                device: "cpu",
-                threads: 1,
-                resume: Some(dir.path()),
-                stop_after: None,
-                grow: Some(&offer),
-            },
-        )
-        .unwrap();
-        assert!(said.lock().unwrap().contains(&Step::Training {
-            event: Event::Grown { threads: 2 }
-        }));
-        assert!(!rest.paused);
-        assert_eq!(m.params, whole.params, "bit-identical weights");
-        let lrs = |h: &[EpochRecord]| h.iter().map(|e| (e.lr, e.val_acc)).collect::<Vec<_>>();
-        assert_eq!(lrs(&rest.history), lrs(&all.history));
-    }
-
-    /// The modern recipe: AdamW, cosine with warmup, weight averaging,
-    /// label smoothing, clipping, translation and erasing.
-    fn recipe_params() -> TrainParams {
-        let mut p: TrainParams = serde_json::from_value(serde_json::json!({
-            "optimizer": "adamw", "weight_decay": 0.05,
-            "schedule": {"cosine": {"warmup_epochs": 1, "min_lr": 0.0001}},
-            "ema": {"decay": 0.9}, "label_smoothing": 0.1, "grad_clip": 1.0,
-            "augment": [{"hflip": 0.5}, {"translate": 2}, {"erase": {"p": 0.5}}]
+    fn the_kind_gives_the_loop_its_params() {
+        let p: TrainParams = serde_json::from_value(serde_json::json!({
+            "optimizer": "sgd", "momentum": 0.9, "nesterov": true, "lr": 0.02,
+            "betas": [0.8, 0.99], "eps": 1e-7, "weight_decay": 0.01,
+            "label_smoothing": 0.1, "grad_clip": 2.0, "ema": {"decay": 0.9},
+            "epochs": 7, "batch_size": 16, "max_batches": 3, "seed": 9,
+            "augment": [{"hflip": 0.5}], "plateau": {"factor": 0.5, "patience": 1},
+            "early_stopping": {"patience": 2}
         }))
         .unwrap();
-        let base = small_params();
-        (p.model, p.epochs, p.batch_size, p.lr, p.seed) =
-            (base.model, 3, base.batch_size, base.lr, base.seed);
-        p
-    }
-
-    /// Killed after its first epoch (by a panic in the progress callback)
-    /// and run again with the same directory, a training takes up where
-    /// it stopped and ends bit-identical to an uninterrupted one.
-    fn resumes_bit_for_bit(p: &TrainParams) -> TrainReport {
-        let data = small_data();
-        let whole = {
-            let mut m = p.model(28, 28).unwrap();
-            let r = train(&mut m, &data, p, 1, &|_| {}, None).unwrap();
-            (m, r)
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let mut m = p.model(28, 28).unwrap();
-        let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            train(
-                &mut m,
-                &data,
-                p,
-                1,
-                &|pr| {
-                    let second = matches!(
-                        pr.step,
-                        Step::Training {
-                            event: Event::Batch { epoch: 2, .. }
-                        }
-                    );
-                    assert!(!second, "interrupted")
-                },
-                Some(dir.path()),
-            )
-        }));
-        assert!(interrupted.is_err());
-        assert_eq!(resume::saved_progress(dir.path()), Some((1, p.epochs)));
-        let said = std::sync::Mutex::new(Vec::new());
-        let mut m = p.model(28, 28).unwrap();
-        let r = train(
-            &mut m,
-            &data,
-            p,
-            1,
-            &|pr| said.lock().unwrap().push(pr.step),
-            Some(dir.path()),
-        )
-        .unwrap();
-        let resumed = Step::Training {
-            event: Event::Resumed {
-                done: 1,
-                epochs: p.epochs,
-            },
-        };
-        assert!(said.lock().unwrap().contains(&resumed));
-        assert_eq!(m.params, whole.0.params, "bit-identical weights");
-        assert_eq!(m.buffers, whole.0.buffers);
-        // The same history, but for the clock.
-        let untimed = |h: &[EpochRecord]| {
-            h.iter()
-                .map(|e| EpochRecord {
-                    seconds: 0.0,
-                    img_per_s: 0.0,
-                    ..e.clone()
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(untimed(&r.history), untimed(&whole.1.history));
-        assert_eq!(r.best_epoch, whole.1.best_epoch);
-        r
-    }
-
-    #[test]
-    fn the_modern_recipe_resumes_bit_for_bit() {
-        let r = resumes_bit_for_bit(&recipe_params());
-        // Cosine to 1e-4 over epochs 2 and 3: the last step's rate is near it.
-        assert!(r.history[2].lr < 0.0005, "{:?}", r.history);
-        assert!(r.history[0].lr > r.history[1].lr);
-    }
-
-    /// The recipe learns on both paths and, on the fast one, gives the
-    /// same bits on any thread count; SGD with Nesterov momentum learns.
-    #[test]
-    fn the_modern_recipe_learns_on_both_paths_and_any_thread_count() {
-        let data = small_data();
-        let p = recipe_params();
-        let (one, r1) = on_threads(&data, &p, 1);
-        assert!(r1.best_val_acc > 0.6, "{:?}", r1.history);
-        let (two, _) = on_threads(&data, &p, 2);
-        assert_eq!(one.params, two.params, "1 and 2 threads: the same bits");
-        assert_eq!(one.buffers, two.buffers);
-        let mut m = p.model(28, 28).unwrap();
-        let r = train_on(
-            &mut m,
-            &data,
-            &p,
-            &|_| {},
-            &TrainOn {
-                device: "cpu-reference",
-                threads: 1,
-                resume: None,
-                stop_after: None,
-                grow: None,
-            },
-        )
-        .unwrap();
-        assert!(r.best_val_acc > 0.6, "{:?}", r.history);
-        let mut sgd = small_params();
-        sgd.optimizer = OptimizerName::Sgd;
-        (sgd.momentum, sgd.nesterov, sgd.lr) = (Some(0.9), Some(true), 0.02);
-        sgd.schedule = Some(learn::nn::schedule::Schedule::Step(
-            learn::nn::schedule::StepSpec {
-                milestones: vec![1],
-                gamma: 0.5,
-            },
-        ));
-        let (_, r) = on_threads(&data, &sgd, 1);
-        assert!(r.best_val_acc > 0.6, "{:?}", r.history);
-        assert_eq!((r.history[0].lr, r.history[1].lr), (0.02, 0.01));
-    }
-
-    /// A damaged state, or one that does not fit the model, is reported
-    /// and the training starts over.
-    #[test]
-    fn an_unusable_saved_state_starts_over() {
-        let data = small_data();
-        let mut p = small_params();
-        p.epochs = 1;
-        let mut whole = p.model(28, 28).unwrap();
-        train(&mut whole, &data, &p, 1, &|_| {}, None).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let misfit = resume::Saved {
-            epochs_done: 0,
-            master: vec![vec![0.0; 3]],
-            buffers: vec![],
-            adam_step: 1,
-            adam_m: vec![vec![0.0; 3]],
-            adam_v: vec![vec![0.0; 3]],
-            lr: 1.0,
-            best: None,
-            best_acc: 0.0,
-            best_epoch: 0,
-            plateau_best: 0.0,
-            bad_epochs: 0,
-            since_best: 0,
-            history: vec![],
-            draws: 0,
-            ema: None,
-        };
-        let damaged = misfit.to_bytes().unwrap()[..40].to_vec();
-        for bytes in [misfit.to_bytes().unwrap(), damaged] {
-            std::fs::write(dir.path().join(resume::STATE_FILE), bytes).unwrap();
-            let said = std::sync::Mutex::new(Vec::new());
-            let mut m = p.model(28, 28).unwrap();
-            train(
-                &mut m,
-                &data,
-                &p,
-                1,
-                &|pr| said.lock().unwrap().push(pr.step),
-                Some(dir.path()),
-            )
-            .unwrap();
-            assert!(
-                said.lock().unwrap().iter().any(|s| matches!(
-                    s,
-                    Step::Training {
-                        event: Event::StartsOver(_)
-                    }
-                )),
-                "{:?}",
-                said.lock().unwrap()
-            );
-            assert_eq!(m.params, whole.params);
-        }
-    }
-
-    #[test]
-    fn plateau_lowers_the_rate_and_early_stopping_stops() {
-        let data = small_data();
-        let mut p = small_params();
-        p.epochs = 12;
-        p.lr = 1e-9; // nothing improves
-        p.plateau = Some(Some(Plateau {
-            factor: 0.5,
-            patience: 1,
-        }));
-        p.early_stopping = Some(EarlyStopping { patience: 3 });
-        p.max_batches = Some(1);
-        let mut m = p.model(28, 28).unwrap();
-        let r = train(&mut m, &data, &p, 1, &|_| {}, None).unwrap();
-        assert!(r.stopped_early);
         assert_eq!(
-            r.history.len(),
-            4,
-            "best at epoch 1, then 3 epochs without improvement"
+            recipe(&p),
+            Recipe {
+                rule: learn::nn::optim::Rule::Sgd {
+                    momentum: 0.9,
+                    nesterov: true
+                },
+                lr: 0.02,
+                betas: (0.8, 0.99),
+                eps: 1e-7,
+                weight_decay: 0.01,
+                label_smoothing: 0.1,
+                grad_clip: Some(2.0),
+                ema: Some(0.9),
+            }
         );
-        assert!(r.history.last().unwrap().lr < 1e-9);
+        let plan = plan(&p);
+        assert_eq!(
+            (plan.epochs, plan.batch_size, plan.max_batches, plan.seed),
+            (7, 16, Some(3), 9)
+        );
+        assert_eq!(
+            (plan.lr, plan.patience, plan.augment.len()),
+            (0.02, Some(2), 1)
+        );
+        assert_eq!(
+            plan.schedule,
+            learn::nn::schedule::Schedule::Plateau(Plateau {
+                factor: 0.5,
+                patience: 1
+            })
+        );
+        let p: TrainParams =
+            serde_json::from_value(serde_json::json!({"early_stopping": null})).unwrap();
+        assert_eq!(super::plan(&p).patience, None);
+        assert_eq!(recipe(&p).rule, learn::nn::optim::Rule::Adam);
+    }
+
+    /// The loop's events reach the stage's progress with how far it is.
+    #[test]
+    fn events_are_told_with_their_fraction() {
+        let said = std::sync::Mutex::new(Vec::new());
+        let keep = |p: Progress| said.lock().unwrap().push(p);
+        told(&keep, Event::Resumed { done: 1, epochs: 4 });
+        told(&keep, Event::Grown { threads: 2 });
+        let said = said.into_inner().unwrap();
+        assert_eq!(said[0].fraction, Some(0.25));
+        assert_eq!(said[1].fraction, None);
+        assert_eq!(
+            said[1].step,
+            Step::Training {
+                event: Event::Grown { threads: 2 }
+            }
+        );
     }
 }

@@ -6,6 +6,7 @@ use crate::cli::{BenchArgs, Cli};
 use crate::error::{exit, Error, Result};
 use crate::ui::reporter::Reporter;
 use learn::data::dataset::Dataset;
+use learn::nn::simd::Family;
 use stages::format::group_digits;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,7 +85,8 @@ fn python() -> String {
 /// One epoch of a `train` stage on `prep_dir`'s dataset, in this process:
 /// the stage's own images/s (the whole training loop of the epoch) and
 /// its seconds.
-fn our_epoch(prep_dir: &Path, threads: usize, seed: u64) -> Result<(f64, f64)> {
+/// One epoch of the train stage as a run does it, on `kernels`.
+fn our_epoch(prep_dir: &Path, threads: usize, seed: u64, kernels: Family) -> Result<(f64, f64)> {
     let params = stages::Kind::Train
         .normalize_params(serde_json::json!({
             "model": "main-cnn",
@@ -116,6 +118,7 @@ fn our_epoch(prep_dir: &Path, threads: usize, seed: u64) -> Result<(f64, f64)> {
         stop_after: None,
         grow: None,
         device: Some("cpu"),
+        kernels: Some(kernels),
         run: None,
         progress: &|_| {},
     };
@@ -168,28 +171,21 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     std::fs::write(&script, TORCH_EPOCH).map_err(|e| Error::io("write", &script, e))?;
     let model = tmp.join("torch_model.py");
     std::fs::write(&model, TORCH_MODEL).map_err(|e| Error::io("write", &model, e))?;
-    use learn::nn::simd::{choose, family, Family};
-    let auto = family();
     let families: Vec<Family> = match args.kernels.as_str() {
-        "avx2" => vec![Family::Avx2],
-        "avx512" => vec![choose(Family::Avx512)],
-        "both" => {
-            let wide = choose(Family::Avx512);
-            if wide == Family::Avx2 {
-                vec![Family::Avx2]
-            } else {
-                vec![Family::Avx2, wide]
-            }
-        }
-        _ => vec![auto],
+        "avx2" => vec![Family::AVX2],
+        "avx512" => vec![Family::widest()],
+        "both" => match Family::avx512() {
+            Some(wide) => vec![Family::AVX2, wide],
+            None => vec![Family::AVX2],
+        },
+        _ => vec![Family::detected()],
     };
     let (mut ours, mut theirs, mut lines) =
         (vec![Vec::new(); families.len()], Vec::new(), Vec::new());
     let mut skipped = None;
     for r in 0..args.repeat {
         for (k, &f) in families.iter().enumerate() {
-            choose(f);
-            let (rate, secs) = our_epoch(&prep_dir, args.threads, r as u64 + 1)?;
+            let (rate, secs) = our_epoch(&prep_dir, args.threads, r as u64 + 1, f)?;
             reporter.text(&format!(
                 "run {}: fmnist-pipe ({}) {} images/s ({secs:.1} s for the epoch)\n",
                 r + 1,
@@ -239,7 +235,6 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    choose(auto);
     let medians: Vec<f64> = ours.iter().map(|o| median(o.clone())).collect();
     for (f, (m, o)) in families.iter().zip(medians.iter().zip(&ours)) {
         reporter.text(&format!(
@@ -308,12 +303,11 @@ pub fn run(
     let kernels = if !cfg!(all(target_feature = "avx2", target_feature = "fma")) {
         "portable (no AVX2)".to_string()
     } else {
-        match learn::nn::simd::family() {
-            learn::nn::simd::Family::Avx512 => {
-                "AVX-512 for the matrix products (Winograd, linear, conv1), AVX2+FMA elsewhere"
-                    .to_string()
-            }
-            learn::nn::simd::Family::Avx2 => "AVX2+FMA".to_string(),
+        if Family::detected().is_avx512() {
+            "AVX-512 for the matrix products (Winograd, linear, conv1), AVX2+FMA elsewhere"
+                .to_string()
+        } else {
+            "AVX2+FMA".to_string()
         }
     };
     reporter.text(&format!(

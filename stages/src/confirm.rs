@@ -441,6 +441,7 @@ mod tests {
                 stop_after: None,
                 grow: None,
                 device: None,
+                kernels: None,
                 run: None,
                 progress: &|_| {},
             };

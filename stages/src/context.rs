@@ -169,6 +169,10 @@ pub struct RunContext<'a> {
     pub grow: Option<&'a Path>,
     /// `cpu` or `cuda`, for kinds that use a device.
     pub device: Option<&'a str>,
+    /// For `train` on the CPU: the kernels its products run on, where the
+    /// caller chooses (`bench --kernels`); None: what the core and
+    /// `FMNIST_PIPE_KERNELS` give. The bits are the same either way.
+    pub kernels: Option<learn::nn::simd::Family>,
     /// What run this is, for the kinds that describe it ([`Kind::describes_run`]).
     pub run: Option<&'a crate::contract::RunInfo>,
     pub progress: &'a (dyn Fn(Progress) + Sync),

@@ -143,6 +143,7 @@ pub fn run(
         stop_after: job.stop_after,
         grow: job.grow.as_deref(),
         device: job.device.as_deref(),
+        kernels: None,
         run: job.run.as_ref(),
         progress: &progress,
     };

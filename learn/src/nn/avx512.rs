@@ -11,6 +11,25 @@
 
 use std::arch::x86_64::*;
 
+/// What a micro-kernel reads: k steps, each of A's values broadcast
+/// (A's rows `a_s.0` apart, its steps `a_s.1` apart) and one row of B
+/// (rows `ldb` apart).
+#[derive(Debug, Clone, Copy)]
+pub struct Panel {
+    pub k: usize,
+    pub a: *const f32,
+    pub a_s: (usize, usize),
+    pub b: *const f32,
+    pub ldb: usize,
+}
+
+/// Where a micro-kernel's chains end: C's rows, `ldc` apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Dest {
+    pub c: *mut f32,
+    pub ldc: usize,
+}
+
 pub const SET: u8 = 0;
 pub const CONTINUE: u8 = 1;
 pub const ADD: u8 = 2;
@@ -19,21 +38,19 @@ pub const ADD: u8 = 2;
 /// broadcasts of A per step of k.
 ///
 /// # Safety
-/// The core has AVX-512F; `c` holds 8 rows `ldc` apart of 32 floats, `a`
-/// 8 rows `a_rs` apart of k values `a_cs` apart, `b` k rows `ldb` apart of
-/// 32 floats.
+/// The core has AVX-512F; `d` holds 8 rows `ldc` apart of 32 floats,
+/// `p.a` 8 rows of k values, `p.b` k rows of 32 floats.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn rows8<const MODE: u8>(
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-    a: *const f32,
-    (a_rs, a_cs): (usize, usize),
-    b: *const f32,
-    ldb: usize,
-) {
+pub unsafe fn rows8<const MODE: u8>(p: Panel, d: Dest) {
+    let Panel {
+        k,
+        a,
+        a_s: (a_rs, a_cs),
+        b,
+        ldb,
+    } = p;
+    let Dest { c, ldc } = d;
     // SAFETY: the caller's contract covers every access below.
     unsafe {
         let init = |r: usize| {
@@ -98,14 +115,14 @@ pub unsafe fn rows8<const MODE: u8>(
 /// As `rows8`, for one row.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-pub unsafe fn row1<const MODE: u8>(
-    k: usize,
-    c: *mut f32,
-    a: *const f32,
-    a_cs: usize,
-    b: *const f32,
-    ldb: usize,
-) {
+pub unsafe fn row1<const MODE: u8>(p: Panel, c: *mut f32) {
+    let Panel {
+        k,
+        a,
+        a_s: (_, a_cs),
+        b,
+        ldb,
+    } = p;
     // SAFETY: the caller's contract covers every access below.
     unsafe {
         let (mut s0, mut s1) = if MODE == CONTINUE {
@@ -134,17 +151,15 @@ pub unsafe fn row1<const MODE: u8>(
 /// As `rows8`, for the columns of `mask` only.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn rows8_masked<const MODE: u8>(
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-    a: *const f32,
-    (a_rs, a_cs): (usize, usize),
-    b: *const f32,
-    ldb: usize,
-    mask: __mmask16,
-) {
+pub unsafe fn rows8_masked<const MODE: u8>(p: Panel, d: Dest, mask: __mmask16) {
+    let Panel {
+        k,
+        a,
+        a_s: (a_rs, a_cs),
+        b,
+        ldb,
+    } = p;
+    let Dest { c, ldc } = d;
     // SAFETY: the caller's contract covers every access below; masked-off
     // lanes are not accessed.
     unsafe {
@@ -183,15 +198,14 @@ pub unsafe fn rows8_masked<const MODE: u8>(
 /// As `row1`, for the columns of `mask` only.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-pub unsafe fn row1_masked<const MODE: u8>(
-    k: usize,
-    c: *mut f32,
-    a: *const f32,
-    a_cs: usize,
-    b: *const f32,
-    ldb: usize,
-    mask: __mmask16,
-) {
+pub unsafe fn row1_masked<const MODE: u8>(p: Panel, c: *mut f32, mask: __mmask16) {
+    let Panel {
+        k,
+        a,
+        a_s: (_, a_cs),
+        b,
+        ldb,
+    } = p;
     // SAFETY: the caller's contract covers every access below.
     unsafe {
         let mut s = if MODE == CONTINUE {

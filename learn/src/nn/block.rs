@@ -10,6 +10,26 @@
 use super::kernels::{BatchNorm, Conv, Pool, BN_EPS};
 use rayon::prelude::*;
 
+/// The images a block runs on (`n` of them) and its convolution's
+/// weights.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub x: &'a [f32],
+    pub n: usize,
+    pub w: &'a [f32],
+}
+
+/// A block's gradients; dγ and dβ are empty without batch norm.
+#[derive(Debug)]
+pub struct Grads {
+    /// Where asked for.
+    pub dx: Option<Vec<f32>>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+}
+
 /// What follows the convolution.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Block {
@@ -102,17 +122,15 @@ impl Block {
     /// Forward for `n` images into `out` (length [`Self::out_len`]).
     /// `saved.a` and `saved.arg` are work buffers of any contents, resized
     /// here; on return `saved` holds what [`Self::backward`] needs.
-    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
-        x: &[f32],
-        n: usize,
-        w: &[f32],
+        on: Batch<'_>,
         b: &[f32],
         norm: Option<Norm>,
         out: &mut [f32],
         saved: &mut Saved,
     ) {
+        let Batch { x, n, w } = on;
         let (hw, o) = self.planes();
         let g = self.conv;
         saved.a.resize(n * o * hw, 0.0);
@@ -178,20 +196,17 @@ impl Block {
     }
 
     /// Backward from the output gradient `dy` (consumed; its storage is
-    /// reused when there is no pooling). Returns (dx if `need_dx`, dW, db,
-    /// dγ, dβ); the last two are empty without batch norm.
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    /// reused when there is no pooling), with `work` a buffer of any
+    /// contents to reuse.
     pub fn backward(
         &self,
-        x: &[f32],
-        n: usize,
-        w: &[f32],
+        on: Batch<'_>,
         norm: Option<(&[f32], &[f32])>,
         saved: &Saved,
-        dy: Vec<f32>,
-        work: Vec<f32>,
+        (dy, work): (Vec<f32>, Vec<f32>),
         need_dx: bool,
-    ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    ) -> Grads {
+        let Batch { x, n, w } = on;
         let (hw, o) = self.planes();
         // Training's affine map, as forward applied it.
         let affine = |c: usize| match norm {
@@ -269,7 +284,13 @@ impl Block {
                 });
         }
         let (dx, dw, db) = self.conv.backward(x, n, w, &d, need_dx);
-        (dx, dw, db, dgamma, dbeta)
+        Grads {
+            dx,
+            dw,
+            db,
+            dgamma,
+            dbeta,
+        }
     }
 }
 

@@ -205,17 +205,21 @@ impl Trainer {
                     let kernel = block::Block::from(*blk);
                     let norm = blk.bn.map(|(gi, bi, _)| (&params[gi][..], &params[bi][..]));
                     let work = self.ws.take(g.o * g.oh() * g.ow() * n);
-                    let (dx, dw, db, dgamma, dbeta) =
-                        kernel.backward(&x, n, &params[*w], norm, &st, d, work, blk.need_dx);
-                    grads[*w] = dw;
-                    grads[*b] = db;
+                    let on = block::Batch {
+                        x: &x,
+                        n,
+                        w: &params[*w],
+                    };
+                    let g = kernel.backward(on, norm, &st, (d, work), blk.need_dx);
+                    grads[*w] = g.dw;
+                    grads[*b] = g.db;
                     if let Some((gi, bi, _)) = blk.bn {
-                        grads[gi] = dgamma;
-                        grads[bi] = dbeta;
+                        grads[gi] = g.dgamma;
+                        grads[bi] = g.dbeta;
                     }
                     self.ws.give(x);
                     self.ws.give_block(st);
-                    dx.unwrap_or_default()
+                    g.dx.unwrap_or_default()
                 }
                 (Op::Pool(_), Saved::Pool { pool, arg }) => pool.backward(n, &arg, &d),
                 (Op::Bn { gamma, beta, .. }, Saved::Bn { bn, xhat, invstd }) => {
@@ -243,6 +247,7 @@ impl Trainer {
                     let l = Linear {
                         i: x.len() / n,
                         o: *o,
+                        family: model.kernels(),
                     };
                     let dw = std::mem::take(&mut grads[*w]);
                     let dx = (!first).then(|| self.ws.take(n * l.i));
@@ -315,7 +320,12 @@ fn run(
                         }
                     }
                 });
-                kernel.forward(&a, n, &params[wi], &params[b], norm, &mut out, &mut st);
+                let on = block::Batch {
+                    x: &a,
+                    n,
+                    w: &params[wi],
+                };
+                kernel.forward(on, &params[b], norm, &mut out, &mut st);
                 (c, h, w) = match blk.pool {
                     Some(k) => (g.o, g.oh() / k, g.ow() / k),
                     None => (g.o, g.oh(), g.ow()),
@@ -370,7 +380,11 @@ fn run(
                 (a, Saved::Flatten)
             }
             Op::Linear { o, w: wi, b, .. } => {
-                let l = Linear { i: a.len() / n, o };
+                let l = Linear {
+                    i: a.len() / n,
+                    o,
+                    family: model.kernels(),
+                };
                 let y = l.forward(&a, n, &params[wi], &params[b], threads);
                 (c, h, w) = (o, 1, 1);
                 (y, Saved::Linear { x: a })

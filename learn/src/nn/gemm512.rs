@@ -11,7 +11,7 @@
 //! them with the crate bit for bit, and `kernel_params` is the crate's
 //! own, so its cache-dependent choice is followed on every machine.
 
-use super::avx512::{row1, row1_masked, rows8, rows8_masked, ADD, SET};
+use super::avx512::{row1, row1_masked, rows8, rows8_masked, Dest, Panel, ADD, SET};
 use super::geometry::{Operands, Out};
 use super::scratch::with_buffer;
 use rayon::prelude::*;
@@ -64,13 +64,13 @@ pub unsafe fn mm(ops: Operands<'_>, out: Out<'_>, threads: usize) {
         b,
         b_s: (b_rs, b_cs),
     } = ops;
-    let Out { c, ldc, acc } = out;
     let kc = depth(m, n, k);
     if b_cs == 1 {
         // SAFETY: passed on from the caller.
-        unsafe { direct(m, n, k, kc, c, ldc, acc, a, a_s, b, b_rs, threads) };
+        unsafe { direct(ops, out, kc, threads) };
         return;
     }
+    let Out { c, ldc, acc } = out;
     let (a_rs, a_cs) = a_s;
     // Neither buffer is zeroed: every element is written before it is
     // read (the first depth block of an output not read is written).
@@ -94,7 +94,22 @@ pub unsafe fn mm(ops: Operands<'_>, out: Out<'_>, threads: usize) {
             }
             // SAFETY: Bᵀ's rows are B's columns and Aᵀ's rows are
             // contiguous; the caller's contract covers the rest.
-            unsafe { direct(n, m, k, kc, t, m, acc, b, (b_cs, b_rs), at, ldat, threads) };
+            unsafe {
+                direct(
+                    Operands {
+                        m: n,
+                        n: m,
+                        k,
+                        a: b,
+                        a_s: (b_cs, b_rs),
+                        b: at,
+                        b_s: (ldat, 1),
+                    },
+                    Out { c: t, ldc: m, acc },
+                    kc,
+                    threads,
+                )
+            };
             for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
                 for (j, v) in row[..n].iter_mut().enumerate() {
                     *v = t[j * m + i];
@@ -122,26 +137,23 @@ fn transpose_into(a: &[f32], (a_rs, a_cs): (usize, usize), m: usize, k: usize, o
     }
 }
 
-/// `mm` for B's rows contiguous (`ldb` apart), in depth blocks of `kc`,
-/// the rows split among the threads.
+/// `mm` for B's rows contiguous (`b_s` is (`ldb`, 1)), in depth blocks
+/// of `kc`, the rows split among the threads.
 ///
 /// # Safety
 /// The core has AVX-512F; the slices hold every element the strides reach.
-#[allow(clippy::too_many_arguments)]
-unsafe fn direct(
-    m: usize,
-    n: usize,
-    k: usize,
-    kc: usize,
-    c: &mut [f32],
-    ldc: usize,
-    acc: bool,
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    ldb: usize,
-    threads: usize,
-) {
+unsafe fn direct(ops: Operands<'_>, out: Out<'_>, kc: usize, threads: usize) {
+    let Operands {
+        m,
+        n,
+        k,
+        a,
+        a_s: (a_rs, a_cs),
+        b,
+        b_s: (ldb, b_cs),
+    } = ops;
+    let Out { c, ldc, acc } = out;
+    assert_eq!(b_cs, 1, "B's rows are read in place");
     assert!(c.len() >= (m - 1) * ldc + n);
     assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
     assert!(b.len() >= (k - 1) * ldb + n);
@@ -158,16 +170,19 @@ unsafe fn direct(
             // asserts above keep every read of A and B inside them.
             unsafe {
                 panels(
-                    rows,
-                    n,
-                    kb,
+                    Panel {
+                        k: kb,
+                        a: a.as_ptr().add(r0 * a_rs + d0 * a_cs),
+                        a_s: (a_rs, a_cs),
+                        b: b.as_ptr().add(d0 * ldb),
+                        ldb,
+                    },
+                    Dest {
+                        c: c.as_mut_ptr(),
+                        ldc,
+                    },
+                    (rows, n),
                     first,
-                    c.as_mut_ptr(),
-                    ldc,
-                    a.as_ptr().add(r0 * a_rs + d0 * a_cs),
-                    (a_rs, a_cs),
-                    b.as_ptr().add(d0 * ldb),
-                    ldb,
                 )
             };
         }
@@ -185,41 +200,48 @@ unsafe fn direct(
 /// AVX-512, the columns left over 16 at a time under a mask.
 ///
 /// # Safety
-/// The core has AVX-512F; C holds `rows` rows `ldc` apart of n floats, A
-/// `rows` rows of k values, B k rows `ldb` apart of n floats.
+/// The core has AVX-512F; C holds `rows` rows of n floats, A `rows` rows
+/// of k values, B k rows of n floats.
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn panels(
-    rows: usize,
-    n: usize,
-    k: usize,
-    first: bool,
-    c: *mut f32,
-    ldc: usize,
-    a: *const f32,
-    (a_rs, a_cs): (usize, usize),
-    b: *const f32,
-    ldb: usize,
-) {
+unsafe fn panels(p: Panel, d: Dest, (rows, n): (usize, usize), first: bool) {
+    let (c, ldc, a, a_rs, b) = (d.c, d.ldc, p.a, p.a_s.0, p.b);
+    // The panel at row r of A and C and column j of B and C.
+    let at = |r: usize, j: usize| {
+        // SAFETY: every (r, j) asked for is inside C, A and B (the
+        // caller's contract).
+        unsafe {
+            (
+                Panel {
+                    a: a.add(r * a_rs),
+                    b: b.add(j),
+                    ..p
+                },
+                Dest {
+                    c: c.add(r * ldc + j),
+                    ldc,
+                },
+            )
+        }
+    };
     // SAFETY: the caller's contract covers every access below.
     unsafe {
         for j0 in (0..n - n % W).step_by(W) {
             let mut r = 0;
             while r + 8 <= rows {
-                let (cp, ap, bp) = (c.add(r * ldc + j0), a.add(r * a_rs), b.add(j0));
+                let (p, d) = at(r, j0);
                 if first {
-                    rows8::<SET>(k, cp, ldc, ap, (a_rs, a_cs), bp, ldb);
+                    rows8::<SET>(p, d);
                 } else {
-                    rows8::<ADD>(k, cp, ldc, ap, (a_rs, a_cs), bp, ldb);
+                    rows8::<ADD>(p, d);
                 }
                 r += 8;
             }
             for r in r..rows {
-                let (cp, ap, bp) = (c.add(r * ldc + j0), a.add(r * a_rs), b.add(j0));
+                let (p, d) = at(r, j0);
                 if first {
-                    row1::<SET>(k, cp, ap, a_cs, bp, ldb);
+                    row1::<SET>(p, d.c);
                 } else {
-                    row1::<ADD>(k, cp, ap, a_cs, bp, ldb);
+                    row1::<ADD>(p, d.c);
                 }
             }
         }
@@ -232,20 +254,20 @@ unsafe fn panels(
             };
             let mut r = 0;
             while r + 8 <= rows {
-                let (cp, ap, bp) = (c.add(r * ldc + j0), a.add(r * a_rs), b.add(j0));
+                let (p, d) = at(r, j0);
                 if first {
-                    rows8_masked::<SET>(k, cp, ldc, ap, (a_rs, a_cs), bp, ldb, mask);
+                    rows8_masked::<SET>(p, d, mask);
                 } else {
-                    rows8_masked::<ADD>(k, cp, ldc, ap, (a_rs, a_cs), bp, ldb, mask);
+                    rows8_masked::<ADD>(p, d, mask);
                 }
                 r += 8;
             }
             for r in r..rows {
-                let (cp, ap, bp) = (c.add(r * ldc + j0), a.add(r * a_rs), b.add(j0));
+                let (p, d) = at(r, j0);
                 if first {
-                    row1_masked::<SET>(k, cp, ap, a_cs, bp, ldb, mask);
+                    row1_masked::<SET>(p, d.c, mask);
                 } else {
-                    row1_masked::<ADD>(k, cp, ap, a_cs, bp, ldb, mask);
+                    row1_masked::<ADD>(p, d.c, mask);
                 }
             }
         }

@@ -331,6 +331,7 @@ pub fn channels_last(x: Vec<f32>, n: usize, c: usize, hw: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use crate::nn::kernels::{BatchNorm, Linear};
+    use crate::nn::simd::Family;
 
     fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         let mut r = crate::data::augment::Rng::new(seed);
@@ -375,6 +376,7 @@ mod tests {
                 k: 3,
                 stride: 1,
                 pad: 1,
+                family: Family::detected(),
             },
             Conv {
                 c: 2,
@@ -384,6 +386,7 @@ mod tests {
                 k: 5,
                 stride: 2,
                 pad: 0,
+                family: Family::detected(),
             },
         ] {
             let n = 3;
@@ -508,7 +511,11 @@ mod tests {
     fn flatten_and_linear_match_the_cpu_kernels() {
         let dev = Cpu::default();
         let (n, c, hw, o) = (3, 4, 6, 5);
-        let l = Linear { i: c * hw, o };
+        let l = Linear {
+            i: c * hw,
+            o,
+            family: Family::detected(),
+        };
         let x = rand_vec(n * c * hw, 11);
         let w = rand_vec(o * l.i, 12);
         let b = rand_vec(o, 13);

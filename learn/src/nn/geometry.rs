@@ -1,7 +1,9 @@
 //! Geometry of a layer's data: the shapes the kernels and the Winograd
 //! convolutions share, apart from either.
 
-/// Convolution geometry.
+use super::simd::Family;
+
+/// Convolution geometry, and the kernels its products run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv {
     pub c: usize,
@@ -11,6 +13,7 @@ pub struct Conv {
     pub k: usize,
     pub stride: usize,
     pub pad: usize,
+    pub family: Family,
 }
 
 impl Conv {

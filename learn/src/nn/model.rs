@@ -1,7 +1,7 @@
 //! Model specs (the zoo, or layers declared in YAML), shape inference, the
 //! parameter registry, and the forward pass on dfdx tensors.
 
-use super::kernels::Conv;
+use super::kernels::{Conv, Family};
 use super::ops::{self, Dev, Param, T2, T4};
 pub use super::vector::Tensor1;
 use dfdx::prelude::*;
@@ -194,6 +194,8 @@ pub struct Model {
     pub buffers: Vec<Tensor1>,
     pub input: (usize, usize, usize),
     pub classes: usize,
+    /// The kernels its products run on (the same bits on either).
+    kernels: Family,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -278,6 +280,7 @@ impl Model {
         seed: Option<u64>,
     ) -> Result<Model, String> {
         let init = seed.is_some();
+        let kernels = Family::detected();
         let mut rng = ChaCha8Rng::seed_from_u64(seed.unwrap_or(0));
         let mut params: Vec<Tensor1> = Vec::new();
         let mut buffers: Vec<Tensor1> = Vec::new();
@@ -323,6 +326,7 @@ impl Model {
                         k: kernel,
                         stride,
                         pad: padding,
+                        family: kernels,
                     };
                     let fan_in = c * kernel * kernel;
                     params.push(uniform(
@@ -394,6 +398,7 @@ impl Model {
             buffers,
             input,
             classes,
+            kernels,
         })
     }
 
@@ -438,6 +443,24 @@ impl Model {
     /// the same; this exists to show it).
     pub fn set_fused(&mut self, on: bool) {
         self.use_fused = on;
+    }
+
+    /// The kernels its products run on: what the core and
+    /// `FMNIST_PIPE_KERNELS` give, unless [`Self::set_kernels`] chose.
+    pub fn kernels(&self) -> Family {
+        self.kernels
+    }
+
+    /// Runs its products on `family`'s kernels (tests and benchmarks
+    /// compare them; the results are the same bits).
+    pub fn set_kernels(&mut self, family: Family) {
+        self.kernels = family;
+        for op in &mut self.plain {
+            if let Op::Conv { g, .. } = op {
+                g.family = family;
+            }
+        }
+        self.fused = fuse(self.plain.clone());
     }
 
     pub fn parameter_count(&self) -> usize {
@@ -507,7 +530,8 @@ impl Model {
                     Act::Flat(x.reshape_like(&(n, c * h * w)))
                 }
                 (Op::Linear { o, w, b, first }, Act::Flat(x)) => {
-                    Act::Flat(ops::linear(x, &p[*w], &p[*b], *o, !first, threads))
+                    let l = (*o, self.kernels);
+                    Act::Flat(ops::linear(x, &p[*w], &p[*b], l, !first, threads))
                 }
                 _ => unreachable!("shapes are checked in Model::new"),
             };
@@ -568,6 +592,27 @@ fn describe(l: &LayerSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model's kernels reach every convolution, plain and fused.
+    #[test]
+    fn the_chosen_kernels_reach_every_convolution() {
+        let layers = ModelSpec::MainCnn.layers(&knobs()).unwrap();
+        let mut m = Model::new(layers, (1, 28, 28), 10, 1).unwrap();
+        assert_eq!(m.kernels(), Family::detected());
+        m.set_kernels(Family::AVX2);
+        let families = |ops: &[Op]| {
+            ops.iter()
+                .filter_map(|op| match op {
+                    Op::Conv { g, .. } => Some(g.family),
+                    Op::Block { blk, .. } => Some(blk.conv.family),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(families(&m.plain), vec![Family::AVX2; 3]);
+        assert_eq!(families(m.fused_ops()), vec![Family::AVX2; 3]);
+        assert_eq!(m.kernels(), Family::AVX2);
+    }
 
     fn knobs() -> Knobs {
         Knobs {

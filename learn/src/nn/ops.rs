@@ -2,7 +2,7 @@
 //! tensor's data and, when the tensor carries a tape, a backward closure
 //! that adds this op's gradients into dfdx's `Gradients`.
 
-use super::kernels::{BatchNorm, Conv, Linear, Pool};
+use super::kernels::{BatchNorm, Conv, Family, Linear, Pool};
 use dfdx::prelude::*;
 
 pub type Dev = Cpu;
@@ -125,13 +125,13 @@ pub fn linear<T: Tape<f32, Dev>>(
     x: T2<T>,
     w: &Param,
     b: &Param,
-    o: usize,
+    (o, family): (usize, Family),
     need_dx: bool,
     threads: usize,
 ) -> T2<T> {
     let (x, mut tape) = x.split_tape();
     let (n, i) = *x.shape();
-    let l = Linear { i, o };
+    let l = Linear { i, o, family };
     let xs = host(&x);
     let ws = host(w);
     let y = l.forward(&xs, n, &ws, &host(b), threads);
@@ -155,6 +155,7 @@ pub fn linear<T: Tape<f32, Dev>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::simd::Family;
 
     /// The ops on dfdx's tape give the kernels' gradients, and dfdx's own
     /// ops (relu, reshape, sum) compose with them.
@@ -169,6 +170,7 @@ mod tests {
             k: 3,
             stride: 1,
             pad: 1,
+            family: Family::detected(),
         };
         let x: Vec<f32> = (0..32).map(|v| (v as f32 * 0.37).sin()).collect();
         let wv: Vec<f32> = (0..18).map(|v| (v as f32 * 0.11).cos()).collect();

@@ -8,30 +8,53 @@
 //! --epoch --kernels both`, medians of 3; docs/benchmarks.md).
 //! `FMNIST_PIPE_KERNELS=avx2` forces AVX2.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+/// Which kernels a layer's products run. A value that says AVX-512 is
+/// only made where the core has it ([`Family::avx512`], [`Family::detected`]),
+/// so a layer that carries one may run the AVX-512 kernels safely. It is
+/// carried by the model and its layers, not kept in the process: a test
+/// or a benchmark runs both families side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family(Wide);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+enum Wide {
     Avx2,
     Avx512,
 }
 
 impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Avx2 => "AVX2+FMA",
-            Family::Avx512 => "AVX-512",
+    /// AVX2 with FMA: what the build targets.
+    pub const AVX2: Family = Family(Wide::Avx2);
+
+    /// AVX-512, where the core has it.
+    pub fn avx512() -> Option<Family> {
+        avx512_available().then_some(Family(Wide::Avx512))
+    }
+
+    /// The widest this core runs.
+    pub fn widest() -> Family {
+        Family::avx512().unwrap_or(Family::AVX2)
+    }
+
+    /// What a model runs unless told otherwise: the widest, unless
+    /// `FMNIST_PIPE_KERNELS=avx2` forces AVX2.
+    pub fn detected() -> Family {
+        if std::env::var("FMNIST_PIPE_KERNELS").is_ok_and(|v| v == "avx2") {
+            Family::AVX2
+        } else {
+            Family::widest()
         }
     }
-}
 
-/// 0: not decided yet; else 1 + the family's index.
-static CHOSEN: AtomicU8 = AtomicU8::new(0);
+    pub fn is_avx512(self) -> bool {
+        self.0 == Wide::Avx512
+    }
 
-fn code(f: Family) -> u8 {
-    match f {
-        Family::Avx2 => 1,
-        Family::Avx512 => 2,
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Wide::Avx2 => "AVX2+FMA",
+            Wide::Avx512 => "AVX-512",
+        }
     }
 }
 
@@ -47,33 +70,14 @@ pub fn avx512_available() -> bool {
     }
 }
 
-/// The family in use: AVX-512 where the core has it, unless
-/// `FMNIST_PIPE_KERNELS=avx2` forces AVX2.
-pub fn family() -> Family {
-    match CHOSEN.load(Ordering::Relaxed) {
-        1 => Family::Avx2,
-        2 => Family::Avx512,
-        _ => {
-            let forced = std::env::var("FMNIST_PIPE_KERNELS").is_ok_and(|v| v == "avx2");
-            let f = if avx512_available() && !forced {
-                Family::Avx512
-            } else {
-                Family::Avx2
-            };
-            CHOSEN.store(code(f), Ordering::Relaxed);
-            f
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Chooses the family for this process (tests, benchmarks); AVX-512 only
-/// where the core has it. What was chosen.
-pub fn choose(f: Family) -> Family {
-    let f = if f == Family::Avx512 && !avx512_available() {
-        Family::Avx2
-    } else {
-        f
-    };
-    CHOSEN.store(code(f), Ordering::Relaxed);
-    f
+    #[test]
+    fn avx512_is_only_had_where_the_core_has_it() {
+        assert_eq!(Family::avx512().is_some(), avx512_available());
+        assert_eq!(Family::widest().is_avx512(), avx512_available());
+        assert!(!Family::AVX2.is_avx512());
+    }
 }

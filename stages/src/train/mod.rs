@@ -372,6 +372,9 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     let data =
         Dataset::read(&dataset_path(ctx)?).map_err(|e| StageError::corrupt(e.path, e.problem))?;
     let mut model = p.model(data.rows, data.cols).map_err(StageError::Params)?;
+    if let Some(family) = ctx.kernels {
+        model.set_kernels(family);
+    }
     (ctx.progress)(Progress {
         step: Step::Parameters {
             count: model.parameter_count(),

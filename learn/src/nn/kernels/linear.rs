@@ -8,6 +8,8 @@ use super::*;
 pub struct Linear {
     pub i: usize,
     pub o: usize,
+    /// The kernels its products run on.
+    pub family: Family,
 }
 
 impl Linear {
@@ -32,6 +34,7 @@ impl Linear {
                 acc: true,
             },
             par(threads),
+            self.family,
         );
         y
     }
@@ -80,6 +83,7 @@ impl Linear {
                 acc: false,
             },
             par(threads),
+            self.family,
         );
         let mut db = vec![0.0f32; self.o];
         for row in dy.chunks(self.o) {
@@ -103,6 +107,7 @@ impl Linear {
                     acc: false,
                 },
                 par(threads),
+                self.family,
             );
             dx
         });

@@ -7,6 +7,7 @@
 
 pub use super::geometry::Conv;
 pub(super) use super::geometry::{Operands, Out};
+pub use super::simd::Family;
 use super::vector::add;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -24,8 +25,8 @@ pub use pool::Pool;
 pub(super) const CHUNK: usize = 8;
 
 /// C (m×n, row stride ldc) = [C +] A·B, A and B given with their row and
-/// column strides.
-pub(super) fn mm(ops: Operands<'_>, out: Out<'_>, par: Parallelism) {
+/// column strides, on `family`'s kernels (the same bits on either).
+pub(super) fn mm(ops: Operands<'_>, out: Out<'_>, par: Parallelism, family: Family) {
     let Operands {
         m,
         n,
@@ -51,13 +52,13 @@ pub(super) fn mm(ops: Operands<'_>, out: Out<'_>, par: Parallelism) {
         );
     }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::family() == super::simd::Family::Avx512 && super::gemm512::applies(m, n, k) {
+    if family.is_avx512() && super::gemm512::applies(m, n, k) {
         let threads = match par {
             Parallelism::Rayon(0) => rayon::current_num_threads(),
             Parallelism::Rayon(t) => t,
             _ => 1,
         };
-        // SAFETY: the family is AVX-512 only where the core has it, and
+        // SAFETY: a family says AVX-512 only where the core has it, and
         // the asserts above keep every access inside the slices.
         unsafe {
             super::gemm512::mm(
@@ -301,6 +302,7 @@ impl Conv {
                                 acc: false,
                             },
                             Parallelism::None,
+                            self.family,
                         );
                         if let Some(b) = b {
                             for (row, &bo) in yg.chunks_mut(ohw).zip(b) {
@@ -327,6 +329,7 @@ impl Conv {
                             acc: false,
                         },
                         Parallelism::None,
+                        self.family,
                     );
                     // prod holds channel-major rows; y is image-major.
                     for (i, yn) in yg.chunks_mut(o * ohw).enumerate() {
@@ -428,6 +431,7 @@ impl Conv {
                                 acc: true,
                             },
                             Parallelism::None,
+                            self.family,
                         );
                         for (d, (sum, _)) in db.iter_mut().zip(sums::<false>(dyn_, &rows, ohw)) {
                             *d += sum;
@@ -456,6 +460,7 @@ impl Conv {
                                 acc: false,
                             },
                             Parallelism::None,
+                            self.family,
                         );
                         for i in 0..imgs {
                             let k = start + i - first;
@@ -511,6 +516,7 @@ pub(super) fn par(threads: usize) -> Parallelism {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::simd::Family;
 
     fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         let mut r = crate::data::augment::Rng::new(seed);
@@ -557,48 +563,54 @@ mod tests {
         }
     }
 
-    const GEOMS: [Conv; 4] = [
-        Conv {
-            c: 2,
-            h: 5,
-            w: 6,
-            o: 3,
-            k: 3,
-            stride: 1,
-            pad: 1,
-        },
-        Conv {
-            c: 1,
-            h: 7,
-            w: 7,
-            o: 2,
-            k: 5,
-            stride: 1,
-            pad: 2,
-        },
-        Conv {
-            c: 3,
-            h: 6,
-            w: 5,
-            o: 2,
-            k: 3,
-            stride: 2,
-            pad: 0,
-        },
-        Conv {
-            c: 2,
-            h: 4,
-            w: 4,
-            o: 4,
-            k: 1,
-            stride: 1,
-            pad: 0,
-        },
-    ];
+    fn geoms() -> [Conv; 4] {
+        [
+            Conv {
+                c: 2,
+                h: 5,
+                w: 6,
+                o: 3,
+                k: 3,
+                stride: 1,
+                pad: 1,
+                family: Family::detected(),
+            },
+            Conv {
+                c: 1,
+                h: 7,
+                w: 7,
+                o: 2,
+                k: 5,
+                stride: 1,
+                pad: 2,
+                family: Family::detected(),
+            },
+            Conv {
+                c: 3,
+                h: 6,
+                w: 5,
+                o: 2,
+                k: 3,
+                stride: 2,
+                pad: 0,
+                family: Family::detected(),
+            },
+            Conv {
+                c: 2,
+                h: 4,
+                w: 4,
+                o: 4,
+                k: 1,
+                stride: 1,
+                pad: 0,
+                family: Family::detected(),
+            },
+        ]
+    }
 
     #[test]
     fn conv_forward_matches_naive() {
-        for (t, g) in GEOMS.iter().enumerate() {
+        for (t, g) in geoms().iter().enumerate() {
             let n = 11;
             let x = rand_vec(n * g.chw(), t as u64);
             let w = rand_vec(g.o * g.ckk(), 100 + t as u64);
@@ -612,7 +624,7 @@ mod tests {
     /// Loss = Σ r·y for a fixed random r, so dL/dy = r.
     #[test]
     fn conv_backward_matches_finite_differences() {
-        for (t, g) in GEOMS.iter().enumerate() {
+        for (t, g) in geoms().iter().enumerate() {
             let n = 10; // more than one chunk
             let x = rand_vec(n * g.chw(), t as u64);
             let w = rand_vec(g.o * g.ckk(), 10 + t as u64);
@@ -660,7 +672,7 @@ mod tests {
 
     #[test]
     fn conv_backward_is_the_same_whatever_the_threads() {
-        let g = GEOMS[0];
+        let g = geoms()[0];
         let n = 37;
         let x = rand_vec(n * g.chw(), 1);
         let w = rand_vec(g.o * g.ckk(), 2);
@@ -796,7 +808,11 @@ mod tests {
 
     #[test]
     fn linear_matches_naive_and_its_gradients() {
-        let l = Linear { i: 7, o: 4 };
+        let l = Linear {
+            i: 7,
+            o: 4,
+            family: Family::detected(),
+        };
         let n = 5;
         let x = rand_vec(n * 7, 11);
         let w = rand_vec(28, 12);

@@ -20,8 +20,9 @@
 //! multiplies). Every sum has a fixed order and each group runs on one
 //! thread, so the results are bit-identical whatever the thread count.
 
-use super::geometry::Conv;
+use super::geometry::{Conv, Operands, Out};
 use super::scratch::with_buffer;
+use super::simd::Family;
 use rayon::prelude::*;
 
 mod product;
@@ -42,10 +43,11 @@ pub(super) const XI: usize = 36;
 /// output is its own ∑ in order, the weight gradient's sum over tiles runs
 /// on from block to block, and tiles are added into the input gradient in
 /// their order.
-pub(super) fn block_len() -> usize {
-    match crate::nn::simd::family() {
-        crate::nn::simd::Family::Avx512 => 4,
-        crate::nn::simd::Family::Avx2 => 3,
+pub(super) fn block_len(family: Family) -> usize {
+    if family.is_avx512() {
+        4
+    } else {
+        3
     }
 }
 
@@ -74,7 +76,7 @@ pub fn forward(g: &Conv, x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, y
         .par_chunks_mut(L * o * ohw)
         .zip(x[..n * c * hw].par_chunks(L * c * hw))
         .for_each(|(yc, xc)| {
-            let block = block_len();
+            let block = block_len(tl.family);
             let lens = [c * plane, XI * c * block * L, XI * o * block * L];
             with_buffer(&SCRATCH, lens.iter().sum(), |buf| {
                 let (planes, rest) = buf.split_at_mut(lens[0]);
@@ -97,16 +99,22 @@ pub fn forward(g: &Conv, x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, y
                     }
                     // M[ξ] (o × cols) = U[ξ] (o × c) · V[ξ] (c × cols)
                     for xi in 0..XI {
-                        product::<false>(
-                            o,
-                            cols,
-                            c,
-                            &mut mb[xi * cols..],
-                            XI * cols,
-                            &u[xi * o * c..],
-                            (c, 1),
-                            &vb[xi * cols..],
-                            XI * cols,
+                        product(
+                            tl.family,
+                            Operands {
+                                m: o,
+                                n: cols,
+                                k: c,
+                                a: &u[xi * o * c..],
+                                a_s: (c, 1),
+                                b: &vb[xi * cols..],
+                                b_s: (XI * cols, 1),
+                            },
+                            Out {
+                                c: &mut mb[xi * cols..],
+                                ldc: XI * cols,
+                                acc: false,
+                            },
                         );
                     }
                     // y = Aᵀ·M·A per tile, cut at the output's edges.
@@ -191,7 +199,7 @@ fn group_grads(
     partial: &mut [f32],
 ) {
     // x holds exactly the batch's images.
-    let (c, o, hw, ohw, pw) = (tl.c, tl.o, tl.h * tl.w, tl.oh * tl.ow, tl.pw);
+    let (c, o, hw, ohw) = (tl.c, tl.o, tl.h * tl.w, tl.oh * tl.ow);
     let (n, plane) = (x.len() / (c * hw), tl.plane());
     groups
         .into_par_iter()
@@ -202,7 +210,7 @@ fn group_grads(
             let xc = &x[k * L * c * hw..][..imgs * c * hw];
             let dyc = &dy[k * L * o * ohw..][..imgs * o * ohw];
             let need_dx = dxc.is_some();
-            let block = block_len();
+            let block = block_len(tl.family);
             let lens = [
                 c * plane,
                 if need_dx { c * plane } else { 0 },
@@ -220,26 +228,11 @@ fn group_grads(
                 tl.interleave(xc, imgs, xpl);
                 for r0 in (0..tl.per_img).step_by(block) {
                     let nb = block.min(tl.per_img - r0);
-                    let cols = nb * L;
-                    // Vᵀ[ξ] (cols × c): eight channels' tiles at a time,
-                    // each point's 8 × 8 (channels × images) transposed in
-                    // registers and stored as eight rows of eight channels.
-                    for c0 in (0..c).step_by(L) {
-                        for bi in 0..nb {
-                            let mut eight = [[[V::ZERO; 6]; 6]; L];
-                            for (j, t) in eight.iter_mut().enumerate() {
-                                *t = tl.input_tile(&xpl[(c0 + j) * plane..][..plane], r0 + bi);
-                            }
-                            for xi in 0..XI {
-                                let rows = std::array::from_fn(|j| eight[j][xi / 6][xi % 6]);
-                                for (l, v) in transpose8(rows).iter().enumerate() {
-                                    store(&mut vt[(xi * cols + bi * L + l) * c + c0..], v, L);
-                                }
-                            }
-                        }
-                    }
+                    let at = Block { r0, nb };
+                    transposed_inputs(tl, xpl, at, vt);
                     // dM[ξ] (o × cols), its rows XI·cols apart (as V's in
                     // `forward`).
+                    let cols = nb * L;
                     for oc in 0..o {
                         for bi in 0..nb {
                             let t = tl.grad_tile(dyc, imgs, oc, r0 + bi);
@@ -248,54 +241,10 @@ fn group_grads(
                             }
                         }
                     }
-                    for xi in 0..XI {
-                        // dU[ξ] (o × c) += dM[ξ] (o × cols) · Vᵀ[ξ] (cols × c)
-                        product::<true>(
-                            o,
-                            c,
-                            cols,
-                            &mut du[xi * o * c..],
-                            c,
-                            &mb[xi * cols..],
-                            (XI * cols, 1),
-                            &vt[xi * cols * c..],
-                            c,
-                        );
-                        if need_dx {
-                            // dV[ξ] (c × cols) = U[ξ]ᵀ (c × o) · dM[ξ] (o × cols)
-                            product::<false>(
-                                c,
-                                cols,
-                                o,
-                                &mut vb[xi * cols..],
-                                XI * cols,
-                                &u[xi * o * c..],
-                                (1, c),
-                                &mb[xi * cols..],
-                                XI * cols,
-                            );
-                        }
-                    }
+                    let dv = need_dx.then_some(&mut *vb);
+                    xi_products(tl, (u, mb, vt), cols, du, dv);
                     if need_dx {
-                        // Tiles overlap: each adds B·dV·Bᵀ at its place, in order.
-                        for (ci, pl) in dpl.chunks_mut(plane).enumerate() {
-                            for bi in 0..nb {
-                                let mut m = [[V::ZERO; 6]; 6];
-                                for (xi, v) in m.iter_mut().flatten().enumerate() {
-                                    *v = load(&vb[(ci * XI + xi) * cols + bi * L..], L);
-                                }
-                                let mut d = [[V::ZERO; 6]; 6];
-                                two_d(&m, &mut d, b);
-                                let (ty, tx) = tl.place(r0 + bi);
-                                for (i, di) in d.iter().enumerate() {
-                                    for (j, v) in di.iter().enumerate() {
-                                        let at = ((ty + i) * pw + tx + j) * L;
-                                        let sum = load(&pl[at..], L) + *v;
-                                        store(&mut pl[at..], &sum, L);
-                                    }
-                                }
-                            }
-                        }
+                        add_input_grads(tl, vb, at, dpl);
                     }
                 }
                 if let Some(dxc) = dxc {
@@ -303,6 +252,108 @@ fn group_grads(
                 }
             })
         });
+}
+
+/// A block of tile positions: `nb` from `r0`.
+#[derive(Clone, Copy)]
+struct Block {
+    r0: usize,
+    nb: usize,
+}
+
+/// Vᵀ[ξ] (cols × c) of a block: eight channels' tiles at a time, each
+/// point's 8 × 8 (channels × images) transposed in registers and stored
+/// as eight rows of eight channels.
+fn transposed_inputs(tl: &Tiles, xpl: &[f32], at: Block, vt: &mut [f32]) {
+    let (c, plane, cols) = (tl.c, tl.plane(), at.nb * L);
+    for c0 in (0..c).step_by(L) {
+        for bi in 0..at.nb {
+            let mut eight = [[[V::ZERO; 6]; 6]; L];
+            for (j, t) in eight.iter_mut().enumerate() {
+                *t = tl.input_tile(&xpl[(c0 + j) * plane..][..plane], at.r0 + bi);
+            }
+            for xi in 0..XI {
+                let rows = std::array::from_fn(|j| eight[j][xi / 6][xi % 6]);
+                for (l, v) in transpose8(rows).iter().enumerate() {
+                    store(&mut vt[(xi * cols + bi * L + l) * c + c0..], v, L);
+                }
+            }
+        }
+    }
+}
+
+/// Per ξ: dU[ξ] (o × c) += dM[ξ] (o × cols) · Vᵀ[ξ] (cols × c), and
+/// where `dv` is given, dV[ξ] (c × cols) = U[ξ]ᵀ (c × o) · dM[ξ].
+fn xi_products(
+    tl: &Tiles,
+    (u, mb, vt): (&[f32], &[f32], &[f32]),
+    cols: usize,
+    du: &mut [f32],
+    mut dv: Option<&mut [f32]>,
+) {
+    let (c, o) = (tl.c, tl.o);
+    for xi in 0..XI {
+        product(
+            tl.family,
+            Operands {
+                m: o,
+                n: c,
+                k: cols,
+                a: &mb[xi * cols..],
+                a_s: (XI * cols, 1),
+                b: &vt[xi * cols * c..],
+                b_s: (c, 1),
+            },
+            Out {
+                c: &mut du[xi * o * c..],
+                ldc: c,
+                acc: true,
+            },
+        );
+        if let Some(vb) = dv.as_deref_mut() {
+            product(
+                tl.family,
+                Operands {
+                    m: c,
+                    n: cols,
+                    k: o,
+                    a: &u[xi * o * c..],
+                    a_s: (1, c),
+                    b: &mb[xi * cols..],
+                    b_s: (XI * cols, 1),
+                },
+                Out {
+                    c: &mut vb[xi * cols..],
+                    ldc: XI * cols,
+                    acc: false,
+                },
+            );
+        }
+    }
+}
+
+/// Tiles overlap: each adds B·dV·Bᵀ at its place in its channel's plane
+/// of the input gradient, in order.
+fn add_input_grads(tl: &Tiles, vb: &[f32], at: Block, dpl: &mut [f32]) {
+    let (plane, pw, cols) = (tl.plane(), tl.pw, at.nb * L);
+    for (ci, pl) in dpl.chunks_mut(plane).enumerate() {
+        for bi in 0..at.nb {
+            let mut m = [[V::ZERO; 6]; 6];
+            for (xi, v) in m.iter_mut().flatten().enumerate() {
+                *v = load(&vb[(ci * XI + xi) * cols + bi * L..], L);
+            }
+            let mut d = [[V::ZERO; 6]; 6];
+            two_d(&m, &mut d, b);
+            let (ty, tx) = tl.place(at.r0 + bi);
+            for (i, di) in d.iter().enumerate() {
+                for (j, v) in di.iter().enumerate() {
+                    let at = ((ty + i) * pw + tx + j) * L;
+                    let sum = load(&pl[at..], L) + *v;
+                    store(&mut pl[at..], &sum, L);
+                }
+            }
+        }
+    }
 }
 
 /// The sum of several planes, eight running sums side by side (in a fixed
@@ -347,11 +398,9 @@ mod tests {
     /// every shape of block and remainder, accumulating or not.
     #[test]
     fn products_are_the_same_bits_on_avx2_and_avx512() {
-        use crate::nn::simd::{choose, family, Family};
-        let Some(_only) = families("products_are_the_same_bits_on_avx2_and_avx512") else {
+        let Some(wide) = avx512("products_are_the_same_bits_on_avx2_and_avx512") else {
             return;
         };
-        let before = family();
         for (m, t, k) in [
             (8, 24, 32),
             (13, 48, 40),
@@ -369,33 +418,36 @@ mod tests {
             let x = rand_vec(k * t + 1, 2);
             let start = rand_vec(m * t, 3);
             let run = |f: Family, acc: bool| {
-                choose(f);
                 let mut out = start.clone();
-                if acc {
-                    product::<true>(m, t, k, &mut out, t, &u, (k, 1), &x, t);
-                } else {
-                    product::<false>(m, t, k, &mut out, t, &u, (k, 1), &x, t);
-                }
+                let ops = Operands {
+                    m,
+                    n: t,
+                    k,
+                    a: &u,
+                    a_s: (k, 1),
+                    b: &x,
+                    b_s: (t, 1),
+                };
+                let c = &mut out;
+                product(f, ops, Out { c, ldc: t, acc });
                 out
             };
             for acc in [false, true] {
-                let a = run(Family::Avx2, acc);
-                let b = run(Family::Avx512, acc);
+                let a = run(Family::AVX2, acc);
+                let b = run(wide, acc);
                 assert!(
                     a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
                     "m {m}, t {t}, k {k}, acc {acc}"
                 );
             }
         }
-        choose(before);
     }
 
-    /// The right to switch kernel families in this test binary (a switch
-    /// in another test between choosing and running would compare AVX2
-    /// with itself), or None, said on the real stderr, without AVX-512.
-    fn families(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
-        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        if !crate::nn::simd::avx512_available() {
+    /// The AVX-512 family, or None, said on the real stderr, on a core
+    /// without it.
+    fn avx512(test: &str) -> Option<Family> {
+        let wide = Family::avx512();
+        if wide.is_none() {
             // Straight to stderr: libtest captures `eprintln!` of a passing
             // test, and a skip must never read as a pass.
             use std::io::Write;
@@ -403,9 +455,8 @@ mod tests {
                 std::io::stderr().lock(),
                 "SKIPPED {test}: this CPU has no AVX-512"
             );
-            return None;
         }
-        Some(ONE.lock().unwrap_or_else(|e| e.into_inner()))
+        wide
     }
 
     #[test]
@@ -424,11 +475,9 @@ mod tests {
     /// every geometry of `geoms` and the main CNN's two at a full batch.
     #[test]
     fn layers_are_the_same_bits_on_avx2_and_avx512() {
-        use crate::nn::simd::{choose, family, Family};
-        let Some(_only) = families("layers_are_the_same_bits_on_avx2_and_avx512") else {
+        let Some(wide) = avx512("layers_are_the_same_bits_on_avx2_and_avx512") else {
             return;
         };
-        let before = family();
         let main_cnn = [(conv(32, 14, 14, 64, 1), 64), (conv(64, 7, 7, 128, 1), 61)];
         for (t, (g, n)) in geoms().into_iter().chain(main_cnn).enumerate() {
             let t = t as u64;
@@ -436,20 +485,19 @@ mod tests {
             let w = rand_vec(g.o * g.c * 9, 10 + t);
             let bias = rand_vec(g.o, 20 + t);
             let dy = rand_vec(n * g.o * g.oh() * g.ow(), 30 + t);
-            let run = |f: Family| {
-                assert_eq!(choose(f), f);
+            let run = |family: Family| {
+                let g = Conv { family, ..g };
                 let mut y = vec![0.0f32; n * g.o * g.oh() * g.ow()];
                 forward(&g, &x, n, &w, Some(&bias), &mut y);
                 let (dx, dw, db) = backward(&g, &x, n, &w, &dy, true);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 [bits(&y), bits(&dx.unwrap()), bits(&dw), bits(&db)]
             };
-            let (a, b) = (run(Family::Avx2), run(Family::Avx512));
+            let (a, b) = (run(Family::AVX2), run(wide));
             for (what, (a, b)) in ["y", "dx", "dW", "db"].iter().zip(a.iter().zip(&b)) {
                 assert!(a == b, "{g:?}, {n} images: {what} differs");
             }
         }
-        choose(before);
     }
 
     fn conv(c: usize, h: usize, w: usize, o: usize, pad: usize) -> Conv {
@@ -461,6 +509,7 @@ mod tests {
             k: 3,
             stride: 1,
             pad,
+            family: Family::detected(),
         }
     }
 

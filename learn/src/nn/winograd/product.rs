@@ -4,38 +4,69 @@
 use super::*;
 use std::cell::RefCell;
 
-/// out (m × t, rows `ldo` apart) = U (m × k, strides `us`) · X (k × t,
-/// rows `ldx` apart), for t a multiple of `L`. The per-ξ products are
-/// short in k (a layer's channels), where a general GEMM spends much of
-/// its time packing and storing; this one keeps a 4 × 24 block of the
+/// A product's factors as the register blocks read them: U (m × k,
+/// strides `us`), X (k × t, rows `ldx` apart), and the output's rows,
+/// `ldo` apart.
+#[derive(Clone, Copy)]
+pub(super) struct Factors<'a> {
+    pub k: usize,
+    pub u: &'a [f32],
+    pub us: (usize, usize),
+    pub x: &'a [f32],
+    pub ldx: usize,
+    pub ldo: usize,
+}
+
+/// out = [out +] U (m × k) · X (k × t), for t a multiple of `L`: `ops`
+/// with B's rows contiguous, on `family`'s kernels. The per-ξ products
+/// are short in k (a layer's channels), where a general GEMM spends much
+/// of its time packing and storing; this one keeps a 4 × 24 block of the
 /// output in registers and reads its operands in place. Every output is
 /// ∑ₖ in order with fused multiply-adds, whatever the blocking.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn product<const ACC: bool>(
-    m: usize,
-    t: usize,
-    k: usize,
-    out: &mut [f32],
-    ldo: usize,
-    u: &[f32],
-    us: (usize, usize),
-    x: &[f32],
-    ldx: usize,
-) {
+pub(super) fn product(family: Family, ops: Operands<'_>, out: Out<'_>) {
+    let Operands {
+        m,
+        n: t,
+        k,
+        a: u,
+        a_s: us,
+        b: x,
+        b_s: (ldx, x_cs),
+    } = ops;
+    assert_eq!(x_cs, 1, "X's rows are read in place");
     debug_assert_eq!(t % L, 0);
+    let f = Factors {
+        k,
+        u,
+        us,
+        x,
+        ldx,
+        ldo: out.ldc,
+    };
+    if out.acc {
+        product_in::<true>(family, &f, m, t, out.c);
+    } else {
+        product_in::<false>(family, &f, m, t, out.c);
+    }
+}
+
+/// `product`, its accumulation a constant.
+fn product_in<const ACC: bool>(family: Family, f: &Factors, m: usize, t: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::nn::simd::family() == crate::nn::simd::Family::Avx512 {
-        // SAFETY: the family is AVX-512 only where the core has it.
-        unsafe { product_avx512::<ACC>(m, t, k, out, ldo, u, us, x, ldx) };
+    if family.is_avx512() {
+        // SAFETY: a family says AVX-512 only where the core has it.
+        unsafe { product_avx512::<ACC>(f, m, t, out) };
         return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = family;
     let mut t0 = 0;
     while t0 + 3 * L <= t {
-        rows::<3, ACC>(0, m, t0, k, out, ldo, u, us, x, ldx);
+        rows::<3, ACC>(f, 0..m, t0, out);
         t0 += 3 * L;
     }
     while t0 < t {
-        rows::<1, ACC>(0, m, t0, k, out, ldo, u, us, x, ldx);
+        rows::<1, ACC>(f, 0..m, t0, out);
         t0 += L;
     }
 }
@@ -45,19 +76,16 @@ pub(super) fn product<const ACC: bool>(
 /// left as in AVX2. Every output is the same ∑ₖ in order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn product_avx512<const ACC: bool>(
-    m: usize,
-    t: usize,
-    k: usize,
-    out: &mut [f32],
-    ldo: usize,
-    u: &[f32],
-    (u_rs, u_cs): (usize, usize),
-    x: &[f32],
-    ldx: usize,
-) {
-    use crate::nn::avx512::{rows8, rows8_masked, CONTINUE, SET};
+unsafe fn product_avx512<const ACC: bool>(f: &Factors, m: usize, t: usize, out: &mut [f32]) {
+    use crate::nn::avx512::{rows8, rows8_masked, Dest, Panel, CONTINUE, SET};
+    let Factors {
+        k,
+        u,
+        us: (u_rs, u_cs),
+        x,
+        ldx,
+        ldo,
+    } = *f;
     let mut t0 = 0;
     while t0 < t {
         let w = (t - t0).min(4 * L);
@@ -69,17 +97,22 @@ pub(super) unsafe fn product_avx512<const ACC: bool>(
             // SAFETY: the asserts keep every access inside the slices
             // (a mask covers the columns below w only).
             unsafe {
-                let (o, a, b) = (
-                    out.as_mut_ptr().add(r0 * ldo + t0),
-                    u.as_ptr().add(r0 * u_rs),
-                    x.as_ptr().add(t0),
-                );
-                let us = (u_rs, u_cs);
+                let p = Panel {
+                    k,
+                    a: u.as_ptr().add(r0 * u_rs),
+                    a_s: (u_rs, u_cs),
+                    b: x.as_ptr().add(t0),
+                    ldb: ldx,
+                };
+                let d = Dest {
+                    c: out.as_mut_ptr().add(r0 * ldo + t0),
+                    ldc: ldo,
+                };
                 if w == 4 * L {
                     if ACC {
-                        rows8::<CONTINUE>(k, o, ldo, a, us, b, ldx);
+                        rows8::<CONTINUE>(p, d);
                     } else {
-                        rows8::<SET>(k, o, ldo, a, us, b, ldx);
+                        rows8::<SET>(p, d);
                     }
                 } else {
                     for j in (0..w).step_by(16) {
@@ -88,11 +121,11 @@ pub(super) unsafe fn product_avx512<const ACC: bool>(
                         } else {
                             (1u16 << (w - j)) - 1
                         };
-                        let (o, b) = (o.add(j), b.add(j));
+                        let (p, d) = (Panel { b: p.b.add(j), ..p }, Dest { c: d.c.add(j), ..d });
                         if ACC {
-                            rows8_masked::<CONTINUE>(k, o, ldo, a, us, b, ldx, mask);
+                            rows8_masked::<CONTINUE>(p, d, mask);
                         } else {
-                            rows8_masked::<SET>(k, o, ldo, a, us, b, ldx, mask);
+                            rows8_masked::<SET>(p, d, mask);
                         }
                     }
                 }
@@ -101,63 +134,53 @@ pub(super) unsafe fn product_avx512<const ACC: bool>(
         }
         let mut tt = t0;
         while tt + 3 * L <= t0 + w {
-            rows::<3, ACC>(r0, m, tt, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+            rows::<3, ACC>(f, r0..m, tt, out);
             tt += 3 * L;
         }
         while tt < t0 + w {
-            rows::<1, ACC>(r0, m, tt, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+            rows::<1, ACC>(f, r0..m, tt, out);
             tt += L;
         }
         t0 += w;
     }
 }
 
-/// `product` for the rows `first` .. m and the columns t0 .. t0 + NV·L,
-/// four rows at a time.
-#[allow(clippy::too_many_arguments)]
+/// `product` for the rows `rows` and the columns t0 .. t0 + NV·L, four
+/// rows at a time.
 #[inline(always)]
 pub(super) fn rows<const NV: usize, const ACC: bool>(
-    first: usize,
-    m: usize,
+    f: &Factors,
+    rows: std::ops::Range<usize>,
     t0: usize,
-    k: usize,
     out: &mut [f32],
-    ldo: usize,
-    u: &[f32],
-    us: (usize, usize),
-    x: &[f32],
-    ldx: usize,
 ) {
-    let mut r0 = first;
-    while r0 + 4 <= m {
+    let mut r0 = rows.start;
+    while r0 + 4 <= rows.end {
         if NV == 3 {
-            block43::<ACC>(r0, t0, k, out, ldo, u, us, x, ldx);
+            block43::<ACC>(f, r0, t0, out);
         } else {
-            block::<4, NV, ACC>(r0, t0, k, out, ldo, u, us, x, ldx);
+            block::<4, NV, ACC>(f, r0, t0, out);
         }
         r0 += 4;
     }
-    while r0 < m {
-        block::<1, NV, ACC>(r0, t0, k, out, ldo, u, us, x, ldx);
+    while r0 < rows.end {
+        block::<1, NV, ACC>(f, r0, t0, out);
         r0 += 1;
     }
 }
 
 /// `block::<4, 3>` with its twelve sums named, so that they stay in
 /// registers (as arrays, the compiler kept them in memory).
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn block43<const ACC: bool>(
-    r0: usize,
-    t0: usize,
-    k: usize,
-    out: &mut [f32],
-    ldo: usize,
-    u: &[f32],
-    (u_rs, u_cs): (usize, usize),
-    x: &[f32],
-    ldx: usize,
-) {
+pub(super) fn block43<const ACC: bool>(f: &Factors, r0: usize, t0: usize, out: &mut [f32]) {
+    let Factors {
+        k,
+        u,
+        us: (u_rs, u_cs),
+        x,
+        ldx,
+        ldo,
+    } = *f;
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
@@ -229,23 +252,25 @@ pub(super) fn block43<const ACC: bool>(
         target_feature = "avx2",
         target_feature = "fma"
     )))]
-    block::<4, 3, ACC>(r0, t0, k, out, ldo, u, (u_rs, u_cs), x, ldx);
+    block::<4, 3, ACC>(f, r0, t0, out);
 }
 
 /// One R × NV·L block of `product`: acc = ∑ₖ u[r][k]·x[k][t], in order.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn block<const R: usize, const NV: usize, const ACC: bool>(
+    f: &Factors,
     r0: usize,
     t0: usize,
-    k: usize,
     out: &mut [f32],
-    ldo: usize,
-    u: &[f32],
-    (u_rs, u_cs): (usize, usize),
-    x: &[f32],
-    ldx: usize,
 ) {
+    let Factors {
+        k,
+        u,
+        us: (u_rs, u_cs),
+        x,
+        ldx,
+        ldo,
+    } = *f;
     assert!(k == 0 || x.len() >= (k - 1) * ldx + t0 + NV * L);
     assert!(k == 0 || u.len() > (r0 + R - 1) * u_rs + (k - 1) * u_cs);
     assert!(out.len() >= (r0 + R - 1) * ldo + t0 + NV * L);

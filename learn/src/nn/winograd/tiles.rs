@@ -25,6 +25,8 @@ pub(super) struct Tiles {
     pub(super) pw: usize,
     /// Groups of `L` images.
     pub(super) groups: usize,
+    /// The kernels of its products.
+    pub(super) family: Family,
 }
 
 impl Tiles {
@@ -44,6 +46,7 @@ impl Tiles {
             ph: 4 * th + 2,
             pw: 4 * tw + 2,
             groups: n.div_ceil(L),
+            family: g.family,
         }
     }
 

@@ -274,15 +274,103 @@ fn value_info(name: &str, dims: &[Option<usize>]) -> Vec<u8> {
     v
 }
 
+/// Module `j`'s node, from `prev` to `out`, its parameters added to
+/// `inits`.
+fn module_node(
+    model: &Model,
+    (j, m): (usize, &Module),
+    prev: &str,
+    out: &str,
+    inits: &mut Vec<Vec<u8>>,
+) -> Vec<u8> {
+    let prev = prev.to_string();
+    let param = |inits: &mut Vec<Vec<u8>>, name: String, t: &crate::nn::model::Tensor1| {
+        inits.push(initializer(&name, &t.shape, &t.data));
+        name
+    };
+    let name = format!("n{j}");
+    match *m {
+        Module::Conv {
+            step: Step::Conv { g, w, b },
+        } => {
+            let w = param(inits, format!("{j}.weight"), &model.params[w]);
+            let b = param(inits, format!("{j}.bias"), &model.params[b]);
+            let (k, s, p) = (g.k as i64, g.stride as i64, g.pad as i64);
+            node(
+                "Conv",
+                &name,
+                &[prev.clone(), w, b],
+                out,
+                &[
+                    ("kernel_shape", Attr::Ints(vec![k, k])),
+                    ("strides", Attr::Ints(vec![s, s])),
+                    ("pads", Attr::Ints(vec![p, p, p, p])),
+                ],
+            )
+        }
+        Module::Pool { k } => {
+            let k = k as i64;
+            node(
+                "MaxPool",
+                &name,
+                std::slice::from_ref(&prev),
+                out,
+                &[
+                    ("kernel_shape", Attr::Ints(vec![k, k])),
+                    ("strides", Attr::Ints(vec![k, k])),
+                ],
+            )
+        }
+        Module::Bn {
+            step: Step::Bn {
+                gamma, beta, buf, ..
+            },
+        } => {
+            let inputs = [
+                prev.clone(),
+                param(inits, format!("{j}.weight"), &model.params[gamma]),
+                param(inits, format!("{j}.bias"), &model.params[beta]),
+                param(inits, format!("{j}.running_mean"), &model.buffers[buf]),
+                param(inits, format!("{j}.running_var"), &model.buffers[buf + 1]),
+            ];
+            node(
+                "BatchNormalization",
+                &name,
+                &inputs,
+                out,
+                &[("epsilon", Attr::Float(BN_EPS))],
+            )
+        }
+        Module::Relu => node("Relu", &name, std::slice::from_ref(&prev), out, &[]),
+        // Inference: dropout is the identity.
+        Module::Dropout(_) => node("Identity", &name, std::slice::from_ref(&prev), out, &[]),
+        Module::Flatten => node(
+            "Flatten",
+            &name,
+            std::slice::from_ref(&prev),
+            out,
+            &[("axis", Attr::Int(1))],
+        ),
+        Module::Linear {
+            step: Step::Linear { w, b, .. },
+            ..
+        } => {
+            let inputs = [
+                prev.clone(),
+                param(inits, format!("{j}.weight"), &model.params[w]),
+                param(inits, format!("{j}.bias"), &model.params[b]),
+            ];
+            node("Gemm", &name, &inputs, out, &[("transB", Attr::Int(1))])
+        }
+        _ => unreachable!("modules are built from their own steps"),
+    }
+}
+
 /// The model as ONNX bytes; `doc` goes into the model's doc string.
 pub fn onnx(model: &Model, doc: &str) -> Vec<u8> {
     let mut graph = Vec::new();
     let mut inits: Vec<Vec<u8>> = Vec::new();
     let mut prev = "input".to_string();
-    let param = |inits: &mut Vec<Vec<u8>>, name: String, t: &crate::nn::model::Tensor1| {
-        inits.push(initializer(&name, &t.shape, &t.data));
-        name
-    };
     let mods = modules(model);
     let last = mods.len().saturating_sub(1);
     for (j, m) in mods.iter().enumerate() {
@@ -291,86 +379,7 @@ pub fn onnx(model: &Model, doc: &str) -> Vec<u8> {
         } else {
             format!("t{j}")
         };
-        let name = format!("n{j}");
-        let n = match *m {
-            Module::Conv {
-                step: Step::Conv { g, w, b },
-            } => {
-                let w = param(&mut inits, format!("{j}.weight"), &model.params[w]);
-                let b = param(&mut inits, format!("{j}.bias"), &model.params[b]);
-                let (k, s, p) = (g.k as i64, g.stride as i64, g.pad as i64);
-                node(
-                    "Conv",
-                    &name,
-                    &[prev.clone(), w, b],
-                    &out,
-                    &[
-                        ("kernel_shape", Attr::Ints(vec![k, k])),
-                        ("strides", Attr::Ints(vec![s, s])),
-                        ("pads", Attr::Ints(vec![p, p, p, p])),
-                    ],
-                )
-            }
-            Module::Pool { k } => {
-                let k = k as i64;
-                node(
-                    "MaxPool",
-                    &name,
-                    std::slice::from_ref(&prev),
-                    &out,
-                    &[
-                        ("kernel_shape", Attr::Ints(vec![k, k])),
-                        ("strides", Attr::Ints(vec![k, k])),
-                    ],
-                )
-            }
-            Module::Bn {
-                step: Step::Bn {
-                    gamma, beta, buf, ..
-                },
-            } => {
-                let inputs = [
-                    prev.clone(),
-                    param(&mut inits, format!("{j}.weight"), &model.params[gamma]),
-                    param(&mut inits, format!("{j}.bias"), &model.params[beta]),
-                    param(&mut inits, format!("{j}.running_mean"), &model.buffers[buf]),
-                    param(
-                        &mut inits,
-                        format!("{j}.running_var"),
-                        &model.buffers[buf + 1],
-                    ),
-                ];
-                node(
-                    "BatchNormalization",
-                    &name,
-                    &inputs,
-                    &out,
-                    &[("epsilon", Attr::Float(BN_EPS))],
-                )
-            }
-            Module::Relu => node("Relu", &name, std::slice::from_ref(&prev), &out, &[]),
-            // Inference: dropout is the identity.
-            Module::Dropout(_) => node("Identity", &name, std::slice::from_ref(&prev), &out, &[]),
-            Module::Flatten => node(
-                "Flatten",
-                &name,
-                std::slice::from_ref(&prev),
-                &out,
-                &[("axis", Attr::Int(1))],
-            ),
-            Module::Linear {
-                step: Step::Linear { w, b, .. },
-                ..
-            } => {
-                let inputs = [
-                    prev.clone(),
-                    param(&mut inits, format!("{j}.weight"), &model.params[w]),
-                    param(&mut inits, format!("{j}.bias"), &model.params[b]),
-                ];
-                node("Gemm", &name, &inputs, &out, &[("transB", Attr::Int(1))])
-            }
-            _ => unreachable!("modules are built from their own steps"),
-        };
+        let n = module_node(model, (j, m), &prev, &out, &mut inits);
         pb::bytes(&mut graph, 1, &n);
         prev = out;
     }

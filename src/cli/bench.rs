@@ -140,6 +140,55 @@ fn our_epoch(prep_dir: &Path, threads: usize, seed: u64, kernels: Family) -> Res
     result
 }
 
+/// The kernel families `--kernels` asks for, in the order each round
+/// runs them.
+fn families(kernels: &str) -> Vec<Family> {
+    match kernels {
+        "avx2" => vec![Family::AVX2],
+        "avx512" => vec![Family::widest()],
+        "both" => match Family::avx512() {
+            Some(wide) => vec![Family::AVX2, wide],
+            None => vec![Family::AVX2],
+        },
+        _ => vec![Family::detected()],
+    }
+}
+
+/// One epoch of the PyTorch script over the same images: its line of
+/// figures, or why it did not run.
+fn torch_epoch(
+    script: &Path,
+    (images, labels): (&Path, &Path),
+    data: &Dataset,
+    threads: usize,
+    seed: u64,
+) -> std::result::Result<String, String> {
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .arg("--images")
+        .arg(images)
+        .arg("--labels")
+        .arg(labels)
+        .args([
+            "--mean",
+            &data.mean.to_string(),
+            "--std",
+            &data.std.to_string(),
+            "--threads",
+            &threads.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]);
+    match cmd.output() {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        Ok(o) => Err(format!(
+            "failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run {}: {e}", python())),
+    }
+}
+
 /// `bench --epoch`: a `train` stage's epoch against a plain PyTorch epoch
 /// on the same images, alternated, medians and their ratio.
 fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
@@ -171,15 +220,7 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
     std::fs::write(&script, TORCH_EPOCH).map_err(|e| Error::io("write", &script, e))?;
     let model = tmp.join("torch_model.py");
     std::fs::write(&model, TORCH_MODEL).map_err(|e| Error::io("write", &model, e))?;
-    let families: Vec<Family> = match args.kernels.as_str() {
-        "avx2" => vec![Family::AVX2],
-        "avx512" => vec![Family::widest()],
-        "both" => match Family::avx512() {
-            Some(wide) => vec![Family::AVX2, wide],
-            None => vec![Family::AVX2],
-        },
-        _ => vec![Family::detected()],
-    };
+    let families = families(&args.kernels);
     let (mut ours, mut theirs, mut lines) =
         (vec![Vec::new(); families.len()], Vec::new(), Vec::new());
     let mut skipped = None;
@@ -197,41 +238,17 @@ fn epoch(cli: &Cli, args: &BenchArgs, reporter: &mut Reporter) -> Result<i32> {
         if args.no_torch || skipped.is_some() {
             continue;
         }
-        let mut cmd = Command::new(python());
-        cmd.arg(&script)
-            .arg("--images")
-            .arg(&images)
-            .arg("--labels")
-            .arg(&labels)
-            .args([
-                "--mean",
-                &data.mean.to_string(),
-                "--std",
-                &data.std.to_string(),
-                "--threads",
-                &args.threads.to_string(),
-                "--seed",
-                &(r + 1).to_string(),
-            ]);
-        match cmd.output() {
-            Ok(o) if o.status.success() => {
-                let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                match field(&line, "train_img_per_s=") {
-                    Some(v) => {
-                        reporter.text(&format!("run {}: pytorch     {line}\n", r + 1));
-                        theirs.push(v);
-                        lines.push(line);
-                    }
-                    None => skipped = Some(line),
+        let seed = r as u64 + 1;
+        match torch_epoch(&script, (&images, &labels), &data, args.threads, seed) {
+            Ok(line) => match field(&line, "train_img_per_s=") {
+                Some(v) => {
+                    reporter.text(&format!("run {}: pytorch     {line}\n", r + 1));
+                    theirs.push(v);
+                    lines.push(line);
                 }
-            }
-            Ok(o) => {
-                skipped = Some(format!(
-                    "failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            }
-            Err(e) => skipped = Some(format!("cannot run {}: {e}", python())),
+                None => skipped = Some(line),
+            },
+            Err(why) => skipped = Some(why),
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);

@@ -72,11 +72,12 @@ enum Slot {
     Made(String),
 }
 
-/// What `left` (the text before `=`) addresses, or why it addresses
-/// nothing.
-fn target(raw: &RawPipeline, left: &str) -> std::result::Result<Target, (Depth, String)> {
-    // The stage whose name starts the key, the longest such (names may
-    // hold dots: `lr-0.01`).
+/// The stage whose name starts `left`, the longest such (names may hold
+/// dots: `lr-0.01`), with the rest of `left` after its name.
+fn stage_of<'r, 'l>(
+    raw: &'r RawPipeline,
+    left: &'l str,
+) -> std::result::Result<(String, &'l str, &'r crate::spec::RawStage), (Depth, String)> {
     let (base, rest) = raw
         .stages
         .0
@@ -103,6 +104,37 @@ fn target(raw: &RawPipeline, left: &str) -> std::result::Result<Target, (Depth, 
         .find(|(n, _)| *n == base)
         .ok_or_else(|| (Depth::NoStage, format!("no stage `{base}`")))?
         .1;
+    Ok((base, rest, stage))
+}
+
+/// The names of a stage's variants made by rule; a `foreach` stage's
+/// instances are named by its target's variants.
+fn made_instances(raw: &RawPipeline, base: &str, stage: &crate::spec::RawStage) -> Vec<String> {
+    match &stage.foreach {
+        Some(t) => raw
+            .stages
+            .0
+            .iter()
+            .find(|(n, _)| n == t)
+            .map(|(n, ts)| {
+                let declared = ts
+                    .variants
+                    .iter()
+                    .flat_map(|vs| vs.0.iter().map(|(v, _)| v.clone()));
+                match ts.matrix.is_some() || ts.seeds.is_some() {
+                    true => made_names(n, ts),
+                    false => declared.collect(),
+                }
+            })
+            .unwrap_or_default(),
+        None => made_names(base, stage),
+    }
+}
+
+/// What `left` (the text before `=`) addresses, or why it addresses
+/// nothing.
+fn target(raw: &RawPipeline, left: &str) -> std::result::Result<Target, (Depth, String)> {
+    let (base, rest, stage) = stage_of(raw, left)?;
     let key = |k: &str, depth| -> std::result::Result<String, (Depth, String)> {
         // No `=` in a key: a reading that puts one there took part of
         // the value for the key, and loses to any other.
@@ -140,26 +172,7 @@ fn target(raw: &RawPipeline, left: &str) -> std::result::Result<Target, (Depth, 
         .as_ref()
         .map(|vs| vs.0.iter().map(|(v, _)| v.clone()).collect())
         .unwrap_or_default();
-    // A `foreach` stage's instances are named by its target's variants.
-    let made = match &stage.foreach {
-        Some(t) => raw
-            .stages
-            .0
-            .iter()
-            .find(|(n, _)| n == t)
-            .map(|(n, ts)| {
-                let declared = ts
-                    .variants
-                    .iter()
-                    .flat_map(|vs| vs.0.iter().map(|(v, _)| v.clone()));
-                match ts.matrix.is_some() || ts.seeds.is_some() {
-                    true => made_names(n, ts),
-                    false => declared.collect(),
-                }
-            })
-            .unwrap_or_default(),
-        None => made_names(&base, stage),
-    };
+    let made = made_instances(raw, &base, stage);
     if let Some(name) = longest(&mut declared.iter().cloned()) {
         let key = key(&after[name.len() + 1..], Depth::Variant)?;
         return Ok(Target {

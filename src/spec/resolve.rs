@@ -81,93 +81,8 @@ fn declare<'a>(
     let mut bases = Vec::with_capacity(raw.stages.0.len());
     for (name, rs) in &raw.stages.0 {
         check_name(name).map_err(|m| err(&["stages", name], format!("stage name `{name}` {m}")))?;
+        check_fields(name, rs, settings, loc)?;
         let at = |field: &'static str| vec!["stages", name.as_str(), field];
-        match (rs.kind, &rs.cmd) {
-            (Kind::Cmd, None) => {
-                return Err(err(
-                    &["stages", name],
-                    format!("stage `{name}` is of kind cmd but has no `cmd`"),
-                )
-                .help("add `cmd: \"<shell command>\"` to the stage")
-                .into())
-            }
-            (k, Some(_)) if k.is_builtin() => {
-                return Err(err(
-                    &at("cmd"),
-                    format!(
-                        "stage `{name}` is of kind {}, which takes no `cmd`",
-                        k.name()
-                    ),
-                )
-                .into())
-            }
-            _ => {}
-        }
-        if rs.kind.is_builtin() && !rs.outs.is_empty() {
-            return Err(err(
-                &at("outs"),
-                format!(
-                    "stage `{name}` is of kind {}, whose outputs go to `{}/{name}`: remove `outs`",
-                    rs.kind.name(),
-                    settings.outputs
-                ),
-            )
-            .into());
-        }
-        if rs.kind == Kind::Search {
-            return Err(err(
-                &at("kind"),
-                format!("stage `{name}`: kind search is made by `search:` on a train stage, not declared"),
-            )
-            .help("put `search: {space: ..., trials: N}` on the train stage to search")
-            .into());
-        }
-        if rs.device.is_some() && !rs.kind.uses_device() {
-            return Err(err(
-                &at("device"),
-                format!(
-                    "stage `{name}` is of kind {}, which runs on no device",
-                    rs.kind.name()
-                ),
-            )
-            .help("`device` is for train and evaluate stages; remove it here")
-            .into());
-        }
-        if let Some(Err((message, help))) = rs.device.as_deref().map(check_device) {
-            return Err(err(&at("device"), format!("stage `{name}`: {message}"))
-                .help(help)
-                .into());
-        }
-        if rs.threads == Some(0) {
-            return Err(err(
-                &at("threads"),
-                format!("stage `{name}`: threads must be at least 1"),
-            )
-            .into());
-        }
-        let given = rs.resources.clone().unwrap_or_default();
-        if rs.threads.is_some() && given.cpus.is_some() {
-            return Err(err(
-                &at("threads"),
-                format!("stage `{name}` gives both `threads` and `resources.cpus`"),
-            )
-            .help("keep `resources: {cpus: N}` (`threads: N` is its older spelling)")
-            .into());
-        }
-        for (key, zero) in [
-            ("cpus", given.cpus == Some(0)),
-            ("mem_mb", given.mem_mb == Some(0)),
-        ] {
-            if zero {
-                let mut path = at("resources");
-                path.push(key);
-                return Err(err(
-                    &path,
-                    format!("stage `{name}`: resources.{key} must be at least 1"),
-                )
-                .into());
-            }
-        }
         let given = Value::Object(rs.params.clone().map(|p| p.0).unwrap_or_default());
         let params = rs.kind.normalize_params(given).map_err(|m| {
             // Point at the offending key when the message names one.
@@ -195,6 +110,108 @@ fn declare<'a>(
     }
 
     Ok(bases)
+}
+
+/// A declared stage's fields that do not depend on its parameters: a
+/// `cmd` where its kind takes one, no `outs` on a built-in kind, a
+/// device only where one is used, threads and resources at least 1.
+fn check_fields(
+    name: &str,
+    rs: &crate::spec::RawStage,
+    settings: &Settings,
+    loc: &Locator<'_>,
+) -> Result<()> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
+    let at = |field: &'static str| vec!["stages", name, field];
+    match (rs.kind, &rs.cmd) {
+        (Kind::Cmd, None) => {
+            return Err(err(
+                &["stages", name],
+                format!("stage `{name}` is of kind cmd but has no `cmd`"),
+            )
+            .help("add `cmd: \"<shell command>\"` to the stage")
+            .into())
+        }
+        (k, Some(_)) if k.is_builtin() => {
+            return Err(err(
+                &at("cmd"),
+                format!(
+                    "stage `{name}` is of kind {}, which takes no `cmd`",
+                    k.name()
+                ),
+            )
+            .into())
+        }
+        _ => {}
+    }
+    if rs.kind.is_builtin() && !rs.outs.is_empty() {
+        return Err(err(
+            &at("outs"),
+            format!(
+                "stage `{name}` is of kind {}, whose outputs go to `{}/{name}`: remove `outs`",
+                rs.kind.name(),
+                settings.outputs
+            ),
+        )
+        .into());
+    }
+    if rs.kind == Kind::Search {
+        return Err(err(
+            &at("kind"),
+            format!(
+                "stage `{name}`: kind search is made by `search:` on a train stage, not declared"
+            ),
+        )
+        .help("put `search: {space: ..., trials: N}` on the train stage to search")
+        .into());
+    }
+    if rs.device.is_some() && !rs.kind.uses_device() {
+        return Err(err(
+            &at("device"),
+            format!(
+                "stage `{name}` is of kind {}, which runs on no device",
+                rs.kind.name()
+            ),
+        )
+        .help("`device` is for train and evaluate stages; remove it here")
+        .into());
+    }
+    if let Some(Err((message, help))) = rs.device.as_deref().map(check_device) {
+        return Err(err(&at("device"), format!("stage `{name}`: {message}"))
+            .help(help)
+            .into());
+    }
+    if rs.threads == Some(0) {
+        return Err(err(
+            &at("threads"),
+            format!("stage `{name}`: threads must be at least 1"),
+        )
+        .into());
+    }
+    let given = rs.resources.clone().unwrap_or_default();
+    if rs.threads.is_some() && given.cpus.is_some() {
+        return Err(err(
+            &at("threads"),
+            format!("stage `{name}` gives both `threads` and `resources.cpus`"),
+        )
+        .help("keep `resources: {cpus: N}` (`threads: N` is its older spelling)")
+        .into());
+    }
+    for (key, zero) in [
+        ("cpus", given.cpus == Some(0)),
+        ("mem_mb", given.mem_mb == Some(0)),
+    ] {
+        if zero {
+            let mut path = at("resources");
+            path.push(key);
+            return Err(err(
+                &path,
+                format!("stage `{name}`: resources.{key} must be at least 1"),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Pass 2: the concrete stages (variants and `foreach` expanded, names,
@@ -272,23 +289,7 @@ fn expand(
                 (g, Some(_)) => Some(stage_name(b.name, Some(g))),
                 _ => None,
             });
-            let slurm = match &b.raw.slurm {
-                None => settings.slurm.clone(),
-                Some(own) => {
-                    check_slurm(own, &["stages", b.name], loc)?;
-                    RawSlurm {
-                        partition: own.partition.clone().or(settings.slurm.partition.clone()),
-                        account: own.account.clone().or(settings.slurm.account.clone()),
-                        extra: settings
-                            .slurm
-                            .extra
-                            .iter()
-                            .chain(&own.extra)
-                            .cloned()
-                            .collect(),
-                    }
-                }
-            };
+            let slurm = stage_slurm(b, settings, loc)?;
             stages.push(Stage {
                 name,
                 slurm,
@@ -303,21 +304,7 @@ fn expand(
                 outs,
                 predictions,
                 needs: Vec::new(),
-                resources: {
-                    // The stage's own, else settings.resources of its kind.
-                    let r = b.raw.resources.clone().unwrap_or_default();
-                    let d = settings
-                        .resources
-                        .get(&b.raw.kind)
-                        .cloned()
-                        .unwrap_or_default();
-                    Resources {
-                        cpus: r.cpus.or(b.raw.threads).or(d.cpus),
-                        gpus: r.gpus.or(d.gpus).unwrap_or(0),
-                        mem_mb: r.mem_mb.or(d.mem_mb),
-                        time: r.time.or(d.time),
-                    }
-                },
+                resources: stage_resources(b, settings),
                 device: b.raw.kind.uses_device().then(|| {
                     b.raw
                         .device
@@ -334,6 +321,44 @@ fn expand(
     }
 
     Ok((stages, foreach_needs))
+}
+
+/// A stage's Slurm settings: its own over the pipeline's, `extra`
+/// lines added after the pipeline's.
+fn stage_slurm(b: &Base<'_>, settings: &Settings, loc: &Locator<'_>) -> Result<RawSlurm> {
+    Ok(match &b.raw.slurm {
+        None => settings.slurm.clone(),
+        Some(own) => {
+            check_slurm(own, &["stages", b.name], loc)?;
+            RawSlurm {
+                partition: own.partition.clone().or(settings.slurm.partition.clone()),
+                account: own.account.clone().or(settings.slurm.account.clone()),
+                extra: settings
+                    .slurm
+                    .extra
+                    .iter()
+                    .chain(&own.extra)
+                    .cloned()
+                    .collect(),
+            }
+        }
+    })
+}
+
+/// A stage's resources: its own, else `settings.resources` of its kind.
+fn stage_resources(b: &Base<'_>, settings: &Settings) -> Resources {
+    let r = b.raw.resources.clone().unwrap_or_default();
+    let d = settings
+        .resources
+        .get(&b.raw.kind)
+        .cloned()
+        .unwrap_or_default();
+    Resources {
+        cpus: r.cpus.or(b.raw.threads).or(d.cpus),
+        gpus: r.gpus.or(d.gpus).unwrap_or(0),
+        mem_mb: r.mem_mb.or(d.mem_mb),
+        time: r.time.or(d.time),
+    }
 }
 
 /// The stage that reports a search (`train@search`): it needs every

@@ -352,88 +352,94 @@ fn dist(key: &str, v: &Value) -> Result<Dist, GridError> {
             }
             Ok(Dist::LogUniform(lo, hi))
         }
-        "int" => {
-            let ints = arg.as_array().and_then(|a| {
-                a.iter()
-                    .map(|x| x.as_i64())
-                    .collect::<Option<Vec<_>>>()
-                    .filter(|b| b.len() == 2)
-            });
-            let Some(b) = ints else {
-                return Err(error(
-                    &at_form,
-                    format!("`{key}`: int takes two integers, [low, high], not {arg}"),
-                    Some("write whole numbers: `int: [32, 128]`"),
-                ));
-            };
-            if b[0] >= b[1] {
-                return Err(error(
-                    &at_form,
-                    format!(
-                        "`{key}`: the bounds [{}, {}] are reversed or equal",
-                        b[0], b[1]
-                    ),
-                    Some("give them low first: `[low, high]`, low < high"),
-                ));
-            }
-            Ok(Dist::Int(b[0], b[1]))
-        }
-        "choice" => {
-            let pairs: Vec<(String, Value)> = match arg {
-                Value::Array(vs) => vs
-                    .iter()
-                    .map(|v| {
-                        value_name(v).map(|n| (n, v.clone())).ok_or_else(|| {
-                            error(
-                                &at_form,
-                                format!("`{key}`: the choice {v} cannot name a trial's value"),
-                                Some(&format!(
-                                    "give the choices as a mapping from names to values: `{key}: {{choice: {{none: [], flip: [{{hflip: 0.5}}]}}}}`"
-                                )),
-                            )
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-                Value::Object(m) => {
-                    for n in m.keys() {
-                        check_name(n).map_err(|m| {
-                            error(&at_form, format!("`{key}`: choice name `{n}` {m}"), None)
-                        })?;
-                    }
-                    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-                }
-                _ => {
-                    return Err(error(
-                        &at_form,
-                        format!("`{key}`: choice takes a list of values or a mapping of names to values"),
-                        None,
-                    ))
-                }
-            };
-            if pairs.is_empty() {
-                return Err(error(
-                    &at_form,
-                    format!("`{key}`: the choice is empty"),
-                    Some("list at least one value"),
-                ));
-            }
-            for (i, (n, _)) in pairs.iter().enumerate() {
-                if pairs[..i].iter().any(|(m, _)| m == n) {
-                    return Err(error(
-                        &at_form,
-                        format!("`{key}`: the choice lists `{n}` twice"),
-                        None,
-                    ));
-                }
-            }
-            Ok(Dist::Choice(pairs))
-        }
+        "int" => int_range(&at_form, key, arg),
+        "choice" => choice(&at_form, key, arg),
         other => Err(error(
             &at,
             format!("`{key}`: unknown range `{other}`"),
             Some(&format!("use one of {forms}")),
         )),
     }
+}
+
+/// `int: [low, high]`.
+fn int_range(at_form: &[&str], key: &str, arg: &Value) -> Result<Dist, GridError> {
+    let ints = arg.as_array().and_then(|a| {
+        a.iter()
+            .map(|x| x.as_i64())
+            .collect::<Option<Vec<_>>>()
+            .filter(|b| b.len() == 2)
+    });
+    let Some(b) = ints else {
+        return Err(error(
+            at_form,
+            format!("`{key}`: int takes two integers, [low, high], not {arg}"),
+            Some("write whole numbers: `int: [32, 128]`"),
+        ));
+    };
+    if b[0] >= b[1] {
+        return Err(error(
+            at_form,
+            format!(
+                "`{key}`: the bounds [{}, {}] are reversed or equal",
+                b[0], b[1]
+            ),
+            Some("give them low first: `[low, high]`, low < high"),
+        ));
+    }
+    Ok(Dist::Int(b[0], b[1]))
+}
+
+/// `choice: [...]` or `choice: {name: value, ...}`.
+fn choice(at_form: &[&str], key: &str, arg: &Value) -> Result<Dist, GridError> {
+    let pairs: Vec<(String, Value)> = match arg {
+        Value::Array(vs) => vs
+            .iter()
+            .map(|v| {
+                value_name(v).map(|n| (n, v.clone())).ok_or_else(|| {
+                    error(
+                        at_form,
+                        format!("`{key}`: the choice {v} cannot name a trial's value"),
+                        Some(&format!(
+                            "give the choices as a mapping from names to values: `{key}: {{choice: {{none: [], flip: [{{hflip: 0.5}}]}}}}`"
+                        )),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Object(m) => {
+            for n in m.keys() {
+                check_name(n).map_err(|m| {
+                    error(at_form, format!("`{key}`: choice name `{n}` {m}"), None)
+                })?;
+            }
+            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
+        _ => {
+            return Err(error(
+                at_form,
+                format!("`{key}`: choice takes a list of values or a mapping of names to values"),
+                None,
+            ))
+        }
+    };
+    if pairs.is_empty() {
+        return Err(error(
+            at_form,
+            format!("`{key}`: the choice is empty"),
+            Some("list at least one value"),
+        ));
+    }
+    for (i, (n, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(m, _)| m == n) {
+            return Err(error(
+                at_form,
+                format!("`{key}`: the choice lists `{n}` twice"),
+                None,
+            ));
+        }
+    }
+    Ok(Dist::Choice(pairs))
 }
 
 /// A trial's name: `trial-07` (three digits from 100 trials on).

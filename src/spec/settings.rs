@@ -32,17 +32,15 @@ pub(super) fn check_device(device: &str) -> std::result::Result<(), (String, Str
     }
 }
 
-/// The settings, checked; and the places no stage may own.
-pub(super) fn resolve_settings(
+/// The cache and the outputs, checked against each other and the
+/// project; and the places no stage may own.
+fn places(
     raw: &RawPipeline,
     file: &Path,
+    project_dir: &Path,
     loc: &Locator<'_>,
-) -> Result<(Settings, Protected)> {
+) -> Result<(String, String, Protected)> {
     let err = |path: &[&str], message: String| loc.at(path, message);
-    let project_dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let s = &raw.settings;
     let cache = s.cache.as_deref().unwrap_or("cache");
     // An absolute cache may sit on another disk, or be shared; so may a
@@ -59,7 +57,7 @@ pub(super) fn resolve_settings(
     };
     let outputs = normalize(s.outputs.as_deref().unwrap_or("outputs"))
         .map_err(|m| err(&["settings", "outputs"], format!("settings.outputs: {m}")))?;
-    let protected = Protected::new(&project_dir, file, &cache, &outputs);
+    let protected = Protected::new(project_dir, file, &cache, &outputs);
     // When the two collide, blame the one the file sets (outputs if both).
     let check = |key: &str, value: &str, why: Option<String>| -> Result<()> {
         match why {
@@ -83,6 +81,22 @@ pub(super) fn resolve_settings(
         cache_check()?;
         outputs_check()?;
     }
+    Ok((cache, outputs, protected))
+}
+
+/// The settings, checked; and the places no stage may own.
+pub(super) fn resolve_settings(
+    raw: &RawPipeline,
+    file: &Path,
+    loc: &Locator<'_>,
+) -> Result<(Settings, Protected)> {
+    let err = |path: &[&str], message: String| loc.at(path, message);
+    let project_dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let s = &raw.settings;
+    let (cache, outputs, protected) = places(raw, file, &project_dir, loc)?;
     let jobs = match s.jobs {
         Some(0) => {
             return Err(err(

@@ -73,8 +73,14 @@ pub fn ranking(trials: &[TrialResult]) -> Vec<String> {
     done.iter().map(|t| t.trial.clone()).collect()
 }
 
-pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
-    let p: SearchParams = crate::context::parse_params(ctx.params)?;
+/// A trial's training, as its stage wrote it.
+type Trained = (Vec<EpochRecord>, TrainSummary);
+
+/// Each trial's stage and what it trained (None: it failed).
+fn read_trials(
+    ctx: &RunContext<'_>,
+    p: &SearchParams,
+) -> Result<Vec<(String, Option<Trained>)>, StageError> {
     let mut read = Vec::with_capacity(p.trials.len());
     for spec in &p.trials {
         let input = ctx
@@ -98,6 +104,65 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
         let summary: TrainSummary = read_json(&dir.join(TRAIN_SUMMARY_FILE))?;
         read.push((input.stage.clone(), Some((history, summary))));
     }
+    Ok(read)
+}
+
+/// A trial's row: its validation accuracies up to the epochs the
+/// search's sequence `reached` (and whether it stopped it there), its
+/// best; a failed trial (no `history`) has none.
+fn trial_result(
+    spec: &TrialSpec,
+    stage: &str,
+    history: Option<&[EpochRecord]>,
+    (reached, stopped): (usize, bool),
+    epochs: usize,
+) -> TrialResult {
+    let Some(history) = history else {
+        return TrialResult {
+            trial: spec.trial.clone(),
+            stage: stage.to_string(),
+            values: spec.values.clone(),
+            epochs: 0,
+            complete: false,
+            val_acc: Vec::new(),
+            score: None,
+            failed: true,
+            best_epoch: 0,
+            training_seconds: 0.0,
+        };
+    };
+    let val_acc: Vec<f64> = history.iter().take(reached).map(|h| h.val_acc).collect();
+    let (best_epoch, score) =
+        val_acc
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f64::NEG_INFINITY),
+                |b, (i, &a)| {
+                    if a > b.1 {
+                        (i + 1, a)
+                    } else {
+                        b
+                    }
+                },
+            );
+    TrialResult {
+        trial: spec.trial.clone(),
+        stage: stage.to_string(),
+        values: spec.values.clone(),
+        epochs: reached,
+        complete: reached >= epochs || stopped,
+        val_acc,
+        score: score.is_finite().then_some(score),
+        failed: false,
+        best_epoch,
+        training_seconds: history.iter().take(reached).map(|h| h.seconds).sum(),
+    }
+}
+
+pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
+    let p: SearchParams = crate::context::parse_params(ctx.params)?;
+    let read = read_trials(ctx, &p)?;
     // The trials as the search's sequence of jobs trained them: epochs a
     // trial trained beyond it (an earlier search's) do not count.
     let asha = crate::asha::Asha {
@@ -128,46 +193,22 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
             p.trials[t].trial
         )));
     }
-    let mut trials = Vec::with_capacity(p.trials.len());
-    for (k, (spec, (stage, r))) in p.trials.iter().zip(&read).enumerate() {
-        let Some((history, _)) = r else {
-            trials.push(TrialResult {
-                trial: spec.trial.clone(),
-                stage: stage.clone(),
-                values: spec.values.clone(),
-                epochs: 0,
-                complete: false,
-                val_acc: Vec::new(),
-                score: None,
-                failed: true,
-                best_epoch: 0,
-                training_seconds: 0.0,
-            });
-            continue;
-        };
-        let reached = sequence.reached[k];
-        let val_acc: Vec<f64> = history.iter().take(reached).map(|h| h.val_acc).collect();
-        let (best_epoch, score) =
-            val_acc
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f64::NEG_INFINITY),
-                    |b, (i, &a)| if a > b.1 { (i + 1, a) } else { b },
-                );
-        trials.push(TrialResult {
-            trial: spec.trial.clone(),
-            stage: stage.clone(),
-            values: spec.values.clone(),
-            epochs: reached,
-            complete: reached >= p.epochs || sequence.stopped[k],
-            val_acc,
-            score: score.is_finite().then_some(score),
-            failed: false,
-            best_epoch,
-            training_seconds: history.iter().take(reached).map(|h| h.seconds).sum(),
-        });
-    }
+    let trials: Vec<TrialResult> = p
+        .trials
+        .iter()
+        .zip(&read)
+        .enumerate()
+        .map(|(k, (spec, (stage, r)))| {
+            let reached = (sequence.reached[k], sequence.stopped[k]);
+            trial_result(
+                spec,
+                stage,
+                r.as_ref().map(|(h, _)| &h[..]),
+                reached,
+                p.epochs,
+            )
+        })
+        .collect();
     let result = SearchResult {
         identity: identity(ctx.params),
         sampler: p.sampler.clone(),

@@ -300,26 +300,7 @@ fn run(
                 let kernel = block::Block::from(blk);
                 let mut out = ws.take(kernel.out_len(n));
                 let mut st = ws.block(n * g.o * g.oh() * g.ow());
-                let norm = blk.bn.map(|(gi, bi, buf)| {
-                    let (m, v) = model.buffers.split_at_mut(buf + 1);
-                    let (rm, rv) = (&mut m[buf].data, &mut v[0].data);
-                    let (gamma, beta) = (&params[gi][..], &params[bi][..]);
-                    if train {
-                        Norm::Train {
-                            gamma,
-                            beta,
-                            running_mean: rm,
-                            running_var: rv,
-                        }
-                    } else {
-                        Norm::Eval {
-                            gamma,
-                            beta,
-                            running_mean: rm,
-                            running_var: rv,
-                        }
-                    }
-                });
+                let norm = blk.bn.map(|bn| norm(bn, &mut model.buffers, params, train));
                 let on = block::Batch {
                     x: &a,
                     n,
@@ -363,16 +344,7 @@ fn run(
             }
             Op::Dropout(p) if p > 0.0 && rec.is_some() => {
                 let seed = rec.as_mut().map_or(0, |(_, draw)| draw());
-                let mut rng = StdRng::seed_from_u64(seed);
-                let prob = p as f64;
-                let dist = Bernoulli::new(prob).expect("Model::new checks 0 <= p < 1");
-                let keep = (1.0 - prob) as f32;
-                let dropped: Vec<bool> = a.iter().map(|_| dist.sample(&mut rng)).collect();
-                for (v, &off) in a.iter_mut().zip(&dropped) {
-                    *v = if off { 0.0 } else { *v / keep };
-                }
-                let scale = (1.0 - prob).recip() as f32;
-                (a, Saved::Dropout { dropped, scale })
+                dropout(a, p, seed)
             }
             Op::Dropout(_) => (a, Saved::Nothing),
             Op::Flatten => {
@@ -404,6 +376,48 @@ fn run(
         }
     }
     a
+}
+
+/// A block's batch norm: its scale and shift, and its running statistics,
+/// updated in training.
+fn norm<'a>(
+    (gi, bi, buf): (usize, usize, usize),
+    buffers: &'a mut [super::vector::Tensor1],
+    params: &'a [Vec<f32>],
+    train: bool,
+) -> Norm<'a> {
+    let (m, v) = buffers.split_at_mut(buf + 1);
+    let (rm, rv) = (&mut m[buf].data, &mut v[0].data);
+    let (gamma, beta) = (&params[gi][..], &params[bi][..]);
+    if train {
+        Norm::Train {
+            gamma,
+            beta,
+            running_mean: rm,
+            running_var: rv,
+        }
+    } else {
+        Norm::Eval {
+            gamma,
+            beta,
+            running_mean: rm,
+            running_var: rv,
+        }
+    }
+}
+
+/// Dropout with probability `p` in training, its draws from `seed`.
+fn dropout(mut a: Vec<f32>, p: f32, seed: u64) -> (Vec<f32>, Saved) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let prob = p as f64;
+    let dist = Bernoulli::new(prob).expect("Model::new checks 0 <= p < 1");
+    let keep = (1.0 - prob) as f32;
+    let dropped: Vec<bool> = a.iter().map(|_| dist.sample(&mut rng)).collect();
+    for (v, &off) in a.iter_mut().zip(&dropped) {
+        *v = if off { 0.0 } else { *v / keep };
+    }
+    let scale = (1.0 - prob).recip() as f32;
+    (a, Saved::Dropout { dropped, scale })
 }
 
 #[cfg(test)]

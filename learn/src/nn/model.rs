@@ -204,6 +204,50 @@ enum Shape_ {
     Flat(usize),
 }
 
+/// A convolution layer's geometry on a `c`×`h`×`w` input, checked.
+fn conv_geometry(
+    (c, h, w): (usize, usize, usize),
+    l: &LayerSpec,
+    family: Family,
+) -> Result<Conv, String> {
+    let LayerSpec::Conv {
+        out,
+        kernel,
+        stride,
+        padding,
+    } = *l
+    else {
+        unreachable!("called for convolutions")
+    };
+    if out == 0 || kernel == 0 || stride == 0 {
+        return Err("out, kernel and stride must be at least 1".into());
+    }
+    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+        return Err(format!(
+            "a {kernel}x{kernel} kernel does not fit a {h}x{w} input with padding {padding}"
+        ));
+    }
+    Ok(Conv {
+        c,
+        h,
+        w,
+        o: out,
+        k: kernel,
+        stride,
+        pad: padding,
+        family,
+    })
+}
+
+/// Whether the last layer's shape gives one output per class.
+fn ends_in(shape: Shape_, classes: usize) -> Result<(), String> {
+    match shape {
+        Shape_::Flat(n) if n == classes => Ok(()),
+        Shape_::Flat(n) => Err(format!("the last layer gives {n} outputs, but the data has {classes} classes: end with {{linear: {classes}}}")),
+        Shape_::Map(..) => Err(format!("the model must end with flat outputs: add `flatten` and {{linear: {classes}}}")),
+    }
+}
+
 /// A batch-norm layer's scale, shift and running statistics (empty when
 /// the model is built to be loaded), and its op.
 fn batchnorm(
@@ -305,29 +349,9 @@ impl Model {
                 )),
             };
             match *l {
-                LayerSpec::Conv {
-                    out,
-                    kernel,
-                    stride,
-                    padding,
-                } => {
+                LayerSpec::Conv { out, kernel, .. } => {
                     let (c, h, w) = map_first(shape)?;
-                    if out == 0 || kernel == 0 || stride == 0 {
-                        return Err(at("out, kernel and stride must be at least 1".into()));
-                    }
-                    if h + 2 * padding < kernel || w + 2 * padding < kernel {
-                        return Err(at(format!("a {kernel}x{kernel} kernel does not fit a {h}x{w} input with padding {padding}")));
-                    }
-                    let g = Conv {
-                        c,
-                        h,
-                        w,
-                        o: out,
-                        k: kernel,
-                        stride,
-                        pad: padding,
-                        family: kernels,
-                    };
+                    let g = conv_geometry((c, h, w), l, kernels).map_err(at)?;
                     let fan_in = c * kernel * kernel;
                     params.push(uniform(
                         format!("{i}.conv.weight"),
@@ -384,11 +408,7 @@ impl Model {
                 }
             }
         }
-        match shape {
-            Shape_::Flat(n) if n == classes => {}
-            Shape_::Flat(n) => return Err(format!("the last layer gives {n} outputs, but the data has {classes} classes: end with {{linear: {classes}}}")),
-            Shape_::Map(..) => return Err(format!("the model must end with flat outputs: add `flatten` and {{linear: {classes}}}")),
-        }
+        ends_in(shape, classes)?;
         Ok(Model {
             layers,
             fused: fuse(ops.clone()),

@@ -22,6 +22,16 @@ pub fn evaluation(
         return Ok(());
     }
     let names: Vec<String> = r.metrics.per_class.iter().map(|c| c.name.clone()).collect();
+    confusion(dir, r, &names)?;
+    rocs(dir, r, roc, &names)?;
+    if !r.history.is_empty() {
+        curves(dir, r)?;
+    }
+    predictions(dir, r, probs, (data, test))
+}
+
+/// The confusion matrix.
+fn confusion(dir: &Path, r: &EvalReport, names: &[String]) -> Drawn {
     let conf: Vec<Vec<f64>> = r
         .metrics
         .confusion
@@ -36,11 +46,16 @@ pub fn evaluation(
         root,
         &title,
         &conf,
-        &names,
-        &names,
+        names,
+        names,
         &|v| format!("{v:.0}"),
         true
     ));
+    Ok(())
+}
+
+/// One ROC curve per class, one against the rest.
+fn rocs(dir: &Path, r: &EvalReport, roc: &[Vec<(f64, f64)>], names: &[String]) -> Drawn {
     let series: Vec<Series> = roc
         .iter()
         .enumerate()
@@ -68,74 +83,87 @@ pub fn evaluation(
         ("true positive rate", 0.0, 1.0),
         &series
     ));
-    if !r.history.is_empty() {
-        let epochs = r.history.len() as f64;
-        let pts = |f: &dyn Fn(&EpochRecord) -> f64| {
-            r.history
-                .iter()
-                .map(|h| (h.epoch as f64, f(h)))
-                .collect::<Vec<_>>()
-        };
-        let loss = [
-            Series {
-                name: "train loss".into(),
-                points: pts(&|h| h.train_loss),
-                color: palette(0),
-                dashed: false,
-                band: Vec::new(),
-            },
-            Series {
-                name: "validation loss".into(),
-                points: pts(&|h| h.val_loss),
-                color: palette(1),
-                dashed: true,
-                band: Vec::new(),
-            },
-        ];
-        let top = r
-            .history
+    Ok(())
+}
+
+/// Loss and accuracy per epoch, training and validation.
+fn curves(dir: &Path, r: &EvalReport) -> Drawn {
+    let epochs = r.history.len() as f64;
+    let pts = |f: &dyn Fn(&EpochRecord) -> f64| {
+        r.history
             .iter()
-            .map(|h| h.train_loss.max(h.val_loss))
-            .fold(0.0, f64::max)
-            * 1.1;
-        let title = format!("{}: loss per epoch", r.stage);
-        both!(dir, "loss", (800, 500), |root| lines(
-            root,
-            &title,
-            ("epoch", 1.0, epochs.max(2.0)),
-            ("loss", 0.0, top.max(0.1)),
-            &loss
-        ));
-        let acc = [
-            Series {
-                name: "train accuracy".into(),
-                points: pts(&|h| h.train_acc),
-                color: palette(0),
-                dashed: false,
-                band: Vec::new(),
-            },
-            Series {
-                name: "validation accuracy".into(),
-                points: pts(&|h| h.val_acc),
-                color: palette(1),
-                dashed: true,
-                band: Vec::new(),
-            },
-        ];
-        let low = r
-            .history
-            .iter()
-            .map(|h| h.train_acc.min(h.val_acc))
-            .fold(1.0, f64::min);
-        let title = format!("{}: accuracy per epoch", r.stage);
-        both!(dir, "accuracy", (800, 500), |root| lines(
-            root,
-            &title,
-            ("epoch", 1.0, epochs.max(2.0)),
-            ("accuracy", (low - 0.05).max(0.0), 1.0),
-            &acc
-        ));
-    }
+            .map(|h| (h.epoch as f64, f(h)))
+            .collect::<Vec<_>>()
+    };
+    let loss = [
+        Series {
+            name: "train loss".into(),
+            points: pts(&|h| h.train_loss),
+            color: palette(0),
+            dashed: false,
+            band: Vec::new(),
+        },
+        Series {
+            name: "validation loss".into(),
+            points: pts(&|h| h.val_loss),
+            color: palette(1),
+            dashed: true,
+            band: Vec::new(),
+        },
+    ];
+    let top = r
+        .history
+        .iter()
+        .map(|h| h.train_loss.max(h.val_loss))
+        .fold(0.0, f64::max)
+        * 1.1;
+    let title = format!("{}: loss per epoch", r.stage);
+    both!(dir, "loss", (800, 500), |root| lines(
+        root,
+        &title,
+        ("epoch", 1.0, epochs.max(2.0)),
+        ("loss", 0.0, top.max(0.1)),
+        &loss
+    ));
+    let acc = [
+        Series {
+            name: "train accuracy".into(),
+            points: pts(&|h| h.train_acc),
+            color: palette(0),
+            dashed: false,
+            band: Vec::new(),
+        },
+        Series {
+            name: "validation accuracy".into(),
+            points: pts(&|h| h.val_acc),
+            color: palette(1),
+            dashed: true,
+            band: Vec::new(),
+        },
+    ];
+    let low = r
+        .history
+        .iter()
+        .map(|h| h.train_acc.min(h.val_acc))
+        .fold(1.0, f64::min);
+    let title = format!("{}: accuracy per epoch", r.stage);
+    both!(dir, "accuracy", (800, 500), |root| lines(
+        root,
+        &title,
+        ("epoch", 1.0, epochs.max(2.0)),
+        ("accuracy", (low - 0.05).max(0.0), 1.0),
+        &acc
+    ));
+    Ok(())
+}
+
+/// Sample test images with their predictions, and misclassified ones.
+fn predictions(
+    dir: &Path,
+    r: &EvalReport,
+    probs: &[f32],
+    (data, test): (&Dataset, &Split),
+) -> Drawn {
     let k = r.metrics.per_class.len();
     let preds: Vec<usize> = probs.chunks(k).map(argmax).collect();
     let samples: Vec<(usize, usize)> = (0..test.len())

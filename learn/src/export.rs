@@ -14,6 +14,7 @@
 //! Both are written from the model's resolved layers ([`Model::steps`]);
 //! a linear layer met before any flatten gets the flatten PyTorch needs.
 
+use crate::nn::checkpoint::CheckpointError;
 use crate::nn::kernels::BN_EPS;
 use crate::nn::model::{Model, Step};
 use safetensors::tensor::{Dtype, TensorView};
@@ -103,7 +104,8 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// The state_dict of the equivalent `nn.Sequential`, as safetensors bytes.
-pub fn torch(model: &Model, spec_json: &str) -> Result<Vec<u8>, String> {
+pub fn torch(model: &Model, spec_json: &str) -> Result<Vec<u8>, CheckpointError> {
+    let write = |e: safetensors::SafeTensorError| CheckpointError::Write(e.to_string());
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let p = |i: usize| &model.params[i];
     let b = |i: usize| &model.buffers[i];
@@ -151,7 +153,7 @@ pub fn torch(model: &Model, spec_json: &str) -> Result<Vec<u8>, String> {
         .iter()
         .map(|(n, d, s, bytes)| TensorView::new(*d, s.clone(), bytes).map(|v| (n.clone(), v)))
         .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .map_err(write)?;
     let meta: std::collections::HashMap<String, String> = BTreeMap::from([
         ("format".to_string(), "pt".to_string()),
         (
@@ -162,7 +164,7 @@ pub fn torch(model: &Model, spec_json: &str) -> Result<Vec<u8>, String> {
     ])
     .into_iter()
     .collect();
-    safetensors::serialize(views, &Some(meta)).map_err(|e| e.to_string())
+    safetensors::serialize(views, &Some(meta)).map_err(write)
 }
 
 /// Protocol-buffer encoding, just what ONNX's messages need.

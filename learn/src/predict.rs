@@ -36,20 +36,54 @@ pub struct Prepared {
     pub height: u32,
 }
 
+/// What is wrong with a picture.
+#[derive(Debug, thiserror::Error)]
+pub enum PictureError {
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the file is empty")]
+    Empty,
+    #[error("not a PNG or JPEG image")]
+    NotAnImage,
+    #[error("a {0:?} image; predict reads PNG and JPEG")]
+    Format(image::ImageFormat),
+    #[error("cannot decode it as {format:?} (truncated or damaged?): {problem}")]
+    Decode {
+        format: image::ImageFormat,
+        problem: String,
+    },
+    #[error("the image has no pixels")]
+    NoPixels,
+}
+
+/// Why a model cannot classify pictures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("the model takes inputs of shape {0:?}, not 1×28×28 pictures")]
+    Input((usize, usize, usize)),
+    #[error("cannot start its threads: {0}")]
+    Threads(#[from] rayon::ThreadPoolBuildError),
+}
+
 /// Reads and prepares one picture; the error says what is wrong with it.
-pub fn prepare(bytes: &[u8]) -> Result<Prepared, String> {
+pub fn prepare(bytes: &[u8]) -> Result<Prepared, PictureError> {
     if bytes.is_empty() {
-        return Err("the file is empty".into());
+        return Err(PictureError::Empty);
     }
-    let format = image::guess_format(bytes).map_err(|_| "not a PNG or JPEG image".to_string())?;
+    let format = image::guess_format(bytes).map_err(|_| PictureError::NotAnImage)?;
     if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
-        return Err(format!("a {format:?} image; predict reads PNG and JPEG"));
+        return Err(PictureError::Format(format));
     }
-    let img = image::load_from_memory_with_format(bytes, format)
-        .map_err(|e| format!("cannot decode it as {format:?} (truncated or damaged?): {e}"))?;
+    let img =
+        image::load_from_memory_with_format(bytes, format).map_err(|e| PictureError::Decode {
+            format,
+            problem: e.to_string(),
+        })?;
     let (width, height) = (img.width(), img.height());
     if width == 0 || height == 0 {
-        return Err("the image has no pixels".into());
+        return Err(PictureError::NoPixels);
     }
     // Grey, with transparency laid over white.
     let la = img.to_luma_alpha8();
@@ -106,13 +140,10 @@ pub fn classify(
     (mean, std): (f32, f32),
     pictures: &[Prepared],
     threads: usize,
-) -> Result<Vec<Vec<f32>>, String> {
+) -> Result<Vec<Vec<f32>>, ClassifyError> {
     let mut model = checkpoint::load(weights)?;
     if model.input != (1, SIDE, SIDE) {
-        return Err(format!(
-            "the model takes inputs of shape {:?}, not 1×28×28 pictures",
-            model.input
-        ));
+        return Err(ClassifyError::Input(model.input));
     }
     if pictures.is_empty() {
         return Ok(Vec::new());
@@ -139,8 +170,7 @@ pub fn classify(
     let engine = Engine::new("cpu", &model, &dev);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let mut logits = pool.install(|| {
         predict(
             &mut model,
@@ -217,15 +247,16 @@ mod tests {
 
     #[test]
     fn what_is_not_a_picture_says_so() {
-        assert_eq!(prepare(b"").unwrap_err(), "the file is empty");
+        assert_eq!(prepare(b"").unwrap_err().to_string(), "the file is empty");
         assert_eq!(
-            prepare(b"hello, world").unwrap_err(),
+            prepare(b"hello, world").unwrap_err().to_string(),
             "not a PNG or JPEG image"
         );
         let img = image::DynamicImage::ImageLuma8(GrayImage::new(40, 40));
         let png = encode(&img, ImageOutputFormat::Png);
         let e = prepare(&png[..png.len() / 2]).unwrap_err();
-        assert!(e.contains("truncated or damaged"), "{e}");
+        assert!(matches!(e, PictureError::Decode { .. }), "{e:?}");
+        assert!(e.to_string().contains("truncated or damaged"), "{e}");
     }
 
     #[test]

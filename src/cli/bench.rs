@@ -341,7 +341,7 @@ pub fn run(
     for _ in 0..args.repeat {
         ours.push(
             stages::bench::bench(&data, &label, args.threads, args.batches)
-                .map_err(Error::Bench)?,
+                .map_err(|e| Error::Bench(e.to_string()))?,
         );
         if !args.no_torch && skipped.is_none() {
             match torch_once(children, &script, args.threads, args.batches) {

@@ -21,9 +21,9 @@ pub fn run(
             why: ExportRefusal::Exists,
         });
     }
-    let bad = |problem: String| ModelError::Weights {
+    let bad = |problem: learn::nn::checkpoint::CheckpointError| ModelError::Weights {
         path: m.weights.clone(),
-        problem,
+        problem: problem.to_string(),
     };
     let model = learn::nn::checkpoint::load(&m.weights).map_err(bad)?;
     let spec = serde_json::json!({

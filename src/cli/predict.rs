@@ -32,12 +32,12 @@ pub fn run(
     let files = picture_files(paths)?;
     let mut answers: Vec<(
         PathBuf,
-        std::result::Result<learn::predict::Prepared, String>,
+        std::result::Result<learn::predict::Prepared, learn::predict::PictureError>,
     )> = files
         .into_iter()
         .map(|f| {
             let r = std::fs::read(&f)
-                .map_err(|e| format!("cannot read it: {e}"))
+                .map_err(learn::predict::PictureError::Read)
                 .and_then(|b| learn::predict::prepare(&b));
             (f, r)
         })
@@ -51,7 +51,7 @@ pub fn run(
         learn::predict::classify(&m.weights, (m.mean, m.std), &ok, threads).map_err(|problem| {
             ModelError::Weights {
                 path: m.weights.clone(),
-                problem,
+                problem: problem.to_string(),
             }
         })?;
     let mut probs = probs.into_iter();

@@ -175,7 +175,7 @@ fn probe_gpus(pipeline: &Pipeline) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for d in pipeline.stages.iter().filter_map(|s| s.device.as_deref()) {
         if stages::runtime::is_cuda(d) && seen.insert(d) {
-            stages::runtime::cuda(d, 0).map_err(Error::Usage)?;
+            stages::runtime::cuda(d, 0).map_err(|e| Error::Usage(e.to_string()))?;
         }
     }
     Ok(())

@@ -209,8 +209,8 @@ fn stage_failed(
         }
         StageFailure::Refused(r) => (Failure::Refused(r), None, None),
         StageFailure::Crashed { how, tail } => (Failure::Crashed { how }, Some(tail), log),
-        StageFailure::Job { what, tail } => (
-            Failure::Job { what },
+        StageFailure::Job { failure, tail } => (
+            Failure::Job(failure),
             (!tail.is_empty()).then_some(tail),
             log,
         ),

@@ -169,10 +169,8 @@ pub enum Failure {
     Crashed {
         how: String,
     },
-    /// A Slurm job ended badly; `what` says how.
-    Job {
-        what: String,
-    },
+    /// A Slurm job ended badly.
+    Job(JobFailure),
     /// A remote's record of the stage's result cannot be used: it is
     /// malformed, or its objects are missing or do not hash to their names.
     RemoteDamaged {
@@ -182,6 +180,63 @@ pub enum Failure {
     /// The cache or workspace failed the run.
     Environment {
         error: String,
+    },
+}
+
+/// How a Slurm job ended badly, and whether it left its log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFailure {
+    pub end: JobEnd,
+    /// The log it should have written and did not.
+    pub no_log: Option<PathBuf>,
+}
+
+/// How a Slurm job ended badly (`id` is its job ID).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEnd {
+    /// sbatch refused it; its first line of reason.
+    Refused {
+        reason: String,
+    },
+    /// Slurm no longer knows it (purged while the run waited).
+    Lost {
+        id: String,
+    },
+    /// Its node could not see the program or the job description.
+    NotShared {
+        id: String,
+    },
+    /// It completed without the stage saying it was done.
+    Silent {
+        id: String,
+    },
+    Killed {
+        id: String,
+        signal: i32,
+    },
+    Panicked {
+        id: String,
+    },
+    Exited {
+        id: String,
+        status: i32,
+    },
+    /// `reason`: Slurm's, where it gave one.
+    Cancelled {
+        id: String,
+        reason: Option<String>,
+    },
+    Timeout {
+        id: String,
+    },
+    OutOfMemory {
+        id: String,
+    },
+    /// Any other state Slurm reports it ended in.
+    Ended {
+        id: String,
+        state: String,
+        reason: Option<String>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! How a running stage's steps read: in the live line, a log's lines, and
 //! the stage's own log. Only this module words them.
 
+use super::events::{JobEnd, JobFailure};
 use learn::train::{Event, StartOver};
 use stages::{Phase, Step};
 
@@ -65,6 +66,53 @@ fn training(event: &Event) -> String {
             record.lr,
         ),
     }
+}
+
+/// How a Slurm job ended badly, with what to do about it.
+pub fn job(f: &JobFailure) -> String {
+    let why = |reason: &Option<String>| {
+        reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    };
+    let mut what = match &f.end {
+        JobEnd::Refused { reason } => format!(
+            "sbatch refused the job: {reason}; check settings.slurm and the stage's resources in the pipeline file (`run --executor slurm --dry-run` shows the flags)"
+        ),
+        JobEnd::Lost { id } => format!(
+            "Slurm no longer knows job {id} (not in squeue, scontrol or sacct); it may have been purged while this run waited"
+        ),
+        JobEnd::NotShared { id } => format!(
+            "Slurm job {id} could not see the program or the job description on its node: the program, the project and its cache must be on a file system every node shares"
+        ),
+        JobEnd::Silent { id } => {
+            format!("Slurm job {id} completed but the stage never said it was done; see its log")
+        }
+        JobEnd::Killed { id, signal } => format!("Slurm job {id} FAILED: killed by signal {signal}"),
+        JobEnd::Panicked { id } => format!("Slurm job {id} FAILED: the stage panicked"),
+        JobEnd::Exited { id, status } => format!("Slurm job {id} FAILED: exited with status {status}"),
+        JobEnd::Cancelled { id, reason } => format!(
+            "Slurm job {id} was CANCELLED{} (scancel, or an administrator)",
+            why(reason)
+        ),
+        JobEnd::Timeout { id } => format!(
+            "Slurm job {id} reached its TIMEOUT (resources.time); raise it, a training resumes from its last epoch"
+        ),
+        JobEnd::OutOfMemory { id } => {
+            format!("Slurm job {id} ran OUT_OF_MEMORY; raise resources.mem_mb")
+        }
+        JobEnd::Ended { id, state, reason } => {
+            format!("Slurm job {id} ended {state}{}", why(reason))
+        }
+    };
+    if let Some(log) = &f.no_log {
+        what.push_str(&format!(
+            "; it left no log at {}: if it ran on another node, the cache must be on a file system every node shares",
+            log.display()
+        ));
+    }
+    what
 }
 
 #[cfg(test)]

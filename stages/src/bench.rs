@@ -21,6 +21,17 @@ pub struct BenchReport {
     pub data: String,
 }
 
+/// Why the speed could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Model(#[from] crate::train::Unbuildable),
+    #[error("the dataset has no train split")]
+    NoTrainSplit,
+    #[error("cannot start its threads: {0}")]
+    Threads(#[from] rayon::ThreadPoolBuildError),
+}
+
 /// Trains the main CNN for `batches` timed batches (after 3 warm-up ones)
 /// and runs inference on 4,096 images, at `threads` threads.
 pub fn bench(
@@ -28,17 +39,16 @@ pub fn bench(
     label: &str,
     threads: usize,
     batches: usize,
-) -> Result<BenchReport, String> {
+) -> Result<BenchReport, BenchError> {
     tune_allocator();
     let p: TrainParams =
         serde_json::from_value(serde_json::json!({"model": "main-cnn", "epochs": 1}))
-            .map_err(|e| e.to_string())?;
+            .expect("the main CNN's parameters are valid");
     let mut model = p.model(data.rows, data.cols)?;
-    let train = data.split("train").ok_or("no train split")?;
+    let train = data.split("train").ok_or(BenchError::NoTrainSplit)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     pool.install(|| {
         let mut learner = Learner::new(&model, 1, 1e-3, (0.9, 0.999), 1e-8, 0.0);
         let b = Batcher {

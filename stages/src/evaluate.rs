@@ -206,7 +206,7 @@ fn run_model(
         .map_err(fail)?;
     let mirror = p.tta.contains(&Tta::Hflip).then_some(test);
     let (probs, img_per_s, latency) = pool
-        .install(|| -> Result<_, String> {
+        .install(|| -> Result<_, crate::runtime::DeviceError> {
             let args = (
                 device,
                 &mut model,
@@ -220,7 +220,9 @@ fn run_model(
                 #[cfg(feature = "cuda")]
                 return Ok(measure(crate::runtime::cuda(device, 0)?, args));
                 #[cfg(not(feature = "cuda"))]
-                return Err(format!("device {device}: this build has no CUDA support"));
+                return Err(crate::runtime::DeviceError::NoCuda {
+                    device: device.to_string(),
+                });
             }
             Ok(measure(Dev::seed_from_u64(0), args))
         })

@@ -21,40 +21,58 @@ pub fn is_cuda(device: &str) -> bool {
     device == "cuda" || device.starts_with("cuda:")
 }
 
+/// What makes a GPU usable where none is.
+const FIX: &str = "run on a machine with an NVIDIA GPU and its driver, or use device: cpu";
+
+/// Why the GPU a stage names cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("device {device}: not a GPU number")]
+    NotANumber { device: String },
+    #[error("device {device}: no usable NVIDIA driver here ({detail}); {FIX}")]
+    NoDriver { device: String, detail: String },
+    #[error("device {device}: the driver lists no GPU ({detail}); {FIX}")]
+    NoGpuListed { device: String, detail: String },
+    #[error("device {device}: this machine has {count} GPU{}; {FIX}", if *count == 1 { "" } else { "s" })]
+    Missing { device: String, count: i32 },
+    #[error("device {device}: CUDA could not start: {detail}")]
+    Start { device: String, detail: String },
+    #[error("device {device}: this build has no CUDA support")]
+    NoCuda { device: String },
+}
+
 /// The GPU `device` names (`cuda` is `cuda:0`), its generator seeded.
 /// The driver is asked first, through its own calls: dfdx's
 /// initialisation unwraps the driver's errors, and formatting one needs a
 /// working driver (with a stub, the panic itself panics and aborts).
 #[cfg(feature = "cuda")]
-pub fn cuda(device: &str, seed: u64) -> Result<dfdx::tensor::Cuda, String> {
+pub fn cuda(device: &str, seed: u64) -> Result<dfdx::tensor::Cuda, DeviceError> {
     use cudarc::driver::result;
+    let named = || device.to_string();
     let ordinal = match device.strip_prefix("cuda:") {
         Some(n) => n
             .parse::<usize>()
-            .map_err(|_| format!("device {device}: not a GPU number"))?,
+            .map_err(|_| DeviceError::NotANumber { device: named() })?,
         None => 0,
     };
-    let fix = "run on a machine with an NVIDIA GPU and its driver, or use device: cpu";
-    result::init().map_err(|e| {
-        format!(
-            "device {device}: no usable NVIDIA driver here ({:?}); {fix}",
-            e.0
-        )
+    result::init().map_err(|e| DeviceError::NoDriver {
+        device: named(),
+        detail: format!("{:?}", e.0),
     })?;
-    let count = result::device::get_count().map_err(|e| {
-        format!(
-            "device {device}: the driver lists no GPU ({:?}); {fix}",
-            e.0
-        )
+    let count = result::device::get_count().map_err(|e| DeviceError::NoGpuListed {
+        device: named(),
+        detail: format!("{:?}", e.0),
     })?;
     if ordinal >= count.max(0) as usize {
-        return Err(format!(
-            "device {device}: this machine has {count} GPU{}; {fix}",
-            if count == 1 { "" } else { "s" }
-        ));
+        return Err(DeviceError::Missing {
+            device: named(),
+            count,
+        });
     }
-    dfdx::tensor::Cuda::try_build(ordinal, seed)
-        .map_err(|e| format!("device {device}: CUDA could not start: {e:?}"))
+    dfdx::tensor::Cuda::try_build(ordinal, seed).map_err(|e| DeviceError::Start {
+        device: named(),
+        detail: format!("{e:?}"),
+    })
 }
 
 /// Allocator settings for training, measured on the main CNN: one arena

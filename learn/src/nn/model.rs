@@ -54,9 +54,27 @@ pub struct Knobs {
     pub hidden: Option<usize>,
 }
 
+/// Why a model cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// A layer that does not fit where it stands (`index` counts from 1).
+    #[error("layer {index} ({layer}): {problem}")]
+    Layer {
+        index: usize,
+        layer: String,
+        problem: String,
+    },
+    /// The zoo's knobs do not fit the model.
+    #[error("{0}")]
+    Knobs(String),
+    /// The last layer does not give one output per class.
+    #[error("{0}")]
+    Ending(String),
+}
+
 impl ModelSpec {
     /// The layers of this model, with the zoo's knobs applied.
-    pub fn layers(&self, k: &Knobs) -> Result<Vec<LayerSpec>, String> {
+    pub fn layers(&self, k: &Knobs) -> Result<Vec<LayerSpec>, ModelError> {
         use LayerSpec::*;
         let block = |out: usize, kernel: usize, pool: bool| {
             let mut v = vec![Conv {
@@ -82,14 +100,14 @@ impl ModelSpec {
             v.push(Linear(10));
             v
         };
-        let channels = |default: &[usize]| -> Result<Vec<usize>, String> {
+        let channels = |default: &[usize]| -> Result<Vec<usize>, ModelError> {
             match &k.channels {
                 None => Ok(default.to_vec()),
                 Some(c) if c.len() == default.len() && c.iter().all(|&x| x > 0) => Ok(c.clone()),
-                Some(c) => Err(format!(
+                Some(c) => Err(ModelError::Knobs(format!(
                     "channels: this model has {} convolutions, got {c:?}",
                     default.len()
-                )),
+                ))),
             }
         };
         Ok(match self {
@@ -240,11 +258,11 @@ fn conv_geometry(
 }
 
 /// Whether the last layer's shape gives one output per class.
-fn ends_in(shape: Shape_, classes: usize) -> Result<(), String> {
+fn ends_in(shape: Shape_, classes: usize) -> Result<(), ModelError> {
     match shape {
         Shape_::Flat(n) if n == classes => Ok(()),
-        Shape_::Flat(n) => Err(format!("the last layer gives {n} outputs, but the data has {classes} classes: end with {{linear: {classes}}}")),
-        Shape_::Map(..) => Err(format!("the model must end with flat outputs: add `flatten` and {{linear: {classes}}}")),
+        Shape_::Flat(n) => Err(ModelError::Ending(format!("the last layer gives {n} outputs, but the data has {classes} classes: end with {{linear: {classes}}}"))),
+        Shape_::Map(..) => Err(ModelError::Ending(format!("the model must end with flat outputs: add `flatten` and {{linear: {classes}}}"))),
     }
 }
 
@@ -290,7 +308,7 @@ impl Model {
         input: (usize, usize, usize),
         classes: usize,
         seed: u64,
-    ) -> Result<Model, String> {
+    ) -> Result<Model, ModelError> {
         Model::build(layers, input, classes, Some(seed))
     }
 
@@ -300,7 +318,7 @@ impl Model {
         layers: Vec<LayerSpec>,
         input: (usize, usize, usize),
         classes: usize,
-    ) -> Result<Model, String> {
+    ) -> Result<Model, ModelError> {
         Model::build(layers, input, classes, None)
     }
 
@@ -309,7 +327,7 @@ impl Model {
         layers: Vec<LayerSpec>,
         input: (usize, usize, usize),
         classes: usize,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, ModelError> {
         let m = Model::with_shapes(layers, input, classes)?;
         Ok(m.params
             .iter()
@@ -322,7 +340,7 @@ impl Model {
         input: (usize, usize, usize),
         classes: usize,
         seed: Option<u64>,
-    ) -> Result<Model, String> {
+    ) -> Result<Model, ModelError> {
         let init = seed.is_some();
         let kernels = Family::detected();
         let mut rng = ChaCha8Rng::seed_from_u64(seed.unwrap_or(0));
@@ -337,7 +355,11 @@ impl Model {
             Tensor1 { name, shape, data }
         };
         for (i, l) in layers.iter().enumerate() {
-            let at = |m: String| format!("layer {} ({}): {m}", i + 1, describe(l));
+            let at = |problem: String| ModelError::Layer {
+                index: i + 1,
+                layer: describe(l),
+                problem,
+            };
             let flat_first = |s: Shape_| match s {
                 Shape_::Map(..) => Err(at("needs flat input: add `flatten` before it".into())),
                 Shape_::Flat(n) => Ok(n),
@@ -693,16 +715,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "layer 2 (linear -> 10): needs flat input: add `flatten` before it"
         );
+        assert!(matches!(e, ModelError::Layer { index: 2, .. }), "{e:?}");
         let e = Model::new(
             vec![LayerSpec::Flatten, LayerSpec::Linear(7)],
             (1, 28, 28),
             10,
             0,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("gives 7 outputs"), "{e}");
         let e = Model::new(
             vec![LayerSpec::Flatten, LayerSpec::Batchnorm],
@@ -710,7 +734,8 @@ mod tests {
             10,
             0,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("layer 2 (batchnorm)"), "{e}");
         let e = Model::new(
             vec![LayerSpec::Conv {
@@ -723,7 +748,8 @@ mod tests {
             10,
             0,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("does not fit"), "{e}");
     }
 }

@@ -20,9 +20,9 @@ pub enum StageFailure {
         how: String,
         tail: String,
     },
-    /// A Slurm job ended badly; `what` says how, in full.
+    /// A Slurm job ended badly, with its log's last lines.
     Job {
-        what: String,
+        failure: crate::ui::events::JobFailure,
         tail: String,
     },
     Kind(stages::StageError),

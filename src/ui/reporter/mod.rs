@@ -171,7 +171,7 @@ fn failure_text(f: &crate::ui::events::Failure) -> String {
         }
         Failure::Error { chain } => chain.clone(),
         Failure::Crashed { how } => format!("the stage's process {how}"),
-        Failure::Job { what } => what.clone(),
+        Failure::Job(f) => crate::ui::words::job(f),
         Failure::Environment { error } => error.clone(),
         Failure::RemoteDamaged { remote, damage } => {
             use crate::state::runs::Damage;

@@ -7,7 +7,7 @@ use super::*;
 /// probabilities, or why it could not be read.
 pub struct Prediction {
     pub file: std::path::PathBuf,
-    pub result: Result<(learn::predict::Prepared, Vec<f32>), String>,
+    pub result: Result<(learn::predict::Prepared, Vec<f32>), learn::predict::PictureError>,
 }
 
 impl Reporter {
@@ -46,7 +46,7 @@ impl Reporter {
                     }),
                     Err(e) => serde_json::json!({
                         "file": r.file.display().to_string(),
-                        "error": e,
+                        "error": e.to_string(),
                     }),
                 }).collect::<Vec<_>>(),
             });

@@ -31,24 +31,43 @@ pub fn font_ready() -> bool {
     })
 }
 
-pub(super) type Drawn = Result<(), String>;
+/// Why a chart was not drawn: what the plotting library said, and the
+/// file it was drawing where known.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{problem}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
+pub struct DrawError {
+    pub file: Option<std::path::PathBuf>,
+    pub problem: String,
+}
+
+pub(super) type Drawn = Result<(), DrawError>;
 
 /// Draws `f` to `<name>.svg` and `<name>.png` in `dir`.
 macro_rules! both {
     ($dir:expr, $name:expr, $size:expr, $f:expr) => {{
         let svg = $dir.join(format!("{}.svg", $name));
-        $f(SVGBackend::new(&svg, $size).into_drawing_area())
-            .map_err(|e| format!("{}: {e}", svg.display()))?;
+        $f(SVGBackend::new(&svg, $size).into_drawing_area()).map_err(|e: DrawError| DrawError {
+            file: Some(svg.clone()),
+            ..e
+        })?;
         {
             let png = $dir.join(format!("{}.png", $name));
-            $f(BitMapBackend::new(&png, $size).into_drawing_area())
-                .map_err(|e| format!("{}: {e}", png.display()))?;
+            $f(BitMapBackend::new(&png, $size).into_drawing_area()).map_err(|e: DrawError| {
+                DrawError {
+                    file: Some(png.clone()),
+                    ..e
+                }
+            })?;
         }
     }};
 }
 
-pub(super) fn e<E: std::fmt::Debug>(x: E) -> String {
-    format!("{x:?}")
+/// The plotting library's error, as it describes itself.
+pub(super) fn e<E: std::fmt::Debug>(x: E) -> DrawError {
+    DrawError {
+        file: None,
+        problem: format!("{x:?}"),
+    }
 }
 
 pub fn palette(i: usize) -> RGBColor {

@@ -5,12 +5,12 @@ use crate::contract::{
     EpochRecord, TrainSummary, CLASSES, DATASET_FILE, HISTORY_FILE, TRAIN_SUMMARY_FILE,
     WEIGHTS_FILE,
 };
-use crate::runtime::{check_device, tune_allocator};
+use crate::runtime::{check_device, tune_allocator, DeviceError};
 use crate::{Kind, Progress, RunContext, StageError, Step};
 use learn::data::augment::{self, Augment};
 use learn::data::dataset::Dataset;
 use learn::nn::checkpoint;
-use learn::nn::model::{Knobs, Model, ModelSpec};
+use learn::nn::model::{Knobs, Model, ModelError, ModelSpec};
 use learn::nn::ops::Dev;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,16 @@ pub enum OptimizerName {
     Adam,
     Adamw,
     Sgd,
+}
+
+/// Why the parameters make no model.
+#[derive(Debug, thiserror::Error)]
+pub enum Unbuildable {
+    /// An augmentation that does not fit the images.
+    #[error("{0}")]
+    Augment(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
 }
 
 /// `ema: {decay}`: an exponential moving average of the weights.
@@ -273,19 +283,23 @@ impl TrainParams {
     }
 
     /// Builds the model (checking shapes) for images of `rows`×`cols`.
-    pub fn model(&self, rows: usize, cols: usize) -> Result<Model, String> {
+    pub fn model(&self, rows: usize, cols: usize) -> Result<Model, Unbuildable> {
         let layers = self.params_layers()?;
-        augment::validate(&self.augment, rows, cols)?;
-        Model::new(layers, (1, rows, cols), CLASSES, self.seed)
+        augment::validate(&self.augment, rows, cols).map_err(Unbuildable::Augment)?;
+        Ok(Model::new(layers, (1, rows, cols), CLASSES, self.seed)?)
     }
 
     /// Checks the model's shapes without building it; returns its parameter count.
-    pub fn check_model(&self, rows: usize, cols: usize) -> Result<usize, String> {
-        augment::validate(&self.augment, rows, cols)?;
-        Model::check(self.params_layers()?, (1, rows, cols), CLASSES)
+    pub fn check_model(&self, rows: usize, cols: usize) -> Result<usize, Unbuildable> {
+        augment::validate(&self.augment, rows, cols).map_err(Unbuildable::Augment)?;
+        Ok(Model::check(
+            self.params_layers()?,
+            (1, rows, cols),
+            CLASSES,
+        )?)
     }
 
-    fn params_layers(&self) -> Result<Vec<learn::nn::model::LayerSpec>, String> {
+    fn params_layers(&self) -> Result<Vec<learn::nn::model::LayerSpec>, ModelError> {
         self.model.layers(&self.knobs())
     }
 }
@@ -317,7 +331,9 @@ impl crate::context::Params for TrainParams {
     /// layer that does not fit is refused before anything runs.
     fn validate(&self) -> Result<(), String> {
         self.check_values()?;
-        self.check_model(28, 28).map(|_| ())
+        self.check_model(28, 28)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Training computes in f32: a value inside its range as written that
@@ -371,7 +387,9 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     check_device(device)?;
     let data =
         Dataset::read(&dataset_path(ctx)?).map_err(|e| StageError::corrupt(e.path, e.problem))?;
-    let mut model = p.model(data.rows, data.cols).map_err(StageError::Params)?;
+    let mut model = p
+        .model(data.rows, data.cols)
+        .map_err(|e| StageError::Params(e.to_string()))?;
     if let Some(family) = ctx.kernels {
         model.set_kernels(family);
     }
@@ -403,7 +421,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
                 },
             )
         })
-        .map_err(StageError::Failed)?;
+        .map_err(|e| StageError::Failed(e.to_string()))?;
     // A resumed training counts the epochs of the runs before it too.
     let earlier: f64 = report.history[..report.resumed_epochs]
         .iter()
@@ -413,7 +431,7 @@ pub fn run(ctx: &RunContext<'_>) -> Result<(), StageError> {
     // No stage name: the same training under another name (a renamed
     // variant, a seed replicate) is the same file, restored, not rerun.
     let weights = checkpoint::to_bytes(&model, &[("seed", p.seed.to_string())])
-        .map_err(StageError::Failed)?;
+        .map_err(|e| StageError::Failed(e.to_string()))?;
     let write = |name: &str, bytes: &[u8]| {
         let path = ctx.out_dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| StageError::io("write", path, e))
@@ -496,6 +514,15 @@ fn told(progress: &(dyn Fn(Progress) + Sync), event: Event) {
     });
 }
 
+/// Why a training did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainFailure {
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Train(#[from] learn::train::TrainError),
+}
+
 /// Where and how far a training runs.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainOn<'a> {
@@ -524,7 +551,7 @@ pub fn train_on(
     p: &TrainParams,
     progress: &(dyn Fn(Progress) + Sync),
     on: &TrainOn<'_>,
-) -> Result<TrainReport, String> {
+) -> Result<TrainReport, TrainFailure> {
     let TrainOn {
         device,
         threads,
@@ -551,10 +578,13 @@ pub fn train_on(
                 &observe,
                 (resume, stop_after),
             )
-            .map_err(|e| e.to_string());
+            .map_err(TrainFailure::from);
         }
         #[cfg(not(feature = "cuda"))]
-        return Err(format!("device {device}: this build has no CUDA support"));
+        return Err(DeviceError::NoCuda {
+            device: device.to_string(),
+        }
+        .into());
     }
     let learner = Learner::on(Dev::seed_from_u64(p.seed), device, model, &recipe);
     fit(
@@ -566,7 +596,7 @@ pub fn train_on(
         &observe,
         (resume, stop_after),
     )
-    .map_err(|e| e.to_string())
+    .map_err(TrainFailure::from)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::{JobFile, Shell, StageFailure};
 use crate::engine::schedule::Grant;
 use crate::error::Error;
 use crate::ui::events::Event;
+use crate::ui::events::{JobEnd, JobFailure};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -227,16 +228,18 @@ impl Slurm {
         let text = String::from_utf8_lossy(&out.stdout);
         let id = text.trim().split(';').next().unwrap_or("").to_string();
         if !out.status.success() || id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            // Its first line says why; the others repeat it.
+            let reason = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no reason given")
+                .trim()
+                .to_string();
             return Err(StageFailure::Job {
-                what: format!(
-                    "sbatch refused the job: {}; check settings.slurm and the stage's resources in the pipeline file (`run --executor slurm --dry-run` shows the flags)",
-                    // Its first line says why; the others repeat it.
-                    String::from_utf8_lossy(&out.stderr)
-                        .lines()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("no reason given")
-                        .trim()
-                ),
+                failure: JobFailure {
+                    end: JobEnd::Refused { reason },
+                    no_log: None,
+                },
                 tail: String::new(),
             });
         }
@@ -320,49 +323,37 @@ impl Slurm {
     }
 }
 
-/// A job that did not end well, in words.
+/// How a job that did not end well ended.
 fn describe_failure(id: &str, seen: &Seen, log: &Path, builtin: bool) -> StageFailure {
     let tail = stages::cmd::tail(log, stages::cmd::TAIL_LINES).unwrap_or_default();
     let (status, signal) = seen.exit.unwrap_or((0, 0));
-    let reason = if seen.reason.is_empty() || seen.reason == "None" {
-        String::new()
-    } else {
-        format!(" ({})", seen.reason)
+    let reason = (!seen.reason.is_empty() && seen.reason != "None").then(|| seen.reason.clone());
+    let id = id.to_string();
+    let ended = |state: &str| JobEnd::Ended {
+        id: id.clone(),
+        state: state.to_string(),
+        reason: reason.clone(),
     };
-    let mut what = match &seen.state {
-            JobState::Lost => format!(
-                "Slurm no longer knows job {id} (not in squeue, scontrol or sacct); it may have been purged while this run waited"
-            ),
-            _ if status == NOT_SHARED => format!(
-                "Slurm job {id} could not see the program or the job description on its node: the program, the project and its cache must be on a file system every node shares"
-            ),
-            JobState::Completed if builtin => format!(
-                "Slurm job {id} completed but the stage never said it was done; see its log"
-            ),
-            JobState::Failed if signal != 0 => format!("Slurm job {id} FAILED: killed by signal {signal}"),
-            JobState::Failed if builtin && status == 101 => format!("Slurm job {id} FAILED: the stage panicked"),
-            JobState::Failed => format!("Slurm job {id} FAILED: exited with status {status}"),
-            JobState::Cancelled => format!("Slurm job {id} was CANCELLED{reason} (scancel, or an administrator)"),
-            JobState::Timeout => format!(
-                "Slurm job {id} reached its TIMEOUT (resources.time); raise it, a training resumes from its last epoch"
-            ),
-            JobState::OutOfMemory => format!(
-                "Slurm job {id} ran OUT_OF_MEMORY; raise resources.mem_mb"
-            ),
-            JobState::Ended(other) | JobState::Active(other) => {
-                format!("Slurm job {id} ended {other}{reason}")
-            }
-            JobState::Completed => format!("Slurm job {id} ended COMPLETED{reason}"),
-            JobState::Pending => format!("Slurm job {id} ended PENDING{reason}"),
-            JobState::Running => format!("Slurm job {id} ended RUNNING{reason}"),
-        };
-    if !log.exists() {
-        what.push_str(&format!(
-                "; it left no log at {}: if it ran on another node, the cache must be on a file system every node shares",
-                log.display()
-            ));
-    }
-    StageFailure::Job { what, tail }
+    let end = match &seen.state {
+        JobState::Lost => JobEnd::Lost { id },
+        _ if status == NOT_SHARED => JobEnd::NotShared { id },
+        JobState::Completed if builtin => JobEnd::Silent { id },
+        JobState::Failed if signal != 0 => JobEnd::Killed { id, signal },
+        JobState::Failed if builtin && status == 101 => JobEnd::Panicked { id },
+        JobState::Failed => JobEnd::Exited { id, status },
+        JobState::Cancelled => JobEnd::Cancelled { id, reason },
+        JobState::Timeout => JobEnd::Timeout { id },
+        JobState::OutOfMemory => JobEnd::OutOfMemory { id },
+        JobState::Ended(other) | JobState::Active(other) => ended(other),
+        JobState::Completed => ended("COMPLETED"),
+        JobState::Pending => ended("PENDING"),
+        JobState::Running => ended("RUNNING"),
+    };
+    let failure = JobFailure {
+        end,
+        no_log: (!log.exists()).then(|| log.to_path_buf()),
+    };
+    StageFailure::Job { failure, tail }
 }
 
 impl Drop for Slurm {
@@ -516,11 +507,17 @@ mod tests {
             reason: "NonZeroExitCode".into(),
             exit: Some((NOT_SHARED, 0)),
         };
-        let StageFailure::Job { what, .. } =
+        let StageFailure::Job { failure, .. } =
             describe_failure("12", &seen, Path::new("/nonexistent/log"), true)
         else {
             panic!("not a job failure")
         };
+        assert_eq!(
+            failure.end,
+            JobEnd::NotShared { id: "12".into() },
+            "the status a job that cannot see the program exits with"
+        );
+        let what = crate::ui::words::job(&failure);
         assert_eq!(what, "Slurm job 12 could not see the program or the job description on its node: the program, the project and its cache must be on a file system every node shares; it left no log at /nonexistent/log: if it ran on another node, the cache must be on a file system every node shares");
     }
 

@@ -40,7 +40,9 @@ pub struct Prepared {
 #[derive(Debug, thiserror::Error)]
 pub enum PictureError {
     #[error("cannot read it: {0}")]
-    Read(#[source] std::io::Error),
+    /// The message holds the I/O error, so it is not also a source
+    /// (a chain of causes would say it twice).
+    Read(std::io::Error),
     #[error("the file is empty")]
     Empty,
     #[error("not a PNG or JPEG image")]
@@ -64,7 +66,7 @@ pub enum ClassifyError {
     #[error("the model takes inputs of shape {0:?}, not 1×28×28 pictures")]
     Input((usize, usize, usize)),
     #[error("cannot start its threads: {0}")]
-    Threads(#[from] rayon::ThreadPoolBuildError),
+    Threads(rayon::ThreadPoolBuildError),
 }
 
 /// Reads and prepares one picture; the error says what is wrong with it.
@@ -170,7 +172,8 @@ pub fn classify(
     let engine = Engine::new("cpu", &model, &dev);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
-        .build()?;
+        .build()
+        .map_err(ClassifyError::Threads)?;
     let mut logits = pool.install(|| {
         predict(
             &mut model,

@@ -29,7 +29,7 @@ pub enum BenchError {
     #[error("the dataset has no train split")]
     NoTrainSplit,
     #[error("cannot start its threads: {0}")]
-    Threads(#[from] rayon::ThreadPoolBuildError),
+    Threads(rayon::ThreadPoolBuildError),
 }
 
 /// Trains the main CNN for `batches` timed batches (after 3 warm-up ones)
@@ -48,7 +48,8 @@ pub fn bench(
     let train = data.split("train").ok_or(BenchError::NoTrainSplit)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build()?;
+        .build()
+        .map_err(BenchError::Threads)?;
     pool.install(|| {
         let mut learner = Learner::new(&model, 1, 1e-3, (0.9, 0.999), 1e-8, 0.0);
         let b = Batcher {

@@ -14,7 +14,8 @@ pub const META_KEY: &str = "fmnist-pipe";
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot read: {0}")]
-    Read(#[source] std::io::Error),
+    /// The message holds the I/O error, so it is not also a source.
+    Read(std::io::Error),
     #[error("not a valid safetensors file ({0})")]
     NotSafetensors(String),
     #[error("no `{META_KEY}` metadata: not written by fmnist-pipe")]

@@ -222,21 +222,13 @@ enum Shape_ {
     Flat(usize),
 }
 
-/// A convolution layer's geometry on a `c`×`h`×`w` input, checked.
+/// A convolution layer's geometry on a `c`×`h`×`w` input, checked:
+/// `out` channels, a `kernel`×`kernel` window, `stride`, `padding`.
 fn conv_geometry(
     (c, h, w): (usize, usize, usize),
-    l: &LayerSpec,
+    (out, kernel, stride, padding): (usize, usize, usize, usize),
     family: Family,
 ) -> Result<Conv, String> {
-    let LayerSpec::Conv {
-        out,
-        kernel,
-        stride,
-        padding,
-    } = *l
-    else {
-        unreachable!("called for convolutions")
-    };
     if out == 0 || kernel == 0 || stride == 0 {
         return Err("out, kernel and stride must be at least 1".into());
     }
@@ -371,9 +363,15 @@ impl Model {
                 )),
             };
             match *l {
-                LayerSpec::Conv { out, kernel, .. } => {
+                LayerSpec::Conv {
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let (c, h, w) = map_first(shape)?;
-                    let g = conv_geometry((c, h, w), l, kernels).map_err(at)?;
+                    let spec = (out, kernel, stride, padding);
+                    let g = conv_geometry((c, h, w), spec, kernels).map_err(at)?;
                     let fan_in = c * kernel * kernel;
                     params.push(uniform(
                         format!("{i}.conv.weight"),

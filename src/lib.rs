@@ -9,11 +9,14 @@
 //!   ([`engine::schedule`], [`engine::executor`]), signals;
 //! - [`ui`]: what happened, as events, and the reporter, the only code
 //!   that prints;
+//! - [`live`]: a run seen while it runs and afterwards: its state, live
+//!   page, trace, and the server that shows them;
 //! - [`cli`]: the commands.
 
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod live;
 pub mod spec;
 pub mod state;
 pub mod ui;

@@ -10,8 +10,10 @@ pub mod models;
 mod predict;
 mod push;
 mod run;
+mod serve;
 mod show;
 mod status;
+mod trace;
 
 use crate::engine::interrupt::Running;
 use crate::error::{exit, Error, Result};
@@ -76,6 +78,30 @@ pub enum Command {
     Stage {
         /// The job description (JSON) the orchestrator wrote.
         job: PathBuf,
+    },
+    /// Where a run's time and memory went: each stage's queue wait, wall
+    /// and CPU time, peak memory, threads, node, and what the cache saved.
+    Trace {
+        /// The run: its number from `log`, or its live directory's name
+        /// (default: the newest traced run).
+        run: Option<String>,
+        /// JSON: the whole trace.
+        #[arg(long, conflicts_with = "tsv")]
+        json: bool,
+        /// Tab-separated values, one line per stage, in seconds and MB.
+        #[arg(long)]
+        tsv: bool,
+    },
+    /// Serve the runs' live pages over HTTP (read-only), updated as the
+    /// runs go on; from a cluster, reach it with `ssh -L`.
+    Serve {
+        /// The port (0: any free one).
+        #[arg(long, short = 'p', default_value_t = 8080)]
+        port: u16,
+        /// The address to listen on; anything but this machine's own
+        /// loopback shows the runs to the network.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
     },
     /// The recorded runs, newest first: when, the git commit, what ran.
     Log {
@@ -363,6 +389,15 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         Command::Bench(_) | Command::Stage { .. } => unreachable!("handled above"),
         Command::Show => show::run(&pipeline, &dag, reporter),
         Command::Log { limit, json } => log::run(&pipeline, reporter, limit, json),
+        Command::Trace { run, json, tsv } => {
+            let format = match (json, tsv) {
+                (true, _) => trace::Format::Json,
+                (_, true) => trace::Format::Tsv,
+                _ => trace::Format::Table,
+            };
+            trace::run(&pipeline, reporter, run.as_deref(), format)
+        }
+        Command::Serve { port, bind } => serve::run(&pipeline, reporter, bind, *port),
         Command::Diff {
             run_a,
             run_b,

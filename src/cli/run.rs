@@ -39,6 +39,7 @@ pub fn run(
             }
         }
         reporter.dry_run(&rows, &lines);
+        reporter.measured(&super::status::measured_warnings(pipeline));
         return Ok(exit::OK);
     }
     if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
@@ -64,6 +65,19 @@ pub fn run(
         None
     };
     let hashes = HashCache::load(store.home().join("hashes.json"));
+    let executor = match args.executor.unwrap_or(pipeline.settings.executor) {
+        spec::ExecutorKind::Slurm => "slurm",
+        spec::ExecutorKind::Local => "local",
+    };
+    // Seeing the run is not worth failing it for: without its directory
+    // the run goes on, and says so.
+    let mut live = match crate::live::Live::start(store.home(), pipeline, executor) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            reporter.no_live_page(&store.home().join(crate::live::RUNS), &e);
+            None
+        }
+    };
     let opts = RunOptions {
         targets: args.stages.clone(),
         force: args.force.clone(),
@@ -75,6 +89,7 @@ pub fn run(
         remote,
         only_pull: args.only_pull,
         failed_before: Default::default(),
+        live: live.as_ref().map(|l| l.dir().to_path_buf()),
     };
     let mut ran: Vec<history::RanStage> = Vec::new();
     let mut started: std::collections::HashMap<String, usize> = Default::default();
@@ -87,10 +102,44 @@ pub fn run(
         &opts,
         &mut |e| {
             note_ran(&mut ran, &mut started, &e);
+            if let Some(l) = live.as_mut() {
+                if l.observe(&e) {
+                    reporter.live_page(&l.page());
+                }
+            }
             reporter.event(e)
         },
-    )?;
+    );
+    let study = match study {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(l) = live.take() {
+                l.finish("failed", e.to_string());
+            }
+            return Err(e);
+        }
+    };
     let summary = study.summary;
+    let live = live.and_then(|l| {
+        let how = if summary.interrupted > 0 || running.stopping() {
+            "interrupted"
+        } else if summary.failed > 0 {
+            "failed"
+        } else {
+            "finished"
+        };
+        let name = l.name();
+        let dir = l.dir().to_path_buf();
+        l.finish(how, crate::ui::words::summary(&summary));
+        // A run that did nothing leaves no directory behind.
+        let idle = ran.is_empty() && summary.restored == 0 && summary.failed == 0;
+        if idle {
+            let _ = std::fs::remove_dir_all(&dir);
+            None
+        } else {
+            Some(name)
+        }
+    });
     let (pipeline, dag) = match &study.expanded {
         Some((p, d)) => (p, d),
         None => (pipeline, dag),
@@ -105,7 +154,8 @@ pub fn run(
             .filter(|r| r.state == RowState::Fresh)
             .map(|r| r.stage)
             .collect();
-        let record = history::record(pipeline, begun, ran, &|s| fresh.contains(s));
+        let mut record = history::record(pipeline, begun, ran, &|s| fresh.contains(s));
+        record.live = live;
         if let Err(e) = history::append(&path, record) {
             // The run itself succeeded; its record is what is lost.
             let cause = std::error::Error::source(&e)

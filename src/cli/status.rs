@@ -21,7 +21,33 @@ pub fn run(
         rows.extend(orphan_rows(pipeline));
     }
     reporter.status(&rows, *json);
+    if !*json {
+        reporter.measured(&measured_warnings(pipeline));
+    }
     Ok(exit::OK)
+}
+
+/// Stages whose last measured run came close to, or over, what they
+/// declare (the declarations as the pipeline says them now).
+pub(super) fn measured_warnings(pipeline: &Pipeline) -> Vec<(String, String)> {
+    let wants_it =
+        |s: &&crate::spec::Stage| s.resources.mem_mb.is_some() || s.resources.time.is_some();
+    if !pipeline.stages.iter().any(|s| wants_it(&s)) {
+        return Vec::new();
+    }
+    let store = Store::open(&pipeline.settings);
+    let last = crate::live::trace::last_measured(store.home());
+    let mut out = Vec::new();
+    for s in pipeline.stages.iter().filter(wants_it) {
+        let Some(e) = last.get(&s.name) else { continue };
+        let mut e = e.clone();
+        e.mem_mb = s.resources.mem_mb;
+        e.time_s = s.resources.time.map(|t| t.0);
+        for w in crate::live::trace::warnings(&e) {
+            out.push((s.name.clone(), w));
+        }
+    }
+    out
 }
 
 /// Stages with a record that the pipeline no longer declares.

@@ -137,6 +137,10 @@ pub(crate) struct Board<'a> {
     /// A trial assessed fresh and not yet found otherwise: its record is
     /// about to be taken in.
     expected: Vec<bool>,
+    /// When each stage became ready (its queue wait starts).
+    ready_at: Vec<Option<std::time::Instant>>,
+    /// A search's decisions since they were last reported.
+    decisions: Vec<Event>,
 }
 
 impl<'a> Board<'a> {
@@ -199,6 +203,8 @@ impl<'a> Board<'a> {
             expected,
             trial_of,
             promoted: vec![None; n],
+            ready_at: vec![None; n],
+            decisions: Vec::new(),
         }
     }
 
@@ -263,10 +269,19 @@ impl<'a> Board<'a> {
                             work.extend(self.search_step(s));
                         }
                     }
+                    self.ready_at[i] = Some(std::time::Instant::now());
                     self.ready.insert(self.pos[i], i)
                 }
             }
         }
+        for e in self.decisions.drain(..) {
+            report(e);
+        }
+    }
+
+    /// How long stage `i` has waited since it became ready.
+    pub(crate) fn waited(&self, i: usize) -> std::time::Duration {
+        self.ready_at[i].map_or(std::time::Duration::ZERO, |t| t.elapsed())
     }
 
     /// `i` is done: its dependents that now wait for nothing.
@@ -433,6 +448,9 @@ impl<'a> Board<'a> {
         let sequence = search.asha.simulate(&search.known);
         let Some((t, to)) = sequence.next else {
             self.searches[s].settled = true;
+            self.decisions.push(Event::SearchSettled {
+                search: self.pipeline.stages[plan.report].name.clone(),
+            });
             let trials = plan.trials.clone();
             return trials
                 .iter()
@@ -449,7 +467,15 @@ impl<'a> Board<'a> {
         let ahead = if was >= n { was - n } else { was };
         match &self.searches[s].known[t] {
             Some(k) => {
+                self.decisions.push(Event::Promoted {
+                    search: self.pipeline.stages[plan.report].name.clone(),
+                    trial: self.pipeline.stages[i].name.clone(),
+                    rung: k.val_acc.len(),
+                    to,
+                    val_acc: k.val_acc.iter().copied().fold(f64::NAN, f64::max),
+                });
                 self.promoted[i] = Some((k.val_acc.len(), to));
+                self.ready_at[i] = Some(std::time::Instant::now());
                 self.searches[s].busy[t] = true;
                 self.done[i] = false;
                 self.pos[i] = ahead;
@@ -457,6 +483,7 @@ impl<'a> Board<'a> {
             }
             // Not run yet: already queued as a new trial; it goes first.
             None if self.ready.contains(was, i) => {
+                self.ready_at[i].get_or_insert_with(std::time::Instant::now);
                 self.ready.remove(was, i);
                 self.pos[i] = ahead;
                 self.ready.insert(ahead, i);

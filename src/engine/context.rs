@@ -25,6 +25,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) started_unix: u64,
     pub(crate) jobs: usize,
     pub(crate) run_info: std::sync::OnceLock<stages::contract::RunInfo>,
+    /// The run's live directory, where a stage's own live file lies.
+    pub(crate) live: Option<PathBuf>,
 }
 
 /// A stage that failed before or after its work: said, and counted.

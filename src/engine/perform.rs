@@ -394,7 +394,7 @@ pub(crate) fn execute_stage(
             stage: &stage.name,
             cmd,
             dir: project,
-            env: stage_env(stage, grant),
+            env: stage_env(stage, grant, ctx.live.as_deref()),
             log: &log,
             resources: &stage.resources,
             slurm: &stage.slurm,
@@ -462,7 +462,7 @@ pub(crate) fn execute_stage(
         job: &job,
         path: &job_path,
         log: &log,
-        env: stage_env(stage, grant),
+        env: stage_env(stage, grant, ctx.live.as_deref()),
         resources: &stage.resources,
         slurm: &stage.slurm,
     };

@@ -38,6 +38,7 @@ pub(crate) fn try_restore(
                 stage: stage.name.clone(),
                 paths,
                 from: None,
+                took: std::time::Duration::try_from_secs_f64(record.duration_s).unwrap_or_default(),
             });
             Ok(Restored::Done(Outcome::Restored(record.digest())))
         }
@@ -124,6 +125,8 @@ pub(crate) fn restore_run(
         stage: stage.name.clone(),
         paths: record.outputs.iter().map(|o| o.path.clone()).collect(),
         from,
+        // A remote's figure: never trusted to be a duration.
+        took: std::time::Duration::try_from_secs_f64(entry.duration_s).unwrap_or_default(),
     });
     Ok(Restored::Done(Outcome::Restored(record.digest())))
 }

@@ -40,6 +40,8 @@ pub struct RunOptions {
     /// Stages that failed earlier in this command (a search's trial, before
     /// the confirm that follows it): taken as failed, not run again.
     pub failed_before: std::collections::BTreeSet<String>,
+    /// The run's live directory (see `live`).
+    pub live: Option<PathBuf>,
 }
 
 /// Jobs submitted at once to Slurm when `--jobs` does not say.
@@ -105,6 +107,7 @@ pub fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         run_info: std::sync::OnceLock::new(),
+        live: opts.live.clone(),
     };
     // What is fresh, assessed as `status` does (level by level, in
     // parallel): those stages are settled in the loop's thread, without a
@@ -196,6 +199,12 @@ fn drive(
         for (i, assigned) in start {
             if let Ok(g) = &assigned {
                 grants.insert(i, g.clone());
+                report(Event::Admitted {
+                    stage: board.pipeline.stages[i].name.clone(),
+                    waited: board.waited(i),
+                    cpus: g.cpus,
+                    gpus: g.gpus.len(),
+                });
             }
             running += 1;
             if ctx.failed_before.contains(&board.pipeline.stages[i].name) {

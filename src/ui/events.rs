@@ -16,6 +16,34 @@ pub enum Event {
         threads: Option<usize>,
         gpus: Vec<String>,
     },
+    /// The scheduler gave a stage what it asked for, `waited` after its
+    /// inputs were done.
+    Admitted {
+        stage: String,
+        waited: Duration,
+        cpus: usize,
+        gpus: usize,
+    },
+    /// What a stage's process used (see `stages::measure`); a later one
+    /// for the same stage replaces an earlier (the parent's measure of a
+    /// child replaces what the child said of itself).
+    Measured {
+        stage: String,
+        usage: stages::measure::Usage,
+    },
+    /// A search's early stopping decided: `trial` goes on from `rung`
+    /// epochs to `to`.
+    Promoted {
+        search: String,
+        trial: String,
+        rung: usize,
+        to: usize,
+        val_acc: f64,
+    },
+    /// A search's trials are all decided: its report can run.
+    SearchSettled {
+        search: String,
+    },
     /// A stage went to the cluster as job `job`.
     Submitted {
         stage: String,
@@ -42,6 +70,8 @@ pub enum Event {
         paths: Vec<String>,
         /// The remote it was fetched from, if it was.
         from: Option<String>,
+        /// How long the run that computed it took: the time saved.
+        took: Duration,
     },
     /// Another run (of this or another project) is computing the result
     /// this stage needs; the stage waits, then restores it.

@@ -35,43 +35,51 @@ fn describe(status: &ExitStatus) -> String {
 /// Runs `cmd` with `sh -c` in `dir` (its own process group, see
 /// [`crate::process`]), stdout and stderr both appended to
 /// `log` (interleaved as written). On failure the error carries the last
-/// [`TAIL_LINES`] lines of output.
+/// [`TAIL_LINES`] lines of output. What the command used comes back
+/// whenever it ran, however it ended.
 pub fn run_shell(
     children: &crate::process::Children,
     cmd: &str,
     dir: &Path,
     env: &[(&str, String)],
     log: &Path,
-) -> Result<(), CmdError> {
+) -> (Result<(), CmdError>, Option<crate::measure::Usage>) {
     let log_err = |source| CmdError::Log {
         path: log.display().to_string(),
         source,
     };
-    let out = File::create(log).map_err(log_err)?;
-    let err = out.try_clone().map_err(log_err)?;
+    let out = match File::create(log).and_then(|out| Ok((out.try_clone()?, out))) {
+        Ok(o) => o,
+        Err(e) => return (Err(log_err(e)), None),
+    };
     let mut command = Command::new("sh");
     command
         .arg("-c")
         .arg(cmd)
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+        .stdout(out.1)
+        .stderr(out.0);
     for (k, v) in env {
         command.env(k, v);
     }
-    let status = children
+    let started = (std::time::Instant::now(), crate::measure::unix_now());
+    let (status, usage) = match children
         .spawn(&mut command)
-        .and_then(|(mut child, _registered)| child.wait())
-        .map_err(CmdError::Spawn)?;
-    if status.success() {
+        .and_then(|(mut child, _registered)| crate::measure::wait(&mut child, started))
+    {
+        Ok(r) => r,
+        Err(e) => return (Err(CmdError::Spawn(e)), None),
+    };
+    let result = if status.success() {
         Ok(())
     } else {
         Err(CmdError::Exit {
             status,
             tail: tail(log, TAIL_LINES).unwrap_or_default(),
         })
-    }
+    };
+    (result, Some(usage))
 }
 
 /// The last `n` lines of a file, reading at most its last 64 KiB.
@@ -103,6 +111,7 @@ mod tests {
             &[],
             &log,
         )
+        .0
         .unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("hello") && text.contains("err"));
@@ -119,6 +128,7 @@ mod tests {
             &[],
             &log,
         )
+        .0
         .unwrap_err();
         match e {
             CmdError::Exit { status, tail } => {
@@ -141,6 +151,7 @@ mod tests {
             &[("FOO", "bar".into())],
             &log,
         )
+        .0
         .unwrap();
     }
 }

@@ -27,6 +27,20 @@ pub const HISTORY_FILE: &str = "history.json";
 pub const TRAIN_SUMMARY_FILE: &str = "train.json";
 /// evaluate: [`EvalReport`], per-image predictions, ROC curves.
 pub const METRICS_FILE: &str = "metrics.json";
+
+/// The environment variable naming the file where a `cmd` stage may
+/// append its own live lines (one JSON object each: `{"step": 3,
+/// "val_acc": 0.91}`), shown on the run's live page.
+pub const LIVE_ENV: &str = "FMNIST_PIPE_LIVE";
+
+/// A stage's live file in a run's live directory: a training's epochs,
+/// or a command's own lines.
+pub fn live_file(dir: &std::path::Path, stage: &str) -> std::path::PathBuf {
+    // Stage names are checked to be file names; a '/' never gets this
+    // far, but a file name it stays.
+    dir.join("stages")
+        .join(format!("{}.jsonl", stage.replace('/', "_")))
+}
 pub const PREDICTIONS_FILE: &str = "predictions.csv";
 pub const ROC_FILE: &str = "roc.json";
 /// compare: the [`Table`] and the self-contained report.

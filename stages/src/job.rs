@@ -38,8 +38,12 @@ pub struct Job {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     Progress(Progress),
+    /// What the process used, said just before it ends.
+    Usage(crate::measure::Usage),
     Done,
-    Failed { error: JobError },
+    Failed {
+        error: JobError,
+    },
 }
 
 /// A [`StageError`] that crosses the process boundary.
@@ -118,6 +122,7 @@ pub fn run(
     out: &mut (dyn Write + Send),
     words: &(dyn Fn(&Step) -> String + Sync),
 ) -> i32 {
+    let started = (std::time::Instant::now(), crate::measure::unix_now());
     let out = std::sync::Mutex::new(out);
     let send = |m: &Message| {
         if let (Ok(line), Ok(mut out)) = (serde_json::to_string(m), out.lock()) {
@@ -147,7 +152,9 @@ pub fn run(
         run: job.run.as_ref(),
         progress: &progress,
     };
-    match job.kind.run(&ctx) {
+    let result = job.kind.run(&ctx);
+    send(&Message::Usage(crate::measure::own(started)));
+    match result {
         Ok(()) => {
             send(&Message::Done);
             0

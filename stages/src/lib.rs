@@ -19,6 +19,7 @@ pub mod format;
 pub mod html;
 pub mod job;
 mod kind;
+pub mod measure;
 pub mod metrics;
 pub mod plots;
 pub mod preprocess;

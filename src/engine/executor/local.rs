@@ -7,9 +7,20 @@ use crate::ui::events::Event;
 use stages::process::Children;
 use std::fs;
 
-pub fn run_shell(shell: &Shell<'_>, children: &Children) -> Result<(), StageFailure> {
-    stages::cmd::run_shell(children, shell.cmd, shell.dir, &shell.env, shell.log)
-        .map_err(StageFailure::Cmd)
+pub fn run_shell(
+    shell: &Shell<'_>,
+    send: &(dyn Fn(Event) + Sync),
+    children: &Children,
+) -> Result<(), StageFailure> {
+    let (result, usage) =
+        stages::cmd::run_shell(children, shell.cmd, shell.dir, &shell.env, shell.log);
+    if let Some(usage) = usage {
+        send(Event::Measured {
+            stage: shell.stage.to_string(),
+            usage,
+        });
+    }
+    result.map_err(StageFailure::Cmd)
 }
 
 /// Runs a built-in stage as `fmnist-pipe __stage JOB`: its progress
@@ -42,6 +53,7 @@ pub fn run_job(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(log);
+    let started = (std::time::Instant::now(), stages::measure::unix_now());
     let (mut child, _registered) = children
         .spawn(&mut cmd)
         .map_err(|e| env(Error::io("start the stage's process", &exe, e)))?;
@@ -53,9 +65,13 @@ pub fn run_job(
             }
         }
     }
-    let status = child
-        .wait()
+    // Measured from outside: the whole process, from its start to its end.
+    let (status, usage) = stages::measure::wait(&mut child, started)
         .map_err(|e| env(Error::io("wait for the stage's process", &exe, e)))?;
+    send(Event::Measured {
+        stage: job.job.stage.clone(),
+        usage,
+    });
     match last {
         Some(stages::job::Message::Done) if status.success() => Ok(()),
         Some(stages::job::Message::Failed { error }) => Err(StageFailure::Kind(error.into())),
@@ -66,7 +82,8 @@ pub fn run_job(
     }
 }
 
-/// Passes a progress line on as an event; returns any other message.
+/// Passes a progress line (or what the stage says it used) on as an
+/// event; returns any other message.
 pub(super) fn relay(
     stage: &str,
     line: &str,
@@ -78,6 +95,13 @@ pub(super) fn relay(
                 stage: stage.to_string(),
                 step: p.step,
                 fraction: p.fraction,
+            });
+            None
+        }
+        Ok(stages::job::Message::Usage(usage)) => {
+            send(Event::Measured {
+                stage: stage.to_string(),
+                usage,
             });
             None
         }

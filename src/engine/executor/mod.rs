@@ -68,7 +68,7 @@ impl Executor {
         send: &(dyn Fn(Event) + Sync),
     ) -> Result<(), StageFailure> {
         match self {
-            Executor::Local(children) => local::run_shell(shell, children),
+            Executor::Local(children) => local::run_shell(shell, send, children),
             Executor::Slurm(s) => s.run_shell(shell, grant, send),
         }
     }
@@ -87,7 +87,11 @@ impl Executor {
 }
 
 /// The environment a stage's work sees beyond the inherited one.
-pub fn stage_env(stage: &crate::spec::Stage, grant: &Grant) -> Vec<(&'static str, String)> {
+pub fn stage_env(
+    stage: &crate::spec::Stage,
+    grant: &Grant,
+    live: Option<&Path>,
+) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("FMNIST_PIPE_STAGE", stage.name.clone()),
         (
@@ -96,6 +100,16 @@ pub fn stage_env(stage: &crate::spec::Stage, grant: &Grant) -> Vec<(&'static str
         ),
         ("FMNIST_PIPE_THREADS", grant.cpus.to_string()),
     ];
+    // A command's own live file; a training's epochs are written by the
+    // orchestrator as they are told.
+    if let (Some(dir), None) = (live, stage.kind.is_builtin().then_some(())) {
+        env.push((
+            stages::contract::LIVE_ENV,
+            stages::contract::live_file(dir, &stage.name)
+                .display()
+                .to_string(),
+        ));
+    }
     if !grant.gpus.is_empty() {
         env.push(("CUDA_VISIBLE_DEVICES", grant.gpus.join(",")));
     }

@@ -29,6 +29,8 @@ pub(super) struct Line {
     /// The state's buckets by hash ("" for an empty one), in bucket order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    live: Option<String>,
 }
 
 /// One stage in a bucket.
@@ -260,6 +262,7 @@ pub(super) fn whole(dir: &Path, line: Line) -> Result<RunRecord> {
         params,
         metrics,
         stale,
+        live: line.live,
     })
 }
 
@@ -353,6 +356,7 @@ pub fn append(path: &Path, mut record: RunRecord) -> Result<RunRecord> {
         params: None,
         metrics: None,
         state: Some(state),
+        live: record.live.clone(),
     };
     write_line(path, &line)?;
     Ok(record)
@@ -477,6 +481,7 @@ pub fn compact(path: &Path, dry_run: bool) -> Result<Compacted> {
                     params: None,
                     metrics: None,
                     state: Some(state),
+                    live: record.live,
                 };
             }
         }

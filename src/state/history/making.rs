@@ -136,6 +136,7 @@ pub fn record(
         params,
         metrics,
         stale,
+        live: None,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct RunRecord {
     /// measured an earlier configuration, and are left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale: Vec<String>,
+    /// The run's live directory (its page, state and trace), by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
 }
 
 /// What `log` shows of a run: everything but the state.
@@ -73,6 +76,8 @@ pub struct RunSummary {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<String>,
     pub ran: Vec<RanStage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -119,6 +124,7 @@ mod tests {
             pipeline_changed: false,
             overrides: Vec::new(),
             stale: vec![],
+            live: None,
         }
     }
 

@@ -91,16 +91,7 @@ impl Reporter {
     }
 }
 
-fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 1.0 {
-        format!("{:.0}ms", s * 1000.0)
-    } else if s < 120.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    }
-}
+pub(crate) use crate::ui::words::fmt_duration;
 
 /// The terminal went away (SIGHUP); said into the log the run goes on in.
 pub fn hung_up(log: &std::path::Path) {
@@ -124,7 +115,7 @@ pub fn interrupted(signal: &str, stopped: usize) {
 }
 
 /// A stage's failure in words.
-fn failure_text(f: &crate::ui::events::Failure) -> String {
+pub(crate) fn failure_text(f: &crate::ui::events::Failure) -> String {
     use crate::ui::events::{Failure, Remedy};
     match f {
         Failure::DepMissing { path } => format!(

@@ -93,7 +93,24 @@ impl Reporter {
 
     pub fn event(&mut self, e: Event) {
         match e {
-            Event::Planned { .. } => {}
+            Event::Planned { .. }
+            | Event::Admitted { .. }
+            | Event::Measured { .. }
+            | Event::SearchSettled { .. } => {}
+            Event::Promoted {
+                search,
+                trial,
+                rung,
+                to,
+                val_acc,
+            } => {
+                if self.verbose {
+                    self.line(&format!(
+                        "promoted {trial}  ({search}: {:.2}% at epoch {rung}, goes on to epoch {to})",
+                        100.0 * val_acc
+                    ));
+                }
+            }
             Event::Started {
                 stage,
                 reason,
@@ -120,7 +137,9 @@ impl Reporter {
                     self.line(&format!("fresh    {stage}"));
                 }
             }
-            Event::Restored { stage, paths, from } => {
+            Event::Restored {
+                stage, paths, from, ..
+            } => {
                 self.finish_bar(&stage);
                 let from = from.map_or("cache".to_string(), |r| format!("remote `{r}`"));
                 self.line(&format!("restored {stage}  ({} from {from})", paths.join(", ")));
@@ -196,28 +215,25 @@ impl Reporter {
     }
 
     pub fn summary(&mut self, s: &Summary) {
-        let mut parts = vec![format!("{} ran", s.ran), format!("{} cached", s.cached)];
-        if s.restored > 0 {
-            parts.push(format!("{} restored", s.restored));
-        }
-        parts.push(format!("{} failed", s.failed));
-        if s.interrupted > 0 {
-            parts.push(format!("{} interrupted", s.interrupted));
-        }
-        if s.skipped > 0 {
-            parts.push(format!("{} skipped", s.skipped));
-        }
-        if s.not_pulled > 0 {
-            parts.push(format!("{} not pulled", s.not_pulled));
-        }
-        if s.not_started > 0 && s.interrupted > 0 {
-            parts.push(format!("{} not started", s.not_started));
-        } else if s.not_started > 0 {
-            parts.push(format!(
-                "{} not started (use --keep-going to run them)",
-                s.not_started
-            ));
-        }
-        self.line(&format!("{} in {}", parts.join(", "), fmt_duration(s.wall)));
+        self.line(&crate::ui::words::summary(s));
+    }
+
+    pub fn serving(&mut self, addr: &std::net::SocketAddr) {
+        self.line(&format!(
+            "serving the runs at http://{addr}/ (read-only; Ctrl-C stops)"
+        ));
+    }
+
+    /// Where the run's live page is, said once something happens.
+    pub fn live_page(&mut self, page: &std::path::Path) {
+        let abs = crate::spec::protect::physical(page);
+        self.line(&format!("live page: file://{}", abs.display()));
+    }
+
+    pub fn no_live_page(&mut self, dir: &std::path::Path, e: &std::io::Error) {
+        self.line(&format!(
+            "warning: no live page for this run: cannot create it in {} ({e}); the run goes on",
+            dir.display()
+        ));
     }
 }

@@ -94,6 +94,15 @@ impl Reporter {
 
     /// `run --dry-run`: what would run and why.
     /// `lines`: what each stage that would run is submitted with, if anything.
+    /// What the last measured runs say of stages' declarations.
+    pub fn measured(&self, warnings: &[(String, String)]) {
+        for (stage, w) in warnings {
+            self.line(&format!(
+                "warning: {stage}: {w} (see `fmnist-pipe trace`); raise the declaration, or on Slurm the job may be killed"
+            ));
+        }
+    }
+
     pub fn dry_run(&self, rows: &[StatusRow], lines: &std::collections::BTreeMap<String, String>) {
         let mut text = String::new();
         let mut n = 0;

@@ -1,0 +1,265 @@
+//! What a stage's process used: its CPU time (user and system, of it and
+//! of every descendant it waited for), its peak resident memory and its
+//! wall time. Measured where the stage runs, so a figure means the same
+//! on this machine and on a cluster's node.
+//!
+//! The kernel's `ru_maxrss` is the peak of the *largest single process*
+//! of the tree, not of the tree: a shell running two 300 MB programs side
+//! by side says 300 MB. So the process group's resident memory is also
+//! summed from `/proc` every [`SAMPLE_EVERY`], and the peak is the larger
+//! of the two. A tree that peaks between two samples for less than their
+//! interval is seen only through its largest process.
+
+use serde::{Deserialize, Serialize};
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often a running process group's memory is summed.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+
+/// What one run of a stage's process used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// When the process started (Unix seconds).
+    pub started_unix: f64,
+    pub wall_s: f64,
+    /// CPU time in user and kernel mode, summed over threads and the
+    /// descendants the process waited for.
+    pub user_s: f64,
+    pub sys_s: f64,
+    /// Peak resident memory in KiB: of the tree where it was sampled,
+    /// else of its largest process.
+    pub peak_rss_kib: u64,
+    /// The machine it ran on.
+    pub node: String,
+}
+
+impl Usage {
+    pub fn cpu_s(&self) -> f64 {
+        self.user_s + self.sys_s
+    }
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// This machine's name.
+pub fn node() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown host".into())
+}
+
+/// Waits for `child` (the leader of its own process group, started at
+/// `started`), measuring what its tree used while it ran.
+pub fn wait(child: &mut Child, started: (Instant, f64)) -> std::io::Result<(ExitStatus, Usage)> {
+    let pid = child.id() as i32;
+    let sampler = Sampler::start(pid);
+    let mut status: libc::c_int = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = loop {
+        // SAFETY: wait4 on our own child; status and ru are valid pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r >= 0 {
+            break Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            break Err(e);
+        }
+    };
+    let sampled = sampler.stop();
+    waited?;
+    use std::os::unix::process::ExitStatusExt;
+    let usage = Usage {
+        started_unix: started.1,
+        wall_s: started.0.elapsed().as_secs_f64(),
+        user_s: seconds(ru.ru_utime),
+        sys_s: seconds(ru.ru_stime),
+        peak_rss_kib: (ru.ru_maxrss.max(0) as u64).max(sampled),
+        node: node(),
+    };
+    Ok((ExitStatus::from_raw(status), usage))
+}
+
+/// What this process used so far (`__stage` says it of itself where no
+/// parent of its own waits for it: a Slurm job).
+pub fn own(started: (Instant, f64)) -> Usage {
+    let get = |who| {
+        // SAFETY: a zeroed rusage is valid; getrusage fills it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        ru
+    };
+    let (me, kids) = (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN));
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| status_kib(&s, "VmHWM:"))
+        .unwrap_or(0);
+    Usage {
+        started_unix: started.1,
+        wall_s: started.0.elapsed().as_secs_f64(),
+        user_s: seconds(me.ru_utime) + seconds(kids.ru_utime),
+        sys_s: seconds(me.ru_stime) + seconds(kids.ru_stime),
+        peak_rss_kib: hwm
+            .max(me.ru_maxrss.max(0) as u64)
+            .max(kids.ru_maxrss.max(0) as u64),
+        node: node(),
+    }
+}
+
+fn seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Sums a process group's resident memory on a thread of its own until
+/// stopped; the largest sum seen, in KiB.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(group: i32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak.clone());
+        let thread = std::thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    p.fetch_max(group_rss_kib(group), Ordering::Relaxed);
+                    park(&s, SAMPLE_EVERY);
+                }
+            })
+            .ok();
+        Sampler { stop, peak, thread }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Sleeps for `d` or until unparked by a stop.
+fn park(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+/// The resident memory of every process in `group`, summed (KiB).
+pub fn group_rss_kib(group: i32) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64;
+    let mut sum = 0;
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command's name may hold spaces and parentheses: the fields
+        // are counted after its last ')'. pgrp is the 3rd field after it.
+        let Some(rest) = stat.rfind(')').map(|k| &stat[k + 1..]) else {
+            continue;
+        };
+        let pgrp: Option<i32> = rest.split_whitespace().nth(2).and_then(|f| f.parse().ok());
+        if pgrp != Some(group) {
+            continue;
+        }
+        let resident = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+            .ok()
+            .and_then(|m| m.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        sum += resident * page_kib;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn measured(script: &str) -> Usage {
+        let children = crate::process::Children::default();
+        let t = (Instant::now(), unix_now());
+        let (mut child, _reg) = children
+            .spawn(Command::new("sh").args(["-c", script]))
+            .unwrap();
+        let (status, usage) = wait(&mut child, t).unwrap();
+        assert!(status.success());
+        usage
+    }
+
+    #[test]
+    fn cpu_time_counts_every_busy_process_of_the_tree() {
+        // Two processes busy for 0.6 s each, side by side.
+        let u = measured(
+            "timeout 0.6 sh -c 'while :; do :; done' & timeout 0.6 sh -c 'while :; do :; done' & wait",
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let want = 0.6 * cores.min(2) as f64;
+        assert!(
+            u.cpu_s() > want * 0.7 && u.cpu_s() < 1.3,
+            "{u:?} (want about {want} s)"
+        );
+        assert!(u.wall_s >= 0.6 && u.node == node(), "{u:?}");
+    }
+
+    #[test]
+    fn two_processes_side_by_side_peak_at_their_sum() {
+        // Each holds 40 MiB of written memory for a second.
+        let hold = "python3 -c 'import time; b = bytearray(b\"x\") * (40 << 20); time.sleep(1)'";
+        let u = measured(&format!("{hold} & {hold} & wait"));
+        assert!(u.peak_rss_kib > 80 * 1024, "{u:?}");
+        let single = measured(hold);
+        assert!(
+            single.peak_rss_kib > 40 * 1024 && single.peak_rss_kib < u.peak_rss_kib,
+            "{single:?}"
+        );
+    }
+
+    #[test]
+    fn a_process_can_say_what_it_used() {
+        let t = (Instant::now(), unix_now());
+        let mut x = 0u64;
+        while t.0.elapsed() < Duration::from_millis(100) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let u = own(t);
+        assert!(x > 0 && u.user_s > 0.05 && u.peak_rss_kib > 0, "{u:?}");
+    }
+}

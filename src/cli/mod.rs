@@ -103,6 +103,16 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
     },
+    /// Runs a command and writes what it used (what a Slurm job runs a
+    /// `cmd` stage under; not for people).
+    #[command(name = "__measure", hide = true)]
+    Measure {
+        /// Where what the command used is written (JSON).
+        usage: PathBuf,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// The recorded runs, newest first: when, the git commit, what ran.
     Log {
         /// At most this many runs.
@@ -250,6 +260,9 @@ pub struct RunArgs {
     /// After a failure, go on with the stages that do not depend on it.
     #[arg(long, short = 'k')]
     pub keep_going: bool,
+    /// Write no live page, state or trace for this run.
+    #[arg(long)]
+    pub no_live: bool,
     /// Cores the local scheduler packs stages onto (default: settings.jobs,
     /// else the number of cores); with `--executor slurm`, how many jobs
     /// may be queued or running at once (default 100).
@@ -364,6 +377,12 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
     if let Command::Stage { job } = &cli.command {
         return run_job(job);
     }
+    if let Command::Measure { usage, command } = &cli.command {
+        let (program, args) = command
+            .split_first()
+            .ok_or_else(|| Error::Usage("__measure needs a command".into()))?;
+        return Ok(stages::measure::run_measured(program, args, usage));
+    }
     // Commands that start processes stop them on every way out.
     if matches!(cli.command, Command::Bench(_) | Command::Gc { .. }) {
         crate::engine::interrupt::install(running, None)?;
@@ -386,7 +405,9 @@ fn dispatch(cli: &Cli, reporter: &mut Reporter, running: &Running) -> Result<i32
         crate::engine::interrupt::install(running, Some(log))?;
     }
     match &cli.command {
-        Command::Bench(_) | Command::Stage { .. } => unreachable!("handled above"),
+        Command::Bench(_) | Command::Stage { .. } | Command::Measure { .. } => {
+            unreachable!("handled above")
+        }
         Command::Show => show::run(&pipeline, &dag, reporter),
         Command::Log { limit, json } => log::run(&pipeline, reporter, limit, json),
         Command::Trace { run, json, tsv } => {

@@ -71,9 +71,14 @@ pub fn run(
     };
     // Seeing the run is not worth failing it for: without its directory
     // the run goes on, and says so.
-    let mut live = match crate::live::Live::start(store.home(), pipeline, executor) {
-        Ok(l) => Some(l),
-        Err(e) => {
+    let started = match args.no_live {
+        true => None,
+        false => Some(crate::live::Live::start(store.home(), pipeline, executor)),
+    };
+    let mut live = match started {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
             reporter.no_live_page(&store.home().join(crate::live::RUNS), &e);
             None
         }

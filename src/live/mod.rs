@@ -59,6 +59,9 @@ struct Shared {
     changes: Vec<Change>,
     dirty: bool,
     done: bool,
+    /// Something other than a fresh stage was told: until then nothing
+    /// is written (a run with nothing to do writes nothing).
+    active: bool,
 }
 
 /// The live files of one run, kept by a writer thread of their own: the
@@ -94,6 +97,7 @@ impl Live {
                 changes: Vec::new(),
                 dirty: true,
                 done: false,
+                active: false,
             }),
             Condvar::new(),
         ));
@@ -146,6 +150,10 @@ impl Live {
             return false;
         };
         let sh = &mut *sh;
+        if !matches!(e, Event::Cached { .. } | Event::Planned { .. }) && !sh.active {
+            sh.active = true;
+            wake.notify_one();
+        }
         if let Some(c) = sh.state.observe(&mut sh.index, e) {
             sh.changes.push(c);
             sh.dirty = true;
@@ -185,10 +193,16 @@ impl Live {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
-        let state = lock
+        let (state, active) = lock
             .lock()
-            .map(|sh| sh.state.clone())
-            .unwrap_or_else(|e| e.into_inner().state.clone());
+            .map(|sh| (sh.state.clone(), sh.active))
+            .unwrap_or_else(|e| {
+                let sh = e.into_inner();
+                (sh.state.clone(), sh.active)
+            });
+        if !active {
+            return state;
+        }
         let _ = crate::state::files::write_atomic(
             &self.dir.join("trace.json"),
             &serde_json::to_vec_pretty(&trace::of(&state)).unwrap_or_default(),
@@ -228,7 +242,9 @@ fn write_loop(dir: &Path, shared: &(Mutex<Shared>, Condvar)) {
     loop {
         let Ok(mut sh) = lock.lock() else { return };
         // Changes wait for the interval; the end does not.
-        while !sh.done && (!sh.dirty || last.is_some_and(|t| t.elapsed() < PAGE_EVERY)) {
+        while !sh.done
+            && (!sh.active || !sh.dirty || last.is_some_and(|t| t.elapsed() < PAGE_EVERY))
+        {
             let left = match last {
                 Some(t) if sh.dirty => PAGE_EVERY.saturating_sub(t.elapsed()),
                 _ => PAGE_EVERY,
@@ -239,6 +255,9 @@ fn write_loop(dir: &Path, shared: &(Mutex<Shared>, Condvar)) {
             };
         }
         let done = sh.done;
+        if done && !sh.active {
+            return;
+        }
         sh.state.read_accuracies();
         let state = sh.state.clone();
         let changes = std::mem::take(&mut sh.changes);

@@ -120,7 +120,7 @@ fn stage_table(h: &mut String, state: &RunState) {
     }
     h.push_str(
         "<table id=\"stages\"><thead><tr><th>stage</th><th>kind</th><th>state</th><th>progress</th>\
-         <th>time left</th><th>what it does, or why</th></tr></thead><tbody>",
+         <th>time left</th><th>why it ran, or what it does</th></tr></thead><tbody>",
     );
     for s in &state.stages {
         let _ = write!(
@@ -327,7 +327,17 @@ fn chart(h: &mut String, key: &str, mut series: Vec<Series>) {
         y1 = y0 + 1e-9_f64.max(y0.abs() * 0.01);
     }
     let pad = (y1 - y0) * 0.05;
-    let (y0, y1) = (y0 - pad, y1 + pad);
+    // Nothing below 0 (a loss, an accuracy), nothing above 100% (an
+    // accuracy) is drawn room for.
+    let share = key.contains("acc") && y1 <= 1.0;
+    let (y0, y1) = (
+        if y0 >= 0.0 {
+            (y0 - pad).max(0.0)
+        } else {
+            y0 - pad
+        },
+        if share { (y1 + pad).min(1.0) } else { y1 + pad },
+    );
     let sx = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
     let sy = |y: f64| t + (y1 - y) / (y1 - y0) * (ht - t - b);
     let _ = write!(
@@ -346,7 +356,11 @@ fn chart(h: &mut String, key: &str, mut series: Vec<Series>) {
             sy(y),
             l - 4.0,
             sy(y) + 4.0,
-            tick(y, y1 - y0)
+            if share {
+                format!("{}%", tick(100.0 * y, 100.0 * (y1 - y0)))
+            } else {
+                tick(y, y1 - y0)
+            }
         );
     }
     let xt = ((x1 - x0) / 5.0).ceil().max(1.0);

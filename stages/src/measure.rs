@@ -115,6 +115,52 @@ pub fn own(started: (Instant, f64)) -> Usage {
     }
 }
 
+/// Runs `program` with `args` as this process's child (its own process
+/// group, killed with this process), writes what it used to `usage` as
+/// JSON, and ends as the child ended: the same status, or the same
+/// signal. What a Slurm job runs a `cmd` stage under, where no parent of
+/// the tool's waits for it.
+pub fn run_measured(
+    program: &std::ffi::OsStr,
+    args: &[std::ffi::OsString],
+    usage: &std::path::Path,
+) -> i32 {
+    let started = (Instant::now(), unix_now());
+    let children = crate::process::Children::default();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    let (status, used) = match children
+        .spawn(&mut cmd)
+        .and_then(|(mut child, _registered)| wait(&mut child, started))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fmnist-pipe: cannot run {}: {e}", program.to_string_lossy());
+            return 127;
+        }
+    };
+    if let Ok(json) = serde_json::to_vec(&used) {
+        let tmp = usage.with_extension("usage.tmp");
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, usage);
+        }
+    }
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => {
+            // SAFETY: back to the default action, then the same signal:
+            // whoever waits for this process sees how the command ended.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+            128 + sig
+        }
+        (None, None) => 1,
+    }
+}
+
 fn seconds(t: libc::timeval) -> f64 {
     t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }

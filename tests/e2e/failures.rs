@@ -24,7 +24,8 @@ stages:
 "#,
     );
     p.run(&["run", "-j", "1"]).exits(1).stdout_untimed_is(
-        "running  bad  (never run)
+        "live page: <page>
+running  bad  (never run)
 FAILED   bad: command exited with status 7
          last lines of output:
          | some context
@@ -49,7 +50,8 @@ fn a_stage_that_does_not_write_its_output_fails() {
     let p =
         Project::with("stages:\n  a:\n    kind: cmd\n    cmd: \"true\"\n    outs: [never.txt]\n");
     p.run(&["run"]).exits(1).stdout_untimed_is(
-        "running  a  (never run)
+        "live page: <page>
+running  a  (never run)
 FAILED   a: the stage succeeded but did not produce its output never.txt
          full log: ./cache/logs/a.log
 0 ran, 0 cached, 1 failed in <time>

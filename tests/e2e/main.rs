@@ -18,6 +18,7 @@ mod history;
 mod hostile;
 mod interrupts;
 mod layout;
+mod live;
 mod load_errors;
 mod predict;
 mod recipe;

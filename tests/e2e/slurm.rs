@@ -110,11 +110,52 @@ fn the_study_on_slurm_matches_the_local_executor() {
         );
     }
     assert_eq!(table_without_times(&local), table_without_times(&slurm));
+    // Each job measured where it ran, as the local run was.
+    let trace = slurm.run(&["trace", "--json"]).ok().stdout();
+    let t: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let stages = t["stages"].as_array().unwrap();
+    assert_eq!(
+        (t["executor"].as_str(), stages.len()),
+        (Some("slurm"), 7),
+        "{t}"
+    );
+    for e in stages {
+        assert!(e["cpu_s"].as_f64().unwrap() > 0.0, "{e}");
+        assert!(e["peak_rss_mb"].as_f64().unwrap() > 1.0, "{e}");
+        assert!(
+            e["queue_s"].as_f64().is_some() && e["node"].is_string(),
+            "{e}"
+        );
+    }
     // What Slurm ran is cached like the rest.
     slurm
         .run(&["run", "--executor", "slurm"])
         .ok()
         .has("0 ran, 7 cached");
+}
+
+#[test]
+fn a_command_s_job_is_measured_on_its_node() {
+    let Some(_c) = cluster() else { return };
+    let p = Project::with(
+        r#"stages:
+  big:
+    kind: cmd
+    cmd: |
+      python3 -c "import time; b = bytearray(b'x') * (200 << 20)
+      while time.process_time() < 1: pass" && touch big.txt
+    outs: [big.txt]
+"#,
+    );
+    p.run(&["run", "--executor", "slurm"]).ok();
+    let trace = p.run(&["trace", "--json"]).ok().stdout();
+    let t: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let e = &t["stages"][0];
+    let mb = e["peak_rss_mb"].as_f64().unwrap();
+    assert!((200.0..=220.0).contains(&mb), "200 MiB within 10%: {e}");
+    let cpu = e["cpu_s"].as_f64().unwrap();
+    assert!((1.0..=1.5).contains(&cpu), "{e}");
+    assert_eq!(e["outcome"], "done");
 }
 
 #[test]

@@ -110,7 +110,9 @@ impl Slurm {
         grant: &Grant,
         send: &(dyn Fn(Event) + Sync),
     ) -> Result<(), StageFailure> {
-        let script = shell_script(shell);
+        let usage = usage_path(shell.log);
+        let _ = fs::remove_file(&usage);
+        let script = shell_script(shell, &self.exe, &usage);
         let args = sbatch_args(
             shell.slurm,
             shell.stage,
@@ -122,6 +124,17 @@ impl Slurm {
         );
         let id = self.submit(shell.stage, &args, &script, shell.log, send)?;
         let seen = self.wait(shell.stage, &id, None, send);
+        // What the node measured, where the job lived to say it.
+        if let Some(used) = fs::read(&usage)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<stages::measure::Usage>(&b).ok())
+        {
+            send(Event::Measured {
+                stage: shell.stage.to_string(),
+                usage: used,
+            });
+        }
+        let _ = fs::remove_file(&usage);
         match seen.state {
             JobState::Completed => Ok(()),
             _ => Err(describe_failure(&id, &seen, shell.log, false)),

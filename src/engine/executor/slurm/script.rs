@@ -99,15 +99,26 @@ pub(super) fn not_visible(path: &str) -> String {
     )
 }
 
-pub(super) fn shell_script(shell: &Shell<'_>) -> String {
+/// A `cmd` stage's job: the command run under `__measure`, which writes
+/// what it used to `usage` (the node has the program: built-in stages
+/// need it there too).
+pub(super) fn shell_script(shell: &Shell<'_>, exe: &Path, usage: &Path) -> String {
     let dir = sh_quote(&shell.dir.display().to_string());
+    let exe = sh_quote(&exe.display().to_string());
     format!(
-        "#!/bin/sh\n# fmnist-pipe stage {}\n{}cd {dir} || exit {NOT_SHARED}\n{}exec sh -c {}\n",
+        "#!/bin/sh\n# fmnist-pipe stage {}\n{}{}cd {dir} || exit {NOT_SHARED}\n{}exec {exe} __measure {} sh -c {}\n",
         shell.stage,
+        not_visible(&exe),
         not_visible(&dir),
         exports(&shell.env),
+        sh_quote(&usage.display().to_string()),
         sh_quote(shell.cmd)
     )
+}
+
+/// Where a `cmd` stage's job writes what it used.
+pub(super) fn usage_path(log: &Path) -> PathBuf {
+    log.with_extension("usage")
 }
 
 pub(super) fn job_script(exe: &Path, job: &Path, env: &[(&'static str, String)]) -> String {

@@ -27,20 +27,7 @@ pub fn run(
         return Err(Error::Usage("--jobs must be at least 1".into()));
     }
     if args.dry_run {
-        let rows = status_rows(pipeline, dag, &args.stages, &args.force, args.force_all)?;
-        let mut lines = std::collections::BTreeMap::new();
-        if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
-            let store = Store::open(&pipeline.settings);
-            for s in &pipeline.stages {
-                lines.insert(
-                    s.name.clone(),
-                    crate::engine::executor::slurm::describe(s, &store),
-                );
-            }
-        }
-        reporter.dry_run(&rows, &lines);
-        reporter.measured(&super::status::measured_warnings(pipeline));
-        return Ok(exit::OK);
+        return dry_run(pipeline, dag, reporter, args);
     }
     if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
         // Before the cache is touched: without a cluster nothing runs.
@@ -65,24 +52,7 @@ pub fn run(
         None
     };
     let hashes = HashCache::load(store.home().join("hashes.json"));
-    let executor = match args.executor.unwrap_or(pipeline.settings.executor) {
-        spec::ExecutorKind::Slurm => "slurm",
-        spec::ExecutorKind::Local => "local",
-    };
-    // Seeing the run is not worth failing it for: without its directory
-    // the run goes on, and says so.
-    let started = match args.no_live {
-        true => None,
-        false => Some(crate::live::Live::start(store.home(), pipeline, executor)),
-    };
-    let mut live = match started {
-        None => None,
-        Some(Ok(l)) => Some(l),
-        Some(Err(e)) => {
-            reporter.no_live_page(&store.home().join(crate::live::RUNS), &e);
-            None
-        }
-    };
+    let mut live = start_live(pipeline, &store, reporter, args);
     let opts = RunOptions {
         targets: args.stages.clone(),
         force: args.force.clone(),
@@ -125,52 +95,15 @@ pub fn run(
         }
     };
     let summary = study.summary;
-    let live = live.and_then(|l| {
-        let how = if summary.interrupted > 0 || running.stopping() {
-            "interrupted"
-        } else if summary.failed > 0 {
-            "failed"
-        } else {
-            "finished"
-        };
-        let name = l.name();
-        let dir = l.dir().to_path_buf();
-        l.finish(how, crate::ui::words::summary(&summary));
-        // A run that did nothing leaves no directory behind.
-        let idle = ran.is_empty() && summary.restored == 0 && summary.failed == 0;
-        if idle {
-            let _ = std::fs::remove_dir_all(&dir);
-            None
-        } else {
-            Some(name)
-        }
-    });
+    let idle = ran.is_empty() && summary.restored == 0 && summary.failed == 0;
+    let live = live.and_then(|l| finish_live(l, &summary, idle, running));
     let (pipeline, dag) = match &study.expanded {
         Some((p, d)) => (p, d),
         None => (pipeline, dag),
     };
     reporter.summary(&summary);
     if !ran.is_empty() {
-        let path = history::path(pipeline);
-        // Only what is fresh now is the result of the parameters
-        // recorded: a stale evaluation measured something else.
-        let fresh: std::collections::HashSet<String> = status_rows(pipeline, dag, &[], &[], false)?
-            .into_iter()
-            .filter(|r| r.state == RowState::Fresh)
-            .map(|r| r.stage)
-            .collect();
-        let mut record = history::record(pipeline, begun, ran, &|s| fresh.contains(s));
-        record.live = live;
-        if let Err(e) = history::append(&path, record) {
-            // The run itself succeeded; its record is what is lost.
-            let cause = std::error::Error::source(&e)
-                .map(|c| format!(" ({c})"))
-                .unwrap_or_default();
-            reporter.event(crate::ui::events::Event::NotInHistory {
-                error: format!("{e}{cause}"),
-                path,
-            });
-        }
+        record_run((pipeline, dag), reporter, (begun, ran), live)?;
     }
     // The comparison tables of the compare and confirm stages this run
     // covered and that are up to date.
@@ -189,6 +122,104 @@ pub fn run(
         (false, f, _) if f > 0 => exit::STAGE_FAILED,
         _ => exit::OK,
     })
+}
+
+/// Adds the run to the history: what ran, and the state after it.
+fn record_run(
+    (pipeline, dag): (&Pipeline, &Dag),
+    reporter: &mut Reporter,
+    (begun, ran): (history::Start, Vec<history::RanStage>),
+    live: Option<String>,
+) -> Result<()> {
+    let path = history::path(pipeline);
+    // Only what is fresh now is the result of the parameters
+    // recorded: a stale evaluation measured something else.
+    let fresh: std::collections::HashSet<String> = status_rows(pipeline, dag, &[], &[], false)?
+        .into_iter()
+        .filter(|r| r.state == RowState::Fresh)
+        .map(|r| r.stage)
+        .collect();
+    let mut record = history::record(pipeline, begun, ran, &|s| fresh.contains(s));
+    record.live = live;
+    if let Err(e) = history::append(&path, record) {
+        // The run itself succeeded; its record is what is lost.
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        reporter.event(crate::ui::events::Event::NotInHistory {
+            error: format!("{e}{cause}"),
+            path,
+        });
+    }
+    Ok(())
+}
+
+/// `run --dry-run`: what would run and why (with the Slurm executor, the
+/// sbatch line of each), and what the last measures say.
+fn dry_run(pipeline: &Pipeline, dag: &Dag, reporter: &mut Reporter, args: &RunArgs) -> Result<i32> {
+    let rows = status_rows(pipeline, dag, &args.stages, &args.force, args.force_all)?;
+    let mut lines = std::collections::BTreeMap::new();
+    if args.executor.unwrap_or(pipeline.settings.executor) == spec::ExecutorKind::Slurm {
+        let store = Store::open(&pipeline.settings);
+        for s in &pipeline.stages {
+            lines.insert(
+                s.name.clone(),
+                crate::engine::executor::slurm::describe(s, &store),
+            );
+        }
+    }
+    reporter.dry_run(&rows, &lines);
+    reporter.measured(&super::status::measured_warnings(pipeline));
+    Ok(exit::OK)
+}
+
+/// The run's live directory, unless `--no-live`. Seeing the run is not
+/// worth failing it for: without its directory the run goes on, and
+/// says so.
+fn start_live(
+    pipeline: &Pipeline,
+    store: &Store,
+    reporter: &mut Reporter,
+    args: &RunArgs,
+) -> Option<crate::live::Live> {
+    if args.no_live {
+        return None;
+    }
+    let executor = match args.executor.unwrap_or(pipeline.settings.executor) {
+        spec::ExecutorKind::Slurm => "slurm",
+        spec::ExecutorKind::Local => "local",
+    };
+    match crate::live::Live::start(store.home(), pipeline, executor) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            reporter.no_live_page(&store.home().join(crate::live::RUNS), &e);
+            None
+        }
+    }
+}
+
+/// The run's last page and its trace; the directory's name for the
+/// history. A run that did nothing (`idle`) leaves no directory behind.
+fn finish_live(
+    live: crate::live::Live,
+    summary: &crate::ui::events::Summary,
+    idle: bool,
+    running: &Running,
+) -> Option<String> {
+    let how = if summary.interrupted > 0 || running.stopping() {
+        "interrupted"
+    } else if summary.failed > 0 {
+        "failed"
+    } else {
+        "finished"
+    };
+    let (name, dir) = (live.name(), live.dir().to_path_buf());
+    live.finish(how, crate::ui::words::summary(summary));
+    if idle {
+        let _ = std::fs::remove_dir_all(&dir);
+        return None;
+    }
+    Some(name)
 }
 
 /// Keeps what the history records of a run: each stage that ran, why,

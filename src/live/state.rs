@@ -183,6 +183,19 @@ impl RunState {
 
     /// Takes in one event; the change it makes, if it changes a state.
     pub fn observe(&mut self, index: &mut HashMap<String, usize>, e: &Event) -> Option<Change> {
+        match e {
+            Event::Promoted { .. } | Event::SearchSettled { .. } => self.decided(e),
+            Event::Restored { .. }
+            | Event::Finished { .. }
+            | Event::Failed { .. }
+            | Event::Interrupted { .. }
+            | Event::Skipped { .. } => self.ended(index, e),
+            _ => self.going(index, e),
+        }
+    }
+
+    /// A stage on its way: admitted, started, progressing, measured; or fresh.
+    fn going(&mut self, index: &mut HashMap<String, usize>, e: &Event) -> Option<Change> {
         let now = stages::measure::unix_now();
         let change = |stage: &str, what: String| {
             Some(Change {
@@ -245,6 +258,21 @@ impl RunState {
                 }
                 None
             }
+            _ => None,
+        }
+    }
+
+    /// How a stage ended.
+    fn ended(&mut self, index: &mut HashMap<String, usize>, e: &Event) -> Option<Change> {
+        let now = stages::measure::unix_now();
+        let change = |stage: &str, what: String| {
+            Some(Change {
+                at: now,
+                stage: Some(stage.to_string()),
+                what,
+            })
+        };
+        match e {
             Event::Restored {
                 stage, from, took, ..
             } => {
@@ -290,6 +318,21 @@ impl RunState {
                 s.reason = Some(format!("needs {because}"));
                 change(stage, format!("skipped (needs {because})"))
             }
+            _ => None,
+        }
+    }
+
+    /// A search's decision.
+    fn decided(&mut self, e: &Event) -> Option<Change> {
+        let now = stages::measure::unix_now();
+        let change = |stage: &str, what: String| {
+            Some(Change {
+                at: now,
+                stage: Some(stage.to_string()),
+                what,
+            })
+        };
+        match e {
             Event::Promoted {
                 search,
                 trial,

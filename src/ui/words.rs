@@ -115,6 +115,45 @@ pub fn job(f: &JobFailure) -> String {
     what
 }
 
+/// A run's tally: `3 ran, 2 cached, 0 failed in 4.2s`.
+pub fn summary(s: &crate::ui::events::Summary) -> String {
+    let mut parts = vec![format!("{} ran", s.ran), format!("{} cached", s.cached)];
+    if s.restored > 0 {
+        parts.push(format!("{} restored", s.restored));
+    }
+    parts.push(format!("{} failed", s.failed));
+    if s.interrupted > 0 {
+        parts.push(format!("{} interrupted", s.interrupted));
+    }
+    if s.skipped > 0 {
+        parts.push(format!("{} skipped", s.skipped));
+    }
+    if s.not_pulled > 0 {
+        parts.push(format!("{} not pulled", s.not_pulled));
+    }
+    if s.not_started > 0 && s.interrupted > 0 {
+        parts.push(format!("{} not started", s.not_started));
+    } else if s.not_started > 0 {
+        parts.push(format!(
+            "{} not started (use --keep-going to run them)",
+            s.not_started
+        ));
+    }
+    format!("{} in {}", parts.join(", "), fmt_duration(s.wall))
+}
+
+/// `420ms`, `4.2s`, `3m05s`.
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{:.0}ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,44 +206,5 @@ mod tests {
         };
         assert!(over.notice());
         assert!(step(&over).ends_with("training starts over from epoch 1"));
-    }
-}
-
-/// A run's tally: `3 ran, 2 cached, 0 failed in 4.2s`.
-pub fn summary(s: &crate::ui::events::Summary) -> String {
-    let mut parts = vec![format!("{} ran", s.ran), format!("{} cached", s.cached)];
-    if s.restored > 0 {
-        parts.push(format!("{} restored", s.restored));
-    }
-    parts.push(format!("{} failed", s.failed));
-    if s.interrupted > 0 {
-        parts.push(format!("{} interrupted", s.interrupted));
-    }
-    if s.skipped > 0 {
-        parts.push(format!("{} skipped", s.skipped));
-    }
-    if s.not_pulled > 0 {
-        parts.push(format!("{} not pulled", s.not_pulled));
-    }
-    if s.not_started > 0 && s.interrupted > 0 {
-        parts.push(format!("{} not started", s.not_started));
-    } else if s.not_started > 0 {
-        parts.push(format!(
-            "{} not started (use --keep-going to run them)",
-            s.not_started
-        ));
-    }
-    format!("{} in {}", parts.join(", "), fmt_duration(s.wall))
-}
-
-/// `420ms`, `4.2s`, `3m05s`.
-pub fn fmt_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 1.0 {
-        format!("{:.0}ms", s * 1000.0)
-    } else if s < 120.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     }
 }

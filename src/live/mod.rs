@@ -239,15 +239,17 @@ pub fn append_line(path: &Path, value: &impl serde::Serialize) -> std::io::Resul
 fn write_loop(dir: &Path, shared: &(Mutex<Shared>, Condvar)) {
     let (lock, wake) = shared;
     let mut last: Option<Instant> = None;
+    // A large run's files take long to write: the pause between writes is
+    // at least ten times the last write, so writing never takes more than
+    // a tenth of a core.
+    let mut every = PAGE_EVERY;
     loop {
         let Ok(mut sh) = lock.lock() else { return };
         // Changes wait for the interval; the end does not.
-        while !sh.done
-            && (!sh.active || !sh.dirty || last.is_some_and(|t| t.elapsed() < PAGE_EVERY))
-        {
+        while !sh.done && (!sh.active || !sh.dirty || last.is_some_and(|t| t.elapsed() < every)) {
             let left = match last {
-                Some(t) if sh.dirty => PAGE_EVERY.saturating_sub(t.elapsed()),
-                _ => PAGE_EVERY,
+                Some(t) if sh.dirty => every.saturating_sub(t.elapsed()),
+                _ => every,
             };
             sh = match wake.wait_timeout(sh, left.max(Duration::from_millis(10))) {
                 Ok((g, _)) => g,
@@ -263,7 +265,9 @@ fn write_loop(dir: &Path, shared: &(Mutex<Shared>, Condvar)) {
         let changes = std::mem::take(&mut sh.changes);
         sh.dirty = false;
         drop(sh);
+        let began = Instant::now();
         write_all(dir, &state, &changes);
+        every = PAGE_EVERY.max(began.elapsed() * 10);
         last = Some(Instant::now());
         if done {
             return;

@@ -6,9 +6,10 @@
 //! The kernel's `ru_maxrss` is the peak of the *largest single process*
 //! of the tree, not of the tree: a shell running two 300 MB programs side
 //! by side says 300 MB. So the process group's resident memory is also
-//! summed from `/proc` every [`SAMPLE_EVERY`], and the peak is the larger
-//! of the two. A tree that peaks between two samples for less than their
-//! interval is seen only through its largest process.
+//! summed from `/proc` every [`SAMPLE_EVERY`] (the first after a quarter
+//! of it), and the peak is the larger of the two. A tree that peaks
+//! between two samples for less than their interval is seen only through
+//! its largest process.
 
 use serde::{Deserialize, Serialize};
 use std::process::{Child, ExitStatus};
@@ -186,6 +187,10 @@ impl Sampler {
         let thread = std::thread::Builder::new()
             .name("rss-sampler".into())
             .spawn(move || {
+                // The first sample waits a little: a command over in a few
+                // milliseconds is measured by its largest process alone,
+                // and pays no scan of /proc.
+                park(&s, SAMPLE_EVERY / 4);
                 while !s.load(Ordering::Relaxed) {
                     p.fetch_max(group_rss_kib(group), Ordering::Relaxed);
                     park(&s, SAMPLE_EVERY);

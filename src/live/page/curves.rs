@@ -8,8 +8,9 @@ use std::path::Path;
 
 /// A chart draws at most this many points per series (evenly picked).
 const POINTS: usize = 120;
-/// Series drawn in colour (the best); the rest are grey.
+/// Series drawn in colour (the best); the next are grey, up to `DRAWN`.
 const COLOURED: usize = 8;
+const DRAWN: usize = 48;
 const PALETTE: [&str; COLOURED] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
 ];
@@ -27,6 +28,11 @@ pub(super) fn curves(h: &mut String, dir: &Path, state: &RunState) {
     // quantity -> group -> x -> values over seeds.
     type Acc = BTreeMap<String, BTreeMap<String, BTreeMap<i64, Vec<f64>>>>;
     let mut acc: Acc = BTreeMap::new();
+    // Only the stages that have a file are read: one listing, not a
+    // lookup per stage.
+    let have: std::collections::HashSet<std::ffi::OsString> = std::fs::read_dir(dir.join("stages"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     for s in &state.stages {
         if matches!(
             s.state,
@@ -34,8 +40,11 @@ pub(super) fn curves(h: &mut String, dir: &Path, state: &RunState) {
         ) {
             continue;
         }
-        let lines: Vec<serde_json::Map<String, serde_json::Value>> =
-            crate::live::read_lines(&crate::live::stage_file(dir, &s.name));
+        let file = crate::live::stage_file(dir, &s.name);
+        if !file.file_name().is_some_and(|n| have.contains(n)) {
+            continue;
+        }
+        let lines: Vec<serde_json::Map<String, serde_json::Value>> = crate::live::read_lines(&file);
         if lines.is_empty() {
             continue;
         }
@@ -195,6 +204,8 @@ impl Frame {
 
 fn chart(h: &mut String, key: &str, mut series: Vec<Series>) {
     series.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let all = series.len();
+    series.truncate(DRAWN);
     let f = Frame::new(key, &series);
     axes(h, key, &f);
     // Grey first, so the coloured lines lie on top.
@@ -238,6 +249,12 @@ fn chart(h: &mut String, key: &str, mut series: Vec<Series>) {
             h,
             "<span class=\"key\"><i style=\"background:#bbbbbb\"></i>{} others</span>",
             series.len() - COLOURED
+        );
+    }
+    if all > DRAWN {
+        let _ = write!(
+            h,
+            "<span class=\"key\">the {DRAWN} best of {all} are drawn</span>"
         );
     }
     h.push_str("</figcaption></figure>");

@@ -5,6 +5,11 @@ use crate::live::trace;
 use stages::html::escape;
 use std::fmt::Write;
 
+/// The timeline draws at most this many bars (the longest); the resource
+/// table lists at most this many stages one by one.
+const BARS: usize = 400;
+const ROWS: usize = 60;
+
 /// One lane per slot: a stage takes the first lane free when it starts.
 pub fn lanes(entries: &[trace::Entry]) -> Vec<usize> {
     let mut ends: Vec<f64> = Vec::new();
@@ -69,7 +74,13 @@ pub(super) fn timeline(h: &mut String, state: &RunState) {
         );
     }
     let sx = |s: f64| l + s / span * (w - l - 10.0);
-    for (e, &k) in owned.iter().zip(&lane) {
+    // A study of thousands of stages: its longest, on the lanes all took.
+    let mut drawn: Vec<usize> = (0..owned.len()).collect();
+    if drawn.len() > BARS {
+        drawn.sort_by(|&a, &b| owned[b].wall_s.total_cmp(&owned[a].wall_s));
+        drawn.truncate(BARS);
+    }
+    for (e, &k) in drawn.iter().map(|&i| (&owned[i], &lane[i])) {
         let y = 14.0 + row * k as f64;
         let _ = write!(
             h,
@@ -108,14 +119,35 @@ pub(super) fn timeline(h: &mut String, state: &RunState) {
             escape(k)
         );
     }
-    h.push_str("<span class=\"key\">dashed: failed or cut short</span></figcaption></figure>");
+    h.push_str("<span class=\"key\">dashed: failed or cut short</span>");
+    if owned.len() > BARS {
+        let _ = write!(
+            h,
+            "<span class=\"key\">the {BARS} longest of {} stages are drawn</span>",
+            owned.len()
+        );
+    }
+    h.push_str("</figcaption></figure>");
     resources(h, &tr);
 }
 
+/// What each stage used; for a study of many stages, what each declared
+/// stage's used in all, then the longest stages.
 fn resources(h: &mut String, tr: &trace::Trace) {
+    let mut rows: Vec<&trace::Entry> = tr.stages.iter().collect();
+    if rows.len() > ROWS {
+        by_declared(h, tr);
+        rows.sort_by(|a, b| b.wall_s.total_cmp(&a.wall_s));
+        rows.truncate(20);
+        let _ = write!(
+            h,
+            "<p class=\"meta\">The 20 longest of {} stages:</p>",
+            tr.stages.len()
+        );
+    }
     h.push_str("<table id=\"resources\"><thead><tr><th>stage</th><th>outcome</th><th>queued</th><th>wall</th><th>CPU</th><th>cores used</th><th>peak memory</th><th>threads</th><th>where</th><th>saved</th></tr></thead><tbody>");
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or(String::new(), f);
-    for e in &tr.stages {
+    for e in rows {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -132,6 +164,31 @@ fn resources(h: &mut String, tr: &trace::Trace) {
             if e.cpus > 0 { e.cpus.to_string() } else { String::new() },
             escape(e.node.as_deref().unwrap_or(&e.executor)),
             opt(e.saved_s, &trace::seconds)
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// A line per declared stage: how many of its stages, their wall and CPU
+/// time in all, and the highest peak.
+fn by_declared(h: &mut String, tr: &trace::Trace) {
+    let mut by: std::collections::BTreeMap<&str, (usize, f64, f64, f64)> = Default::default();
+    for e in &tr.stages {
+        let base = e.stage.split('@').next().unwrap_or(&e.stage);
+        let a = by.entry(base).or_default();
+        a.0 += 1;
+        a.1 += e.wall_s;
+        a.2 += e.cpu_s.unwrap_or(0.0);
+        a.3 = a.3.max(e.peak_rss_mb.unwrap_or(0.0));
+    }
+    h.push_str("<table id=\"by-stage\"><thead><tr><th>declared stage</th><th>stages</th><th>wall in all</th><th>CPU in all</th><th>highest peak memory</th></tr></thead><tbody>");
+    for (base, (n, wall, cpu, peak)) in by {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{n}</td><td>{}</td><td>{}</td><td>{peak:.0} MB</td></tr>",
+            escape(base),
+            trace::seconds(wall),
+            trace::seconds(cpu)
         );
     }
     h.push_str("</tbody></table>");

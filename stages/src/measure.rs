@@ -6,14 +6,13 @@
 //! The kernel's `ru_maxrss` is the peak of the *largest single process*
 //! of the tree, not of the tree: a shell running two 300 MB programs side
 //! by side says 300 MB. So the process group's resident memory is also
-//! summed from `/proc` every [`SAMPLE_EVERY`] (the first after a quarter
-//! of it), and the peak is the larger of the two. A tree that peaks
+//! summed from `/proc` every [`SAMPLE_EVERY`] (by one thread for every
+//! stage running), and the peak is the larger of the two. A tree that peaks
 //! between two samples for less than their interval is seen only through
 //! its largest process.
 
 use serde::{Deserialize, Serialize};
 use std::process::{Child, ExitStatus};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -171,65 +170,79 @@ fn status_kib(status: &str, field: &str) -> Option<u64> {
     line[field.len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// Sums a process group's resident memory on a thread of its own until
-/// stopped; the largest sum seen, in KiB.
+/// The process groups being measured, each with the largest sum of its
+/// resident memory seen so far (KiB). One thread of the process samples
+/// them all: a stage pays no thread of its own (a thread started and
+/// joined per command costs milliseconds on a busy machine), and /proc is
+/// read once per round whatever the number of stages running.
+#[derive(Default)]
+struct Groups {
+    peaks: std::collections::HashMap<i32, u64>,
+}
+
+static GROUPS: std::sync::OnceLock<Arc<std::sync::Mutex<Groups>>> = std::sync::OnceLock::new();
+
+fn groups() -> &'static Arc<std::sync::Mutex<Groups>> {
+    GROUPS.get_or_init(|| {
+        let shared = Arc::new(std::sync::Mutex::new(Groups::default()));
+        let mine = shared.clone();
+        // Without the thread, peaks are the largest process's alone.
+        let _ = std::thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn(move || loop {
+                std::thread::sleep(SAMPLE_EVERY);
+                let wanted: Vec<i32> = match mine.lock() {
+                    Ok(g) => g.peaks.keys().copied().collect(),
+                    Err(_) => return,
+                };
+                if wanted.is_empty() {
+                    continue;
+                }
+                let sums = groups_rss_kib(&wanted);
+                if let Ok(mut g) = mine.lock() {
+                    for (group, kib) in sums {
+                        if let Some(p) = g.peaks.get_mut(&group) {
+                            *p = (*p).max(kib);
+                        }
+                    }
+                }
+            });
+        shared
+    })
+}
+
+/// A process group's memory, sampled while it is registered.
 struct Sampler {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    group: i32,
 }
 
 impl Sampler {
     fn start(group: i32) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), peak.clone());
-        let thread = std::thread::Builder::new()
-            .name("rss-sampler".into())
-            .spawn(move || {
-                // The first sample waits a little: a command over in a few
-                // milliseconds is measured by its largest process alone,
-                // and pays no scan of /proc.
-                park(&s, SAMPLE_EVERY / 4);
-                while !s.load(Ordering::Relaxed) {
-                    p.fetch_max(group_rss_kib(group), Ordering::Relaxed);
-                    park(&s, SAMPLE_EVERY);
-                }
-            })
-            .ok();
-        Sampler { stop, peak, thread }
+        if let Ok(mut g) = groups().lock() {
+            g.peaks.insert(group, 0);
+        }
+        Sampler { group }
     }
 
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-        self.peak.load(Ordering::Relaxed)
+    /// The largest sum seen; the group is no longer sampled.
+    fn stop(self) -> u64 {
+        groups()
+            .lock()
+            .ok()
+            .and_then(|mut g| g.peaks.remove(&self.group))
+            .unwrap_or(0)
     }
 }
 
-/// Sleeps for `d` or until unparked by a stop.
-fn park(stop: &AtomicBool, d: Duration) {
-    let until = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        std::thread::park_timeout(left);
-    }
-}
-
-/// The resident memory of every process in `group`, summed (KiB).
-pub fn group_rss_kib(group: i32) -> u64 {
+/// The resident memory of each of `groups`' processes, summed by group
+/// (KiB), in one pass over /proc.
+fn groups_rss_kib(groups: &[i32]) -> Vec<(i32, u64)> {
+    let mut sums: Vec<(i32, u64)> = groups.iter().map(|&g| (g, 0)).collect();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
+        return sums;
     };
     // SAFETY: sysconf has no preconditions.
     let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64;
-    let mut sum = 0;
     for e in dir.flatten() {
         let name = e.file_name();
         let Some(pid) = name
@@ -247,16 +260,21 @@ pub fn group_rss_kib(group: i32) -> u64 {
             continue;
         };
         let pgrp: Option<i32> = rest.split_whitespace().nth(2).and_then(|f| f.parse().ok());
-        if pgrp != Some(group) {
+        let Some(slot) = sums.iter_mut().find(|(g, _)| Some(*g) == pgrp) else {
             continue;
-        }
+        };
         let resident = std::fs::read_to_string(format!("/proc/{pid}/statm"))
             .ok()
             .and_then(|m| m.split_whitespace().nth(1)?.parse::<u64>().ok())
             .unwrap_or(0);
-        sum += resident * page_kib;
+        slot.1 += resident * page_kib;
     }
-    sum
+    sums
+}
+
+/// The resident memory of every process in `group`, summed (KiB).
+pub fn group_rss_kib(group: i32) -> u64 {
+    groups_rss_kib(&[group]).first().map_or(0, |g| g.1)
 }
 
 #[cfg(test)]

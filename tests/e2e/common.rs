@@ -241,7 +241,7 @@ impl Run {
 }
 
 /// `12ms`, `1.5s`, `2m03s`.
-fn is_duration(t: &str) -> bool {
+pub fn is_duration(t: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.');
     if let Some(ms) = t.strip_suffix("ms") {
         return digits(ms);

@@ -443,12 +443,10 @@ fn readme_output_after(command: &str) -> Vec<String> {
         .collect()
 }
 
-/// `in 35.7s` and the like read `in <time>`.
+/// `in 35.7s`, `in 2m01s` (a loaded machine) and the like read `in <time>`.
 fn untimed(line: &str) -> String {
     match line.rsplit_once(" in ") {
-        Some((head, t)) if t.ends_with('s') && t[..t.len() - 1].parse::<f64>().is_ok() => {
-            format!("{head} in <time>")
-        }
+        Some((head, t)) if crate::common::is_duration(t) => format!("{head} in <time>"),
         _ => line.to_string(),
     }
 }

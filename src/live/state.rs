@@ -104,6 +104,9 @@ pub struct StageLive {
     pub mem_mb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_s: Option<u64>,
+    /// A search's trial.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trial: bool,
     /// An evaluation's test accuracy, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
@@ -163,19 +166,33 @@ pub struct Change {
     pub what: String,
 }
 
+impl Change {
+    pub fn of(at: f64, stage: &str, what: String) -> Change {
+        Change {
+            at,
+            stage: Some(stage.to_string()),
+            what,
+        }
+    }
+}
+
 impl RunState {
     pub fn new(pipeline: &crate::spec::Pipeline, run: &str, executor: &str) -> RunState {
+        let mut stages: Vec<StageLive> = pipeline
+            .stages
+            .iter()
+            .map(|s| stage_live(&pipeline.settings.project_dir, s))
+            .collect();
+        for &t in pipeline.searches.iter().flat_map(|p| &p.trials) {
+            stages[t].trial = true;
+        }
         RunState {
             run: run.to_string(),
             started: stages::measure::unix_now(),
             pipeline: pipeline.settings.file.display().to_string(),
             executor: executor.to_string(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            stages: pipeline
-                .stages
-                .iter()
-                .map(|s| stage_live(&pipeline.settings.project_dir, s))
-                .collect(),
+            stages,
             decisions: Vec::new(),
             ended: None,
         }
@@ -197,13 +214,7 @@ impl RunState {
     /// A stage on its way: admitted, started, progressing, measured; or fresh.
     fn going(&mut self, index: &mut HashMap<String, usize>, e: &Event) -> Option<Change> {
         let now = stages::measure::unix_now();
-        let change = |stage: &str, what: String| {
-            Some(Change {
-                at: now,
-                stage: Some(stage.to_string()),
-                what,
-            })
-        };
+        let change = |stage: &str, what: String| Some(Change::of(now, stage, what));
         match e {
             Event::Admitted {
                 stage,
@@ -265,13 +276,7 @@ impl RunState {
     /// How a stage ended.
     fn ended(&mut self, index: &mut HashMap<String, usize>, e: &Event) -> Option<Change> {
         let now = stages::measure::unix_now();
-        let change = |stage: &str, what: String| {
-            Some(Change {
-                at: now,
-                stage: Some(stage.to_string()),
-                what,
-            })
-        };
+        let change = |stage: &str, what: String| Some(Change::of(now, stage, what));
         match e {
             Event::Restored {
                 stage, from, took, ..
@@ -325,13 +330,7 @@ impl RunState {
     /// A search's decision.
     fn decided(&mut self, e: &Event) -> Option<Change> {
         let now = stages::measure::unix_now();
-        let change = |stage: &str, what: String| {
-            Some(Change {
-                at: now,
-                stage: Some(stage.to_string()),
-                what,
-            })
-        };
+        let change = |stage: &str, what: String| Some(Change::of(now, stage, what));
         match e {
             Event::Promoted {
                 search,
@@ -459,6 +458,7 @@ fn blank() -> StageLive {
         from: None,
         mem_mb: None,
         time_s: None,
+        trial: false,
         accuracy: None,
         metrics: None,
     }

@@ -476,6 +476,26 @@ fn a_promotion_does_not_wait_for_the_rung_to_fill() {
         .position(|(s, _)| s == "train@trial-08")
         .unwrap_or_else(|| panic!("{out}"));
     assert!(first_promotion < last_start, "{out}");
+    // The live page lists the decisions and every trial.
+    let live = t.path("cache/live");
+    let run = std::fs::read_dir(&live)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let page = std::fs::read_to_string(run.join("index.html")).unwrap();
+    assert!(page.contains("promoted at epoch"), "the decisions");
+    let trials = page
+        .split("id=\"trials\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_else(|| panic!("no trials"));
+    assert_eq!(
+        trials.matches("train@trial-").count(),
+        8,
+        "every trial, and only trials"
+    );
     // Rerun: the records are taken in before anything is decided; nothing
     // is promoted that the whole search did not promote.
     let again = t.run(&["run", "--jobs", "1"]).ok().stdout();

@@ -214,7 +214,12 @@ fn grouped(h: &mut String, state: &RunState) {
 
 /// The last changes, newest first.
 fn changes(h: &mut String, dir: &Path) {
-    let all: Vec<super::state::Change> = super::read_lines(&dir.join("events.jsonl"));
+    // The file's tail only: it grows with the run, the page shows 15.
+    let tail = stages::cmd::tail(&dir.join("events.jsonl"), 16).unwrap_or_default();
+    let all: Vec<super::state::Change> = tail
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     if all.is_empty() {
         return;
     }

@@ -31,17 +31,7 @@ pub(super) fn search(h: &mut String, dir: &Path, state: &RunState) {
         );
     }
     h.push_str("</tbody></table>");
-    let trials: Vec<&StageLive> = state
-        .stages
-        .iter()
-        .filter(|s| {
-            state
-                .decisions
-                .iter()
-                .any(|d| d.trial.as_ref() == Some(&s.name))
-                || s.name.contains("trial")
-        })
-        .collect();
+    let trials: Vec<&StageLive> = state.stages.iter().filter(|s| s.trial).collect();
     if trials.is_empty() {
         return;
     }
